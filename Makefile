@@ -1,0 +1,42 @@
+# One-command setup for okx-candles. `make run` on a fresh machine: venv, services, migrations, server.
+# Settings come from the environment and `.env` (read by Python itself); see .env.example.
+
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+VENV_PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+REQUIREMENTS := $(wildcard requirements/*.txt)
+PYTEST_ARGS ?=
+
+.PHONY: help venv services migrate run test lint bench-upsert
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+venv: $(STAMP) ## Create .venv (python3.11) and install requirements/dev.txt
+
+# Re-run pip only when a requirements file changed; the stamp is touched last, so a failed install retries.
+$(STAMP): $(REQUIREMENTS)
+	@test -x $(VENV_PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV_PY) -m pip install --disable-pip-version-check -q -r requirements/dev.txt
+	@touch $@
+
+services: venv ## Start local PostgreSQL/Redis if down, create the database
+	$(VENV_PY) scripts/ensure_services.py
+
+migrate: services ## Apply database migrations
+	$(VENV_PY) manage.py migrate --noinput
+
+run: migrate ## Ensure an admin user, then serve the web app in the foreground
+	scripts/run.sh
+
+test: services ## Run the test suite (extra pytest arguments: PYTEST_ARGS="-k foo")
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: venv ## Lint with ruff
+	$(VENV)/bin/ruff check .
+
+bench-upsert: migrate ## Benchmark the candle upsert against a raw COPY
+	$(VENV_PY) bench/upsert.py
