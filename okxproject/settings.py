@@ -112,8 +112,6 @@ OKX_REST_URL = env_str("OKX_REST_URL", "https://www.okx.com")
 
 # --- Pipeline ------------------------------------------------------------------------------------
 FLUSH_INTERVAL_S = env_float("FLUSH_INTERVAL_S", 1.0, minimum=0.1)
-# One upsert statement per this many rows; bounds memory and lock time of a single flush.
-CANDLE_UPSERT_CHUNK = env_int("CANDLE_UPSERT_CHUNK", 20000, minimum=1)
 
 # --- Web -----------------------------------------------------------------------------------------
 WEB_HOST = env_str("WEB_HOST", "127.0.0.1")

@@ -1,0 +1,104 @@
+"""The admin: every model has a working screen for staff, candles are read-only, actions work."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.urls import reverse
+
+from candles.models import CandleRecord, Gap, Instrument, Subscription, SubscriptionStatus, Timeframe
+from candles.storage import CandleRow, candles_upsert
+
+pytestmark = pytest.mark.django_db
+
+H1_OPEN = 1705420800000  # 2024-01-16T16:00:00Z, a 1H boundary
+
+
+@pytest.fixture
+def staff_client(client):
+    user = get_user_model().objects.create_superuser("ops", "ops@example.com", "pw-for-tests")
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def btc() -> Instrument:
+    return Instrument.objects.create(inst_id="BTC-USDT", inst_type="SPOT", base_ccy="BTC", quote_ccy="USDT")
+
+
+@pytest.fixture
+def stored_candle(btc) -> CandleRecord:
+    result = candles_upsert(rows=[CandleRow(
+        "BTC-USDT", "1H", H1_OPEN, "43253.6", "43440.2", "43000", "43250.9", "942.87870026",
+        "40743115.773175484", "40743115.773175484", True, "ws", 1,
+    )])
+    assert result.inserted == 1
+    return CandleRecord.objects.get()
+
+
+@pytest.mark.parametrize("model", ["instrument", "timeframe", "subscription", "gap", "candlerecord"])
+def test_every_changelist_renders_for_staff(staff_client, stored_candle, model):
+    sub = Subscription.objects.create(instrument=stored_candle.instrument, timeframe=Timeframe.objects.get(code="1H"))
+    Gap.objects.create(subscription=sub, start=stored_candle.open_time, end=stored_candle.open_time, missing=1)
+    response = staff_client.get(reverse(f"admin:candles_{model}_changelist"))
+    assert response.status_code == 200
+
+
+def test_candle_list_shows_exact_values_and_filters_by_date(staff_client, stored_candle):
+    url = reverse("admin:candles_candlerecord_changelist")
+    response = staff_client.get(url, {"open_time__year": "2024", "open_time__month": "1"})
+    assert response.status_code == 200
+    assert "43440.2" in response.content.decode()
+    assert staff_client.get(url, {"open_time__year": "2023"}).content.decode().count("43440.2") == 0
+
+
+def test_a_candle_opens_read_only_by_its_key(staff_client, stored_candle):
+    assert stored_candle.key == f"{stored_candle.instrument_id}.{stored_candle.timeframe_id}.{H1_OPEN}"
+    response = staff_client.get(reverse("admin:candles_candlerecord_change", args=[stored_candle.key]))
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "40743115.773175484" in body
+    assert 'name="_save"' not in body
+
+
+def test_candles_cannot_be_added_or_deleted_in_the_admin(staff_client, stored_candle):
+    assert staff_client.get(reverse("admin:candles_candlerecord_add")).status_code == 403
+    delete = reverse("admin:candles_candlerecord_delete", args=[stored_candle.key])
+    assert staff_client.post(delete, {"post": "yes"}).status_code == 403
+    assert CandleRecord.objects.count() == 1
+
+
+def test_an_unknown_candle_key_is_a_redirect_not_an_error(staff_client, stored_candle):
+    response = staff_client.get(reverse("admin:candles_candlerecord_change", args=["not-a-key"]))
+    assert response.status_code == 302
+
+
+def test_pause_and_resume_actions_flip_active_subscriptions(staff_client, btc):
+    sub = Subscription.objects.create(
+        instrument=btc, timeframe=Timeframe.objects.get(code="1m"), status=SubscriptionStatus.LIVE,
+    )
+    url = reverse("admin:candles_subscription_changelist")
+    staff_client.post(url, {"action": "pause", "_selected_action": [sub.pk]})
+    sub.refresh_from_db()
+    assert sub.is_active is False
+    assert "paused" in staff_client.get(url).content.decode()
+    staff_client.post(url, {"action": "resume", "_selected_action": [sub.pk]})
+    sub.refresh_from_db()
+    assert sub.is_active is True
+    assert sub.status == SubscriptionStatus.PENDING
+
+
+def test_a_timeframe_code_cannot_be_renamed_in_the_admin(staff_client):
+    tf = Timeframe.objects.get(code="1m")
+    response = staff_client.get(reverse("admin:candles_timeframe_change", args=[tf.pk]))
+    assert response.status_code == 200
+    assert 'name="code"' not in response.content.decode()
+
+
+def test_a_non_staff_user_gets_nothing(client, stored_candle):
+    user = get_user_model().objects.create_user("quant", "q@example.com", "pw-for-tests")
+    client.force_login(user)
+    for name in ("admin:index", "admin:candles_candlerecord_changelist", "admin:candles_subscription_changelist"):
+        response = client.get(reverse(name))
+        assert response.status_code == 302
+        assert "/admin/login/" in response["Location"]
