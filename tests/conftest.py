@@ -1,0 +1,134 @@
+"""Shared fixtures: instruments, seeded timeframes, candle rows and stored candles.
+
+Tests run against the real PostgreSQL. State that a test needs before it calls `candles_upsert` is stored
+through the ORM (`stored_candles`), so most tests call the write path once and stay inside pytest-django's
+per-test transaction.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from candles.bars import datetime_to_ms, ms_to_datetime
+from candles.models import Candle, Instrument, Timeframe
+from candles.storage import CandleRow
+
+# Every bar OKX lists (shared/okx/PROTOCOL.md), in the seed's order.
+SEEDED_CODES = (
+    "1s", "1m", "3m", "5m", "15m", "30m", "1H", "2H", "4H", "6H", "12H", "1D", "2D", "3D", "5D", "1W", "1M",
+    "3M", "6Hutc", "12Hutc", "1Dutc", "2Dutc", "3Dutc", "5Dutc", "1Wutc", "1Mutc", "3Mutc",
+)
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+def as_ms(moment: datetime | int) -> int:
+    return moment if isinstance(moment, int) else datetime_to_ms(moment)
+
+
+# The open time `build_row` uses when not told: on a minute and on an hour boundary.
+DEFAULT_OPEN_TIME = utc(2024, 1, 16, 19, 0)
+
+
+def build_row(
+    open_time: datetime | int = DEFAULT_OPEN_TIME,
+    *,
+    inst_id: str = "BTC-USDT",
+    bar: str = "1m",
+    open: object = "100",
+    high: object = "110",
+    low: object = "90",
+    close: object = "105",
+    vol: object = "1.5",
+    vol_ccy: object = "157.5",
+    vol_ccy_quote: object = "157.5",
+    confirmed: object = True,
+    source: str = "ws",
+    version: object = 1_000,
+) -> CandleRow:
+    """A valid candle row unless told otherwise; `open_time` is a datetime or epoch milliseconds."""
+    open_time_ms = open_time if isinstance(open_time, int) else datetime_to_ms(open_time)
+    return CandleRow(
+        inst_id, bar, open_time_ms, open, high, low, close, vol, vol_ccy, vol_ccy_quote, confirmed, source, version
+    )
+
+
+@pytest.fixture
+def candle_row():
+    """`candle_row(open_time, **fields)` builds a CandleRow (valid by default)."""
+    return build_row
+
+
+@pytest.fixture
+def tf(db):
+    """`tf("1m")` returns the seeded Timeframe with that exact (case-sensitive) code."""
+    cache: dict[str, Timeframe] = {}
+
+    def get(code: str) -> Timeframe:
+        if code not in cache:
+            cache[code] = Timeframe.objects.get(code=code)
+        return cache[code]
+
+    return get
+
+
+@pytest.fixture
+def instrument(db):
+    """`instrument("ETH-USDT", inst_type="SWAP", ...)` creates an Instrument row."""
+    numbers = itertools.count(1)
+
+    def make(inst_id: str | None = None, inst_type: str = "SPOT", **fields) -> Instrument:
+        if inst_id is None:
+            inst_id = f"TEST{next(numbers)}-USDT"
+        return Instrument.objects.create(inst_id=inst_id, inst_type=inst_type, **fields)
+
+    return make
+
+
+@pytest.fixture
+def btc(instrument) -> Instrument:
+    return instrument("BTC-USDT")
+
+
+@pytest.fixture
+def stored_candles(tf):
+    """`stored_candles(instrument, "1m", open_times, **fields)` stores candles through the ORM.
+
+    Field values default to those of `build_row`; returns the Candle objects in the order given.
+    """
+
+    def store(inst: Instrument, code: str, open_times: Iterable[datetime | int], **fields) -> list[Candle]:
+        values = {
+            "open": Decimal("100"), "high": Decimal("110"), "low": Decimal("90"), "close": Decimal("105"),
+            "vol": Decimal("1.5"), "vol_ccy": Decimal("157.5"), "vol_ccy_quote": Decimal("157.5"),
+            "confirmed": True, "source": "ws", "version": 1_000, "updated_at": timezone.now(),
+        }
+        values.update(fields)
+        candles = [
+            Candle(instrument=inst, timeframe=tf(code), open_time=ms_to_datetime(as_ms(moment)), **values)
+            for moment in open_times
+        ]
+        return Candle.objects.bulk_create(candles)
+
+    return store
+
+
+@pytest.fixture
+def candle_table():
+    """`candle_table()` returns every stored candle, every column, in key order."""
+
+    def snapshot() -> list[tuple]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT * FROM candles_candle ORDER BY instrument_id, timeframe_id, open_time")
+            return cursor.fetchall()
+
+    return snapshot
