@@ -11,7 +11,7 @@ call it. A batch is copied into a temporary staging table and merged with one
 * otherwise only a newer version (receipt time) replaces the stored one, so a retried flush of an older
   batch cannot undo a newer write;
 * open candles from REST are not stored (REST caches lag; the open candle comes from the WebSocket);
-* within one batch, the same key keeps the winner by those same rules.
+* within one batch, the same key keeps the valid row the database would keep by those same rules.
 
 Numbers are copied straight into typed columns, so PostgreSQL parses each value once. Only a batch that
 holds text which is not a number goes through a slower text staging that names the bad column of each
@@ -116,21 +116,21 @@ CREATE TEMPORARY TABLE candle_staging_text (
 ) ON COMMIT DROP
 """
 _COPY_TEXT_STAGING = f"COPY candle_staging_text ({_STAGING_COLUMNS}) FROM STDIN"
-_DECIMAL = r"'^-?[0-9]+(\.[0-9]+)?$'"
+# What PostgreSQL's numeric accepts, less NaN/Infinity: Python renders Decimal("0.00000001") as "1E-8".
+_DECIMAL = r"'^[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?$'"
 _INTEGER = r"'^-?[0-9]{1,18}$'"
 _PARSE_TEXT_STAGING = f"""
 WITH parsed AS (
     SELECT s.*, CASE
-        WHEN s.open_time_ms IS NULL OR s.open_time_ms !~ {_INTEGER} THEN 'open time is not an integer (ms)'
-        WHEN s.version IS NULL OR s.version !~ {_INTEGER} THEN 'version is not an integer'
-        WHEN s.confirmed IS NULL OR lower(s.confirmed) NOT IN ('t', 'f', 'true', 'false')
-            THEN 'confirmed is not a boolean'
-        WHEN s.open IS NULL OR s.open !~ {_DECIMAL} THEN 'open is not a decimal number'
-        WHEN s.high IS NULL OR s.high !~ {_DECIMAL} THEN 'high is not a decimal number'
-        WHEN s.low IS NULL OR s.low !~ {_DECIMAL} THEN 'low is not a decimal number'
-        WHEN s.close IS NULL OR s.close !~ {_DECIMAL} THEN 'close is not a decimal number'
-        WHEN s.vol IS NULL OR s.vol !~ {_DECIMAL} THEN 'vol is not a decimal number'
-        WHEN s.vol_ccy IS NULL OR s.vol_ccy !~ {_DECIMAL} THEN 'vol_ccy is not a decimal number'
+        WHEN s.open_time_ms !~ {_INTEGER} THEN 'open time is not an integer (ms)'
+        WHEN s.version !~ {_INTEGER} THEN 'version is not an integer'
+        WHEN lower(s.confirmed) NOT IN ('t', 'f', 'true', 'false') THEN 'confirmed is not a boolean'
+        WHEN s.open !~ {_DECIMAL} THEN 'open is not a decimal number'
+        WHEN s.high !~ {_DECIMAL} THEN 'high is not a decimal number'
+        WHEN s.low !~ {_DECIMAL} THEN 'low is not a decimal number'
+        WHEN s.close !~ {_DECIMAL} THEN 'close is not a decimal number'
+        WHEN s.vol !~ {_DECIMAL} THEN 'vol is not a decimal number'
+        WHEN s.vol_ccy !~ {_DECIMAL} THEN 'vol_ccy is not a decimal number'
         WHEN NULLIF(s.vol_ccy_quote, '') !~ {_DECIMAL} THEN 'vol_ccy_quote is not a decimal number'
     END AS reason
     FROM candle_staging_text s
@@ -143,6 +143,7 @@ WITH parsed AS (
 )
 SELECT seq, reason FROM parsed WHERE reason IS NOT NULL ORDER BY seq
 """
+_DROP_STAGING = "DROP TABLE IF EXISTS candle_staging, candle_staging_text"
 
 # Bar constants once per bar, not once per row (MATERIALIZED keeps the planner from inlining them).
 _CHECKED = """
@@ -153,6 +154,15 @@ CROSS JOIN LATERAL (SELECT CASE
     WHEN i.id IS NULL THEN 'unknown instrument ' || coalesce(quote_literal(s.inst_id), 'NULL')
     WHEN bar.id IS NULL THEN 'unknown bar ' || coalesce(quote_literal(s.bar), 'NULL')
     WHEN s.source IS NULL OR s.source NOT IN ('ws', 'rest') THEN 'source must be ws or rest'
+    WHEN s.open_time_ms IS NULL THEN 'open time is missing'
+    WHEN s.version IS NULL THEN 'version is missing'
+    WHEN s.confirmed IS NULL THEN 'confirmed is missing'
+    WHEN s.open IS NULL THEN 'open is missing'
+    WHEN s.high IS NULL THEN 'high is missing'
+    WHEN s.low IS NULL THEN 'low is missing'
+    WHEN s.close IS NULL THEN 'close is missing'
+    WHEN s.vol IS NULL THEN 'vol is missing'
+    WHEN s.vol_ccy IS NULL THEN 'vol_ccy is missing'
     WHEN 'NaN' IN (s.open, s.high, s.low, s.close, s.vol, s.vol_ccy, s.vol_ccy_quote)
         OR abs(s.open) = 'Infinity' OR abs(s.high) = 'Infinity' OR abs(s.low) = 'Infinity'
         OR abs(s.close) = 'Infinity' OR s.vol = 'Infinity' OR s.vol_ccy = 'Infinity'
@@ -174,17 +184,18 @@ bar AS MATERIALIZED (
     FROM candles_timeframe
 )"""
 
-_MERGE = f"""
-WITH {_BAR_CONSTANTS},
+_MERGE = """
+WITH {bar_constants},
 merged AS (
     INSERT INTO candles_candle AS c (
         instrument_id, timeframe_id, open_time, open, high, low, close, vol, vol_ccy, vol_ccy_quote,
         confirmed, source, version, updated_at
     )
-    SELECT i.id, bar.id, timestamptz 'epoch' + s.open_time_ms * interval '1 millisecond',
+    SELECT {distinct} i.id, bar.id, timestamptz 'epoch' + s.open_time_ms * interval '1 millisecond',
            s.open, s.high, s.low, s.close, s.vol, s.vol_ccy, s.vol_ccy_quote, s.confirmed, s.source, s.version, now()
-    {_CHECKED}
+    {checked}
     WHERE v.reason IS NULL AND (s.confirmed OR s.source = 'ws')
+    {order}
     ON CONFLICT (instrument_id, timeframe_id, open_time) DO UPDATE SET
         open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
         vol = EXCLUDED.vol, vol_ccy = EXCLUDED.vol_ccy, vol_ccy_quote = EXCLUDED.vol_ccy_quote,
@@ -195,6 +206,15 @@ merged AS (
 )
 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged
 """
+_MERGE_UNIQUE = _MERGE.format(bar_constants=_BAR_CONSTANTS, checked=_CHECKED, distinct="", order="")
+# ON CONFLICT cannot touch one row twice in a statement: a batch holding a key more than once keeps, among
+# its valid rows, the one the database would keep (confirmed first, then the newest version). The sort
+# costs, so batches without duplicates (the usual case) skip it.
+_MERGE_DEDUPLICATED = _MERGE.format(
+    bar_constants=_BAR_CONSTANTS, checked=_CHECKED,
+    distinct="DISTINCT ON (i.id, bar.id, s.open_time_ms)",
+    order="ORDER BY i.id, bar.id, s.open_time_ms, s.confirmed DESC, s.version DESC",
+)
 
 _REPORT = f"""
 WITH {_BAR_CONSTANTS}
@@ -203,34 +223,6 @@ SELECT count(*) FILTER (WHERE v.reason IS NULL AND NOT s.confirmed AND s.source 
                 '[]')
 {_CHECKED}
 """
-
-
-def _beats(challenger: CandleRow, holder: CandleRow) -> bool:
-    """Within one batch, the row the database would keep: confirmed first, then the newest version."""
-    if challenger.confirmed != holder.confirmed:
-        return bool(challenger.confirmed)
-    return challenger.version > holder.version
-
-
-def _unique_by_key(rows: Sequence[CandleRow]) -> tuple[list[CandleRow], list[int]]:
-    """The rows to write, one per key, and for each the caller's index of it.
-
-    ON CONFLICT cannot touch one row twice in a statement, so duplicates are settled here, by the same
-    rules the database applies between batches.
-    """
-    first: dict[tuple[str, str, int], int] = {}
-    winners: list[int] = []
-    for index, row in enumerate(rows):
-        key = (row[0], row[1], row[2])
-        slot = first.get(key)
-        if slot is None:
-            first[key] = len(winners)
-            winners.append(index)
-        elif _beats(row, rows[winners[slot]]):
-            winners[slot] = index
-    if len(winners) == len(rows):
-        return list(rows), winners
-    return [rows[i] for i in winners], winners
 
 
 def _stage_text_fallback(cursor, rows: Sequence[CandleRow]) -> list[tuple[int, str]]:
@@ -251,29 +243,31 @@ def candles_upsert(*, rows: Sequence[CandleRow]) -> UpsertResult:
     result = UpsertResult(received=len(rows))
     if not rows:
         return result
-    unique, origin = _unique_by_key(rows)
+    has_duplicates = len({(row[0], row[1], row[2]) for row in rows}) < len(rows)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_CREATE_STAGING)
         try:
             with transaction.atomic(), cursor.copy(_COPY_STAGING) as copy:
-                for row in unique:
+                for row in rows:
                     copy.write_row(row)
             unparsable: list[tuple[int, str]] = []
         except psycopg.DataError:  # the COPY is not wrapped by Django, so psycopg's own class
-            unparsable = _stage_text_fallback(cursor, unique)
-        cursor.execute(_MERGE)
+            unparsable = _stage_text_fallback(cursor, rows)
+        cursor.execute(_MERGE_DEDUPLICATED if has_duplicates else _MERGE_UNIQUE)
         inserted, updated = cursor.fetchone()
         skipped_open_rest, invalid = 0, []
         # Live flushes usually write every row; only a batch with rows left over needs the second pass
         # that says which were invalid and which were REST's open candles.
-        if inserted + updated < len(unique):
+        if inserted + updated < len(rows):
             cursor.execute(_REPORT)
             skipped_open_rest, invalid = cursor.fetchone()
+        # ON COMMIT DROP alone would leave the tables to a second call inside the same outer transaction.
+        cursor.execute(_DROP_STAGING)
     rejected = sorted(unparsable + [tuple(item) for item in invalid])
     result.inserted = inserted
     result.updated = updated
     result.skipped_open_rest = skipped_open_rest
-    result.rejected = [RejectedRow(origin[seq], rows[origin[seq]], reason) for seq, reason in rejected]
+    result.rejected = [RejectedRow(seq, rows[seq], reason) for seq, reason in rejected]
     result.unchanged = len(rows) - len(result.rejected) - skipped_open_rest - inserted - updated
     for item in result.rejected[:20]:
         logger.warning("candle rejected: %s", item)
@@ -318,12 +312,12 @@ def _encode_cursor(open_time: datetime, descending: bool) -> str:
 def _decode_cursor(cursor: str, descending: bool) -> datetime:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        direction, ms = raw[0], int(raw[1:])
-    except (ValueError, IndexError, UnicodeDecodeError):
+        direction, after = raw[0], ms_to_datetime(int(raw[1:]))
+    except (ValueError, IndexError, UnicodeDecodeError, OverflowError):
         raise InvalidCursor(f"cursor {cursor!r} is not one this server issued") from None
     if direction != ("d" if descending else "a"):
         raise InvalidCursor("cursor was issued for the other sort order")
-    return ms_to_datetime(ms)
+    return after
 
 
 _LIST_COLUMNS = (
