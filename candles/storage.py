@@ -163,10 +163,9 @@ CROSS JOIN LATERAL (SELECT CASE
     WHEN s.close IS NULL THEN 'close is missing'
     WHEN s.vol IS NULL THEN 'vol is missing'
     WHEN s.vol_ccy IS NULL THEN 'vol_ccy is missing'
-    WHEN 'NaN' IN (s.open, s.high, s.low, s.close, s.vol, s.vol_ccy, s.vol_ccy_quote)
-        OR abs(s.open) = 'Infinity' OR abs(s.high) = 'Infinity' OR abs(s.low) = 'Infinity'
-        OR abs(s.close) = 'Infinity' OR s.vol = 'Infinity' OR s.vol_ccy = 'Infinity'
-        OR s.vol_ccy_quote = 'Infinity' THEN 'value is not a finite number'
+    -- PostgreSQL sorts NaN and Infinity above every finite number, and -Infinity below.
+    WHEN greatest(s.open, s.high, s.low, s.close, s.vol, s.vol_ccy, s.vol_ccy_quote) >= 'Infinity'
+        OR least(s.open, s.high, s.low, s.close) <= '-Infinity' THEN 'value is not a finite number'
     WHEN s.high < greatest(s.open, s.close, s.low) THEN 'high is below open, close or low'
     WHEN s.low > least(s.open, s.close) THEN 'low is above open or close'
     WHEN s.vol < 0 THEN 'vol is negative'
