@@ -145,7 +145,7 @@ class Candle(models.Model):
     instead of two: 13 % smaller, 60 % faster upserts, faster range reads; see bench/upsert.py
     --compare-keys). Django 5.2's admin cannot register composite keys, so the admin browses candles
     through `CandleRecord`, a read-only view with a single-column key. The table's fillfactor is 90
-    (migration 0004) so the open candle, rewritten every flush, is updated in place (HOT).
+    (migration 0005) so the open candle, rewritten every flush, is updated in place (HOT).
     """
 
     pk = models.CompositePrimaryKey("instrument_id", "timeframe_id", "open_time")
