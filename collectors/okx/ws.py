@@ -1,0 +1,571 @@
+"""An asyncio client for OKX's business WebSocket that keeps a set of candle channels subscribed.
+
+Channels are spread over shards of at most `channels_per_connection`; each shard owns one live
+connection (a *link*) at a time. Around it:
+
+* new connections are gated to `connections_per_second` across the client, and each link keeps within
+  `requests_per_hour` subscribe/unsubscribe requests;
+* a watchdog sends OKX's text `ping` after `ping_after_s` of silence and drops the link if nothing answers
+  within `pong_timeout_s` (reading stays a bare `async for`, so the hot path pays no per-frame timer);
+* any drop reconnects with capped exponential backoff and jitter and subscribes everything again;
+* notice 64008 opens the replacement link and subscribes it *before* the old one is closed, so no push
+  is missed (duplicates during the overlap are harmless: the newest version of a candle wins downstream);
+* error 60018 (channel or instrument does not exist) marks the channel invalid: it is reported once and
+  not subscribed again until `clear_invalid` is called;
+* every state change and the counters go to the handler's `on_status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import websockets
+from websockets.exceptions import WebSocketException
+
+from collectors.okx.messages import (
+    DEFAULT_ARGS_PER_REQUEST,
+    CandleUpdate,
+    Channel,
+    ErrorEvent,
+    Notice,
+    ProtocolError,
+    Request,
+    SubscribeAck,
+    UnsubscribeAck,
+    build_requests,
+    parse_message,
+)
+
+logger = logging.getLogger(__name__)
+
+NOTICE_SERVICE_UPGRADE = "64008"
+# Error codes that say a channel itself is wrong: retrying it can only fail again.
+INVALID_CHANNEL_CODES = frozenset({"60018", "64001", "64002", "60012", "60013"})
+ERROR_TOO_FREQUENT = "60014"
+
+
+@dataclass(frozen=True, slots=True)
+class WsConfig:
+    url: str
+    channels_per_connection: int = 200
+    connections_per_second: int = 3
+    requests_per_hour: int = 480
+    args_per_request: int = DEFAULT_ARGS_PER_REQUEST
+    ping_after_s: float = 20.0
+    pong_timeout_s: float = 8.0
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 30.0
+    # A link that stayed up this long resets the backoff; shorter lives keep growing it.
+    stable_after_s: float = 30.0
+    connect_timeout_s: float = 10.0
+    # How long a 64008 handover waits for the replacement's acks before switching anyway.
+    handover_timeout_s: float = 15.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.ping_after_s < 30:
+            raise ValueError("ping_after_s must be between 0 and 30: OKX closes silent connections after 30 s")
+        if self.channels_per_connection < 1 or self.connections_per_second < 1 or self.requests_per_hour < 1:
+            raise ValueError("channels_per_connection, connections_per_second and requests_per_hour must be ≥ 1")
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStatus:
+    shard: int
+    state: str  # connecting, subscribing, open, handover, backoff, closed
+    conn_id: str | None
+    channels: int
+    subscribed: int
+    messages: int
+    candles: int
+    reconnects: int
+    errors: int
+    last_message_at: float | None  # wall-clock seconds
+    detail: str = ""
+
+
+class WsHandler:
+    """What the client tells its owner. Override what you need; `on_candle` is the hot path: keep it fast."""
+
+    def on_candle(self, update: CandleUpdate, raw: str | bytes) -> None:
+        pass
+
+    def on_protocol_error(self, error: ProtocolError) -> None:
+        pass
+
+    def on_subscribed(self, channel: Channel) -> None:
+        """After every (re)subscription of a channel: the moment to look for a gap behind it."""
+
+    def on_invalid(self, channel: Channel, error: ErrorEvent) -> None:
+        pass
+
+    def on_error(self, error: ErrorEvent) -> None:
+        pass
+
+    def on_status(self, status: ConnectionStatus) -> None:
+        pass
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: Callable[[], float] = random.random) -> float:
+    """Capped exponential backoff with equal jitter: in [d/2, d] for d = min(cap, base·2^attempt)."""
+    ceiling = min(cap, base * (2 ** min(attempt, 32)))
+    return ceiling / 2 + rng() * ceiling / 2
+
+
+class SlidingWindow:
+    """At most `limit` events in any `period` seconds; `wait()` sleeps until the next one is allowed."""
+
+    def __init__(self, limit: int, period: float, clock: Callable[[], float], sleep: Callable[[float], Awaitable]):
+        self.limit, self.period = limit, period
+        self._clock, self._sleep = clock, sleep
+        self._times: deque[float] = deque()
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        async with self._lock:
+            while True:
+                now = self._clock()
+                while self._times and now - self._times[0] >= self.period:
+                    self._times.popleft()
+                if len(self._times) < self.limit:
+                    self._times.append(now)
+                    return
+                await self._sleep(self.period - (now - self._times[0]))
+
+
+Connect = Callable[..., Awaitable[Any]]
+
+
+class OkxWsClient:
+    """Keeps `channels` subscribed on OKX's business WebSocket and feeds every event to `handler`."""
+
+    def __init__(
+        self,
+        config: WsConfig,
+        handler: WsHandler,
+        *,
+        connect: Connect = websockets.connect,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable] = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
+    ):
+        self.config = config
+        self.handler = handler
+        self._connect_fn = connect
+        self.clock, self.wall_clock, self.sleep, self.rng = clock, wall_clock, sleep, rng
+        self._gate = SlidingWindow(config.connections_per_second, 1.0, clock, sleep)
+        self._shards: list[_Shard] = []
+        self._shard_ids = 0
+        self.invalid: dict[Channel, ErrorEvent] = {}
+        self._running = False
+        self._stopped = asyncio.Event()
+
+    # --- the channel set -----------------------------------------------------------------------
+
+    @property
+    def channels(self) -> set[Channel]:
+        return {c for shard in self._shards for c in shard.assigned}
+
+    def set_channels(self, channels: Iterable[Channel]) -> None:
+        """Make `channels` the subscribed set (minus invalid ones), without reconnecting anything."""
+        wanted = {c for c in channels if c not in self.invalid}
+        current = self.channels
+        self.remove(current - wanted)
+        self.add(wanted - current)
+
+    def add(self, channels: Iterable[Channel]) -> None:
+        pending = sorted(c for c in set(channels) if c not in self.invalid and c not in self.channels)
+        cap = self.config.channels_per_connection
+        for shard in self._shards:
+            room = cap - len(shard.assigned)
+            if room > 0 and pending:
+                shard.add(pending[:room])
+                pending = pending[room:]
+        while pending:
+            shard = self._new_shard()
+            shard.add(pending[:cap])
+            pending = pending[cap:]
+
+    def remove(self, channels: Iterable[Channel]) -> None:
+        gone = set(channels)
+        for shard in list(self._shards):
+            mine = shard.assigned & gone
+            if mine:
+                shard.remove(mine)
+            if not shard.assigned:
+                self._shards.remove(shard)
+                shard.close()
+
+    def clear_invalid(self, channel: Channel) -> None:
+        """Allow a channel marked invalid to be subscribed again (e.g. after the operator fixed it)."""
+        self.invalid.pop(channel, None)
+
+    def statuses(self) -> list[ConnectionStatus]:
+        return [shard.status() for shard in self._shards]
+
+    # --- running -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until `stop()`; shards start as channels are added."""
+        self._running = True
+        for shard in self._shards:
+            shard.start()
+        await self._stopped.wait()
+
+    async def stop(self) -> None:
+        self._running = False
+        shards, self._shards = self._shards, []
+        for shard in shards:
+            shard.close()
+        await asyncio.gather(*(shard.wait_closed() for shard in shards), return_exceptions=True)
+        self._stopped.set()
+
+    def _new_shard(self) -> _Shard:
+        shard = _Shard(self, self._shard_ids)
+        self._shard_ids += 1
+        self._shards.append(shard)
+        if self._running:
+            shard.start()
+        return shard
+
+    async def _open(self) -> Any:
+        await self._gate.wait()
+        return await asyncio.wait_for(
+            self._connect_fn(self.config.url, ping_interval=None, compression=None, max_queue=None,
+                             open_timeout=self.config.connect_timeout_s),
+            timeout=self.config.connect_timeout_s + 1,
+        )
+
+    def _mark_invalid(self, channel: Channel, error: ErrorEvent) -> None:
+        if channel in self.invalid:
+            return
+        self.invalid[channel] = error
+        logger.warning("OKX refused %s (%s %s); not subscribing it again", channel, error.code, error.msg)
+        for shard in self._shards:
+            shard.assigned.discard(channel)
+        self.handler.on_invalid(channel, error)
+
+
+@dataclass(eq=False)
+class _Link:
+    """One physical WebSocket connection of a shard."""
+
+    ws: Any
+    opened_at: float
+    budget: SlidingWindow
+    conn_id: str | None = None
+    subscribed: set[Channel] = field(default_factory=set)
+    pending: dict[str, Request] = field(default_factory=dict)
+    last_rx: float = 0.0
+    ping_sent_at: float | None = None
+    replaced: bool = False
+    reader: asyncio.Task | None = None
+    all_acked: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class _Shard:
+    def __init__(self, client: OkxWsClient, index: int):
+        self.client = client
+        self.index = index
+        self.assigned: set[Channel] = set()
+        self.link: _Link | None = None
+        self.state = "connecting"
+        self.detail = ""
+        self.messages = self.candles = self.reconnects = self.errors = 0
+        # The replacement link while a 64008 handover subscribes it.
+        self.incoming: _Link | None = None
+        self._task: asyncio.Task | None = None
+        self._handover: asyncio.Task | None = None
+        self._closing = False
+        self._background: set[asyncio.Task] = set()
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"okx-ws-shard-{self.index}")
+
+    def close(self) -> None:
+        self._closing = True
+        for task in (self._task, self._handover, *self._background):
+            if task is not None:
+                task.cancel()
+
+    async def wait_closed(self) -> None:
+        tasks = [t for t in (self._task, self._handover) if t is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.link is not None:
+            await self._close_link(self.link)
+        self._set_state("closed")
+
+    def add(self, channels: Iterable[Channel]) -> None:
+        new = set(channels) - self.assigned
+        self.assigned |= new
+        for link in self._live_links():
+            if new:
+                self._spawn(self._send(link, "subscribe", new))
+
+    def remove(self, channels: Iterable[Channel]) -> None:
+        gone = set(channels) & self.assigned
+        self.assigned -= gone
+        for link in self._live_links():
+            if gone & link.subscribed:
+                self._spawn(self._send(link, "unsubscribe", gone & link.subscribed))
+
+    def _live_links(self) -> list[_Link]:
+        """Links that already sent their subscriptions: later changes must be sent to them too."""
+        links = [self.link, self.incoming]
+        return [link for link in links if link is not None and link.reader is not None and not link.reader.done()]
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _run(self) -> None:
+        attempt = 0
+        while not self._closing:
+            if self._handover is not None and not self._handover.done():
+                await asyncio.wait({self._handover})
+            link = self.link
+            if link is None or link.reader is None or link.reader.done():
+                try:
+                    link = await self._connect()
+                except (OSError, WebSocketException, TimeoutError) as exc:
+                    self.errors += 1
+                    await self._backoff(attempt, f"connect failed: {exc!r}")
+                    attempt += 1
+                    continue
+                self.link = link
+                self._check_all_acked(link)
+            await asyncio.wait({link.reader})
+            if self._closing:
+                break
+            if link.replaced:
+                continue  # the handover installed its replacement already
+            lived = self.client.clock() - link.opened_at
+            attempt = 0 if lived >= self.client.config.stable_after_s else attempt + 1
+            self.reconnects += 1
+            await self._backoff(attempt, "connection lost")
+
+    async def _backoff(self, attempt: int, why: str) -> None:
+        cfg = self.client.config
+        delay = backoff_delay(attempt, cfg.backoff_base_s, cfg.backoff_cap_s, self.client.rng)
+        self._set_state("backoff", f"{why}; retrying in {delay:.1f} s")
+        await self.client.sleep(delay)
+
+    async def _connect(self) -> _Link:
+        self._set_state("connecting")
+        client = self.client
+        ws = await client._open()
+        link = _Link(ws=ws, opened_at=client.clock(),
+                     budget=SlidingWindow(client.config.requests_per_hour, 3600.0, client.clock, client.sleep))
+        link.last_rx = client.clock()
+        link.reader = asyncio.get_running_loop().create_task(self._read(link), name=f"okx-ws-read-{self.index}")
+        self._spawn(self._watchdog(link))
+        self._set_state("subscribing")
+        await self._send(link, "subscribe", self.assigned)
+        return link
+
+    async def _close_link(self, link: _Link) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(link.ws.close(), timeout=2)
+        if link.reader is not None:
+            link.reader.cancel()
+            await asyncio.gather(link.reader, return_exceptions=True)
+
+    # --- requests ---------------------------------------------------------------------------------
+
+    async def _send(self, link: _Link, op: str, channels: Iterable[Channel]) -> None:
+        channels = sorted(channels)
+        if not channels:
+            self._check_all_acked(link)
+            return
+        for request in build_requests(op, channels, args_per_request=self.client.config.args_per_request):
+            await link.budget.wait()
+            link.pending[request.request_id] = request
+            try:
+                await link.ws.send(request.payload.decode())
+            except (OSError, WebSocketException):
+                return  # the reader sees the drop and the shard reconnects and resubscribes
+
+    def _check_all_acked(self, link: _Link) -> None:
+        if not any(r.op == "subscribe" for r in link.pending.values()) and self.assigned <= link.subscribed | set(
+            self.client.invalid
+        ):
+            link.all_acked.set()
+            if link is self.link and self.state == "subscribing":
+                self._set_state("open")
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    async def _read(self, link: _Link) -> None:
+        client = self.client
+        handler = client.handler
+        on_candle = handler.on_candle
+        clock = client.clock
+        try:
+            async for raw in link.ws:  # the hot path: one iteration per frame
+                link.last_rx = clock()
+                link.ping_sent_at = None
+                self.messages += 1
+                if raw == "pong":
+                    continue
+                try:
+                    events = parse_message(raw)
+                except ProtocolError as error:
+                    self.errors += 1
+                    handler.on_protocol_error(error)
+                    continue
+                for event in events:
+                    if event.__class__ is CandleUpdate:
+                        self.candles += 1
+                        on_candle(event, raw)
+                    else:
+                        self._on_event(link, event)
+        except (OSError, WebSocketException) as exc:
+            self.detail = f"read failed: {exc!r}"
+
+    async def _watchdog(self, link: _Link) -> None:
+        cfg = self.client.config
+        clock = self.client.clock
+        while link.reader is not None and not link.reader.done():
+            now = clock()
+            if link.ping_sent_at is not None:
+                if now - link.ping_sent_at >= cfg.pong_timeout_s:
+                    self.errors += 1
+                    self.detail = "no pong: dropping the connection"
+                    logger.warning("shard %d: no pong in %.1f s; reconnecting", self.index, cfg.pong_timeout_s)
+                    transport = getattr(link.ws, "transport", None)
+                    if transport is not None:
+                        transport.abort()  # a dead peer would never answer a closing handshake
+                    return
+                wait = link.ping_sent_at + cfg.pong_timeout_s - now
+            elif now - link.last_rx >= cfg.ping_after_s:
+                link.ping_sent_at = now
+                try:
+                    await link.ws.send("ping")
+                except (OSError, WebSocketException):
+                    return
+                wait = cfg.pong_timeout_s
+            else:
+                wait = link.last_rx + cfg.ping_after_s - now
+            await self.client.sleep(max(wait, 0.05))
+
+    def _on_event(self, link: _Link, event: Any) -> None:
+        if isinstance(event, SubscribeAck):
+            link.conn_id = event.conn_id or link.conn_id
+            link.subscribed.add(event.channel)
+            self._settle(link, event.request_id, event.channel)
+            if event.channel in self.assigned:
+                self.client.handler.on_subscribed(event.channel)
+            self._check_all_acked(link)
+        elif isinstance(event, UnsubscribeAck):
+            link.subscribed.discard(event.channel)
+            self._settle(link, event.request_id, event.channel)
+        elif isinstance(event, ErrorEvent):
+            self._on_error(link, event)
+        elif (isinstance(event, Notice) and event.code == NOTICE_SERVICE_UPGRADE
+              and link is self.link and not link.replaced):
+            logger.info("shard %d: notice %s, handing over to a new connection", self.index, event.code)
+            self._handover = asyncio.get_running_loop().create_task(self._hand_over(link))
+
+    def _settle(self, link: _Link, request_id: str | None, channel: Channel) -> None:
+        request = link.pending.get(request_id) if request_id else None
+        if request is None:
+            request = next((r for r in link.pending.values() if channel in r.channels), None)
+        if request is None:
+            return
+        done = link.subscribed if request.op == "subscribe" else set(request.channels) - link.subscribed
+        if all(c in done or c in self.client.invalid for c in request.channels):
+            link.pending.pop(request.request_id, None)
+
+    def _on_error(self, link: _Link, error: ErrorEvent) -> None:
+        self.errors += 1
+        request = link.pending.pop(error.request_id, None) if error.request_id else None
+        if request is None and link.pending:
+            # OKX does not always echo the id; it answers requests in order, so blame the oldest.
+            request = link.pending.pop(next(iter(link.pending)))
+        self.client.handler.on_error(error)
+        if request is None:
+            logger.warning("shard %d: OKX error %s %s", self.index, error.code, error.msg)
+            return
+        if error.code in INVALID_CHANNEL_CODES:
+            if len(request.channels) == 1:
+                self.client._mark_invalid(request.channels[0], error)
+                self._check_all_acked(link)
+            else:
+                # One bad arg may fail a whole request: ask again one channel per request to find it.
+                self._spawn(self._send_singly(link, request))
+        else:
+            delay = 1.0 if error.code != ERROR_TOO_FREQUENT else 5.0
+            self._spawn(self._retry_later(link, request, delay))
+
+    async def _send_singly(self, link: _Link, request: Request) -> None:
+        for channel in request.channels:
+            if channel in self.assigned and channel not in link.subscribed:
+                await self._send(link, request.op, [channel])
+
+    async def _retry_later(self, link: _Link, request: Request, delay: float) -> None:
+        await self.client.sleep(delay)
+        if link is self.link and not link.replaced:
+            wanted = [c for c in request.channels if (c in self.assigned) == (request.op == "subscribe")]
+            await self._send(link, request.op, wanted)
+
+    async def _hand_over(self, old: _Link) -> None:
+        """Make before break: the replacement is subscribed before the old link is closed."""
+        self._set_state("handover", "notice 64008: opening the replacement connection")
+        attempt = 0
+        while not self._closing:
+            try:
+                new = await self._connect()
+                self.incoming = new
+                break
+            except (OSError, WebSocketException, TimeoutError) as exc:
+                self.errors += 1
+                await self._backoff(attempt, f"handover connect failed: {exc!r}")
+                attempt += 1
+        else:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(new.all_acked.wait(), timeout=self.client.config.handover_timeout_s)
+        old.replaced = True
+        self.link, self.incoming = new, None
+        self.reconnects += 1
+        self._set_state("open" if new.all_acked.is_set() else "subscribing")
+        await self._close_link(old)
+
+    # --- status -----------------------------------------------------------------------------------
+
+    def _set_state(self, state: str, detail: str = "") -> None:
+        self.state = state
+        self.detail = detail
+        self.client.handler.on_status(self.status())
+
+    def status(self) -> ConnectionStatus:
+        link = self.link
+        return ConnectionStatus(
+            shard=self.index, state=self.state, conn_id=link.conn_id if link else None,
+            channels=len(self.assigned), subscribed=len(link.subscribed) if link else 0,
+            messages=self.messages, candles=self.candles, reconnects=self.reconnects, errors=self.errors,
+            last_message_at=self.client.wall_clock() - (self.client.clock() - link.last_rx) if link else None,
+            detail=self.detail,
+        )
+
+
+__all__ = [
+    "ConnectionStatus",
+    "OkxWsClient",
+    "SlidingWindow",
+    "WsConfig",
+    "WsHandler",
+    "backoff_delay",
+]
