@@ -1,0 +1,39 @@
+"""Settings of one simulator run (the public contract other engineers code against)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .bars import ALL_BARS
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    seed: int = 1
+    instruments: int = 10  # spot instruments: BTC, ETH, SOL, XRP, DOGE, then SYN5, SYN6, ... (all -USDT)
+    swaps: bool = False  # also a -USDT-SWAP instrument per spot one
+    bars: tuple[str, ...] = ALL_BARS
+    push_interval: float = 1.0  # seconds between pushes of the open candle on each subscribed channel
+    confirm_omit_rate: float = 0.0  # fraction of closes whose confirm push is left out
+    quiet_fraction: float = 0.0  # fraction of instruments with flat zero-volume candles
+    idle_timeout: float = 30.0  # close 4004 when no frame went either way for this long
+    max_channels_per_connection: int = 0  # 0 = unlimited, else close 4008 when exceeded
+    requests_per_hour: int = 480  # subscribe + unsubscribe requests per connection; over it: error 60014
+    new_connections_per_second: int = 3  # WebSocket handshakes per client IP; over it: HTTP 429
+    rest_candles_limit: tuple[int, float] = (40, 2.0)  # requests per period (s) per client IP
+    rest_history_limit: tuple[int, float] = (20, 2.0)
+    rest_instruments_limit: tuple[int, float] = (20, 2.0)  # per client IP and instType
+    history_days: int = 30  # candles exist from listTime = now - history_days (whole UTC days)
+    list_time_ms: int | None = None  # fixes listTime instead of deriving it from the clock
+    write_buffer_limit: int = 16 * 2**20  # bytes queued for a slow reader before closing it with 4005
+    close_timeout: float = 2.0  # seconds to wait for the client's close frame before dropping the TCP link
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bars, str):
+            object.__setattr__(self, "bars", tuple(b for b in self.bars.split(",") if b))
+        else:
+            object.__setattr__(self, "bars", tuple(self.bars))
+        if self.push_interval <= 0:
+            raise ValueError("push_interval must be positive")
+        if self.instruments < 0:
+            raise ValueError("instruments must not be negative")

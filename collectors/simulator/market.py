@@ -1,0 +1,241 @@
+"""The simulated market: every candle of every instrument and bar, derived from the seed. Pure, no I/O.
+
+A candle is a short path of sub-steps drawn from a hash of (seed, instId, bar, open time). The truth is the
+aggregate of all sub-steps; the open candle at a moment is the aggregate of the sub-steps begun by then, so
+every version stays inside the final high/low, volumes only grow, and the last version equals the truth.
+Opens and closes follow a smooth per-currency price curve, so a candle opens where the previous one closed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from .bars import BARS, DAY_MS, Bar
+from .decimals import scaled
+from .instruments import SWAP_LOT_DECIMALS, Instrument, build_instruments, stable_hash, unit
+
+if TYPE_CHECKING:
+    from .config import SimulatorConfig
+
+Clock = Callable[[], int]
+
+# (period in ms, relative amplitude) of the waves that make up the price curve.
+_WAVES: tuple[tuple[int, float], ...] = (
+    (67_000, 0.0004), (431_000, 0.0012), (2_957_000, 0.004), (21_601_000, 0.012), (190_003_000, 0.035),
+    (1_300_027_000, 0.08),
+)
+# Noise of the intra-candle path, relative to price, per square root of the candle's seconds.
+_PATH_NOISE = 0.00005
+ONE_SECOND_HISTORY_MS = 90 * DAY_MS
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class CandlePath:
+    """Running aggregates after each sub-step j = 1..K (index j-1). Prices in ticks, volumes in lots."""
+
+    open: int
+    closes: tuple[int, ...]
+    highs: tuple[int, ...]
+    lows: tuple[int, ...]
+    vols: tuple[int, ...]
+    quote_vols: tuple[int, ...]  # Σ lots × price ticks
+
+
+def substeps_of(bar: Bar) -> int:
+    # 1s candles change every 200 ms; longer ones in 12 steps (every 5 s for 1m): more steps cost CPU.
+    return 5 if bar.duration_ms == 1000 else 12
+
+
+class Market:
+    """Candles of the configured instruments and bars. `clock` returns epoch ms (tests pass a fake one)."""
+
+    def __init__(self, config: SimulatorConfig, clock: Clock | None = None):
+        self.config = config
+        self.clock: Clock = clock or wall_clock_ms
+        self.seed = config.seed
+        list_time = config.list_time_ms
+        if list_time is None:
+            # Whole UTC days so that the listing moment does not move within a day of runs.
+            list_time = (self.clock() - config.history_days * DAY_MS) // DAY_MS * DAY_MS
+        self.list_time_ms: int = list_time
+        self.instruments: dict[str, Instrument] = build_instruments(
+            config.seed, config.instruments, swaps=config.swaps, quiet_fraction=config.quiet_fraction,
+            list_time_ms=list_time,
+        )
+        unknown = [name for name in config.bars if name not in BARS]
+        if unknown:
+            raise ValueError(f"unknown bars {unknown}; known: {list(BARS)}")
+        self.bars: dict[str, Bar] = {name: BARS[name] for name in config.bars}
+        self._phases: dict[str, tuple[float, ...]] = {}
+        self._path = lru_cache(maxsize=65_536)(self._compute_path)
+        # A candle's close is the next one's open: the same curve point is asked for twice in a row.
+        self._curve = lru_cache(maxsize=4_096)(self._curve_ticks)
+
+    # --- lookup -----------------------------------------------------------------------------------
+
+    def instrument(self, inst_id: str) -> Instrument | None:
+        return self.instruments.get(inst_id)
+
+    def bar(self, name: str) -> Bar | None:
+        return self.bars.get(name)
+
+    def _get(self, inst_id: str, bar_name: str) -> tuple[Instrument, Bar]:
+        inst, bar = self.instruments.get(inst_id), self.bars.get(bar_name)
+        if inst is None:
+            raise KeyError(f"unknown instrument {inst_id!r}")
+        if bar is None:
+            raise KeyError(f"unknown bar {bar_name!r}")
+        return inst, bar
+
+    def first_open(self, inst_id: str, bar_name: str) -> int:
+        """Open time of the first candle: the one containing the listing moment."""
+        inst, bar = self._get(inst_id, bar_name)
+        return bar.floor(inst.list_time_ms)
+
+    # --- candles ----------------------------------------------------------------------------------
+
+    def truth(self, inst_id: str, bar_name: str, open_ms: int) -> list[str] | None:
+        """Final row of a closed candle (confirm "1"); None if not closed yet, misaligned or before listing."""
+        inst, bar = self._get(inst_id, bar_name)
+        if not bar.is_aligned(open_ms) or open_ms < bar.floor(inst.list_time_ms):
+            return None
+        if bar.next_open(open_ms) > self.clock():
+            return None
+        return self.row(inst, bar, open_ms, substeps_of(bar), confirmed=True)
+
+    def truth_range(self, inst_id: str, bar_name: str, start_ms: int, end_ms: int) -> list[list[str]]:
+        """Closed candles with start <= ts <= end, oldest first."""
+        inst, bar = self._get(inst_id, bar_name)
+        now = self.clock()
+        open_ms = max(bar.floor(inst.list_time_ms), bar.floor(start_ms))
+        if open_ms < start_ms:
+            open_ms = bar.next_open(open_ms)
+        rows: list[list[str]] = []
+        steps = substeps_of(bar)
+        while open_ms <= end_ms:
+            close_ms = bar.next_open(open_ms)
+            if close_ms > now:
+                break
+            rows.append(self.row(inst, bar, open_ms, steps, confirmed=True))
+            open_ms = close_ms
+        return rows
+
+    def current(self, inst_id: str, bar_name: str, now_ms: int) -> list[str]:
+        """The open candle as of `now_ms` (confirm "0")."""
+        inst, bar = self._get(inst_id, bar_name)
+        open_ms = bar.floor(now_ms)
+        if open_ms < bar.floor(inst.list_time_ms):
+            raise ValueError(f"{inst_id} is not listed at {now_ms}")
+        return self.row(inst, bar, open_ms, self.substep_at(bar, open_ms, now_ms), confirmed=False)
+
+    def substep_at(self, bar: Bar, open_ms: int, now_ms: int) -> int:
+        """How many sub-steps of the candle opened at `open_ms` have begun at `now_ms` (1..K)."""
+        steps = substeps_of(bar)
+        duration = bar.next_open(open_ms) - open_ms
+        return max(1, min(steps, (now_ms - open_ms) * steps // duration + 1))
+
+    def confirm_omitted(self, inst_id: str, bar_name: str, open_ms: int, rate: float) -> bool:
+        """Whether the confirm push of this candle is left out, decided by hash so every run agrees."""
+        return rate > 0 and unit(self.seed, "omit", inst_id, bar_name, open_ms) < rate
+
+    def row(self, inst: Instrument, bar: Bar, open_ms: int, substep: int, *, confirmed: bool) -> list[str]:
+        """The 9-field row of the candle after `substep` sub-steps."""
+        path = self._path(inst.inst_id, bar.name, open_ms)
+        i = substep - 1
+        tick = -inst.tick_decimals
+        vol, quote = path.vols[i], path.quote_vols[i]
+        if inst.is_swap:
+            contracts = scaled(vol, -SWAP_LOT_DECIMALS)
+            base = scaled(vol, inst.ct_val_exponent - SWAP_LOT_DECIMALS)
+            quote_str = scaled(quote, inst.ct_val_exponent - SWAP_LOT_DECIMALS - inst.tick_decimals)
+            volumes = (contracts, base, quote_str)
+        else:
+            quote_str = scaled(quote, -inst.lot_decimals - inst.tick_decimals)
+            volumes = (scaled(vol, -inst.lot_decimals), quote_str, quote_str)
+        return [
+            str(open_ms), scaled(path.open, tick), scaled(path.highs[i], tick), scaled(path.lows[i], tick),
+            scaled(path.closes[i], tick), *volumes, "1" if confirmed else "0",
+        ]
+
+    # --- generation -------------------------------------------------------------------------------
+
+    def price_ticks(self, inst: Instrument, moment_ms: int) -> int:
+        """The smooth price curve of the instrument's base currency, in ticks."""
+        return self._curve(inst.inst_id, moment_ms)
+
+    def _curve_ticks(self, inst_id: str, moment_ms: int) -> int:
+        inst = self.instruments[inst_id]
+        phases = self._phases.get(inst.base_ccy)
+        if phases is None:
+            phases = tuple(unit(self.seed, "phase", inst.base_ccy, k) * 2 * math.pi for k in range(len(_WAVES)))
+            self._phases[inst.base_ccy] = phases
+        # Reduce the angle with integers first: exact, and no precision loss on huge arguments.
+        x = sum(
+            amplitude * math.sin(2 * math.pi * (moment_ms % period) / period + phase)
+            for (period, amplitude), phase in zip(_WAVES, phases, strict=True)
+        )
+        return max(1, round(inst.base_price * math.exp(x) * 10**inst.tick_decimals))
+
+    def _lots_per_second(self, inst: Instrument) -> float:
+        turnover = 10 ** (2 + 3 * unit(self.seed, "turnover", inst.inst_id))  # 100 .. 100k USDT per second
+        if inst.is_swap:
+            contract_value = inst.base_price * 10**inst.ct_val_exponent
+            return turnover / contract_value * 10**SWAP_LOT_DECIMALS
+        return turnover / inst.base_price * 10**inst.lot_decimals
+
+    def _compute_path(self, inst_id: str, bar_name: str, open_ms: int) -> CandlePath:
+        inst, bar = self.instruments[inst_id], self.bars[bar_name]
+        steps = substeps_of(bar)
+        if inst.quiet:
+            price = inst.base_price_ticks
+            flat, zeros = (price,) * steps, (0,) * steps
+            return CandlePath(price, flat, flat, flat, zeros, zeros)
+        close_ms = bar.next_open(open_ms)
+        first, last = self.price_ticks(inst, open_ms), self.price_ticks(inst, close_ms)
+        seconds = (close_ms - open_ms) / 1000
+        sigma = max(1.0, first * _PATH_NOISE * math.sqrt(seconds))
+        step_sigma = sigma / math.sqrt(steps)
+        # random.Random is seeded from a stable hash: same numbers in every process, and fast (C).
+        rng = random.Random(stable_hash(self.seed, "path", inst_id, bar_name, open_ms))
+        draws = [rng.random() for _ in range(5 * steps)]
+        walk, position = [], 0.0
+        for k in range(steps):
+            position += (draws[k] + draws[steps + k] - 1.0) * step_sigma
+            walk.append(position)
+        # A bridge: pinned to the curve's price at both ends so consecutive candles join up.
+        drift, end = (last - first) / steps, walk[-1] / steps
+        prices = [max(1, round(first + drift * k + walk[k - 1] - end * k)) for k in range(1, steps)]
+        prices.append(last)
+        lots_per_step = self._lots_per_second(inst) * seconds / steps
+        wick = step_sigma / 2
+        closes, highs, lows, vols, quotes = prices, [], [], [], []
+        high = low = previous = first
+        vol = quote = 0
+        for k, price in enumerate(prices):
+            # Each sub-step trades between its two prices plus a small wick either side.
+            top, bottom = (previous, price) if previous > price else (price, previous)
+            top += int(draws[2 * steps + k] * wick)
+            bottom = max(1, bottom - int(draws[3 * steps + k] * wick))
+            if top > high:
+                high = top
+            if bottom < low:
+                low = bottom
+            lots = max(1, int(lots_per_step * (0.2 + 1.6 * draws[4 * steps + k])))
+            vol += lots
+            quote += lots * price
+            highs.append(high)
+            lows.append(low)
+            vols.append(vol)
+            quotes.append(quote)
+            previous = price
+        return CandlePath(first, tuple(closes), tuple(highs), tuple(lows), tuple(vols), tuple(quotes))

@@ -1,0 +1,163 @@
+"""OKX REST answers (/api/v5/...): pure functions from query parameters to (HTTP status, JSON body).
+
+Parameter errors (51000 bad parameter, 51001 unknown instrument) answer HTTP 400, always with `data: []`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import orjson
+
+from .bars import Bar
+from .decimals import unit_string
+from .instruments import SWAP_LOT_DECIMALS, Instrument, stable_hash
+from .market import ONE_SECOND_HISTORY_MS, Market, substeps_of
+
+CANDLES_PATH = "/api/v5/market/candles"
+HISTORY_PATH = "/api/v5/market/history-candles"
+INSTRUMENTS_PATH = "/api/v5/public/instruments"
+
+RECENT_CANDLES = 1440  # /market/candles serves the latest 1,440 candles of a bar
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 300
+NOT_ON_CANDLES = frozenset({"1s", "5D", "5Dutc"})
+NOT_ON_HISTORY = frozenset({"5D", "5Dutc"})
+INST_TYPES = frozenset({"SPOT", "MARGIN", "SWAP", "FUTURES", "OPTION"})
+
+Answer = tuple[int, bytes]
+
+TOO_MANY_REQUESTS: Answer = (429, orjson.dumps({"msg": "Too Many Requests", "code": "50011"}))
+
+
+def ok(data: list[Any]) -> Answer:
+    return 200, orjson.dumps({"code": "0", "msg": "", "data": data})
+
+
+def error(code: str, msg: str, status: int = 400) -> Answer:
+    return status, orjson.dumps({"code": code, "msg": msg, "data": []})
+
+
+def parameter_error(name: str) -> Answer:
+    return error("51000", f"Parameter {name} error")
+
+
+def _int_param(query: Mapping[str, str], name: str) -> int | None:
+    """The parameter as an int, None when absent; ValueError when not a whole number."""
+    value = query.get(name, "")
+    if value == "":
+        return None
+    if not value.isdigit():
+        raise ValueError(name)
+    return int(value)
+
+
+def candles(market: Market, query: Mapping[str, str], now_ms: int, *, history: bool) -> Answer:
+    """/market/candles (history=False) or /market/history-candles (history=True); rows newest first."""
+    inst_id = query.get("instId", "")
+    if not inst_id:
+        return parameter_error("instId")
+    bar_name = query.get("bar", "") or "1m"
+    bar = market.bar(bar_name)
+    if bar is None or bar_name in (NOT_ON_HISTORY if history else NOT_ON_CANDLES):
+        return parameter_error("bar")
+    try:
+        after, before, limit = _int_param(query, "after"), _int_param(query, "before"), _int_param(query, "limit")
+    except ValueError as exc:
+        return parameter_error(str(exc))
+    if limit is None:
+        limit = DEFAULT_LIMIT
+    if limit < 1:
+        return parameter_error("limit")
+    limit = min(limit, MAX_LIMIT)
+    inst = market.instrument(inst_id)
+    if inst is None:
+        return error("51001", "Instrument ID does not exist")
+    return ok(list(_rows(market, inst, bar, now_ms, history=history, after=after, before=before, limit=limit)))
+
+
+def _rows(
+    market: Market, inst: Instrument, bar: Bar, now_ms: int, *, history: bool, after: int | None,
+    before: int | None, limit: int,
+) -> Iterator[list[str]]:
+    current_open = bar.floor(now_ms)
+    lowest = bar.floor(inst.list_time_ms)
+    if history:
+        newest = bar.prev_open(current_open)  # closed candles only
+        if bar.name == "1s":
+            lowest = max(lowest, bar.floor(now_ms - ONE_SECOND_HISTORY_MS))
+    else:
+        newest = current_open
+        lowest = max(lowest, _oldest_recent(bar, current_open))
+    open_ms = newest if after is None else min(newest, bar.floor(after - 1))  # ts < after
+    count = 0
+    while count < limit and open_ms >= lowest and (before is None or open_ms > before):  # ts > before
+        if open_ms == current_open:
+            yield market.row(inst, bar, open_ms, market.substep_at(bar, open_ms, now_ms), confirmed=False)
+        else:
+            yield market.row(inst, bar, open_ms, substeps_of(bar), confirmed=True)
+        count += 1
+        open_ms = bar.prev_open(open_ms)
+
+
+def _oldest_recent(bar: Bar, current_open: int) -> int:
+    if not bar.is_calendar:
+        return current_open - (RECENT_CANDLES - 1) * bar.duration_ms
+    oldest = current_open
+    for _ in range(RECENT_CANDLES - 1):
+        oldest = bar.prev_open(oldest)
+    return oldest
+
+
+def instruments(market: Market, query: Mapping[str, str]) -> Answer:
+    """/public/instruments: the listed instruments of a type, plus a pre-listed row with an empty instId."""
+    inst_type = query.get("instType", "")
+    if inst_type not in INST_TYPES:
+        return parameter_error("instType")
+    if inst_type == "OPTION" and not query.get("instFamily"):
+        return parameter_error("instFamily")
+    rows = [_instrument_row(inst) for inst in market.instruments.values() if inst.inst_type == inst_type]
+    if inst_type in ("SPOT", "SWAP"):
+        rows.append(_pre_listed_row(inst_type, len(market.instruments)))
+    return ok(rows)
+
+
+def _instrument_row(inst: Instrument) -> dict[str, Any]:
+    # Key order and value types follow samples/rest_candles.json (instIdCode is a number there).
+    swap = inst.is_swap
+    return {
+        "instType": inst.inst_type,
+        "instId": inst.inst_id,
+        "baseCcy": "" if swap else inst.base_ccy,
+        "quoteCcy": "" if swap else inst.quote_ccy,
+        "settleCcy": inst.quote_ccy if swap else "",
+        "instFamily": f"{inst.base_ccy}-{inst.quote_ccy}" if swap else "",
+        "uly": f"{inst.base_ccy}-{inst.quote_ccy}" if swap else "",
+        "ctVal": unit_string(inst.ct_val_exponent) if swap else "",
+        "ctMult": "1" if swap else "",
+        "ctValCcy": inst.base_ccy if swap else "",
+        "ctType": "linear" if swap else "",
+        "listTime": str(inst.list_time_ms),
+        "expTime": "",
+        "tickSz": unit_string(-inst.tick_decimals),
+        "lotSz": unit_string(-(SWAP_LOT_DECIMALS if swap else inst.lot_decimals)),
+        "minSz": unit_string(-(SWAP_LOT_DECIMALS if swap else inst.lot_decimals) + (0 if swap else 3)),
+        "state": inst.state,
+        "ruleType": "normal",
+        "instIdCode": 1_000_000_000 + stable_hash("instIdCode", inst.inst_id) % 1_000_000_000,
+    }
+
+
+def _pre_listed_row(inst_type: str, index: int) -> dict[str, Any]:
+    # OKX lists instruments before their launch with most fields empty; clients must skip them.
+    row: dict[str, Any] = dict.fromkeys(_instrument_row_keys(), "")
+    row.update(instType=inst_type, state="preopen", ruleType="pre_market", instIdCode=2_000_000_000 + index)
+    return row
+
+
+def _instrument_row_keys() -> list[str]:
+    return [
+        "instType", "instId", "baseCcy", "quoteCcy", "settleCcy", "instFamily", "uly", "ctVal", "ctMult", "ctValCcy",
+        "ctType", "listTime", "expTime", "tickSz", "lotSz", "minSz", "state", "ruleType", "instIdCode",
+    ]

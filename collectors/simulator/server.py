@@ -1,0 +1,549 @@
+"""The simulator's network side: one port serves OKX's REST paths, the candle WebSockets and /sim/ control.
+
+HTTP requests are read here (websockets' parser refuses bodies, and POST /sim/control has one); WebSocket
+upgrades go to websockets' sans-I/O ServerProtocol, and pushes are pre-encoded frames written straight to
+the transport, one write per connection per tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import orjson
+from websockets.server import ServerProtocol
+
+from . import messages, rest
+from .bars import Bar
+from .config import SimulatorConfig
+from .connection import Channel, WsConnection
+from .http import BadRequest, HttpRequest, encode_response, read_request
+from .market import Market, substeps_of, wall_clock_ms
+from .ratelimit import SlidingWindow
+
+log = logging.getLogger(__name__)
+
+BUSINESS_PATH = "/ws/v5/business"
+PUBLIC_PATH = "/ws/v5/public"
+IDLE_REASON = "No data received in 30s"  # OKX's wording, whatever the configured timeout
+NOTICE_CLOSE_CODE = 1012  # service restart
+NOTICE_CLOSE_REASON = "Service upgrade"
+CHANNEL_CAP_CLOSE_CODE = 4008
+CHANNEL_CAP_REASON = "Too many channels subscribed on this connection"
+BUFFER_FULL_CLOSE_CODE = 4005
+BUFFER_FULL_REASON = "Server buffer full"
+HOUSEKEEPING_INTERVAL_S = 0.05
+# A tick fires just after each multiple of push_interval: with 1s bars and push_interval 1, every tick sees
+# a fresh candle (and can confirm the previous one) instead of straddling the boundary.
+TICK_LAG_S = 0.003
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    host: str
+    port: int
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}{BUSINESS_PATH}"
+
+    @property
+    def public_ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}{PUBLIC_PATH}"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class ChannelFeed:
+    """Encoded frames of one channel, shared by every connection subscribed to it."""
+
+    __slots__ = ("_confirm", "_key", "_open", "bar", "inst_id", "name")
+
+    def __init__(self, inst_id: str, bar: Bar):
+        self.inst_id = inst_id
+        self.bar = bar
+        self.name = messages.CANDLE_PREFIX + bar.name
+        self._key: tuple[int, int] = (-1, -1)
+        self._open = b""
+        self._confirm: tuple[int, bytes | None] = (-1, None)
+
+    def open_frame(self, market: Market, open_ms: int, substep: int) -> bytes:
+        if self._key != (open_ms, substep):
+            row = market.row(market.instruments[self.inst_id], self.bar, open_ms, substep, confirmed=False)
+            self._open = messages.push_frame(self.name, self.inst_id, row)
+            self._key = (open_ms, substep)
+        return self._open
+
+    def confirm_frame(self, market: Market, open_ms: int, omit_rate: float) -> bytes | None:
+        """The final push of the candle opened at `open_ms`, or None when this close is left out."""
+        if self._confirm[0] != open_ms:
+            frame = None
+            if not market.confirm_omitted(self.inst_id, self.bar.name, open_ms, omit_rate):
+                inst = market.instruments[self.inst_id]
+                row = market.row(inst, self.bar, open_ms, substeps_of(self.bar), confirmed=True)
+                frame = messages.push_frame(self.name, self.inst_id, row)
+            self._confirm = (open_ms, frame)
+        return self._confirm[1]
+
+
+class Simulator:
+    """An OKX-compatible server over a deterministic market. Control methods are safe from any thread."""
+
+    def __init__(self, config: SimulatorConfig | None = None):
+        self.config = config or SimulatorConfig()
+        self.market = Market(self.config)
+        self._connections: set[WsConnection] = set()
+        self._feeds: dict[Channel, ChannelFeed] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stats: Counter[str] = Counter()
+        self._confirm_omit_rate = self.config.confirm_omit_rate
+        self._ignore_pings = False
+        self._rest_429_left = 0
+        self._rest_delay: tuple[float, int] = (0.0, 0)
+        self._handshakes = SlidingWindow(self.config.new_connections_per_second, 1.0)
+        self._rest_limits = {
+            rest.CANDLES_PATH: SlidingWindow(*self.config.rest_candles_limit),
+            rest.HISTORY_PATH: SlidingWindow(*self.config.rest_history_limit),
+            rest.INSTRUMENTS_PATH: SlidingWindow(*self.config.rest_instruments_limit),
+        }
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[ServerInfo]:
+        """Listen on host:port (0 = a free port) until the block ends."""
+        if self._loop is not None:
+            raise RuntimeError("this Simulator is already serving")
+        self._loop = asyncio.get_running_loop()
+        server = await asyncio.start_server(self._handle_client, host, port)
+        bound_port = server.sockets[0].getsockname()[1]
+        tasks = [asyncio.create_task(self._push_loop()), asyncio.create_task(self._housekeeping_loop())]
+        try:
+            yield ServerInfo(host, bound_port)
+        finally:
+            for task in tasks:
+                task.cancel()
+            server.close()
+            for connection in list(self._connections):
+                connection.abort()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 2.0)
+            self._loop = None
+
+    # --- control (thread-safe) --------------------------------------------------------------------
+
+    def _on_loop(self, action: Callable[[], T]) -> T:
+        """Run `action` on the server's event loop and return its result, from whichever thread calls."""
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None or running is loop or not loop.is_running():
+            return action()
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(action())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        loop.call_soon_threadsafe(run)
+        return future.result(timeout=10)
+
+    def drop_connections(self) -> int:
+        """Abort every WebSocket transport without a close frame; returns how many were dropped."""
+        def act() -> int:
+            dropped = list(self._connections)
+            for connection in dropped:
+                connection.abort()
+            self._stats["drops"] += len(dropped)
+            return len(dropped)
+        return self._on_loop(act)
+
+    def send_notice(self, close_after: float = 1.0) -> int:
+        """Send the 64008 upgrade notice to every connection and close them `close_after` seconds later."""
+        def act() -> int:
+            targets = [c for c in self._connections if c.accepts_pushes]
+            for connection in targets:
+                connection.write(messages.notice_frame(connection.conn_id))
+            self._stats["notices_sent"] += len(targets)
+            assert self._loop is not None
+            self._loop.call_later(close_after, self._close_all, targets, NOTICE_CLOSE_CODE, NOTICE_CLOSE_REASON)
+            return len(targets)
+        return self._on_loop(act)
+
+    def ignore_pings(self, enabled: bool = True) -> None:
+        """Stop (or resume) answering the text frame `ping`."""
+        self._ignore_pings = bool(enabled)
+
+    def send_malformed(self, count: int = 1) -> None:
+        """Send `count` malformed frames on every connection, between the pushes of the next tick."""
+        def act() -> None:
+            for connection in self._connections:
+                connection.malformed_pending += int(count)
+        self._on_loop(act)
+
+    def rest_429(self, count: int = 1) -> None:
+        """The next `count` REST requests answer HTTP 429 (code 50011)."""
+        self._rest_429_left = int(count)
+
+    def rest_delay(self, seconds: float, count: int = 1) -> None:
+        """The next `count` REST requests are answered `seconds` late."""
+        self._rest_delay = (float(seconds), int(count))
+
+    def set_confirm_omit_rate(self, rate: float) -> None:
+        self._confirm_omit_rate = float(rate)
+
+    def stats(self) -> dict[str, int]:
+        def act() -> dict[str, int]:
+            counters = dict.fromkeys(
+                ("connections_total", "pushes_sent", "confirms_sent", "confirms_omitted", "rest_requests",
+                 "rest_429s", "pings", "pongs", "malformed_sent", "notices_sent", "drops", "idle_closes",
+                 "channel_cap_closes", "buffer_full_closes", "handshakes_rejected", "subscribe_requests",
+                 "errors_sent"),
+                0,
+            )
+            counters.update(self._stats)
+            counters["connections"] = len(self._connections)
+            counters["subscriptions"] = sum(len(c.subscriptions) for c in self._connections)
+            return counters
+        return self._on_loop(act)
+
+    CONTROL_ACTIONS = (
+        "drop_connections", "send_notice", "ignore_pings", "send_malformed", "rest_429", "rest_delay",
+        "set_confirm_omit_rate", "stats",
+    )
+
+    def control(self, action: str, **params: Any) -> Any:
+        """Run a control method by name (what POST /sim/control does)."""
+        if action not in self.CONTROL_ACTIONS:
+            raise ValueError(f"unknown action {action!r}; known: {', '.join(self.CONTROL_ACTIONS)}")
+        return getattr(self, action)(**params)
+
+    # --- connections ------------------------------------------------------------------------------
+
+    async def _handle_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peername = writer.get_extra_info("peername")
+        peer = peername[0] if peername else "?"
+        try:
+            while True:
+                try:
+                    request = await read_request(reader)
+                except BadRequest as exc:
+                    writer.write(encode_response(400, str(exc).encode(), content_type="text/plain", keep_alive=False))
+                    break
+                if request is None:
+                    break
+                if request.wants_websocket:
+                    await self._websocket(request, reader, writer, peer)
+                    return
+                keep_alive = await self._http(request, writer, peer)
+                if not keep_alive:
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except Exception:
+            log.exception("simulator connection failed")
+        finally:
+            writer.close()
+
+    async def _websocket(
+        self, request: HttpRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
+    ) -> None:
+        if request.path not in (BUSINESS_PATH, PUBLIC_PATH):
+            writer.write(encode_response(404, b"Not Found", content_type="text/plain", keep_alive=False))
+            return
+        if not self._handshakes.allow(peer, time.monotonic()):
+            self._stats["handshakes_rejected"] += 1
+            writer.write(encode_response(429, rest.TOO_MANY_REQUESTS[1], keep_alive=False))
+            return
+        protocol = ServerProtocol(max_size=2**20)
+        protocol.receive_data(request.raw_head)
+        (handshake,) = protocol.events_received()
+        response = protocol.accept(handshake)
+        protocol.send_response(response)
+        for data in protocol.data_to_send():
+            writer.write(data)
+        if response.status_code != 101:
+            return
+        connection = WsConnection(
+            protocol, writer, public=request.path == PUBLIC_PATH, requests_per_hour=self.config.requests_per_hour,
+            peer=peer,
+        )
+        self._connections.add(connection)
+        self._stats["connections_total"] += 1
+        try:
+            while True:
+                data = await reader.read(65_536)
+                if not data:
+                    connection.receive_eof()
+                    break
+                for text in connection.receive(data):
+                    self._on_message(connection, text)
+                if writer.is_closing():
+                    break
+        finally:
+            self._connections.discard(connection)
+
+    def _close_all(self, connections: list[WsConnection], code: int, reason: str) -> None:
+        for connection in connections:
+            connection.close(code, reason, self.config.close_timeout)
+
+    # --- WebSocket requests -----------------------------------------------------------------------
+
+    def _on_message(self, connection: WsConnection, text: str) -> None:
+        if text == "ping":
+            self._stats["pings"] += 1
+            if not self._ignore_pings:
+                connection.write(messages.PONG_FRAME)
+                self._stats["pongs"] += 1
+            return
+        try:
+            body = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            body = None
+        request_id = body.get("id") if isinstance(body, dict) else None
+        op = body.get("op") if isinstance(body, dict) else None
+        args = body.get("args") if isinstance(body, dict) else None
+        if (
+            op not in ("subscribe", "unsubscribe")
+            or not isinstance(args, list) or not args
+            or not all(isinstance(arg, dict) and isinstance(arg.get("channel"), str) for arg in args)
+        ):
+            self._error(connection, request_id, "60012", messages.invalid_request_msg(text))
+            return
+        self._stats["subscribe_requests"] += 1
+        if not connection.requests.allow(None, time.monotonic()):
+            self._error(connection, request_id, "60014", messages.TOO_FREQUENT_MSG)
+            return
+        frames = []
+        for arg in args:
+            channel_name, inst_id = arg.get("channel"), arg.get("instId")
+            channel = self._known_channel(connection, channel_name, inst_id)
+            if channel is None:
+                self._stats["errors_sent"] += 1
+                frames.append(messages.error_frame(
+                    request_id, "60018", messages.channel_missing_msg(channel_name, inst_id), connection.conn_id
+                ))
+                continue
+            if op == "subscribe":
+                connection.subscriptions.setdefault(channel, None)
+            else:
+                connection.subscriptions.pop(channel, None)
+            frames.append(messages.ack_frame(
+                request_id, op, {"channel": channel_name, "instId": inst_id}, connection.conn_id
+            ))
+        connection.write_many(frames)
+        cap = self.config.max_channels_per_connection
+        if cap and len(connection.subscriptions) > cap:
+            self._stats["channel_cap_closes"] += 1
+            connection.close(CHANNEL_CAP_CLOSE_CODE, CHANNEL_CAP_REASON, self.config.close_timeout)
+
+    def _known_channel(self, connection: WsConnection, channel_name: str, inst_id: Any) -> Channel | None:
+        if connection.public or not channel_name.startswith(messages.CANDLE_PREFIX) or not isinstance(inst_id, str):
+            return None
+        bar_name = channel_name[len(messages.CANDLE_PREFIX):]
+        if bar_name not in self.market.bars or inst_id not in self.market.instruments:
+            return None
+        return (inst_id, bar_name)
+
+    def _error(self, connection: WsConnection, request_id: Any, code: str, msg: str) -> None:
+        self._stats["errors_sent"] += 1
+        connection.write(messages.error_frame(request_id, code, msg, connection.conn_id))
+
+    # --- pushes -----------------------------------------------------------------------------------
+
+    async def _push_loop(self) -> None:
+        interval = self.config.push_interval
+        while True:
+            now = time.time()
+            next_tick = (now // interval + 1) * interval + TICK_LAG_S
+            await asyncio.sleep(next_tick - now)
+            try:
+                self._tick(wall_clock_ms())
+            except Exception:
+                log.exception("simulator push tick failed")
+
+    def _feed(self, channel: Channel) -> ChannelFeed:
+        feed = self._feeds.get(channel)
+        if feed is None:
+            feed = self._feeds[channel] = ChannelFeed(channel[0], self.market.bars[channel[1]])
+        return feed
+
+    def _tick(self, now_ms: int) -> None:
+        """One push per subscribed channel per connection; a confirm push first when a candle closed."""
+        market = self.market
+        omit_rate = self._confirm_omit_rate
+        opens: dict[str, tuple[int, int, int]] = {}  # bar -> (open, substep, previous open), once per tick
+        pushes = confirms = omitted = 0
+        for connection in list(self._connections):
+            if not connection.accepts_pushes:
+                continue
+            frames: list[bytes] = []
+            subscriptions = connection.subscriptions
+            for channel, last_open in subscriptions.items():
+                bar_name = channel[1]
+                moment = opens.get(bar_name)
+                if moment is None:
+                    bar = market.bars[bar_name]
+                    open_ms = bar.floor(now_ms)
+                    substep = market.substep_at(bar, open_ms, now_ms)
+                    moment = opens[bar_name] = (open_ms, substep, bar.prev_open(open_ms))
+                open_ms, substep, previous_open = moment
+                feed = self._feeds.get(channel) or self._feed(channel)
+                if last_open is not None and last_open != open_ms:
+                    confirm = feed.confirm_frame(market, previous_open, omit_rate)
+                    if confirm is None:
+                        omitted += 1
+                    else:
+                        frames.append(confirm)
+                        confirms += 1
+                frames.append(feed.open_frame(market, open_ms, substep))
+                subscriptions[channel] = open_ms
+            pushes += len(frames)
+            if connection.malformed_pending:
+                frames = self._interleave_malformed(connection, frames, now_ms)
+            if frames:
+                connection.write_many(frames)
+                if connection.transport.get_write_buffer_size() > self.config.write_buffer_limit:
+                    self._stats["buffer_full_closes"] += 1
+                    connection.close(BUFFER_FULL_CLOSE_CODE, BUFFER_FULL_REASON, self.config.close_timeout)
+        stats = self._stats
+        stats["pushes_sent"] += pushes
+        stats["confirms_sent"] += confirms
+        stats["confirms_omitted"] += omitted
+
+    def _interleave_malformed(self, connection: WsConnection, frames: list[bytes], now_ms: int) -> list[bytes]:
+        inst_id, bar_name = next(iter(connection.subscriptions), ("BTC-USDT", "1m"))
+        bar = self.market.bars.get(bar_name)
+        kinds = messages.malformed_frames(
+            inst_id, messages.CANDLE_PREFIX + bar_name, bar.floor(now_ms) if bar else now_ms // 60_000 * 60_000
+        )
+        bad = []
+        for _ in range(connection.malformed_pending):
+            bad.append(kinds[connection.malformed_sent % len(kinds)])
+            connection.malformed_sent += 1
+        self._stats["malformed_sent"] += len(bad)
+        connection.malformed_pending = 0
+        mixed: list[bytes] = []
+        for index, frame in enumerate(frames):
+            mixed.append(frame)
+            if index < len(bad):
+                mixed.append(bad[index])
+        mixed.extend(bad[len(frames):])
+        return mixed
+
+    # --- housekeeping -----------------------------------------------------------------------------
+
+    async def _housekeeping_loop(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+            now = time.monotonic()
+            for connection in list(self._connections):
+                if connection.close_deadline is not None:
+                    if now > connection.close_deadline:
+                        connection.abort()
+                elif now - connection.last_activity > self.config.idle_timeout:
+                    self._stats["idle_closes"] += 1
+                    connection.close(4004, IDLE_REASON, self.config.close_timeout)
+
+    # --- HTTP -------------------------------------------------------------------------------------
+
+    async def _http(self, request: HttpRequest, writer: asyncio.StreamWriter, peer: str) -> bool:
+        """Answer one plain HTTP request; returns whether the connection stays open."""
+        if request.path.startswith("/api/v5/"):
+            status, body = await self._rest(request, peer)
+        elif request.path.startswith("/sim/"):
+            status, body = self._sim_endpoint(request)
+        elif request.path in (BUSINESS_PATH, PUBLIC_PATH):
+            status, body = 426, orjson.dumps({"msg": "Upgrade Required", "code": "426"})
+        else:
+            status, body = 404, orjson.dumps({"msg": "Not Found", "code": "404"})
+        writer.write(encode_response(status, body, keep_alive=request.keep_alive))
+        await writer.drain()
+        return request.keep_alive
+
+    async def _rest(self, request: HttpRequest, peer: str) -> rest.Answer:
+        self._stats["rest_requests"] += 1
+        if self._rest_429_left > 0:
+            self._rest_429_left -= 1
+            self._stats["rest_429s"] += 1
+            return rest.TOO_MANY_REQUESTS
+        delay, delays_left = self._rest_delay
+        if delays_left > 0:
+            self._rest_delay = (delay, delays_left - 1)
+            await asyncio.sleep(delay)
+        if request.method != "GET":
+            return 405, orjson.dumps({"msg": "Method Not Allowed", "code": "405"})
+        path, query = request.path, request.query
+        limiter = self._rest_limits.get(path)
+        if limiter is None:
+            return 404, orjson.dumps({"msg": "Not Found", "code": "404"})
+        key = (peer, query.get("instType", "")) if path == rest.INSTRUMENTS_PATH else peer
+        if not limiter.allow(key, time.monotonic()):
+            self._stats["rest_429s"] += 1
+            return rest.TOO_MANY_REQUESTS
+        if path == rest.INSTRUMENTS_PATH:
+            return rest.instruments(self.market, query)
+        return rest.candles(self.market, query, wall_clock_ms(), history=path == rest.HISTORY_PATH)
+
+    def _sim_endpoint(self, request: HttpRequest) -> rest.Answer:
+        try:
+            if request.path == "/sim/stats":
+                return 200, orjson.dumps(self.stats())
+            if request.path == "/sim/truth":
+                return self._sim_truth(request.query)
+            if request.path == "/sim/control":
+                params: dict[str, Any] = dict(request.query)
+                if request.body:
+                    body = orjson.loads(request.body)
+                    if not isinstance(body, dict):
+                        raise ValueError("the body must be a JSON object")
+                    params.update(body)
+                action = params.pop("action", None)
+                if not isinstance(action, str):
+                    raise ValueError("action is required")
+                params = {name: _coerce(value) for name, value in params.items()}
+                return 200, orjson.dumps({"ok": True, "result": self.control(action, **params)})
+        except (ValueError, TypeError, KeyError) as exc:
+            return 400, orjson.dumps({"ok": False, "error": str(exc)})
+        return 404, orjson.dumps({"ok": False, "error": f"no such endpoint {request.path}"})
+
+    def _sim_truth(self, query: dict[str, str]) -> rest.Answer:
+        inst_id, bar = query.get("instId", ""), query.get("bar", "1m")
+        if inst_id not in self.market.instruments or bar not in self.market.bars:
+            raise ValueError(f"unknown instId {inst_id!r} or bar {bar!r}")
+        start = int(query.get("start") or 0)
+        end = int(query.get("end") or wall_clock_ms())
+        return 200, orjson.dumps({"data": self.market.truth_range(inst_id, bar, start, end)})
+
+
+def _coerce(value: Any) -> Any:
+    """Query-string values arrive as text: turn numbers and booleans back into what the methods expect."""
+    if not isinstance(value, str):
+        return value
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        return float(value)
+    except ValueError:
+        return value
