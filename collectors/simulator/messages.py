@@ -62,19 +62,23 @@ def notice_frame(conn_id: str) -> bytes:
 
 
 def malformed_frames(inst_id: str, channel: str, open_ms: int) -> list[bytes]:
-    """Frames a client must reject without breaking: one of each kind, in a fixed order."""
+    """Frames a client must reject without breaking: one of each kind, in a fixed order.
+
+    The first five fail any parser (not JSON, an array, a short row, a non-numeric price, a non-candle
+    channel); the sixth parses but names a channel that nobody subscribed and OKX does not have.
+    """
     ts = str(open_ms)
     return [
         text_frame(b'{"arg": {"channel": "' + channel.encode() + b'", "instId": '),  # not JSON (cut short)
         text_frame(b'[["' + ts.encode() + b'", "1", "2", "1", "2", "3", "4", "5", "0"]]'),  # a JSON array
         text_frame(orjson.dumps({"arg": {"channel": channel, "instId": inst_id}, "data": [[ts, "1", "2"]]})),
-        text_frame(orjson.dumps(  # a channel nobody subscribed (and that OKX does not have)
-            {"arg": {"channel": "candle7m", "instId": inst_id}, "data": [[ts, "1", "2", "1", "2", "3", "4", "5", "0"]]}
+        text_frame(orjson.dumps(
+            {"arg": {"channel": channel, "instId": inst_id}, "data": [[ts, "abc", "2", "1", "2", "3", "4", "5", "0"]]}
         )),
         text_frame(orjson.dumps(  # not a candle channel at all
             {"arg": {"channel": "tickers", "instId": inst_id}, "data": [{"instId": inst_id, "last": "1"}]}
         )),
-        text_frame(orjson.dumps(
-            {"arg": {"channel": channel, "instId": inst_id}, "data": [[ts, "abc", "2", "1", "2", "3", "4", "5", "0"]]}
+        text_frame(orjson.dumps(  # a channel nobody subscribed (and that OKX does not have)
+            {"arg": {"channel": "candle7m", "instId": inst_id}, "data": [[ts, "1", "2", "1", "2", "3", "4", "5", "0"]]}
         )),
     ]

@@ -213,7 +213,7 @@ class Simulator:
             counters = dict.fromkeys(
                 ("connections_total", "pushes_sent", "confirms_sent", "confirms_omitted", "rest_requests",
                  "rest_429s", "pings", "pongs", "malformed_sent", "notices_sent", "drops", "idle_closes",
-                 "channel_cap_closes", "buffer_full_closes", "handshakes_rejected", "subscribe_requests",
+                 "channel_cap_closes", "buffer_full_closes", "handshakes_rejected", "requests",
                  "errors_sent"),
                 0,
             )
@@ -326,7 +326,7 @@ class Simulator:
         ):
             self._error(connection, request_id, "60012", messages.invalid_request_msg(text))
             return
-        self._stats["subscribe_requests"] += 1
+        self._stats["requests"] += 1
         if not connection.requests.allow(None, time.monotonic()):
             self._error(connection, request_id, "60014", messages.TOO_FREQUENT_MSG)
             return
