@@ -1,0 +1,156 @@
+"""Keep the Instrument table in step with OKX's instrument list.
+
+`instruments_sync` fetches each instrument type over REST, then upserts in one transaction: new instruments
+are created, changed ones updated, and instruments of a synced type that OKX no longer lists are marked
+delisted (their candles stay). One that comes back is undelisted. Running it twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from candles.bars import ms_to_datetime
+from candles.models import Instrument
+from collectors.okx.rest import InstrumentInfo, OkxRestClient
+
+logger = logging.getLogger(__name__)
+
+# Fields OKX owns; everything else on an Instrument row is ours.
+SYNCED_FIELDS = (
+    "inst_type", "base_ccy", "quote_ccy", "settle_ccy", "inst_family", "state", "tick_size", "lot_size",
+    "listed_at", "expires_at",
+)
+# Serialises concurrent syncs (start-up `--if-empty` and a periodic run) without locking the table for reads.
+_ADVISORY_LOCK_KEY = 0x6F6B785F696E7374  # "okx_inst"
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    created: int = 0
+    updated: int = 0
+    delisted: int = 0
+    unchanged: int = 0
+
+    def __str__(self) -> str:
+        return (f"{self.created} created, {self.updated} updated, {self.delisted} delisted, "
+                f"{self.unchanged} unchanged")
+
+
+def instruments_sync(
+    *, inst_types: list[str], client: OkxRestClient, on_fetched: Callable[[str, int], None] | None = None
+) -> SyncResult:
+    """Fetch `inst_types` from OKX and upsert them. Raises the client's errors; writes nothing then.
+
+    Synchronous (for commands and tasks): the REST calls run in their own event loop. `on_fetched(type, count)`
+    reports each fetched list.
+    """
+    listed = asyncio.run(_fetch(client, inst_types, on_fetched))
+    return instruments_apply(listed=listed)
+
+
+async def _fetch(
+    client: OkxRestClient, inst_types: Iterable[str], on_fetched: Callable[[str, int], None] | None
+) -> dict[str, list[InstrumentInfo]]:
+    listed = {}
+    async with client:
+        for inst_type in inst_types:
+            listed[inst_type] = await client.instruments(inst_type)
+            if on_fetched is not None:
+                on_fetched(inst_type, len(listed[inst_type]))
+    return listed
+
+
+def instruments_apply(*, listed: dict[str, list[InstrumentInfo]]) -> SyncResult:
+    """Upsert the instruments OKX lists, per type; mark those of a listed type that it no longer lists."""
+    now = timezone.now()
+    wanted: dict[str, dict[str, Any]] = {}
+    for infos in listed.values():
+        for info in infos:
+            # An instId may be listed under several types (a spot pair is also a MARGIN instrument): the first
+            # type asked for wins.
+            wanted.setdefault(info.inst_id, _fields(info))
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK_KEY])
+        existing = {
+            row.inst_id: row
+            for row in Instrument.objects.filter(Q(inst_id__in=list(wanted)) | Q(inst_type__in=list(listed)))
+        }
+        to_create = [Instrument(inst_id=inst_id, **fields) for inst_id, fields in wanted.items()
+                     if inst_id not in existing]
+        to_update = [row for inst_id, row in existing.items()
+                     if inst_id in wanted and _refresh(row, wanted[inst_id], now)]
+        to_delist = [row for inst_id, row in existing.items()
+                     if inst_id not in wanted and row.delisted_at is None and _may_delist(row, listed)]
+        for row in to_delist:
+            row.delisted_at = now
+            row.updated_at = now
+        Instrument.objects.bulk_create(to_create, batch_size=500)
+        Instrument.objects.bulk_update(to_update + to_delist, [*SYNCED_FIELDS, "delisted_at", "updated_at"],
+                                       batch_size=500)
+    return SyncResult(
+        created=len(to_create), updated=len(to_update), delisted=len(to_delist),
+        unchanged=len(wanted) - len(to_create) - len(to_update),
+    )
+
+
+def _may_delist(row: Instrument, listed: dict[str, list[InstrumentInfo]]) -> bool:
+    infos = listed.get(row.inst_type)
+    if infos is None:
+        return False  # a type that was not synced says nothing about its instruments
+    if not infos:
+        # OKX never lists zero instruments of a type it trades; an empty answer is a glitch, not a delisting.
+        logger.warning("OKX listed no %s instruments; not marking any delisted", row.inst_type)
+        return False
+    return True
+
+
+def _fields(info: InstrumentInfo) -> dict[str, Any]:
+    return {
+        "inst_type": info.inst_type,
+        "base_ccy": info.base_ccy or "",
+        "quote_ccy": info.quote_ccy or "",
+        "settle_ccy": info.settle_ccy or "",
+        "inst_family": info.inst_family or "",
+        "state": info.state,
+        "tick_size": info.tick_size,
+        "lot_size": info.lot_size,
+        "listed_at": _datetime(info.list_time_ms),
+        "expires_at": _datetime(info.exp_time_ms),
+    }
+
+
+def _datetime(ms: int | None) -> datetime | None:
+    return None if ms is None else ms_to_datetime(ms)
+
+
+def _refresh(row: Instrument, fields: dict[str, Any], now: datetime) -> bool:
+    """Copy `fields` onto `row` and undelist it; whether anything changed."""
+    changed = row.delisted_at is not None
+    for name, value in fields.items():
+        if name == "inst_type" and row.inst_type == "SPOT" and value == "MARGIN":
+            continue  # margin trading on a spot pair does not make it another instrument
+        if not _same(getattr(row, name), value):
+            setattr(row, name, value)
+            changed = True
+    row.delisted_at = None
+    if changed:
+        row.updated_at = now
+    return changed
+
+
+def _same(old: Any, new: Any) -> bool:
+    # Decimal("0.10") == Decimal("0.1"), but the stored value must read back exactly as OKX wrote it.
+    if isinstance(old, Decimal) and isinstance(new, Decimal):
+        return str(old) == str(new)
+    return old == new

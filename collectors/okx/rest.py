@@ -1,0 +1,393 @@
+"""OKX v5 REST client for candles and instruments: rate-limited, retried, exact.
+
+Every request first takes a slot from a `RateLimiter` (OKX refuses over-limit requests rather than queueing
+them), then runs with capped exponential backoff and jitter on the errors OKX documents as transient.
+Candle rows are parsed by `messages.parse_candle_row`, the same parser the WebSocket path uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from types import TracebackType
+from typing import Any
+
+import httpx
+import orjson
+
+from collectors.okx.messages import CandleUpdate, ProtocolError, parse_candle_row
+from collectors.okx.ratelimit import LocalRateLimiter, RateLimiter
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    path: str
+    limit: int  # requests per period, per IP
+    period_s: float
+
+
+CANDLES = Endpoint("/api/v5/market/candles", 40, 2.0)
+HISTORY_CANDLES = Endpoint("/api/v5/market/history-candles", 20, 2.0)
+# OKX counts this budget per instrument type, so the limiter key carries the type.
+INSTRUMENTS = Endpoint("/api/v5/public/instruments", 20, 2.0)
+
+# /candles serves only the latest 1,440 candles (the open one included).
+RECENT_CANDLES = 1440
+# Candles of margin below that depth, so clock skew or a lagging cache never leaves a hole at the edge.
+RECENT_MARGIN = 10
+
+_SECOND, _MINUTE, _HOUR, _DAY = 1000, 60_000, 3_600_000, 86_400_000
+# Shortest length of each REST bar in ms. Calendar bars take their shortest month or quarter, so the
+# /candles horizon computed from them is never further back than OKX's.
+BAR_MS: dict[str, int] = {
+    "1s": _SECOND, "1m": _MINUTE, "3m": 3 * _MINUTE, "5m": 5 * _MINUTE, "15m": 15 * _MINUTE,
+    "30m": 30 * _MINUTE, "1H": _HOUR, "2H": 2 * _HOUR, "4H": 4 * _HOUR,
+    "6H": 6 * _HOUR, "12H": 12 * _HOUR, "1D": _DAY, "2D": 2 * _DAY, "3D": 3 * _DAY, "1W": 7 * _DAY,
+    "1M": 28 * _DAY, "3M": 89 * _DAY,
+    "6Hutc": 6 * _HOUR, "12Hutc": 12 * _HOUR, "1Dutc": _DAY, "2Dutc": 2 * _DAY, "3Dutc": 3 * _DAY,
+    "1Wutc": 7 * _DAY, "1Mutc": 28 * _DAY, "3Mutc": 89 * _DAY,
+}
+WEBSOCKET_ONLY_BARS = frozenset({"5D", "5Dutc"})
+HISTORY_ONLY_BARS = frozenset({"1s"})
+
+PERMANENT_CODES = frozenset({"51000", "51001"})  # bad parameter, instrument doesn't exist
+RATE_LIMIT_CODE = "50011"
+# Rate limited, busy, unavailable, system error.
+TRANSIENT_CODES = frozenset({RATE_LIMIT_CODE, "50013", "50001", "50026"})
+
+
+class RestError(Exception):
+    """A request OKX refused, or one that kept failing after every retry. `code` is OKX's, "" when none."""
+
+    def __init__(self, code: str, msg: str, http_status: int | None = None):
+        super().__init__(f"OKX REST error {code or '-'} (HTTP {http_status or '-'}): {msg}")
+        self.code = code
+        self.msg = msg
+        self.http_status = http_status
+
+
+class PermanentError(RestError):
+    """An error that retrying cannot fix (bad parameter, unknown instrument)."""
+
+
+class UnsupportedBar(ValueError):
+    """A bar REST does not serve here (5D and 5Dutc are WebSocket-only; 1s is on history-candles only)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentInfo:
+    inst_type: str
+    inst_id: str
+    base_ccy: str | None
+    quote_ccy: str | None
+    settle_ccy: str | None
+    inst_family: str | None
+    tick_size: Decimal | None
+    lot_size: Decimal | None
+    list_time_ms: int | None
+    exp_time_ms: int | None
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class PageProgress:
+    """Reported after each page of `candle_range`, so long backfills can show where they are."""
+
+    endpoint: str
+    pages: int
+    rows: int  # rows in this page
+    collected: int  # distinct candles in range so far
+    oldest_ms: int | None  # oldest open time in this page
+
+
+OnPage = Callable[[PageProgress], None]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class _Transient(Exception):
+    """One failed attempt that a retry may fix; carries the error to raise when retries run out."""
+
+    def __init__(self, error: RestError):
+        super().__init__(str(error))
+        self.error = error
+
+
+class OkxRestClient:
+    """Async OKX REST client. Use as `async with OkxRestClient(url) as client:`.
+
+    Without `http`, the client owns an httpx client created on first use and closed on exit, so the same
+    object can be entered again later, even from another event loop.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        limiter: RateLimiter | None = None,
+        http: httpx.AsyncClient | None = None,
+        timeout: float = 10.0,
+        max_retries: int = 6,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 8.0,
+        page_limit: int = 300,
+        rate_margin_s: float = 0.1,
+        now_ms: Callable[[], int] | None = None,
+        sleep: Sleep | None = None,
+        rng: random.Random | None = None,
+    ):
+        if page_limit < 1:
+            raise ValueError("page_limit must be at least 1")
+        self.base_url = base_url.rstrip("/")
+        self.limiter = limiter if limiter is not None else LocalRateLimiter()
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.page_limit = page_limit
+        # OKX counts requests when they arrive, and arrivals can bunch up closer than the sends did: widening
+        # each window a little keeps network jitter from turning a full budget into 429s.
+        self.rate_margin_s = rate_margin_s
+        self.stats: dict[str, int] = {"requests": 0, "retries": 0, "rate_limited": 0}
+        self._http = http
+        self._owns_http = http is None
+        self._now_ms = now_ms or (lambda: time.time_ns() // 1_000_000)
+        self._sleep = sleep or asyncio.sleep
+        self._rng = rng or random.Random()
+
+    async def __aenter__(self) -> OkxRestClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_http and self._http is not None:
+            http, self._http = self._http, None
+            await http.aclose()
+
+    # --- candles ---------------------------------------------------------------------------------
+
+    async def candles(
+        self,
+        inst_id: str,
+        bar: str,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int | None = None,
+        history: bool = False,
+    ) -> list[CandleUpdate]:
+        """One page of candles, newest first as OKX returns it. `after`/`before` are exclusive bounds."""
+        _check_bar(bar, history=history)
+        endpoint = HISTORY_CANDLES if history else CANDLES
+        params = {"instId": inst_id, "bar": bar, "limit": str(limit or self.page_limit)}
+        if after is not None:
+            params["after"] = str(after)
+        if before is not None:
+            params["before"] = str(before)
+        data, raw = await self._get(endpoint, params, endpoint.path)
+        if type(data) is not list:
+            raise ProtocolError("candle data is not a list", raw)
+        return [parse_candle_row(inst_id, bar, row, raw) for row in data]
+
+    async def candle_range(
+        self, inst_id: str, bar: str, start_ms: int, end_ms: int, *, on_page: OnPage | None = None
+    ) -> list[CandleUpdate]:
+        """Every candle with start ≤ open time ≤ end, once each, oldest first.
+
+        Walks back from `end_ms` page by page (`after` = oldest open time of the previous page). A short page
+        is not the end (page caps differ between OKX versions and caches): only an empty page, or a page
+        reaching `start_ms`, ends the walk. The newest row may be the open candle (`confirmed` False).
+        """
+        _check_bar(bar, history=True)
+        if end_ms < start_ms:
+            return []
+        found: dict[int, CandleUpdate] = {}
+        after, pages = end_ms + 1, 0
+        while True:
+            history = self._needs_history(bar, start_ms, after)
+            page = await self.candles(inst_id, bar, after=after, history=history)
+            if not page and not history:
+                # /candles may hold fewer candles than promised; an empty page there is not proof of the end.
+                history = True
+                page = await self.candles(inst_id, bar, after=after, history=True)
+            pages += 1
+            oldest = _merge_page(found, page, start_ms, after)
+            if on_page is not None:
+                endpoint = HISTORY_CANDLES.path if history else CANDLES.path
+                on_page(PageProgress(endpoint, pages, len(page), len(found), oldest))
+            if oldest is None or oldest <= start_ms:
+                return [found[ts] for ts in sorted(found)]
+            after = oldest
+
+    def _needs_history(self, bar: str, start_ms: int, after: int) -> bool:
+        """Whether the page below `after` reaches past what /candles serves."""
+        length = BAR_MS.get(bar)
+        if bar in HISTORY_ONLY_BARS or length is None:
+            return True
+        lowest_needed = max(start_ms, after - self.page_limit * length)
+        horizon = self._now_ms() - (RECENT_CANDLES - RECENT_MARGIN) * length
+        return lowest_needed < horizon
+
+    # --- instruments -----------------------------------------------------------------------------
+
+    async def instruments(self, inst_type: str, inst_family: str | None = None) -> list[InstrumentInfo]:
+        """Instruments of one type (OPTION needs `inst_family`). Rows without an instId are skipped."""
+        params = {"instType": inst_type}
+        if inst_family:
+            params["instFamily"] = inst_family
+        data, raw = await self._get(INSTRUMENTS, params, f"{INSTRUMENTS.path}:{inst_type}")
+        if type(data) is not list:
+            raise ProtocolError("instrument data is not a list", raw)
+        infos = (_parse_instrument(row, inst_type) for row in data if type(row) is dict)
+        return [info for info in infos if info is not None]
+
+    # --- requests --------------------------------------------------------------------------------
+
+    async def _get(self, endpoint: Endpoint, params: dict[str, str], limit_key: str) -> tuple[Any, bytes]:
+        """`data` of a successful response (and the raw body), retrying transient failures."""
+        for attempt in range(self.max_retries + 1):
+            await self.limiter.acquire(limit_key, endpoint.limit, endpoint.period_s + self.rate_margin_s)
+            self.stats["requests"] += 1
+            try:
+                return await self._attempt(endpoint.path, params)
+            except _Transient as failure:
+                if attempt == self.max_retries:
+                    raise failure.error from None
+                logger.info("retrying %s after %s", endpoint.path, failure.error)
+            self.stats["retries"] += 1
+            await self._backoff(attempt)
+        raise AssertionError("unreachable")
+
+    async def _attempt(self, path: str, params: dict[str, str]) -> tuple[Any, bytes]:
+        try:
+            response = await self._client().get(self.base_url + path, params=params, timeout=self.timeout)
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise PermanentError("", f"bad URL {self.base_url + path!r}: {exc}", None) from exc
+        except httpx.TransportError as exc:  # timeouts, refused and dropped connections
+            raise _Transient(RestError("", f"{type(exc).__name__}: {exc}".rstrip(": "), None)) from exc
+        return self._evaluate(response), response.content
+
+    def _evaluate(self, response: httpx.Response) -> Any:
+        status = response.status_code
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            body = None
+        if type(body) is not dict:
+            error = RestError("", f"response is not a JSON object: {response.text[:200]!r}", status)
+            if status == 429 or status >= 500:
+                self._count_rate_limit(status, "")
+                raise _Transient(error)
+            raise error
+        code, msg = str(body.get("code", "")), str(body.get("msg", ""))
+        if code in PERMANENT_CODES:
+            raise PermanentError(code, msg, status)
+        if status == 429 or status >= 500 or code in TRANSIENT_CODES:
+            self._count_rate_limit(status, code)
+            raise _Transient(RestError(code, msg, status))
+        if status != 200 or code != "0":
+            raise RestError(code, msg, status)
+        return body.get("data")
+
+    def _count_rate_limit(self, status: int, code: str) -> None:
+        if status == 429 or code == RATE_LIMIT_CODE:
+            self.stats["rate_limited"] += 1
+
+    async def _backoff(self, attempt: int) -> None:
+        # Half fixed, half random: spreads retries of many workers while still backing off.
+        ceiling = min(self.backoff_cap, self.backoff_base * 2**attempt)
+        delay = ceiling / 2 + self._rng.random() * ceiling / 2
+        await self._sleep(delay)
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self.timeout, headers={"Accept": "application/json"})
+        return self._http
+
+
+def _check_bar(bar: str, *, history: bool) -> None:
+    if bar in WEBSOCKET_ONLY_BARS:
+        raise UnsupportedBar(f"{bar} candles are WebSocket-only; REST does not serve them")
+    if bar in HISTORY_ONLY_BARS and not history:
+        raise UnsupportedBar(f"{bar} candles are served by history-candles only")
+
+
+def _merge_page(found: dict[int, CandleUpdate], page: list[CandleUpdate], start_ms: int, after: int) -> int | None:
+    """Add the page's in-range rows to `found`; return the page's oldest open time (None when empty)."""
+    if not page:
+        return None
+    oldest = min(row.open_time_ms for row in page)
+    if oldest >= after:
+        # The server ignored the cursor; walking on would request the same page forever.
+        raise RestError("", f"page did not move past after={after} (oldest row {oldest})", 200)
+    for row in page:
+        if row.open_time_ms < start_ms or row.open_time_ms >= after:
+            continue
+        known = found.get(row.open_time_ms)
+        # Pages may overlap and come from different caches: a closed row beats an open one; otherwise the
+        # first seen (from the request closest to `end`) stays.
+        if known is None or (row.confirmed and not known.confirmed):
+            found[row.open_time_ms] = row
+    return oldest
+
+
+# --- instrument parsing --------------------------------------------------------------------------
+
+
+def _text(row: dict[str, Any], key: str) -> str | None:
+    value = row.get(key)
+    return value if type(value) is str and value != "" else None
+
+
+def _decimal(row: dict[str, Any], key: str) -> Decimal | None:
+    value = _text(row, key)
+    if value is None:
+        return None
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        number = None
+    if number is None or not number.is_finite():
+        # One odd field should not drop the instrument (a sync would then call it delisted).
+        logger.warning("instrument %s: %s is not a number: %r", row.get("instId"), key, value)
+        return None
+    return number
+
+
+def _epoch_ms(row: dict[str, Any], key: str) -> int | None:
+    value = _text(row, key)
+    if value is None:
+        return None
+    if not value.isdigit():
+        logger.warning("instrument %s: %s is not epoch milliseconds: %r", row.get("instId"), key, value)
+        return None
+    return int(value)
+
+
+def _parse_instrument(row: dict[str, Any], requested_type: str) -> InstrumentInfo | None:
+    inst_id = _text(row, "instId")
+    if inst_id is None:
+        return None  # pre-listed instruments may carry no instId yet
+    return InstrumentInfo(
+        inst_type=_text(row, "instType") or requested_type,
+        inst_id=inst_id,
+        base_ccy=_text(row, "baseCcy"),
+        quote_ccy=_text(row, "quoteCcy"),
+        settle_ccy=_text(row, "settleCcy"),
+        inst_family=_text(row, "instFamily"),
+        tick_size=_decimal(row, "tickSz"),
+        lot_size=_decimal(row, "lotSz"),
+        list_time_ms=_epoch_ms(row, "listTime"),
+        exp_time_ms=_epoch_ms(row, "expTime"),
+        state=_text(row, "state") or "",
+    )
