@@ -104,6 +104,7 @@ class Simulator:
         self.config = config or SimulatorConfig()
         self.market = Market(self.config)
         self._connections: set[WsConnection] = set()
+        self._writers: set[asyncio.StreamWriter] = set()  # every open TCP link, HTTP keep-alive ones included
         self._feeds: dict[Channel, ChannelFeed] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stats: Counter[str] = Counter()
@@ -135,8 +136,8 @@ class Simulator:
             for task in tasks:
                 task.cancel()
             server.close()
-            for connection in list(self._connections):
-                connection.abort()
+            for writer in list(self._writers):
+                writer.transport.abort()
             await asyncio.gather(*tasks, return_exceptions=True)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), 2.0)
@@ -181,8 +182,8 @@ class Simulator:
             for connection in targets:
                 connection.write(messages.notice_frame(connection.conn_id))
             self._stats["notices_sent"] += len(targets)
-            assert self._loop is not None
-            self._loop.call_later(close_after, self._close_all, targets, NOTICE_CLOSE_CODE, NOTICE_CLOSE_REASON)
+            if targets and self._loop is not None:
+                self._loop.call_later(close_after, self._close_all, targets, NOTICE_CLOSE_CODE, NOTICE_CLOSE_REASON)
             return len(targets)
         return self._on_loop(act)
 
@@ -239,6 +240,7 @@ class Simulator:
     async def _handle_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peername = writer.get_extra_info("peername")
         peer = peername[0] if peername else "?"
+        self._writers.add(writer)
         try:
             while True:
                 try:
@@ -259,6 +261,7 @@ class Simulator:
         except Exception:
             log.exception("simulator connection failed")
         finally:
+            self._writers.discard(writer)
             writer.close()
 
     async def _websocket(

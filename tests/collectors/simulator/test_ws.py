@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable
 
@@ -11,8 +14,9 @@ import orjson
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Frame, Opcode
 
-from collectors.simulator import ServerInfo, Simulator
+from collectors.simulator import ServerInfo, Simulator, run_in_thread
 
 from .conftest import roomy
 
@@ -371,3 +375,30 @@ def test_control_works_from_another_thread_and_over_http(sim, http):
 
     asyncio.run(scenario())
     assert sim.simulator.stats()["drops"] >= 1
+
+
+def test_a_client_that_stops_reading_is_closed_4005_then_dropped():
+    config = roomy(
+        instruments=300, swaps=False, bars=("1s", "1m"), push_interval=0.05, write_buffer_limit=256 * 1024,
+        close_timeout=0.5,
+    )
+    with run_in_thread(config) as sim, socket.socket() as raw:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # keep the kernel from absorbing the backlog
+        raw.connect((sim.host, sim.port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        raw.sendall(
+            f"GET /ws/v5/business HTTP/1.1\r\nHost: {sim.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        assert raw.recv(12) == b"HTTP/1.1 101"
+        names = list(sim.simulator.market.instruments)
+        for start in range(0, len(names), 100):
+            request = subscribe(*((name, bar) for name in names[start:start + 100] for bar in ("1s", "1m")))
+            raw.sendall(Frame(Opcode.TEXT, request.encode()).serialize(mask=True, extensions=[]))
+        deadline = time.monotonic() + 8
+        while sim.simulator.stats()["buffer_full_closes"] == 0:
+            assert time.monotonic() < deadline, sim.simulator.stats()
+            time.sleep(0.05)
+        while sim.simulator.stats()["connections"]:
+            assert time.monotonic() < deadline + 2
+            time.sleep(0.05)
