@@ -40,6 +40,8 @@ CHANNEL_CAP_REASON = "Too many channels subscribed on this connection"
 BUFFER_FULL_CLOSE_CODE = 4005
 BUFFER_FULL_REASON = "Server buffer full"
 HOUSEKEEPING_INTERVAL_S = 0.05
+MAX_REQUEST_BYTES = 64 * 1024  # OKX's limit on one subscribe/unsubscribe request
+MAX_REQUEST_ID_LENGTH = 32  # ids are up to 32 alphanumerics
 # A tick fires just after each multiple of push_interval: with 1s bars and push_interval 1, every tick sees
 # a fresh candle (and can confirm the previous one) instead of straddling the boundary.
 TICK_LAG_S = 0.003
@@ -323,7 +325,9 @@ class Simulator:
         op = body.get("op") if isinstance(body, dict) else None
         args = body.get("args") if isinstance(body, dict) else None
         if (
-            op not in ("subscribe", "unsubscribe")
+            len(text) > MAX_REQUEST_BYTES
+            or (request_id is not None and not _valid_request_id(request_id))
+            or op not in ("subscribe", "unsubscribe")
             or not isinstance(args, list) or not args
             or not all(isinstance(arg, dict) and isinstance(arg.get("channel"), str) for arg in args)
         ):
@@ -533,6 +537,10 @@ class Simulator:
         start = int(query.get("start") or 0)
         end = int(query.get("end") or wall_clock_ms())
         return 200, orjson.dumps({"data": self.market.truth_range(inst_id, bar, start, end)})
+
+
+def _valid_request_id(request_id: Any) -> bool:
+    return isinstance(request_id, str) and 0 < len(request_id) <= MAX_REQUEST_ID_LENGTH and request_id.isalnum()
 
 
 def _coerce(value: Any) -> Any:

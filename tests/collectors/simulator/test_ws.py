@@ -125,7 +125,11 @@ def test_unknown_channels_answer_60018_for_that_arg(path, channel, inst_id):
         '{"op": "login", "args": [{"channel": "candle1m", "instId": "BTC-USDT"}]}',
         '{"op": "subscribe", "args": []}',
         '["subscribe"]',
+        '{"id": "not-alphanumeric", "op": "subscribe", "args": [{"channel": "candle1m", "instId": "BTC-USDT"}]}',
+        '{"id": "' + "1" * 33 + '", "op": "subscribe", "args": [{"channel": "candle1m", "instId": "BTC-USDT"}]}',
+        orjson.dumps({"op": "subscribe", "args": [{"channel": "candle1m", "instId": "BTC-USDT"}] * 2000}).decode(),
     ],
+    ids=["argss", "not-json", "login", "no-args", "array", "bad-id", "long-id", "over-64KB"],
 )
 def test_invalid_requests_answer_60012_quoting_the_request(text):
     async def scenario(sim, server):
