@@ -84,7 +84,6 @@ class ConnectionStatus:
     channels: int
     subscribed: int
     messages: int
-    candles: int
     reconnects: int
     errors: int
     last_message_at: float | None  # wall-clock seconds
@@ -264,8 +263,9 @@ class _Link:
     conn_id: str | None = None
     subscribed: set[Channel] = field(default_factory=set)
     pending: dict[str, Request] = field(default_factory=dict)
+    # Frames received; the watchdog samples it instead of the reader reading a clock per frame.
+    rx: int = 0
     last_rx: float = 0.0
-    ping_sent_at: float | None = None
     replaced: bool = False
     reader: asyncio.Task | None = None
     all_acked: asyncio.Event = field(default_factory=asyncio.Event)
@@ -279,7 +279,9 @@ class _Shard:
         self.link: _Link | None = None
         self.state = "connecting"
         self.detail = ""
-        self.messages = self.candles = self.reconnects = self.errors = 0
+        # Frames of links already closed; the live link counts its own (`_Link.rx`).
+        self.messages_before = 0
+        self.reconnects = self.errors = 0
         # The replacement link while a 64008 handover subscribes it.
         self.incoming: _Link | None = None
         self._task: asyncio.Task | None = None
@@ -408,15 +410,11 @@ class _Shard:
     # --- reading ----------------------------------------------------------------------------------
 
     async def _read(self, link: _Link) -> None:
-        client = self.client
-        handler = client.handler
+        handler = self.client.handler
         on_candle = handler.on_candle
-        clock = client.clock
         try:
             async for raw in link.ws:  # the hot path: one iteration per frame
-                link.last_rx = clock()
-                link.ping_sent_at = None
-                self.messages += 1
+                link.rx += 1
                 if raw == "pong":
                     continue
                 try:
@@ -427,20 +425,28 @@ class _Shard:
                     continue
                 for event in events:
                     if event.__class__ is CandleUpdate:
-                        self.candles += 1
                         on_candle(event, raw)
                     else:
                         self._on_event(link, event)
         except (OSError, WebSocketException) as exc:
             self.detail = f"read failed: {exc!r}"
+        finally:
+            self.messages_before += link.rx
+            link.rx = 0
 
     async def _watchdog(self, link: _Link) -> None:
+        """Ping after `ping_after_s` without a frame; drop the link if the ping gets no answer in time."""
         cfg = self.client.config
         clock = self.client.clock
+        tick = max(0.05, min(cfg.ping_after_s, cfg.pong_timeout_s) / 5)
+        seen = -1
+        ping_sent_at: float | None = None
         while link.reader is not None and not link.reader.done():
             now = clock()
-            if link.ping_sent_at is not None:
-                if now - link.ping_sent_at >= cfg.pong_timeout_s:
+            if link.rx != seen:
+                seen, link.last_rx, ping_sent_at = link.rx, now, None
+            elif ping_sent_at is not None:
+                if now - ping_sent_at >= cfg.pong_timeout_s:
                     self.errors += 1
                     self.detail = "no pong: dropping the connection"
                     logger.warning("shard %d: no pong in %.1f s; reconnecting", self.index, cfg.pong_timeout_s)
@@ -448,17 +454,13 @@ class _Shard:
                     if transport is not None:
                         transport.abort()  # a dead peer would never answer a closing handshake
                     return
-                wait = link.ping_sent_at + cfg.pong_timeout_s - now
             elif now - link.last_rx >= cfg.ping_after_s:
-                link.ping_sent_at = now
+                ping_sent_at = now
                 try:
                     await link.ws.send("ping")
                 except (OSError, WebSocketException):
                     return
-                wait = cfg.pong_timeout_s
-            else:
-                wait = link.last_rx + cfg.ping_after_s - now
-            await self.client.sleep(max(wait, 0.05))
+            await self.client.sleep(tick)
 
     def _on_event(self, link: _Link, event: Any) -> None:
         if isinstance(event, SubscribeAck):
@@ -555,7 +557,8 @@ class _Shard:
         return ConnectionStatus(
             shard=self.index, state=self.state, conn_id=link.conn_id if link else None,
             channels=len(self.assigned), subscribed=len(link.subscribed) if link else 0,
-            messages=self.messages, candles=self.candles, reconnects=self.reconnects, errors=self.errors,
+            messages=self.messages_before + (link.rx if link else 0), reconnects=self.reconnects,
+            errors=self.errors,
             last_message_at=self.client.wall_clock() - (self.client.clock() - link.last_rx) if link else None,
             detail=self.detail,
         )

@@ -27,6 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--requests-per-hour", type=int, default=480)
     parser.add_argument("--new-connections-per-second", type=int, default=3)
     parser.add_argument("--history-days", type=int, default=30)
+    parser.add_argument("--write-buffer-limit", type=int, default=16 * 2**20,
+                        help="bytes queued for a slow reader before it is closed with 4005")
     return parser.parse_args(argv)
 
 
@@ -37,6 +39,7 @@ def config_from(args: argparse.Namespace) -> SimulatorConfig:
         confirm_omit_rate=args.confirm_omit_rate, quiet_fraction=args.quiet_fraction, idle_timeout=args.idle_timeout,
         max_channels_per_connection=args.max_channels_per_connection, requests_per_hour=args.requests_per_hour,
         new_connections_per_second=args.new_connections_per_second, history_days=args.history_days,
+        write_buffer_limit=args.write_buffer_limit,
     )
 
 

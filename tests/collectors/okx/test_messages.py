@@ -131,6 +131,14 @@ def test_an_unknown_event_is_kept_not_refused():
     '{"arg": {"channel": "candle1m", "instId": "X"}, "data": [["1","1","1","1","1","1","1",null,"2"]]}',
     '{"arg": {"channel": "candle1m", "instId": "X"}, "data": [[1,"1","1","1","1","1","1"]]}',
     '{"event": "error", "msg": "no code"}',
+    '{"arg": {"channel": "candle1m", "instId": "X"}, "data": [["1","1","Infinity","1","1","1","1"]]}',
+    '{"arg": {"channel": "candle1m", "instId": "X"}, "data": [["1","1","1","1","1","-inf","1"]]}',
+    '{"arg": {"channel": "candle1m", "instId": "X"}, "data": [["1","1","1","1","1","1","sNaN"]]}',
+    '{"arg": {"channel": "candle1m", "instId": "X"}, "data": [["\u0661\u0662","1","1","1","1","1","1"]]}',
+    '{"arg": {"channel": "candle1m", "instId": "X"}, "data": [["1","1","1","1","1","1","1","2","x"]]}',
+    '{"arg": {"channel": "candle1m", "instId": "X"}, "data": [["1","1","1","1","1","1.2.3","1"]]}',
+    '{"arg": {"channel": "candle1m", "instId": "X"}, "data": [["1","1","1","1","1","-","1"]]}',
+    '{"arg": {"channel": "candle1m", "instId": "X"}, "data": [["1","1","1","1","1","1",1.5]]}',
 ])
 def test_a_frame_that_is_not_okx_raises_a_protocol_error_carrying_the_raw_frame(raw):
     with pytest.raises(ProtocolError) as caught:
@@ -157,6 +165,17 @@ def test_no_input_makes_the_parser_raise_anything_but_a_protocol_error(raw):
         assert outcome.raw == raw
     else:
         assert isinstance(outcome, list)
+
+
+def test_a_row_of_the_common_shape_and_one_with_unusual_but_valid_fields_parse_alike():
+    common = ["1705431600000", "43016", "43183.8", "42946", "43169.7", "404.7", "17447600.2", "17447600.2", "1"]
+    unusual = [*common[:7], None, "1"]  # a null quote volume takes the careful path
+    fast = parse_candle_row("BTC-USDT", "1H", common, raw="r")
+    careful = parse_candle_row("BTC-USDT", "1H", unusual, raw="r")
+    assert fast[:9] == careful[:9]
+    assert fast.confirmed is careful.confirmed is True
+    assert (fast.vol_ccy_quote, careful.vol_ccy_quote) == (Decimal("17447600.2"), None)
+    assert type(fast) is type(careful) is CandleUpdate
 
 
 def test_rest_rows_use_the_same_row_parser():
