@@ -10,6 +10,10 @@ PY=.venv/bin/python
 # Makes sure an admin user exists and prints its credentials.
 "$PY" manage.py ensure_admin
 
+# An empty instrument table gets OKX's list (from OKX_REST_URL). Not fatal: the admin and the API still
+# serve what is stored, and the command says why it failed.
+"$PY" manage.py sync_instruments --if-empty --retries 2 || echo "instrument sync failed; run 'manage.py sync_instruments' once OKX_REST_URL is reachable" >&2
+
 # Ask the settings for the address rather than re-reading the environment here, so WEB_HOST/WEB_PORT
 # from `.env` count exactly as they do for the app (environment first, then .env, then defaults).
 addr="$("$PY" -c '
