@@ -95,6 +95,7 @@ CELERY_TASK_QUEUES = (
     Queue("collectors"),
     Queue("flush"),
     Queue("backfill"),
+    Queue("webhooks"),
 )
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -112,6 +113,25 @@ OKX_REST_URL = env_str("OKX_REST_URL", "https://www.okx.com")
 
 # --- Pipeline ------------------------------------------------------------------------------------
 FLUSH_INTERVAL_S = env_float("FLUSH_INTERVAL_S", 1.0, minimum=0.1)
+# Prefix of every Redis key of the pipeline: two copies on one Redis need different prefixes.
+REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "okx:")
+# Subscriptions are hashed into this many shards; each shard is owned by one collector through a lease.
+COLLECTOR_SHARDS = env_int("COLLECTOR_SHARDS", 8, minimum=1)
+COLLECTOR_LEASE_TTL_S = env_float("COLLECTOR_LEASE_TTL_S", 15.0, minimum=1.0)
+COLLECTOR_RECONCILE_S = env_float("COLLECTOR_RECONCILE_S", 5.0, minimum=0.5)
+COLLECTOR_CHANNELS_PER_CONNECTION = env_int("COLLECTOR_CHANNELS_PER_CONNECTION", 200, minimum=1)
+COLLECTOR_PING_AFTER_S = env_float("COLLECTOR_PING_AFTER_S", 20.0, minimum=1.0)
+# Buffer entries (candles waiting for a flush) above which the status turns degraded and logs warn.
+BUFFER_ALARM_ENTRIES = env_int("BUFFER_ALARM_ENTRIES", 500_000, minimum=1)
+DEAD_LETTER_MAX = env_int("DEAD_LETTER_MAX", 100_000, minimum=100)
+# Recent past re-checked for gaps on every backfill run, per live subscription.
+BACKFILL_RECENT_HOURS = env_float("BACKFILL_RECENT_HOURS", 6.0, minimum=0.1)
+# A subscription is stale after this many expected push intervals without an update.
+HEALTH_STALE_AFTER_S = env_float("HEALTH_STALE_AFTER_S", 30.0, minimum=1.0)
+# HMAC-SHA256 key of webhook signatures (X-OKX-Candles-Signature); empty disables webhooks.
+WEBHOOK_SECRET = env_str("WEBHOOK_SECRET", "")
+WEBHOOK_TIMEOUT_S = env_float("WEBHOOK_TIMEOUT_S", 5.0, minimum=0.1)
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 6, minimum=1)
 
 # --- Web -----------------------------------------------------------------------------------------
 WEB_HOST = env_str("WEB_HOST", "127.0.0.1")

@@ -73,9 +73,9 @@ def test_env_choice_refuses_an_unknown_value(monkeypatch):
         env_choice("SOME_LEVEL", "INFO", {"INFO", "DEBUG"})
 
 
-def test_the_celery_app_is_configured_from_settings_with_the_four_queues():
+def test_the_celery_app_is_configured_from_settings_with_its_queues():
     from okxproject.celery import app
 
-    assert {q.name for q in app.conf.task_queues} == {"default", "collectors", "flush", "backfill"}
+    assert {q.name for q in app.conf.task_queues} == {"default", "collectors", "flush", "backfill", "webhooks"}
     assert app.conf.task_default_queue == "default"
     assert app.conf.timezone == "UTC"

@@ -1,0 +1,114 @@
+"""The Redis live buffer between the collectors and PostgreSQL.
+
+One entry per (instrument, bar, open time) in a hash; a newer version of a candle replaces the older one
+(and an unconfirmed version never replaces a confirmed one), the same rule the database applies, so the
+buffer's size is bounded by the number of candles open in a flush interval, not by the push rate.
+
+A flush *takes* the whole hash by renaming it (atomic), writes it, and deletes the taken copy only after
+its rows are committed. A flush that dies in between leaves the taken copy behind, and the next flush
+writes it first: nothing is lost, and the database's version rule makes the retry harmless.
+
+Values are `"<version>|<confirmed>|<json row>"` so the Lua rule can compare versions without decoding
+JSON. The JSON row is OKX's strings: `[o, h, l, c, vol, volCcy, volCcyQuote|null]`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from candles.storage import CandleRow
+from collectors.okx.messages import CandleUpdate
+from collectors.pipeline.keys import Keys, candle_field, split_candle_field
+
+# KEYS[1] = live hash; ARGV = field, value, field, value, ...  Returns how many entries were written.
+PUT_NEWEST_LUA = """
+local written = 0
+for i = 1, #ARGV, 2 do
+  local field, value = ARGV[i], ARGV[i + 1]
+  local new_v, new_c = string.match(value, "^(%d+)|(%d)|")
+  local old = redis.call("HGET", KEYS[1], field)
+  local keep_old = false
+  if old then
+    local old_v, old_c = string.match(old, "^(%d+)|(%d)|")
+    if tonumber(new_v) <= tonumber(old_v) or (new_c == "0" and old_c == "1") then
+      keep_old = true
+    end
+  end
+  if not keep_old then
+    redis.call("HSET", KEYS[1], field, value)
+    written = written + 1
+  end
+end
+return written
+"""
+
+
+def receipt_version() -> int:
+    """The version stamped on a candle when it is received: microseconds since the epoch."""
+    return time.time_ns() // 1000
+
+
+def encode_entry(update: CandleUpdate, version: int) -> tuple[str, str]:
+    """The buffer field and value of a candle update."""
+    quote = None if update.vol_ccy_quote is None else str(update.vol_ccy_quote)
+    row = orjson.dumps([str(update.open), str(update.high), str(update.low), str(update.close),
+                        str(update.vol), str(update.vol_ccy), quote]).decode()
+    value = f"{version}|{1 if update.confirmed else 0}|{row}"
+    return candle_field(update.inst_id, update.bar, update.open_time_ms), value
+
+
+def decode_entry(field: str | bytes, value: str | bytes) -> CandleRow:
+    """A buffer entry as the row `candles_upsert` takes (source "ws")."""
+    if isinstance(field, bytes):
+        field = field.decode()
+    if isinstance(value, bytes):
+        value = value.decode()
+    inst_id, bar, open_ms = split_candle_field(field)
+    version, confirmed, row = value.split("|", 2)
+    o, h, low, c, vol, vol_ccy, quote = orjson.loads(row)
+    return CandleRow(inst_id, bar, open_ms, o, h, low, c, vol, vol_ccy, quote, confirmed == "1", "ws", int(version))
+
+
+def flatten(entries: Iterable[tuple[str, str]]) -> list[str]:
+    flat: list[str] = []
+    for field, value in entries:
+        flat.append(field)
+        flat.append(value)
+    return flat
+
+
+# --- the flush side (synchronous redis client) ------------------------------------------------------
+
+
+def buffer_take(redis: Any, keys: Keys) -> dict[bytes, bytes]:
+    """The batch to write: a batch left by a failed flush first, else everything buffered now."""
+    taken = redis.hgetall(keys.taken)
+    if taken:
+        return taken
+    try:
+        if not redis.renamenx(keys.live, keys.taken):
+            return redis.hgetall(keys.taken)
+    except Exception as exc:  # redis-py raises ResponseError("no such key") for an empty buffer
+        if "no such key" in str(exc).lower():
+            return {}
+        raise
+    return redis.hgetall(keys.taken)
+
+
+def buffer_commit(redis: Any, keys: Keys) -> None:
+    """Drop the taken batch: call only after its rows are committed to PostgreSQL."""
+    redis.delete(keys.taken)
+
+
+def buffer_depth(redis: Any, keys: Keys) -> int:
+    return int(redis.hlen(keys.live)) + int(redis.hlen(keys.taken))
+
+
+def dead_letter_record(reason: str, raw: str | bytes | None, channel: str | None = None) -> bytes:
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    return orjson.dumps({"at": time.time(), "reason": reason, "raw": raw, "channel": channel})

@@ -1,0 +1,70 @@
+"""Every Redis key the pipeline uses, in one place. A prefix lets several copies share one Redis."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "okx:"
+
+    @property
+    def live(self) -> str:
+        """HASH "inst|bar|open_ms" -> encoded newest version of that candle, written by collectors."""
+        return f"{self.prefix}buffer:live"
+
+    @property
+    def taken(self) -> str:
+        """HASH: the batch a flush took from `live`; deleted only after its rows are committed."""
+        return f"{self.prefix}buffer:taken"
+
+    @property
+    def flush_lock(self) -> str:
+        return f"{self.prefix}lock:flush"
+
+    @property
+    def dead_letters(self) -> str:
+        """LIST of JSON {at, reason, raw, channel}: every frame or candle refused on the way in."""
+        return f"{self.prefix}deadletter"
+
+    @property
+    def rest_needed(self) -> str:
+        """SET "inst|bar|open_ms": candles closed without a confirm push, to fetch from REST."""
+        return f"{self.prefix}rest:needed"
+
+    @property
+    def counters(self) -> str:
+        """HASH of monotonically increasing counters (messages, flushed, dead_letters, ...)."""
+        return f"{self.prefix}counters"
+
+    @property
+    def channel_status(self) -> str:
+        """HASH "inst|bar" -> JSON {last_message_at, last_confirmed_open, state, error, collector}."""
+        return f"{self.prefix}status:channels"
+
+    @property
+    def collectors(self) -> str:
+        """ZSET collector id scored by its last heartbeat (epoch seconds)."""
+        return f"{self.prefix}collectors"
+
+    def collector(self, collector_id: str) -> str:
+        """HASH of one collector's status (connections, counters), with a TTL."""
+        return f"{self.prefix}collector:{collector_id}"
+
+    def lease(self, shard: int) -> str:
+        return f"{self.prefix}lease:shard:{shard}"
+
+    @property
+    def control(self) -> str:
+        """Pub/sub channel: a message means "subscriptions changed, reconcile now"."""
+        return f"{self.prefix}control"
+
+
+def candle_field(inst_id: str, bar: str, open_time_ms: int) -> str:
+    return f"{inst_id}|{bar}|{open_time_ms}"
+
+
+def split_candle_field(field: str) -> tuple[str, str, int]:
+    inst_id, bar, open_ms = field.rsplit("|", 2)
+    return inst_id, bar, int(open_ms)
