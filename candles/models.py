@@ -116,6 +116,9 @@ class Subscription(models.Model):
     status_message = models.TextField(blank=True)
     backfill_from = models.DateTimeField(null=True, blank=True, help_text="Fetch history from this time on.")
     webhook_url = models.URLField(max_length=500, blank=True)
+    # Deliveries that failed after every retry since the last success; reset by a delivered webhook.
+    webhook_failures = models.PositiveIntegerField(default=0)
+    webhook_last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
