@@ -97,6 +97,14 @@ CELERY_TASK_QUEUES = (
     Queue("backfill"),
     Queue("webhooks"),
 )
+CELERY_TASK_ROUTES = {
+    "collectors.tasks.flush_buffer": {"queue": "flush"},
+    "collectors.tasks.detect_gaps": {"queue": "backfill"},
+    "collectors.tasks.fill_gaps": {"queue": "backfill"},
+    "collectors.tasks.drain_rest_needed": {"queue": "backfill"},
+    "collectors.tasks.deliver_webhook": {"queue": "webhooks"},
+    "collectors.tasks.check_health": {"queue": "default"},
+}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

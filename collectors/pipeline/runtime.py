@@ -1,0 +1,279 @@
+"""The collector runtime: owns shards of the subscriptions through Redis leases and keeps them collected.
+
+One runtime per collector process (hosted by the `collectors` Celery worker, or alone via
+`manage.py run_collector`). Every few seconds, and at once when the control channel says so, it:
+
+1. loads the active subscriptions (a thread: the loader may use the Django ORM);
+2. renews its leases and takes free shards up to its fair share (shards ÷ live collectors), releasing
+   extras so a newly started collector gets work; a shard it cannot renew is dropped at once, so two
+   collectors never collect one shard;
+3. sets the WebSocket client's channels to the subscriptions of its shards.
+
+Candle updates go through `Ingest` to the Redis buffer every ~100 ms; channel and collector status go
+to Redis every second. Redis or PostgreSQL being away only delays these steps: the runtime keeps the last
+known subscriptions, holds pending candles in memory and catches up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import socket
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import orjson
+
+from candles.bars import BarSpec
+from collectors.okx.messages import Channel, ErrorEvent, ProtocolError
+from collectors.okx.ws import ConnectionStatus, OkxWsClient, WsConfig, WsHandler
+from collectors.pipeline.buffer import PUT_NEWEST_LUA
+from collectors.pipeline.ingest import Ingest
+from collectors.pipeline.keys import Keys
+
+logger = logging.getLogger(__name__)
+
+RENEW_LUA = """
+if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end
+return 0
+"""
+RELEASE_LUA = """
+if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class SubscriptionSnapshot:
+    channels: frozenset[Channel]
+    specs: dict[str, BarSpec]
+
+
+def shard_of(channel: Channel, shards: int) -> int:
+    """Stable across processes and restarts (unlike hash())."""
+    return zlib.crc32(f"{channel.inst_id}|{channel.bar}".encode()) % shards
+
+
+@dataclass
+class RuntimeConfig:
+    ws_url: str
+    keys: Keys
+    shards: int = 8
+    lease_ttl_s: float = 15.0
+    reconcile_s: float = 5.0
+    write_interval_s: float = 0.1
+    status_interval_s: float = 1.0
+    dead_letter_max: int = 100_000
+    channels_per_connection: int = 200
+    ping_after_s: float = 20.0
+    collector_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.collector_id:
+            self.collector_id = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class _Handler(WsHandler):
+    def __init__(self, runtime: CollectorRuntime):
+        self.runtime = runtime
+        self.on_candle = runtime.ingest.accept  # the hot path goes straight to ingest
+
+    def on_protocol_error(self, error: ProtocolError) -> None:
+        self.runtime.ingest.dead_letter(error.reason, error.raw)
+
+    def on_subscribed(self, channel: Channel) -> None:
+        self.runtime.subscribed_since[channel] = time.time()
+        self.runtime.recheck.add(channel)
+
+    def on_invalid(self, channel: Channel, error: ErrorEvent) -> None:
+        self.runtime.invalid[channel] = f"{error.code} {error.msg}"
+
+    def on_status(self, status: ConnectionStatus) -> None:
+        if status.state == "backoff":
+            logger.info("collector shard connection %d: %s", status.shard, status.detail)
+
+
+class CollectorRuntime:
+    def __init__(
+        self, config: RuntimeConfig, *, redis_factory: Callable, load_snapshot: Callable[[], SubscriptionSnapshot]
+    ):
+        self.config = config
+        self.keys = config.keys
+        self.redis_factory = redis_factory
+        self.load_snapshot = load_snapshot
+        self.ingest = Ingest(keys=config.keys)
+        self.client = OkxWsClient(
+            WsConfig(url=config.ws_url, channels_per_connection=config.channels_per_connection,
+                     ping_after_s=config.ping_after_s),
+            _Handler(self),
+        )
+        self.snapshot: SubscriptionSnapshot | None = None
+        self.owned: set[int] = set()
+        self.invalid: dict[Channel, str] = {}
+        self.subscribed_since: dict[Channel, float] = {}
+        self.recheck: set[Channel] = set()
+        self.started_at = time.time()
+        self._nudge = asyncio.Event()
+        self._stop = asyncio.Event()
+        self.redis = None
+
+    # --- main loop ------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        self.redis = self.redis_factory()
+        self._put = self.redis.register_script(PUT_NEWEST_LUA)
+        self._renew = self.redis.register_script(RENEW_LUA)
+        self._release = self.redis.register_script(RELEASE_LUA)
+        logger.info("collector %s starting (%d shards)", self.config.collector_id, self.config.shards)
+        tasks = [
+            asyncio.create_task(self.client.run(), name="okx-ws-client"),
+            asyncio.create_task(self._every(self.config.write_interval_s, self._write), name="ingest-writer"),
+            asyncio.create_task(self._every(self.config.status_interval_s, self._publish_status), name="status"),
+            asyncio.create_task(self._reconcile_loop(), name="reconcile"),
+            asyncio.create_task(self._listen_for_nudges(), name="nudges"),
+        ]
+        waiter = asyncio.create_task((stop or self._stop).wait())
+        await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception():
+                logger.error("collector task %s died", task.get_name(), exc_info=task.exception())
+        await self.shutdown(tasks)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def shutdown(self, tasks: list[asyncio.Task]) -> None:
+        await self.client.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._write()
+        with contextlib.suppress(Exception):
+            for shard in list(self.owned):
+                await self._release(keys=[self.keys.lease(shard)], args=[self.config.collector_id])
+            await self.redis.zrem(self.keys.collectors, self.config.collector_id)
+            await self.redis.delete(self.keys.collector(self.config.collector_id))
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
+        logger.info("collector %s stopped", self.config.collector_id)
+
+    async def _every(self, interval: float, step: Callable) -> None:
+        while True:
+            try:
+                await step()
+            except Exception as exc:  # Redis away: keep going, the step catches up next time
+                logger.warning("collector step %s failed: %r", getattr(step, "__name__", step), exc)
+            await asyncio.sleep(interval)
+
+    async def _write(self) -> None:
+        await self.ingest.write(self.redis, self._put, self.config.dead_letter_max)
+
+    # --- reconcile ------------------------------------------------------------------------------
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            try:
+                await self.reconcile()
+            except Exception as exc:
+                logger.warning("collector reconcile failed: %r", exc)
+            self._nudge.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._nudge.wait(), timeout=self.config.reconcile_s)
+
+    async def reconcile(self) -> None:
+        try:
+            self.snapshot = await asyncio.to_thread(self.load_snapshot)
+        except Exception as exc:
+            logger.warning("collector could not load subscriptions (%r); keeping the last known set", exc)
+        if self.snapshot is None:
+            return
+        self.ingest.specs = self.snapshot.specs
+        await self._heartbeat()
+        await self._balance_leases()
+        shards = self.config.shards
+        wanted = {c for c in self.snapshot.channels if shard_of(c, shards) in self.owned}
+        self.client.set_channels(wanted)
+
+    async def _heartbeat(self) -> None:
+        await self.redis.zadd(self.keys.collectors, {self.config.collector_id: time.time()})
+
+    async def _live_collectors(self) -> int:
+        horizon = time.time() - 3 * self.config.lease_ttl_s
+        return max(1, int(await self.redis.zcount(self.keys.collectors, horizon, "+inf")))
+
+    async def _balance_leases(self) -> None:
+        cid, ttl_ms = self.config.collector_id, int(self.config.lease_ttl_s * 1000)
+        for shard in list(self.owned):
+            if not await self._renew(keys=[self.keys.lease(shard)], args=[cid, ttl_ms]):
+                logger.warning("collector %s lost the lease of shard %d", cid, shard)
+                self.owned.discard(shard)
+        fair = math.ceil(self.config.shards / await self._live_collectors())
+        for shard in sorted(self.owned, reverse=True)[: max(0, len(self.owned) - fair)]:
+            await self._release(keys=[self.keys.lease(shard)], args=[cid])
+            self.owned.discard(shard)
+            logger.info("collector %s released shard %d to balance", cid, shard)
+        for shard in range(self.config.shards):
+            if len(self.owned) >= fair:
+                break
+            if shard not in self.owned and await self.redis.set(self.keys.lease(shard), cid, nx=True, px=ttl_ms):
+                self.owned.add(shard)
+                logger.info("collector %s took shard %d", cid, shard)
+
+    async def _listen_for_nudges(self) -> None:
+        while True:
+            try:
+                pubsub = self.redis.pubsub()
+                await pubsub.subscribe(self.keys.control)
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        self._nudge.set()
+            except Exception as exc:
+                logger.warning("collector control channel lost (%r); retrying", exc)
+                await asyncio.sleep(1.0)
+
+    # --- status ---------------------------------------------------------------------------------
+
+    async def _publish_status(self) -> None:
+        cid = self.config.collector_id
+        statuses = self.client.statuses()
+        channel_rows = {}
+        for channel in self.client.channels | set(self.invalid):
+            track = self.ingest.channels.get(channel)
+            channel_rows[f"{channel.inst_id}|{channel.bar}"] = orjson.dumps({
+                "last_message_at": track.last_message_at if track else None,
+                "last_confirmed_open": track.last_confirmed_open if track else None,
+                "state": "invalid" if channel in self.invalid else
+                         ("subscribed" if channel in self.subscribed_since else "pending"),
+                "error": self.invalid.get(channel),
+                "collector": cid,
+                "reconnects": sum(s.reconnects for s in statuses),
+            })
+        collector = {
+            "id": cid, "host": socket.gethostname(), "pid": os.getpid(), "started_at": self.started_at,
+            "heartbeat_at": time.time(), "shards": orjson.dumps(sorted(self.owned)),
+            "connections": orjson.dumps([asdict(s) for s in statuses]),
+            "messages": sum(s.messages for s in statuses), "reconnects": sum(s.reconnects for s in statuses),
+            "errors": sum(s.errors for s in statuses), "channels": len(self.client.channels),
+        }
+        counters = self.ingest.counters
+        deltas = {name: value for name, value in counters.items() if value}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if channel_rows:
+                pipe.hset(self.keys.channel_status, mapping=channel_rows)
+            pipe.hset(self.keys.collector(cid), mapping=collector)
+            pipe.expire(self.keys.collector(cid), int(3 * self.config.lease_ttl_s) + 1)
+            pipe.zadd(self.keys.collectors, {cid: time.time()})
+            for name, value in deltas.items():
+                pipe.hincrby(self.keys.counters, name, value)
+            if self.recheck:
+                pipe.sadd(f"{self.keys.prefix}gaps:recheck", *(f"{c.inst_id}|{c.bar}" for c in self.recheck))
+            await pipe.execute()
+        for name in deltas:
+            counters[name] -= deltas[name]
+        self.recheck.clear()
