@@ -1,0 +1,172 @@
+"""The health check: each active subscription's freshness, and the removal of collectors that stopped.
+
+(a) Every active subscription gets a status from its channel's status in Redis (written by the collector
+runtime): `error` when OKX refused the channel, `live` when a message came within HEALTH_STALE_AFTER_S,
+`stale` when the last one is older, `pending` while none has come. Only rows whose status or message
+changed are written, in one bulk update; paused subscriptions are left as they are.
+
+(b) A collector whose heartbeat is older than three lease TTLs is dead: its ZSET entry and status hash go,
+and so does every shard lease it still holds (compare-and-delete, so a lease a living collector has taken
+since is never touched). Then "reconcile" on the control channel tells the living collectors to take the
+shards now instead of at lease expiry. A collector that heartbeats between the read and the removal is
+left alone: the removal re-checks its heartbeat inside the same Lua script.
+
+Both halves are idempotent: a second run finds nothing to change.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.utils import timezone
+
+from candles.models import Subscription, SubscriptionStatus
+from collectors.pipeline.keys import Keys
+from collectors.pipeline.status import ChannelStatus, alive_after, channel_statuses
+
+logger = logging.getLogger(__name__)
+
+RECONCILE = "reconcile"
+PENDING_MESSAGE = "waiting for the first message"
+SUBSCRIBING_MESSAGE = "subscribing"
+
+# KEYS[1] = collectors ZSET, KEYS[2] = the collector's hash, KEYS[3..] = shard leases to check.
+# ARGV[1] = collector id, ARGV[2] = heartbeat cutoff (epoch seconds).
+# Returns -1 when the collector heartbeat since (it is alive: nothing is removed), else the leases released.
+REMOVE_DEAD_COLLECTOR_LUA = """
+local score = redis.call("ZSCORE", KEYS[1], ARGV[1])
+if score and tonumber(score) >= tonumber(ARGV[2]) then
+  return -1
+end
+redis.call("ZREM", KEYS[1], ARGV[1])
+redis.call("DEL", KEYS[2])
+local released = 0
+for i = 3, #KEYS do
+  if redis.call("GET", KEYS[i]) == ARGV[1] then
+    redis.call("DEL", KEYS[i])
+    released = released + 1
+  end
+end
+return released
+"""
+
+
+@dataclass(slots=True)
+class HealthResult:
+    checked: int = 0
+    live: int = 0
+    stale: int = 0
+    pending: int = 0
+    error: int = 0
+    changed: int = 0
+    dead_collectors: list[str] = field(default_factory=list)
+    leases_released: int = 0
+    reconcile_published: bool = False
+
+    def __str__(self) -> str:
+        dead = f"{len(self.dead_collectors)} dead collectors removed ({', '.join(self.dead_collectors)}), " \
+            if self.dead_collectors else ""
+        return (f"{self.checked} subscriptions: {self.live} live, {self.stale} stale, {self.pending} pending, "
+                f"{self.error} error, {self.changed} changed; {dead}{self.leases_released} leases released")
+
+
+def _iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def subscription_health(channel: ChannelStatus | None, *, now: float, stale_after_s: float) -> tuple[str, str]:
+    """The (status, status_message) of an active subscription whose channel status is `channel`.
+
+    Messages depend only on the channel status, not on `now`, so an unchanged channel writes nothing.
+    """
+    if channel is None:
+        return SubscriptionStatus.PENDING, PENDING_MESSAGE
+    if channel.state == "invalid":
+        return SubscriptionStatus.ERROR, channel.error or "OKX refused the channel (no reason given)"
+    if channel.last_message_at is None:
+        return SubscriptionStatus.PENDING, SUBSCRIBING_MESSAGE if channel.state == "pending" else PENDING_MESSAGE
+    if now - channel.last_message_at <= stale_after_s:
+        return SubscriptionStatus.LIVE, ""
+    return SubscriptionStatus.STALE, f"no message since {_iso(channel.last_message_at)}"
+
+
+def subscriptions_health_update(*, redis: Any, keys: Keys, now: float, result: HealthResult) -> None:
+    """Part (a): set the status of every active subscription from its channel's status."""
+    statuses = channel_statuses(redis, keys)
+    stale_after_s = settings.HEALTH_STALE_AFTER_S
+    rows = Subscription.objects.filter(is_active=True).values_list(
+        "id", "instrument__inst_id", "timeframe__code", "status", "status_message"
+    )
+    changed: list[Subscription] = []
+    written_at = timezone.now()
+    for sub_id, inst_id, bar, old_status, old_message in rows.iterator(chunk_size=2000):
+        status, message = subscription_health(statuses.get((inst_id, bar)), now=now, stale_after_s=stale_after_s)
+        result.checked += 1
+        setattr(result, status, getattr(result, status) + 1)
+        if (status, message) != (old_status, old_message):
+            changed.append(Subscription(id=sub_id, status=status, status_message=message, updated_at=written_at))
+            logger.info("subscription %s %s: %s -> %s %s", inst_id, bar, old_status, status, message)
+    if changed:
+        # Filtered on is_active: a subscription paused since the read keeps its status.
+        result.changed = Subscription.objects.filter(is_active=True).bulk_update(
+            changed, ["status", "status_message", "updated_at"], batch_size=500
+        )
+
+
+def dead_collectors_remove(
+    *, redis: Any, keys: Keys, now: float, result: HealthResult, lease_ttl_s: float | None = None
+) -> None:
+    """Part (b): remove collectors with an old heartbeat, release their leases, nudge the living ones."""
+    cutoff = alive_after(now, lease_ttl_s)
+    dead = [m.decode() if isinstance(m, bytes) else m
+            for m in redis.zrangebyscore(keys.collectors, "-inf", f"({cutoff}")]
+    if not dead:
+        return
+    remove = redis.register_script(REMOVE_DEAD_COLLECTOR_LUA)
+    for collector_id in dead:
+        shards = set(range(settings.COLLECTOR_SHARDS)) | _shards_of(redis, keys, collector_id)
+        lease_keys = [keys.lease(n) for n in sorted(shards)]
+        released = remove(keys=[keys.collectors, keys.collector(collector_id), *lease_keys],
+                          args=[collector_id, repr(cutoff)])
+        if released < 0:
+            logger.info("collector %s heartbeat again; left alone", collector_id)
+            continue
+        result.dead_collectors.append(collector_id)
+        result.leases_released += released
+        logger.warning("collector %s stopped heartbeating; removed it and released %d shard leases",
+                       collector_id, released)
+    if result.dead_collectors:
+        redis.hincrby(keys.counters, "collectors_removed", len(result.dead_collectors))
+        redis.publish(keys.control, RECONCILE)
+        result.reconcile_published = True
+
+
+def _shards_of(redis: Any, keys: Keys, collector_id: str) -> set[int]:
+    """Shards named in a collector's hash (covers shards beyond COLLECTOR_SHARDS after a resize)."""
+    raw = redis.hget(keys.collector(collector_id), "shards")
+    if raw is None:
+        return set()
+    try:
+        shards = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        logger.warning("collector %s: shards is not JSON: %r", collector_id, raw)
+        return set()
+    if not isinstance(shards, list):
+        return set()
+    return {s for s in shards if isinstance(s, int) and not isinstance(s, bool) and s >= 0}
+
+
+def health_check(*, redis: Any, keys: Keys, now: float | None = None) -> HealthResult:
+    """Mark active subscriptions live / stale / pending / error and remove dead collectors. Returns counts."""
+    now = time.time() if now is None else now
+    result = HealthResult()
+    # Collectors first: taking over a dead collector's shards needs only Redis, and must not wait on PostgreSQL.
+    dead_collectors_remove(redis=redis, keys=keys, now=now, result=result)
+    subscriptions_health_update(redis=redis, keys=keys, now=now, result=result)
+    return result

@@ -1,0 +1,350 @@
+"""Read-only views of the pipeline's Redis status, for the health task, the REST API and the admin.
+
+The collector runtime writes these keys (see `keys.py`); this module only reads them. An entry that does
+not parse (a partial write, an older format, a hand edit) is skipped with one warning per read, never
+raised: a status page must not fail because one channel's status is garbled.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from django.conf import settings
+
+from collectors.pipeline.keys import Keys
+
+logger = logging.getLogger(__name__)
+
+CHANNEL_STATES = frozenset({"subscribed", "invalid", "pending"})
+# A collector is alive while its heartbeat is younger than this many lease TTLs.
+ALIVE_LEASE_TTLS = 3
+LAST_FLUSH_FIELDS = ("at", "rows", "written", "rejected", "duration_ms")
+
+
+class Garbled(ValueError):
+    """A status entry that does not have the shape the collector runtime writes."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelStatus:
+    inst_id: str
+    bar: str
+    state: str  # "subscribed", "invalid" or "pending"
+    last_message_at: float | None  # epoch seconds
+    last_confirmed_open: int | None  # epoch milliseconds
+    error: str | None  # OKX's code and message when the channel was refused
+    collector: str | None
+    reconnects: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStatus:
+    shard: int | None
+    state: str
+    conn_id: str | None
+    channels: int
+    subscribed: int
+    messages: int
+    reconnects: int
+    errors: int
+    last_message_at: float | None
+    detail: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorStatus:
+    id: str
+    heartbeat_at: float  # the ZSET score: the last heartbeat, epoch seconds
+    alive: bool
+    # The rest comes from the collector's hash, which expires after the collector stops: absent then.
+    host: str | None = None
+    pid: int | None = None
+    started_at: float | None = None
+    shards: list[int] = field(default_factory=list)
+    connections: list[ConnectionStatus] = field(default_factory=list)
+    messages: int = 0
+    reconnects: int = 0
+    errors: int = 0
+    channels: int = 0
+    details_missing: bool = False
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _opt_float(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str | bytes):
+        raise Garbled(f"{name} is not a number: {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise Garbled(f"{name} is not a number: {value!r}") from None
+    if not math.isfinite(number):
+        raise Garbled(f"{name} is not finite: {value!r}")
+    return number
+
+
+def _opt_int(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise Garbled(f"{name} is not an integer: {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str | bytes):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    raise Garbled(f"{name} is not an integer: {value!r}")
+
+
+def _int(value: Any, name: str) -> int:
+    number = _opt_int(value, name)
+    return 0 if number is None else number
+
+
+def _opt_str(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise Garbled(f"{name} is not a string: {value!r}")
+    return value
+
+
+class _Skipped:
+    """Collects skipped entries of one read and logs them in one line."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.entries: list[str] = []
+
+    def add(self, key: Any, reason: Any) -> None:
+        self.entries.append(f"{_text(key)!r}: {reason}")
+
+    def log(self) -> None:
+        if self.entries:
+            shown = "; ".join(self.entries[:5])
+            more = f" (and {len(self.entries) - 5} more)" if len(self.entries) > 5 else ""
+            logger.warning("skipped %d garbled %s: %s%s", len(self.entries), self.what, shown, more)
+
+
+# --- channels ------------------------------------------------------------------------------------------
+
+
+def parse_channel_status(field_name: str | bytes, value: str | bytes) -> ChannelStatus:
+    """One entry of `keys.channel_status`. Raises Garbled."""
+    name = _text(field_name)
+    inst_id, sep, bar = name.rpartition("|")
+    if not sep or not inst_id or not bar:
+        raise Garbled("field is not 'inst_id|bar'")
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise Garbled(f"not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise Garbled("not a JSON object")
+    state = data.get("state")
+    if state not in CHANNEL_STATES:
+        raise Garbled(f"unknown state {state!r}")
+    return ChannelStatus(
+        inst_id=inst_id,
+        bar=bar,
+        state=state,
+        last_message_at=_opt_float(data.get("last_message_at"), "last_message_at"),
+        last_confirmed_open=_opt_int(data.get("last_confirmed_open"), "last_confirmed_open"),
+        error=_opt_str(data.get("error"), "error"),
+        collector=_opt_str(data.get("collector"), "collector"),
+        reconnects=_int(data.get("reconnects"), "reconnects"),
+    )
+
+
+def channel_statuses(
+    redis: Any, keys: Keys, pairs: Iterable[tuple[str, str]] | None = None
+) -> dict[tuple[str, str], ChannelStatus]:
+    """Every channel's status by (inst_id, bar), or only those of `pairs` (absent ones are left out)."""
+    if pairs is None:
+        entries = redis.hgetall(keys.channel_status).items()
+    else:
+        fields = [f"{inst_id}|{bar}" for inst_id, bar in dict.fromkeys(pairs)]
+        if not fields:
+            return {}
+        entries = [(f, v) for f, v in zip(fields, redis.hmget(keys.channel_status, fields), strict=True)
+                   if v is not None]
+    statuses: dict[tuple[str, str], ChannelStatus] = {}
+    skipped = _Skipped("channel statuses")
+    for field_name, value in entries:
+        try:
+            status = parse_channel_status(field_name, value)
+        except Garbled as exc:
+            skipped.add(field_name, exc)
+            continue
+        statuses[(status.inst_id, status.bar)] = status
+    skipped.log()
+    return statuses
+
+
+# --- collectors ----------------------------------------------------------------------------------------
+
+
+def alive_after(now: float, lease_ttl_s: float | None = None) -> float:
+    """The oldest heartbeat (epoch seconds) of a collector still counted alive at `now`."""
+    ttl = settings.COLLECTOR_LEASE_TTL_S if lease_ttl_s is None else lease_ttl_s
+    return now - ALIVE_LEASE_TTLS * ttl
+
+
+def _json_field(raw: dict[str, Any], name: str, kind: type) -> Any:
+    value = raw.get(name)
+    if value is None:
+        return kind()
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        raise Garbled(f"{name} is not JSON") from None
+    if not isinstance(data, kind):
+        raise Garbled(f"{name} is not a JSON {kind.__name__}")
+    return data
+
+
+def _connection(data: Any) -> ConnectionStatus:
+    if not isinstance(data, dict):
+        raise Garbled("a connection is not a JSON object")
+    return ConnectionStatus(
+        shard=_opt_int(data.get("shard"), "connection shard"),
+        state=str(data.get("state") or "unknown"),
+        conn_id=None if data.get("conn_id") is None else str(data["conn_id"]),
+        channels=_int(data.get("channels"), "connection channels"),
+        subscribed=_int(data.get("subscribed"), "connection subscribed"),
+        messages=_int(data.get("messages"), "connection messages"),
+        reconnects=_int(data.get("reconnects"), "connection reconnects"),
+        errors=_int(data.get("errors"), "connection errors"),
+        last_message_at=_opt_float(data.get("last_message_at"), "connection last_message_at"),
+        detail=None if data.get("detail") is None else str(data["detail"]),
+    )
+
+
+def parse_collector(collector_id: str, heartbeat_at: float, alive: bool, raw: dict[Any, Any]) -> CollectorStatus:
+    """A collector from its ZSET entry and its hash (`raw`, possibly empty). Raises Garbled."""
+    if not raw:
+        return CollectorStatus(id=collector_id, heartbeat_at=heartbeat_at, alive=alive, details_missing=True)
+    fields = {_text(k): _text(v) for k, v in raw.items()}
+    shards = _json_field(fields, "shards", list)
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in shards):
+        raise Garbled("shards is not a list of integers")
+    return CollectorStatus(
+        id=collector_id,
+        heartbeat_at=heartbeat_at,
+        alive=alive,
+        host=fields.get("host"),
+        pid=_opt_int(fields.get("pid"), "pid"),
+        started_at=_opt_float(fields.get("started_at"), "started_at"),
+        shards=sorted(shards),
+        connections=[_connection(c) for c in _json_field(fields, "connections", list)],
+        messages=_int(fields.get("messages"), "messages"),
+        reconnects=_int(fields.get("reconnects"), "reconnects"),
+        errors=_int(fields.get("errors"), "errors"),
+        channels=_int(fields.get("channels"), "channels"),
+    )
+
+
+def collector_statuses(
+    redis: Any, keys: Keys, now: float | None = None, lease_ttl_s: float | None = None
+) -> list[CollectorStatus]:
+    """Every collector in `keys.collectors`, most recent heartbeat first. Alive: heartbeat within 3 lease TTLs."""
+    now = time.time() if now is None else now
+    cutoff = alive_after(now, lease_ttl_s)
+    members = redis.zrevrange(keys.collectors, 0, -1, withscores=True)
+    if not members:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    for member, _score in members:
+        pipe.hgetall(keys.collector(_text(member)))
+    hashes = pipe.execute()
+    statuses: list[CollectorStatus] = []
+    skipped = _Skipped("collector statuses")
+    for (member, score), raw in zip(members, hashes, strict=True):
+        collector_id = _text(member)
+        try:
+            statuses.append(parse_collector(collector_id, float(score), float(score) >= cutoff, raw))
+        except Garbled as exc:
+            skipped.add(collector_id, exc)
+            # Still listed: its heartbeat is known even when its details are not.
+            statuses.append(CollectorStatus(id=collector_id, heartbeat_at=float(score),
+                                            alive=float(score) >= cutoff, details_missing=True))
+    skipped.log()
+    return statuses
+
+
+# --- the whole pipeline --------------------------------------------------------------------------------
+
+
+def _number(value: Any) -> int | float:
+    text = _text(value)
+    try:
+        return int(text)
+    except ValueError:
+        number = float(text)  # ValueError for garbage: handled by the caller
+        if not math.isfinite(number):
+            raise ValueError(f"not finite: {text}") from None
+        return number
+
+
+def _numbers(raw: dict[Any, Any], what: str) -> dict[str, int | float]:
+    numbers: dict[str, int | float] = {}
+    skipped = _Skipped(what)
+    for name, value in raw.items():
+        try:
+            numbers[_text(name)] = _number(value)
+        except ValueError:
+            skipped.add(name, f"not a number: {_text(value)!r}")
+    skipped.log()
+    return dict(sorted(numbers.items()))
+
+
+def last_flush_key(keys: Keys) -> str:
+    return f"{keys.prefix}flush:last"
+
+
+def pipeline_overview(redis: Any, keys: Keys, now: float | None = None, lease_ttl_s: float | None = None) -> dict:
+    """Buffer depth, dead letters, counters, the last flush and collectors alive, in one round trip.
+
+    {"buffer": {"live", "taken", "depth"}, "dead_letters", "rest_needed", "counters": {name: n},
+     "last_flush": {"at", "rows", "written", "rejected", "duration_ms", "age_s"} | None,
+     "collectors": {"alive", "total"}}
+    """
+    now = time.time() if now is None else now
+    pipe = redis.pipeline(transaction=False)
+    pipe.hlen(keys.live)
+    pipe.hlen(keys.taken)
+    pipe.llen(keys.dead_letters)
+    pipe.scard(keys.rest_needed)
+    pipe.hgetall(keys.counters)
+    pipe.hgetall(last_flush_key(keys))
+    pipe.zcard(keys.collectors)
+    pipe.zcount(keys.collectors, alive_after(now, lease_ttl_s), "+inf")
+    live, taken, dead_letters, rest_needed, counters, last_flush_raw, total, alive = pipe.execute()
+    last_flush: dict[str, Any] | None = None
+    if last_flush_raw:
+        flush_numbers = _numbers(last_flush_raw, "last flush fields")
+        last_flush = {name: flush_numbers.get(name) for name in LAST_FLUSH_FIELDS}
+        at = last_flush["at"]
+        last_flush["age_s"] = None if at is None else round(max(0.0, now - at), 3)
+    return {
+        "buffer": {"live": int(live), "taken": int(taken), "depth": int(live) + int(taken)},
+        "dead_letters": int(dead_letters),
+        "rest_needed": int(rest_needed),
+        "counters": _numbers(counters, "counters"),
+        "last_flush": last_flush,
+        "collectors": {"alive": int(alive), "total": int(total)},
+    }

@@ -1,0 +1,358 @@
+"""Status readers and the health check, against the real Redis (a key prefix per test) and PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from uuid import uuid4
+
+import orjson
+import pytest
+import redis as redis_lib
+from django.conf import settings
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from candles.models import Subscription
+from collectors.pipeline.health import REMOVE_DEAD_COLLECTOR_LUA, health_check
+from collectors.pipeline.keys import Keys
+from collectors.pipeline.status import (
+    ChannelStatus,
+    channel_statuses,
+    collector_statuses,
+    last_flush_key,
+    pipeline_overview,
+)
+
+NOW = 1_700_000_000.0
+TTL = settings.COLLECTOR_LEASE_TTL_S
+
+
+@pytest.fixture
+def keys() -> Keys:
+    return Keys(prefix=f"test:{uuid4().hex}:")
+
+
+@pytest.fixture
+def r(keys) -> Iterator[redis_lib.Redis]:
+    client = redis_lib.Redis.from_url(settings.REDIS_URL)
+    yield client
+    try:
+        stale = list(client.scan_iter(match=keys.prefix + "*"))
+        if stale:
+            client.delete(*stale)
+    finally:
+        client.close()
+
+
+def put_channel(r, keys, inst_id: str, bar: str, **fields) -> None:
+    value = {"last_message_at": None, "last_confirmed_open": None, "state": "subscribed", "error": None,
+             "collector": "c1", "reconnects": 0}
+    value.update(fields)
+    r.hset(keys.channel_status, f"{inst_id}|{bar}", orjson.dumps(value))
+
+
+def put_collector(r, keys, collector_id: str, heartbeat_at: float, shard_list: list[int], **fields) -> None:
+    r.zadd(keys.collectors, {collector_id: heartbeat_at})
+    mapping = {
+        "id": collector_id, "host": "host-a", "pid": "4242", "started_at": str(heartbeat_at - 100),
+        "heartbeat_at": str(heartbeat_at), "shards": orjson.dumps(shard_list),
+        "connections": orjson.dumps([{
+            "shard": shard_list[0] if shard_list else 0, "state": "open", "conn_id": "abc", "channels": 3,
+            "subscribed": 3, "messages": 120, "reconnects": 1, "errors": 0, "last_message_at": heartbeat_at,
+            "detail": None,
+        }]),
+        "messages": "120", "reconnects": "1", "errors": "0", "channels": "3",
+    }
+    mapping.update(fields)
+    r.hset(keys.collector(collector_id), mapping=mapping)
+    r.expire(keys.collector(collector_id), int(3 * TTL))
+
+
+# --- status readers --------------------------------------------------------------------------------------
+
+
+def test_channel_statuses_read_what_the_collector_writes(r, keys):
+    put_channel(r, keys, "BTC-USDT", "1m", last_message_at=NOW - 1.5, last_confirmed_open=1_699_999_940_000,
+                reconnects=2)
+    put_channel(r, keys, "NOPE-USDT", "1H", state="invalid", error="60018 Wrong URL or channel:candle1H")
+
+    statuses = channel_statuses(r, keys)
+
+    assert statuses == {
+        ("BTC-USDT", "1m"): ChannelStatus("BTC-USDT", "1m", "subscribed", NOW - 1.5, 1_699_999_940_000, None,
+                                          "c1", 2),
+        ("NOPE-USDT", "1H"): ChannelStatus("NOPE-USDT", "1H", "invalid", None, None,
+                                           "60018 Wrong URL or channel:candle1H", "c1", 0),
+    }
+
+
+def test_channel_statuses_skip_garbled_entries_with_one_log_line(r, keys, caplog):
+    put_channel(r, keys, "BTC-USDT", "1m", last_message_at=NOW)
+    r.hset(keys.channel_status, mapping={
+        "ETH-USDT|1m": b"{not json",
+        "ETH-USDT|5m": b"[1, 2]",
+        "ETH-USDT|15m": orjson.dumps({"state": "dancing"}),
+        "ETH-USDT|1H": orjson.dumps({"state": "subscribed", "last_message_at": "soon"}),
+        "ETH-USDT|4H": orjson.dumps({"state": "subscribed", "reconnects": 1.5}),
+        "no-bar": orjson.dumps({"state": "subscribed"}),
+        "ETH-USDT|1D": b"\xff\xfe",
+    })
+
+    with caplog.at_level(logging.WARNING, logger="collectors.pipeline.status"):
+        statuses = channel_statuses(r, keys)
+
+    assert list(statuses) == [("BTC-USDT", "1m")]
+    warnings = [rec for rec in caplog.records if rec.name == "collectors.pipeline.status"]
+    assert len(warnings) == 1
+    assert "skipped 7 garbled channel statuses" in warnings[0].getMessage()
+
+
+def test_channel_statuses_of_some_pairs_leave_out_unknown_ones(r, keys):
+    put_channel(r, keys, "BTC-USDT", "1m", last_message_at=NOW)
+    put_channel(r, keys, "BTC-USDT", "1H", last_message_at=NOW)
+
+    statuses = channel_statuses(r, keys, pairs=[("BTC-USDT", "1H"), ("ETH-USDT", "1m")])
+
+    assert list(statuses) == [("BTC-USDT", "1H")]
+    assert channel_statuses(r, keys, pairs=[]) == {}
+
+
+def test_collector_statuses_tell_alive_from_dead(r, keys):
+    put_collector(r, keys, "alive", NOW - 2, [0, 2])
+    put_collector(r, keys, "dead", NOW - 3 * TTL - 1, [1])
+    r.zadd(keys.collectors, {"expired": NOW - 1000})  # its hash expired long ago
+
+    statuses = collector_statuses(r, keys, now=NOW)
+
+    assert [(s.id, s.alive, s.details_missing) for s in statuses] == [
+        ("alive", True, False), ("dead", False, False), ("expired", False, True),
+    ]
+    alive = statuses[0]
+    assert (alive.host, alive.pid, alive.shards, alive.messages, alive.channels) == ("host-a", 4242, [0, 2], 120, 3)
+    assert alive.heartbeat_at == NOW - 2
+    assert alive.connections[0].state == "open"
+    assert alive.connections[0].messages == 120
+
+
+def test_collector_statuses_list_a_garbled_collector_without_details(r, keys, caplog):
+    put_collector(r, keys, "good", NOW, [0])
+    put_collector(r, keys, "bad-shards", NOW, [1], shards=b"{oops")
+    put_collector(r, keys, "bad-conn", NOW, [2], connections=orjson.dumps(["nope"]))
+    put_collector(r, keys, "bad-pid", NOW, [3], pid="many")
+
+    with caplog.at_level(logging.WARNING, logger="collectors.pipeline.status"):
+        statuses = {s.id: s for s in collector_statuses(r, keys, now=NOW)}
+
+    assert set(statuses) == {"good", "bad-shards", "bad-conn", "bad-pid"}
+    assert not statuses["good"].details_missing
+    assert all(statuses[name].details_missing and statuses[name].alive
+               for name in ("bad-shards", "bad-conn", "bad-pid"))
+    assert "skipped 3 garbled collector statuses" in caplog.text
+
+
+def test_pipeline_overview_sums_the_buffer_and_reads_counters(r, keys, caplog):
+    r.hset(keys.live, mapping={"BTC-USDT|1m|0": "x", "BTC-USDT|1m|60000": "y"})
+    r.hset(keys.taken, mapping={"BTC-USDT|1m|-60000": "z"})
+    r.rpush(keys.dead_letters, "a", "b", "c")
+    r.sadd(keys.rest_needed, "BTC-USDT|1m|0")
+    r.hset(keys.counters, mapping={"messages": "1000", "candles_flushed": "40", "rest_429": "2", "junk": "x!"})
+    r.hset(last_flush_key(keys), mapping={"at": str(NOW - 0.5), "rows": "3", "written": "3", "rejected": "0",
+                                          "duration_ms": "12.5"})
+    put_collector(r, keys, "alive", NOW - 1, [0])
+    put_collector(r, keys, "dead", NOW - 3 * TTL - 1, [1])
+
+    with caplog.at_level(logging.WARNING, logger="collectors.pipeline.status"):
+        overview = pipeline_overview(r, keys, now=NOW)
+
+    assert overview == {
+        "buffer": {"live": 2, "taken": 1, "depth": 3},
+        "dead_letters": 3,
+        "rest_needed": 1,
+        "counters": {"candles_flushed": 40, "messages": 1000, "rest_429": 2},
+        "last_flush": {"at": NOW - 0.5, "rows": 3, "written": 3, "rejected": 0, "duration_ms": 12.5, "age_s": 0.5},
+        "collectors": {"alive": 1, "total": 2},
+    }
+    assert "junk" in caplog.text
+
+
+def test_pipeline_overview_of_an_empty_redis(r, keys):
+    assert pipeline_overview(r, keys, now=NOW) == {
+        "buffer": {"live": 0, "taken": 0, "depth": 0},
+        "dead_letters": 0,
+        "rest_needed": 0,
+        "counters": {},
+        "last_flush": None,
+        "collectors": {"alive": 0, "total": 0},
+    }
+
+
+# --- health: subscriptions -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def subscribe(btc, tf):
+    def make(bar: str = "1m", inst=None, **fields) -> Subscription:
+        return Subscription.objects.create(instrument=inst or btc, timeframe=tf(bar), **fields)
+
+    return make
+
+
+def statuses_of(*subs: Subscription) -> list[tuple[str, str]]:
+    for sub in subs:
+        sub.refresh_from_db()
+    return [(sub.status, sub.status_message) for sub in subs]
+
+
+def test_a_subscription_goes_live_then_stale_then_live_again(r, keys, subscribe):
+    sub = subscribe("1m")
+    stale_after = settings.HEALTH_STALE_AFTER_S
+
+    put_channel(r, keys, "BTC-USDT", "1m", last_message_at=NOW - 1)
+    result = health_check(redis=r, keys=keys, now=NOW)
+    assert statuses_of(sub) == [("live", "")]
+    assert (result.checked, result.live, result.changed) == (1, 1, 1)
+
+    later = NOW + stale_after + 5
+    result = health_check(redis=r, keys=keys, now=later)
+    assert statuses_of(sub) == [("stale", "no message since 2023-11-14T22:13:19Z")]
+    assert (result.stale, result.changed) == (1, 1)
+
+    put_channel(r, keys, "BTC-USDT", "1m", last_message_at=later - 0.2)
+    result = health_check(redis=r, keys=keys, now=later)
+    assert statuses_of(sub) == [("live", "")]
+    assert (result.live, result.changed) == (1, 1)
+
+
+def test_the_stale_limit_is_inclusive(r, keys, subscribe):
+    sub = subscribe("1m")
+    put_channel(r, keys, "BTC-USDT", "1m", last_message_at=NOW - settings.HEALTH_STALE_AFTER_S)
+
+    health_check(redis=r, keys=keys, now=NOW)
+
+    assert statuses_of(sub) == [("live", "")]
+
+
+def test_an_invalid_channel_is_an_error_with_okx_text(r, keys, subscribe):
+    sub = subscribe("1m", status="live")
+    put_channel(r, keys, "BTC-USDT", "1m", state="invalid", last_message_at=NOW,
+                error="60018 Wrong URL or channel:candle1m,instId:BTC-USDT doesn't exist.")
+
+    result = health_check(redis=r, keys=keys, now=NOW)
+
+    assert statuses_of(sub) == [("error", "60018 Wrong URL or channel:candle1m,instId:BTC-USDT doesn't exist.")]
+    assert result.error == 1
+
+
+def test_channels_never_seen_or_without_messages_are_pending(r, keys, subscribe):
+    unseen = subscribe("1m", status="live", status_message="")
+    subscribing = subscribe("5m", status="stale", status_message="old")
+    subscribed = subscribe("1H", status="live")
+    put_channel(r, keys, "BTC-USDT", "5m", state="pending")
+    put_channel(r, keys, "BTC-USDT", "1H", state="subscribed")
+
+    result = health_check(redis=r, keys=keys, now=NOW)
+
+    assert statuses_of(unseen, subscribing, subscribed) == [
+        ("pending", "waiting for the first message"),
+        ("pending", "subscribing"),
+        ("pending", "waiting for the first message"),
+    ]
+    assert (result.pending, result.changed) == (3, 3)
+
+
+def test_paused_subscriptions_are_left_untouched(r, keys, subscribe):
+    paused = subscribe("1m", is_active=False, status="live", status_message="as it was")
+    put_channel(r, keys, "BTC-USDT", "1m", last_message_at=NOW - 10_000)
+    before = Subscription.objects.get(pk=paused.pk).updated_at
+
+    result = health_check(redis=r, keys=keys, now=NOW)
+
+    paused.refresh_from_db()
+    assert (paused.status, paused.status_message, paused.updated_at) == ("live", "as it was", before)
+    assert result.checked == 0
+
+
+def test_only_changed_rows_are_written_in_one_update(r, keys, subscribe, instrument):
+    eth = instrument("ETH-USDT")
+    steady = subscribe("1m")
+    turning = subscribe("1m", inst=eth)
+    put_channel(r, keys, "BTC-USDT", "1m", last_message_at=NOW)
+    put_channel(r, keys, "ETH-USDT", "1m", last_message_at=NOW)
+    health_check(redis=r, keys=keys, now=NOW)
+    steady_written = Subscription.objects.get(pk=steady.pk).updated_at
+
+    put_channel(r, keys, "ETH-USDT", "1m", state="invalid", error="60018 gone")
+    put_channel(r, keys, "BTC-USDT", "1m", last_message_at=NOW + 1)  # still live: nothing to write
+    with CaptureQueriesContext(connection) as queries:
+        result = health_check(redis=r, keys=keys, now=NOW + 1)
+
+    updates = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
+    assert len(updates) == 1
+    assert result.changed == 1
+    assert statuses_of(steady, turning) == [("live", ""), ("error", "60018 gone")]
+    assert steady.updated_at == steady_written
+
+    with CaptureQueriesContext(connection) as queries:
+        again = health_check(redis=r, keys=keys, now=NOW + 1)
+    assert again.changed == 0
+    assert not [q for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
+
+
+# --- health: collectors ----------------------------------------------------------------------------------
+
+
+def test_a_dead_collectors_leases_go_a_living_ones_stay_and_collectors_are_told(r, keys, db):
+    dead_at = NOW - 3 * TTL - 1
+    put_collector(r, keys, "dead", dead_at, [0, 1, 2])
+    put_collector(r, keys, "alive", NOW - 1, [3])
+    r.set(keys.lease(0), "dead", px=60_000)
+    r.set(keys.lease(1), "dead", px=60_000)
+    r.set(keys.lease(2), "alive", px=60_000)  # taken over already: not the dead one's to lose
+    r.set(keys.lease(3), "alive", px=60_000)
+    r.set(keys.lease(settings.COLLECTOR_SHARDS + 5), "dead", px=60_000)  # beyond the shard count
+    r.hset(keys.collector("dead"), "shards", orjson.dumps([0, 1, settings.COLLECTOR_SHARDS + 5]))
+    pubsub = r.pubsub()
+    pubsub.subscribe(keys.control)
+    assert pubsub.get_message(timeout=1)["type"] == "subscribe"
+
+    result = health_check(redis=r, keys=keys, now=NOW)
+
+    assert result.dead_collectors == ["dead"]
+    assert result.leases_released == 3
+    assert result.reconcile_published
+    assert [m.decode() for m in r.zrange(keys.collectors, 0, -1)] == ["alive"]
+    assert not r.exists(keys.collector("dead"))
+    assert r.exists(keys.collector("alive"))
+    assert [r.get(keys.lease(n)) for n in range(4)] == [None, None, b"alive", b"alive"]
+    assert r.get(keys.lease(settings.COLLECTOR_SHARDS + 5)) is None
+    assert r.hget(keys.counters, "collectors_removed") == b"1"
+    message = pubsub.get_message(timeout=2)
+    assert message is not None
+    assert (message["channel"], message["data"]) == (keys.control.encode(), b"reconcile")
+
+    again = health_check(redis=r, keys=keys, now=NOW)
+    assert (again.dead_collectors, again.leases_released, again.reconcile_published) == ([], 0, False)
+    assert pubsub.get_message(timeout=0.3) is None
+    pubsub.close()
+
+
+def test_a_collector_that_heartbeats_again_before_removal_is_left_alone(r, keys):
+    put_collector(r, keys, "slow", NOW, [0])
+    r.set(keys.lease(0), "slow", px=60_000)
+    remove = r.register_script(REMOVE_DEAD_COLLECTOR_LUA)
+
+    # The health check read it as dead with a cutoff later than its (renewed) heartbeat: no.
+    assert remove(keys=[keys.collectors, keys.collector("slow"), keys.lease(0)], args=["slow", repr(NOW)]) == -1
+
+    assert r.zscore(keys.collectors, "slow") == NOW
+    assert r.get(keys.lease(0)) == b"slow"
+    assert r.exists(keys.collector("slow"))
+
+
+def test_no_collectors_no_work(r, keys, db):
+    result = health_check(redis=r, keys=keys, now=time.time())
+
+    assert (result.checked, result.dead_collectors, result.reconcile_published) == (0, [], False)
+    assert "0 subscriptions" in str(result)
