@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 REQUIREMENTS := $(wildcard requirements/*.txt)
 PYTEST_ARGS ?=
 
-.PHONY: help venv services migrate run test lint bench-upsert
+.PHONY: help venv services migrate run demo test lint bench-upsert
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,8 +29,11 @@ services: venv ## Start local PostgreSQL/Redis if down, create the database
 migrate: services ## Apply database migrations
 	$(VENV_PY) manage.py migrate --noinput
 
-run: migrate ## Ensure an admin user, then serve the web app in the foreground
+run: migrate ## Run the whole system in the foreground: web, collectors, workers, beat, flower
 	scripts/run.sh
+
+demo: migrate ## The whole system against the OKX simulator, a few instruments in 1s and 1m
+	scripts/demo.sh
 
 test: services ## Run the test suite (extra pytest arguments: PYTEST_ARGS="-k foo")
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

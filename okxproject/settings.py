@@ -144,6 +144,10 @@ WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 6, minimum=1)
 # --- Web -----------------------------------------------------------------------------------------
 WEB_HOST = env_str("WEB_HOST", "127.0.0.1")
 WEB_PORT = env_int("WEB_PORT", 8000, minimum=1)
+# Flower (started by `make run`); its basic auth comes from FLOWER_BASIC_AUTH=user:password, read by the
+# start script (default: admin and the generated admin password).
+FLOWER_HOST = env_str("FLOWER_HOST", "127.0.0.1")
+FLOWER_PORT = env_int("FLOWER_PORT", 5555, minimum=1)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -1,28 +1,91 @@
 #!/usr/bin/env bash
-# Everything `make run` starts, after `make migrate` has run. For now only the web server, in the
-# foreground; Celery workers, beat and flower will be started here too, in the background, with the web
-# server staying the foreground process that Ctrl-C stops.
+# Everything `make run` starts, after `make migrate`: the web app, the collectors worker (which hosts the
+# OKX WebSocket runtime), the flush/backfill/webhooks worker, beat and Flower. All in the foreground of
+# this script, their output prefixed by name; Ctrl-C or SIGTERM stops them all, and so does any one of
+# them dying (a half-running system is worse than a stopped one).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PY=.venv/bin/python
+CELERY=.venv/bin/celery
 
 # Makes sure an admin user exists and prints its credentials.
 "$PY" manage.py ensure_admin
 
 # An empty instrument table gets OKX's list (from OKX_REST_URL). Not fatal: the admin and the API still
 # serve what is stored, and the command says why it failed.
-"$PY" manage.py sync_instruments --if-empty --retries 2 || echo "instrument sync failed; run 'manage.py sync_instruments' once OKX_REST_URL is reachable" >&2
+"$PY" manage.py sync_instruments --if-empty --retries 2 \
+  || echo "instrument sync failed; run 'manage.py sync_instruments' once OKX_REST_URL is reachable" >&2
 
-# Ask the settings for the address rather than re-reading the environment here, so WEB_HOST/WEB_PORT
-# from `.env` count exactly as they do for the app (environment first, then .env, then defaults).
-addr="$("$PY" -c '
-import os
+# The beat schedule lives in code; this makes the database agree with it (idempotent).
+"$PY" manage.py setup_periodic_tasks
+
+# Ask the settings rather than re-reading the environment here, so values from `.env` count exactly as
+# they do for the app (environment first, then .env, then defaults).
+eval "$("$PY" - <<'EOF'
+import os, shlex
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "okxproject.settings")
 from django.conf import settings
 host = settings.WEB_HOST
-print(f"[{host}]:{settings.WEB_PORT}" if ":" in host else f"{host}:{settings.WEB_PORT}")
-')"
+print("WEB_ADDR=" + shlex.quote(f"[{host}]:{settings.WEB_PORT}" if ":" in host else f"{host}:{settings.WEB_PORT}"))
+print("FLOWER_ADDR=" + shlex.quote(settings.FLOWER_HOST))
+print("FLOWER_PORT=" + shlex.quote(str(settings.FLOWER_PORT)))
+print("LOG_LEVEL=" + shlex.quote(settings.LOG_LEVEL))
+EOF
+)"
 
-# --noreload: one process, so the PID `make run` leaves behind is the server's own.
-exec "$PY" manage.py runserver "$addr" --noreload
+if [ -z "${FLOWER_BASIC_AUTH:-}" ]; then
+  if [ -s .local/admin-password ]; then
+    FLOWER_BASIC_AUTH="admin:$(head -n1 .local/admin-password)"
+  else
+    echo "FLOWER_BASIC_AUTH is not set and there is no generated admin password: set FLOWER_BASIC_AUTH=user:password" >&2
+    exit 2
+  fi
+fi
+
+pids=()
+names=()
+start() {
+  local name=$1
+  shift
+  # Each line prefixed with the process's name; the pid recorded is the process's own.
+  "$@" > >(sed -u "s/^/[$name] /") 2>&1 &
+  pids+=("$!")
+  names+=("$name")
+}
+
+stop_all() {
+  trap - INT TERM EXIT
+  echo "stopping: ${names[*]}"
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for _ in $(seq 1 30); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.5
+  done
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+}
+trap stop_all INT TERM EXIT
+
+start web "$PY" manage.py runserver "$WEB_ADDR" --noreload
+start collectors "$CELERY" -A okxproject worker --collector -Q collectors -n "collectors@%h" --pool solo \
+  --concurrency 1 --loglevel "$LOG_LEVEL"
+start worker "$CELERY" -A okxproject worker -Q flush,backfill,webhooks,default -n "worker@%h" --concurrency 2 \
+  --loglevel "$LOG_LEVEL"
+start beat "$CELERY" -A okxproject beat --loglevel "$LOG_LEVEL"
+start flower "$CELERY" -A okxproject flower --address="$FLOWER_ADDR" --port="$FLOWER_PORT" \
+  --basic-auth="$FLOWER_BASIC_AUTH"
+
+cat <<EOF
+okx-candles is running:
+  admin   http://$WEB_ADDR/admin/   (user admin; password above or in .local/admin-password)
+  flower  http://$FLOWER_ADDR:$FLOWER_PORT/   (basic auth: FLOWER_BASIC_AUTH, default admin:<admin password>)
+  OKX     ${OKX_WS_URL:-from settings}
+Ctrl-C stops everything.
+EOF
+
+# The first process to exit takes the others down with it.
+set +e
+wait -n "${pids[@]}"
+echo "a process exited; stopping the rest" >&2
