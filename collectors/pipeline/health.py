@@ -3,7 +3,9 @@
 (a) Every active subscription gets a status from its channel's status in Redis (written by the collector
 runtime): `error` when OKX refused the channel, `live` when a message came within HEALTH_STALE_AFTER_S,
 `stale` when the last one is older, `pending` while none has come. Only rows whose status or message
-changed are written, in one bulk update; paused subscriptions are left as they are.
+changed are written, in one bulk update; paused subscriptions are left as they are. Channel statuses that
+no active subscription wants and that nobody has updated for HEALTH_STALE_AFTER_S are deleted (only if
+unchanged since they were read), so the status hash does not grow with every subscription ever made.
 
 (b) A collector whose heartbeat is older than three lease TTLs is dead: its ZSET entry and status hash go,
 and so does every shard lease it still holds (compare-and-delete, so a lease a living collector has taken
@@ -28,7 +30,7 @@ from django.utils import timezone
 
 from candles.models import Subscription, SubscriptionStatus
 from collectors.pipeline.keys import Keys
-from collectors.pipeline.status import ChannelStatus, alive_after, channel_statuses
+from collectors.pipeline.status import ChannelStatus, alive_after, parse_channel_statuses
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,19 @@ return released
 """
 
 
+# KEYS[1] = channel status hash; ARGV = field, value, ...: delete each field still holding that value.
+PRUNE_CHANNEL_STATUS_LUA = """
+local pruned = 0
+for i = 1, #ARGV, 2 do
+  if redis.call("HGET", KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call("HDEL", KEYS[1], ARGV[i])
+    pruned = pruned + 1
+  end
+end
+return pruned
+"""
+
+
 @dataclass(slots=True)
 class HealthResult:
     checked: int = 0
@@ -68,6 +83,7 @@ class HealthResult:
     dead_collectors: list[str] = field(default_factory=list)
     leases_released: int = 0
     reconcile_published: bool = False
+    channel_statuses_pruned: int = 0
 
     def __str__(self) -> str:
         dead = f"{len(self.dead_collectors)} dead collectors removed ({', '.join(self.dead_collectors)}), " \
@@ -98,14 +114,17 @@ def subscription_health(channel: ChannelStatus | None, *, now: float, stale_afte
 
 def subscriptions_health_update(*, redis: Any, keys: Keys, now: float, result: HealthResult) -> None:
     """Part (a): set the status of every active subscription from its channel's status."""
-    statuses = channel_statuses(redis, keys)
+    parsed = parse_channel_statuses(redis.hgetall(keys.channel_status).items())
+    statuses = {(status.inst_id, status.bar): status for status in parsed.values()}
     stale_after_s = settings.HEALTH_STALE_AFTER_S
     rows = Subscription.objects.filter(is_active=True).values_list(
         "id", "instrument__inst_id", "timeframe__code", "status", "status_message"
     )
     changed: list[Subscription] = []
+    active: set[tuple[str, str]] = set()
     written_at = timezone.now()
     for sub_id, inst_id, bar, old_status, old_message in rows.iterator(chunk_size=2000):
+        active.add((inst_id, bar))
         status, message = subscription_health(statuses.get((inst_id, bar)), now=now, stale_after_s=stale_after_s)
         result.checked += 1
         setattr(result, status, getattr(result, status) + 1)
@@ -117,6 +136,16 @@ def subscriptions_health_update(*, redis: Any, keys: Keys, now: float, result: H
         result.changed = Subscription.objects.filter(is_active=True).bulk_update(
             changed, ["status", "status_message", "updated_at"], batch_size=500
         )
+    # Statuses of channels no active subscription wants, once nobody updates them: the hash stays bounded.
+    leftovers = [
+        (field_name, value) for (field_name, value), status in parsed.items()
+        if (status.inst_id, status.bar) not in active
+        and (status.last_message_at is None or now - status.last_message_at > stale_after_s)
+    ]
+    if leftovers:
+        prune = redis.register_script(PRUNE_CHANNEL_STATUS_LUA)
+        result.channel_statuses_pruned = int(prune(keys=[keys.channel_status],
+                                                   args=[x for entry in leftovers for x in entry]))
 
 
 def dead_collectors_remove(

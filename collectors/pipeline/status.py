@@ -182,15 +182,18 @@ def channel_statuses(
             return {}
         entries = [(f, v) for f, v in zip(fields, redis.hmget(keys.channel_status, fields), strict=True)
                    if v is not None]
-    statuses: dict[tuple[str, str], ChannelStatus] = {}
+    return {(status.inst_id, status.bar): status for status in parse_channel_statuses(entries).values()}
+
+
+def parse_channel_statuses(entries: Iterable[tuple[Any, Any]]) -> dict[tuple[Any, Any], ChannelStatus]:
+    """Raw (field, value) entries of `keys.channel_status` parsed, by raw entry; garbled ones skipped."""
+    statuses: dict[tuple[Any, Any], ChannelStatus] = {}
     skipped = _Skipped("channel statuses")
     for field_name, value in entries:
         try:
-            status = parse_channel_status(field_name, value)
+            statuses[(field_name, value)] = parse_channel_status(field_name, value)
         except Garbled as exc:
             skipped.add(field_name, exc)
-            continue
-        statuses[(status.inst_id, status.bar)] = status
     skipped.log()
     return statuses
 

@@ -15,7 +15,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from candles.models import Subscription
-from collectors.pipeline.health import REMOVE_DEAD_COLLECTOR_LUA, health_check
+from collectors.pipeline.health import PRUNE_CHANNEL_STATUS_LUA, REMOVE_DEAD_COLLECTOR_LUA, health_check
 from collectors.pipeline.keys import Keys
 from collectors.pipeline.status import (
     ChannelStatus,
@@ -356,3 +356,28 @@ def test_no_collectors_no_work(r, keys, db):
 
     assert (result.checked, result.dead_collectors, result.reconcile_published) == (0, [], False)
     assert "0 subscriptions" in str(result)
+
+
+def test_statuses_of_channels_no_active_subscription_wants_are_pruned_once_quiet(r, keys, subscribe):
+    subscribe("1m")
+    subscribe("5m", is_active=False)
+    stale_after = settings.HEALTH_STALE_AFTER_S
+    put_channel(r, keys, "BTC-USDT", "1m", last_message_at=NOW - 10_000)  # active: kept (and stale)
+    put_channel(r, keys, "BTC-USDT", "5m", last_message_at=NOW - stale_after - 1)  # paused, quiet: pruned
+    put_channel(r, keys, "BTC-USDT", "1H", last_message_at=NOW - 1)  # still collected a moment ago: kept
+    put_channel(r, keys, "GONE-USDT", "1m", state="invalid", error="60018 gone")  # nobody wants it: pruned
+    r.hset(keys.channel_status, "GARBLED|1m", b"{")  # left for a human to see in the log
+
+    result = health_check(redis=r, keys=keys, now=NOW)
+
+    assert result.channel_statuses_pruned == 2
+    assert sorted(f.decode() for f in r.hkeys(keys.channel_status)) == ["BTC-USDT|1H", "BTC-USDT|1m", "GARBLED|1m"]
+    assert health_check(redis=r, keys=keys, now=NOW).channel_statuses_pruned == 0
+
+
+def test_a_channel_status_rewritten_since_it_was_read_is_not_pruned(r, keys):
+    put_channel(r, keys, "BTC-USDT", "5m", last_message_at=NOW)
+    prune = r.register_script(PRUNE_CHANNEL_STATUS_LUA)
+
+    assert prune(keys=[keys.channel_status], args=["BTC-USDT|5m", b"what was read before"]) == 0
+    assert r.hexists(keys.channel_status, "BTC-USDT|5m")
