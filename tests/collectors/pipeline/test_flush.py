@@ -1,0 +1,495 @@
+"""`buffer_flush`: the live buffer lands in PostgreSQL exactly, once, newest version first; failures keep it.
+
+Real PostgreSQL and real Redis. Tests are transactional (the flush commits each chunk for real and only
+then drops the batch from Redis), and each uses its own Redis key prefix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+
+import orjson
+import psycopg
+import pytest
+from django.db import DatabaseError, connection
+
+from candles.bars import ms_to_datetime
+from candles.models import Candle, Instrument
+from candles.storage import CandleRow, candles_upsert
+from collectors.okx.messages import CandleUpdate
+from collectors.pipeline.connections import redis_client
+from collectors.pipeline.flush import FlushLockLost, FlushResult, buffer_alarm, buffer_flush
+from tests.support import MINUTE_MS, T0_MS, LiveBuffer, candle_update, isolated_keys
+
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+
+def minute(i: int) -> int:
+    return T0_MS + i * MINUTE_MS
+
+
+@pytest.fixture
+def redis():
+    return redis_client()
+
+
+@pytest.fixture
+def keys(redis):
+    with isolated_keys(redis) as keys:
+        yield keys
+
+
+@pytest.fixture
+def buffer(redis, keys) -> LiveBuffer:
+    return LiveBuffer(redis, keys)
+
+
+@pytest.fixture
+def btc(db) -> Instrument:
+    return Instrument.objects.create(inst_id="BTC-USDT", inst_type="SPOT")
+
+
+@pytest.fixture
+def eth(db) -> Instrument:
+    return Instrument.objects.create(inst_id="ETH-USDT-SWAP", inst_type="SWAP")
+
+
+def flush(buffer: LiveBuffer, **kwargs) -> FlushResult:
+    return buffer_flush(redis=buffer.redis, keys=buffer.keys, **kwargs)
+
+
+def exact(value: Decimal | None) -> tuple | None:
+    """Sign, digits and exponent: Decimal("1.50") == Decimal("1.5"), but not here."""
+    return None if value is None else value.as_tuple()
+
+
+def stored() -> dict[tuple[str, str, int], tuple]:
+    """Every stored candle by key, as (exact numbers..., confirmed, source, version)."""
+    table = {}
+    for c in Candle.objects.select_related("instrument", "timeframe"):
+        key = (c.instrument.inst_id, c.timeframe.code, int(c.open_time.timestamp() * 1000))
+        numbers = (c.open, c.high, c.low, c.close, c.vol, c.vol_ccy, c.vol_ccy_quote)
+        table[key] = (*map(exact, numbers), c.confirmed, c.source, c.version)
+    return table
+
+
+def expected(update: CandleUpdate, version: int) -> tuple:
+    numbers = (update.open, update.high, update.low, update.close, update.vol, update.vol_ccy, update.vol_ccy_quote)
+    return (*map(exact, numbers), update.confirmed, "ws", version)
+
+
+def key(update: CandleUpdate) -> tuple[str, str, int]:
+    return update.inst_id, update.bar, update.open_time_ms
+
+
+def dead_letters(buffer: LiveBuffer) -> list[dict]:
+    return [orjson.loads(item) for item in buffer.redis.lrange(buffer.keys.dead_letters, 0, -1)]
+
+
+# --- a real database failure in the middle of a run ---------------------------------------------------
+
+
+def _connect(autocommit: bool) -> psycopg.Connection:
+    params = connection.settings_dict
+    return psycopg.connect(dbname=params["NAME"], host=params["HOST"] or None, port=params["PORT"] or None,
+                           user=params["USER"] or None, autocommit=autocommit)
+
+
+@contextlib.contextmanager
+def row_locked(open_time_ms: int) -> Iterator[None]:
+    """Hold the row lock of one stored candle, as a concurrent writer would, until the block ends."""
+    with _connect(autocommit=False) as blocker:
+        rows = blocker.execute("SELECT 1 FROM candles_candle WHERE open_time = %s FOR UPDATE",
+                               [ms_to_datetime(open_time_ms)]).fetchall()
+        assert rows, "the row to lock must be stored first"
+        try:
+            yield
+        finally:
+            blocker.rollback()
+
+
+def waiting_backend(timeout_s: float = 10.0) -> int:
+    """The pid of the backend of this test database that waits for a lock."""
+    deadline = time.monotonic() + timeout_s
+    with _connect(autocommit=True) as observer:
+        while time.monotonic() < deadline:
+            row = observer.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ).fetchone()
+            if row:
+                return row[0]
+            time.sleep(0.02)
+    raise TimeoutError("no backend started waiting for the row lock")
+
+
+def terminate(pid: int) -> None:
+    with _connect(autocommit=True) as killer:
+        assert killer.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone()[0]
+
+
+class FlushThread(threading.Thread):
+    """A flush in its own thread, with its own database connection."""
+
+    def __init__(self, buffer: LiveBuffer, **kwargs) -> None:
+        super().__init__(daemon=True)
+        self.buffer, self.kwargs = buffer, kwargs
+        self.result: FlushResult | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = flush(self.buffer, **self.kwargs)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            connection.close()
+
+    def finish(self) -> FlushThread:
+        self.join(timeout=30)
+        assert not self.is_alive(), "the flush did not finish"
+        return self
+
+
+def store_through_the_write_path(update: CandleUpdate, version: int) -> None:
+    o = update
+    result = candles_upsert(rows=[CandleRow(o.inst_id, o.bar, o.open_time_ms, o.open, o.high, o.low, o.close, o.vol,
+                                            o.vol_ccy, o.vol_ccy_quote, o.confirmed, "ws", version)])
+    assert result.written == 1
+
+
+# --- landing exactly ------------------------------------------------------------------------------
+
+
+def test_buffered_candles_land_in_postgresql_exactly(btc, eth, buffer):
+    updates = [
+        candle_update(minute(0), open="43000.10", high="43100.123456789012345678", low="0.00000001",
+                      close="43050", vol="0.00000000", vol_ccy="1234567890123.45", vol_ccy_quote="1E-8"),
+        candle_update(minute(1), confirmed=False, vol_ccy_quote=None),
+        candle_update(minute(0), inst_id="ETH-USDT-SWAP", bar="1H", open="2500.5", high="2600", low="2400.25",
+                      close="2550.50", vol="12.340", vol_ccy="30000", vol_ccy_quote="30000.000"),
+    ]
+    buffer.put_many((update, 1_000 + i) for i, update in enumerate(updates))
+
+    result = flush(buffer)
+
+    assert (result.skipped, result.taken, result.written, result.inserted, result.updated) == (False, 3, 3, 3, 0)
+    assert (result.unchanged, result.rejected) == (0, 0)
+    assert stored() == {key(u): expected(u, 1_000 + i) for i, u in enumerate(updates)}
+    assert buffer.live() == {}
+    assert buffer.taken() == {}
+    assert buffer.counters() == {"candles_flushed": 3, "flush_runs": 1}
+    last = buffer.redis.hgetall(f"{buffer.keys.prefix}flush:last")
+    assert {name: last[name.encode()] for name in ("rows", "written", "rejected")} == {
+        "rows": b"3", "written": b"3", "rejected": b"0"
+    }
+    assert float(last[b"at"]) == pytest.approx(time.time(), abs=30)
+    assert int(last[b"duration_ms"]) >= 0
+    assert not buffer.redis.exists(buffer.keys.flush_lock)
+
+
+def test_rows_are_written_in_chunks_and_all_land(btc, buffer):
+    updates = [candle_update(minute(i), close=f"10{i % 10}") for i in range(25)]
+    buffer.put_many((update, 500) for update in updates)
+
+    result = flush(buffer, chunk_rows=4)
+
+    assert (result.taken, result.inserted) == (25, 25)
+    assert stored() == {key(u): expected(u, 500) for u in updates}
+
+
+def test_the_buffer_keeps_the_newest_version_of_each_candle(btc, buffer):
+    newer, older = candle_update(minute(0), close="107", confirmed=False), candle_update(minute(0), close="101")
+    final = candle_update(minute(1), close="108")
+    late_open = candle_update(minute(1), close="109", confirmed=False)
+
+    assert buffer.put(newer, version=200) == 1
+    assert buffer.put(older, version=100) == 0  # an older version written later does not replace
+    assert buffer.put(final, version=300) == 1
+    assert buffer.put(late_open, version=400) == 0  # unconfirmed never replaces confirmed
+    flush(buffer)
+
+    assert stored() == {key(newer): expected(newer, 200), key(final): expected(final, 300)}
+
+
+def test_the_database_keeps_a_confirmed_candle_against_a_later_unconfirmed_push(btc, buffer):
+    final = candle_update(minute(0), close="108")
+    buffer.put(final, version=300)
+    flush(buffer)
+    buffer.put(candle_update(minute(0), close="109", confirmed=False), version=400)
+
+    result = flush(buffer)
+
+    assert (result.taken, result.written, result.unchanged) == (1, 0, 1)
+    assert stored() == {key(final): expected(final, 300)}
+
+
+# --- failures keep the batch ------------------------------------------------------------------------
+
+
+def test_a_flush_killed_between_take_and_commit_keeps_the_batch_and_the_newest_version_wins(btc, buffer):
+    # Six candles in three chunks of two; the fourth is already stored, and a concurrent writer holds its row
+    # lock, so the run commits its first chunk and waits in the second, where its connection is killed.
+    store_through_the_write_path(candle_update(minute(3), close="90", confirmed=False), version=1)
+    first = {i: candle_update(minute(i), close=f"10{i}", confirmed=i % 2 == 0) for i in range(6)}
+    buffer.put_many((update, 10) for update in first.values())
+
+    with row_locked(minute(3)):
+        run = FlushThread(buffer, chunk_rows=2)
+        run.start()
+        terminate(waiting_backend())
+    run.finish()
+
+    assert isinstance(run.error, DatabaseError), run.error
+    assert len(buffer.taken()) == 6
+    assert buffer.live() == {}
+    assert stored() == {key(first[0]): expected(first[0], 10), key(first[1]): expected(first[1], 10),
+                        key(first[3]): expected(candle_update(minute(3), close="90", confirmed=False), 1)}
+    assert buffer.counters() == {"flush_errors": 1}
+    assert not buffer.redis.exists(buffer.keys.flush_lock)
+
+    # Newer data arrives before the next run: newer versions, an older one, a new candle.
+    second = {
+        1: (candle_update(minute(1), close="109.5", confirmed=False), 20),
+        2: (candle_update(minute(2), close="91"), 5),  # older than the taken v10: must lose
+        4: (candle_update(minute(4), close="95.5"), 30),
+        6: (candle_update(minute(6), close="106.5", confirmed=False), 20),
+    }
+    buffer.put_many(second.values())
+
+    retry = flush(buffer, chunk_rows=2)
+    after = flush(buffer, chunk_rows=2)
+
+    assert (retry.taken, retry.inserted, retry.updated, retry.unchanged) == (6, 3, 1, 2)
+    assert (after.taken, after.inserted, after.updated, after.unchanged) == (4, 1, 2, 1)
+    newest = {i: (update, 10) for i, update in first.items()}
+    newest.update({i: entry for i, entry in second.items() if entry[1] > 10})
+    assert stored() == {key(update): expected(update, version) for update, version in newest.values()}
+    assert buffer.live() == {}
+    assert buffer.taken() == {}
+    # Counted when a run commits: the chunk that landed during the killed run is "unchanged" in the retry.
+    assert buffer.counters() == {"flush_errors": 1, "flush_runs": 2, "candles_flushed": 4 + 3}
+
+
+def test_a_flush_inside_a_transaction_refuses_and_keeps_the_batch(btc, buffer):
+    from django.db import transaction
+
+    buffer.put(candle_update(minute(0)), version=10)
+
+    with pytest.raises(RuntimeError, match="durable"), transaction.atomic():
+        flush(buffer)
+
+    assert len(buffer.taken()) == 1
+    assert stored() == {}
+    assert flush(buffer).written == 1
+
+
+# --- one run at a time ------------------------------------------------------------------------------
+
+
+def test_a_second_flush_is_skipped_while_the_first_holds_the_lock(btc, buffer):
+    store_through_the_write_path(candle_update(minute(0), confirmed=False), version=1)
+    updates = [candle_update(minute(i), close=f"10{i}.5") for i in range(3)]
+    buffer.put_many((update, 10) for update in updates)
+
+    with row_locked(minute(0)):
+        first = FlushThread(buffer)
+        first.start()
+        waiting_backend()
+        buffer.put(candle_update(minute(5)), version=10)
+        second = FlushThread(buffer)
+        second.start()
+        second.finish()
+    first.finish()
+
+    assert second.error is None
+    assert second.result == FlushResult(skipped=True)
+    assert first.error is None
+    assert (first.result.taken, first.result.written) == (3, 3)
+    assert len(buffer.live()) == 1  # arrived during the first run: left for the next
+    assert flush(buffer).written == 1
+    assert len(stored()) == 4
+
+
+def test_a_lock_held_by_another_run_is_left_alone(btc, buffer):
+    buffer.redis.set(buffer.keys.flush_lock, "another-run", px=60_000)
+    buffer.put(candle_update(minute(0)), version=10)
+
+    assert flush(buffer) == FlushResult(skipped=True)
+    assert buffer.redis.get(buffer.keys.flush_lock) == b"another-run"
+    assert len(buffer.live()) == 1
+    assert stored() == {}
+
+
+def test_a_run_that_lost_its_lock_stops_before_dropping_the_batch(btc, buffer):
+    store_through_the_write_path(candle_update(minute(0), confirmed=False), version=1)
+    buffer.put_many((candle_update(minute(i)), 10) for i in range(2))
+
+    with row_locked(minute(0)):
+        run = FlushThread(buffer)
+        run.start()
+        waiting_backend()
+        # The lock expired (a run stuck longer than its TTL) and another run took it.
+        buffer.redis.set(buffer.keys.flush_lock, "another-run", px=60_000)
+    run.finish()
+
+    assert isinstance(run.error, FlushLockLost)
+    assert len(buffer.taken()) == 2  # the other run owns the batch now
+    assert buffer.redis.get(buffer.keys.flush_lock) == b"another-run"
+    assert buffer.counters() == {"flush_errors": 1}
+
+
+# --- dead letters -----------------------------------------------------------------------------------
+
+
+def test_rows_the_database_rejects_go_to_the_dead_letter_list_with_their_reason(btc, buffer):
+    good = candle_update(minute(0))
+    buffer.put(good, version=10)
+    buffer.put(candle_update(minute(1), high="80"), version=11)
+    buffer.put(candle_update(minute(0), inst_id="NOPE-USDT"), version=12)
+    buffer.put(candle_update(minute(2) + 1), version=13)
+
+    result = flush(buffer)
+
+    assert (result.taken, result.written, result.rejected) == (4, 1, 3)
+    assert stored() == {key(good): expected(good, 10)}
+    letters = sorted(dead_letters(buffer), key=lambda letter: letter["raw"])
+    assert [(letter["channel"], letter["reason"]) for letter in letters] == [
+        ("BTC-USDT|1m", "high is below open, close or low"),
+        ("BTC-USDT|1m", "open time is not on a 1m boundary"),
+        ("NOPE-USDT|1m", "unknown instrument 'NOPE-USDT'"),
+    ]
+    assert orjson.loads(letters[0]["raw"]) == {
+        "inst_id": "BTC-USDT", "bar": "1m", "open_time_ms": minute(1), "open": "100", "high": "80", "low": "90",
+        "close": "105", "vol": "1.5", "vol_ccy": "157.5", "vol_ccy_quote": "157.5", "confirmed": True,
+        "source": "ws", "version": 11,
+    }
+    assert all(letter["at"] == pytest.approx(time.time(), abs=30) for letter in letters)
+    assert buffer.counters() == {"dead_letters": 3, "candles_flushed": 1, "flush_runs": 1}
+    assert buffer.taken() == {}
+
+    flush(buffer)  # the batch was dropped: its dead letters are not written twice
+    assert len(dead_letters(buffer)) == 3
+
+
+def test_undecodable_entries_are_dead_lettered_with_the_stored_value_and_not_written(btc, buffer):
+    good = candle_update(minute(0))
+    buffer.put(good, version=10)
+    buffer.put_raw(f"BTC-USDT|1m|{minute(1)}", "not a buffer entry")
+    buffer.put_raw("BTC-USDT|1m|soon", '10|1|["1","1","1","1","1","1",null]')
+    buffer.put_raw("no-separators", '10|1|["1","1","1","1","1","1",null]')
+    buffer.put_raw(f"BTC-USDT|1m|{minute(2)}", "10|1|[1, 2")
+
+    result = flush(buffer)
+
+    assert (result.taken, result.written, result.rejected) == (5, 1, 4)
+    assert stored() == {key(good): expected(good, 10)}
+    letters = {letter["raw"]: letter for letter in dead_letters(buffer)}
+    assert set(letters) == {"not a buffer entry", '10|1|["1","1","1","1","1","1",null]', "10|1|[1, 2"}
+    reasons = sorted(letter["reason"] for letter in dead_letters(buffer))
+    assert all(reason.startswith("undecodable buffer entry ") for reason in reasons)
+    assert any(f"'BTC-USDT|1m|{minute(1)}'" in reason for reason in reasons)
+    assert any("'no-separators'" in reason for reason in reasons)
+    assert letters["10|1|[1, 2"]["channel"] == "BTC-USDT|1m"
+    assert buffer.counters()["dead_letters"] == 4
+
+
+def test_the_dead_letter_list_is_trimmed_to_its_maximum_and_the_trimmed_entries_are_counted(
+    btc, buffer, settings
+):
+    settings.DEAD_LETTER_MAX = 100
+    buffer.redis.lpush(buffer.keys.dead_letters, *[b"older"] * 99)
+    buffer.put_many((candle_update(minute(i), high="1"), 10) for i in range(3))
+
+    assert flush(buffer).rejected == 3
+
+    assert buffer.redis.llen(buffer.keys.dead_letters) == 100
+    assert buffer.redis.lrange(buffer.keys.dead_letters, 98, -1) == [b"older", b"older"]  # the oldest went
+    assert buffer.counters() == {"dead_letters": 3, "dead_letters_trimmed": 2, "flush_runs": 1,
+                                 "candles_flushed": 0}
+
+
+def test_a_row_the_database_cannot_hold_is_isolated_and_dead_lettered_while_the_rest_land(btc, buffer):
+    beyond_timestamps = 4_611_686_018_427_360_000  # a bigint on a minute boundary, far past year 294276
+    updates = [candle_update(minute(i)) for i in range(7)]
+    buffer.put_many((update, 10) for update in updates)
+    buffer.put(candle_update(beyond_timestamps), version=10)
+
+    result = flush(buffer, chunk_rows=4)
+
+    assert (result.taken, result.written, result.rejected) == (8, 7, 1)
+    assert stored() == {key(u): expected(u, 10) for u in updates}
+    [letter] = dead_letters(buffer)
+    assert letter["reason"].startswith("database refused the row: DataError")
+    assert orjson.loads(letter["raw"])["open_time_ms"] == beyond_timestamps
+    assert buffer.taken() == {}
+
+
+# --- after commit ---------------------------------------------------------------------------------
+
+
+def test_on_committed_gets_exactly_the_confirmed_rows_that_were_committed(btc, buffer):
+    confirmed = [candle_update(minute(i)) for i in range(3)]
+    buffer.put_many((update, 10 + i) for i, update in enumerate(confirmed))
+    buffer.put(candle_update(minute(3), confirmed=False), version=20)
+    buffer.put(candle_update(minute(4), high="1"), version=21)  # confirmed but rejected
+    calls = []
+
+    result = flush(buffer, on_committed=lambda rows: calls.append((rows, len(buffer.taken()), len(stored()))))
+
+    assert len(calls) == 1
+    rows, taken_when_called, stored_when_called = calls[0]
+    assert (taken_when_called, stored_when_called) == (0, 4)  # after commit, batch already dropped
+    assert rows == result.confirmed_rows
+    assert sorted((row.open_time_ms, row.version, row.confirmed) for row in rows) == [
+        (minute(i), 10 + i, True) for i in range(3)
+    ]
+    assert all(row.close == "105" and row.source == "ws" for row in rows)
+
+
+def test_a_failing_on_committed_is_logged_and_does_not_undo_the_flush(btc, buffer, caplog):
+    buffer.put(candle_update(minute(0)), version=10)
+
+    def broken(rows):
+        raise ConnectionError("webhook queue down")
+
+    with caplog.at_level(logging.ERROR, logger="collectors.pipeline.flush"):
+        result = flush(buffer, on_committed=broken)
+
+    assert result.written == 1
+    assert len(result.confirmed_rows) == 1
+    assert buffer.taken() == {}
+    assert len(stored()) == 1
+    assert "on_committed failed for 1 confirmed candles" in caplog.text
+    assert "webhook queue down" in caplog.text
+
+
+def test_an_empty_buffer_is_a_cheap_no_op(btc, buffer, django_assert_num_queries):
+    calls = []
+    with django_assert_num_queries(0):
+        result = flush(buffer, on_committed=calls.append)
+
+    assert result == FlushResult(duration_s=result.duration_s)
+    assert result.duration_s < 1
+    assert calls == []
+    assert list(buffer.redis.scan_iter(match=f"{buffer.keys.prefix}*")) == []  # nothing written, lock released
+
+
+# --- alarm ----------------------------------------------------------------------------------------
+
+
+def test_buffer_alarm_counts_live_and_taken_entries_and_warns_above_the_limit(btc, buffer, settings, caplog):
+    settings.BUFFER_ALARM_ENTRIES = 2
+    assert buffer_alarm(redis=buffer.redis, keys=buffer.keys) == (0, False)
+    buffer.put_many((candle_update(minute(i)), 10) for i in range(2))
+    assert buffer_alarm(redis=buffer.redis, keys=buffer.keys) == (2, False)
+
+    buffer.redis.rename(buffer.keys.live, buffer.keys.taken)  # as a failed flush leaves it
+    buffer.put(candle_update(minute(5)), version=10)
+    with caplog.at_level(logging.WARNING, logger="collectors.pipeline.flush"):
+        assert buffer_alarm(redis=buffer.redis, keys=buffer.keys) == (3, True)
+    assert "buffer holds 3 entries, above the alarm level 2" in caplog.text
