@@ -4,6 +4,13 @@
         buffer = LiveBuffer(redis, keys)
         buffer.put(candle_update(open_time_ms=..., close="101"), version=5)
 
+Real database failures, for tests that must fail a write half-way (transactional tests only):
+
+    with row_locked(open_time_ms):              # a concurrent writer holds a stored candle's row lock
+        run = InThread(some_service); run.start()
+        terminate_backend(waiting_backend())    # kill the connection that waits for it
+    run.finish().error
+
 `candle_update` builds a valid `CandleUpdate` (Decimals from strings); `LiveBuffer.put` writes it the way a
 collector does, through `PUT_NEWEST_LUA`, so the buffer keeps the newest version. Private servers that a
 test may stop and start are in `tests.support.private_services`.
@@ -12,15 +19,20 @@ test may stop and start are in `tests.support.private_services`.
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
+from typing import Any
 
 from redis import Redis
 
 from collectors.okx.messages import CandleUpdate
-from collectors.pipeline.buffer import PUT_NEWEST_LUA, encode_entry, flatten
 from collectors.pipeline.keys import Keys
+
+# Nothing here imports Django at import time (collectors.pipeline.buffer does, through candles.storage), so
+# that `tests.support.private_services` can be used by a subprocess before it sets Django up.
 
 # 2024-01-16 19:00 UTC: on a minute and an hour boundary.
 T0_MS = 1_705_431_600_000
@@ -72,6 +84,8 @@ class LiveBuffer:
     """Writes candles into the live buffer the way a collector does (newest version wins)."""
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
+        from collectors.pipeline.buffer import PUT_NEWEST_LUA
+
         self.redis = redis
         self.keys = keys
         self._put = redis.register_script(PUT_NEWEST_LUA)
@@ -81,6 +95,8 @@ class LiveBuffer:
         return self.put_many([(update, version)])
 
     def put_many(self, updates: Iterable[tuple[CandleUpdate, int]]) -> int:
+        from collectors.pipeline.buffer import encode_entry, flatten
+
         entries = [encode_entry(update, version) for update, version in updates]
         return int(self._put(keys=[self.keys.live], args=flatten(entries))) if entries else 0
 
@@ -96,3 +112,109 @@ class LiveBuffer:
 
     def counters(self) -> dict[str, int]:
         return {name.decode(): int(value) for name, value in self.redis.hgetall(self.keys.counters).items()}
+
+
+# --- what the database holds ------------------------------------------------------------------------
+
+
+def exact(value: Decimal | None) -> tuple | None:
+    """Sign, digits and exponent: Decimal("1.50") == Decimal("1.5"), but not here."""
+    return None if value is None else value.as_tuple()
+
+
+def stored_candles() -> dict[tuple[str, str, int], tuple]:
+    """Every stored candle by (inst_id, bar, open_ms), as (exact numbers..., confirmed, source, version)."""
+    from candles.bars import datetime_to_ms
+    from candles.models import Candle
+
+    table = {}
+    for c in Candle.objects.select_related("instrument", "timeframe"):
+        numbers = (c.open, c.high, c.low, c.close, c.vol, c.vol_ccy, c.vol_ccy_quote)
+        table[candle_key(c.instrument.inst_id, c.timeframe.code, datetime_to_ms(c.open_time))] = (
+            *map(exact, numbers), c.confirmed, c.source, c.version
+        )
+    return table
+
+
+def candle_key(inst_id: str, bar: str, open_time_ms: int) -> tuple[str, str, int]:
+    return inst_id, bar, open_time_ms
+
+
+def as_stored(update: CandleUpdate, version: int) -> tuple[tuple[str, str, int], tuple]:
+    """The `stored_candles()` item a buffered update must become."""
+    u = update
+    numbers = (u.open, u.high, u.low, u.close, u.vol, u.vol_ccy, u.vol_ccy_quote)
+    return candle_key(u.inst_id, u.bar, u.open_time_ms), (*map(exact, numbers), u.confirmed, "ws", version)
+
+
+# --- real database failures -------------------------------------------------------------------------
+
+
+def _connect(autocommit: bool):
+    """A psycopg connection of our own to the database Django uses (the test database in tests)."""
+    import psycopg
+    from django.db import connection
+
+    params = connection.settings_dict
+    return psycopg.connect(dbname=params["NAME"], host=params["HOST"] or None, port=params["PORT"] or None,
+                           user=params["USER"] or None, autocommit=autocommit)
+
+
+@contextlib.contextmanager
+def row_locked(open_time_ms: int) -> Iterator[None]:
+    """Hold the row lock of the stored candle(s) at this open time, as a concurrent writer would."""
+    from candles.bars import ms_to_datetime
+
+    with _connect(autocommit=False) as blocker:
+        rows = blocker.execute("SELECT 1 FROM candles_candle WHERE open_time = %s FOR UPDATE",
+                               [ms_to_datetime(open_time_ms)]).fetchall()
+        assert rows, "the row to lock must be stored (and committed) first"
+        try:
+            yield
+        finally:
+            blocker.rollback()
+
+
+def waiting_backend(timeout_s: float = 10.0) -> int:
+    """The pid of a backend of this database that waits for a lock."""
+    deadline = time.monotonic() + timeout_s
+    with _connect(autocommit=True) as observer:
+        while time.monotonic() < deadline:
+            row = observer.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ).fetchone()
+            if row:
+                return row[0]
+            time.sleep(0.02)
+    raise TimeoutError("no backend started waiting for a lock")
+
+
+def terminate_backend(pid: int) -> None:
+    """Kill one backend's connection, as a database restart or a network cut would."""
+    with _connect(autocommit=True) as killer:
+        assert killer.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone()[0]
+
+
+class InThread(threading.Thread):
+    """Runs `target(**kwargs)` in a thread with its own database connection, closed at the end."""
+
+    def __init__(self, target: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(daemon=True)
+        self.target, self.kwargs = target, kwargs
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        from django.db import connection
+
+        try:
+            self.result = self.target(**self.kwargs)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            connection.close()
+
+    def finish(self, timeout_s: float = 30.0) -> InThread:
+        self.join(timeout=timeout_s)
+        assert not self.is_alive(), f"{self.target.__name__} did not finish within {timeout_s} s"
+        return self

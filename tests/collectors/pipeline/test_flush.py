@@ -6,25 +6,31 @@ then drops the batch from Redis), and each uses its own Redis key prefix.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
 import time
-from collections.abc import Iterator
-from decimal import Decimal
 
 import orjson
-import psycopg
 import pytest
-from django.db import DatabaseError, connection
+from django.db import DatabaseError
 
-from candles.bars import ms_to_datetime
-from candles.models import Candle, Instrument
+from candles.models import Instrument
 from candles.storage import CandleRow, candles_upsert
 from collectors.okx.messages import CandleUpdate
 from collectors.pipeline.connections import redis_client
 from collectors.pipeline.flush import FlushLockLost, FlushResult, buffer_alarm, buffer_flush
-from tests.support import MINUTE_MS, T0_MS, LiveBuffer, candle_update, isolated_keys
+from tests.support import (
+    MINUTE_MS,
+    T0_MS,
+    InThread,
+    LiveBuffer,
+    as_stored,
+    candle_update,
+    isolated_keys,
+    row_locked,
+    stored_candles,
+    terminate_backend,
+    waiting_backend,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
@@ -63,96 +69,25 @@ def flush(buffer: LiveBuffer, **kwargs) -> FlushResult:
     return buffer_flush(redis=buffer.redis, keys=buffer.keys, **kwargs)
 
 
-def exact(value: Decimal | None) -> tuple | None:
-    """Sign, digits and exponent: Decimal("1.50") == Decimal("1.5"), but not here."""
-    return None if value is None else value.as_tuple()
-
-
 def stored() -> dict[tuple[str, str, int], tuple]:
-    """Every stored candle by key, as (exact numbers..., confirmed, source, version)."""
-    table = {}
-    for c in Candle.objects.select_related("instrument", "timeframe"):
-        key = (c.instrument.inst_id, c.timeframe.code, int(c.open_time.timestamp() * 1000))
-        numbers = (c.open, c.high, c.low, c.close, c.vol, c.vol_ccy, c.vol_ccy_quote)
-        table[key] = (*map(exact, numbers), c.confirmed, c.source, c.version)
-    return table
+    return stored_candles()
 
 
 def expected(update: CandleUpdate, version: int) -> tuple:
-    numbers = (update.open, update.high, update.low, update.close, update.vol, update.vol_ccy, update.vol_ccy_quote)
-    return (*map(exact, numbers), update.confirmed, "ws", version)
+    return as_stored(update, version)[1]
 
 
 def key(update: CandleUpdate) -> tuple[str, str, int]:
-    return update.inst_id, update.bar, update.open_time_ms
+    return as_stored(update, 0)[0]
 
 
 def dead_letters(buffer: LiveBuffer) -> list[dict]:
     return [orjson.loads(item) for item in buffer.redis.lrange(buffer.keys.dead_letters, 0, -1)]
 
 
-# --- a real database failure in the middle of a run ---------------------------------------------------
-
-
-def _connect(autocommit: bool) -> psycopg.Connection:
-    params = connection.settings_dict
-    return psycopg.connect(dbname=params["NAME"], host=params["HOST"] or None, port=params["PORT"] or None,
-                           user=params["USER"] or None, autocommit=autocommit)
-
-
-@contextlib.contextmanager
-def row_locked(open_time_ms: int) -> Iterator[None]:
-    """Hold the row lock of one stored candle, as a concurrent writer would, until the block ends."""
-    with _connect(autocommit=False) as blocker:
-        rows = blocker.execute("SELECT 1 FROM candles_candle WHERE open_time = %s FOR UPDATE",
-                               [ms_to_datetime(open_time_ms)]).fetchall()
-        assert rows, "the row to lock must be stored first"
-        try:
-            yield
-        finally:
-            blocker.rollback()
-
-
-def waiting_backend(timeout_s: float = 10.0) -> int:
-    """The pid of the backend of this test database that waits for a lock."""
-    deadline = time.monotonic() + timeout_s
-    with _connect(autocommit=True) as observer:
-        while time.monotonic() < deadline:
-            row = observer.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            ).fetchone()
-            if row:
-                return row[0]
-            time.sleep(0.02)
-    raise TimeoutError("no backend started waiting for the row lock")
-
-
-def terminate(pid: int) -> None:
-    with _connect(autocommit=True) as killer:
-        assert killer.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone()[0]
-
-
-class FlushThread(threading.Thread):
-    """A flush in its own thread, with its own database connection."""
-
+class FlushThread(InThread):
     def __init__(self, buffer: LiveBuffer, **kwargs) -> None:
-        super().__init__(daemon=True)
-        self.buffer, self.kwargs = buffer, kwargs
-        self.result: FlushResult | None = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.result = flush(self.buffer, **self.kwargs)
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            connection.close()
-
-    def finish(self) -> FlushThread:
-        self.join(timeout=30)
-        assert not self.is_alive(), "the flush did not finish"
-        return self
+        super().__init__(buffer_flush, redis=buffer.redis, keys=buffer.keys, **kwargs)
 
 
 def store_through_the_write_path(update: CandleUpdate, version: int) -> None:
@@ -241,7 +176,7 @@ def test_a_flush_killed_between_take_and_commit_keeps_the_batch_and_the_newest_v
     with row_locked(minute(3)):
         run = FlushThread(buffer, chunk_rows=2)
         run.start()
-        terminate(waiting_backend())
+        terminate_backend(waiting_backend())
     run.finish()
 
     assert isinstance(run.error, DatabaseError), run.error
