@@ -318,10 +318,17 @@ def gaps_detect(
                         gap = _gap_create(subscription, spec, unit)
                         if gap is not None:
                             created.append(gap)
+    # One line per detection (a deep 1s history is hundreds of gaps); each gap at debug level.
     for gap in created:
-        logger.info("%s %s: gap %s recorded %s (%d missing, %s)%s", instrument.inst_id, timeframe.code, gap.pk,
-                    _Range(datetime_to_ms(gap.start), datetime_to_ms(gap.end)).fmt(), gap.missing, gap.state,
-                    f": {gap.reason}" if gap.reason else "")
+        logger.debug("%s %s: gap %s recorded %s (%d missing, %s)%s", instrument.inst_id, timeframe.code, gap.pk,
+                     _Range(datetime_to_ms(gap.start), datetime_to_ms(gap.end)).fmt(), gap.missing, gap.state,
+                     f": {gap.reason}" if gap.reason else "")
+    if created:
+        unfillable = [gap for gap in created if gap.state == GapState.UNFILLABLE]
+        logger.info("%s %s: %d gaps recorded from %s to %s (%d candles missing, %d of them unfillable)",
+                    instrument.inst_id, timeframe.code, len(created), ms_to_datetime(start_ms).isoformat(),
+                    ms_to_datetime(end_ms).isoformat(), sum(gap.missing for gap in created),
+                    sum(gap.missing for gap in unfillable))
     return created
 
 
@@ -473,6 +480,7 @@ def gap_fill(
     """Claim one gap, fetch its range from OKX REST, write the confirmed candles, and settle its state.
 
     Returns state "skipped" when the gap is not claimable (another worker fills it, or it is finished).
+    `now` (default: the clock) decides which remaining candles lie past OKX's retention.
     Transient REST, Redis or database errors put the gap back to `open` and propagate, for the task to retry.
     `redis` (synchronous, for dead letters) and `keys` default to the project's; the rate limiter uses the
     project's Redis so every worker shares one REST budget.
