@@ -205,9 +205,16 @@ def _default_start(subscription: Subscription, now: datetime) -> datetime:
     """The subscription's history until detection has recorded it, then the recent window.
 
     Deciding on "has a candle yet" alone would skip the history of a subscription whose collector wrote a live
-    candle before the first detection ran; "a candle or a gap at the history's start" cannot.
+    candle before the first detection ran; "a candle or a gap at the history's start" cannot. The recent window
+    reaches back to the newest stored candle when that is older (an outage or pause longer than the window).
     """
     recent = now - timedelta(hours=settings.BACKFILL_RECENT_HOURS)
+    newest = (
+        Candle.objects.filter(instrument_id=subscription.instrument_id, timeframe_id=subscription.timeframe_id)
+        .order_by("-open_time").values_list("open_time", flat=True).first()
+    )
+    if newest is not None and newest < recent:
+        recent = newest
     backfill_from = subscription.backfill_from
     if backfill_from is None:
         return recent
@@ -268,9 +275,10 @@ def gaps_detect(
     """Record the missing closed candles of one subscription in [start, end] as gaps; return the new gaps.
 
     `start` defaults to the subscription's `backfill_from` until its history is recorded, then to
-    now − BACKFILL_RECENT_HOURS; `end` to now. The range is clipped to the instrument's listing (and expiry),
-    and ends at the last candle that closed at least `settle` before `now`. Ranges already covered by an open,
-    filling or unfillable gap are skipped, so running twice records nothing new.
+    now − BACKFILL_RECENT_HOURS (or the newest stored candle, when older); `end` to now. The range is clipped
+    to the instrument's listing (and expiry), and ends at the last candle that closed at least `settle` before
+    `now`. Ranges already covered by an open, filling or unfillable gap are skipped, so running twice records
+    nothing new.
     """
     now = now or timezone.now()
     subscription = Subscription.objects.select_related("instrument", "timeframe").get(pk=subscription_id)

@@ -437,6 +437,21 @@ def test_recent_detection_covers_every_active_subscription_and_history_once(inst
 
 
 @pytest.mark.django_db
+def test_an_outage_longer_than_the_recent_window_is_found_from_the_newest_stored_candle(instrument, stored_candles,
+                                                                                      tf):
+    now = timezone.now()
+    sub = subscribe(instrument("XRP-USDT", listed_at=now - timedelta(days=30)), "1H")
+    spec = tf("1H").spec
+    last_seen = spec.floor(datetime_to_ms(now)) - 48 * HOUR  # the collector stopped two days ago
+    stored_candles(sub.instrument, "1H", [last_seen - HOUR, last_seen])
+
+    (gap,) = gaps_detect(subscription_id=sub.pk, now=now)
+
+    assert datetime_to_ms(gap.start) == last_seen + HOUR
+    assert datetime_to_ms(gap.end) == spec.floor(datetime_to_ms(now) - 15_000) - HOUR
+
+
+@pytest.mark.django_db
 def test_gaps_next_puts_recent_gaps_first(instrument):
     now = timezone.now()
     xrp = instrument("XRP-USDT")
