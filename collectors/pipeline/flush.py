@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import orjson
 import psycopg
 from django.conf import settings
-from django.db import DataError, IntegrityError, connection, transaction
+from django.db import DataError, IntegrityError, transaction
 from redis import Redis, RedisError
 
 from candles.storage import CandleRow, UpsertResult, candles_upsert
@@ -156,8 +156,9 @@ def buffer_flush(
     try:
         result = _flush_locked(redis, keys, lock, chunk_rows, started)
     except Exception:
+        # A dead database connection needs no cleanup here: the failed chunk's outermost atomic block
+        # closes it when its rollback fails, and the next run connects afresh.
         _count_error(redis, keys)
-        _drop_unusable_connection()
         raise
     finally:
         lock.release()
@@ -177,7 +178,9 @@ def _flush_locked(redis: Redis, keys: Keys, lock: _FlushLock, chunk_rows: int, s
     tally = _Tally()
     for chunk in _batched(rows, chunk_rows):
         _write(chunk, tally)
-        lock.renew()
+        lock.renew()  # a long run after an outage keeps its lock
+    # Ours for a full TTL from here: no other run can take a new batch before this one is dropped.
+    lock.renew()
     refused_ids = {id(row) for row, _ in tally.refused}
     dead.extend(
         dead_letter_record(reason, raw=orjson.dumps(row._asdict(), default=str), channel=f"{row.inst_id}|{row.bar}")
@@ -251,17 +254,6 @@ def _count_error(redis: Redis, keys: Keys) -> None:
         redis.hincrby(keys.counters, "flush_errors", 1)
     except RedisError as exc:
         logger.warning("flush error not counted: %s", exc)
-
-
-def _drop_unusable_connection() -> None:
-    # Django checks a connection only between requests (Celery: between tasks); a loop that flushes again
-    # at once would otherwise reuse a connection the server has closed. Inside a transaction it is not ours.
-    if connection.in_atomic_block:
-        return
-    try:
-        connection.close_if_unusable_or_obsolete()
-    except Exception as exc:
-        logger.warning("database connection check after a failed flush failed: %s", exc)
 
 
 def _notify(on_committed: Callable[[list[CandleRow]], object] | None, rows: list[CandleRow]) -> None:
