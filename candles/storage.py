@@ -393,6 +393,7 @@ WITH expected AS (
     WHERE NOT EXISTS (
         SELECT 1 FROM candles_candle c
         WHERE c.instrument_id = %(instrument)s AND c.timeframe_id = %(timeframe)s AND c.open_time = e.open_time
+          AND (c.confirmed OR NOT %(confirmed_only)s)
     )
 )
 SELECT min(open_time), max(open_time), count(*) FROM missing GROUP BY island ORDER BY 1
@@ -407,6 +408,7 @@ WITH expected AS (
     WHERE NOT EXISTS (
         SELECT 1 FROM candles_candle c
         WHERE c.instrument_id = %(instrument)s AND c.timeframe_id = %(timeframe)s AND c.open_time = e.open_time
+          AND (c.confirmed OR NOT %(confirmed_only)s)
     )
 )
 SELECT min(open_time), max(open_time), count(*) FROM missing GROUP BY island ORDER BY 1
@@ -414,15 +416,20 @@ SELECT min(open_time), max(open_time), count(*) FROM missing GROUP BY island ORD
 
 
 def candle_missing_ranges(
-    *, instrument_id: int, timeframe: Timeframe, start: datetime, end: datetime
+    *, instrument_id: int, timeframe: Timeframe, start: datetime, end: datetime, confirmed_only: bool = True
 ) -> list[MissingRange]:
-    """Runs of expected open times in [start, end] that have no stored candle, oldest first."""
+    """Runs of expected open times in [start, end] without a stored candle, oldest first.
+
+    With `confirmed_only` (the default) an unconfirmed row counts as missing too: for a closed candle it is a
+    version that never got final (its collector died before the confirm push) and must come from REST.
+    """
     spec = timeframe.spec
     first_ms = spec.ceil(datetime_to_ms(start))
     last_ms = spec.floor(datetime_to_ms(end))
     if first_ms > last_ms:
         return []
-    params: dict[str, object] = {"instrument": instrument_id, "timeframe": timeframe.pk}
+    params: dict[str, object] = {"instrument": instrument_id, "timeframe": timeframe.pk,
+                                 "confirmed_only": confirmed_only}
     if timeframe.is_calendar:
         sql = _LISTED_GAPS
         params["times"] = [ms_to_datetime(ms) for ms in spec.open_times(first_ms, last_ms)]

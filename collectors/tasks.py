@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import shared_task
 
@@ -23,7 +24,7 @@ def enqueue_webhooks(rows) -> None:
     from collectors.pipeline.webhooks import webhook_jobs_for
 
     for job in webhook_jobs_for(rows):
-        deliver_webhook.delay(job.subscription_id, job.url, job.body.decode())
+        deliver_webhook.delay(**job.as_task_kwargs())
 
 
 @shared_task(name="collectors.tasks.deliver_webhook", bind=True, ignore_result=True, queue="webhooks",
@@ -34,26 +35,49 @@ def deliver_webhook(self, subscription_id: int, url: str, body: str, attempt: in
     from collectors.pipeline.webhooks import webhook_deliver
 
     outcome = webhook_deliver(subscription_id=subscription_id, url=url, body=body.encode(), attempt=attempt)
-    if not outcome.ok and attempt < settings.WEBHOOK_MAX_ATTEMPTS:
+    if outcome.should_retry and attempt < settings.WEBHOOK_MAX_ATTEMPTS:
         # A new message per attempt (not self.retry) keeps the attempt number in the arguments.
         deliver_webhook.apply_async((subscription_id, url, body, attempt + 1), countdown=min(300, 2 ** attempt))
 
 
 @shared_task(name="collectors.tasks.detect_gaps", ignore_result=True)
 def detect_gaps() -> int:
+    """The scheduled scan of every active subscription's recent past."""
+    from collectors.pipeline.backfill import gaps_detect_recent
+
+    return gaps_detect_recent()
+
+
+# A channel's gap check waits this long after its resubscription, so candles still on their way through
+# the live buffer are not fetched from REST for nothing.
+RECHECK_DELAY_MS = 3_000
+
+
+@shared_task(name="collectors.tasks.recheck_gaps", ignore_result=True)
+def recheck_gaps() -> int:
+    """Gap checks the collectors ask for after every (re)subscription of a channel ("inst|bar|ms")."""
+    from datetime import timedelta
+
+    from candles.bars import ms_to_datetime
     from candles.models import Subscription
-    from collectors.pipeline.backfill import gaps_detect, gaps_detect_recent
-    from collectors.pipeline.keys import split_candle_field  # noqa: F401  (documented format "inst|bar")
+    from collectors.pipeline.backfill import gaps_detect
+    from collectors.pipeline.keys import split_candle_field
 
     redis, keys = redis_client(), pipeline_keys()
-    rechecks = redis.spop(f"{keys.prefix}gaps:recheck", 1000) or []
+    key = f"{keys.prefix}gaps:recheck"
+    now_ms = int(time.time() * 1000)
     found = 0
-    for member in rechecks:
-        inst_id, bar = member.decode().split("|", 1)
+    for member in redis.smembers(key):
+        inst_id, bar, subscribed_ms = split_candle_field(member.decode())
+        if now_ms - subscribed_ms < RECHECK_DELAY_MS:
+            continue
         sub = Subscription.objects.filter(instrument__inst_id=inst_id, timeframe__code=bar, is_active=True).first()
         if sub is not None:
-            found += len(gaps_detect(subscription_id=sub.pk))
-    return found + gaps_detect_recent()
+            # Everything that closed before the channel was subscribed again can only come from REST.
+            found += len(gaps_detect(subscription_id=sub.pk, end=ms_to_datetime(subscribed_ms),
+                                     settle=timedelta(0)))
+        redis.srem(key, member)
+    return found
 
 
 @shared_task(name="collectors.tasks.fill_gaps", ignore_result=True)
@@ -64,8 +88,8 @@ def fill_gaps(limit: int = 4) -> int:
     filled = 0
     for gap_id in gaps_next(limit=limit):
         try:
-            gap_fill(gap_id=gap_id, redis=redis, keys=keys)
-            filled += 1
+            result = gap_fill(gap_id=gap_id, redis=redis, keys=keys)
+            filled += 0 if result.skipped else 1
         except Exception:
             logger.exception("gap %s: fill failed; it stays open and is retried", gap_id)
     return filled

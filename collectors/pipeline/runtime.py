@@ -87,8 +87,9 @@ class _Handler(WsHandler):
         self.runtime.ingest.dead_letter(error.reason, error.raw)
 
     def on_subscribed(self, channel: Channel) -> None:
-        self.runtime.subscribed_since[channel] = time.time()
-        self.runtime.recheck.add(channel)
+        now = time.time()
+        self.runtime.subscribed_since[channel] = now
+        self.runtime.recheck.add(f"{channel.inst_id}|{channel.bar}|{int(now * 1000)}")
 
     def on_invalid(self, channel: Channel, error: ErrorEvent) -> None:
         self.runtime.invalid[channel] = f"{error.code} {error.msg}"
@@ -116,7 +117,8 @@ class CollectorRuntime:
         self.owned: set[int] = set()
         self.invalid: dict[Channel, str] = {}
         self.subscribed_since: dict[Channel, float] = {}
-        self.recheck: set[Channel] = set()
+        # "inst|bar|subscribed_ms" for the backfill's recheck_gaps task.
+        self.recheck: set[str] = set()
         self.started_at = time.time()
         self._nudge = asyncio.Event()
         self._stop = asyncio.Event()
@@ -271,9 +273,10 @@ class CollectorRuntime:
             pipe.zadd(self.keys.collectors, {cid: time.time()})
             for name, value in deltas.items():
                 pipe.hincrby(self.keys.counters, name, value)
-            if self.recheck:
-                pipe.sadd(f"{self.keys.prefix}gaps:recheck", *(f"{c.inst_id}|{c.bar}" for c in self.recheck))
+            recheck = list(self.recheck)
+            if recheck:
+                pipe.sadd(f"{self.keys.prefix}gaps:recheck", *recheck)
             await pipe.execute()
         for name in deltas:
             counters[name] -= deltas[name]
-        self.recheck.clear()
+        self.recheck.difference_update(recheck)

@@ -19,6 +19,7 @@ EXPECTED = {
     "okx-candles: flush buffer": ("collectors.tasks.flush_buffer", 1, "flush", 1),
     "okx-candles: fill gaps": ("collectors.tasks.fill_gaps", 5, "backfill", 5),
     "okx-candles: drain rest needed": ("collectors.tasks.drain_rest_needed", 5, "backfill", 5),
+    "okx-candles: recheck gaps": ("collectors.tasks.recheck_gaps", 2, "backfill", 2),
     "okx-candles: detect gaps": ("collectors.tasks.detect_gaps", 60, "backfill", 60),
     "okx-candles: check health": ("collectors.tasks.check_health", 10, "default", 10),
 }
@@ -60,7 +61,7 @@ def test_it_declares_every_task_with_its_interval_queue_and_expiry(one_second_fl
         assert entry.options["queue"] == queue
         assert entry.options["expires"] == expire
         assert entry.task == task_name
-    assert "5 created, 0 updated, 0 unchanged, 0 removed" in out
+    assert "6 created, 0 updated, 0 unchanged, 0 removed" in out
 
 
 def test_running_it_twice_changes_nothing(one_second_flush):
@@ -72,7 +73,7 @@ def test_running_it_twice_changes_nothing(one_second_flush):
 
     assert snapshot() == first
     assert IntervalSchedule.objects.count() == intervals
-    assert "0 created, 0 updated, 5 unchanged, 0 removed" in out
+    assert "0 created, 0 updated, 6 unchanged, 0 removed" in out
     assert "unchanged okx-candles: check health" in out
 
 

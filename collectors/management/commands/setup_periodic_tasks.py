@@ -60,6 +60,8 @@ def declared_schedule() -> list[Periodic]:
                  "Fetch missing candles of open gaps from OKX REST."),
         Periodic("drain rest needed", "collectors.tasks.drain_rest_needed", 5, "backfill",
                  "Fetch from OKX REST the candles that closed without a confirm push."),
+        Periodic("recheck gaps", "collectors.tasks.recheck_gaps", 2, "backfill",
+                 "Check for gaps the channels that were (re)subscribed since the last run."),
         Periodic("detect gaps", "collectors.tasks.detect_gaps", 60, "backfill",
                  "Find missing open times of every active subscription."),
         Periodic("check health", "collectors.tasks.check_health", 10, "default",

@@ -22,7 +22,7 @@ import redis
 from django.core.management import call_command
 from django.db import connection
 
-from candles.models import Candle, Instrument, Subscription, Timeframe
+from candles.models import Candle, Gap, Instrument, Subscription, Timeframe
 from candles.subscriptions import subscriptions_create
 from collectors.simulator import SimulatorConfig, run_in_thread
 from tests.support.private_services import private_redis
@@ -30,7 +30,7 @@ from tests.support.private_services import private_redis
 ROOT = Path(__file__).resolve().parents[3]
 INSTRUMENTS = ("BTC-USDT", "ETH-USDT", "SOL-USDT")
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 
 class System:
@@ -149,23 +149,34 @@ def test_subscribed_candles_reach_postgresql_exactly_through_faults(system):
 
     assert wait_until(lambda: all(stored(i, "1s") for i in INSTRUMENTS), timeout=20), system.log_tail()
 
+    timeline = {"start": start_ms}
+    timeline["drop"] = int(time.time() * 1000)
     sim.simulator.drop_connections()
     time.sleep(2)
+    timeline["notice"] = int(time.time() * 1000)
     sim.simulator.send_notice(close_after=1.0)
     time.sleep(2)
+    timeline["omit"] = int(time.time() * 1000)
     sim.simulator.set_confirm_omit_rate(0.5)
     time.sleep(3)
     sim.simulator.set_confirm_omit_rate(0.0)
+    timeline["malformed"] = int(time.time() * 1000)
     sim.simulator.send_malformed(3)
     time.sleep(1)
+    timeline["kill"] = int(time.time() * 1000)
     system.kill("collectors", signal.SIGKILL)
     time.sleep(2)
+    timeline["restart"] = int(time.time() * 1000)
     system.start_collector()
     time.sleep(6)
     end_ms = (int(time.time()) - 3) * 1000
 
     healed = wait_until(lambda: not mismatches(sim, "1s", start_ms, end_ms), timeout=45, step=2)
-    assert healed, (mismatches(sim, "1s", start_ms, end_ms)[:10], system.log_tail())
+    gaps = list(Gap.objects.values_list("start", "end", "state", "reason"))
+    if not healed:
+        Path(f"/tmp/okx-e2e-{system.prefix.rstrip(':')}-failure.txt").write_text(
+            f"{mismatches(sim, '1s', start_ms, end_ms)}\n{timeline}\n{gaps}\n")
+    assert healed, (mismatches(sim, "1s", start_ms, end_ms)[:10], timeline, gaps, system.log_tail())
     assert int(system.redis.llen(f"{system.prefix}deadletter")) >= 1
 
 
