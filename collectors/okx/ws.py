@@ -166,6 +166,7 @@ class OkxWsClient:
         self.invalid: dict[Channel, ErrorEvent] = {}
         self._running = False
         self._stopped = asyncio.Event()
+        self._closing: set[asyncio.Task] = set()
 
     # --- the channel set -----------------------------------------------------------------------
 
@@ -202,6 +203,10 @@ class OkxWsClient:
             if not shard.assigned:
                 self._shards.remove(shard)
                 shard.close()
+                # Its connection must go too, or its reader would keep delivering pushes.
+                closing = asyncio.get_running_loop().create_task(shard.wait_closed())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
 
     def clear_invalid(self, channel: Channel) -> None:
         """Allow a channel marked invalid to be subscribed again (e.g. after the operator fixed it)."""
@@ -297,7 +302,8 @@ class _Shard:
 
     def close(self) -> None:
         self._closing = True
-        for task in (self._task, self._handover, *self._background):
+        readers = [link.reader for link in (self.link, self.incoming) if link is not None]
+        for task in (self._task, self._handover, *self._background, *readers):
             if task is not None:
                 task.cancel()
 

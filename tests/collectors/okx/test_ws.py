@@ -242,6 +242,22 @@ def test_channels_are_added_and_removed_at_runtime_without_reconnecting():
     run(scenario, push_interval=0.1)
 
 
+def test_removing_the_last_channel_of_a_connection_stops_its_pushes_and_closes_it():
+    async def scenario(sim, server, make_client, runners):
+        rec = Recorder()
+        client = make_client(rec, channels_per_connection=1)
+        client.set_channels([BTC_1S, ETH_1S])
+        start(client, runners)
+        await wait_for(lambda: rec.channels_seen() == {BTC_1S, ETH_1S})
+        client.set_channels([ETH_1S])
+        await wait_for(lambda: sim.stats()["connections"] == 1)
+        cut = len(rec.candles)
+        await asyncio.sleep(1.0)
+        assert {c.channel for c in rec.candles[cut:]} == {ETH_1S}
+
+    run(scenario, push_interval=0.1)
+
+
 def test_channels_are_spread_over_connections_within_the_cap():
     async def scenario(sim, server, make_client, runners):
         rec = Recorder()
