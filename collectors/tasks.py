@@ -80,13 +80,21 @@ def recheck_gaps() -> int:
     return found
 
 
+# A fill_gaps run stops taking new gaps after this long, so runs stay shorter than their 5 s period and the
+# next one starts again from the most recent gaps.
+FILL_BUDGET_S = 4.0
+
+
 @shared_task(name="collectors.tasks.fill_gaps", ignore_result=True)
-def fill_gaps(limit: int = 4) -> int:
+def fill_gaps(limit: int = 20) -> int:
     from collectors.pipeline.backfill import gap_fill, gaps_next
 
     redis, keys = redis_client(), pipeline_keys()
     filled = 0
+    deadline = time.monotonic() + FILL_BUDGET_S
     for gap_id in gaps_next(limit=limit):
+        if time.monotonic() > deadline:
+            break
         try:
             result = gap_fill(gap_id=gap_id, redis=redis, keys=keys)
             filled += 0 if result.skipped else 1

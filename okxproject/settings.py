@@ -134,7 +134,7 @@ COLLECTOR_PING_AFTER_S = env_float("COLLECTOR_PING_AFTER_S", 20.0, minimum=1.0)
 BUFFER_ALARM_ENTRIES = env_int("BUFFER_ALARM_ENTRIES", 500_000, minimum=1)
 DEAD_LETTER_MAX = env_int("DEAD_LETTER_MAX", 100_000, minimum=100)
 # Recent past re-checked for gaps on every backfill run, per live subscription.
-BACKFILL_RECENT_HOURS = env_float("BACKFILL_RECENT_HOURS", 6.0, minimum=0.1)
+BACKFILL_RECENT_HOURS = env_float("BACKFILL_RECENT_HOURS", 6.0, minimum=0.01)
 # A subscription is stale after this many expected push intervals without an update.
 HEALTH_STALE_AFTER_S = env_float("HEALTH_STALE_AFTER_S", 30.0, minimum=1.0)
 # HMAC-SHA256 key of webhook signatures (X-OKX-Candles-Signature); empty disables webhooks.

@@ -44,8 +44,10 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# A fill is one bounded unit of work: 10,000 candles are 34 pages of 300, a few seconds of REST budget.
-MAX_GAP_CANDLES = 10_000
+# A fill is one bounded unit of work: 1,500 candles are 5 pages of 300, under a second of REST budget when
+# it is free. Small units keep deep history from holding a worker while a fresh gap waits (each
+# fill_gaps run takes the most recent gaps first).
+MAX_GAP_CANDLES = 1_500
 # Expected open times per detection query; a query over 90 days of 1s candles would hold 7.8 million.
 DETECT_CHUNK_CANDLES = 50_000
 # A candle that closed this recently may still be on its way through the live buffer (flushed about every

@@ -47,6 +47,8 @@ class System:
             "OKX_WS_URL": sim.ws_url, "OKX_REST_URL": sim.rest_url,
             "FLUSH_INTERVAL_S": "0.5", "COLLECTOR_RECONCILE_S": "1", "COLLECTOR_LEASE_TTL_S": "3",
             "COLLECTOR_SHARDS": "4", "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
+            # Minutes, not hours, of recent history to verify: the test is about healing, not deep backfill.
+            "BACKFILL_RECENT_HOURS": "0.05",
         }
         self.redis = redis.Redis.from_url(redis_url)
         self.procs: dict[str, subprocess.Popen] = {}
@@ -56,7 +58,7 @@ class System:
         log = Path(f"/tmp/okx-e2e-{self.prefix.rstrip(':')}-{name}.log")
         self.logs[name] = log
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "okxproject", "worker", *args],
+            [sys.executable, "-m", "celery", "-A", "okxproject", "worker", "--loglevel", "INFO", *args],
             cwd=ROOT, env=self.env, stdout=log.open("w"), stderr=subprocess.STDOUT,
         )
 
@@ -131,6 +133,7 @@ def system(settings):
     with private_redis() as private, run_in_thread(config, host="127.0.0.1", port=0) as sim:
         settings.OKX_REST_URL = sim.rest_url
         settings.REDIS_URL = private.url  # subscription nudges reach the workers' Redis
+        settings.BACKFILL_RECENT_HOURS = 0.05
         call_command("sync_instruments", "--type", "SPOT", "--retries", "2")
         call_command("setup_periodic_tasks")
         box = System(sim, private.url)
