@@ -140,7 +140,8 @@ def run(args, procs, r, call_command, connection, Candle, Instrument, Subscripti
     start_simulator(procs, args.port, args, intervals[0])
     call_command("sync_instruments", "--type", "SPOT", verbosity=0)
     call_command("setup_periodic_tasks", verbosity=0)
-    instruments = list(Instrument.objects.filter(state="live").order_by("id")[: args.instruments])
+    listed = Instrument.objects.filter(state="live", delisted_at__isnull=True).order_by("id")
+    instruments = list(listed[: args.instruments])
     timeframes = list(Timeframe.objects.filter(code__in=bars))
     Subscription.objects.bulk_create(
         [Subscription(instrument=i, timeframe=t) for i in instruments for t in timeframes], ignore_conflicts=True)
@@ -151,7 +152,8 @@ def run(args, procs, r, call_command, connection, Candle, Instrument, Subscripti
     celery = [sys.executable, "-m", "celery", "-A", "okxproject", "worker", "--loglevel", "WARNING"]
     collector = procs.start("collectors", [*celery, "--collector", "-Q", "collectors", "-n", "bench-collectors@%h",
                                            "--pool", "solo"])
-    procs.start("worker", [*celery, "-Q", "flush,backfill,default,webhooks", "-n", "bench-worker@%h",
+    procs.start("flush", [*celery, "-Q", "flush", "-n", "bench-flush@%h", "--pool", "solo"])
+    procs.start("worker", [*celery, "-Q", "backfill,default,webhooks", "-n", "bench-worker@%h",
                            "--concurrency", "2", "-B", "--pidfile="])
     time.sleep(15)  # subscribe and settle
 

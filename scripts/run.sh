@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything `make run` starts, after `make migrate`: the web app, the collectors worker (which hosts the
-# OKX WebSocket runtime), the flush/backfill/webhooks worker, beat and Flower. All in the foreground of
+# OKX WebSocket runtime), the flush worker, the backfill/webhooks/default worker, beat and Flower. All in the foreground of
 # this script, their output prefixed by name; Ctrl-C or SIGTERM stops them all, and so does any one of
 # them dying (a half-running system is worse than a stopped one).
 set -euo pipefail
@@ -71,7 +71,9 @@ trap stop_all INT TERM EXIT
 start web "$PY" manage.py runserver "$WEB_ADDR" --noreload
 start collectors "$CELERY" -A okxproject worker --collector -Q collectors -n "collectors@%h" --pool solo \
   --concurrency 1 --loglevel "$LOG_LEVEL"
-start worker "$CELERY" -A okxproject worker -Q flush,backfill,webhooks,default -n "worker@%h" --concurrency 2 \
+# Flush has a worker of its own: it must never wait behind a long backfill.
+start flush "$CELERY" -A okxproject worker -Q flush -n "flush@%h" --pool solo --loglevel "$LOG_LEVEL"
+start worker "$CELERY" -A okxproject worker -Q backfill,webhooks,default -n "worker@%h" --concurrency 2 \
   --loglevel "$LOG_LEVEL"
 start beat "$CELERY" -A okxproject beat --loglevel "$LOG_LEVEL"
 start flower "$CELERY" -A okxproject flower --address="$FLOWER_ADDR" --port="$FLOWER_PORT" \

@@ -66,8 +66,10 @@ class System:
         self.start(name, "--collector", "-Q", "collectors", "-n", f"{name}-{self.prefix}@%h", "--pool", "solo")
 
     def start_worker(self) -> None:
-        # -B embeds beat; its schedule comes from setup_periodic_tasks in the test database.
-        self.start("worker", "-Q", "flush,backfill,default,webhooks", "-n", f"worker-{self.prefix}@%h",
+        # As `make run` does: flush on a worker of its own; -B embeds beat, whose schedule comes from
+        # setup_periodic_tasks in the test database.
+        self.start("flush", "-Q", "flush", "-n", f"flush-{self.prefix}@%h", "--pool", "solo")
+        self.start("worker", "-Q", "backfill,default,webhooks", "-n", f"worker-{self.prefix}@%h",
                    "--concurrency", "2", "-B", "--pidfile=")
 
     def kill(self, name: str, sig: int = signal.SIGTERM) -> None:
