@@ -112,6 +112,9 @@ def drain_rest_needed() -> int:
 
 @shared_task(name="collectors.tasks.check_health", ignore_result=True)
 def check_health() -> None:
+    from collectors.pipeline.flush import buffer_alarm
     from collectors.pipeline.health import health_check
 
-    health_check(redis=redis_client(), keys=pipeline_keys())
+    redis, keys = redis_client(), pipeline_keys()
+    health_check(redis=redis, keys=keys)
+    buffer_alarm(redis=redis, keys=keys)  # logs a warning while the buffer is over BUFFER_ALARM_ENTRIES
