@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 
+from collectors.okx.ws import ConnectionStatus  # the shape the runtime publishes
 from collectors.pipeline.keys import Keys
 
 logger = logging.getLogger(__name__)
@@ -41,20 +42,6 @@ class ChannelStatus:
     error: str | None  # OKX's code and message when the channel was refused
     collector: str | None
     reconnects: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionStatus:
-    shard: int | None
-    state: str
-    conn_id: str | None
-    channels: int
-    subscribed: int
-    messages: int
-    reconnects: int
-    errors: int
-    last_message_at: float | None
-    detail: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +211,7 @@ def _connection(data: Any) -> ConnectionStatus:
     if not isinstance(data, dict):
         raise Garbled("a connection is not a JSON object")
     return ConnectionStatus(
-        shard=_opt_int(data.get("shard"), "connection shard"),
+        shard=_int(data.get("shard"), "connection shard"),
         state=str(data.get("state") or "unknown"),
         conn_id=None if data.get("conn_id") is None else str(data["conn_id"]),
         channels=_int(data.get("channels"), "connection channels"),
@@ -233,7 +220,7 @@ def _connection(data: Any) -> ConnectionStatus:
         reconnects=_int(data.get("reconnects"), "connection reconnects"),
         errors=_int(data.get("errors"), "connection errors"),
         last_message_at=_opt_float(data.get("last_message_at"), "connection last_message_at"),
-        detail=None if data.get("detail") is None else str(data["detail"]),
+        detail="" if data.get("detail") is None else str(data["detail"]),
     )
 
 
