@@ -27,7 +27,7 @@ from collectors.okx.messages import (
     parse_message,
 )
 
-SAMPLES = Path(__file__).resolve().parents[3].parent / "shared" / "okx" / "samples"
+SAMPLES = Path(__file__).resolve().parent / "samples"  # recorded OKX frames, copied from shared/okx/samples
 
 
 def received_samples() -> list[tuple[str, dict]]:
