@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.functional import cached_property
@@ -12,6 +12,7 @@ from django.utils.html import format_html
 
 from candles.bars import ms_to_datetime
 from candles.models import CandleRecord, Gap, GapState, Instrument, Subscription, SubscriptionStatus, Timeframe
+from candles.signals import subscriptions_changed
 
 STATUS_COLOURS = {
     SubscriptionStatus.LIVE: "#1a7f37",
@@ -92,11 +93,13 @@ class SubscriptionAdmin(admin.ModelAdmin):
     @admin.action(description="Pause collection of the selected subscriptions")
     def pause(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
         changed = queryset.filter(is_active=True).update(is_active=False)
+        transaction.on_commit(lambda: subscriptions_changed.send(sender=Subscription))
         self.message_user(request, f"Paused {changed} subscription(s); their candles stay.", messages.SUCCESS)
 
     @admin.action(description="Resume collection of the selected subscriptions")
     def resume(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
         changed = queryset.filter(is_active=False).update(is_active=True, status=SubscriptionStatus.PENDING)
+        transaction.on_commit(lambda: subscriptions_changed.send(sender=Subscription))
         self.message_user(request, f"Resumed {changed} subscription(s).", messages.SUCCESS)
 
 

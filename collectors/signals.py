@@ -9,6 +9,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from candles.models import Subscription
+from candles.signals import subscriptions_changed
 from collectors.pipeline.connections import pipeline_keys, redis_client
 
 logger = logging.getLogger(__name__)
@@ -25,3 +26,8 @@ def nudge_collectors() -> None:
 @receiver(post_delete, sender=Subscription)
 def subscription_changed(sender, **kwargs) -> None:
     transaction.on_commit(nudge_collectors)
+
+
+@receiver(subscriptions_changed)
+def subscriptions_bulk_changed(sender, **kwargs) -> None:
+    nudge_collectors()  # already sent after commit

@@ -102,3 +102,22 @@ def test_a_non_staff_user_gets_nothing(client, stored_candle):
         response = client.get(reverse(name))
         assert response.status_code == 302
         assert "/admin/login/" in response["Location"]
+
+
+def test_pausing_in_the_admin_tells_the_collectors_at_once(staff_client, btc, django_capture_on_commit_callbacks):
+    from candles.signals import subscriptions_changed
+
+    received = []
+
+    def listener(sender, **kwargs):
+        received.append(sender)
+
+    subscriptions_changed.connect(listener)
+    try:
+        sub = Subscription.objects.create(instrument=btc, timeframe=Timeframe.objects.get(code="1m"))
+        url = reverse("admin:candles_subscription_changelist")
+        with django_capture_on_commit_callbacks(execute=True):
+            staff_client.post(url, {"action": "pause", "_selected_action": [sub.pk]})
+        assert received == [Subscription]
+    finally:
+        subscriptions_changed.disconnect(listener)
