@@ -15,7 +15,7 @@ from typing import Any
 
 from candles.bars import BarSpec
 from collectors.okx.messages import CandleUpdate, Channel
-from collectors.pipeline.buffer import dead_letter_record, encode_entry, receipt_version
+from collectors.pipeline.buffer import dead_letter_record, encode_entry, flatten, receipt_version
 from collectors.pipeline.keys import Keys, candle_field
 
 logger = logging.getLogger(__name__)
@@ -107,8 +107,7 @@ class Ingest:
         try:
             items = list(pending.items())
             for start in range(0, len(items), WRITE_CHUNK_FIELDS):
-                flat = [part for item in items[start:start + WRITE_CHUNK_FIELDS] for part in item]
-                await put_script(keys=[self.keys.live], args=flat)
+                await put_script(keys=[self.keys.live], args=flatten(items[start:start + WRITE_CHUNK_FIELDS]))
             async with redis.pipeline(transaction=False) as pipe:
                 if dead:
                     pipe.lpush(self.keys.dead_letters, *dead)

@@ -84,12 +84,18 @@ def start(client: OkxWsClient, runners: list) -> None:
     runners.append(asyncio.get_running_loop().create_task(client.run()))
 
 
+def started(make_client, runners: list, channels, **options) -> tuple[Recorder, OkxWsClient]:
+    """A running client subscribed to `channels`, with a Recorder as its handler."""
+    rec = Recorder()
+    client = make_client(rec, **options)
+    client.set_channels(channels)
+    start(client, runners)
+    return rec, client
+
+
 def test_subscribed_channels_receive_candles_and_report_each_subscription():
     async def scenario(sim, server, make_client, runners):
-        rec = Recorder()
-        client = make_client(rec)
-        client.set_channels([BTC_1S, ETH_1S])
-        start(client, runners)
+        rec, client = started(make_client, runners, [BTC_1S, ETH_1S])
         await wait_for(lambda: rec.channels_seen() == {BTC_1S, ETH_1S})
         assert sorted(rec.subscribed) == sorted([BTC_1S, ETH_1S])
         await wait_for(lambda: client.statuses()[0].state == "open")
@@ -102,10 +108,7 @@ def test_subscribed_channels_receive_candles_and_report_each_subscription():
 
 def test_pushed_values_match_the_simulators_ground_truth_when_confirmed():
     async def scenario(sim, server, make_client, runners):
-        rec = Recorder()
-        client = make_client(rec)
-        client.set_channels([BTC_1S])
-        start(client, runners)
+        rec, _client = started(make_client, runners, [BTC_1S])
         await wait_for(lambda: sum(c.confirmed for c in rec.candles) >= 2)
         for candle in (c for c in rec.candles if c.confirmed):
             truth = sim.market.truth("BTC-USDT", "1s", candle.open_time_ms)
@@ -116,10 +119,7 @@ def test_pushed_values_match_the_simulators_ground_truth_when_confirmed():
 
 def test_the_client_reconnects_after_an_abrupt_drop_and_subscribes_again():
     async def scenario(sim, server, make_client, runners):
-        rec = Recorder()
-        client = make_client(rec)
-        client.set_channels([BTC_1S])
-        start(client, runners)
+        rec, client = started(make_client, runners, [BTC_1S])
         await wait_for(lambda: rec.candles)
         sim.drop_connections()
         await wait_for(lambda: client.statuses()[0].reconnects >= 1)
@@ -133,10 +133,7 @@ def test_the_client_reconnects_after_an_abrupt_drop_and_subscribes_again():
 
 def test_keepalive_pings_hold_a_silent_connection_past_the_idle_timeout():
     async def scenario(sim, server, make_client, runners):
-        rec = Recorder()
-        client = make_client(rec, ping_after_s=0.4, pong_timeout_s=1.0)
-        client.set_channels([BTC_1S])
-        start(client, runners)
+        _rec, client = started(make_client, runners, [BTC_1S], ping_after_s=0.4, pong_timeout_s=1.0)
         await wait_for(lambda: client.statuses() and client.statuses()[0].state == "open")
         await asyncio.sleep(3.5)  # more than twice the idle timeout with no push at all
         assert client.statuses()[0].reconnects == 0
@@ -147,10 +144,7 @@ def test_keepalive_pings_hold_a_silent_connection_past_the_idle_timeout():
 
 def test_without_pings_the_simulator_closes_an_idle_connection_and_the_client_comes_back():
     async def scenario(sim, server, make_client, runners):
-        rec = Recorder()
-        client = make_client(rec, ping_after_s=29.0)
-        client.set_channels([BTC_1S])
-        start(client, runners)
+        rec, client = started(make_client, runners, [BTC_1S], ping_after_s=29.0)
         await wait_for(lambda: client.statuses() and client.statuses()[0].reconnects >= 1, timeout=6)
         await wait_for(lambda: rec.subscribed.count(BTC_1S) >= 2)
 
@@ -159,10 +153,7 @@ def test_without_pings_the_simulator_closes_an_idle_connection_and_the_client_co
 
 def test_an_unanswered_ping_drops_the_connection_and_reconnects():
     async def scenario(sim, server, make_client, runners):
-        rec = Recorder()
-        client = make_client(rec, ping_after_s=0.3, pong_timeout_s=0.5)
-        client.set_channels([BTC_1S])
-        start(client, runners)
+        _rec, client = started(make_client, runners, [BTC_1S], ping_after_s=0.3, pong_timeout_s=0.5)
         await wait_for(lambda: client.statuses() and client.statuses()[0].state == "open")
         sim.ignore_pings(True)
         await wait_for(lambda: client.statuses()[0].reconnects >= 1, timeout=5)
@@ -174,10 +165,7 @@ def test_an_unanswered_ping_drops_the_connection_and_reconnects():
 
 def test_notice_64008_hands_over_to_a_new_connection_without_missing_a_push():
     async def scenario(sim, server, make_client, runners):
-        rec = Recorder()
-        client = make_client(rec)
-        client.set_channels([BTC_1S, ETH_1S])
-        start(client, runners)
+        rec, client = started(make_client, runners, [BTC_1S, ETH_1S])
         await wait_for(lambda: rec.channels_seen() == {BTC_1S, ETH_1S})
         before = time.monotonic()
         sim.send_notice(close_after=1.0)
@@ -224,10 +212,7 @@ def test_a_channel_okx_says_does_not_exist_is_marked_invalid_once_and_not_retrie
 
 def test_channels_are_added_and_removed_at_runtime_without_reconnecting():
     async def scenario(sim, server, make_client, runners):
-        rec = Recorder()
-        client = make_client(rec)
-        client.set_channels([BTC_1S])
-        start(client, runners)
+        rec, client = started(make_client, runners, [BTC_1S])
         await wait_for(lambda: BTC_1S in rec.channels_seen())
         client.set_channels([BTC_1S, ETH_1S])
         await wait_for(lambda: ETH_1S in rec.channels_seen())
@@ -244,10 +229,7 @@ def test_channels_are_added_and_removed_at_runtime_without_reconnecting():
 
 def test_removing_the_last_channel_of_a_connection_stops_its_pushes_and_closes_it():
     async def scenario(sim, server, make_client, runners):
-        rec = Recorder()
-        client = make_client(rec, channels_per_connection=1)
-        client.set_channels([BTC_1S, ETH_1S])
-        start(client, runners)
+        rec, client = started(make_client, runners, [BTC_1S, ETH_1S], channels_per_connection=1)
         await wait_for(lambda: rec.channels_seen() == {BTC_1S, ETH_1S})
         client.set_channels([ETH_1S])
         await wait_for(lambda: sim.stats()["connections"] == 1)
@@ -274,10 +256,7 @@ def test_channels_are_spread_over_connections_within_the_cap():
 
 def test_malformed_frames_are_reported_and_the_client_keeps_running():
     async def scenario(sim, server, make_client, runners):
-        rec = Recorder()
-        client = make_client(rec)
-        client.set_channels([BTC_1S])
-        start(client, runners)
+        rec, client = started(make_client, runners, [BTC_1S])
         await wait_for(lambda: rec.candles)
         sim.send_malformed(5)
         await wait_for(lambda: len(rec.protocol_errors) >= 4)
