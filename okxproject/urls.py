@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 admin.site.site_header = "okx-candles"
@@ -8,5 +8,7 @@ admin.site.index_title = "Instruments, subscriptions and candles"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/v1/", include("candles.api.urls")),
+    path("api/v1/", include("collectors.api.urls")),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
 ]
