@@ -242,6 +242,7 @@ def _commit(redis: Redis, keys: Keys, result: FlushResult, dead: list[bytes], *,
     buffer_commit(pipe, keys)
     pipe.hincrby(keys.counters, "candles_flushed", result.written)
     pipe.hincrby(keys.counters, "flush_runs", 1)
+    pipe.hincrby(keys.counters, "flush_duration_ms", duration_ms)
     pipe.hset(f"{keys.prefix}flush:last", mapping={
         "at": time.time(), "rows": result.taken, "written": result.written, "rejected": result.rejected,
         "duration_ms": duration_ms,

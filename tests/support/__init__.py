@@ -111,7 +111,13 @@ class LiveBuffer:
         return self.redis.hgetall(self.keys.taken)
 
     def counters(self) -> dict[str, int]:
-        return {name.decode(): int(value) for name, value in self.redis.hgetall(self.keys.counters).items()}
+        """Event counters; time sums (`*_ms`) depend on the machine and are read with `timings()`."""
+        return {name.decode(): int(value) for name, value in self.redis.hgetall(self.keys.counters).items()
+                if not name.endswith(b"_ms")}
+
+    def timings(self) -> dict[str, int]:
+        return {name.decode(): int(value) for name, value in self.redis.hgetall(self.keys.counters).items()
+                if name.endswith(b"_ms")}
 
 
 # --- what the database holds ------------------------------------------------------------------------
