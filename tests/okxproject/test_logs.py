@@ -1,0 +1,81 @@
+"""Log lines carry their context: JSON in production, key=value pairs in development."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import logging.config
+
+import orjson
+import pytest
+
+from okxproject.logs import log_context, logging_config
+
+
+@pytest.fixture
+def capture():
+    """`capture(fmt)` routes the root logger through the project's config into a string buffer."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+
+    def configure(fmt: str) -> io.StringIO:
+        logging.config.dictConfig(logging_config(level="INFO", fmt=fmt))
+        stream = io.StringIO()
+        root.handlers[0].setStream(stream)
+        return stream
+
+    yield configure
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)
+
+
+def test_json_lines_hold_the_message_level_logger_and_bound_context(capture):
+    stream = capture("json")
+    with log_context(request_id="req-1"), log_context(inst_id="BTC-USDT", bar="1m"):
+        logging.getLogger("collectors.test").warning("filled %d candles", 300, extra={"gap_id": 7})
+    logging.getLogger("collectors.test").info("outside")
+
+    first, second = (orjson.loads(line) for line in stream.getvalue().splitlines())
+    assert first["ts"].endswith("Z")
+    assert {k: first[k] for k in ("level", "logger", "message", "request_id", "inst_id", "bar", "gap_id")} == {
+        "level": "WARNING", "logger": "collectors.test", "message": "filled 300 candles",
+        "request_id": "req-1", "inst_id": "BTC-USDT", "bar": "1m", "gap_id": 7,
+    }
+    assert second["message"] == "outside"
+    assert "request_id" not in second
+
+
+def test_json_lines_keep_a_traceback_as_one_field(capture):
+    stream = capture("json")
+    try:
+        raise ValueError("bad frame")
+    except ValueError:
+        logging.getLogger("x").exception("parse failed")
+    (entry,) = (orjson.loads(line) for line in stream.getvalue().splitlines())
+    assert entry["message"] == "parse failed"
+    assert "ValueError: bad frame" in entry["exc"]
+
+
+def test_readable_lines_put_the_context_after_the_message(capture):
+    stream = capture("text")
+    with log_context(inst_id="ETH-USDT", bar="1H"):
+        logging.getLogger("collectors.backfill").info("gap filled")
+    line = stream.getvalue().strip()
+    assert line.endswith("INFO collectors.backfill gap filled  inst_id=ETH-USDT bar=1H")
+
+
+def test_concurrent_tasks_each_keep_their_own_context(capture):
+    stream = capture("json")
+
+    async def work(name: str) -> None:
+        with log_context(channel=name):
+            await asyncio.sleep(0.01)
+            logging.getLogger("w").info(name)
+
+    async def main() -> None:
+        await asyncio.gather(*(work(f"c{i}") for i in range(5)))
+
+    asyncio.run(main())
+    entries = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    assert sorted((e["message"], e["channel"]) for e in entries) == [(f"c{i}", f"c{i}") for i in range(5)]
