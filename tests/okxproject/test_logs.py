@@ -79,3 +79,20 @@ def test_concurrent_tasks_each_keep_their_own_context(capture):
     asyncio.run(main())
     entries = [orjson.loads(line) for line in stream.getvalue().splitlines()]
     assert sorted((e["message"], e["channel"]) for e in entries) == [(f"c{i}", f"c{i}") for i in range(5)]
+
+
+def test_lines_logged_by_a_celery_task_name_the_task_and_its_id(capture):
+    from okxproject.celery import app
+
+    @app.task(name="tests.log_something")
+    def log_something() -> None:
+        logging.getLogger("collectors.tasks").info("working")
+
+    stream = capture("json")
+    result = log_something.apply(task_id="task-42")
+
+    assert result.successful()
+    (entry,) = (orjson.loads(line) for line in stream.getvalue().splitlines() if '"working"' in line)
+    assert (entry["task"], entry["task_id"]) == ("tests.log_something", "task-42")
+    logging.getLogger("after").info("done")
+    assert "task_id" not in orjson.loads(stream.getvalue().splitlines()[-1])
