@@ -12,7 +12,14 @@ the simulator restarts with it and the collector reconnects by itself) it prints
 * loss: closed `1s` candles of the step window, for a sample of instruments, missing or not equal to
   the simulator's ground truth once the pipeline had time to settle;
 * lag from a candle's close (its confirm push) to its row being committed: p50 and p99;
-* the collector process's memory (RSS) and the buffer depth (entries waiting for a flush), max and mean.
+* the collector process's memory (RSS) and the buffer depth (entries waiting for a flush), max and mean;
+* CPU seconds per unit of work of each process, from /proc/<pid>/stat (utime + stime, children included):
+  collector µs/update, flush worker µs/row, simulator µs/push, and Redis, PostgreSQL (the benchmark
+  database's backends) and the backfill worker per accepted update. Unlike rates, these do not move when
+  other work shares the cores, so they are the figures to compare between runs;
+* every `--report-every` seconds: accepted updates/s, buffer depth and collector RSS in that window.
+
+A sustained run is one step held for five minutes: `--intervals 0.2 --step-seconds 300`.
 
 Target (issue 4): ≥ 30,000 updates/s sustained with nothing lost, p99 lag ≤ 2 s, collector ≤ 300 MB.
 """
@@ -37,6 +44,66 @@ from bench.upsert import _use_bench_database  # noqa: E402
 from tests.support.private_services import private_redis  # noqa: E402
 
 PREFIX = "bench:"
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and of its children (waited-for and still running), in seconds."""
+    total = 0.0
+    for child in [pid, *_descendants(pid)]:
+        try:
+            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        # After the ")": state is field 3, so utime (14), stime (15), cutime (16), cstime (17) are at 11..14.
+        total += sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
+    return total
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def postgres_backends(connection, db_name: str) -> list[int]:
+    """Backends of the benchmark database, except the benchmark's own."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [db_name])
+        return [pid for (pid,) in cursor.fetchall()]
+
+
+class CpuMeter:
+    """CPU seconds of named process groups between `start()` and `stop()`."""
+
+    def __init__(self, groups):
+        self.groups = groups  # name -> callable returning the pids of the group now
+        self.before: dict[str, dict[int, float]] = {}
+
+    def sample(self) -> dict[str, dict[int, float]]:
+        return {name: {pid: cpu_seconds(pid) for pid in pids()} for name, pids in self.groups.items()}
+
+    def start(self) -> None:
+        self.before = self.sample()
+
+    def stop(self) -> dict[str, float]:
+        after = self.sample()
+        # A process that appeared during the window counts from zero; one that ended is lost (rare: the
+        # benchmark's processes live through the step; PostgreSQL backends are pooled).
+        return {name: sum(cpu - self.before.get(name, {}).get(pid, 0.0) for pid, cpu in after[name].items())
+                for name in after}
 
 
 def rss_mb(pid: int) -> float:
@@ -104,6 +171,7 @@ def main() -> None:
     parser.add_argument("--step-seconds", type=float, default=60.0)
     parser.add_argument("--sample", type=int, default=20, help="instruments checked against ground truth")
     parser.add_argument("--port", type=int, default=18899)
+    parser.add_argument("--report-every", type=float, default=10.0, help="seconds between progress lines")
     args = parser.parse_args()
 
     db_name = _use_bench_database()
@@ -126,12 +194,13 @@ def main() -> None:
         procs = Processes(dict(os.environ))
         try:
             run(args, procs, redis.Redis.from_url(redis_server.url), call_command, connection,
-                Candle, Instrument, Subscription, Timeframe, db_name)
+                Candle, Instrument, Subscription, Timeframe, db_name, redis_server.pid)
         finally:
             procs.stop_all()
 
 
-def run(args, procs, r, call_command, connection, Candle, Instrument, Subscription, Timeframe, db_name) -> None:
+def run(args, procs, r, call_command, connection, Candle, Instrument, Subscription, Timeframe, db_name,
+        redis_pid: int | None) -> None:
     call_command("migrate", verbosity=0)
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE candles_candle, candles_gap, candles_subscription CASCADE")
@@ -152,8 +221,8 @@ def run(args, procs, r, call_command, connection, Candle, Instrument, Subscripti
     celery = [sys.executable, "-m", "celery", "-A", "okxproject", "worker", "--loglevel", "WARNING"]
     collector = procs.start("collectors", [*celery, "--collector", "-Q", "collectors", "-n", "bench-collectors@%h",
                                            "--pool", "solo"])
-    procs.start("flush", [*celery, "-Q", "flush", "-n", "bench-flush@%h", "--pool", "solo"])
-    procs.start("worker", [*celery, "-Q", "backfill,default,webhooks", "-n", "bench-worker@%h",
+    flush = procs.start("flush", [*celery, "-Q", "flush", "-n", "bench-flush@%h", "--pool", "solo"])
+    worker = procs.start("worker", [*celery, "-Q", "backfill,default,webhooks", "-n", "bench-worker@%h",
                            "--concurrency", "2", "-B", "--pidfile="])
     time.sleep(15)  # subscribe and settle
 
@@ -163,18 +232,41 @@ def run(args, procs, r, call_command, connection, Candle, Instrument, Subscripti
             procs.stop("simulator")
             start_simulator(procs, args.port, args, interval)
             time.sleep(10)  # reconnect, resubscribe, settle
-        counters0 = {k.decode(): int(v) for k, v in r.hgetall(f"{PREFIX}counters").items()}
+        meter = CpuMeter({
+            "collector": lambda: [collector.pid], "flush": lambda: [flush.pid], "worker": lambda: [worker.pid],
+            "simulator": lambda: [procs.procs["simulator"].pid], "redis": lambda: [redis_pid] if redis_pid else [],
+            "postgres": lambda: postgres_backends(connection, db_name),
+        })
+        counters0 = read_counters(r)
+        sim0 = sim_stats(args.port)
+        meter.start()
         t0 = time.time()
         depths, rss = [], []
+        window_start, window_messages = t0, counters0.get("messages", 0)
+        window_depths: list[int] = []
         while time.time() - t0 < args.step_seconds:
-            depths.append(int(r.hlen(f"{PREFIX}buffer:live")) + int(r.hlen(f"{PREFIX}buffer:taken")))
+            depth = int(r.hlen(f"{PREFIX}buffer:live")) + int(r.hlen(f"{PREFIX}buffer:taken"))
+            depths.append(depth)
+            window_depths.append(depth)
             rss.append(rss_mb(collector.pid))
             time.sleep(1)
+            now = time.time()
+            if now - window_start >= args.report_every:
+                messages = read_counters(r).get("messages", 0)
+                print(f"  t+{now - t0:4.0f}s: accepted {(messages - window_messages) / (now - window_start):,.0f}/s, "
+                      f"buffer depth max {max(window_depths):,} last {depth:,}, collector RSS {rss[-1]:.0f} MB",
+                      flush=True)
+                window_start, window_messages, window_depths = now, messages, []
         t1 = time.time()
-        counters1 = {k.decode(): int(v) for k, v in r.hgetall(f"{PREFIX}counters").items()}
+        cpu = meter.stop()
+        sim1 = sim_stats(args.port)
+        counters1 = read_counters(r)
         span = t1 - t0
-        accepted = (counters1.get("messages", 0) - counters0.get("messages", 0)) / span
-        flushed = (counters1.get("candles_flushed", 0) - counters0.get("candles_flushed", 0)) / span
+        updates = counters1.get("messages", 0) - counters0.get("messages", 0)
+        rows = counters1.get("candles_flushed", 0) - counters0.get("candles_flushed", 0)
+        pushes = sim1["pushes_sent"] - sim0["pushes_sent"]
+        accepted = updates / span
+        flushed = rows / span
         time.sleep(8)  # let the last flushes and REST repairs land
         window = (int(t0) + 2) * 1000, (int(t1) - 2) * 1000
         lags, missing, wrong, expected = [], 0, 0, 0
@@ -200,6 +292,25 @@ def run(args, procs, r, call_command, connection, Candle, Instrument, Subscripti
               f"1s candles checked {expected}, missing {missing}, wrong {wrong}; "
               f"lag p50 {p50:.2f}s p99 {p99:.2f}s; collector RSS max {max(rss):.0f} MB; "
               f"buffer depth max {max(depths):,} mean {statistics.mean(depths):,.0f}", flush=True)
+        print(f"  CPU: collector {per(cpu['collector'], updates)} µs/update, flush {per(cpu['flush'], rows)} µs/row, "
+              f"simulator {per(cpu['simulator'], pushes)} µs/push ({pushes / span:,.0f} pushes/s); "
+              f"per accepted update: redis {per(cpu['redis'], updates)} µs, "
+              f"postgres {per(cpu['postgres'], updates)} µs, "
+              f"backfill worker {per(cpu['worker'], updates)} µs; cores busy: "
+              + ", ".join(f"{name} {seconds / span:.2f}" for name, seconds in cpu.items()), flush=True)
+
+
+def read_counters(r) -> dict[str, int]:
+    return {k.decode(): int(v) for k, v in r.hgetall(f"{PREFIX}counters").items()}
+
+
+def sim_stats(port: int) -> dict[str, int]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/sim/stats", timeout=10) as response:
+        return json.load(response)
+
+
+def per(seconds: float, count: int) -> str:
+    return f"{seconds / count * 1e6:.1f}" if count else "n/a"
 
 
 def _dt(ms: int):
