@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 REQUIREMENTS := $(wildcard requirements/*.txt)
 PYTEST_ARGS ?=
 
-.PHONY: help venv services migrate run demo test lint bench-upsert
+.PHONY: help venv services browser migrate run demo test lint bench-upsert
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -26,6 +26,9 @@ $(STAMP): $(REQUIREMENTS)
 services: venv ## Start local PostgreSQL/Redis if down, create the database
 	$(VENV_PY) scripts/ensure_services.py
 
+browser: ## Install Debian's chromium for the browser test when missing
+	scripts/ensure_chromium.sh
+
 migrate: services ## Apply database migrations
 	$(VENV_PY) manage.py migrate --noinput
 
@@ -35,7 +38,7 @@ run: migrate ## Run the whole system in the foreground: web, collectors, workers
 demo: migrate ## The whole system against the OKX simulator, a few instruments in 1s and 1m
 	scripts/demo.sh
 
-test: services ## Run the test suite (extra pytest arguments: PYTEST_ARGS="-k foo")
+test: services browser ## Run the test suite (extra pytest arguments: PYTEST_ARGS="-k foo")
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: venv ## Lint with ruff
