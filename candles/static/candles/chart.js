@@ -1,0 +1,647 @@
+// The live candlestick chart of /chart/: candles and volume of one subscribed symbol and bar, live from the
+// REST API, older history loaded while scrolling left, gaps between stored candles marked.
+//
+// Everything comes from /api/v1: subscriptions and timeframes fill the selectors, /data pages draw the
+// chart, /data/.../latest is polled every second while the tab is visible. Prices and volumes arrive as
+// exact decimal strings; they are parsed to numbers only to draw, and the legend shows the strings.
+
+import {
+  CandlestickSeries,
+  ColorType,
+  CrosshairMode,
+  HistogramSeries,
+  createChart,
+  createSeriesMarkers,
+} from "lightweight-charts";
+
+import { ApiClient, ApiError } from "./api.js";
+import { barStepper, decimalPlaces, findGaps } from "./bars.js";
+
+const POLL_MS = 1000;
+const PAGE_SIZE = 1000;
+// Older candles are fetched when fewer than this many loaded bars remain left of the visible range.
+const HISTORY_MARGIN_BARS = 50;
+// Bounded catch-up per poll, so a tab that slept for hours does not fetch everything in one tick.
+const CATCH_UP_MAX_PAGES = 10;
+// Marked gaps are asked for again now and then: backfill usually fills them within minutes.
+const GAP_RECHECK_MS = 30_000;
+const GAP_RECHECK_MAX = 3;
+const RETRY_FIRST_MS = 1000;
+const RETRY_MAX_MS = 30_000;
+
+const COLORS = {
+  background: "#131722",
+  text: "#b2b5be",
+  grid: "rgba(42, 46, 57, 0.6)",
+  up: "#26a69a",
+  down: "#ef5350",
+  upVolume: "rgba(38, 166, 154, 0.45)",
+  downVolume: "rgba(239, 83, 80, 0.45)",
+  gap: "#f5a524",
+  gapBand: "rgba(245, 165, 36, 0.28)",
+};
+
+// ---- candles held by the page ------------------------------------------------------------------------
+
+/** The loaded candles of one symbol and bar, keyed by open time (epoch ms), kept sorted. */
+class CandleStore {
+  constructor() {
+    this.rows = new Map();
+    this.times = [];
+  }
+
+  get size() {
+    return this.times.length;
+  }
+
+  get first() {
+    return this.times[0];
+  }
+
+  get last() {
+    return this.times[this.times.length - 1];
+  }
+
+  get lastRow() {
+    return this.rows.get(this.last) ?? null;
+  }
+
+  /**
+   * Takes rows from the API and says how the chart must follow: "none" (nothing changed), "update" (only
+   * the last candle changed or candles were added after it: `rows` to pass to series.update in order) or
+   * "reset" (something changed before the last candle: set all data again). `added` tells whether new
+   * open times arrived, which is when gaps can change.
+   */
+  merge(rows) {
+    const last = this.last;
+    const changed = [];
+    let before = false;
+    let added = false;
+    for (const row of rows) {
+      const ms = row.open_time_ms;
+      const known = this.rows.get(ms);
+      if (known && sameCandle(known, row)) continue;
+      if (!known) added = true;
+      if (last !== undefined && ms < last) before = true;
+      this.rows.set(ms, row);
+      changed.push(row);
+    }
+    if (changed.length === 0) return { mode: "none", rows: [], added: false };
+    if (added) {
+      if (!before && changed.every((row, i) => i === 0 || row.open_time_ms > changed[i - 1].open_time_ms)) {
+        for (const row of changed) if (row.open_time_ms !== last) this.times.push(row.open_time_ms);
+      } else {
+        this.times = [...this.rows.keys()].sort((a, b) => a - b);
+      }
+    }
+    // A first load or a long catch-up is drawn in one go; series.update is for a few candles at the end.
+    const reset = before || last === undefined || changed.length > 50;
+    return { mode: reset ? "reset" : "update", rows: changed, added };
+  }
+
+  all() {
+    return this.times.map((ms) => this.rows.get(ms));
+  }
+}
+
+function sameCandle(a, b) {
+  return a.open === b.open && a.high === b.high && a.low === b.low && a.close === b.close
+    && a.volume === b.volume && a.confirmed === b.confirmed;
+}
+
+// lightweight-charts takes UTC timestamps in seconds.
+const chartTime = (ms) => ms / 1000;
+
+function candleBar(row) {
+  return {
+    time: chartTime(row.open_time_ms),
+    open: parseFloat(row.open),
+    high: parseFloat(row.high),
+    low: parseFloat(row.low),
+    close: parseFloat(row.close),
+  };
+}
+
+function volumeBar(row) {
+  const rising = parseFloat(row.close) >= parseFloat(row.open);
+  return {
+    time: chartTime(row.open_time_ms),
+    value: parseFloat(row.volume),
+    color: rising ? COLORS.upVolume : COLORS.downVolume,
+  };
+}
+
+// ---- the chart ------------------------------------------------------------------------------------------
+
+/** The chart widget: candle, volume and gap series, markers, legend. Knows nothing of the API. */
+class CandleChart {
+  constructor(container, legend) {
+    this.legend = legend;
+    this.chart = createChart(container, {
+      autoSize: true,
+      layout: {
+        background: { type: ColorType.Solid, color: COLORS.background },
+        textColor: COLORS.text,
+        fontFamily: "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif",
+      },
+      grid: { vertLines: { color: COLORS.grid }, horzLines: { color: COLORS.grid } },
+      crosshair: { mode: CrosshairMode.Normal },
+      rightPriceScale: { borderColor: "#2a2e39", scaleMargins: { top: 0.08, bottom: 0.25 } },
+      timeScale: { borderColor: "#2a2e39", timeVisible: true, secondsVisible: false, rightOffset: 6 },
+    });
+    // Gaps are drawn first, as full-height bands behind the candles, on a hidden scale of their own.
+    this.gapSeries = this.chart.addSeries(HistogramSeries, {
+      priceScaleId: "gaps",
+      color: COLORS.gapBand,
+      base: 0,
+      lastValueVisible: false,
+      priceLineVisible: false,
+      autoscaleInfoProvider: () => ({ priceRange: { minValue: 0, maxValue: 1 } }),
+    });
+    this.chart.priceScale("gaps").applyOptions({ visible: false, scaleMargins: { top: 0, bottom: 0 } });
+    this.volumeSeries = this.chart.addSeries(HistogramSeries, {
+      priceScaleId: "volume",
+      priceFormat: { type: "volume" },
+      lastValueVisible: false,
+      priceLineVisible: false,
+    });
+    this.chart.priceScale("volume").applyOptions({ visible: false, scaleMargins: { top: 0.8, bottom: 0 } });
+    this.candleSeries = this.chart.addSeries(CandlestickSeries, {
+      upColor: COLORS.up,
+      downColor: COLORS.down,
+      borderVisible: false,
+      wickUpColor: COLORS.up,
+      wickDownColor: COLORS.down,
+    });
+    this.markers = createSeriesMarkers(this.candleSeries, []);
+    this.gaps = [];
+    this.store = new CandleStore();
+    this.title = "";
+    this.chart.subscribeCrosshairMove((param) => this.showLegend(param.time));
+  }
+
+  /** Empties the chart for another symbol or bar. */
+  reset(title, timeframe) {
+    this.store = new CandleStore();
+    this.title = title;
+    this.stepper = barStepper(timeframe);
+    this.gaps = [];
+    this.candleSeries.setData([]);
+    this.volumeSeries.setData([]);
+    this.gapSeries.setData([]);
+    this.markers.setMarkers([]);
+    const seconds = Number(timeframe?.seconds ?? 0);
+    this.chart.applyOptions({
+      timeScale: { timeVisible: seconds === 0 || seconds < 86_400 * 7, secondsVisible: seconds > 0 && seconds < 60 },
+    });
+    this.precisionSet = false;
+    this.showLegend(null);
+  }
+
+  merge(rows) {
+    if (rows.length === 0) return;
+    const { mode, rows: changed, added } = this.store.merge(rows);
+    if (mode === "none") return;
+    if (!this.precisionSet) this.setPrecision(changed);
+    if (mode === "reset") {
+      const all = this.store.all();
+      this.candleSeries.setData(all.map(candleBar));
+      this.volumeSeries.setData(all.map(volumeBar));
+    } else {
+      for (const row of changed) {
+        this.candleSeries.update(candleBar(row));
+        this.volumeSeries.update(volumeBar(row));
+      }
+    }
+    if (added) this.markGaps();
+    this.showLegend(null);
+  }
+
+  // The price axis shows as many decimals as the exchange's strings carry (tick sizes differ by 10^8).
+  setPrecision(rows) {
+    let precision = 0;
+    for (const row of rows.slice(-500)) {
+      for (const field of ["open", "high", "low", "close"]) precision = Math.max(precision, decimalPlaces(row[field]));
+    }
+    precision = Math.min(precision, 12);
+    this.candleSeries.applyOptions({
+      priceFormat: { type: "price", precision, minMove: Number((10 ** -precision).toFixed(precision)) },
+    });
+    this.precisionSet = true;
+  }
+
+  // A gap is a run of open times with no stored candle. The time axis of lightweight-charts has one slot
+  // per data point and no notion of missing bars, so without a mark a gap is invisible. Each gap gets one
+  // empty slot at its first missing open time, shaded from top to bottom by the gap series, and a marker
+  // above the candle that ends it, saying how many bars are missing.
+  markGaps() {
+    this.gaps = findGaps(this.store.times, this.stepper);
+    this.gapSeries.setData(this.gaps.map((gap) => ({ time: chartTime(gap.first), value: 1 })));
+    this.markers.setMarkers(this.gaps.map((gap) => ({
+      time: chartTime(gap.before),
+      position: "aboveBar",
+      shape: "arrowDown",
+      color: COLORS.gap,
+      text: `gap: ${gap.missing} missing`,
+    })));
+  }
+
+  /** How many loaded bars lie left of the visible range (null when nothing is drawn). */
+  barsBeforeView() {
+    const range = this.chart.timeScale().getVisibleLogicalRange();
+    if (!range) return null;
+    const info = this.candleSeries.barsInLogicalRange(range);
+    return info ? info.barsBefore : null;
+  }
+
+  showLegend(time) {
+    const row = (time !== undefined && time !== null && this.store.rows.get(time * 1000)) || this.store.lastRow;
+    const parts = [`<strong>${escapeHtml(this.title)}</strong>`, "<span class=\"muted\">UTC</span>"];
+    if (row) {
+      const direction = parseFloat(row.close) >= parseFloat(row.open) ? "up" : "down";
+      parts.push(`<span class="muted">${escapeHtml(formatTime(row.open_time_ms))}</span>`);
+      for (const [label, field] of [["O", "open"], ["H", "high"], ["L", "low"], ["C", "close"], ["V", "volume"]]) {
+        parts.push(`<span>${label}&nbsp;<b class="${direction}">${escapeHtml(row[field])}</b></span>`);
+      }
+      if (!row.confirmed) parts.push("<span class=\"open-candle\">open</span>");
+    }
+    this.legend.innerHTML = parts.join(" ");
+  }
+}
+
+function formatTime(ms) {
+  return new Date(ms).toISOString().replace("T", " ").replace(/(:00)?\.000Z$/, "");
+}
+
+function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+// ---- page state: selectors, URL, banner, notices ----------------------------------------------------
+
+const sleepers = new Set();
+
+/** Waits `ms`, or less when woken (tab shown again, retry pressed) or aborted. */
+function sleep(ms, signal) {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      sleepers.delete(done);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    sleepers.add(done);
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
+
+function wakeSleepers() {
+  for (const wake of [...sleepers]) wake();
+}
+
+class Page {
+  constructor(root) {
+    this.api = new ApiClient(root.dataset.apiRoot);
+    this.adminUrl = root.dataset.adminUrl;
+    this.symbolSelect = root.querySelector("#symbol");
+    this.timeframeSelect = root.querySelector("#timeframe");
+    this.status = root.querySelector("#status");
+    this.banner = root.querySelector("#banner");
+    this.notice = root.querySelector("#notice");
+    this.chart = new CandleChart(root.querySelector("#chart"), root.querySelector("#legend"));
+    this.pairs = new Map(); // symbol → [{code, paused}] in the bars' display order
+    this.timeframes = new Map(); // code → row of /timeframes
+    this.session = null;
+    this.state = "loading";
+  }
+
+  async start() {
+    this.symbolSelect.addEventListener("change", () => this.choose(this.symbolSelect.value, null));
+    this.timeframeSelect.addEventListener("change", () => {
+      this.choose(this.symbolSelect.value, this.timeframeSelect.value);
+    });
+    window.addEventListener("popstate", () => this.openFromUrl());
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden) wakeSleepers();
+      this.showState();
+    });
+    this.banner.addEventListener("click", (event) => {
+      if (event.target.matches("button")) wakeSleepers();
+    });
+    this.chart.chart.timeScale().subscribeVisibleLogicalRangeChange(() => this.session?.viewMoved());
+
+    const catalogue = new AbortController();
+    await retrying(this, catalogue.signal, async () => {
+      const [subscriptions, timeframes] = await Promise.all([this.api.subscriptions(), this.api.timeframes()]);
+      this.setCatalogue(subscriptions, timeframes);
+    });
+    this.openFromUrl();
+  }
+
+  setCatalogue(subscriptions, timeframes) {
+    timeframes.forEach((row, order) => this.timeframes.set(row.code, { ...row, order }));
+    this.pairs.clear();
+    for (const subscription of subscriptions) {
+      const symbol = subscription.symbol ?? subscription.inst_id ?? subscription.instrument;
+      const code = subscription.timeframe ?? subscription.bar;
+      if (!symbol || !code) continue;
+      if (!this.pairs.has(symbol)) this.pairs.set(symbol, []);
+      this.pairs.get(symbol).push({ code, paused: subscription.is_active === false });
+    }
+    const order = (code) => this.timeframes.get(code)?.order ?? Number.MAX_SAFE_INTEGER;
+    for (const list of this.pairs.values()) list.sort((a, b) => order(a.code) - order(b.code));
+  }
+
+  openFromUrl() {
+    const params = new URLSearchParams(window.location.search);
+    this.choose(params.get("symbol"), params.get("timeframe"), { push: false });
+  }
+
+  /** Shows `symbol` in `timeframe`, filling in what is missing from the subscriptions. */
+  choose(symbol, timeframe, { push = true } = {}) {
+    if (!symbol) symbol = this.pairs.keys().next().value ?? null;
+    if (!symbol) {
+      this.fillSelectors(null, null);
+      this.open(null, null);
+      this.showNotice("No subscriptions yet.", `Subscribe to a symbol and its bars in the <a href="${this.adminUrl}">admin</a>
+        or with <code>POST /api/v1/subscribe</code>; the chart shows them here as candles arrive.`);
+      this.setState("empty");
+      return;
+    }
+    const subscribed = this.pairs.get(symbol) ?? [];
+    if (!timeframe) timeframe = subscribed[0]?.code ?? this.timeframes.keys().next().value ?? "1m";
+    this.fillSelectors(symbol, timeframe);
+    const url = new URL(window.location.href);
+    url.searchParams.set("symbol", symbol);
+    url.searchParams.set("timeframe", timeframe);
+    if (url.href !== window.location.href) {
+      window.history[push ? "pushState" : "replaceState"](null, "", url);
+    }
+    this.open(symbol, timeframe);
+  }
+
+  // A shared link may name a pair that is not subscribed (any more): it stays selectable and its stored
+  // candles are shown, labelled as such.
+  fillSelectors(symbol, timeframe) {
+    const symbols = [...this.pairs.keys()];
+    if (symbol && !this.pairs.has(symbol)) symbols.push(symbol);
+    this.symbolSelect.replaceChildren(...symbols.map((name) => {
+      return new Option(this.pairs.has(name) ? name : `${name} (not subscribed)`, name, false, name === symbol);
+    }));
+    const options = [...(this.pairs.get(symbol) ?? [])];
+    if (timeframe && !options.some((item) => item.code === timeframe)) options.push({ code: timeframe, missing: true });
+    this.timeframeSelect.replaceChildren(...options.map((item) => {
+      const label = item.missing ? `${item.code} (not subscribed)` : item.paused ? `${item.code} (paused)` : item.code;
+      return new Option(label, item.code, false, item.code === timeframe);
+    }));
+    this.symbolSelect.disabled = symbols.length === 0;
+    this.timeframeSelect.disabled = options.length === 0;
+  }
+
+  open(symbol, timeframe) {
+    this.session?.close();
+    this.session = null;
+    this.hideNotice();
+    this.hideBanner();
+    if (!symbol) {
+      this.chart.reset("", null);
+      return;
+    }
+    document.title = `${symbol} ${timeframe} · okx-candles`;
+    this.chart.reset(`${symbol} · ${timeframe}`, this.timeframes.get(timeframe));
+    this.session = new Session(this, symbol, timeframe);
+    this.session.run();
+  }
+
+  setState(state) {
+    this.state = state;
+    this.showState();
+  }
+
+  showState() {
+    const state = document.hidden && this.state === "live" ? "paused" : this.state;
+    const labels = {
+      loading: "loading", live: "live", paused: "paused (tab hidden)", retrying: "reconnecting",
+      empty: "no data", error: "error",
+    };
+    this.status.dataset.state = state;
+    this.status.textContent = labels[state] ?? state;
+  }
+
+  showBanner(message, retryInMs) {
+    const seconds = Math.max(1, Math.round(retryInMs / 1000));
+    this.banner.innerHTML = `${escapeHtml(message)} Retrying in ${seconds} s.
+      <button type="button">Retry now</button>`;
+    this.banner.hidden = false;
+  }
+
+  hideBanner() {
+    this.banner.hidden = true;
+  }
+
+  showNotice(title, html) {
+    this.notice.innerHTML = `<h2>${escapeHtml(title)}</h2><p>${html}</p>`;
+    this.notice.hidden = false;
+  }
+
+  hideNotice() {
+    this.notice.hidden = true;
+  }
+}
+
+/**
+ * Runs `work` until it succeeds; while the API is unreachable (or busy) a banner says so and it is tried
+ * again with exponential backoff. Errors that waiting cannot fix are thrown.
+ */
+async function retrying(page, signal, work) {
+  let delay = RETRY_FIRST_MS;
+  for (;;) {
+    try {
+      const result = await work();
+      page.hideBanner();
+      return result;
+    } catch (error) {
+      if (signal.aborted || error.name === "AbortError") throw new DOMException("aborted", "AbortError");
+      if (!(error instanceof ApiError) || !error.retryable) throw error;
+      const wait = Math.max(error.retryAfterMs, delay);
+      page.setState("retrying");
+      page.showBanner(error.message, wait);
+      await sleep(wait, signal);
+      if (signal.aborted) throw new DOMException("aborted", "AbortError");
+      delay = Math.min(delay * 2, RETRY_MAX_MS);
+    }
+  }
+}
+
+// ---- one symbol and bar on screen ---------------------------------------------------------------------
+
+/** Loads and follows one symbol and bar until closed; a new selection starts a new session. */
+class Session {
+  constructor(page, symbol, timeframe) {
+    this.page = page;
+    this.api = page.api;
+    this.chart = page.chart;
+    this.symbol = symbol;
+    this.timeframe = timeframe;
+    this.abort = new AbortController();
+    this.historyDone = false;
+    this.loadingOlder = false;
+    this.gapsCheckedAt = performance.now();
+  }
+
+  get signal() {
+    return this.abort.signal;
+  }
+
+  close() {
+    this.abort.abort();
+  }
+
+  async run() {
+    try {
+      await this.guard(() => this.loadNewest());
+      this.page.setState(this.chart.store.size ? "live" : "empty");
+      for (;;) {
+        if (document.hidden) {
+          // Polling pauses while the tab is hidden; showing it again wakes this sleep at once.
+          await sleep(60_000, this.signal);
+        } else {
+          await this.guard(() => this.poll());
+          await sleep(POLL_MS, this.signal);
+        }
+        if (this.signal.aborted) return;
+      }
+    } catch (error) {
+      if (error.name === "AbortError" || this.signal.aborted) return;
+      this.fail(error);
+    }
+  }
+
+  async guard(work) {
+    await retrying(this.page, this.signal, work);
+    if (this.signal.aborted) throw new DOMException("aborted", "AbortError");
+  }
+
+  fail(error) {
+    this.page.setState("error");
+    const { symbol, timeframe } = this;
+    if (error instanceof ApiError && error.code === "SYMBOL_NOT_FOUND") {
+      this.page.showNotice(`Symbol ${symbol} not found.`, "It is not an instrument this service knows. Pick a subscribed symbol above.");
+    } else if (error instanceof ApiError && error.code === "INVALID_TIMEFRAMES") {
+      this.page.showNotice(`Timeframe ${timeframe} does not exist.`, "Bars are case-sensitive: <code>1m</code> is a minute, <code>1M</code> a month.");
+    } else if (error instanceof ApiError && error.isAuth) {
+      const login = `${this.page.adminUrl}login/?next=${encodeURIComponent(window.location.pathname + window.location.search)}`;
+      this.page.showNotice("The API needs you to sign in.", `Reading candles requires authentication here: <a href="${login}">sign in</a>.`);
+    } else {
+      this.page.showNotice("The chart cannot be shown.", escapeHtml(error.message));
+      console.warn("chart: giving up on", symbol, timeframe, error);
+    }
+  }
+
+  /** The newest page of candles: what the chart opens on, and how an empty chart starts once data exists. */
+  async loadNewest() {
+    const page = await this.api.candles(this.symbol, this.timeframe, { sort: "desc", limit: PAGE_SIZE }, { signal: this.signal });
+    if (this.signal.aborted) return;
+    const rows = page.candles.slice().reverse();
+    this.chart.merge(rows);
+    this.historyDone = page.candles.length < PAGE_SIZE || !page.next;
+    if (rows.length === 0) {
+      this.page.showNotice(`No candles stored yet for ${this.symbol} ${this.timeframe}.`,
+        "They appear here as soon as the collectors store them; this page keeps looking.");
+    } else {
+      this.page.hideNotice();
+    }
+  }
+
+  async poll() {
+    if (this.chart.store.size === 0) {
+      await this.loadNewest();
+      if (this.chart.store.size) this.page.setState("live");
+      return;
+    }
+    const candle = await this.api.latest(this.symbol, this.timeframe, { signal: this.signal });
+    if (this.signal.aborted || !candle) return;
+    const last = this.chart.store.last;
+    if (candle.open_time_ms === last) {
+      this.chart.merge([candle]);
+    } else if (candle.open_time_ms > last) {
+      // The candle on screen may have changed since (its final, confirmed version), and several may have
+      // opened: read everything from the last one shown on.
+      await this.catchUp(last);
+    }
+    if (performance.now() - this.gapsCheckedAt > GAP_RECHECK_MS) await this.recheckGaps();
+    this.page.setState("live");
+  }
+
+  async catchUp(fromMs) {
+    let page = await this.api.candles(this.symbol, this.timeframe,
+      { start_time: fromMs, sort: "asc", limit: PAGE_SIZE }, { signal: this.signal });
+    for (let pages = 1; ; pages += 1) {
+      if (this.signal.aborted) return;
+      this.chart.merge(page.candles);
+      if (!page.next || pages >= CATCH_UP_MAX_PAGES) return;
+      page = await this.api.page(page.next, { signal: this.signal });
+    }
+  }
+
+  async recheckGaps() {
+    this.gapsCheckedAt = performance.now();
+    for (const gap of this.chart.gaps.slice(-GAP_RECHECK_MAX)) {
+      const page = await this.api.candles(this.symbol, this.timeframe,
+        { start_time: gap.first, end_time: gap.last, sort: "asc", limit: PAGE_SIZE }, { signal: this.signal });
+      if (this.signal.aborted) return;
+      this.chart.merge(page.candles);
+    }
+  }
+
+  viewMoved() {
+    if (this.historyDone || this.loadingOlder || this.chart.store.size === 0) return;
+    const before = this.chart.barsBeforeView();
+    if (before !== null && before < HISTORY_MARGIN_BARS) this.loadOlder();
+  }
+
+  async loadOlder() {
+    this.loadingOlder = true;
+    try {
+      await this.guard(async () => {
+        const page = await this.api.candles(this.symbol, this.timeframe,
+          { end_time: this.chart.store.first - 1, sort: "desc", limit: PAGE_SIZE }, { signal: this.signal });
+        if (this.signal.aborted) return;
+        this.chart.merge(page.candles.slice().reverse());
+        this.historyDone = page.candles.length < PAGE_SIZE || !page.next;
+      });
+    } catch (error) {
+      if (error.name === "AbortError" || this.signal.aborted) return;
+      console.warn("chart: older candles could not be loaded", error);
+    } finally {
+      this.loadingOlder = false;
+    }
+    // The view may still be at the edge (a wide screen, a short page): keep filling it.
+    if (!this.signal.aborted) this.viewMoved();
+  }
+}
+
+// ---- start ----------------------------------------------------------------------------------------------
+
+const root = document.querySelector("#okx-chart");
+const page = new Page(root);
+
+// A read-only handle for tests and for poking around from the console.
+window.okxChart = {
+  ready: page.start().then(() => true, (error) => {
+    console.error("chart: could not start", error);
+    return false;
+  }),
+  candleCount: () => page.chart.store.size,
+  gapCount: () => page.chart.gaps.length,
+  gapMarkerCount: () => page.chart.markers.markers().length,
+  gaps: () => page.chart.gaps.map((gap) => ({ ...gap })),
+  lastCandle: () => page.chart.store.lastRow,
+  firstOpenTime: () => page.chart.store.first ?? null,
+  selection: () => ({ symbol: page.session?.symbol ?? null, timeframe: page.session?.timeframe ?? null }),
+  state: () => page.state,
+  historyDone: () => page.session?.historyDone ?? null,
+  screenshot: () => page.chart.chart.takeScreenshot(),
+  chart: page.chart.chart,
+};
