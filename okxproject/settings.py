@@ -14,6 +14,7 @@ from dotenv import load_dotenv
 from kombu import Queue
 
 from okxproject.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+from okxproject.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 load_dotenv(BASE_DIR / ".env", override=False)
@@ -40,12 +41,19 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "corsheaders",
     "django_celery_beat",
     "candles",
     "collectors",
 ]
 
 MIDDLEWARE = [
+    # First, so every response carries X-Request-ID and every log line of the request its id.
+    "okxproject.request_id.RequestIdMiddleware",
+    # Before anything that may answer on its own (CORS headers must be on those answers too).
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -158,22 +166,99 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 
-# --- Logging -------------------------------------------------------------------------------------
-LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+# --- REST API -------------------------------------------------------------------------------------
+# Reads (GET) need authentication too when on; writes always do.
+API_READ_AUTH = env_bool("API_READ_AUTH", False)
+# Most symbols and timeframes one POST /api/v1/subscribe may name.
+API_MAX_SYMBOLS = env_int("API_MAX_SYMBOLS", 50, minimum=1)
+API_MAX_TIMEFRAMES = env_int("API_MAX_TIMEFRAMES", 10, minimum=1)
+
+
+def _throttle_rate(name: str, default: str) -> str | None:
+    """A DRF rate such as "600/min" ("off" or empty: no limit), checked here so a typo stops the start."""
+    value = env_str(name, default).strip()
+    if value.lower() in {"", "off", "none"}:
+        return None
+    count, _, period = value.partition("/")
+    if not count.isdigit() or period not in {"s", "sec", "second", "m", "min", "minute", "h", "hour", "d", "day"}:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a rate like 600/min (or off)")
+    return value
+
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "okxproject.api_access.StaffSessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["okxproject.api_access.ReadOpenWriteAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["okxproject.api_access.AnonThrottle", "okxproject.api_access.UserThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        # Per client address for anonymous callers, per user for authenticated ones.
+        "anon": _throttle_rate("API_THROTTLE_ANON", "600/min"),
+        "user": _throttle_rate("API_THROTTLE_USER", "3000/min"),
     },
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
-    },
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {
-        "django.db.backends": {"level": "INFO"},
+    # Proxies in front of the server whose X-Forwarded-For entries are trusted for the client address
+    # (0: use the socket's address; clients cannot pick their own throttle bucket).
+    "NUM_PROXIES": env_int("API_NUM_PROXIES", 0, minimum=0),
+    "DEFAULT_RENDERER_CLASSES": ["candles.api.renderers.OrjsonRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "okxproject.api_errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "okxproject.api_schema.EnvelopeAutoSchema",
+    "DEFAULT_PAGINATION_CLASS": None,
+}
+
+# URL of Swagger UI's files (npm package swagger-ui-dist) for /api/docs/; empty: a server-rendered reference
+# page from the same schema, which needs no JavaScript (no CDN is assumed reachable).
+API_DOCS_SWAGGER_UI_DIST = env_str("API_DOCS_SWAGGER_UI_DIST", "").rstrip("/")
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "okx-candles API",
+    "DESCRIPTION": (
+        "Exact OKX candlesticks (prices and volumes as decimal strings), subscriptions, instruments, "
+        "statistics and the collectors' status. Every error is one JSON envelope: "
+        "{error_code, message, details, request_id, timestamp}."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    # The schema is public like the reads; docs are served from our own static files (no CDN).
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "ENUM_NAME_OVERRIDES": {"SubscriptionStatusEnum": "candles.models.SubscriptionStatus"},
+    **({"SWAGGER_UI_DIST": API_DOCS_SWAGGER_UI_DIST,
+        "SWAGGER_UI_FAVICON_HREF": f"{API_DOCS_SWAGGER_UI_DIST}/favicon-32x32.png"}
+       if API_DOCS_SWAGGER_UI_DIST else {}),
+}
+
+# The cache holds the throttle counters, shared by every web worker through Redis.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": env_str("CACHE_URL", REDIS_URL),
+        "KEY_PREFIX": f"{REDIS_KEY_PREFIX}cache",
+        # A Redis that does not answer must not hold requests for long (the throttle then lets them through).
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
     },
 }
+
+# CORS is closed unless origins are listed, e.g. https://dash.example.com,http://localhost:3000.
+CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", [])
+CORS_URLS_REGEX = r"^/api/.*$"
+CORS_EXPOSE_HEADERS = ["X-Request-ID", "Retry-After"]
+CORS_ALLOW_HEADERS = (
+    "accept", "authorization", "content-type", "x-request-id", "x-csrftoken", "x-requested-with",
+)
+
+# --- Logging -------------------------------------------------------------------------------------
+LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
+# text: readable lines with key=value context; json: one JSON object per line (for log shippers).
+LOG_FORMAT = env_choice("LOG_FORMAT", "text", {"text", "json"})
+LOGGING = logging_config(level=LOG_LEVEL, fmt=LOG_FORMAT)
+# request_id of the HTTP request being served on every record logged while it runs (before the context
+# filter, which then prints it with the rest of the line's context).
+LOGGING["filters"]["request_id"] = {"()": "okxproject.request_id.RequestIdFilter"}
+LOGGING["handlers"]["console"]["filters"].insert(0, "request_id")
 
 # --- Admin bootstrap (used by `manage.py ensure_admin`, which `make run` calls) -----------------------
 ADMIN_USERNAME = env_str("ADMIN_USERNAME", "admin")

@@ -1,0 +1,50 @@
+"""Renderers: JSON through orjson (the API's default), and the CSV media type of the candle endpoint."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from django.utils.functional import Promise
+from rest_framework.renderers import BaseRenderer
+
+_OPTIONS = orjson.OPT_UTC_Z
+
+
+def _default(value: object) -> str:
+    # Decimals keep their exact digits as strings (str of a Decimal never rounds); lazy translations (DRF's
+    # messages) become text.
+    if isinstance(value, Decimal | Promise):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def dumps(data: Any) -> bytes:
+    return orjson.dumps(data, default=_default, option=_OPTIONS)
+
+
+class OrjsonRenderer(BaseRenderer):
+    media_type = "application/json"
+    format = "json"
+    charset = None  # JSON is UTF-8 by definition; no charset parameter
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        if data is None:
+            return b""
+        return dumps(data)
+
+
+class CsvRenderer(BaseRenderer):
+    """Lets content negotiation pick CSV (`?format=csv` or `Accept: text/csv`).
+
+    Views that offer it stream the CSV themselves (a StreamingHttpResponse, see candles.api.views_data), so
+    nothing is ever rendered here; errors are JSON envelopes whatever was negotiated.
+    """
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        raise NotImplementedError("CSV is streamed by the view itself")
