@@ -11,6 +11,8 @@ Three services, each safe to run twice and from several workers at once:
 * `rest_needed_drain` fetches the candles that collectors saw close without a confirm push.
 
 No candle is ever made up: a gap REST cannot fill stays recorded as such, with its reason.
+The shared counters (`Keys.counters`, exported as metrics) get `gaps_filled` per filled gap and the REST
+client's `rest_requests`, `rest_retries` and `rest_rate_limited` (HTTP 429 or OKX code 50011) per run.
 The REST client is asyncio; these services are synchronous (tasks call them) and run it with
 `asyncio.run`, never holding a database transaction across a network call.
 """
@@ -29,6 +31,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from redis import RedisError
 
 from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
 from candles.models import Candle, Gap, GapState, Instrument, Subscription, Timeframe
@@ -70,6 +73,8 @@ DRAIN_CONCURRENCY = 4
 # stored WebSocket version stays, and asking again forever would spend the shared REST budget.
 DRAIN_GIVE_UP_AFTER = timedelta(hours=24)
 DEAD_LETTER_MAX = 100_000
+# The REST client's tallies (OkxRestClient.stats) and the Keys.counters fields they are added to.
+REST_COUNTERS = {"requests": "rest_requests", "retries": "rest_retries", "rate_limited": "rest_rate_limited"}
 # OKX error codes that no retry can fix: bad parameter, instrument doesn't exist. A PermanentError without a
 # code (a bad URL) is our configuration, not the gap's fault: the gap stays open.
 _REFUSED_CODES = frozenset({"51000", "51001"})
@@ -424,14 +429,42 @@ class GapFillResult:
 
 
 async def _with_rest_client(rest_url: str, keys: Keys, work: Callable[[OkxRestClient], Awaitable[T]]) -> T:
-    """Run `work` with a REST client whose requests draw on the budget every worker shares through Redis."""
+    """Run `work` with a REST client whose requests draw on the budget every worker shares through Redis.
+
+    The client's request, retry and rate-limit tallies are added to the shared counters afterwards, also
+    when `work` failed (a run that ends in 429s is the one whose 429s matter).
+    """
     aredis = async_redis_client()  # asyncio clients belong to one event loop: a new one per asyncio.run
+    client: OkxRestClient | None = None
     try:
         limiter = RedisRateLimiter(aredis, prefix=keys.prefix + "ratelimit:")
         async with OkxRestClient(rest_url, limiter=limiter, max_retries=REST_MAX_RETRIES) as client:
             return await work(client)
     finally:
+        if client is not None:
+            await _count_rest(aredis, keys, client.stats)
         await aredis.aclose()
+
+
+async def _count_rest(aredis: Any, keys: Keys, stats: dict[str, int]) -> None:
+    deltas = {REST_COUNTERS[name]: value for name, value in stats.items() if value and name in REST_COUNTERS}
+    if not deltas:
+        return
+    try:
+        async with aredis.pipeline(transaction=False) as pipe:
+            for name, value in deltas.items():
+                pipe.hincrby(keys.counters, name, value)
+            await pipe.execute()
+    except RedisError as exc:
+        # The requests were made; only their tally is lost. Raising would turn a done fill into a failed one.
+        logger.warning("REST counters %s not recorded: %r", deltas, exc)
+
+
+def _count_gap_filled(redis: Any, keys: Keys) -> None:
+    try:
+        redis.hincrby(keys.counters, "gaps_filled", 1)
+    except RedisError as exc:
+        logger.warning("a filled gap was not counted: %r", exc)
 
 
 def _rest_rows(updates: Sequence[CandleUpdate], version: int) -> list[CandleRow]:
@@ -533,7 +566,10 @@ def gap_fill(
     except Exception as exc:
         _reopen(gap, label, exc)
         raise
-    return _settle(gap, label, remaining, len(fetched), result, now)
+    settled = _settle(gap, label, remaining, len(fetched), result, now)
+    if settled.state == GapState.FILLED:
+        _count_gap_filled(redis if redis is not None else redis_client(), keys)
+    return settled
 
 
 def _reopen(gap: Gap, label: str, error: Exception) -> None:

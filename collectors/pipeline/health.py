@@ -13,7 +13,13 @@ since is never touched). Then "reconcile" on the control channel tells the livin
 shards now instead of at lease expiry. A collector that heartbeats between the read and the removal is
 left alone: the removal re-checks its heartbeat inside the same Lua script.
 
-Both halves are idempotent: a second run finds nothing to change.
+(c) Collectors count WebSocket reconnects in their own status hash, since they started. Before removing
+anything, the check adds what each collector's count grew since the last run to the shared counter
+`reconnects` (remembering the value it added up to per collector), so the total survives collectors that
+stop: the metrics endpoint exports it as okx_candles_ws_reconnects_total. Reconnects a collector makes in
+the second before it stops, after its last status write, are not seen.
+
+All parts are idempotent: a second run finds nothing to change (and nothing more to count).
 """
 
 from __future__ import annotations
@@ -72,6 +78,46 @@ return pruned
 """
 
 
+# KEYS[1] = counters, KEYS[2] = the roll-up's memory (HASH collector id -> count added up to),
+# KEYS[3..] = collector status hashes; ARGV[1] = the status field, ARGV[2] = the counter, ARGV[3..] = the
+# collector ids of KEYS[3..]. Adds the growth of each collector's field to the counter; forgets collectors
+# that are gone. Returns what was added.
+ROLL_UP_COUNTER_LUA = """
+local added = 0
+local present = {}
+for i = 3, #KEYS do
+  local id = ARGV[i]
+  present[id] = true
+  local current = tonumber(redis.call("HGET", KEYS[i], ARGV[1]))
+  if current then
+    local seen = tonumber(redis.call("HGET", KEYS[2], id)) or 0
+    if current < seen then
+      seen = 0  -- a new process under the same id (a reused pid): its count started again
+    end
+    if current > seen then
+      added = added + current - seen
+    end
+    redis.call("HSET", KEYS[2], id, current)
+  end
+end
+for _, id in ipairs(redis.call("HKEYS", KEYS[2])) do
+  if not present[id] then
+    redis.call("HDEL", KEYS[2], id)
+  end
+end
+if added > 0 then
+  redis.call("HINCRBY", KEYS[1], ARGV[2], added)
+end
+return added
+"""
+RECONNECTS_FIELD = "reconnects"  # in each collector's hash, and the name of the shared counter
+
+
+def counted_key(keys: Keys, field_name: str) -> str:
+    """HASH collector id -> the value of `field_name` already added to the shared counter."""
+    return f"{keys.prefix}collectors:counted:{field_name}"
+
+
 @dataclass(slots=True)
 class HealthResult:
     checked: int = 0
@@ -84,6 +130,7 @@ class HealthResult:
     leases_released: int = 0
     reconcile_published: bool = False
     channel_statuses_pruned: int = 0
+    reconnects_counted: int = 0
 
     def __str__(self) -> str:
         dead = f"{len(self.dead_collectors)} dead collectors removed ({', '.join(self.dead_collectors)}), " \
@@ -191,10 +238,23 @@ def _shards_of(redis: Any, keys: Keys, collector_id: str) -> set[int]:
     return {s for s in shards if isinstance(s, int) and not isinstance(s, bool) and s >= 0}
 
 
+def collector_counters_roll_up(*, redis: Any, keys: Keys, result: HealthResult) -> None:
+    """Part (c): add the growth of every registered collector's reconnect count to the shared counter."""
+    members = [m.decode() if isinstance(m, bytes) else m for m in redis.zrange(keys.collectors, 0, -1)]
+    roll_up = redis.register_script(ROLL_UP_COUNTER_LUA)
+    # Run also with no collector left, so the memory of the ones that are gone is cleared.
+    result.reconnects_counted = int(roll_up(
+        keys=[keys.counters, counted_key(keys, RECONNECTS_FIELD), *(keys.collector(m) for m in members)],
+        args=[RECONNECTS_FIELD, RECONNECTS_FIELD, *members],
+    ))
+
+
 def health_check(*, redis: Any, keys: Keys, now: float | None = None) -> HealthResult:
-    """Mark active subscriptions live / stale / pending / error and remove dead collectors. Returns counts."""
+    """Mark active subscriptions live / stale / pending / error, count reconnects and remove dead collectors."""
     now = time.time() if now is None else now
     result = HealthResult()
+    # Before any removal: a dead collector's last reported reconnects are still in its hash.
+    collector_counters_roll_up(redis=redis, keys=keys, result=result)
     # Collectors first: taking over a dead collector's shards needs only Redis, and must not wait on PostgreSQL.
     dead_collectors_remove(redis=redis, keys=keys, now=now, result=result)
     subscriptions_health_update(redis=redis, keys=keys, now=now, result=result)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -306,15 +306,12 @@ def last_flush_key(keys: Keys) -> str:
     return f"{keys.prefix}flush:last"
 
 
-def pipeline_overview(redis: Any, keys: Keys, now: float | None = None, lease_ttl_s: float | None = None) -> dict:
-    """Buffer depth, dead letters, counters, the last flush and collectors alive, in one round trip.
+# Commands `overview_queue` puts on a pipeline; their replies are what `overview_parse` reads.
+OVERVIEW_COMMANDS = 8
 
-    {"buffer": {"live", "taken", "depth"}, "dead_letters", "rest_needed", "counters": {name: n},
-     "last_flush": {"at", "rows", "written", "rejected", "duration_ms", "age_s"} | None,
-     "collectors": {"alive", "total"}}
-    """
-    now = time.time() if now is None else now
-    pipe = redis.pipeline(transaction=False)
+
+def overview_queue(pipe: Any, keys: Keys, now: float, lease_ttl_s: float | None = None) -> None:
+    """Queue the reads of `pipeline_overview` on `pipe`, so a caller can add its own to the same round trip."""
     pipe.hlen(keys.live)
     pipe.hlen(keys.taken)
     pipe.llen(keys.dead_letters)
@@ -323,7 +320,11 @@ def pipeline_overview(redis: Any, keys: Keys, now: float | None = None, lease_tt
     pipe.hgetall(last_flush_key(keys))
     pipe.zcard(keys.collectors)
     pipe.zcount(keys.collectors, alive_after(now, lease_ttl_s), "+inf")
-    live, taken, dead_letters, rest_needed, counters, last_flush_raw, total, alive = pipe.execute()
+
+
+def overview_parse(replies: Sequence[Any], now: float) -> dict:
+    """The overview from the replies of the `OVERVIEW_COMMANDS` commands `overview_queue` queued."""
+    live, taken, dead_letters, rest_needed, counters, last_flush_raw, total, alive = replies
     last_flush: dict[str, Any] | None = None
     if last_flush_raw:
         flush_numbers = _numbers(last_flush_raw, "last flush fields")
@@ -338,3 +339,16 @@ def pipeline_overview(redis: Any, keys: Keys, now: float | None = None, lease_tt
         "last_flush": last_flush,
         "collectors": {"alive": int(alive), "total": int(total)},
     }
+
+
+def pipeline_overview(redis: Any, keys: Keys, now: float | None = None, lease_ttl_s: float | None = None) -> dict:
+    """Buffer depth, dead letters, counters, the last flush and collectors alive, in one round trip.
+
+    {"buffer": {"live", "taken", "depth"}, "dead_letters", "rest_needed", "counters": {name: n},
+     "last_flush": {"at", "rows", "written", "rejected", "duration_ms", "age_s"} | None,
+     "collectors": {"alive", "total"}}
+    """
+    now = time.time() if now is None else now
+    pipe = redis.pipeline(transaction=False)
+    overview_queue(pipe, keys, now, lease_ttl_s)
+    return overview_parse(pipe.execute(), now)

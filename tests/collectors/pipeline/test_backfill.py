@@ -106,6 +106,11 @@ def assert_equals_truth(sim: ThreadedSimulator, subscription: Subscription, star
     return len(got)
 
 
+def counters(redis, keys: Keys) -> dict[str, int]:
+    """The shared counters (Keys.counters) this test's services added to."""
+    return {name.decode(): int(value) for name, value in redis.hgetall(keys.counters).items()}
+
+
 def unfinished(subscription: Subscription) -> list[Gap]:
     return list(subscription.gaps.filter(state__in=[GapState.OPEN, GapState.FILLING]))
 
@@ -290,8 +295,14 @@ def test_429_bursts_still_end_filled(sim, keys, redis, instruments, listing):
     result = fill(sim, keys, redis, gap)
 
     assert result.state == GapState.FILLED
-    assert sim.simulator.stats()["rest_429s"] >= 4
+    stats = sim.simulator.stats()
+    assert stats["rest_429s"] >= 4
     assert assert_equals_truth(sim, sub, datetime_to_ms(gap.start), datetime_to_ms(gap.end)) == gap.missing
+    # Every request and every 429 the simulator saw is counted, and the filled gap too.
+    assert counters(redis, keys) == {
+        "rest_requests": stats["rest_requests"], "rest_rate_limited": stats["rest_429s"],
+        "rest_retries": stats["rest_429s"], "gaps_filled": 1,
+    }
 
 
 @pytest.mark.django_db
@@ -307,7 +318,9 @@ def test_a_transient_failure_leaves_the_gap_open_and_raises(sim, keys, redis, in
     gap.refresh_from_db()
     assert (gap.state, gap.attempts) == (GapState.OPEN, 1)
     assert gap.reason.startswith("attempt 1 failed: OKX REST error 50011")
+    assert counters(redis, keys) == {"rest_requests": 1, "rest_rate_limited": 1}  # counted though it failed
     assert fill(sim, keys, redis, gap).state == GapState.FILLED
+    assert counters(redis, keys)["gaps_filled"] == 1
 
 
 @pytest.mark.django_db

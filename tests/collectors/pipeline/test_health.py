@@ -15,7 +15,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from candles.models import Subscription
-from collectors.pipeline.health import PRUNE_CHANNEL_STATUS_LUA, REMOVE_DEAD_COLLECTOR_LUA, health_check
+from collectors.pipeline.health import (
+    PRUNE_CHANNEL_STATUS_LUA,
+    REMOVE_DEAD_COLLECTOR_LUA,
+    counted_key,
+    health_check,
+)
 from collectors.pipeline.keys import Keys
 from collectors.pipeline.status import (
     ChannelStatus,
@@ -381,3 +386,54 @@ def test_a_channel_status_rewritten_since_it_was_read_is_not_pruned(r, keys):
 
     assert prune(keys=[keys.channel_status], args=["BTC-USDT|5m", b"what was read before"]) == 0
     assert r.hexists(keys.channel_status, "BTC-USDT|5m")
+
+
+# --- health: reconnects counted across collectors ------------------------------------------------------
+
+
+def reconnects_total(r, keys) -> int:
+    return int(r.hget(keys.counters, "reconnects") or 0)
+
+
+def test_reconnects_are_added_up_by_how_much_each_collector_count_grew(r, keys, db):
+    put_collector(r, keys, "a", NOW, [0], reconnects="1")
+    put_collector(r, keys, "b", NOW, [1], reconnects="3")
+
+    assert health_check(redis=r, keys=keys, now=NOW).reconnects_counted == 4
+    r.hset(keys.collector("a"), "reconnects", "4")
+    assert health_check(redis=r, keys=keys, now=NOW).reconnects_counted == 3
+    assert health_check(redis=r, keys=keys, now=NOW).reconnects_counted == 0
+
+    assert reconnects_total(r, keys) == 7
+
+
+def test_a_dead_collectors_last_reconnects_are_counted_before_it_is_removed(r, keys, db):
+    put_collector(r, keys, "a", NOW - 1, [0], reconnects="2")
+    health_check(redis=r, keys=keys, now=NOW)
+    r.hset(keys.collector("a"), "reconnects", "5")  # its last status write, then it died
+
+    result = health_check(redis=r, keys=keys, now=NOW + 3 * TTL + 10)
+
+    assert result.dead_collectors == ["a"]
+    assert result.reconnects_counted == 3
+    assert reconnects_total(r, keys) == 5
+    # The next run forgets the collector that is gone.
+    assert r.hgetall(counted_key(keys, "reconnects")) == {b"a": b"5"}
+    health_check(redis=r, keys=keys, now=NOW + 3 * TTL + 10)
+    assert r.hgetall(counted_key(keys, "reconnects")) == {}
+
+
+def test_a_new_process_under_the_same_id_counts_from_zero_again(r, keys, db):
+    put_collector(r, keys, "host:42", NOW, [0], reconnects="6")
+    health_check(redis=r, keys=keys, now=NOW)
+    put_collector(r, keys, "host:42", NOW + 1, [0], reconnects="2")  # pid 42 reused after a restart
+
+    assert health_check(redis=r, keys=keys, now=NOW + 1).reconnects_counted == 2
+    assert reconnects_total(r, keys) == 8
+
+
+def test_a_collector_without_a_status_hash_adds_nothing(r, keys, db):
+    r.zadd(keys.collectors, {"expired": NOW})  # its hash expired: nothing to read
+
+    assert health_check(redis=r, keys=keys, now=NOW).reconnects_counted == 0
+    assert reconnects_total(r, keys) == 0
