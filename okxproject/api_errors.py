@@ -13,6 +13,7 @@ request negotiated (a CSV request with a bad parameter gets a JSON error, as doc
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -80,6 +81,14 @@ def _json_default(value: object) -> str:
     return str(value)
 
 
+def json_bytes(data: object) -> bytes:
+    """orjson, with the standard library for what orjson refuses (integers beyond 64 bits, echoed from input)."""
+    try:
+        return orjson.dumps(data, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return json.dumps(data, default=_json_default, separators=(",", ":")).encode()
+
+
 def error_response(
     status: int, error_code: str, message: str, details: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
@@ -92,7 +101,7 @@ def error_response(
         "timestamp": now_iso(),
     }
     return HttpResponse(
-        orjson.dumps(body, default=_json_default), status=status, content_type="application/json",
+        json_bytes(body), status=status, content_type="application/json",
         headers=headers,
     )
 

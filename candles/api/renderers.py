@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
 import orjson
 from django.utils.functional import Promise
 from rest_framework.renderers import BaseRenderer
+from rest_framework.utils import encoders
 
-_OPTIONS = orjson.OPT_UTC_Z
+# Non-string keys: DRF's errors of list items are keyed by index.
+_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
 
 
 def _default(value: object) -> str:
@@ -21,7 +24,12 @@ def _default(value: object) -> str:
 
 
 def dumps(data: Any) -> bytes:
-    return orjson.dumps(data, default=_default, option=_OPTIONS)
+    try:
+        return orjson.dumps(data, default=_default, option=_OPTIONS)
+    except TypeError:
+        # What orjson refuses but JSON allows (an integer beyond 64 bits echoed from a request): the
+        # standard library, through DRF's encoder (datetimes, Decimals, lazy strings).
+        return json.dumps(data, cls=encoders.JSONEncoder, separators=(",", ":")).encode()
 
 
 class OrjsonRenderer(BaseRenderer):

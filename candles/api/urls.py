@@ -1,5 +1,12 @@
-"""Routes of the candle, subscription, instrument and timeframe endpoints under /api/v1/."""
+"""Routes of the candle, subscription, instrument, timeframe, statistics and market endpoints under /api/v1/."""
 
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from candles.api import views_subscriptions
+
+urlpatterns = [
+    path("subscribe", views_subscriptions.SubscribeView.as_view(), name="api-subscribe"),
+    path("subscribe/<str:symbol>", views_subscriptions.UnsubscribeView.as_view(), name="api-unsubscribe"),
+    path("subscriptions", views_subscriptions.SubscriptionListView.as_view(), name="api-subscriptions"),
+    path("subscriptions/<int:pk>", views_subscriptions.SubscriptionDetailView.as_view(), name="api-subscription"),
+]

@@ -1,0 +1,185 @@
+"""Subscriptions: POST /subscribe, DELETE /subscribe/{symbol}, GET /subscriptions, GET/PATCH/DELETE
+/subscriptions/{id}.
+
+Every change goes through candles.subscriptions; saves and deletes nudge the collectors through their model
+signals, bulk pauses through candles.signals.subscriptions_changed.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from candles.api.lookups import unknown_timeframe
+from candles.api.pagination import PAGE_PARAMS, page_bounds, paginate
+from candles.api.params import SYMBOL_PATTERN, TIMEFRAME_PATTERN, Query, is_symbol
+from candles.api.serializers import (
+    SubscribeRequestSerializer,
+    SubscribeResponseSerializer,
+    SubscriptionPageSerializer,
+    SubscriptionSerializer,
+    SubscriptionUpdateSerializer,
+    UnsubscribeResponseSerializer,
+)
+from candles.models import Subscription, SubscriptionStatus, Timeframe
+from candles.subscriptions import UnknownNames, subscription_update, subscriptions_create, subscriptions_pause
+from okxproject.api_errors import ApiError
+
+MAX_ID = 2**63 - 1
+
+
+def _subscriptions() -> object:
+    return Subscription.objects.select_related("instrument", "timeframe")
+
+
+class SubscribeView(APIView):
+    @extend_schema(
+        operation_id="subscribe",
+        summary="Subscribe symbols × timeframes",
+        description="Creates the missing pairs and resumes paused ones; pairs already active stay as they are "
+                    "(idempotent). 201 when something was created or resumed, 200 when everything was already "
+                    "active. Every symbol must be a known live instrument and every timeframe an active bar; "
+                    "400 INVALID_SYMBOLS / INVALID_TIMEFRAMES lists all the bad ones.",
+        request=SubscribeRequestSerializer,
+        responses={201: SubscribeResponseSerializer, 200: SubscribeResponseSerializer},
+        tags=["subscriptions"],
+    )
+    def post(self, request: Request) -> Response:
+        serializer = SubscribeRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            result = subscriptions_create(inst_ids=data["symbols"], bars=data["timeframes"],
+                                          backfill_from=data["backfill_from"], webhook_url=data["webhook_url"])
+        except UnknownNames as exc:
+            symbols, timeframes = exc.unknown.get("instruments", []), exc.unknown.get("timeframes", [])
+            raise ApiError(
+                f"Not subscribable: {exc}. Symbols must be known live instruments, timeframes active bars "
+                "(case-sensitive).",
+                code="INVALID_SYMBOLS" if symbols else "INVALID_TIMEFRAMES",
+                details={"invalid_symbols": symbols, "invalid_timeframes": timeframes},
+            ) from None
+        changed = bool(result.created or result.reactivated)
+        body = {
+            "created": len(result.created),
+            "reactivated": len(result.reactivated),
+            "unchanged": len(result.unchanged),
+            "subscriptions": SubscriptionSerializer(result.subscriptions, many=True).data,
+        }
+        return Response(body, status=status.HTTP_201_CREATED if changed else status.HTTP_200_OK)
+
+
+class UnsubscribeView(APIView):
+    @extend_schema(
+        operation_id="unsubscribe",
+        summary="Stop collecting a symbol (all its timeframes, or ?timeframe= one)",
+        description="Pauses the active subscriptions; their rows and candles stay, and POST /subscribe resumes "
+                    "them. 404 SUBSCRIPTION_NOT_FOUND when none is active.",
+        parameters=[
+            OpenApiParameter("symbol", {"type": "string", "pattern": f"^{SYMBOL_PATTERN}$"},
+                             OpenApiParameter.PATH, description="OKX instrument id, exact."),
+            OpenApiParameter("timeframe", {"type": "string", "pattern": f"^{TIMEFRAME_PATTERN}$"},
+                             description="Only this bar (case-sensitive); unknown: 400 INVALID_TIMEFRAMES."),
+        ],
+        responses={200: UnsubscribeResponseSerializer},
+        tags=["subscriptions"],
+    )
+    def delete(self, request: Request, symbol: str) -> Response:
+        query = Query(request)
+        code = query.text("timeframe", max_length=16)
+        query.done()
+        if code is not None and not Timeframe.objects.filter(code=code).exists():
+            raise unknown_timeframe(code, status=400)
+        paused = subscriptions_pause(inst_id=symbol, bars=None if code is None else [code]) if is_symbol(symbol) \
+            else []
+        if not paused:
+            which = symbol if code is None else f"{symbol} {code}"
+            raise ApiError(f"No active subscription of {which}.", code="SUBSCRIPTION_NOT_FOUND", status=404,
+                           details={"symbol": symbol, "timeframe": code})
+        return Response({"symbol": symbol, "paused": len(paused),
+                         "subscriptions": SubscriptionSerializer(paused, many=True).data})
+
+
+class SubscriptionListView(APIView):
+    @extend_schema(
+        operation_id="subscriptions_list",
+        summary="Subscriptions, filtered and paged",
+        parameters=[
+            OpenApiParameter("status", {"type": "string", "enum": list(SubscriptionStatus.values)},
+                             description="Collection status set by the health task."),
+            OpenApiParameter("active", {"type": "boolean"}, description="false: paused ones only."),
+            OpenApiParameter("symbol", {"type": "string", "maxLength": 64}, description="Exact instrument id."),
+            OpenApiParameter("timeframe", {"type": "string", "maxLength": 16}, description="Exact bar."),
+            *PAGE_PARAMS,
+        ],
+        responses={200: SubscriptionPageSerializer},
+        tags=["subscriptions"],
+    )
+    def get(self, request: Request) -> Response:
+        query = Query(request)
+        state = query.choice("status", SubscriptionStatus.values)
+        active = query.boolean("active")
+        symbol = query.text("symbol", max_length=64)
+        code = query.text("timeframe", max_length=16)
+        limit, offset = page_bounds(query)
+        query.done()
+        subscriptions = _subscriptions().order_by("instrument__inst_id", "timeframe__display_order", "id")
+        if state is not None:
+            subscriptions = subscriptions.filter(status=state)
+        if active is not None:
+            subscriptions = subscriptions.filter(is_active=active)
+        if symbol is not None:
+            subscriptions = subscriptions.filter(instrument__inst_id=symbol)
+        if code is not None:
+            subscriptions = subscriptions.filter(timeframe__code=code)
+        page, items = paginate(request, subscriptions, limit, offset)
+        return Response({**page, "results": SubscriptionSerializer(items, many=True).data})
+
+
+ID_PARAM = OpenApiParameter("id", {"type": "integer", "minimum": 1, "maximum": MAX_ID}, OpenApiParameter.PATH)
+
+
+class SubscriptionDetailView(APIView):
+    def _get(self, pk: int) -> Subscription:
+        subscription = _subscriptions().filter(pk=pk).first() if pk <= MAX_ID else None
+        if subscription is None:
+            raise ApiError(f"No subscription {pk}.", code="SUBSCRIPTION_NOT_FOUND", status=404,
+                           details={"id": pk})
+        return subscription
+
+    @extend_schema(operation_id="subscriptions_retrieve", summary="One subscription", parameters=[ID_PARAM],
+                   responses={200: SubscriptionSerializer}, tags=["subscriptions"])
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(SubscriptionSerializer(self._get(pk)).data)
+
+    @extend_schema(
+        operation_id="subscriptions_update",
+        summary="Pause or resume a subscription, change its webhook or history start",
+        parameters=[ID_PARAM],
+        request=SubscriptionUpdateSerializer,
+        responses={200: SubscriptionSerializer},
+        tags=["subscriptions"],
+    )
+    def patch(self, request: Request, pk: int) -> Response:
+        subscription = self._get(pk)
+        serializer = SubscriptionUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        changes = {"backfill_from": data["backfill_from"]} if "backfill_from" in data else {}
+        subscription_update(subscription=subscription, is_active=data.get("is_active"),
+                            webhook_url=data.get("webhook_url"), **changes)
+        return Response(SubscriptionSerializer(subscription).data)
+
+    @extend_schema(
+        operation_id="subscriptions_destroy",
+        summary="Delete a subscription (its candles stay; its gap records go)",
+        parameters=[ID_PARAM],
+        responses={204: OpenApiResponse(description="Deleted.")},
+        tags=["subscriptions"],
+    )
+    def delete(self, request: Request, pk: int) -> Response:
+        self._get(pk).delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
