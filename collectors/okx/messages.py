@@ -1,6 +1,8 @@
 """OKX v5 WebSocket messages for candle channels: requests to send, and typed events parsed from frames.
 
-Pure functions, no I/O. Every price and volume stays an exact `Decimal` built from OKX's string.
+Pure functions, no I/O. Every price and volume stays exact: a `Decimal` built from OKX's string
+(`CandleUpdate`), or, for paths that only pass the numbers on, OKX's string itself, checked to be a finite
+number (`CandleText`).
 """
 
 from __future__ import annotations
@@ -57,6 +59,39 @@ class CandleUpdate(NamedTuple):
         return Channel(self.inst_id, self.bar)
 
 
+class CandleText(NamedTuple):
+    """A candle row whose numbers stay text, for hot paths that store them rather than compute with them.
+
+    Each number is a string that `Decimal` and PostgreSQL's `numeric` both read as the same finite value:
+    OKX's own strings when the row is all plain decimal notation (digits, `-`, `.`, `e`/`E`), else
+    `str(Decimal)` of each. Same fields and meaning as `CandleUpdate`; `exact()` gives that.
+    """
+
+    inst_id: str
+    bar: str
+    open_time_ms: int
+    open: str
+    high: str
+    low: str
+    close: str
+    vol: str
+    vol_ccy: str
+    vol_ccy_quote: str | None
+    confirmed: bool
+
+    @property
+    def channel(self) -> Channel:
+        return Channel(self.inst_id, self.bar)
+
+    def exact(self) -> CandleUpdate:
+        quote = self.vol_ccy_quote
+        return CandleUpdate(
+            self.inst_id, self.bar, self.open_time_ms, Decimal(self.open), Decimal(self.high), Decimal(self.low),
+            Decimal(self.close), Decimal(self.vol), Decimal(self.vol_ccy), None if quote is None else Decimal(quote),
+            self.confirmed,
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class SubscribeAck:
     channel: Channel
@@ -101,7 +136,7 @@ class OtherEvent:
     body: dict[str, Any]
 
 
-Event = CandleUpdate | SubscribeAck | UnsubscribeAck | ErrorEvent | Notice | Pong | OtherEvent
+Event = CandleUpdate | CandleText | SubscribeAck | UnsubscribeAck | ErrorEvent | Notice | Pong | OtherEvent
 
 PONG = Pong()
 
@@ -222,6 +257,48 @@ def parse_candle_row(inst_id: str, bar: str, row: Any, raw: str | bytes) -> Cand
     return _parse_row_carefully(inst_id, bar, row, raw)
 
 
+# Plain decimal notation. A string of only these characters that Decimal accepts is read by PostgreSQL's
+# numeric as the same number; Decimal's other spellings (spaces, "_", other scripts' digits, NaN and
+# Infinity) each need a character outside this set.
+_PLAIN_CHARS = b"0123456789.-eE"
+
+
+def parse_candle_text(inst_id: str, bar: str, row: Any, raw: str | bytes) -> CandleText:
+    """`parse_candle_row` with the numbers kept as text: it accepts and refuses exactly the same rows.
+
+    OKX's own strings are kept when the whole row is plain decimal notation; otherwise each number becomes
+    `str(Decimal)` of it. Saves converting Decimals back to text, which a store of the numbers would do.
+    """
+    # Decimal() is the check (cheaper than float() here: 170-240 ns against 190-350 ns a field); the
+    # Decimals themselves are dropped.
+    if type(row) is list and 7 <= len(row) <= 9:
+        try:
+            plain = not "".join(row).encode().translate(None, _PLAIN_CHARS)
+        except TypeError:
+            plain = False
+        if plain:
+            n = len(row)
+            confirm = row[8] if n == 9 else "0"
+            quote = row[7] if n > 7 else ""
+            if confirm == "1" or confirm == "0":
+                try:
+                    _D(row[1]), _D(row[2]), _D(row[3]), _D(row[4]), _D(row[5]), _D(row[6])
+                    if quote:
+                        _D(quote)
+                    return _new_update(CandleText, (
+                        inst_id, bar, _int(row[0]), row[1], row[2], row[3], row[4], row[5], row[6], quote or None,
+                        confirm == "1",
+                    ))
+                except (InvalidOperation, ValueError):
+                    pass
+    update = _parse_row_carefully(inst_id, bar, row, raw)
+    quote = update.vol_ccy_quote
+    return CandleText(
+        inst_id, bar, update.open_time_ms, str(update.open), str(update.high), str(update.low), str(update.close),
+        str(update.vol), str(update.vol_ccy), None if quote is None else str(quote), update.confirmed,
+    )
+
+
 def _parse_row_carefully(inst_id: str, bar: str, row: Any, raw: str | bytes) -> CandleUpdate:
     if type(row) is not list or len(row) < 7:
         raise ProtocolError(f"candle row must be a list of at least 7 strings: {row!r}", raw)
@@ -262,8 +339,9 @@ _known_channels: dict[tuple[str, str], tuple[str, str]] = {}
 _KNOWN_CHANNELS_MAX = 100_000
 
 
-def parse_message(raw: str | bytes) -> list[Event]:
-    """Typed events of one frame; a candle push yields one CandleUpdate per row of `data`.
+def parse_message(raw: str | bytes, *, text: bool = False) -> list[Event]:
+    """Typed events of one frame; a candle push yields one CandleUpdate per row of `data` (with `text`,
+    one CandleText).
 
     Raises ProtocolError (with the raw frame) for anything that is not valid OKX.
     """
@@ -288,9 +366,10 @@ def parse_message(raw: str | bytes) -> list[Event]:
             _known_channels[(arg["channel"], arg["instId"])] = (inst_id, bar)
         if type(data) is not list or not data:
             raise ProtocolError("data is not a non-empty list", raw)
+        parse_row = parse_candle_text if text else parse_candle_row
         if len(data) == 1:  # every push OKX has been seen to send
-            return [parse_candle_row(inst_id, bar, data[0], raw)]
-        return [parse_candle_row(inst_id, bar, row, raw) for row in data]
+            return [parse_row(inst_id, bar, data[0], raw)]
+        return [parse_row(inst_id, bar, row, raw) for row in data]
 
     event = body.get("event")
     if type(event) is not str:

@@ -32,6 +32,7 @@ from websockets.exceptions import WebSocketException
 
 from collectors.okx.messages import (
     DEFAULT_ARGS_PER_REQUEST,
+    CandleText,
     CandleUpdate,
     Channel,
     ErrorEvent,
@@ -93,7 +94,11 @@ class ConnectionStatus:
 class WsHandler:
     """What the client tells its owner. Override what you need; `on_candle` is the hot path: keep it fast."""
 
-    def on_candle(self, update: CandleUpdate, raw: str | bytes) -> None:
+    # True: candles arrive as CandleText (numbers checked, kept as OKX's text, no Decimal built), for an
+    # owner that stores them rather than computes with them.
+    candles_as_text: bool = False
+
+    def on_candle(self, update: CandleUpdate | CandleText, raw: str | bytes) -> None:
         pass
 
     def on_protocol_error(self, error: ProtocolError) -> None:
@@ -418,19 +423,21 @@ class _Shard:
     async def _read(self, link: _Link) -> None:
         handler = self.client.handler
         on_candle = handler.on_candle
+        text = handler.candles_as_text
+        candle_class = CandleText if text else CandleUpdate
         try:
             async for raw in link.ws:  # the hot path: one iteration per frame
                 link.rx += 1
                 if raw == "pong":
                     continue
                 try:
-                    events = parse_message(raw)
+                    events = parse_message(raw, text=text)
                 except ProtocolError as error:
                     self.errors += 1
                     handler.on_protocol_error(error)
                     continue
                 for event in events:
-                    if event.__class__ is CandleUpdate:
+                    if event.__class__ is candle_class:
                         on_candle(event, raw)
                     else:
                         self._on_event(link, event)

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from candles.storage import CandleRow
-from collectors.okx.messages import CandleUpdate
+from collectors.okx.messages import CandleText, CandleUpdate
 from collectors.pipeline.keys import Keys, candle_field, split_candle_field
 
 # KEYS[1] = live hash; ARGV = field, value, field, value, ...  Returns how many entries were written.
@@ -59,6 +59,18 @@ def encode_entry(update: CandleUpdate, version: int) -> tuple[str, str]:
                         str(update.vol), str(update.vol_ccy), quote]).decode()
     value = f"{version}|{1 if update.confirmed else 0}|{row}"
     return candle_field(update.inst_id, update.bar, update.open_time_ms), value
+
+
+def encode_text_entry(candle: CandleText, version: int) -> tuple[str, str]:
+    """`encode_entry` of a CandleText: its strings go in as they are (the collector's hot path).
+
+    The JSON is written by hand: CandleText numbers hold only digits, ".", "-", "+", "e" and "E", none of
+    which JSON escapes, so this is the text orjson would write, at a third of the cost.
+    """
+    quote = "null" if candle.vol_ccy_quote is None else f'"{candle.vol_ccy_quote}"'
+    value = (f'{version}|{1 if candle.confirmed else 0}|["{candle.open}","{candle.high}","{candle.low}",'
+             f'"{candle.close}","{candle.vol}","{candle.vol_ccy}",{quote}]')
+    return f"{candle.inst_id}|{candle.bar}|{candle.open_time_ms}", value
 
 
 def decode_entry(field: str | bytes, value: str | bytes) -> CandleRow:

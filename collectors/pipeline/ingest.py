@@ -8,14 +8,14 @@ If Redis is unreachable the pending entries stay in memory and are written when 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from candles.bars import BarSpec
-from collectors.okx.messages import CandleUpdate, Channel
-from collectors.pipeline.buffer import dead_letter_record, encode_entry, flatten, receipt_version
+from collectors.okx.messages import CandleText, CandleUpdate
+from collectors.pipeline.buffer import dead_letter_record, encode_text_entry, flatten, receipt_version
 from collectors.pipeline.keys import Keys, candle_field
 
 logger = logging.getLogger(__name__)
@@ -24,26 +24,49 @@ logger = logging.getLogger(__name__)
 FUTURE_TOLERANCE_MS = 5_000
 WRITE_CHUNK_FIELDS = 2_000
 
+HIGH_BELOW = "high is below open, close or low"
+LOW_ABOVE = "low is above open or close"
+NEGATIVE_VOLUME = "negative volume"
+
 
 def candle_problem(update: CandleUpdate, spec: BarSpec | None, now_ms: int) -> str | None:
     """Why a candle cannot be stored, or None when it is valid."""
     o, h, lo, c = update.open, update.high, update.low, update.close
     if h < o or h < c or h < lo:
-        return "high is below open, close or low"
+        return HIGH_BELOW
     if lo > o or lo > c:
-        return "low is above open or close"
+        return LOW_ABOVE
     if update.vol < 0 or update.vol_ccy < 0 or (update.vol_ccy_quote is not None and update.vol_ccy_quote < 0):
-        return "negative volume"
+        return NEGATIVE_VOLUME
+    return _time_problem(update.bar, update.open_time_ms, spec, now_ms)
+
+
+def candle_text_problem(candle: CandleText, spec: BarSpec | None, now_ms: int) -> str | None:
+    """`candle_problem` of a CandleText: Decimals of the four prices only, volumes by their sign."""
+    _, bar, open_ms, o, h, lo, c, vol, vol_ccy, quote, _ = candle
+    o, h, lo, c = Decimal(o), Decimal(h), Decimal(lo), Decimal(c)
+    if h < o or h < c or h < lo:
+        return HIGH_BELOW
+    if lo > o or lo > c:
+        return LOW_ABOVE
+    # Without a minus sign a number is not negative; with one it may still be zero ("-0").
+    if (vol[0] == "-" or vol_ccy[0] == "-" or (quote is not None and quote[0] == "-")) and (
+            Decimal(vol) < 0 or Decimal(vol_ccy) < 0 or (quote is not None and Decimal(quote) < 0)):
+        return NEGATIVE_VOLUME
+    return _time_problem(bar, open_ms, spec, now_ms)
+
+
+def _time_problem(bar: str, open_time_ms: int, spec: BarSpec | None, now_ms: int) -> str | None:
     if spec is None:
-        return f"unknown bar {update.bar!r}"
-    if not spec.is_open_time(update.open_time_ms):
-        return f"open time {update.open_time_ms} is not on a {update.bar} boundary"
-    if update.open_time_ms > now_ms + FUTURE_TOLERANCE_MS:
-        return f"open time {update.open_time_ms} is in the future"
+        return f"unknown bar {bar!r}"
+    if not spec.is_open_time(open_time_ms):
+        return f"open time {open_time_ms} is not on a {bar} boundary"
+    if open_time_ms > now_ms + FUTURE_TOLERANCE_MS:
+        return f"open time {open_time_ms} is in the future"
     return None
 
 
-@dataclass
+@dataclass(slots=True)
 class ChannelTrack:
     open_ms: int = -1
     confirmed: bool = False
@@ -53,46 +76,53 @@ class ChannelTrack:
 
 @dataclass
 class Ingest:
-    """Validates updates and holds what must reach Redis next; `write(redis)` sends it."""
+    """Validates candles and holds what must reach Redis next; `write(redis)` sends it."""
 
     keys: Keys
     specs: dict[str, BarSpec] = field(default_factory=dict)
-    wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
+    # Receipt time in microseconds since the epoch: the candle's version, and (÷1000) the clock of the checks.
+    clock_us: Callable[[], int] = receipt_version
     pending: dict[str, str] = field(default_factory=dict)
     pending_confirmed: set[str] = field(default_factory=set)
     dead: list[bytes] = field(default_factory=list)
     rest_needed: set[str] = field(default_factory=set)
-    channels: dict[Channel, ChannelTrack] = field(default_factory=dict)
+    # By (inst_id, bar): a plain tuple, equal to the Channel of the same pair, built without its constructor.
+    channels: dict[tuple[str, str], ChannelTrack] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=lambda: {"messages": 0, "dead_letters": 0, "missed_confirms": 0})
 
-    def accept(self, update: CandleUpdate, raw: str | bytes) -> None:
-        now_ms = self.wall_ms()
+    def accept(self, candle: CandleText, raw: str | bytes) -> None:
+        """One candle as the WebSocket client delivers it (`candles_as_text`): the collector's hot path."""
+        version = self.clock_us()
+        now_ms = version // 1000
         self.counters["messages"] += 1
-        channel = update.channel
-        track = self.channels.get(channel)
+        inst_id, bar, open_ms = candle.inst_id, candle.bar, candle.open_time_ms
+        track = self.channels.get((inst_id, bar))
         if track is None:
-            track = self.channels[channel] = ChannelTrack()
+            track = self.channels[(inst_id, bar)] = ChannelTrack()
         track.last_message_at = now_ms / 1000
-        problem = candle_problem(update, self.specs.get(update.bar), now_ms)
+        problem = candle_text_problem(candle, self.specs.get(bar), now_ms)
         if problem is not None:
-            self.dead_letter(problem, raw, f"{update.inst_id}|{update.bar}")
+            self.dead_letter(problem, raw, f"{inst_id}|{bar}")
             return
-        if update.open_time_ms > track.open_ms:
+        confirmed = candle.confirmed
+        if open_ms > track.open_ms:
             if track.open_ms >= 0 and not track.confirmed:
                 # OKX does not promise a confirm push: a later candle closes this one, and REST has it.
-                self.rest_needed.add(candle_field(update.inst_id, update.bar, track.open_ms))
+                self.rest_needed.add(candle_field(inst_id, bar, track.open_ms))
                 self.counters["missed_confirms"] += 1
-            track.open_ms, track.confirmed = update.open_time_ms, False
-        if update.confirmed and update.open_time_ms == track.open_ms:
-            track.confirmed = True
-        if update.confirmed:
-            track.last_confirmed_open = max(track.last_confirmed_open or 0, update.open_time_ms)
-        key, value = encode_entry(update, receipt_version())
-        if key in self.pending_confirmed and not update.confirmed:
-            return  # a late unconfirmed copy never replaces the confirmed version
-        self.pending[key] = value
-        if update.confirmed:
+            track.open_ms, track.confirmed = open_ms, False
+        if confirmed:
+            if open_ms == track.open_ms:
+                track.confirmed = True
+            if track.last_confirmed_open is None or open_ms > track.last_confirmed_open:
+                track.last_confirmed_open = open_ms
+            key, value = encode_text_entry(candle, version)
+            self.pending[key] = value
             self.pending_confirmed.add(key)
+            return
+        key, value = encode_text_entry(candle, version)
+        if key not in self.pending_confirmed:  # a late unconfirmed copy never replaces the confirmed version
+            self.pending[key] = value
 
     def dead_letter(self, reason: str, raw: str | bytes | None, channel: str | None = None) -> None:
         self.counters["dead_letters"] += 1

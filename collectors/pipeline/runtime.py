@@ -79,6 +79,8 @@ class RuntimeConfig:
 
 
 class _Handler(WsHandler):
+    candles_as_text = True  # the collector stores OKX's numbers; it never computes with them
+
     def __init__(self, runtime: CollectorRuntime):
         self.runtime = runtime
         self.on_candle = runtime.ingest.accept  # the hot path goes straight to ingest
