@@ -1,18 +1,48 @@
-"""Operators' screens: what is collected, how it is doing, and the candles themselves (read-only)."""
+"""Operators' screens over the data: instruments, bars, subscriptions, gaps and the candles (read-only).
+
+This module knows only the database. The pipeline's live side (status from Redis, dead letters, the
+dashboard, actions that queue Celery work) is added by `collectors/admin.py`, which subclasses the admins
+here and registers the subclasses in their place: `candles` never imports `collectors`.
+
+Nothing here can lose data: candles are read-only, instruments and bars cannot be deleted (candles are
+keyed by them; OKX's delistings are recorded by the instrument sync instead), and a subscription's pair is
+fixed once created (its gaps belong to that pair).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import widgets as admin_widgets
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db import connection, transaction
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.db import connection, models, transaction
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
-from candles.bars import ms_to_datetime
-from candles.models import CandleRecord, Gap, GapState, Instrument, Subscription, SubscriptionStatus, Timeframe
+from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
+from candles.models import (
+    CandleRecord,
+    Gap,
+    GapState,
+    Instrument,
+    InstrumentType,
+    Subscription,
+    SubscriptionStatus,
+    Timeframe,
+)
 from candles.signals import subscriptions_changed
+from candles.subscriptions import UnknownNames, subscriptions_create
 
 STATUS_COLOURS = {
     SubscriptionStatus.LIVE: "#1a7f37",
@@ -27,12 +57,25 @@ GAP_COLOURS = {
     GapState.FILLED: "#1a7f37",
     GapState.UNFILLABLE: "#cf222e",
 }
+UNFINISHED_GAP_STATES = (GapState.OPEN, GapState.FILLING)
+
+# Completeness covers the last day; a candle closed this recently may still be in the live buffer (flushed
+# about every second), so it is not expected yet.
+COMPLETENESS_WINDOW = timedelta(hours=24)
+COMPLETENESS_SETTLE = timedelta(seconds=15)
+# Instruments × bars one bulk subscribe may create; each pair is a channel the collectors must carry.
+MAX_BULK_PAIRS = 2_000
+# Instruments offered in the bulk subscribe picker (narrow with the filters, or tick "all matching").
+MAX_PICKER_INSTRUMENTS = 3_000
+# Subscriptions a result page links to as one changelist filter (`?id__in=`): URLs must stay short.
+MAX_LINKED_IDS = 400
 
 
-def badge(label: str, colour: str):
+def badge(label: str, colour: str, title: str = ""):
     return format_html(
-        '<span style="background:{};color:#fff;border-radius:8px;padding:1px 8px;font-size:11px">{}</span>',
-        colour, label,
+        '<span title="{}" style="background:{};color:#fff;border-radius:8px;padding:1px 8px;font-size:11px;'
+        'white-space:nowrap">{}</span>',
+        title, colour, label,
     )
 
 
@@ -43,6 +86,228 @@ def human_seconds(seconds: int) -> str:
     return f"{seconds} s"
 
 
+def age_label(seconds: float) -> str:
+    """A short age for status columns: "4 s", "12 min", "3 h", "2 d"."""
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
+# --- per-page figures of subscriptions -----------------------------------------------------------------
+
+
+def _open_times_between(spec: BarSpec, first_ms: int, last_ms: int) -> int:
+    if last_ms < first_ms:
+        return 0
+    if not spec.months:
+        return (last_ms - first_ms) // spec.length_ms + 1
+    return sum(1 for _ in spec.open_times(first_ms, last_ms))
+
+
+@dataclass(frozen=True, slots=True)
+class CompletenessWindow:
+    first_ms: int  # first expected open time
+    last_ms: int  # last expected open time, inclusive
+    expected: int
+
+
+def completeness_window(subscription: Subscription, now: datetime) -> CompletenessWindow | None:
+    """The closed candles a subscription should hold from the last 24 h (None when it should hold none yet).
+
+    The window starts at the latest of now − 24 h, the instrument's listing and the start of the
+    subscription's responsibility (`backfill_from`, else its creation), and ends at the newest candle that
+    closed at least COMPLETENESS_SETTLE ago, or the instrument's expiry or delisting. Open times follow the
+    bar's own boundaries (UTC+8 for 6H and longer, calendar months), as `expected_open_times` does.
+    """
+    spec = subscription.timeframe.spec
+    instrument = subscription.instrument
+    start = max(now - COMPLETENESS_WINDOW, subscription.backfill_from or subscription.created_at)
+    if instrument.listed_at is not None:
+        start = max(start, instrument.listed_at)
+    first_ms = spec.ceil(datetime_to_ms(start))
+    newest_closed = spec.floor(spec.floor(datetime_to_ms(now - COMPLETENESS_SETTLE)) - 1)
+    last_ms = newest_closed
+    for ending in (instrument.expires_at, instrument.delisted_at):
+        if ending is not None:  # nothing opens after the instrument left OKX
+            last_ms = min(last_ms, spec.floor(datetime_to_ms(ending) - 1))
+    expected = _open_times_between(spec, first_ms, last_ms)
+    return CompletenessWindow(first_ms, last_ms, expected) if expected else None
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionFigures:
+    expected: int  # closed candles due in the window
+    stored: int  # confirmed candles stored in the window
+    last_confirmed: datetime | None  # open time of the newest confirmed candle stored, at any time
+    open_gaps: int  # gaps open or being filled
+    missing_in_gaps: int  # open times those gaps held when found
+
+    @property
+    def completeness(self) -> float | None:
+        return None if not self.expected else min(100.0, 100.0 * self.stored / self.expected)
+
+
+# One statement per page of subscriptions; each lateral part walks the candle table's primary key
+# (instrument, timeframe, open time) or the gap table's subscription index for one subscription.
+_PAGE_FIGURES = """
+SELECT w.id, coalesce(stored.n, 0), newest.open_time, gaps.n, gaps.missing
+FROM unnest(%s::bigint[], %s::integer[], %s::smallint[], %s::timestamptz[], %s::timestamptz[])
+     AS w(id, instrument_id, timeframe_id, first_open, last_open)
+LEFT JOIN LATERAL (
+    SELECT count(*) AS n FROM candles_candle c
+    WHERE c.instrument_id = w.instrument_id AND c.timeframe_id = w.timeframe_id
+      AND c.open_time BETWEEN w.first_open AND w.last_open AND c.confirmed
+) stored ON w.first_open IS NOT NULL
+LEFT JOIN LATERAL (
+    SELECT c.open_time FROM candles_candle c
+    WHERE c.instrument_id = w.instrument_id AND c.timeframe_id = w.timeframe_id AND c.confirmed
+    ORDER BY c.open_time DESC LIMIT 1
+) newest ON true
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n, coalesce(sum(g.missing), 0) AS missing FROM candles_gap g
+    WHERE g.subscription_id = w.id AND g.state IN ('open', 'filling')
+) gaps
+"""
+
+
+def subscription_figures(
+    subscriptions: Sequence[Subscription], *, now: datetime | None = None
+) -> dict[int, SubscriptionFigures]:
+    """Completeness of the last 24 h, newest confirmed candle and open gaps of each subscription, in one query.
+
+    The subscriptions need their instrument and timeframe loaded (`select_related`).
+    """
+    if not subscriptions:
+        return {}
+    now = now or timezone.now()
+    windows = {sub.pk: completeness_window(sub, now) for sub in subscriptions}
+    columns: tuple[list, ...] = ([], [], [], [], [])
+    for sub in subscriptions:
+        window = windows[sub.pk]
+        for column, value in zip(columns, (
+            sub.pk, sub.instrument_id, sub.timeframe_id,
+            None if window is None else ms_to_datetime(window.first_ms),
+            None if window is None else ms_to_datetime(window.last_ms),
+        ), strict=True):
+            column.append(value)
+    with connection.cursor() as cursor:
+        cursor.execute(_PAGE_FIGURES, list(columns))
+        rows = cursor.fetchall()
+    return {
+        pk: SubscriptionFigures(
+            expected=0 if windows[pk] is None else windows[pk].expected,
+            stored=stored, last_confirmed=last_confirmed, open_gaps=gaps, missing_in_gaps=int(missing),
+        )
+        for pk, stored, last_confirmed, gaps, missing in rows
+    }
+
+
+class SubscriptionChangeList(ChangeList):
+    """Hands the page's subscriptions to the admin once, so per-row figures cost one query per page."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        # Evaluating the page here fills its result cache: the template renders these same objects.
+        self.model_admin.annotate_page(request, list(self.result_list))
+
+
+# --- bulk subscribe ------------------------------------------------------------------------------------
+
+
+def subscribable_instruments() -> QuerySet[Instrument]:
+    """What `subscriptions_create` accepts: live instruments OKX still lists."""
+    return Instrument.objects.filter(state="live", delisted_at__isnull=True)
+
+
+class InstrumentFilterForm(forms.Form):
+    """Narrows the instruments offered by the bulk subscribe page (sent with GET, carried along in the POST)."""
+
+    inst_type = forms.ChoiceField(label="type", required=False)
+    quote_ccy = forms.ChoiceField(label="quote currency", required=False)
+    q = forms.CharField(label="search", required=False, max_length=64)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        live = subscribable_instruments()
+        self.fields["inst_type"].choices = [("", "any type")] + [
+            (value, label) for value, label in InstrumentType.choices
+        ]
+        quotes = live.exclude(quote_ccy="").order_by("quote_ccy").values_list("quote_ccy", flat=True).distinct()
+        self.fields["quote_ccy"].choices = [("", "any quote currency")] + [(q, q) for q in quotes]
+
+    def matching(self) -> QuerySet[Instrument]:
+        instruments = subscribable_instruments()
+        if not self.is_valid():
+            return instruments.none()
+        data = self.cleaned_data
+        if data["inst_type"]:
+            instruments = instruments.filter(inst_type=data["inst_type"])
+        if data["quote_ccy"]:
+            instruments = instruments.filter(quote_ccy=data["quote_ccy"])
+        if data["q"]:
+            term = data["q"].strip()
+            instruments = instruments.filter(
+                Q(inst_id__icontains=term) | Q(base_ccy__iexact=term) | Q(inst_family__icontains=term)
+            )
+        return instruments.order_by("inst_id")
+
+
+class BulkSubscribeForm(forms.Form):
+    instruments = forms.ModelMultipleChoiceField(
+        queryset=Instrument.objects.none(), required=False,
+        widget=admin_widgets.FilteredSelectMultiple("instruments", is_stacked=False),
+    )
+    all_matching = forms.BooleanField(
+        required=False, label="Every instrument matching the filter",
+        help_text="Instead of picking: subscribe every live instrument the filter above matches.",
+    )
+    timeframes = forms.ModelMultipleChoiceField(
+        queryset=Timeframe.objects.none(), to_field_name="code", widget=forms.CheckboxSelectMultiple,
+        help_text="Bars are case-sensitive: 1m is a minute, 1M a month.",
+    )
+    backfill_from = forms.SplitDateTimeField(
+        required=False, label="History from (UTC)", widget=admin_widgets.AdminSplitDateTime,
+        help_text="Optional: fetch candles from this moment on through REST. Empty: only the recent past.",
+    )
+    webhook_url = forms.URLField(required=False, max_length=500, assume_scheme="https",
+                                 help_text="Optional: POST every confirmed candle of these subscriptions here.")
+
+    def __init__(self, *args, matching: QuerySet[Instrument], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.matching = matching
+        self.fields["instruments"].queryset = matching
+        self.fields["timeframes"].queryset = Timeframe.objects.filter(is_active=True).order_by("display_order")
+
+    def clean_backfill_from(self) -> datetime | None:
+        value = self.cleaned_data["backfill_from"]
+        if value is not None and value > timezone.now():
+            raise forms.ValidationError("History cannot start in the future.")
+        return value
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if self.errors:
+            return data
+        if data.get("all_matching"):
+            inst_ids = list(self.matching.values_list("inst_id", flat=True))
+        else:
+            inst_ids = [instrument.inst_id for instrument in data.get("instruments") or ()]
+        if not inst_ids:
+            raise forms.ValidationError("Pick at least one instrument, or tick “every instrument matching”.")
+        pairs = len(inst_ids) * len(data["timeframes"])
+        if pairs > MAX_BULK_PAIRS:
+            raise forms.ValidationError(
+                f"That is {pairs:,} subscriptions; at most {MAX_BULK_PAIRS:,} at once. Narrow the filter."
+            )
+        data["inst_ids"] = inst_ids
+        return data
+
+
+# --- model admins --------------------------------------------------------------------------------------
+
+
 @admin.register(Instrument)
 class InstrumentAdmin(admin.ModelAdmin):
     list_display = ("inst_id", "inst_type", "base_ccy", "quote_ccy", "settle_ccy", "state", "tick_size",
@@ -51,6 +316,10 @@ class InstrumentAdmin(admin.ModelAdmin):
     search_fields = ("inst_id", "base_ccy", "quote_ccy", "inst_family")
     readonly_fields = ("created_at", "updated_at")
     list_per_page = 100
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        # Candles are keyed by the instrument; OKX's delistings are recorded by the sync, never by deleting.
+        return False
 
 
 @admin.register(Timeframe)
@@ -73,34 +342,141 @@ class TimeframeAdmin(admin.ModelAdmin):
         # The code names the OKX channel and keys stored candles; renaming it would orphan them.
         return ("code",) if obj else ()
 
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # candles are keyed by the bar; deactivate it instead
+
 
 @admin.register(Subscription)
 class SubscriptionAdmin(admin.ModelAdmin):
-    list_display = ("instrument", "timeframe", "status_badge", "status_message", "backfill_from", "webhook_url",
-                    "updated_at")
-    list_filter = ("is_active", "status", "timeframe", "instrument__inst_type")
+    list_display = ("instrument", "timeframe", "status_badge", "last_confirmed", "completeness_24h", "open_gaps",
+                    "backfill_from", "updated_at")
+    list_filter = ("is_active", "status", "timeframe", "instrument__inst_type", "instrument__quote_ccy")
     search_fields = ("instrument__inst_id",)
     list_select_related = ("instrument", "timeframe")
     autocomplete_fields = ("instrument",)
-    readonly_fields = ("status", "status_message", "created_at", "updated_at")
+    readonly_fields = ("status", "status_message", "webhook_failures", "webhook_last_error", "created_at",
+                       "updated_at")
     actions = ("pause", "resume")
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+
+    # --- the page's figures
+
+    def get_changelist(self, request: HttpRequest, **kwargs):
+        return SubscriptionChangeList
+
+    def annotate_page(self, request: HttpRequest, subscriptions: list[Subscription]) -> None:
+        """Attach per-row figures to one page of subscriptions; subclasses add their own."""
+        figures = subscription_figures(subscriptions)
+        for sub in subscriptions:
+            sub.figures = figures.get(sub.pk)
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        # The pair is the subscription's identity: its gaps and figures belong to it. Subscribe anew instead.
+        return ("instrument", "timeframe", *fields) if obj else fields
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: Subscription):
         key = obj.status if obj.is_active else "paused"
-        return badge(key, STATUS_COLOURS.get(key, "#6e7781"))
+        return badge(key, STATUS_COLOURS.get(key, "#6e7781"), obj.status_message)
 
-    @admin.action(description="Pause collection of the selected subscriptions")
+    @admin.display(description="last confirmed candle")
+    def last_confirmed(self, obj: Subscription):
+        figures: SubscriptionFigures | None = getattr(obj, "figures", None)
+        if figures is None or figures.last_confirmed is None:
+            return "–"
+        moment = figures.last_confirmed
+        return format_html('<span title="{}">{}</span>', moment.isoformat(), moment.strftime("%Y-%m-%d %H:%M:%S"))
+
+    @admin.display(description="complete (24 h)")
+    def completeness_24h(self, obj: Subscription):
+        figures: SubscriptionFigures | None = getattr(obj, "figures", None)
+        if figures is None or figures.completeness is None:
+            return "–"
+        share = figures.completeness
+        colour = "#1a7f37" if figures.stored >= figures.expected else "#bf8700" if share >= 99 else "#cf222e"
+        return format_html(
+            '<span title="{} of {} closed candles stored, confirmed" style="color:{}">{} %</span>',
+            f"{figures.stored:,}", f"{figures.expected:,}", colour, f"{share:.2f}".rstrip("0").rstrip("."),
+        )
+
+    @admin.display(description="open gaps")
+    def open_gaps(self, obj: Subscription):
+        figures: SubscriptionFigures | None = getattr(obj, "figures", None)
+        if figures is None:
+            return "–"
+        if not figures.open_gaps:
+            return "0"
+        url = reverse("admin:candles_gap_changelist")
+        return format_html(
+            '<a href="{}?subscription__id__exact={}&amp;state__in=open,filling">{} ({} missing)</a>',
+            url, obj.pk, figures.open_gaps, f"{figures.missing_in_gaps:,}",
+        )
+
+    # --- actions
+
+    @admin.action(description="Pause collection of the selected subscriptions", permissions=["change"])
     def pause(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
         changed = queryset.filter(is_active=True).update(is_active=False)
         transaction.on_commit(lambda: subscriptions_changed.send(sender=Subscription))
         self.message_user(request, f"Paused {changed} subscription(s); their candles stay.", messages.SUCCESS)
 
-    @admin.action(description="Resume collection of the selected subscriptions")
+    @admin.action(description="Resume collection of the selected subscriptions", permissions=["change"])
     def resume(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
         changed = queryset.filter(is_active=False).update(is_active=True, status=SubscriptionStatus.PENDING)
         transaction.on_commit(lambda: subscriptions_changed.send(sender=Subscription))
         self.message_user(request, f"Resumed {changed} subscription(s).", messages.SUCCESS)
+
+    # --- subscribe many at once
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.subscribe_view)
+        return [path("subscribe/", view, name="candles_subscription_subscribe"), *super().get_urls()]
+
+    def subscribe_view(self, request: HttpRequest) -> HttpResponse:
+        """Instruments (searchable, filtered by type and quote currency) × bars, with an optional history start."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        source = request.POST if request.method == "POST" else request.GET
+        filters = InstrumentFilterForm(source)
+        matching = filters.matching()
+        form = BulkSubscribeForm(request.POST if request.method == "POST" else None, matching=matching)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts, "title": "Subscribe instruments × bars", "filters": filters, "form": form,
+            "matching_count": matching.count(), "picker_limit": MAX_PICKER_INSTRUMENTS,
+            "media": self.media + form.media,
+        }
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                result = subscriptions_create(
+                    inst_ids=data["inst_ids"], bars=[tf.code for tf in data["timeframes"]],
+                    backfill_from=data["backfill_from"], webhook_url=data["webhook_url"] or "",
+                )
+            except UnknownNames as exc:  # an instrument delisted or a bar deactivated since the page was drawn
+                form.add_error(None, str(exc))
+            else:
+                self.message_user(
+                    request,
+                    f"{len(result.created)} created, {len(result.reactivated)} resumed, "
+                    f"{len(result.unchanged)} already subscribed.",
+                    messages.SUCCESS,
+                )
+                subscriptions = result.subscriptions
+                ids = ",".join(str(sub.pk) for sub in subscriptions)
+                context.update({
+                    "title": "Subscribed", "result": result,
+                    "rows": [(sub, "created") for sub in result.created]
+                    + [(sub, "resumed") for sub in result.reactivated]
+                    + [(sub, "already subscribed") for sub in result.unchanged],
+                    "list_url": f"{reverse('admin:candles_subscription_changelist')}?id__in={ids}"
+                    if len(subscriptions) <= MAX_LINKED_IDS else None,
+                })
+                return TemplateResponse(request, "admin/candles/subscription/subscribe_done.html", context)
+        # Picks are validated against every matching instrument; the picker offers a bounded number of them.
+        form.fields["instruments"].queryset = matching[:MAX_PICKER_INSTRUMENTS]
+        return TemplateResponse(request, "admin/candles/subscription/subscribe.html", context)
 
 
 @admin.register(Gap)
