@@ -58,7 +58,7 @@ export class ApiClient {
   }
 
   subscriptions(options) {
-    return this.getAll("subscriptions", {}, options);
+    return this.getAll("subscriptions", { limit: 1000 }, options);
   }
 
   timeframes(options) {

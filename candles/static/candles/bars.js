@@ -15,8 +15,8 @@ function monthStartMs(index) {
 /**
  * The stepper of one bar, built from a row of GET /api/v1/timeframes: `next(openMs)` is the open time of
  * the bar after the one opening at `openMs`. Fixed bars step by their length. Calendar bars (1M, 3M and
- * their utc variants, `seconds` 0) step by whole months on the clock of their alignment, UTC+8 unless the
- * row says otherwise, because months differ in length. Returns null when the row describes neither, so
+ * their utc variants: `seconds` 0, `months` > 0) step by whole months on the clock of their `alignment`,
+ * because months differ in length. Returns null when the row describes neither, so
  * callers draw candles without gap marks rather than wrong ones.
  */
 export function barStepper(timeframe) {
@@ -27,13 +27,20 @@ export function barStepper(timeframe) {
     return { lengthMs: length, next: (openMs) => openMs + length };
   }
   if (months > 0) {
-    const offset = Number(timeframe.utc_offset_hours ?? 0) * HOUR_MS;
+    const offset = alignmentHours(timeframe) * HOUR_MS;
     return {
       lengthMs: null,
       next: (openMs) => monthStartMs(monthIndex(openMs + offset) + months) - offset,
     };
   }
   return null;
+}
+
+// The API names a bar's clock "UTC" or "UTC+8" (Hong Kong); months start at midnight on that clock.
+function alignmentHours(timeframe) {
+  if (timeframe.utc_offset_hours !== undefined) return Number(timeframe.utc_offset_hours);
+  const match = /^UTC(?:([+-]\d{1,2}))?$/.exec(String(timeframe.alignment ?? "UTC").trim());
+  return match && match[1] ? Number(match[1]) : 0;
 }
 
 // A calendar gap longer than this many bars is reported with this count (decades of monthly bars).

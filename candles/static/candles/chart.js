@@ -255,9 +255,14 @@ class CandleChart {
   }
 
   showLegend(time) {
-    const row = (time !== undefined && time !== null && this.store.rows.get(time * 1000)) || this.store.lastRow;
+    const hovered = time === undefined || time === null ? null : time * 1000;
+    const gap = hovered === null ? null : this.gaps.find((item) => item.first === hovered);
+    const row = (hovered !== null && this.store.rows.get(hovered)) || this.store.lastRow;
     const parts = [`<strong>${escapeHtml(this.title)}</strong>`, "<span class=\"muted\">UTC</span>"];
-    if (row) {
+    if (gap) {
+      parts.push(`<span class="gap">no candles from ${escapeHtml(formatTime(gap.first))} to ${escapeHtml(formatTime(gap.last))}
+        (${gap.missing} missing)</span>`);
+    } else if (row) {
       const direction = parseFloat(row.close) >= parseFloat(row.open) ? "up" : "down";
       parts.push(`<span class="muted">${escapeHtml(formatTime(row.open_time_ms))}</span>`);
       for (const [label, field] of [["O", "open"], ["H", "high"], ["L", "low"], ["C", "close"], ["V", "volume"]]) {
@@ -638,6 +643,7 @@ window.okxChart = {
   gapMarkerCount: () => page.chart.markers.markers().length,
   gaps: () => page.chart.gaps.map((gap) => ({ ...gap })),
   lastCandle: () => page.chart.store.lastRow,
+  candle: (openTimeMs) => page.chart.store.rows.get(openTimeMs) ?? null,
   firstOpenTime: () => page.chart.store.first ?? null,
   selection: () => ({ symbol: page.session?.symbol ?? null, timeframe: page.session?.timeframe ?? null }),
   state: () => page.state,
