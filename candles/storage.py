@@ -294,7 +294,7 @@ class CandleOut(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class CandlePage:
-    candles: list[CandleOut]
+    candles: list  # CandleOut from candle_list, CandleText-shaped tuples from candle_list_text
     # Opaque; pass back as `cursor` for the next page. None on the last page.
     next_cursor: str | None
 
@@ -324,18 +324,10 @@ _LIST_COLUMNS = (
 )
 
 
-def candle_list(
-    *,
-    instrument_id: int,
-    timeframe_id: int,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    confirmed: bool | None = None,
-    descending: bool = False,
-    limit: int = 100,
-    cursor: str | None = None,
-) -> CandlePage:
-    """Candles of one series with start ≤ open time ≤ end, keyset-paginated by open time."""
+def _list_query(
+    columns: str, *, instrument_id: int, timeframe_id: int, start: datetime | None, end: datetime | None,
+    confirmed: bool | None, descending: bool, limit: int, cursor: str | None,
+) -> tuple[str, list[object]]:
     if limit < 1:
         raise ValueError("limit must be at least 1")
     where = ["instrument_id = %s", "timeframe_id = %s"]
@@ -353,17 +345,83 @@ def candle_list(
         where.append("open_time < %s" if descending else "open_time > %s")
         params.append(_decode_cursor(cursor, descending))
     order = "DESC" if descending else "ASC"
-    sql = (
-        f"SELECT {_LIST_COLUMNS} FROM candles_candle WHERE {' AND '.join(where)} "
-        f"ORDER BY open_time {order} LIMIT %s"
-    )
+    sql = f"SELECT {columns} FROM candles_candle WHERE {' AND '.join(where)} ORDER BY open_time {order} LIMIT %s"
     params.append(limit + 1)
+    return sql, params
+
+
+def candle_list(
+    *,
+    instrument_id: int,
+    timeframe_id: int,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    confirmed: bool | None = None,
+    descending: bool = False,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> CandlePage:
+    """Candles of one series with start ≤ open time ≤ end, keyset-paginated by open time."""
+    sql, params = _list_query(
+        _LIST_COLUMNS, instrument_id=instrument_id, timeframe_id=timeframe_id, start=start, end=end,
+        confirmed=confirmed, descending=descending, limit=limit, cursor=cursor,
+    )
     with connection.cursor() as cur:
         cur.execute(sql, params)
         rows = [CandleOut(*r) for r in cur.fetchall()]
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = _encode_cursor(rows[-1].open_time, descending) if more else None
+    return CandlePage(candles=rows, next_cursor=next_cursor)
+
+
+class CandleText(NamedTuple):
+    """A candle as served: numbers as PostgreSQL's exact text of the stored numeric (plain notation)."""
+
+    open_time: datetime
+    open_time_ms: int
+    open: str
+    high: str
+    low: str
+    close: str
+    vol: str
+    vol_ccy: str
+    vol_ccy_quote: str | None
+    confirmed: bool
+
+
+# numeric::text writes the stored digits as they are (never exponent notation), at no Python cost.
+_TEXT_COLUMNS = (
+    "open_time, (extract(epoch FROM open_time) * 1000)::bigint, open::text, high::text, low::text, close::text, "
+    "vol::text, vol_ccy::text, vol_ccy_quote::text, confirmed"
+)
+
+
+def candle_list_text(
+    *,
+    instrument_id: int,
+    timeframe_id: int,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    confirmed: bool | None = None,
+    descending: bool = False,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> CandlePage:
+    """`candle_list` for serving: plain tuples (`CandleText`) with numbers as exact text, no Decimal made.
+
+    The API's JSON and CSV are built from these tuples directly; same filters, order and cursors.
+    """
+    sql, params = _list_query(
+        _TEXT_COLUMNS, instrument_id=instrument_id, timeframe_id=timeframe_id, start=start, end=end,
+        confirmed=confirmed, descending=descending, limit=limit, cursor=cursor,
+    )
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        rows = cur.fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = _encode_cursor(rows[-1][0], descending) if more else None
     return CandlePage(candles=rows, next_cursor=next_cursor)
 
 

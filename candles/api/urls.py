@@ -2,11 +2,13 @@
 
 from django.urls import path
 
-from candles.api import views_subscriptions
+from candles.api import views_data, views_subscriptions
 
 urlpatterns = [
     path("subscribe", views_subscriptions.SubscribeView.as_view(), name="api-subscribe"),
     path("subscribe/<str:symbol>", views_subscriptions.UnsubscribeView.as_view(), name="api-unsubscribe"),
     path("subscriptions", views_subscriptions.SubscriptionListView.as_view(), name="api-subscriptions"),
     path("subscriptions/<int:pk>", views_subscriptions.SubscriptionDetailView.as_view(), name="api-subscription"),
+    path("data/<str:symbol>/<str:timeframe>", views_data.CandleDataView.as_view(), name="api-data"),
+    path("data/<str:symbol>/<str:timeframe>/latest", views_data.LatestCandleView.as_view(), name="api-data-latest"),
 ]

@@ -8,7 +8,14 @@ from decimal import Decimal
 
 import pytest
 
-from candles.storage import InvalidCursor, MissingRange, candle_list, candle_missing_ranges, expected_open_times
+from candles.storage import (
+    InvalidCursor,
+    MissingRange,
+    candle_list,
+    candle_list_text,
+    candle_missing_ranges,
+    expected_open_times,
+)
 
 T0 = datetime(2024, 1, 17, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -308,3 +315,28 @@ def test_candles_of_other_instruments_or_bars_do_not_fill_a_hole(btc, instrument
 )
 def test_a_range_holding_no_open_time_has_nothing_missing(btc, tf, code, start, end):
     assert candle_missing_ranges(instrument_id=btc.pk, timeframe=tf(code), start=start, end=end) == []
+
+
+# --- candle_list_text ------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_candle_list_text_gives_the_stored_digits_as_plain_text_and_epoch_ms(btc, stored_candles, tf):
+    stored_candles(btc, "1m", [T0], close=Decimal("43000.10"), vol=Decimal("0.00000001"), vol_ccy_quote=None)
+    (row,) = candle_list_text(instrument_id=btc.pk, timeframe_id=tf("1m").pk).candles
+    assert row == (T0, 1705492800000, "100", "110", "90", "43000.10", "0.00000001", "157.5", None, True)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("descending", [False, True], ids=["ascending", "descending"])
+def test_candle_list_text_pages_like_candle_list(fifty_minutes, descending):
+    btc, minute = fifty_minutes
+    cursor, text_times, times = None, [], read_all(btc, minute, limit=7, descending=descending)[0]
+    while True:
+        page = candle_list_text(instrument_id=btc.pk, timeframe_id=minute.pk, limit=7, descending=descending,
+                                cursor=cursor, confirmed=None)
+        text_times += [row[0] for row in page.candles]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert text_times == times

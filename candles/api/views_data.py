@@ -1,0 +1,168 @@
+"""GET /data/{symbol}/{timeframe} (JSON pages or streamed CSV) and GET /data/{symbol}/{timeframe}/latest.
+
+Rows are built straight from the storage read's tuples (numbers already exact text from PostgreSQL) and
+rendered by orjson: no serializer per candle, no Decimal, no float.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from candles.api.lookups import instrument_or_404, timeframe_or_error
+from candles.api.params import SYMBOL_PATTERN, TIMEFRAME_PATTERN, Query, time_range
+from candles.api.renderers import CsvRenderer, OrjsonRenderer
+from candles.api.serializers import CandlePageSerializer, LatestCandleSerializer
+from candles.storage import CandlePage, InvalidCursor, candle_list_text
+from okxproject.api_errors import ApiError
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+# Rows per query while streaming CSV: large enough to amortise the query, small enough to stay in memory.
+CSV_CHUNK = 5000
+
+CANDLE_KEYS = ("open_time", "open_time_ms", "open", "high", "low", "close", "volume", "volume_ccy",
+               "volume_quote", "confirmed")
+CSV_HEADER = ",".join(CANDLE_KEYS) + "\n"
+
+SYMBOL_PARAM = OpenApiParameter(
+    "symbol", {"type": "string", "pattern": f"^{SYMBOL_PATTERN}$"}, OpenApiParameter.PATH,
+    description="OKX instrument id, exact (BTC-USDT). Unknown: 404 SYMBOL_NOT_FOUND.",
+)
+TIMEFRAME_PARAM = OpenApiParameter(
+    "timeframe", {"type": "string", "pattern": f"^{TIMEFRAME_PATTERN}$"}, OpenApiParameter.PATH,
+    description="OKX bar, case-sensitive (1m is a minute, 1M a month). Unknown: 404 INVALID_TIMEFRAMES.",
+)
+TIME_DOC = "ISO 8601 (naive means UTC; in a query string send + as %2B) or epoch milliseconds; inclusive."
+LIST_PARAMS = [
+    SYMBOL_PARAM,
+    TIMEFRAME_PARAM,
+    OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                     description=f"Candles per page (default {DEFAULT_LIMIT}). CSV: every candle unless given."),
+    OpenApiParameter("start_time", OpenApiTypes.STR, description=f"Earliest open time. {TIME_DOC}"),
+    OpenApiParameter("end_time", OpenApiTypes.STR, description=f"Latest open time. {TIME_DOC}"),
+    OpenApiParameter("sort", {"type": "string", "enum": ["asc", "desc"]},
+                     description="Order of open times (default desc: newest first)."),
+    OpenApiParameter("confirmed", OpenApiTypes.BOOL,
+                     description="true: closed candles only; false: the open one(s) only; absent: both."),
+    OpenApiParameter("cursor", {"type": "string", "maxLength": 64},
+                     description="Opaque position from a `next` link; keep the other parameters unchanged."),
+    OpenApiParameter("format", {"type": "string", "enum": ["json", "csv"]},
+                     description="csv streams text/csv (as does Accept: text/csv)."),
+]
+
+
+def candle_rows(page: CandlePage) -> list[dict]:
+    return [dict(zip(CANDLE_KEYS, row, strict=True)) for row in page.candles]
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _csv_lines(rows: list) -> str:
+    return "".join(
+        f"{_iso(r[0])},{r[1]},{r[2]},{r[3]},{r[4]},{r[5]},{r[6]},{r[7]},{'' if r[8] is None else r[8]},"
+        f"{'true' if r[9] else 'false'}\n"
+        for r in rows
+    )
+
+
+def _next_url(request: Request, cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    query = request.query_params.copy()
+    query["cursor"] = cursor
+    return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+
+
+class CandleDataView(APIView):
+    renderer_classes = [OrjsonRenderer, CsvRenderer]
+
+    @extend_schema(
+        operation_id="data_list",
+        summary="Candles of one instrument and bar",
+        description="A page of candles (limit, start_time/end_time, sort, confirmed) with a `next` link, or "
+                    "every matching candle as streamed CSV (format=csv or Accept: text/csv). Values are exact "
+                    "decimal strings. An empty range is a page with count 0, not an error.",
+        parameters=LIST_PARAMS,
+        responses={
+            (200, "application/json"): CandlePageSerializer,
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="Header " + CSV_HEADER.strip()),
+        },
+        tags=["candles"],
+    )
+    def get(self, request: Request, symbol: str, timeframe: str) -> Response | StreamingHttpResponse:
+        instrument = instrument_or_404(symbol)
+        bar = timeframe_or_error(timeframe, status=404)
+        query = Query(request)
+        limit = query.integer("limit", default=None, minimum=1, maximum=MAX_LIMIT)
+        start = query.time("start_time")
+        end = query.time("end_time")
+        descending = query.choice("sort", ("asc", "desc"), "desc") == "desc"
+        confirmed = query.boolean("confirmed")
+        cursor = query.text("cursor", max_length=64)
+        query.done()
+        time_range(start, end)
+        csv = request.accepted_renderer.format == "csv"
+        chunk = (min(limit, CSV_CHUNK) if limit else CSV_CHUNK) if csv else (limit or DEFAULT_LIMIT)
+
+        def read(after: str | None, size: int) -> CandlePage:
+            return candle_list_text(instrument_id=instrument.pk, timeframe_id=bar.pk, start=start, end=end,
+                                    confirmed=confirmed, descending=descending, limit=size, cursor=after)
+
+        try:
+            page = read(cursor, chunk)  # read before answering: a bad cursor is a 400, not a broken stream
+        except InvalidCursor as exc:
+            raise ApiError(str(exc), code="INVALID_CURSOR", details={"cursor": cursor}) from None
+        if csv:
+            response = StreamingHttpResponse(_stream_csv(page, read, limit), content_type="text/csv; charset=utf-8")
+            response["Content-Disposition"] = f'attachment; filename="{symbol}_{timeframe}.csv"'
+            return response
+        return Response({
+            "symbol": instrument.inst_id,
+            "timeframe": bar.code,
+            "count": len(page.candles),
+            "next": _next_url(request, page.next_cursor),
+            "candles": candle_rows(page),
+        })
+
+
+def _stream_csv(first: CandlePage, read, limit: int | None) -> Iterator[bytes]:
+    """Header, then pages of rows until the range (or `limit` rows) is exhausted: memory stays one page."""
+    yield CSV_HEADER.encode()
+    page, left = first, limit
+    while True:
+        rows = page.candles if left is None else page.candles[:left]
+        yield _csv_lines(rows).encode()
+        if left is not None:
+            left -= len(rows)
+        if page.next_cursor is None or left == 0:
+            return
+        page = read(page.next_cursor, CSV_CHUNK if left is None else min(left, CSV_CHUNK))
+
+
+class LatestCandleView(APIView):
+    @extend_schema(
+        operation_id="data_latest",
+        summary="The newest candle of one instrument and bar, open or closed",
+        parameters=[SYMBOL_PARAM, TIMEFRAME_PARAM],
+        responses={200: LatestCandleSerializer},
+        tags=["candles"],
+    )
+    def get(self, request: Request, symbol: str, timeframe: str) -> Response:
+        instrument = instrument_or_404(symbol)
+        bar = timeframe_or_error(timeframe, status=404)
+        page = candle_list_text(instrument_id=instrument.pk, timeframe_id=bar.pk, descending=True, limit=1)
+        if not page.candles:
+            raise ApiError(f"No candle stored for {instrument.inst_id} {bar.code} yet.", code="NO_DATA_FOUND",
+                           status=404, details={"symbol": instrument.inst_id, "timeframe": bar.code})
+        return Response({"symbol": instrument.inst_id, "timeframe": bar.code,
+                         "candle": candle_rows(page)[0]})
