@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from candles.api import views_data, views_subscriptions
+from candles.api import views_data, views_market, views_reference, views_subscriptions
 
 urlpatterns = [
     path("subscribe", views_subscriptions.SubscribeView.as_view(), name="api-subscribe"),
@@ -11,4 +11,8 @@ urlpatterns = [
     path("subscriptions/<int:pk>", views_subscriptions.SubscriptionDetailView.as_view(), name="api-subscription"),
     path("data/<str:symbol>/<str:timeframe>", views_data.CandleDataView.as_view(), name="api-data"),
     path("data/<str:symbol>/<str:timeframe>/latest", views_data.LatestCandleView.as_view(), name="api-data-latest"),
+    path("statistics/<str:symbol>", views_market.StatisticsView.as_view(), name="api-statistics"),
+    path("market/overview", views_market.MarketOverviewView.as_view(), name="api-market-overview"),
+    path("instruments", views_reference.InstrumentListView.as_view(), name="api-instruments"),
+    path("timeframes", views_reference.TimeframeListView.as_view(), name="api-timeframes"),
 ]
