@@ -370,6 +370,10 @@ def test_it_says_when_there_is_nothing_to_show(subscribed, chart):
     assert all("404" in error for error in page.errors), page.errors
 
     in_thread(lambda: subscribed("SOL-USDT", "1m"))
+    page = chart("?symbol=SOL-USDT&timeframe=5M")  # bars are case-sensitive: 5m exists, 5M does not
+    page.wait("() => window.okxChart.state() === 'error'")
+    assert "Timeframe 5M does not exist." in page.text("#notice")
+
     page = chart("?symbol=SOL-USDT&timeframe=1m")
     page.wait("() => !document.querySelector('#notice').hidden")
     assert "No candles stored yet for SOL-USDT 1m." in page.text("#notice")
@@ -379,6 +383,16 @@ def test_it_says_when_there_is_nothing_to_show(subscribed, chart):
     page.wait("() => document.querySelector('#notice').hidden")
     assert page.js("window.okxChart.state()") == "live"
     assert page.errors == []
+
+
+def test_it_asks_to_sign_in_when_the_api_wants_authenticated_readers(settings, subscribed, chart):
+    subscribed("BTC-USDT", "1m")
+    settings.API_READ_AUTH = True
+    page = chart("?symbol=BTC-USDT&timeframe=1m")
+    page.wait("() => window.okxChart.state() === 'error'")
+    assert "The API needs you to sign in." in page.text("#notice")
+    link = page.page.locator("#notice a").get_attribute("href")
+    assert link == "/admin/login/?next=%2Fchart%2F%3Fsymbol%3DBTC-USDT%26timeframe%3D1m"
 
 
 def test_an_unreachable_api_shows_a_banner_and_the_chart_recovers(subscribed, chart):

@@ -336,12 +336,36 @@ class Page {
     });
     this.chart.chart.timeScale().subscribeVisibleLogicalRangeChange(() => this.session?.viewMoved());
 
-    const catalogue = new AbortController();
-    await retrying(this, catalogue.signal, async () => {
-      const [subscriptions, timeframes] = await Promise.all([this.api.subscriptions(), this.api.timeframes()]);
-      this.setCatalogue(subscriptions, timeframes);
-    });
+    try {
+      await retrying(this, new AbortController().signal, async () => {
+        const [subscriptions, timeframes] = await Promise.all([this.api.subscriptions(), this.api.timeframes()]);
+        this.setCatalogue(subscriptions, timeframes);
+      });
+    } catch (error) {
+      this.fail(error, {});
+      return;
+    }
     this.openFromUrl();
+  }
+
+  /** Says why nothing can be shown, for errors that waiting does not fix. */
+  fail(error, { symbol, timeframe }) {
+    this.setState("error");
+    if (error instanceof ApiError && error.isAuth) {
+      const here = window.location.pathname + window.location.search;
+      const login = `${this.adminUrl}login/?next=${encodeURIComponent(here)}`;
+      this.showNotice("The API needs you to sign in.",
+        `Reading candles requires an account with staff access here: <a href="${escapeHtml(login)}">sign in</a>.`);
+    } else if (error instanceof ApiError && error.code === "SYMBOL_NOT_FOUND") {
+      this.showNotice(`Symbol ${symbol} not found.`,
+        "It is not an instrument this service knows. Pick a subscribed symbol above.");
+    } else if (error instanceof ApiError && error.code === "INVALID_TIMEFRAMES") {
+      this.showNotice(`Timeframe ${timeframe} does not exist.`,
+        "Bars are case-sensitive: <code>1m</code> is a minute, <code>1M</code> a month.");
+    } else {
+      this.showNotice("The chart cannot be shown.", escapeHtml(error.message));
+      console.warn("chart: giving up", symbol, timeframe, error);
+    }
   }
 
   setCatalogue(subscriptions, timeframes) {
@@ -519,29 +543,13 @@ class Session {
       }
     } catch (error) {
       if (error.name === "AbortError" || this.signal.aborted) return;
-      this.fail(error);
+      this.page.fail(error, this);
     }
   }
 
   async guard(work) {
     await retrying(this.page, this.signal, work);
     if (this.signal.aborted) throw new DOMException("aborted", "AbortError");
-  }
-
-  fail(error) {
-    this.page.setState("error");
-    const { symbol, timeframe } = this;
-    if (error instanceof ApiError && error.code === "SYMBOL_NOT_FOUND") {
-      this.page.showNotice(`Symbol ${symbol} not found.`, "It is not an instrument this service knows. Pick a subscribed symbol above.");
-    } else if (error instanceof ApiError && error.code === "INVALID_TIMEFRAMES") {
-      this.page.showNotice(`Timeframe ${timeframe} does not exist.`, "Bars are case-sensitive: <code>1m</code> is a minute, <code>1M</code> a month.");
-    } else if (error instanceof ApiError && error.isAuth) {
-      const login = `${this.page.adminUrl}login/?next=${encodeURIComponent(window.location.pathname + window.location.search)}`;
-      this.page.showNotice("The API needs you to sign in.", `Reading candles requires authentication here: <a href="${login}">sign in</a>.`);
-    } else {
-      this.page.showNotice("The chart cannot be shown.", escapeHtml(error.message));
-      console.warn("chart: giving up on", symbol, timeframe, error);
-    }
   }
 
   /** The newest page of candles: what the chart opens on, and how an empty chart starts once data exists. */
