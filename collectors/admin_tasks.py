@@ -2,7 +2,9 @@
 
 Thin like `collectors/tasks.py`: primitive arguments, one service each, safe to run twice. Long ranges are
 worked on in bounded runs; a run that used up its budget queues its own continuation, so a large request
-shares the backfill queue with the scheduled work instead of holding a worker for hours.
+shares the backfill queue with the scheduled work instead of holding a worker for hours. The REST tasks
+belong on the `backfill` queue (CELERY_TASK_ROUTES: "collectors.admin_tasks.*" except sync_instruments),
+next to the scheduled backfill, never on `flush`: an operator's request must not delay ingest.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ logger = logging.getLogger(__name__)
 RUN_BUDGET_S = 30.0
 
 
-@shared_task(name="collectors.admin_tasks.backfill_range", queue="backfill", ignore_result=True)
+@shared_task(name="collectors.admin_tasks.backfill_range", ignore_result=True)
 def backfill_range(subscription_id: int, start_ms: int, end_ms: int) -> dict:
     """Record the range's missing candles as gaps (durable work), then fill them."""
     from candles.bars import ms_to_datetime
@@ -31,7 +33,7 @@ def backfill_range(subscription_id: int, start_ms: int, end_ms: int) -> dict:
     return {"recorded": len(recorded), **filled}
 
 
-@shared_task(name="collectors.admin_tasks.fill_range_gaps", queue="backfill", ignore_result=True)
+@shared_task(name="collectors.admin_tasks.fill_range_gaps", ignore_result=True)
 def fill_range_gaps(subscription_id: int, start_ms: int, end_ms: int) -> dict:
     """Fill the open gaps of one subscription inside [start, end], newest first, for RUN_BUDGET_S."""
     from candles.bars import ms_to_datetime
@@ -46,29 +48,29 @@ def fill_range_gaps(subscription_id: int, start_ms: int, end_ms: int) -> dict:
     )
     deadline = time.monotonic() + RUN_BUDGET_S
     filled = failed = 0
-    for done, gap_id in enumerate(gap_ids):
-        if time.monotonic() > deadline:
-            # Only a run that filled something continues: while REST fails, the scheduled fill_gaps retries
-            # with backoff instead of this task looping.
-            if filled:
-                fill_range_gaps.apply_async((subscription_id, start_ms, end_ms), countdown=1)
-            return {"filled": filled, "failed": failed, "left": len(gap_ids) - done, "continued": bool(filled)}
+    for done, gap_id in enumerate(gap_ids, start=1):
         try:
             filled += 0 if gap_fill(gap_id=gap_id, redis=redis, keys=keys).skipped else 1
         except Exception:
             failed += 1  # the gap is open again; the scheduled fill_gaps retries it with backoff
             logger.exception("gap %s: fill failed; it stays open and is retried", gap_id)
+        if done < len(gap_ids) and time.monotonic() > deadline:
+            # Only a run that filled something continues: while REST fails, the scheduled fill_gaps retries
+            # with backoff instead of this task looping.
+            if filled:
+                fill_range_gaps.apply_async((subscription_id, start_ms, end_ms), countdown=1)
+            return {"filled": filled, "failed": failed, "left": len(gap_ids) - done, "continued": bool(filled)}
     return {"filled": filled, "failed": failed, "left": 0, "continued": False}
 
 
-@shared_task(name="collectors.admin_tasks.fill_gap", queue="backfill", ignore_result=True)
+@shared_task(name="collectors.admin_tasks.fill_gap", ignore_result=True)
 def fill_gap(gap_id: int) -> str:
     from collectors.pipeline.backfill import gap_fill
 
     return gap_fill(gap_id=gap_id, redis=redis_client(), keys=pipeline_keys()).state
 
 
-@shared_task(name="collectors.admin_tasks.verify_range", queue="backfill", ignore_result=True)
+@shared_task(name="collectors.admin_tasks.verify_range", ignore_result=True)
 def verify_range(inst_id: str, bar: str, start_ms: int, end_ms: int) -> dict:
     """Compare [start, end] with OKX REST and rewrite differences; the report is kept for the dashboard."""
     from candles.bars import ms_to_datetime
@@ -87,7 +89,7 @@ def verify_range(inst_id: str, bar: str, start_ms: int, end_ms: int) -> dict:
     return report.as_dict()
 
 
-@shared_task(name="collectors.admin_tasks.sync_instruments", queue="default", ignore_result=True)
+@shared_task(name="collectors.admin_tasks.sync_instruments", ignore_result=True)
 def sync_instruments(inst_types: list[str]) -> str:
     from django.conf import settings
 
