@@ -34,7 +34,8 @@ from tests.support import InThread, new_keys
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Debian's package (apt-get install chromium); scripts/ensure_chromium.sh reads the same variable.
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "chart.png"
 
 MINUTE_MS = 60_000
