@@ -254,6 +254,14 @@ def test_it_draws_stored_candles_and_follows_new_ones_without_reload(subscribed,
     assert "44005.2" in page.text("#legend")
     # The candle that was open on screen got its final version too.
     assert page.js("ms => window.okxChart.candle(ms)", closing.open_time_ms)["close"] == "43999.9"
+
+    # Backfill fills the gap; the page asks for marked gaps again (every 30 s, here at once) and drops the mark.
+    in_thread(store, rows=walk("BTC-USDT", "1m", every(T0_MS, 55), seed=8, open_last=False)[50:])
+    page.js("window.okxChart.recheckGaps()")
+    page.wait_candles(121)
+    assert page.js("window.okxChart.gapCount()") == 0
+    assert page.js("window.okxChart.gapMarkerCount()") == 0
+    assert page.js("window.okxChart.lastCandle().open_time_ms") == following.open_time_ms
     assert page.errors == []
 
 

@@ -656,6 +656,7 @@ window.okxChart = {
   selection: () => ({ symbol: page.session?.symbol ?? null, timeframe: page.session?.timeframe ?? null }),
   state: () => page.state,
   historyDone: () => page.session?.historyDone ?? null,
+  recheckGaps: () => page.session?.recheckGaps(),
   screenshot: () => page.chart.chart.takeScreenshot(),
   chart: page.chart.chart,
 };
