@@ -366,10 +366,24 @@ def test_selectors_list_subscriptions_and_keep_the_url_in_sync(subscribed, chart
     assert page.errors == []
 
 
-def test_it_says_when_there_is_nothing_to_show(subscribed, chart):
+def test_it_says_when_there_is_nothing_to_show_and_shows_data_once_there_is(subscribed, chart):
     page = chart()
     page.wait("() => window.okxChart.state() === 'empty'")
     assert "No subscriptions yet." in page.text("#notice")
+
+    # Someone subscribes; the lists are refreshed (every minute, here at once) and the chart opens on it.
+    in_thread(lambda: subscribed("SOL-USDT", "1m"))
+    page.js("window.okxChart.refreshCatalogue()")
+    page.wait("() => window.okxChart.selection().symbol === 'SOL-USDT'")
+    assert page.page.url.endswith("/chart/?symbol=SOL-USDT&timeframe=1m")
+    page.wait("() => document.querySelector('#notice').innerText.includes('No candles stored yet for SOL-USDT 1m.')")
+    assert page.js("window.okxChart.state()") == "empty"
+    # The first candles show up without a reload.
+    in_thread(store, rows=walk("SOL-USDT", "1m", every(T0_MS, 3), price="95.0"))
+    page.wait_candles(3)
+    page.wait("() => document.querySelector('#notice').hidden")
+    assert page.js("window.okxChart.state()") == "live"
+    assert page.errors == []
 
     page = chart("?symbol=NOPE-USDT&timeframe=1m")
     page.wait("() => window.okxChart.state() === 'error'")
@@ -378,20 +392,9 @@ def test_it_says_when_there_is_nothing_to_show(subscribed, chart):
     assert page.errors
     assert all("404" in error for error in page.errors), page.errors
 
-    in_thread(lambda: subscribed("SOL-USDT", "1m"))
     page = chart("?symbol=SOL-USDT&timeframe=5M")  # bars are case-sensitive: 5m exists, 5M does not
     page.wait("() => window.okxChart.state() === 'error'")
     assert "Timeframe 5M does not exist." in page.text("#notice")
-
-    page = chart("?symbol=SOL-USDT&timeframe=1m")
-    page.wait("() => !document.querySelector('#notice').hidden")
-    assert "No candles stored yet for SOL-USDT 1m." in page.text("#notice")
-    # The first candle shows up without a reload.
-    in_thread(store, rows=walk("SOL-USDT", "1m", every(T0_MS, 3), price="95.0"))
-    page.wait_candles(3)
-    page.wait("() => document.querySelector('#notice').hidden")
-    assert page.js("window.okxChart.state()") == "live"
-    assert page.errors == []
 
 
 def test_it_asks_to_sign_in_when_the_api_wants_authenticated_readers(settings, subscribed, chart):

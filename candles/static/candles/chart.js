@@ -26,6 +26,7 @@ const CATCH_UP_MAX_PAGES = 10;
 // Marked gaps are asked for again now and then: backfill usually fills them within minutes.
 const GAP_RECHECK_MS = 30_000;
 const GAP_RECHECK_MAX = 3;
+const CATALOGUE_REFRESH_MS = 60_000;
 const RETRY_FIRST_MS = 1000;
 const RETRY_MAX_MS = 30_000;
 
@@ -346,6 +347,24 @@ class Page {
       return;
     }
     this.openFromUrl();
+    setInterval(() => this.refreshCatalogue(), CATALOGUE_REFRESH_MS);
+  }
+
+  // Subscriptions added or paused elsewhere show up in the lists without a reload. Failures are left to
+  // the polling session, which reports outages.
+  async refreshCatalogue() {
+    if (document.hidden) return;
+    try {
+      const [subscriptions, timeframes] = await Promise.all([this.api.subscriptions(), this.api.timeframes()]);
+      this.setCatalogue(subscriptions, timeframes);
+    } catch {
+      return;
+    }
+    if (this.session) {
+      this.fillSelectors(this.session.symbol, this.session.timeframe);
+    } else if (this.pairs.size) {
+      this.openFromUrl();
+    }
   }
 
   /** Says why nothing can be shown, for errors that waiting does not fix. */
@@ -369,6 +388,7 @@ class Page {
   }
 
   setCatalogue(subscriptions, timeframes) {
+    this.timeframes.clear();
     timeframes.forEach((row, order) => this.timeframes.set(row.code, { ...row, order }));
     this.pairs.clear();
     for (const subscription of subscriptions) {
@@ -570,7 +590,7 @@ class Session {
   async poll() {
     if (this.chart.store.size === 0) {
       await this.loadNewest();
-      if (this.chart.store.size) this.page.setState("live");
+      this.page.setState(this.chart.store.size ? "live" : "empty");
       return;
     }
     const candle = await this.api.latest(this.symbol, this.timeframe, { signal: this.signal });
@@ -657,6 +677,7 @@ window.okxChart = {
   state: () => page.state,
   historyDone: () => page.session?.historyDone ?? null,
   recheckGaps: () => page.session?.recheckGaps(),
+  refreshCatalogue: () => page.refreshCatalogue(),
   screenshot: () => page.chart.chart.takeScreenshot(),
   chart: page.chart.chart,
 };
