@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.urls import NoReverseMatch, include, path, reverse
 from playwright.sync_api import ConsoleMessage, Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
@@ -43,21 +42,9 @@ HOUR_MS = 60 * MINUTE_MS
 # 2024-01-16 12:00 UTC
 T0_MS = 1_705_406_400_000
 
-# Until okxproject/urls.py includes candles.chart_urls, the tests route the page themselves (see chart_routed).
-import okxproject.urls as _root_urls  # noqa: E402
-
-urlpatterns = [path("", include("candles.chart_urls")), *_root_urls.urlpatterns]
-for _name in ("handler400", "handler403", "handler404", "handler500"):
-    if hasattr(_root_urls, _name):
-        globals()[_name] = getattr(_root_urls, _name)
-
 
 @pytest.fixture(autouse=True)
-def chart_routed(settings):
-    try:
-        reverse("chart")
-    except NoReverseMatch:
-        settings.ROOT_URLCONF = __name__
+def private_redis_keys(settings):
     # Subscribing nudges the collectors over Redis: on a channel of this test's own.
     settings.REDIS_KEY_PREFIX = new_keys().prefix
 
