@@ -319,7 +319,7 @@ def test_polling_pauses_while_the_tab_is_hidden(subscribed, chart):
         delete document.visibilityState;
         document.dispatchEvent(new Event("visibilitychange"));
     }""")
-    page.wait_candles(11, timeout_ms=1500)  # at once, not after a long sleep
+    page.wait_candles(11, timeout_ms=3000)  # at once, not after the hidden tab's minute-long sleep
     assert page.text("#status") == "live"
     assert page.errors == []
 
