@@ -1,0 +1,196 @@
+"""Response shapes of /status, /status/{symbol} and /health: they serialize the responses and document them.
+
+Epoch seconds from the collectors' status become ISO 8601 UTC here; a value no datetime can hold (a garbled
+status entry) becomes null rather than an error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from collectors.api.subscriptions import epoch_s_to_datetime
+from collectors.api.system import CHECK_NAMES, DEGRADED, FAIL, HEALTHY, PASS, UNHEALTHY, UNKNOWN
+
+STATUSES = (HEALTHY, DEGRADED, UNHEALTHY)
+
+
+class EpochDateTimeField(serializers.DateTimeField):
+    """Epoch seconds (as the collectors write them) shown as an ISO 8601 UTC date-time."""
+
+    def to_representation(self, value: Any) -> str | None:
+        moment = epoch_s_to_datetime(value) if isinstance(value, int | float) else value
+        return None if moment is None else super().to_representation(moment)
+
+
+@extend_schema_field({"type": "object", "additionalProperties": {"type": "number"}})
+class NumberMapField(serializers.Field):
+    """A name → number map, numbers kept as they are (integers stay integers)."""
+
+    def to_representation(self, value: dict[str, int | float]) -> dict[str, int | float]:
+        return dict(value)
+
+
+# --- health ------------------------------------------------------------------------------------------------
+
+
+class HealthCheckSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=(PASS, FAIL, UNKNOWN),
+                                     help_text="unknown: not evaluated because Redis or PostgreSQL is down.")
+    impact = serializers.ChoiceField(choices=(UNHEALTHY, DEGRADED), help_text="What a failure of it makes the system.")
+    message = serializers.CharField()
+
+
+class HealthChecksSerializer(serializers.Serializer):
+    database = HealthCheckSerializer(help_text="PostgreSQL answers SELECT 1 on a new connection.")
+    redis = HealthCheckSerializer(help_text="Redis (REDIS_URL) answers PING.")
+    broker = HealthCheckSerializer(help_text="The Celery broker (CELERY_BROKER_URL) answers PING, when it is Redis.")
+    collectors = HealthCheckSerializer(help_text="A collector is alive whenever subscriptions are active.")
+    buffer = HealthCheckSerializer(help_text="Buffered candles stay at or below BUFFER_ALARM_ENTRIES.")
+    flush = HealthCheckSerializer(help_text="A flush ran within 10 × FLUSH_INTERVAL_S while candles wait.")
+    subscriptions = HealthCheckSerializer(help_text="No active subscription is stale or in error.")
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=STATUSES)
+    timestamp = serializers.DateTimeField()
+    checks = HealthChecksSerializer()
+    failing = serializers.ListField(child=serializers.ChoiceField(choices=CHECK_NAMES),
+                                    help_text="Names of the failing checks.")
+
+
+class LivenessSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=("alive",))
+    timestamp = serializers.DateTimeField()
+    pid = serializers.IntegerField()
+    uptime_s = serializers.FloatField(help_text="Seconds since this server process loaded the application.")
+
+
+# --- status ------------------------------------------------------------------------------------------------
+
+
+class ServiceProbeSerializer(serializers.Serializer):
+    up = serializers.BooleanField()
+    latency_ms = serializers.FloatField(allow_null=True, help_text="null when the probe did not finish in time.")
+    error = serializers.CharField(help_text="Why the probe failed (or why it was not made); empty when up.")
+    checked = serializers.BooleanField(help_text="False when the service could not be probed (a non-Redis broker).")
+
+
+class CollectorCountsSerializer(serializers.Serializer):
+    alive = serializers.IntegerField()
+    total = serializers.IntegerField(help_text="Registered in Redis, alive or not yet removed.")
+
+
+class ServicesSerializer(serializers.Serializer):
+    database = ServiceProbeSerializer()
+    redis = ServiceProbeSerializer()
+    broker = ServiceProbeSerializer()
+    collectors = CollectorCountsSerializer(allow_null=True, help_text="null when Redis is down.")
+
+
+class BufferSerializer(serializers.Serializer):
+    live = serializers.IntegerField(help_text="Candles written by collectors since the last flush took a batch.")
+    taken = serializers.IntegerField(help_text="Candles of a flush's batch not yet committed.")
+    depth = serializers.IntegerField(help_text="live + taken.")
+    alarm_entries = serializers.IntegerField(help_text="BUFFER_ALARM_ENTRIES.")
+
+
+class LastFlushSerializer(serializers.Serializer):
+    at = EpochDateTimeField(allow_null=True)
+    age_s = serializers.FloatField(allow_null=True)
+    rows = serializers.IntegerField(allow_null=True, help_text="Candles in the batch.")
+    written = serializers.IntegerField(allow_null=True, help_text="Rows inserted or changed.")
+    rejected = serializers.IntegerField(allow_null=True, help_text="Rows refused (dead-lettered).")
+    duration_ms = serializers.FloatField(allow_null=True)
+
+
+class PipelineSerializer(serializers.Serializer):
+    buffer = BufferSerializer()
+    dead_letters = serializers.IntegerField(help_text="Entries on the dead-letter list.")
+    rest_needed = serializers.IntegerField(help_text="Candles closed without a confirm push, waiting for REST.")
+    last_flush = LastFlushSerializer(allow_null=True, help_text="null until a flush has committed.")
+    counters = NumberMapField(help_text="Every counter in Redis by name (see docs/status-and-metrics.md).")
+
+
+class GapsSerializer(serializers.Serializer):
+    open = serializers.IntegerField()
+    filling = serializers.IntegerField()
+    filled = serializers.IntegerField()
+    unfillable = serializers.IntegerField()
+    missing_candles = serializers.IntegerField(help_text="Candles missing in open and filling gaps.")
+
+
+class CollectorConnectionSerializer(serializers.Serializer):
+    shard = serializers.IntegerField()
+    state = serializers.CharField()
+    conn_id = serializers.CharField(allow_null=True)
+    channels = serializers.IntegerField()
+    subscribed = serializers.IntegerField()
+    messages = serializers.IntegerField()
+    reconnects = serializers.IntegerField()
+    errors = serializers.IntegerField()
+    last_message_at = EpochDateTimeField(allow_null=True)
+    detail = serializers.CharField()
+
+
+class CollectorSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    alive = serializers.BooleanField(help_text="Heartbeat within three lease TTLs.")
+    heartbeat_at = EpochDateTimeField(allow_null=True)
+    host = serializers.CharField(allow_null=True)
+    pid = serializers.IntegerField(allow_null=True)
+    started_at = EpochDateTimeField(allow_null=True)
+    shards = serializers.ListField(child=serializers.IntegerField())
+    channels = serializers.IntegerField()
+    messages = serializers.IntegerField()
+    reconnects = serializers.IntegerField()
+    errors = serializers.IntegerField()
+    connections = CollectorConnectionSerializer(many=True)
+    details_missing = serializers.BooleanField(help_text="True when its status hash expired or is unreadable.")
+
+
+class SubscriptionStatusSerializer(serializers.Serializer):
+    symbol = serializers.CharField()
+    timeframe = serializers.CharField()
+    active = serializers.BooleanField(help_text="False when paused.")
+    status = serializers.CharField(help_text="pending, live, stale or error, as last set by the health task.")
+    status_message = serializers.CharField()
+    open_gaps = serializers.IntegerField(help_text="Gaps open or being filled.")
+    missing_candles = serializers.IntegerField(help_text="Candles missing in those gaps.")
+    channel_state = serializers.CharField(allow_null=True,
+                                          help_text="subscribed, pending or invalid; null when no collector "
+                                                    "reports the channel (or Redis is down).")
+    last_message_at = serializers.DateTimeField(allow_null=True)
+    last_message_age_s = serializers.FloatField(allow_null=True)
+    last_confirmed_open_time = serializers.DateTimeField(allow_null=True,
+                                                         help_text="Open time of the last confirmed candle pushed.")
+    lag_s = serializers.FloatField(allow_null=True,
+                                   help_text="Seconds the oldest closed candle has waited for its confirmed push.")
+    reconnects = serializers.IntegerField(allow_null=True,
+                                          help_text="Reconnects of the collector serving the channel, since it "
+                                                    "started.")
+    collector = serializers.CharField(allow_null=True)
+
+
+class StatusSerializer(HealthSerializer):
+    services = ServicesSerializer()
+    pipeline = PipelineSerializer(allow_null=True, help_text="null when Redis is down.")
+    gaps = GapsSerializer(allow_null=True, help_text="null when PostgreSQL is down.")
+    collectors = CollectorSerializer(many=True, allow_null=True, help_text="null when Redis is down.")
+    subscriptions = SubscriptionStatusSerializer(many=True, allow_null=True,
+                                                 help_text="Every subscription, paused ones too; null when "
+                                                           "PostgreSQL is down.")
+
+
+class SymbolStatusSerializer(serializers.Serializer):
+    symbol = serializers.CharField()
+    inst_type = serializers.CharField()
+    state = serializers.CharField(help_text="OKX's instrument state (live, suspend, ...).")
+    delisted_at = serializers.DateTimeField(allow_null=True)
+    timestamp = serializers.DateTimeField()
+    live_status_available = serializers.BooleanField(
+        help_text="False when Redis could not be read: the channel fields are null then.")
+    timeframes = SubscriptionStatusSerializer(
+        many=True, help_text="One entry per subscribed timeframe (paused ones too); empty when none.")

@@ -1,0 +1,169 @@
+"""Each subscription with its channel's live status: what /status, /status/{symbol} and /metrics show per pair.
+
+The subscription (status, message) comes from PostgreSQL, where the health task keeps it; the channel's last
+message, last confirmed candle and reconnects come from the collectors' status in Redis, read by the caller
+(`channels` is None when Redis could not be read, and the live fields are None then).
+
+Two measures of a channel's delay, both in seconds:
+* message age: since the last push of the channel (any push, open or closed candle);
+* lag: how long the oldest closed candle has waited for its confirmed push. The candle after the last
+  confirmed one closes one bar after it opened; until then the lag is 0, and it grows from that moment on
+  until a newer confirmed candle arrives. OKX does not promise confirm pushes: a candle it never confirms
+  (fetched from REST instead) shows as lag of up to one bar.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.db import connection, transaction
+from django.db.models import Count, Sum
+from redis import RedisError
+
+from candles.bars import BarSpec
+from candles.models import Gap, GapState, Subscription, Timeframe
+from collectors.api.probes import status_redis
+from collectors.pipeline.connections import pipeline_keys
+from collectors.pipeline.status import ChannelStatus, channel_statuses
+
+logger = logging.getLogger(__name__)
+
+UNFINISHED_GAPS = (GapState.OPEN, GapState.FILLING)
+# Bounds each status query, so a status page never hangs on a database that accepts connections but stalls.
+STATEMENT_TIMEOUT_MS = 2_000
+
+
+def limit_statements() -> None:
+    """Call first inside `transaction.atomic()`: the transaction's statements time out (SET LOCAL)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRow:
+    symbol: str
+    timeframe: str
+    active: bool
+    status: str
+    status_message: str
+    open_gaps: int
+    missing_candles: int  # in unfinished gaps
+    channel_state: str | None = None
+    last_message_at: datetime | None = None
+    last_message_age_s: float | None = None
+    last_confirmed_open_time: datetime | None = None
+    lag_s: float | None = None
+    reconnects: int | None = None
+    collector: str | None = None
+
+
+def epoch_s_to_datetime(seconds: float | None) -> datetime | None:
+    """None for None and for values no datetime can hold (a garbled status must not fail a page)."""
+    if seconds is None:
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def age_s(at: float | None, now: float) -> float | None:
+    return None if at is None else round(max(0.0, now - at), 3)
+
+
+def confirmation_lag_s(spec: BarSpec, last_confirmed_open_ms: int | None, now_ms: int) -> float | None:
+    """Seconds the candle after the last confirmed one has been closed without a confirmed version (≥ 0)."""
+    if last_confirmed_open_ms is None:
+        return None
+    try:
+        next_close_ms = spec.following(spec.following(spec.floor(last_confirmed_open_ms)))
+    except (ValueError, OverflowError):
+        return None
+    return round(max(0, now_ms - next_close_ms) / 1000, 3)
+
+
+def bar_specs() -> dict[int, BarSpec]:
+    """Every timeframe's bar arithmetic by id (one small query)."""
+    return {tf.pk: tf.spec for tf in Timeframe.objects.all()}
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRecord:
+    """A subscription as PostgreSQL has it, with its bar arithmetic and unfinished gaps."""
+
+    symbol: str
+    timeframe: str
+    spec: BarSpec
+    active: bool
+    status: str
+    status_message: str
+    open_gaps: int = 0
+    missing_candles: int = 0
+
+
+def subscription_records(*, instrument_id: int | None = None, with_gaps: bool = True) -> list[SubscriptionRecord]:
+    """Every subscription (of one instrument, when given), by symbol and bar order. Three queries at most."""
+    subscriptions = Subscription.objects.all()
+    if instrument_id is not None:
+        subscriptions = subscriptions.filter(instrument_id=instrument_id)
+    rows = list(subscriptions.values_list(
+        "pk", "instrument__inst_id", "timeframe__code", "timeframe_id", "is_active", "status", "status_message",
+    ))
+    if not rows:
+        return []
+    gaps: dict[int, tuple[int, int]] = {}
+    if with_gaps:
+        unfinished = Gap.objects.filter(state__in=UNFINISHED_GAPS)
+        if instrument_id is not None:
+            unfinished = unfinished.filter(subscription__instrument_id=instrument_id)
+        per_subscription = unfinished.order_by().values("subscription_id").annotate(n=Count("pk"), m=Sum("missing"))
+        gaps = {sub_id: (n, missing or 0) for sub_id, n, missing in
+                per_subscription.values_list("subscription_id", "n", "m")}
+    specs = bar_specs()
+    return [
+        SubscriptionRecord(symbol, bar, specs[timeframe_id], active, status, message, *gaps.get(pk, (0, 0)))
+        for pk, symbol, bar, timeframe_id, active, status, message in rows
+    ]
+
+
+def subscription_row(record: SubscriptionRecord, channel: ChannelStatus | None, now: float) -> SubscriptionRow:
+    """The record joined with its channel's status (None: not reported by any collector, or Redis down)."""
+    r = record
+    if channel is None:
+        return SubscriptionRow(r.symbol, r.timeframe, r.active, r.status, r.status_message, r.open_gaps,
+                               r.missing_candles)
+    confirmed_open = channel.last_confirmed_open
+    return SubscriptionRow(
+        r.symbol, r.timeframe, r.active, r.status, r.status_message, r.open_gaps, r.missing_candles,
+        channel_state=channel.state,
+        last_message_at=epoch_s_to_datetime(channel.last_message_at),
+        last_message_age_s=age_s(channel.last_message_at, now),
+        last_confirmed_open_time=None if confirmed_open is None else epoch_s_to_datetime(confirmed_open / 1000),
+        lag_s=confirmation_lag_s(r.spec, confirmed_open, int(now * 1000)),
+        reconnects=channel.reconnects,
+        collector=channel.collector,
+    )
+
+
+def subscription_rows(
+    records: list[SubscriptionRecord], channels: dict[tuple[str, str], ChannelStatus] | None, now: float,
+) -> list[SubscriptionRow]:
+    return [subscription_row(r, None if channels is None else channels.get((r.symbol, r.timeframe)), now)
+            for r in records]
+
+
+def instrument_subscription_rows(*, instrument_id: int, now: float) -> tuple[list[SubscriptionRow], bool]:
+    """One instrument's subscriptions with their channels, and whether Redis could be read for them."""
+    with transaction.atomic():
+        limit_statements()
+        records = subscription_records(instrument_id=instrument_id)
+    if not records:
+        return [], True
+    try:
+        channels = channel_statuses(status_redis(), pipeline_keys(), pairs=[(r.symbol, r.timeframe) for r in records])
+    except RedisError as exc:
+        logger.warning("channel statuses could not be read: %s: %s", type(exc).__name__, exc)
+        return subscription_rows(records, None, now), False
+    return subscription_rows(records, channels, now), True

@@ -1,0 +1,272 @@
+"""The system's health: what is observed, the rule that grades it, and the full status report.
+
+The rule (also in docs/status-and-metrics.md):
+
+* **unhealthy** when PostgreSQL or Redis is down (no answer to `SELECT 1` / `PING` within the probe timeout,
+  or a read that failed right after);
+* **degraded** when any of these holds:
+  - the broker (CELERY_BROKER_URL, when it is Redis) does not answer: no task is scheduled or run;
+  - no collector is alive while subscriptions are active;
+  - the buffer holds more than BUFFER_ALARM_ENTRIES candles;
+  - the last flush is older than FLUSH_STALE_INTERVALS × FLUSH_INTERVAL_S while the buffer is not empty
+    (or no flush was ever recorded while it is not empty);
+  - an active subscription is `stale` or `error` (as marked by the health task);
+* **healthy** otherwise.
+
+A check that cannot be evaluated because Redis or PostgreSQL is down is `unknown`; the system is unhealthy
+then anyway.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, transaction
+from django.db.models import Count, Sum
+from redis import RedisError
+
+from candles.models import Gap, GapState, Subscription, SubscriptionStatus
+from collectors.api.probes import Probe, services_probe, status_redis
+from collectors.api.subscriptions import SubscriptionRow, limit_statements, subscription_records, subscription_rows
+from collectors.pipeline.connections import pipeline_keys
+from collectors.pipeline.status import CollectorStatus, channel_statuses, collector_statuses, pipeline_overview
+
+HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
+PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
+# A flush normally runs every FLUSH_INTERVAL_S; this many intervals without one (with work waiting) is a stall.
+FLUSH_STALE_INTERVALS = 10
+CHECK_NAMES = ("database", "redis", "broker", "collectors", "buffer", "flush", "subscriptions")
+TROUBLED = (SubscriptionStatus.STALE, SubscriptionStatus.ERROR)
+EXAMPLES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    status: str  # pass, fail or unknown
+    impact: str  # what its failure makes the system: unhealthy or degraded
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionSummary:
+    """Active subscriptions by status, and a few of the troubled ones ("BTC-USDT 1m stale")."""
+
+    by_status: dict[str, int]
+    troubled: list[str] = field(default_factory=list)
+
+    @property
+    def active(self) -> int:
+        return sum(self.by_status.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    now: float
+    probes: dict[str, Probe]
+    pipeline: dict[str, Any] | None  # pipeline_overview, None when Redis could not be read
+    subscriptions: SubscriptionSummary | None  # None when PostgreSQL could not be read
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    status: str
+    checks: dict[str, Check]
+
+    @property
+    def failing(self) -> list[str]:
+        return [name for name, check in self.checks.items() if check.status == FAIL]
+
+
+# --- observing ---------------------------------------------------------------------------------------------
+
+
+def _failed(probe: Probe, exc: Exception) -> Probe:
+    return replace(probe, up=False, error=f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+
+
+def subscription_summary() -> SubscriptionSummary:
+    active = Subscription.objects.filter(is_active=True).order_by()
+    by_status = dict(active.values("status").annotate(n=Count("pk")).values_list("status", "n"))
+    troubled = [
+        f"{symbol} {bar} {status}" for symbol, bar, status in
+        active.filter(status__in=TROUBLED).order_by("instrument__inst_id", "timeframe__display_order")
+        .values_list("instrument__inst_id", "timeframe__code", "status")[:EXAMPLES]
+    ] if any(by_status.get(s) for s in TROUBLED) else []
+    return SubscriptionSummary(by_status, troubled)
+
+
+def observe(*, now: float | None = None) -> Observation:
+    """Probe the services, then read the pipeline (if Redis is up) and the subscriptions (if PostgreSQL is)."""
+    probes = services_probe()
+    now = time.time() if now is None else now
+    pipeline = None
+    if probes["redis"].up:
+        try:
+            pipeline = pipeline_overview(status_redis(), pipeline_keys(), now=now)
+        except RedisError as exc:
+            probes["redis"] = _failed(probes["redis"], exc)
+    subscriptions = None
+    if probes["database"].up:
+        try:
+            with transaction.atomic():
+                limit_statements()
+                subscriptions = subscription_summary()
+        except DatabaseError as exc:
+            probes["database"] = _failed(probes["database"], exc)
+    return Observation(now, probes, pipeline, subscriptions)
+
+
+# --- the rule ----------------------------------------------------------------------------------------------
+
+
+def _service_check(name: str, probe: Probe, impact: str) -> Check:
+    if not probe.checked:
+        return Check(name, PASS, impact, probe.error)
+    if probe.up:
+        return Check(name, PASS, impact, f"answered in {probe.latency_ms:g} ms")
+    return Check(name, FAIL, impact, probe.error)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def health_evaluate(
+    observation: Observation, *, buffer_alarm_entries: int | None = None, flush_interval_s: float | None = None,
+) -> Health:
+    """Grade an observation by the rule in this module's docstring."""
+    alarm = settings.BUFFER_ALARM_ENTRIES if buffer_alarm_entries is None else buffer_alarm_entries
+    interval = settings.FLUSH_INTERVAL_S if flush_interval_s is None else flush_interval_s
+    probes, pipeline, subs = observation.probes, observation.pipeline, observation.subscriptions
+    checks = [
+        _service_check("database", probes["database"], UNHEALTHY),
+        _service_check("redis", probes["redis"], UNHEALTHY),
+        _service_check("broker", probes["broker"], DEGRADED),
+    ]
+
+    if pipeline is None or subs is None:
+        checks.append(Check("collectors", UNKNOWN, DEGRADED, "needs Redis and PostgreSQL"))
+    else:
+        alive, total = pipeline["collectors"]["alive"], pipeline["collectors"]["total"]
+        if subs.active and not alive:
+            verb = "is" if subs.active == 1 else "are"
+            checks.append(Check("collectors", FAIL, DEGRADED,
+                                f"no collector is alive while {_plural(subs.active, 'subscription')} {verb} "
+                                f"active ({total} registered)"))
+        else:
+            checks.append(Check("collectors", PASS, DEGRADED, f"{alive} alive of {total} registered"))
+
+    if pipeline is None:
+        checks.append(Check("buffer", UNKNOWN, DEGRADED, "needs Redis"))
+        checks.append(Check("flush", UNKNOWN, DEGRADED, "needs Redis"))
+    else:
+        depth = pipeline["buffer"]["depth"]
+        if depth > alarm:
+            checks.append(Check("buffer", FAIL, DEGRADED,
+                                f"{depth} candles buffered, above BUFFER_ALARM_ENTRIES ({alarm})"))
+        else:
+            checks.append(Check("buffer", PASS, DEGRADED, f"{depth} candles buffered (alarm above {alarm})"))
+        checks.append(_flush_check(pipeline, depth, interval))
+
+    if subs is None:
+        checks.append(Check("subscriptions", UNKNOWN, DEGRADED, "needs PostgreSQL"))
+    else:
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(subs.by_status.items()))
+        troubled = sum(subs.by_status.get(s, 0) for s in TROUBLED)
+        if troubled:
+            checks.append(Check("subscriptions", FAIL, DEGRADED,
+                                f"{troubled} of {subs.active} active stale or in error "
+                                f"({'; '.join(subs.troubled)}{'; ...' if troubled > len(subs.troubled) else ''})"))
+        else:
+            checks.append(Check("subscriptions", PASS, DEGRADED,
+                                f"{_plural(subs.active, 'active subscription')}" + (f": {counts}" if counts else "")))
+
+    by_name = {check.name: check for check in checks}
+    failing = [check for check in checks if check.status == FAIL]
+    if any(check.impact == UNHEALTHY for check in failing):
+        status = UNHEALTHY
+    elif failing:
+        status = DEGRADED
+    else:
+        status = HEALTHY
+    return Health(status, by_name)
+
+
+def _flush_check(pipeline: dict[str, Any], depth: int, interval: float) -> Check:
+    limit = FLUSH_STALE_INTERVALS * interval
+    last = pipeline["last_flush"]
+    age = None if last is None else last.get("age_s")
+    if depth == 0:
+        return Check("flush", PASS, DEGRADED, "nothing waits" + ("" if age is None else f"; last flush {age:g} s ago"))
+    if age is None:
+        return Check("flush", FAIL, DEGRADED, f"no flush recorded while {depth} candles wait")
+    if age > limit:
+        return Check("flush", FAIL, DEGRADED,
+                     f"last flush {age:g} s ago (limit {limit:g} s) while {depth} candles wait")
+    return Check("flush", PASS, DEGRADED, f"last flush {age:g} s ago")
+
+
+# --- the full report ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GapSummary:
+    open: int
+    filling: int
+    filled: int
+    unfillable: int
+    missing_candles: int  # in open and filling gaps
+
+
+@dataclass(frozen=True, slots=True)
+class SystemStatus:
+    health: Health
+    observation: Observation
+    gaps: GapSummary | None
+    collectors: list[CollectorStatus] | None
+    subscriptions: list[SubscriptionRow] | None
+
+
+def gap_counts() -> dict[str, tuple[int, int]]:
+    """(gaps, candles missing when found) by gap state, every state present (one query)."""
+    counts = {state: (0, 0) for state in GapState.values}
+    rows = Gap.objects.order_by().values("state").annotate(n=Count("pk"), m=Sum("missing"))
+    for state, n, missing in rows.values_list("state", "n", "m"):
+        counts[state] = (n, missing or 0)
+    return counts
+
+
+def gap_summary() -> GapSummary:
+    counts = gap_counts()
+    return GapSummary(counts[GapState.OPEN][0], counts[GapState.FILLING][0], counts[GapState.FILLED][0],
+                      counts[GapState.UNFILLABLE][0], counts[GapState.OPEN][1] + counts[GapState.FILLING][1])
+
+
+def system_status() -> SystemStatus:
+    """The health, plus gaps, collectors and every subscription with its channel status (for GET /status)."""
+    observation = observe()
+    probes, now = observation.probes, observation.now
+    channels = collectors = None
+    if observation.pipeline is not None:
+        redis, keys = status_redis(), pipeline_keys()
+        try:
+            channels = channel_statuses(redis, keys)
+            collectors = collector_statuses(redis, keys, now=now)
+        except RedisError as exc:
+            probes["redis"] = _failed(probes["redis"], exc)
+            channels = collectors = None
+    gaps = rows = None
+    if observation.subscriptions is not None:
+        try:
+            with transaction.atomic():
+                limit_statements()
+                gaps = gap_summary()
+                rows = subscription_rows(subscription_records(), channels, now)
+        except DatabaseError as exc:
+            probes["database"] = _failed(probes["database"], exc)
+            gaps = rows = None
+    return SystemStatus(health_evaluate(observation), observation, gaps, collectors, rows)

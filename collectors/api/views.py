@@ -1,0 +1,168 @@
+"""GET /status, /status/{symbol}, /health, /health/live and /metrics.
+
+/status and /status/{symbol} follow the API's defaults (open reads unless API_READ_AUTH, throttling).
+The probes /health and /health/live, and /metrics, must answer load balancers, orchestrators and Prometheus
+whatever the API's settings: they take no users and no throttling, and /metrics has its own optional token.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+from django.conf import settings
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from candles.models import Instrument
+from collectors.api.access import MetricsTokenAuthentication, MetricsTokenRequired
+from collectors.api.metrics import metrics_text
+from collectors.api.renderers import PrometheusTextRenderer
+from collectors.api.serializers import HealthSerializer, LivenessSerializer, StatusSerializer, SymbolStatusSerializer
+from collectors.api.subscriptions import instrument_subscription_rows
+from collectors.api.system import HEALTHY, Health, health_evaluate, observe, system_status
+from okxproject.api_errors import NotFoundError
+from okxproject.api_schema import EnvelopeAutoSchema, ErrorEnvelopeSerializer
+
+# When this process loaded the application: the liveness probe's uptime.
+STARTED = time.monotonic()
+TAG = "status"
+# What an OKX instrument id can look like ("BTC-USDT", "BTC-USD-240329-60000-C"); anything else is not one,
+# and never reaches SQL (a NUL byte would make PostgreSQL refuse the query).
+SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+DATABASE_UNAVAILABLE = OpenApiResponse(
+    ErrorEnvelopeSerializer, description="DATABASE_UNAVAILABLE: PostgreSQL went away while serving the request.")
+
+
+def _health_body(health: Health) -> dict:
+    return {"status": health.status, "timestamp": timezone.now(), "checks": health.checks,
+            "failing": health.failing}
+
+
+class StatusView(APIView):
+    @extend_schema(
+        tags=[TAG], operation_id="status_retrieve",
+        summary="The whole system: health, services, pipeline, gaps, collectors and every subscription",
+        description="200 whenever the API can answer: `status` is healthy, degraded or unhealthy by the rule in "
+                    "docs/status-and-metrics.md, `failing` names the failing checks, and the sections whose "
+                    "source (Redis or PostgreSQL) is down are null.",
+        responses={200: StatusSerializer, 503: DATABASE_UNAVAILABLE},
+    )
+    def get(self, request: Request) -> Response:
+        report = system_status()
+        probes, pipeline = report.observation.probes, report.observation.pipeline
+        body = {
+            **_health_body(report.health),
+            "services": {
+                "database": probes["database"], "redis": probes["redis"], "broker": probes["broker"],
+                "collectors": None if pipeline is None else pipeline["collectors"],
+            },
+            "pipeline": None if pipeline is None else {
+                **pipeline, "buffer": {**pipeline["buffer"], "alarm_entries": settings.BUFFER_ALARM_ENTRIES},
+            },
+            "gaps": report.gaps,
+            "collectors": report.collectors,
+            "subscriptions": report.subscriptions,
+        }
+        return Response(StatusSerializer(body).data)
+
+
+class SymbolStatusView(APIView):
+    @extend_schema(
+        tags=[TAG], operation_id="status_symbol_retrieve",
+        summary="One instrument's subscriptions: status, last message, last confirmed candle, lag, reconnects",
+        description="The symbol is OKX's instId, exact and case-sensitive. A known instrument without "
+                    "subscriptions has an empty `timeframes` list; an unknown one is 404 SYMBOL_NOT_FOUND.",
+        responses={
+            200: SymbolStatusSerializer,
+            404: OpenApiResponse(ErrorEnvelopeSerializer, description="SYMBOL_NOT_FOUND: no such instrument."),
+            503: DATABASE_UNAVAILABLE,
+        },
+    )
+    def get(self, request: Request, symbol: str) -> Response:
+        instrument = None
+        if SYMBOL.fullmatch(symbol):
+            instrument = Instrument.objects.filter(inst_id=symbol).first()
+        if instrument is None:
+            raise NotFoundError(f"No instrument {symbol!r} is known.", code="SYMBOL_NOT_FOUND",
+                                details={"symbol": symbol})
+        rows, live = instrument_subscription_rows(instrument_id=instrument.pk, now=time.time())
+        return Response(SymbolStatusSerializer({
+            "symbol": instrument.inst_id, "inst_type": instrument.inst_type, "state": instrument.state,
+            "delisted_at": instrument.delisted_at, "timestamp": timezone.now(), "live_status_available": live,
+            "timeframes": rows,
+        }).data)
+
+
+class HealthView(APIView):
+    # A readiness probe: reachable without credentials or throttling, whatever the API's settings.
+    authentication_classes = ()
+    permission_classes = ()
+    throttle_classes = ()
+
+    @extend_schema(
+        tags=[TAG], operation_id="health_retrieve",
+        summary="Readiness: 200 when healthy, 503 with the failing checks otherwise",
+        description="Probes PostgreSQL, Redis and the broker (each bounded: the answer comes within about two "
+                    "seconds even when a server hangs) and grades the pipeline by the rule in "
+                    "docs/status-and-metrics.md.",
+        responses={
+            200: OpenApiResponse(HealthSerializer, description="healthy"),
+            503: OpenApiResponse(HealthSerializer, description="degraded or unhealthy; `failing` names the checks"),
+        },
+    )
+    def get(self, request: Request) -> Response:
+        health = health_evaluate(observe())
+        return Response(HealthSerializer(_health_body(health)).data, status=200 if health.status == HEALTHY else 503)
+
+
+class LivenessView(APIView):
+    # A liveness probe: answers as long as the process serves, touching neither PostgreSQL nor Redis (no
+    # authentication: a session lookup would read the database; no throttling: its counters live in Redis).
+    authentication_classes = ()
+    permission_classes = ()
+    throttle_classes = ()
+
+    @extend_schema(
+        tags=[TAG], operation_id="health_live_retrieve",
+        summary="Liveness: 200 as long as the process serves requests (no database or Redis access)",
+        responses={200: LivenessSerializer},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(LivenessSerializer({
+            "status": "alive", "timestamp": timezone.now(), "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - STARTED, 3),
+        }).data)
+
+
+class OptionalTokenSchema(EnvelopeAutoSchema):
+    def get_auth(self) -> list[dict]:
+        # The token is required only when METRICS_TOKEN is set: an empty requirement says "or none".
+        auths = super().get_auth()
+        return auths if {} in auths else [*auths, {}]
+
+
+class MetricsView(APIView):
+    schema = OptionalTokenSchema()
+    authentication_classes = (MetricsTokenAuthentication,)
+    permission_classes = (MetricsTokenRequired,)
+    throttle_classes = ()  # Prometheus scrapes on its own schedule
+    renderer_classes = (PrometheusTextRenderer,)
+
+    @extend_schema(
+        tags=[TAG], operation_id="metrics_retrieve",
+        summary="Prometheus metrics (text exposition format 0.0.4)",
+        description="Counters of every process (they only grow), gauges of the buffer, gaps, collectors and "
+                    "subscriptions, per-subscription lag. Every metric is described in "
+                    "docs/status-and-metrics.md. When METRICS_TOKEN is set, requests need "
+                    "`Authorization: Bearer <METRICS_TOKEN>`.",
+        responses={(200, PrometheusTextRenderer.media_type): OpenApiTypes.STR},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(metrics_text(), content_type=PrometheusTextRenderer.content_type)

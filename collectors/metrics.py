@@ -1,0 +1,199 @@
+"""Every metric okx-candles exports, and the Prometheus text format (version 0.0.4) they are written in.
+
+The catalogue below is the contract with dashboards and alerts: `METRIC_NAMES` lists every family name, and a
+family is exported (with its # HELP and # TYPE lines) on every scrape, with or without samples. Values come
+from `collectors.api.metrics`, which reads them from Redis and PostgreSQL; this module only knows names, types
+and the text format, so it has no Django or Redis import.
+
+Counters are the sums of what every process (collectors, flush and backfill workers, the health task) adds to
+the Redis hash `Keys.counters`; they only grow, so Prometheus' `rate()` applies. Durations are in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PREFIX = "okx_candles_"
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    name: str
+    type: str  # "counter", "gauge" or "summary"
+    help: str
+    labels: tuple[str, ...] = ()
+    # For counters read from Keys.counters: the field name there, and a factor to seconds for *_ms sums.
+    counter_field: str | None = None
+
+
+@dataclass(slots=True)
+class Sample:
+    value: float
+    labels: Mapping[str, str] = field(default_factory=dict)
+    suffix: str = ""  # "_sum" or "_count" for summaries
+
+
+def _counter(name: str, field_name: str, help_text: str) -> Family:
+    return Family(PREFIX + name, "counter", help_text, counter_field=field_name)
+
+
+# --- counters from Keys.counters ---------------------------------------------------------------------------
+MESSAGES_RECEIVED = _counter(
+    "messages_received_total", "messages",
+    "Candle rows received in OKX WebSocket pushes by the collectors, valid or not.")
+BUFFER_WRITES = _counter(
+    "buffer_writes_total", "candle_updates",
+    "Candle versions the collectors wrote to the Redis live buffer (after coalescing pushes of ~100 ms).")
+CANDLES_FLUSHED = _counter(
+    "candles_flushed_total", "candles_flushed",
+    "Candle rows inserted or changed in PostgreSQL by flushes of the live buffer.")
+FLUSH_ERRORS = _counter(
+    "flush_errors_total", "flush_errors",
+    "Flush runs that failed (their batch stays in Redis and is written by a later run).")
+DEAD_LETTERS = _counter(
+    "dead_letters_total", "dead_letters",
+    "Frames, candles and rows refused on the way in and put on the dead-letter list.")
+DEAD_LETTERS_TRIMMED = _counter(
+    "dead_letters_trimmed_total", "dead_letters_trimmed",
+    "Dead letters dropped from the list because it was full (DEAD_LETTER_MAX).")
+MISSED_CONFIRMS = _counter(
+    "missed_confirms_total", "missed_confirms",
+    "Candles that closed without a confirm push, queued to be fetched from REST.")
+RECONNECTS = _counter(
+    "ws_reconnects_total", "reconnects",
+    "WebSocket reconnects of the collectors (added up by the health task from each collector's status).")
+COLLECTORS_REMOVED = _counter(
+    "collectors_removed_total", "collectors_removed",
+    "Collectors removed by the health task after their heartbeat stopped.")
+GAPS_FILLED = _counter(
+    "gaps_filled_total", "gaps_filled",
+    "Gaps completely filled from OKX REST.")
+REST_REQUESTS = _counter(
+    "rest_requests_total", "rest_requests",
+    "Requests sent to OKX REST by backfill (retries included).")
+REST_RETRIES = _counter(
+    "rest_retries_total", "rest_retries",
+    "OKX REST requests of backfill retried after a transient error.")
+REST_RATE_LIMITED = _counter(
+    "rest_rate_limited_total", "rest_rate_limited",
+    "OKX REST responses refusing a backfill request for its rate limit (HTTP 429 or code 50011).")
+
+COUNTERS: tuple[Family, ...] = (
+    MESSAGES_RECEIVED, BUFFER_WRITES, CANDLES_FLUSHED, FLUSH_ERRORS, DEAD_LETTERS, DEAD_LETTERS_TRIMMED,
+    MISSED_CONFIRMS, RECONNECTS, COLLECTORS_REMOVED, GAPS_FILLED, REST_REQUESTS, REST_RETRIES, REST_RATE_LIMITED,
+)
+
+# --- flush duration: a summary from two counters (runs and milliseconds spent) ---------------------------
+FLUSH_DURATION = Family(
+    PREFIX + "flush_duration_seconds", "summary",
+    "Time spent in successful flush runs (_sum) and their number (_count).")
+FLUSH_DURATION_MS_FIELD = "flush_duration_ms"
+FLUSH_RUNS_FIELD = "flush_runs"
+
+# --- gauges from Redis -------------------------------------------------------------------------------------
+BUFFER_ENTRIES = Family(
+    PREFIX + "buffer_entries", "gauge",
+    "Candles waiting in Redis for a flush: part=live (being written by collectors) or taken (a flush's batch).",
+    ("part",))
+BUFFER_ALARM = Family(
+    PREFIX + "buffer_alarm_entries", "gauge",
+    "BUFFER_ALARM_ENTRIES: above this many buffered candles the status turns degraded.")
+DEAD_LETTERS_STORED = Family(
+    PREFIX + "dead_letters_stored", "gauge",
+    "Entries on the dead-letter list now.")
+REST_NEEDED = Family(
+    PREFIX + "rest_needed_candles", "gauge",
+    "Candles closed without a confirm push that wait to be fetched from REST.")
+LAST_FLUSH = Family(
+    PREFIX + "last_flush_timestamp_seconds", "gauge",
+    "When the last successful flush committed (Unix time).")
+COLLECTORS = Family(
+    PREFIX + "collectors", "gauge",
+    "Collectors registered in Redis, by state: alive (recent heartbeat) or dead (not yet removed).",
+    ("state",))
+SUBSCRIPTION_MESSAGE_AGE = Family(
+    PREFIX + "subscription_last_message_age_seconds", "gauge",
+    "Seconds since the last WebSocket push of an active subscription's channel.",
+    ("symbol", "timeframe"))
+SUBSCRIPTION_LAG = Family(
+    PREFIX + "subscription_lag_seconds", "gauge",
+    "Seconds the oldest closed candle of an active subscription has waited for its confirmed push "
+    "(0 when the last closed candle is confirmed).",
+    ("symbol", "timeframe"))
+
+# --- gauges from PostgreSQL --------------------------------------------------------------------------------
+GAPS = Family(
+    PREFIX + "gaps", "gauge",
+    "Gap records by state: open (to fill), filling, filled, unfillable (OKX has no candles there).",
+    ("state",))
+GAP_MISSING = Family(
+    PREFIX + "gap_missing_candles", "gauge",
+    "Candles missing in gap records when they were found, by gap state.",
+    ("state",))
+SUBSCRIPTIONS = Family(
+    PREFIX + "subscriptions", "gauge",
+    "Subscriptions by status: pending, live, stale, error (active ones) and paused.",
+    ("status",))
+
+# --- the scrape itself -------------------------------------------------------------------------------------
+SOURCE_UP = Family(
+    PREFIX + "metrics_source_up", "gauge",
+    "Whether this scrape could read a source (redis, database); metrics of a source that is down are absent.",
+    ("source",))
+
+FAMILIES: tuple[Family, ...] = (
+    *COUNTERS, FLUSH_DURATION, BUFFER_ENTRIES, BUFFER_ALARM, DEAD_LETTERS_STORED, REST_NEEDED, LAST_FLUSH,
+    COLLECTORS, SUBSCRIPTION_MESSAGE_AGE, SUBSCRIPTION_LAG, GAPS, GAP_MISSING, SUBSCRIPTIONS, SOURCE_UP,
+)
+# Every family name exported, as it appears in the # TYPE lines (dashboards are checked against this list).
+METRIC_NAMES: tuple[str, ...] = tuple(family.name for family in FAMILIES)
+
+
+# --- the text format ---------------------------------------------------------------------------------------
+
+
+def escape_label_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def format_value(value: float) -> str:
+    if isinstance(value, bool):
+        raise TypeError("a metric value is a number, not a bool")
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+def _sample_line(family: Family, sample: Sample) -> str:
+    name = family.name + sample.suffix
+    if not sample.labels:
+        return f"{name} {format_value(sample.value)}"
+    unknown = set(sample.labels) - set(family.labels)
+    if unknown:
+        raise ValueError(f"{family.name}: labels {sorted(unknown)} are not declared")
+    labels = ",".join(f'{key}="{escape_label_value(str(sample.labels[key]))}"'
+                      for key in family.labels if key in sample.labels)
+    return f"{name}{{{labels}}} {format_value(sample.value)}"
+
+
+def render(samples: Mapping[Family, Sequence[Sample]], families: Iterable[Family] = FAMILIES) -> str:
+    """The exposition of `families` in order, each with its samples (none is fine)."""
+    lines: list[str] = []
+    for family in families:
+        lines.append(f"# HELP {family.name} {escape_help(family.help)}")
+        lines.append(f"# TYPE {family.name} {family.type}")
+        lines.extend(_sample_line(family, sample) for sample in samples.get(family, ()))
+    return "\n".join(lines) + "\n"

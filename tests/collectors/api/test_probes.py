@@ -1,0 +1,78 @@
+"""Service probes over real sockets: refused, hung and healthy servers, each answered within the deadline."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.db import connection
+from django.test import override_settings
+
+from collectors.api.probes import (
+    PROBE_TIMEOUT_S,
+    database_check,
+    probes_run,
+    redis_check,
+    services_probe,
+)
+from tests.collectors.api.servers import closed_port, silent_server
+
+
+def database_params(port: int) -> dict:
+    return {"dbname": "postgres", "user": "postgres", "host": "127.0.0.1", "port": port, "connect_timeout": 2}
+
+
+@pytest.mark.django_db
+def test_the_projects_services_answer():
+    probes = services_probe()
+
+    assert {name: (p.up, p.checked, p.error) for name, p in probes.items()} == {
+        "database": (True, True, ""), "redis": (True, True, ""), "broker": (True, True, ""),
+    }
+    assert all(p.latency_ms is not None and p.latency_ms < PROBE_TIMEOUT_S * 1000 for p in probes.values())
+
+
+def test_refused_connections_fail_at_once_with_the_reason():
+    port = closed_port()
+    started = time.monotonic()
+
+    probes = probes_run({"database": database_check(database_params(port)),
+                         "redis": redis_check(f"redis://127.0.0.1:{port}/0")})
+
+    assert time.monotonic() - started < 1.0
+    assert not probes["database"].up
+    assert "Connection refused" in probes["database"].error
+    assert probes["database"].error.startswith("OperationalError: ")
+    assert not probes["redis"].up
+    assert "Connection refused" in probes["redis"].error
+
+
+def test_servers_that_hang_are_reported_at_the_deadline():
+    with silent_server() as port:
+        started = time.monotonic()
+        probes = probes_run({"database": database_check(database_params(port)),
+                             "redis": redis_check(f"redis://127.0.0.1:{port}/0")})
+        elapsed = time.monotonic() - started
+
+    assert PROBE_TIMEOUT_S - 0.05 <= elapsed < PROBE_TIMEOUT_S + 0.5
+    for name in ("database", "redis"):
+        # Redis' own 1 s socket timeout may fire first; either way it is a failure, within the deadline.
+        assert not probes[name].up
+    assert probes["database"] == type(probes["database"])("database", False, None,
+                                                          f"no answer within {PROBE_TIMEOUT_S:g} s")
+
+
+@override_settings(CELERY_BROKER_URL="amqp://guest@127.0.0.1:5672//")
+@pytest.mark.django_db
+def test_a_broker_that_is_not_redis_is_not_probed_and_says_so():
+    broker = services_probe(names=["broker"])["broker"]
+
+    assert (broker.up, broker.checked, broker.error) == (True, False, "not probed: a amqp:// broker, not Redis")
+
+
+@pytest.mark.django_db
+def test_the_database_probe_uses_a_connection_of_its_own():
+    # Django's own connection is not used (and may be in a transaction, as here): the probe connects anew.
+    before = connection.connection
+    assert services_probe(names=["database"])["database"].up
+    assert connection.connection is before
