@@ -23,7 +23,8 @@ import orjson
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
-from django.views import defaults
+from django.views import csrf, defaults
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions
 from rest_framework.views import set_rollback
 
@@ -171,6 +172,7 @@ def is_api(request: HttpRequest) -> bool:
     return request.path.startswith(API_PREFIX)
 
 
+@csrf_exempt  # a POST to a route that does not exist is a 404, not a CSRF failure
 def api_not_found(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
     """The catch-all route under /api/: no endpoint here (also in DEBUG, where handler404 is not used)."""
     return error_response(404, "NOT_FOUND", f"No endpoint at {request.path}.")
@@ -192,6 +194,13 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Http
     if is_api(request):
         return api_not_found(request)
     return defaults.page_not_found(request, exception)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: the envelope under /api/ (DRF views check CSRF themselves; this is the rest)."""
+    if is_api(request):
+        return error_response(403, "PERMISSION_DENIED", f"CSRF check failed: {reason}")
+    return csrf.csrf_failure(request, reason)
 
 
 def handler500(request: HttpRequest) -> HttpResponse:

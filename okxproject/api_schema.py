@@ -31,7 +31,7 @@ class ErrorEnvelopeSerializer(serializers.Serializer):
 _ERRORS = {
     "400": "Invalid parameters or body (VALIDATION_ERROR, MALFORMED_REQUEST or an endpoint's own code).",
     "401": "No or invalid credentials (NOT_AUTHENTICATED, AUTHENTICATION_FAILED).",
-    "403": "Not allowed (PERMISSION_DENIED).",
+    "403": "Not allowed (PERMISSION_DENIED), e.g. a session without its CSRF token.",
     "404": "Not found (NOT_FOUND or an endpoint's own *_NOT_FOUND code).",
     "406": "No acceptable representation for the Accept header (NOT_ACCEPTABLE).",
     "415": "The body is not JSON (UNSUPPORTED_MEDIA_TYPE).",
@@ -62,8 +62,8 @@ class EnvelopeAutoSchema(AutoSchema):
         if self.view.get_authenticators():
             codes.append("401")  # a wrong token is refused even where no credentials are needed
         perms = [p.__class__ for p in self.view.get_permissions()]
-        if perms and permissions.AllowAny not in perms:
-            codes.append("403")
+        if perms and permissions.AllowAny not in perms and self.method not in permissions.SAFE_METHODS:
+            codes.append("403")  # refused writes (a staff session without its CSRF token, for one)
         if "{" in self.path:
             codes.append("404")
         codes.append("406")

@@ -64,6 +64,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "okxproject.urls"
+# A failed CSRF check under /api/ answers with the API's error envelope (elsewhere Django's page).
+CSRF_FAILURE_VIEW = "okxproject.api_errors.csrf_failure"
 WSGI_APPLICATION = "okxproject.wsgi.application"
 ASGI_APPLICATION = "okxproject.asgi.application"
 

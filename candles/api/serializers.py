@@ -103,6 +103,7 @@ class SubscriptionSerializer(serializers.ModelSerializer):
     symbol = serializers.CharField(source="instrument.inst_id")
     timeframe = serializers.CharField(source="timeframe.code")
     backfill_from = InstantField(allow_null=True)
+    webhook_url = serializers.CharField(help_text="Receiver of a signed POST per confirmed candle; empty: none.")
 
     class Meta:
         model = Subscription

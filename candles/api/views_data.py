@@ -11,7 +11,7 @@ from datetime import datetime
 
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -35,10 +35,12 @@ CSV_HEADER = ",".join(CANDLE_KEYS) + "\n"
 SYMBOL_PARAM = OpenApiParameter(
     "symbol", {"type": "string", "pattern": f"^{SYMBOL_PATTERN}$"}, OpenApiParameter.PATH,
     description="OKX instrument id, exact (BTC-USDT). Unknown: 404 SYMBOL_NOT_FOUND.",
+    examples=[OpenApiExample("BTC-USDT", value="BTC-USDT")],
 )
 TIMEFRAME_PARAM = OpenApiParameter(
     "timeframe", {"type": "string", "pattern": f"^{TIMEFRAME_PATTERN}$"}, OpenApiParameter.PATH,
     description="OKX bar, case-sensitive (1m is a minute, 1M a month). Unknown: 404 INVALID_TIMEFRAMES.",
+    examples=[OpenApiExample("1m", value="1m")],
 )
 TIME_DOC = "ISO 8601 (naive means UTC; in a query string send + as %2B) or epoch milliseconds; inclusive."
 LIST_PARAMS = [

@@ -7,7 +7,7 @@ signals, bulk pauses through candles.signals.subscriptions_changed.
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -45,6 +45,8 @@ class SubscribeView(APIView):
                     "400 INVALID_SYMBOLS / INVALID_TIMEFRAMES lists all the bad ones.",
         request=SubscribeRequestSerializer,
         responses={201: SubscribeResponseSerializer, 200: SubscribeResponseSerializer},
+        examples=[OpenApiExample("Two symbols in two bars", request_only=True,
+                                 value={"symbols": ["BTC-USDT", "ETH-USDT"], "timeframes": ["1m", "1H"]})],
         tags=["subscriptions"],
     )
     def post(self, request: Request) -> Response:
@@ -80,7 +82,8 @@ class UnsubscribeView(APIView):
                     "them. 404 SUBSCRIPTION_NOT_FOUND when none is active.",
         parameters=[
             OpenApiParameter("symbol", {"type": "string", "pattern": f"^{SYMBOL_PATTERN}$"},
-                             OpenApiParameter.PATH, description="OKX instrument id, exact."),
+                             OpenApiParameter.PATH, description="OKX instrument id, exact.",
+                             examples=[OpenApiExample("BTC-USDT", value="BTC-USDT")]),
             OpenApiParameter("timeframe", {"type": "string", "pattern": f"^{TIMEFRAME_PATTERN}$"},
                              description="Only this bar (case-sensitive); unknown: 400 INVALID_TIMEFRAMES."),
         ],

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
-from django.test import Client, override_settings
+from django.test import Client, RequestFactory, override_settings
 
 from tests.candles.api.fixtures import envelope_of
 
@@ -84,3 +85,19 @@ def test_a_disallowed_host_under_api_is_400_with_the_envelope():
     response = Client(raise_request_exception=False).get("/api/v1/probe", HTTP_HOST="evil.example")
     assert response.status_code == 400
     assert envelope_of(response)["error_code"] == "BAD_REQUEST"
+
+
+def test_a_write_to_an_unknown_route_under_api_is_404_not_a_csrf_failure():
+    response = Client(enforce_csrf_checks=True).post("/api/v1/subscriptions/nothing", {})
+    assert response.status_code == 404
+    assert envelope_of(response)["error_code"] == "NOT_FOUND"
+
+
+def test_a_csrf_failure_under_api_is_403_with_the_envelope():
+    from okxproject.api_errors import csrf_failure
+
+    request = RequestFactory().post("/api/v1/anything")
+    request.request_id = "x"
+    response = csrf_failure(request, "CSRF cookie not set.")
+    assert response.status_code == 403
+    assert orjson.loads(response.content)["error_code"] == "PERMISSION_DENIED"

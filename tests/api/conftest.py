@@ -1,0 +1,1 @@
+from tests.candles.api.fixtures import *  # noqa: F403 (fixtures)
