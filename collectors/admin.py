@@ -102,13 +102,13 @@ def enqueue(task: Any, *args: Any) -> str | None:
     return None
 
 
-def report_queueing(request: HttpRequest, queued: str | None, errors: list[str]) -> None:
-    """One message for what was queued, one for what the broker refused."""
+def report_queueing(request: HttpRequest, queued: str | None, errors: list[str],
+                    meanwhile: str = "Nothing was changed; try again when the broker is back.") -> None:
+    """One message for what was queued, one for what the broker refused (and what happens to it)."""
     if queued:
         messages.success(request, queued)
     if errors:
-        messages.error(request, f"Could not queue {len(errors)} task(s): {errors[0]}. Nothing was changed; "
-                                "try again when the broker is back.")
+        messages.error(request, f"Could not queue {len(errors)} task(s): {errors[0]}. {meanwhile}")
 
 
 # --- subscriptions: live status, backfill and re-verify ------------------------------------------------
@@ -309,7 +309,7 @@ class PipelineGapAdmin(GapAdmin):
             errors = [error for gap_id in to_fill if (error := enqueue(admin_tasks.fill_gap, gap_id))]
             queued = len(to_fill) - len(errors)
             report_queueing(request, f"Queued fills of {queued} gap(s){extra}; watch their state here."
-                            if queued else None, errors)
+                            if queued else None, errors, "Those gaps stay open; the scheduled fill_gaps takes them.")
 
         transaction.on_commit(queue_fills)
 
@@ -470,6 +470,7 @@ def dead_letters_view(site: admin.AdminSite, request: HttpRequest) -> HttpRespon
     except REDIS_DOWN as exc:
         context.update(total=None, letters=[], pipeline_error=redis_notice(exc))
     total = context["total"] or 0
+    context["first_shown"], context["last_shown"] = offset + 1, offset + len(context["letters"])
     context["newer_offset"] = max(0, offset - DEAD_LETTERS_PER_PAGE) if offset else None
     context["older_offset"] = offset + DEAD_LETTERS_PER_PAGE if offset + DEAD_LETTERS_PER_PAGE < total else None
     return TemplateResponse(request, "admin/pipeline/dead_letters.html", context)
