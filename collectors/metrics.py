@@ -73,13 +73,13 @@ GAPS_FILLED = _counter(
     "Gaps completely filled from OKX REST.")
 REST_REQUESTS = _counter(
     "rest_requests_total", "rest_requests",
-    "Requests sent to OKX REST by backfill (retries included).")
+    "Requests sent to OKX REST by the workers (retries included).")
 REST_RETRIES = _counter(
     "rest_retries_total", "rest_retries",
-    "OKX REST requests of backfill retried after a transient error.")
+    "OKX REST requests retried after a transient error.")
 REST_RATE_LIMITED = _counter(
     "rest_rate_limited_total", "rest_rate_limited",
-    "OKX REST responses refusing a backfill request for its rate limit (HTTP 429 or code 50011).")
+    "OKX REST responses refusing a request for its rate limit (HTTP 429 or code 50011).")
 
 COUNTERS: tuple[Family, ...] = (
     MESSAGES_RECEIVED, BUFFER_WRITES, CANDLES_FLUSHED, FLUSH_ERRORS, DEAD_LETTERS, DEAD_LETTERS_TRIMMED,

@@ -446,8 +446,12 @@ async def _with_rest_client(rest_url: str, keys: Keys, work: Callable[[OkxRestCl
         await aredis.aclose()
 
 
+def _rest_deltas(stats: dict[str, int]) -> dict[str, int]:
+    return {REST_COUNTERS[name]: value for name, value in stats.items() if value and name in REST_COUNTERS}
+
+
 async def _count_rest(aredis: Any, keys: Keys, stats: dict[str, int]) -> None:
-    deltas = {REST_COUNTERS[name]: value for name, value in stats.items() if value and name in REST_COUNTERS}
+    deltas = _rest_deltas(stats)
     if not deltas:
         return
     try:
@@ -457,6 +461,21 @@ async def _count_rest(aredis: Any, keys: Keys, stats: dict[str, int]) -> None:
             await pipe.execute()
     except RedisError as exc:
         # The requests were made; only their tally is lost. Raising would turn a done fill into a failed one.
+        logger.warning("REST counters %s not recorded: %r", deltas, exc)
+
+
+def rest_stats_record(*, redis: Any, keys: Keys, stats: dict[str, int]) -> None:
+    """Add a REST client's tallies (`OkxRestClient.stats`) to the shared counters, for callers outside this
+    module that use a client of their own (the instrument sync). Never raises for Redis: the tally is lost."""
+    deltas = _rest_deltas(stats)
+    if not deltas:
+        return
+    try:
+        pipe = redis.pipeline(transaction=False)
+        for name, value in deltas.items():
+            pipe.hincrby(keys.counters, name, value)
+        pipe.execute()
+    except RedisError as exc:
         logger.warning("REST counters %s not recorded: %r", deltas, exc)
 
 

@@ -71,11 +71,11 @@ def test_the_schema_documents_every_status_code_of_these_endpoints(client):
              if path.startswith(("/api/v1/status", "/api/v1/health", "/api/v1/metrics"))}
 
     assert codes == {
-        "/api/v1/status": ["200", "401", "403", "406", "429", "503"],
-        "/api/v1/status/{symbol}": ["200", "401", "403", "404", "406", "429", "503"],
+        "/api/v1/status": ["200", "401", "406", "429", "503"],
+        "/api/v1/status/{symbol}": ["200", "401", "404", "406", "429", "503"],
         "/api/v1/health": ["200", "406", "503"],
         "/api/v1/health/live": ["200", "406"],
-        "/api/v1/metrics": ["200", "401", "403", "406"],
+        "/api/v1/metrics": ["200", "401", "406"],
     }
     assert list(spec["paths"]["/api/v1/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]
     assert {} in spec["paths"]["/api/v1/metrics"]["get"]["security"]  # open unless METRICS_TOKEN is set

@@ -29,6 +29,7 @@ from collectors.pipeline.backfill import (
 )
 from collectors.pipeline.keys import Keys, candle_field
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
+from tests.support.private_services import free_port
 
 INSTRUMENTS = ("BTC-USDT", "ETH-USDT", "SOL-USDT")
 MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
@@ -544,3 +545,18 @@ def test_rest_needed_drain_writes_the_queued_candles_and_keeps_what_rest_lacks(s
 @pytest.mark.django_db
 def test_rest_needed_drain_with_an_empty_queue_does_nothing(keys, redis):
     assert rest_needed_drain(redis=redis, keys=keys, rest_url="http://127.0.0.1:9") == 0
+
+
+def test_a_rest_clients_tallies_from_elsewhere_add_to_the_shared_counters(keys, redis):
+    backfill.rest_stats_record(redis=redis, keys=keys, stats={"requests": 3, "retries": 1, "rate_limited": 1})
+    backfill.rest_stats_record(redis=redis, keys=keys, stats={"requests": 2, "retries": 0, "rate_limited": 0})
+
+    assert counters(redis, keys) == {"rest_requests": 5, "rest_retries": 1, "rest_rate_limited": 1}
+
+
+def test_rest_tallies_that_cannot_be_recorded_do_not_fail_the_caller(keys, caplog):
+    down = redis_lib.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
+
+    backfill.rest_stats_record(redis=down, keys=keys, stats={"requests": 1})
+
+    assert "REST counters {'rest_requests': 1} not recorded" in caplog.text
