@@ -303,8 +303,9 @@ class InvalidCursor(ValueError):
     pass
 
 
-def _encode_cursor(open_time: datetime, descending: bool) -> str:
-    raw = f"{'d' if descending else 'a'}{datetime_to_ms(open_time)}".encode()
+def _encode_cursor(open_time: datetime | int, descending: bool) -> str:
+    ms = open_time if isinstance(open_time, int) else datetime_to_ms(open_time)
+    raw = f"{'d' if descending else 'a'}{ms}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -325,13 +326,19 @@ _LIST_COLUMNS = (
 
 
 def _list_query(
-    columns: str, *, instrument_id: int, timeframe_id: int, start: datetime | None, end: datetime | None,
+    columns: str, *, instrument: int | str, timeframe: int | str, start: datetime | None, end: datetime | None,
     confirmed: bool | None, descending: bool, limit: int, cursor: str | None,
 ) -> tuple[str, list[object]]:
+    """The series is given by ids, or by names (inst_id, bar code) resolved in the same statement."""
     if limit < 1:
         raise ValueError("limit must be at least 1")
-    where = ["instrument_id = %s", "timeframe_id = %s"]
-    params: list[object] = [instrument_id, timeframe_id]
+    where = [
+        "instrument_id = %s" if isinstance(instrument, int)
+        else "instrument_id = (SELECT id FROM candles_instrument WHERE inst_id = %s)",
+        "timeframe_id = %s" if isinstance(timeframe, int)
+        else "timeframe_id = (SELECT id FROM candles_timeframe WHERE code = %s)",
+    ]
+    params: list[object] = [instrument, timeframe]
     if start is not None:
         where.append("open_time >= %s")
         params.append(start)
@@ -363,7 +370,7 @@ def candle_list(
 ) -> CandlePage:
     """Candles of one series with start ≤ open time ≤ end, keyset-paginated by open time."""
     sql, params = _list_query(
-        _LIST_COLUMNS, instrument_id=instrument_id, timeframe_id=timeframe_id, start=start, end=end,
+        _LIST_COLUMNS, instrument=instrument_id, timeframe=timeframe_id, start=start, end=end,
         confirmed=confirmed, descending=descending, limit=limit, cursor=cursor,
     )
     with connection.cursor() as cur:
@@ -376,9 +383,9 @@ def candle_list(
 
 
 class CandleText(NamedTuple):
-    """A candle as served: numbers as PostgreSQL's exact text of the stored numeric (plain notation)."""
+    """A candle as served: open time as ISO 8601 text and epoch ms, numbers as the stored numeric's exact text."""
 
-    open_time: datetime
+    open_time: str  # 2024-01-16T19:00:00Z (milliseconds only when not zero)
     open_time_ms: int
     open: str
     high: str
@@ -390,17 +397,24 @@ class CandleText(NamedTuple):
     confirmed: bool
 
 
-# numeric::text writes the stored digits as they are (never exponent notation), at no Python cost.
+# Everything is text or integers made by PostgreSQL: numeric::text writes the stored digits as they are (never
+# exponent notation), and no timestamptz or numeric value is parsed in Python (Django's timestamptz loader is
+# pure Python and cost more than the rest of a 1000-candle page).
 _TEXT_COLUMNS = (
-    "open_time, (extract(epoch FROM open_time) * 1000)::bigint, open::text, high::text, low::text, close::text, "
+    "to_char(open_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') "
+    "|| CASE WHEN date_part('milliseconds', open_time)::int %% 1000 = 0 THEN 'Z' "
+    "ELSE to_char(open_time AT TIME ZONE 'UTC', '.MS\"Z\"') END, "
+    "(extract(epoch FROM open_time) * 1000)::bigint, open::text, high::text, low::text, close::text, "
     "vol::text, vol_ccy::text, vol_ccy_quote::text, confirmed"
 )
 
 
 def candle_list_text(
     *,
-    instrument_id: int,
-    timeframe_id: int,
+    instrument_id: int | None = None,
+    timeframe_id: int | None = None,
+    inst_id: str | None = None,
+    bar: str | None = None,
     start: datetime | None = None,
     end: datetime | None = None,
     confirmed: bool | None = None,
@@ -408,12 +422,18 @@ def candle_list_text(
     limit: int = 100,
     cursor: str | None = None,
 ) -> CandlePage:
-    """`candle_list` for serving: plain tuples (`CandleText`) with numbers as exact text, no Decimal made.
+    """`candle_list` for serving: plain tuples shaped as `CandleText`, no Decimal or datetime made in Python.
 
-    The API's JSON and CSV are built from these tuples directly; same filters, order and cursors.
+    The series is given by ids, or by names (`inst_id`, `bar`, exact) resolved in the same statement, which
+    saves the lookups' round trips; unknown names then simply give an empty page. Same filters, order and
+    cursors as `candle_list`. The API builds its JSON and CSV rows from these tuples directly.
     """
+    instrument = instrument_id if instrument_id is not None else inst_id
+    timeframe = timeframe_id if timeframe_id is not None else bar
+    if instrument is None or timeframe is None:
+        raise ValueError("give instrument_id or inst_id, and timeframe_id or bar")
     sql, params = _list_query(
-        _TEXT_COLUMNS, instrument_id=instrument_id, timeframe_id=timeframe_id, start=start, end=end,
+        _TEXT_COLUMNS, instrument=instrument, timeframe=timeframe, start=start, end=end,
         confirmed=confirmed, descending=descending, limit=limit, cursor=cursor,
     )
     with connection.cursor() as cur:
@@ -421,7 +441,7 @@ def candle_list_text(
         rows = cur.fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = _encode_cursor(rows[-1][0], descending) if more else None
+    next_cursor = _encode_cursor(rows[-1][1], descending) if more else None
     return CandlePage(candles=rows, next_cursor=next_cursor)
 
 

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 
+from candles.bars import ms_to_datetime
 from candles.storage import (
     InvalidCursor,
     MissingRange,
@@ -324,7 +325,12 @@ def test_a_range_holding_no_open_time_has_nothing_missing(btc, tf, code, start, 
 def test_candle_list_text_gives_the_stored_digits_as_plain_text_and_epoch_ms(btc, stored_candles, tf):
     stored_candles(btc, "1m", [T0], close=Decimal("43000.10"), vol=Decimal("0.00000001"), vol_ccy_quote=None)
     (row,) = candle_list_text(instrument_id=btc.pk, timeframe_id=tf("1m").pk).candles
-    assert row == (T0, 1705492800000, "100", "110", "90", "43000.10", "0.00000001", "157.5", None, True)
+    assert row == ("2024-01-17T12:00:00Z", 1705492800000, "100", "110", "90", "43000.10", "0.00000001", "157.5",
+                   None, True)
+    by_name = candle_list_text(inst_id="BTC-USDT", bar="1m").candles
+    assert by_name == [row]
+    assert candle_list_text(inst_id="BTC-USDT", bar="1M").candles == []
+    assert candle_list_text(inst_id="NOPE", bar="1m").candles == []
 
 
 @pytest.mark.django_db
@@ -335,7 +341,7 @@ def test_candle_list_text_pages_like_candle_list(fifty_minutes, descending):
     while True:
         page = candle_list_text(instrument_id=btc.pk, timeframe_id=minute.pk, limit=7, descending=descending,
                                 cursor=cursor, confirmed=None)
-        text_times += [row[0] for row in page.candles]
+        text_times += [ms_to_datetime(row[1]) for row in page.candles]
         cursor = page.next_cursor
         if cursor is None:
             break
