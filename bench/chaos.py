@@ -178,6 +178,10 @@ def report(system: ChaosSystem, verdict: Verdict, heal_s: float, applied: list[A
         say(f"  missing {key[0]} {key[1]} {key[2]} ({time.strftime('%H:%M:%S', time.localtime(key[2] / 1000))})")
     for key, why in verdict.wrong[:10]:
         say(f"  wrong {key[0]} {key[1]} {key[2]}: {why}")
+    ended = applied[-1].ended
+    for written_at, key, source in verdict.latest_writes(5):
+        if written_at > ended:
+            say(f"  late write: {key[0]} {key[1]} {key[2]} by {source} {written_at - ended:.1f} s after the last fault")
     calm, calm_count = verdict.calm_lag_s(applied)
     say(f"lag (commit - close) of {len(verdict.lags)} live candles: p50 {verdict.lag_percentile(0.5):.2f} s, "
         f"p99 {verdict.lag_percentile(0.99):.2f} s, worst {verdict.worst_lag_s():.2f} s; "

@@ -8,14 +8,17 @@ overlap and the system gets the rest of the slot to recover before the next one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+import redis
 
 from bench.chaos_system import KEY_PREFIX, ChaosSystem
 
@@ -24,11 +27,11 @@ FAULT_KINDS: dict[str, str] = {
     "ws_drop": "the simulator aborts every WebSocket (no close frame)",
     "notice_64008": "the simulator sends notice 64008 and closes every WebSocket (1012) a second later",
     "confirm_omit": "half the confirm pushes are left out for a while (REST must supply those candles)",
-    "rest_429": "the next 50 REST requests answer HTTP 429 / 50011",
-    "rest_slow": "the next 20 REST requests are answered 3 s late",
+    "rest_429": "every REST request answers HTTP 429 / 50011 for a while (a rate-limit window)",
+    "rest_slow": "every REST request is answered 3 s late for a while",
     "malformed": "5 malformed frames on every WebSocket, between the pushes",
     "kill_collector": "SIGKILL the collectors worker, restart it after a pause",
-    "kill_flush": "SIGKILL the flush worker (maybe mid-flush), restart it after a pause",
+    "kill_flush": "SIGKILL the flush worker mid-flush (while it holds the flush lock), restart it after a pause",
     "redis_down": "stop Redis (SHUTDOWN NOSAVE: what it held is gone), start it again",
     "postgres_down": "stop PostgreSQL (alternately fast and immediate, i.e. crash), start it again",
     "second_collector": "start a second collectors worker (shards move to it), stop it (they move back)",
@@ -37,15 +40,20 @@ FAULT_KINDS: dict[str, str] = {
 # How long each kind lasts: a fraction of the slot, capped (seconds). Kinds not listed are instantaneous.
 _DURATION: dict[str, tuple[float, float]] = {
     "confirm_omit": (0.5, 15.0),
+    "rest_429": (0.5, 10.0),
+    "rest_slow": (0.5, 15.0),
     "kill_collector": (0.2, 5.0),
     "kill_flush": (0.2, 5.0),
     "redis_down": (0.5, 15.0),
     "postgres_down": (0.75, 20.0),
     "second_collector": (0.75, 20.0),
 }
-# Faults whose effect outlasts their own duration by a reconnect or a restart: the lag of candles closing this
-# long after a fault still counts as "during faults".
+# A fault's effect reaches candles that closed shortly before it (still on their way to a flush) and outlasts
+# it by a reconnect or a restart: the lag of candles closing within these margins counts as "during faults".
+BEFORE_MARGIN_S = 2.0
 RECOVERY_MARGIN_S = 10.0
+# How long kill_flush waits for a flush to be under way before it kills the worker anyway.
+MID_FLUSH_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -152,13 +160,25 @@ class FaultRunner:
             self.sim.control("set_confirm_omit_rate", rate=0.0)
         return f"{self.sim.stats()['confirms_omitted'] - before} confirm pushes left out"
 
-    def _rest_429(self, _: float) -> str:
-        self.sim.control("rest_429", count=50)
-        return ""
+    # The simulator counts these faults in requests; a window of time is what OKX's limits look like, so the
+    # count is set beyond reach and taken back when the window closes.
+    def _rest_429(self, duration: float) -> str:
+        before = self.sim.stats()["rest_429s"]
+        self.sim.control("rest_429", count=1_000_000)
+        try:
+            time.sleep(duration)
+        finally:
+            self.sim.control("rest_429", count=0)
+        return f"{self.sim.stats()['rest_429s'] - before} requests refused"
 
-    def _rest_slow(self, _: float) -> str:
-        self.sim.control("rest_delay", seconds=3.0, count=20)
-        return ""
+    def _rest_slow(self, duration: float) -> str:
+        before = self.sim.stats()["rest_requests"]
+        self.sim.control("rest_delay", seconds=3.0, count=1_000_000)
+        try:
+            time.sleep(duration)
+        finally:
+            self.sim.control("rest_delay", seconds=0.0, count=0)
+        return f"{self.sim.stats()['rest_requests'] - before} requests slowed"
 
     def _malformed(self, _: float) -> str:
         self.sim.control("send_malformed", count=5)
@@ -168,7 +188,11 @@ class FaultRunner:
         return self._kill_and_restart("collectors", duration)
 
     def _kill_flush(self, duration: float) -> str:
-        return self._kill_and_restart("flush", duration)
+        # Mid-flush is the case that matters: the lock and the taken batch stay behind in Redis.
+        mid_flush = self._wait_for_flush_lock(MID_FLUSH_WAIT_S)
+        note = self._kill_and_restart("flush", duration)
+        when = "mid-flush" if mid_flush else f"no flush under way within {MID_FLUSH_WAIT_S:g} s"
+        return f"{note}; {when}"
 
     def _kill_and_restart(self, name: str, duration: float) -> str:
         pid = self.system.procs[name].pid
@@ -176,6 +200,15 @@ class FaultRunner:
         time.sleep(duration)
         self.system.restart(name)
         return f"pid {pid} killed, restarted as pid {self.system.procs[name].pid}"
+
+    def _wait_for_flush_lock(self, timeout_s: float) -> bool:
+        with self._redis() as client:
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                if client.exists(f"{KEY_PREFIX}lock:flush"):
+                    return True
+                time.sleep(0.002)
+        return False
 
     def _redis_down(self, duration: float) -> str:
         self.system.redis.stop()
@@ -206,18 +239,22 @@ class FaultRunner:
         return f"collectors-b held shards {sorted(took) or 'none'}"
 
     def _lease_owners(self) -> dict[int, str]:
-        import redis
+        with self._redis() as client:
+            try:
+                owners = {}
+                for shard in range(int(self.system.env["COLLECTOR_SHARDS"])):
+                    owner = client.get(f"{KEY_PREFIX}lease:shard:{shard}")
+                    if owner:
+                        owners[shard] = owner.decode()
+                return owners
+            except redis.RedisError:
+                return {}
 
+    @contextlib.contextmanager
+    def _redis(self) -> Iterator[redis.Redis]:
         client = redis.Redis.from_url(self.system.redis.url, socket_timeout=2, socket_connect_timeout=2)
         try:
-            owners = {}
-            for shard in range(int(self.system.env["COLLECTOR_SHARDS"])):
-                owner = client.get(f"{KEY_PREFIX}lease:shard:{shard}")
-                if owner:
-                    owners[shard] = owner.decode()
-            return owners
-        except redis.RedisError:
-            return {}
+            yield client
         finally:
             client.close()
 

@@ -8,8 +8,8 @@ primary key makes that impossible, and the count proves it.
 
 Lag is measured for candles whose stored row came from the WebSocket (source `ws`): `updated_at` (the
 `now()` of the transaction that wrote the confirmed version) minus the candle's close. Rows REST filled in
-are not live data and have no lag. `calm` lag leaves out candles that closed during a fault or within
-RECOVERY_MARGIN_S after it.
+are not live data and have no lag. `calm` lag leaves out candles that closed during a fault, BEFORE_MARGIN_S
+before it (still on their way to a flush when it struck) or RECOVERY_MARGIN_S after it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from bench.chaos_faults import RECOVERY_MARGIN_S, AppliedFault
+from bench.chaos_faults import BEFORE_MARGIN_S, RECOVERY_MARGIN_S, AppliedFault
 from collectors.simulator.bars import BARS
 
 Key = tuple[str, str, int]  # (inst_id, bar, open_ms)
@@ -81,6 +81,7 @@ class Verdict:
     missing_keys: list[Key] = field(default_factory=list)
     wrong: list[tuple[Key, str]] = field(default_factory=list)  # key, what differs
     lags: list[tuple[int, float]] = field(default_factory=list)  # (close_ms, seconds) of live candles
+    written: list[tuple[float, Key, str]] = field(default_factory=list)  # (updated_at, key, source) of exact rows
 
     @property
     def missing(self) -> int:
@@ -95,9 +96,13 @@ class Verdict:
 
     def calm_lag_s(self, faults: list[AppliedFault]) -> tuple[float, int]:
         """Worst lag of candles closing away from every fault, and how many such candles there were."""
-        spans = [(f.started * 1000, (f.ended + RECOVERY_MARGIN_S) * 1000) for f in faults]
+        spans = [((f.started - BEFORE_MARGIN_S) * 1000, (f.ended + RECOVERY_MARGIN_S) * 1000) for f in faults]
         calm = [lag for closed, lag in self.lags if not any(a <= closed <= b for a, b in spans)]
         return max(calm, default=float("nan")), len(calm)
+
+    def latest_writes(self, count: int) -> list[tuple[float, Key, str]]:
+        """The exact rows written last: after a run, the repairs that took longest."""
+        return sorted(self.written, reverse=True)[:count]
 
     def lag_percentile(self, fraction: float) -> float:
         lags = sorted(lag for _, lag in self.lags)
@@ -123,6 +128,7 @@ def judge(db_url: str, truth: dict[Key, Values], window: Window, bars: Iterable[
             verdict.wrong.append((key, _difference(have, want, confirmed, source)))
             continue
         verdict.exact += 1
+        verdict.written.append((updated_at, key, source))
         if source == "ws":
             closed = close_ms(key[1], key[2])
             verdict.lags.append((closed, updated_at - closed / 1000))
