@@ -43,15 +43,13 @@ export class ApiClient {
     throw await errorFrom(response);
   }
 
-  /** Every page of a list endpoint, whether it answers with a bare array or a page with `results`. */
+  /** Every item of a list endpoint ({"count", "results", "next"?}), following `next` links. */
   async getAll(path, params, options) {
     const items = [];
     let url = this.url(path, params);
     for (let pages = 0; url && pages < 100; pages += 1) {
       const body = await this.getJson(url, options);
-      if (Array.isArray(body)) return items.concat(body);
-      const page = body.results ?? body.subscriptions ?? body.timeframes ?? [];
-      items.push(...page);
+      items.push(...body.results);
       url = body.next ? new URL(body.next, this.root) : null;
     }
     return items;

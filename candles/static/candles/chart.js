@@ -391,12 +391,9 @@ class Page {
     this.timeframes.clear();
     timeframes.forEach((row, order) => this.timeframes.set(row.code, { ...row, order }));
     this.pairs.clear();
-    for (const subscription of subscriptions) {
-      const symbol = subscription.symbol ?? subscription.inst_id ?? subscription.instrument;
-      const code = subscription.timeframe ?? subscription.bar;
-      if (!symbol || !code) continue;
+    for (const { symbol, timeframe, is_active: active } of subscriptions) {
       if (!this.pairs.has(symbol)) this.pairs.set(symbol, []);
-      this.pairs.get(symbol).push({ code, paused: subscription.is_active === false });
+      this.pairs.get(symbol).push({ code: timeframe, paused: !active });
     }
     const order = (code) => this.timeframes.get(code)?.order ?? Number.MAX_SAFE_INTEGER;
     for (const list of this.pairs.values()) list.sort((a, b) => order(a.code) - order(b.code));
