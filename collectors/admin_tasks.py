@@ -95,7 +95,12 @@ def sync_instruments(inst_types: list[str]) -> str:
 
     from collectors.instruments import instruments_sync
     from collectors.okx.rest import OkxRestClient
+    from collectors.pipeline.backfill import rest_stats_record
 
-    result = instruments_sync(inst_types=inst_types, client=OkxRestClient(settings.OKX_REST_URL))
+    client = OkxRestClient(settings.OKX_REST_URL)
+    try:
+        result = instruments_sync(inst_types=inst_types, client=client)
+    finally:
+        rest_stats_record(redis=redis_client(), keys=pipeline_keys(), stats=client.stats)
     logger.info("instruments synced from OKX: %s", result)
     return str(result)

@@ -32,9 +32,9 @@ from candles.storage import CandleRow, candles_upsert
 from collectors.okx.messages import CandleUpdate
 from collectors.okx.ratelimit import RedisRateLimiter
 from collectors.okx.rest import WEBSOCKET_ONLY_BARS, OkxRestClient
-from collectors.pipeline.backfill import REST_MAX_RETRIES, REST_RETENTION
+from collectors.pipeline.backfill import REST_MAX_RETRIES, REST_RETENTION, rest_stats_record
 from collectors.pipeline.buffer import receipt_version
-from collectors.pipeline.connections import async_redis_client, pipeline_keys
+from collectors.pipeline.connections import async_redis_client, pipeline_keys, redis_client
 from collectors.pipeline.keys import Keys
 
 logger = logging.getLogger(__name__)
@@ -127,12 +127,18 @@ def _unit_end(spec: BarSpec, start_ms: int, last_ms: int) -> int:
     return end
 
 
-async def _fetch(rest_url: str, keys: Keys, inst_id: str, bar: str, start_ms: int, end_ms: int) -> list[CandleUpdate]:
+async def _fetch(rest_url: str, keys: Keys, inst_id: str, bar: str, start_ms: int, end_ms: int,
+                 stats: dict[str, int]) -> list[CandleUpdate]:
+    """The range's candles from REST; the client's request tallies are copied into `stats`, also on failure."""
     aredis = async_redis_client()  # asyncio clients belong to one event loop: a new one per asyncio.run
     try:
         limiter = RedisRateLimiter(aredis, prefix=keys.prefix + "ratelimit:")
-        async with OkxRestClient(rest_url, limiter=limiter, max_retries=REST_MAX_RETRIES) as client:
-            return await client.candle_range(inst_id, bar, start_ms, end_ms)
+        client = OkxRestClient(rest_url, limiter=limiter, max_retries=REST_MAX_RETRIES)
+        try:
+            async with client:
+                return await client.candle_range(inst_id, bar, start_ms, end_ms)
+        finally:
+            stats.update(client.stats)
     finally:
         await aredis.aclose()
 
@@ -149,7 +155,11 @@ def _same(stored: Sequence[Any], update: CandleUpdate) -> bool:
 
 def _verify_unit(report: VerifyReport, instrument: Instrument, timeframe: Timeframe, start_ms: int, end_ms: int,
                  rest_url: str, keys: Keys) -> None:
-    updates = asyncio.run(_fetch(rest_url, keys, instrument.inst_id, timeframe.code, start_ms, end_ms))
+    stats: dict[str, int] = {}
+    try:
+        updates = asyncio.run(_fetch(rest_url, keys, instrument.inst_id, timeframe.code, start_ms, end_ms, stats))
+    finally:
+        rest_stats_record(redis=redis_client(), keys=keys, stats=stats)  # the metrics count every request
     closed = {u.open_time_ms: u for u in updates if u.confirmed and start_ms <= u.open_time_ms <= end_ms}
     stored = {
         datetime_to_ms(row[0]): row[1:]

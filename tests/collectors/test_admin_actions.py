@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 
 import pytest
 import redis as redis_lib
@@ -155,8 +156,9 @@ def test_reverifying_a_range_rewrites_what_differs_and_reports_on_the_index(staf
     expected = truth(sim, start, end)
     rows = [CandleRow("BTC-USDT", "1m", int(t[0]), *t[1:8], True, "ws", 5) for t in expected]
     wrong = expected[4]
-    rows[4] = CandleRow("BTC-USDT", "1m", int(wrong[0]), wrong[1], wrong[2], wrong[3], wrong[2], *wrong[5:8], True,
-                        "ws", 5)  # close = high: plausible, but not what OKX has
+    other = wrong[3] if Decimal(wrong[4]) != Decimal(wrong[3]) else wrong[2]  # low (or high): valid, not OKX's
+    assert Decimal(other) != Decimal(wrong[4])
+    rows[4] = CandleRow("BTC-USDT", "1m", int(wrong[0]), *wrong[1:4], other, *wrong[5:8], True, "ws", 5)
     candles_upsert(rows=rows[:20] + rows[21:])
 
     response = staff_client.post(reverse(CHANGELIST), {

@@ -74,6 +74,14 @@ def as_row(t: list[str], *, source: str = "ws", version: int = 1, confirmed: boo
     return CandleRow("BTC-USDT", "1m", int(t[0]), *fields.values(), confirmed, source, version)
 
 
+def other_close(t: list[str]) -> str:
+    """A close inside the candle's range that is not OKX's: a valid row with the wrong numbers."""
+    high, low, close = t[2], t[3], t[4]
+    other = low if Decimal(close) != Decimal(low) else high
+    assert Decimal(other) != Decimal(close), f"a flat candle has no other valid close: {t}"
+    return other
+
+
 def stored(bar: str, start_ms: int, end_ms: int) -> list[list[str]]:
     """Stored candles as OKX's text rows (exact digits), oldest first."""
     rows = Candle.objects.filter(
@@ -89,12 +97,12 @@ def run(sim, keys, start_ms: int, end_ms: int, bar: str = "1m", **kwargs) -> Ver
                           rest_url=sim.rest_url, keys=keys, **kwargs)
 
 
-def test_differences_are_found_counted_and_rewritten_from_rest(sim, keys, btc, window):
+def test_differences_are_found_counted_and_rewritten_from_rest(sim, redis, keys, btc, window):
     start, end = window
     expected = truth(sim, "1m", start, end)
     assert len(expected) == 40
     rows = [as_row(t) for t in expected]
-    rows[3] = as_row(expected[3], close=str(Decimal(expected[3][4]) + 1))  # a wrong close
+    rows[3] = as_row(expected[3], close=other_close(expected[3]))  # a wrong close
     rows[7] = as_row(expected[7], confirmed=False)  # never got its confirm push
     rows[9] = as_row(expected[9], vol=expected[9][5] + "0")  # same value, other digits
     del rows[20:23]  # three missing
@@ -103,6 +111,7 @@ def test_differences_are_found_counted_and_rewritten_from_rest(sim, keys, btc, w
     report = run(sim, keys, start, end)
 
     assert (report.checked, report.matching, report.missing, report.different, report.extra) == (40, 34, 3, 3, 0)
+    assert int(redis.hget(keys.counters, "rest_requests")) >= 1  # counted for the metrics like the backfill's
     assert (report.written, report.kept, report.rejected) == (6, 0, 0)
     assert report.done
     assert (report.start_ms, report.end_ms) == (start, end)
@@ -129,13 +138,13 @@ def test_a_stored_version_newer_than_the_fetch_is_kept_by_the_version_rule(sim, 
     start, end = window
     expected = truth(sim, "1m", start, end)
     future = (datetime_to_ms(timezone.now()) + 3_600_000) * 1000
-    wrong = as_row(expected[0], close=expected[0][2], version=future)  # close = high: valid, but not OKX's
+    wrong = as_row(expected[0], close=other_close(expected[0]), version=future)
     candles_upsert(rows=[wrong, *(as_row(t) for t in expected[1:])])
 
     report = run(sim, keys, start, end)
 
     assert (report.different, report.written, report.kept) == (1, 0, 1)
-    assert stored("1m", start, start)[0][4] == expected[0][2]
+    assert stored("1m", start, start)[0][4] == other_close(expected[0])
 
 
 def test_stored_candles_rest_does_not_list_are_counted_never_deleted(sim, keys, btc):
