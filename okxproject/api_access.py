@@ -30,10 +30,13 @@ class StaffSessionAuthentication(SessionAuthentication):
     """The admin's session, for staff users only; other logged-in users count as anonymous here."""
 
     def authenticate(self, request: Request):
-        result = super().authenticate(request)
-        if result is None or not result[0].is_staff:
+        # As SessionAuthentication, but a user who is not staff is not authenticated here (and so is not
+        # asked for a CSRF token either: such a write is simply unauthenticated, 401).
+        user = getattr(request._request, "user", None)
+        if not user or not user.is_active or not user.is_staff:
             return None
-        return result
+        self.enforce_csrf(request)
+        return user, None
 
 
 class ReadOpenWriteAuthenticated(BasePermission):

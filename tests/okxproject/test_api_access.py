@@ -73,7 +73,7 @@ def test_a_staff_session_without_csrf_token_is_403_permission_denied(staff_api):
 
 
 def test_a_session_of_a_user_who_is_not_staff_does_not_authenticate(user):
-    client = APIClient()
+    client = APIClient(enforce_csrf_checks=True)
     client.force_login(user)
     assert client.get("/api/v1/probe").json() == {"user": None}
     assert client.post("/api/v1/probe", {}, format="json").status_code == 401
