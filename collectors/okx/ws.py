@@ -28,7 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import websockets
-from websockets.exceptions import WebSocketException
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosedError, WebSocketException
+from websockets.frames import CloseCode, Frame, Opcode
+from websockets.protocol import State
 
 from collectors.okx.messages import (
     DEFAULT_ARGS_PER_REQUEST,
@@ -146,6 +149,130 @@ class SlidingWindow:
 
 Connect = Callable[..., Awaitable[Any]]
 
+_DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+
+
+def _ignore(message: str | bytes) -> None:
+    pass
+
+
+class FastLaneConnection(ClientConnection):
+    """websockets' client connection with a fast lane for the frames OKX sends by the thousand.
+
+    Reading one message through websockets costs about 4 µs (a parser generator, a Frame, the message queue,
+    a task switch); a candle push is worth less than that to parse. Here a complete, unfragmented,
+    unmasked text frame on an open connection is decoded in `data_received` and handed to the callback given
+    to `start_fast_lane` at once (about 0.8 µs). Every other frame (control frames, fragments, binary,
+    oversized, anything odd) is fed whole to websockets' own protocol, whose data frames come back through
+    `process_event` to the same callback: messages keep their order, and websockets keeps the protocol
+    (closing handshake, answers to pings, size limits, errors). Only whole frames ever reach the protocol,
+    so its parser and this one never disagree about where a frame starts.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_message: Callable[[str | bytes], None] | None = None
+        self._early: list[str | bytes] = []  # messages before start_fast_lane
+        self._head = b""  # the handshake response, while it arrives
+        self._rest = b""  # the start of a frame whose end has not arrived
+        self._fragments: tuple[Opcode, list[bytes]] | None = None
+        limits = [size for size in (self.protocol.max_message_size, self.protocol.max_fragment_size) if size]
+        self._max_fast = min(limits) if limits else 2**63
+
+    def start_fast_lane(self, on_message: Callable[[str | bytes], None]) -> None:
+        """Deliver every message to `on_message` from now on (those already received first)."""
+        early, self._early = self._early, []
+        self._on_message = on_message
+        for message in early:
+            on_message(message)
+
+    def data_received(self, data: bytes) -> None:
+        protocol = self.protocol
+        if protocol.state is State.CONNECTING:
+            # The protocol gets the handshake response alone: frames right behind it go through the lane.
+            self._head += data
+            end = self._head.find(b"\r\n\r\n")
+            if end < 0:
+                super().data_received(data)
+                return
+            cut = len(data) - (len(self._head) - end - 4)
+            self._head = b""
+            super().data_received(data[:cut])
+            data = data[cut:]
+            if not data:
+                return
+        if self._rest:
+            data, self._rest = self._rest + data, b""
+        pos, size = 0, len(data)
+        while size - pos >= 2:
+            if protocol.state is not State.OPEN:
+                super().data_received(data[pos:])  # closing: the protocol decides what is left
+                return
+            first, second = data[pos], data[pos + 1]
+            length = second & 0x7F
+            start = pos + 2
+            if length == 126:
+                if size - start < 2:
+                    break
+                length = int.from_bytes(data[start:start + 2], "big")
+                start += 2
+            elif length == 127:
+                if size - start < 8:
+                    break
+                length = int.from_bytes(data[start:start + 8], "big")
+                start += 8
+            if second & 0x80:
+                start += 4  # a masked frame from a server is an error: the protocol will say so
+            end = start + length
+            if end > size:
+                break
+            # 0x81: FIN, no extension bits, text.
+            if first == 0x81 and not second & 0x80 and self._fragments is None and length <= self._max_fast:
+                try:
+                    text = data[start:end].decode()
+                except UnicodeDecodeError:
+                    super().data_received(data[pos:end])  # comes back to process_event, which fails it
+                else:
+                    self._deliver(text)
+            else:
+                super().data_received(data[pos:end])
+            pos = end
+        if pos < size:
+            self._rest = data[pos:]
+
+    def process_event(self, event: Any) -> None:
+        if self.response is None or not isinstance(event, Frame) or event.opcode not in _DATA_OPCODES:
+            super().process_event(event)  # the handshake, pings, pongs, close
+            return
+        if event.opcode is Opcode.CONT:
+            if self._fragments is None:
+                return  # the protocol refuses a stray continuation itself
+            self._fragments[1].append(event.data)
+        else:
+            self._fragments = (event.opcode, [event.data])
+        if not event.fin:
+            return
+        opcode, parts = self._fragments
+        self._fragments = None
+        payload = b"".join(parts)
+        if opcode is Opcode.BINARY:
+            self._deliver(payload)
+            return
+        try:
+            text = payload.decode()
+        except UnicodeDecodeError as exc:
+            self.protocol.fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
+            self.send_data()
+            return
+        self._deliver(text)
+
+    def _deliver(self, message: str | bytes) -> None:
+        if self._on_message is None:
+            self._early.append(message)
+        else:
+            self._on_message(message)
+
+
 
 class OkxWsClient:
     """Keeps `channels` subscribed on OKX's business WebSocket and feeds every event to `handler`."""
@@ -249,7 +376,7 @@ class OkxWsClient:
         await self._gate.wait()
         return await asyncio.wait_for(
             self._connect_fn(self.config.url, ping_interval=None, compression=None, max_queue=None,
-                             open_timeout=self.config.connect_timeout_s),
+                             open_timeout=self.config.connect_timeout_s, create_connection=FastLaneConnection),
             timeout=self.config.connect_timeout_s + 1,
         )
 
@@ -425,25 +552,38 @@ class _Shard:
         on_candle = handler.on_candle
         text = handler.candles_as_text
         candle_class = CandleText if text else CandleUpdate
+
+        def receive(raw: str | bytes) -> None:  # the hot path: one call per frame
+            link.rx += 1
+            if raw == "pong":
+                return
+            try:
+                events = parse_message(raw, text=text)
+            except ProtocolError as error:
+                self.errors += 1
+                handler.on_protocol_error(error)
+                return
+            for event in events:
+                if event.__class__ is candle_class:
+                    on_candle(event, raw)
+                else:
+                    self._on_event(link, event)
+
+        ws = link.ws
         try:
-            async for raw in link.ws:  # the hot path: one iteration per frame
-                link.rx += 1
-                if raw == "pong":
-                    continue
-                try:
-                    events = parse_message(raw, text=text)
-                except ProtocolError as error:
-                    self.errors += 1
-                    handler.on_protocol_error(error)
-                    continue
-                for event in events:
-                    if event.__class__ is candle_class:
-                        on_candle(event, raw)
-                    else:
-                        self._on_event(link, event)
+            if isinstance(ws, FastLaneConnection):
+                ws.start_fast_lane(receive)
+                await ws.wait_closed()
+                if isinstance(ws.protocol.close_exc, ConnectionClosedError):
+                    self.detail = f"read failed: {ws.protocol.close_exc!r}"
+            else:  # a connection from some other factory
+                async for raw in ws:
+                    receive(raw)
         except (OSError, WebSocketException) as exc:
             self.detail = f"read failed: {exc!r}"
         finally:
+            if isinstance(ws, FastLaneConnection):
+                ws.start_fast_lane(_ignore)  # a link whose reader stopped delivers nothing more
             self.messages_before += link.rx
             link.rx = 0
 
