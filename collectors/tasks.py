@@ -7,6 +7,7 @@ import time
 
 from celery import shared_task
 
+from collectors import admin_tasks  # noqa: F401  (Celery autodiscovers tasks.py only; this registers the admin's)
 from collectors.pipeline.connections import pipeline_keys, redis_client
 
 logger = logging.getLogger(__name__)
