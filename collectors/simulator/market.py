@@ -12,9 +12,8 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .bars import BARS, DAY_MS, Bar
 from .decimals import scaled
@@ -39,8 +38,7 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class CandlePath:
+class CandlePath(NamedTuple):  # a NamedTuple: built once per candle, 10x cheaper than a frozen dataclass
     """Running aggregates after each sub-step j = 1..K (index j-1). Prices in ticks, volumes in lots."""
 
     open: int
@@ -78,8 +76,10 @@ class Market:
         self.bars: dict[str, Bar] = {name: BARS[name] for name in config.bars}
         self._phases: dict[str, tuple[float, ...]] = {}
         self._path = lru_cache(maxsize=65_536)(self._compute_path)
-        # A candle's close is the next one's open: the same curve point is asked for twice in a row.
-        self._curve = lru_cache(maxsize=4_096)(self._curve_ticks)
+        # A candle's close is the next one's open: the same curve point is asked for twice in a row, with
+        # every other channel's points in between (two per 1s candle of each instrument each second).
+        self._curve = lru_cache(maxsize=max(4_096, 8 * len(self.instruments)))(self._curve_ticks)
+        self._lots: dict[str, float] = {}
 
     # --- lookup -----------------------------------------------------------------------------------
 
@@ -187,6 +187,12 @@ class Market:
         return max(1, round(inst.base_price * math.exp(x) * 10**inst.tick_decimals))
 
     def _lots_per_second(self, inst: Instrument) -> float:
+        lots = self._lots.get(inst.inst_id)
+        if lots is None:
+            lots = self._lots[inst.inst_id] = self._compute_lots_per_second(inst)
+        return lots
+
+    def _compute_lots_per_second(self, inst: Instrument) -> float:
         turnover = 10 ** (2 + 3 * unit(self.seed, "turnover", inst.inst_id))  # 100 .. 100k USDT per second
         if inst.is_swap:
             contract_value = inst.base_price * 10**inst.ct_val_exponent

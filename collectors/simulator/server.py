@@ -70,7 +70,7 @@ class ServerInfo:
 class ChannelFeed:
     """Encoded frames of one channel, shared by every connection subscribed to it."""
 
-    __slots__ = ("_confirm", "_key", "_open", "bar", "inst_id", "name")
+    __slots__ = ("_confirm", "_key", "_open", "_row", "bar", "inst_id", "name")
 
     def __init__(self, inst_id: str, bar: Bar):
         self.inst_id = inst_id
@@ -78,12 +78,13 @@ class ChannelFeed:
         self.name = messages.CANDLE_PREFIX + bar.name
         self._key: tuple[int, int] = (-1, -1)
         self._open = b""
+        self._row: list[str] = []
         self._confirm: tuple[int, bytes | None] = (-1, None)
 
     def open_frame(self, market: Market, open_ms: int, substep: int) -> bytes:
         if self._key != (open_ms, substep):
-            row = market.row(market.instruments[self.inst_id], self.bar, open_ms, substep, confirmed=False)
-            self._open = messages.push_frame(self.name, self.inst_id, row)
+            self._row = market.row(market.instruments[self.inst_id], self.bar, open_ms, substep, confirmed=False)
+            self._open = messages.push_frame(self.name, self.inst_id, self._row)
             self._key = (open_ms, substep)
         return self._open
 
@@ -92,8 +93,11 @@ class ChannelFeed:
         if self._confirm[0] != open_ms:
             frame = None
             if not market.confirm_omitted(self.inst_id, self.bar.name, open_ms, omit_rate):
-                inst = market.instruments[self.inst_id]
-                row = market.row(inst, self.bar, open_ms, substeps_of(self.bar), confirmed=True)
+                last = substeps_of(self.bar)
+                if self._key == (open_ms, last):  # its last open version went out already: the same numbers
+                    row = [*self._row[:-1], "1"]
+                else:
+                    row = market.row(market.instruments[self.inst_id], self.bar, open_ms, last, confirmed=True)
                 frame = messages.push_frame(self.name, self.inst_id, row)
             self._confirm = (open_ms, frame)
         return self._confirm[1]
