@@ -115,7 +115,15 @@ CELERY_TASK_ROUTES = {
     "collectors.tasks.drain_rest_needed": {"queue": "backfill"},
     "collectors.tasks.deliver_webhook": {"queue": "webhooks"},
     "collectors.tasks.check_health": {"queue": "default"},
+    # The admin's operator actions: long REST work goes where the shared REST budget is spent.
+    "collectors.admin_tasks.backfill_range": {"queue": "backfill"},
+    "collectors.admin_tasks.fill_range_gaps": {"queue": "backfill"},
+    "collectors.admin_tasks.fill_gap": {"queue": "backfill"},
+    "collectors.admin_tasks.verify_range": {"queue": "backfill"},
+    "collectors.admin_tasks.sync_instruments": {"queue": "default"},
 }
+# Workers log through LOGGING below (structured, with the task's name and id) instead of Celery's own format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -254,8 +262,9 @@ CORS_ALLOW_HEADERS = (
 
 # --- Logging -------------------------------------------------------------------------------------
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
-# text: readable lines with key=value context; json: one JSON object per line (for log shippers).
-LOG_FORMAT = env_choice("LOG_FORMAT", "text", {"text", "json"})
+# text: readable lines with key=value context; json: one JSON object per line (for log shippers). JSON
+# unless DEBUG is on.
+LOG_FORMAT = env_choice("LOG_FORMAT", "text" if DEBUG else "json", {"text", "json"})
 LOGGING = logging_config(level=LOG_LEVEL, fmt=LOG_FORMAT)
 # request_id of the HTTP request being served on every record logged while it runs (before the context
 # filter, which then prints it with the rest of the line's context).

@@ -79,3 +79,22 @@ def test_the_celery_app_is_configured_from_settings_with_its_queues():
     assert {q.name for q in app.conf.task_queues} == {"default", "collectors", "flush", "backfill", "webhooks"}
     assert app.conf.task_default_queue == "default"
     assert app.conf.timezone == "UTC"
+
+
+def settings_value(name: str, **env: str) -> str:
+    clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG", "LOG_FORMAT"}}
+    result = subprocess.run(
+        [sys.executable, "-c", f"from okxproject import settings; print(settings.{name})"],
+        cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"DEBUG": "true"}, "text"),
+    ({"DEBUG": "false", "SECRET_KEY": "x" * 50}, "json"),
+    ({"DEBUG": "false", "SECRET_KEY": "x" * 50, "LOG_FORMAT": "text"}, "text"),
+])
+def test_logs_are_json_in_production_and_readable_in_development_unless_chosen(env, expected):
+    assert settings_value("LOG_FORMAT", **env) == expected
