@@ -468,11 +468,16 @@ WITH expected AS (
 ), missing AS (
     SELECT open_time, n - row_number() OVER (ORDER BY n) AS island
     FROM expected e
-    WHERE NOT EXISTS (
-        SELECT 1 FROM candles_candle c
+    -- A lateral probe of the primary key per expected time. A plain NOT EXISTS lets the planner pick a join
+    -- from table statistics, and for a series the statistics do not know yet (new, or freshly loaded) it
+    -- compared every expected time with every stored row: 10 s instead of 32 ms for 18k 1s candles.
+    LEFT JOIN LATERAL (
+        SELECT true AS found FROM candles_candle c
         WHERE c.instrument_id = %(instrument)s AND c.timeframe_id = %(timeframe)s AND c.open_time = e.open_time
           AND (c.confirmed OR NOT %(confirmed_only)s)
-    )
+        LIMIT 1
+    ) hit ON true
+    WHERE hit.found IS NULL
 )
 SELECT min(open_time), max(open_time), count(*) FROM missing GROUP BY island ORDER BY 1
 """
@@ -483,11 +488,16 @@ WITH expected AS (
 ), missing AS (
     SELECT open_time, n - row_number() OVER (ORDER BY n) AS island
     FROM expected e
-    WHERE NOT EXISTS (
-        SELECT 1 FROM candles_candle c
+    -- A lateral probe of the primary key per expected time. A plain NOT EXISTS lets the planner pick a join
+    -- from table statistics, and for a series the statistics do not know yet (new, or freshly loaded) it
+    -- compared every expected time with every stored row: 10 s instead of 32 ms for 18k 1s candles.
+    LEFT JOIN LATERAL (
+        SELECT true AS found FROM candles_candle c
         WHERE c.instrument_id = %(instrument)s AND c.timeframe_id = %(timeframe)s AND c.open_time = e.open_time
           AND (c.confirmed OR NOT %(confirmed_only)s)
-    )
+        LIMIT 1
+    ) hit ON true
+    WHERE hit.found IS NULL
 )
 SELECT min(open_time), max(open_time), count(*) FROM missing GROUP BY island ORDER BY 1
 """
