@@ -91,6 +91,8 @@ if _db.get("ENGINE") != "django.db.backends.postgresql":
     raise ImproperlyConfigured(f"DATABASE_URL must point at PostgreSQL, got engine {_db.get('ENGINE')!r}")
 _db["CONN_HEALTH_CHECKS"] = True
 _db.setdefault("OPTIONS", {})["application_name"] = env_str("DB_APPLICATION_NAME", "okx-candles")
+# A database that accepts TCP and never answers must not hang a request or a worker forever.
+_db["OPTIONS"]["connect_timeout"] = env_int("DB_CONNECT_TIMEOUT_S", 5, minimum=1)
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -179,6 +181,8 @@ STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 # --- REST API -------------------------------------------------------------------------------------
 # Reads (GET) need authentication too when on; writes always do.
 API_READ_AUTH = env_bool("API_READ_AUTH", False)
+# Bearer token Prometheus must send to GET /api/v1/metrics; empty: /metrics is open (it never needs API_READ_AUTH).
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 # Most symbols and timeframes one POST /api/v1/subscribe may name.
 API_MAX_SYMBOLS = env_int("API_MAX_SYMBOLS", 50, minimum=1)
 API_MAX_TIMEFRAMES = env_int("API_MAX_TIMEFRAMES", 10, minimum=1)
@@ -235,7 +239,11 @@ SPECTACULAR_SETTINGS = {
     # The schema is public like the reads; docs are served from our own static files (no CDN).
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
-    "ENUM_NAME_OVERRIDES": {"SubscriptionStatusEnum": "candles.models.SubscriptionStatus"},
+    "ENUM_NAME_OVERRIDES": {
+        "SubscriptionStatusEnum": "candles.models.SubscriptionStatus",
+        "SystemHealthEnum": "collectors.api.serializers.STATUSES",
+        "HealthCheckNameEnum": "collectors.api.system.CHECK_NAMES",
+    },
     **({"SWAGGER_UI_DIST": API_DOCS_SWAGGER_UI_DIST,
         "SWAGGER_UI_FAVICON_HREF": f"{API_DOCS_SWAGGER_UI_DIST}/favicon-32x32.png"}
        if API_DOCS_SWAGGER_UI_DIST else {}),

@@ -13,6 +13,8 @@ from candles.models import Instrument
 from collectors.instruments import instruments_sync
 from collectors.okx.messages import ProtocolError
 from collectors.okx.rest import OkxRestClient, RestError
+from collectors.pipeline.backfill import rest_stats_record
+from collectors.pipeline.connections import pipeline_keys, redis_client
 
 DEFAULT_TYPES = ["SPOT", "SWAP"]
 # OPTION is left out: OKX lists options only per instrument family.
@@ -44,6 +46,9 @@ class Command(BaseCommand):
             result = instruments_sync(inst_types=types, client=client, on_fetched=self._fetched)
         except (RestError, ProtocolError) as exc:
             raise CommandError(f"instrument sync from {url} failed: {exc}") from exc
+        finally:
+            # Its requests count against the same OKX budget as the workers' and show in /metrics.
+            rest_stats_record(redis=redis_client(), keys=pipeline_keys(), stats=client.stats)
         self.stdout.write(self.style.SUCCESS(f"instruments: {result}"))
 
     def _fetched(self, inst_type: str, count: int) -> None:
