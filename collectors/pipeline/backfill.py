@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from redis import RedisError
@@ -592,7 +592,26 @@ def gap_fill(
 
 
 def _reopen(gap: Gap, label: str, error: Exception) -> None:
-    _finish(gap, state=GapState.OPEN, reason=f"attempt {gap.attempts} failed: {error}"[:2000])
+    """Hand the gap back for a retry after the backoff; only if that fails too does it wait for the stale timeout.
+
+    The failure may have been the database itself (a restart under a long fill): the connection it left behind
+    is dead, so the update gets one fresh connection before giving up.
+    """
+    reason = f"attempt {gap.attempts} failed: {error}"[:2000]
+    for last_try in (False, True):
+        try:
+            _finish(gap, state=GapState.OPEN, reason=reason)
+            break
+        except (OperationalError, InterfaceError) as exc:
+            if last_try or connection.in_atomic_block:
+                logger.error("%s: could not hand the gap back (%s); it is retried after %s", label, exc,
+                             FILLING_STALE_AFTER)
+                return
+            connection.close()
+        except DatabaseError as exc:
+            logger.error("%s: could not hand the gap back (%s); it is retried after %s", label, exc,
+                         FILLING_STALE_AFTER)
+            return
     logger.warning("%s: attempt %d failed, left open for a retry: %s", label, gap.attempts, error)
 
 

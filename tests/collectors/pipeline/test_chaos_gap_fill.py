@@ -1,4 +1,4 @@
-"""Found by bench/chaos.py: a gap fill cut off by a PostgreSQL restart is stuck for FILLING_STALE_AFTER.
+"""Found by bench/chaos.py (fixed): a gap fill cut off by a PostgreSQL restart was stuck for FILLING_STALE_AFTER.
 
 In the chaos run, PostgreSQL restarted while `gap_fill` was retrying REST through a burst of 429s. The fill's
 database connection died with the server. REST then gave up (a transient error), and `_reopen`, which puts the
@@ -26,7 +26,7 @@ from collectors.pipeline.backfill import RETRY_BACKOFF, gap_fill, gaps_detect, g
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
 from tests.support import InThread, isolated_keys, terminate_backend
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 
 @pytest.fixture
@@ -63,8 +63,6 @@ def wait_for_state(gap: Gap, state: str, timeout_s: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-@pytest.mark.xfail(strict=True, reason="collectors/pipeline/backfill.py: _reopen runs on the dead connection; "
-                                       "the gap waits FILLING_STALE_AFTER (10 min). Reported by the chaos helper.")
 def test_a_fill_cut_off_by_a_database_restart_is_retried_after_the_backoff_not_ten_minutes(sim, redis_client,
                                                                                             monkeypatch):
     # Four 429s with three retries: the fill fails after backing off for at least 1.75 s, long after the
