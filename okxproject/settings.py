@@ -32,6 +32,35 @@ if not SECRET_KEY:
     SECRET_KEY = "dev-insecure-okx-candles-local-only"
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
+if not DEBUG and not env_str("ALLOWED_HOSTS", ""):
+    raise ImproperlyConfigured(
+        "ALLOWED_HOSTS must be set when DEBUG is off: the host names this site answers to, comma-separated"
+    )
+
+# --- HTTPS -----------------------------------------------------------------------------------------
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto: redirect http to https, secure cookies, HSTS.
+BEHIND_TLS = env_bool("BEHIND_TLS", False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+if BEHIND_TLS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    # Probes and Prometheus inside the network may speak plain http to the app.
+    SECURE_REDIRECT_EXEMPT = [r"^api/v1/health(/live)?$", r"^api/v1/metrics$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+    # Whether every subdomain is https-only, and whether to ask browsers to preload HSTS, are decisions about
+    # the operator's domain, not the app: off by default, and `check --deploy` is not asked to nag about them.
+    SILENCED_SYSTEM_CHECKS = [
+        *([] if SECURE_HSTS_INCLUDE_SUBDOMAINS else ["security.W005"]),
+        *([] if SECURE_HSTS_PRELOAD else ["security.W021"]),
+    ]
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -17,9 +17,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def django_check(**env: str) -> subprocess.CompletedProcess:
     """`manage.py check` in a fresh process with the given environment (and no .env of ours)."""
-    clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG", "LOG_LEVEL"}}
+    return manage(["check"], **env)
+
+
+def manage(args: list[str], **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items()
+             if k not in {"SECRET_KEY", "DEBUG", "LOG_LEVEL", "ALLOWED_HOSTS", "BEHIND_TLS"}}
     return subprocess.run(
-        [sys.executable, "manage.py", "check"], cwd=ROOT, env={**clean, **env},
+        [sys.executable, "manage.py", *args], cwd=ROOT, env={**clean, **env},
         capture_output=True, text=True, timeout=60,
     )
 
@@ -30,9 +35,33 @@ def test_debug_off_without_a_secret_key_refuses_to_start_with_a_clear_message():
     assert "SECRET_KEY must be set when DEBUG is off" in result.stderr
 
 
-def test_debug_off_with_a_secret_key_starts():
-    result = django_check(DEBUG="false", SECRET_KEY="x" * 50)
+def test_debug_off_with_a_secret_key_and_hosts_starts():
+    result = django_check(DEBUG="false", SECRET_KEY="x" * 50, ALLOWED_HOSTS="candles.example.com")
     assert result.returncode == 0, result.stderr
+
+
+def test_debug_off_without_allowed_hosts_refuses_to_start():
+    result = django_check(DEBUG="false", SECRET_KEY="x" * 50)
+    assert result.returncode != 0
+    assert "ALLOWED_HOSTS must be set when DEBUG is off" in result.stderr
+
+
+# check --deploy wants a long key with many distinct characters.
+PRODUCTION = {"DEBUG": "false", "SECRET_KEY": "k" * 20 + "Q7-x_9zLmN2pR4tV6wY8aB0cD3eF5gH",
+              "ALLOWED_HOSTS": "candles.example.com"}
+
+
+def test_deploy_check_is_clean_in_production_behind_tls():
+    result = manage(["check", "--deploy", "--fail-level", "WARNING"], BEHIND_TLS="true", **PRODUCTION)
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_deploy_check_names_what_plain_http_leaves_open():
+    result = manage(["check", "--deploy", "--fail-level", "WARNING"], **PRODUCTION)
+    assert result.returncode != 0
+    for code in ("security.W004", "security.W008", "security.W012", "security.W016"):
+        assert code in result.stderr
 
 
 def test_a_garbage_boolean_names_the_variable():
@@ -93,8 +122,8 @@ def settings_value(name: str, **env: str) -> str:
 
 @pytest.mark.parametrize(("env", "expected"), [
     ({"DEBUG": "true"}, "text"),
-    ({"DEBUG": "false", "SECRET_KEY": "x" * 50}, "json"),
-    ({"DEBUG": "false", "SECRET_KEY": "x" * 50, "LOG_FORMAT": "text"}, "text"),
+    ({"DEBUG": "false", "SECRET_KEY": "x" * 50, "ALLOWED_HOSTS": "h"}, "json"),
+    ({"DEBUG": "false", "SECRET_KEY": "x" * 50, "ALLOWED_HOSTS": "h", "LOG_FORMAT": "text"}, "text"),
 ])
 def test_logs_are_json_in_production_and_readable_in_development_unless_chosen(env, expected):
     assert settings_value("LOG_FORMAT", **env) == expected
