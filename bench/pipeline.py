@@ -267,6 +267,9 @@ def run(args, procs, r, call_command, connection, Candle, Instrument, Subscripti
         updates = counters1.get("messages", 0) - counters0.get("messages", 0)
         rows = counters1.get("candles_flushed", 0) - counters0.get("candles_flushed", 0)
         pushes = sim1["pushes_sent"] - sim0["pushes_sent"]
+        # Ticks the simulator let pass while starved of CPU: candles of those moments were never pushed.
+        ticks = sim1.get("ticks", 0) - sim0.get("ticks", 0)
+        skipped = sim1.get("ticks_skipped", 0) - sim0.get("ticks_skipped", 0)
         accepted = updates / span
         flushed = rows / span
         time.sleep(8)  # let the last flushes land
@@ -289,7 +292,8 @@ def run(args, procs, r, call_command, connection, Candle, Instrument, Subscripti
               f"lag p50 {p50:.2f}s p99 {p99:.2f}s; collector RSS max {max(rss):.0f} MB; "
               f"buffer depth max {max(depths):,} mean {statistics.mean(depths):,.0f}", flush=True)
         print(f"  CPU: collector {per(cpu['collector'], updates)} µs/update, flush {per(cpu['flush'], rows)} µs/row, "
-              f"simulator {per(cpu['simulator'], pushes)} µs/push ({pushes / span:,.0f} pushes/s); "
+              f"simulator {per(cpu['simulator'], pushes)} µs/push ({pushes / span:,.0f} pushes/s, ticks "
+              f"skipped {skipped} of {ticks + skipped}); "
               f"per accepted update: redis {per(cpu['redis'], updates)} µs, "
               f"postgres {per(cpu['postgres'], updates)} µs, "
               f"backfill worker {per(cpu['worker'], updates)} µs; cores busy: "
