@@ -45,6 +45,9 @@ MAX_REQUEST_ID_LENGTH = 32  # ids are up to 32 alphanumerics
 # A tick fires just after each multiple of push_interval: with 1s bars and push_interval 1, every tick sees
 # a fresh candle (and can confirm the previous one) instead of straddling the boundary.
 TICK_LAG_S = 0.003
+# After skipped ticks, at most this many closed candles of a channel are confirmed late; older ones are left
+# to REST, as after any outage.
+MAX_LATE_CONFIRMS = 30
 
 T = TypeVar("T")
 
@@ -221,7 +224,7 @@ class Simulator:
                 ("connections_total", "pushes_sent", "confirms_sent", "confirms_omitted", "rest_requests",
                  "rest_429s", "pings", "pongs", "malformed_sent", "notices_sent", "drops", "idle_closes",
                  "channel_cap_closes", "buffer_full_closes", "handshakes_rejected", "requests",
-                 "errors_sent", "ticks", "ticks_skipped"),
+                 "errors_sent", "ticks", "ticks_skipped", "late_confirms"),
                 0,
             )
             counters.update(self._stats)
@@ -424,6 +427,10 @@ class Simulator:
                 open_ms, substep, previous_open = moment
                 feed = self._feeds.get(channel) or self._feed(channel)
                 if last_open is not None and last_open != open_ms:
+                    if last_open != previous_open:
+                        # Ticks were skipped (a starved process) past whole candles: OKX would have pushed
+                        # each one, so their confirms go first, oldest first, a bounded number of them.
+                        frames.extend(self._late_confirms(feed, last_open, previous_open))
                     confirm = feed.confirm_frame(market, previous_open, omit_rate)
                     if confirm is None:
                         omitted += 1
@@ -444,6 +451,22 @@ class Simulator:
         stats["pushes_sent"] += pushes
         stats["confirms_sent"] += confirms
         stats["confirms_omitted"] += omitted
+
+    def _late_confirms(self, feed: ChannelFeed, last_open: int, previous_open: int) -> list[bytes]:
+        """Confirm pushes of the candles from `last_open` up to (not including) `previous_open`."""
+        market, bar = self.market, feed.bar
+        frames: list[bytes] = []
+        open_ms = max(last_open, bar.floor(previous_open - MAX_LATE_CONFIRMS * (bar.duration_ms or 1)))
+        while open_ms < previous_open and len(frames) < MAX_LATE_CONFIRMS:
+            if market.confirm_omitted(feed.inst_id, bar.name, open_ms, self._confirm_omit_rate):
+                self._stats["confirms_omitted"] += 1
+            else:
+                row = market.row(market.instruments[feed.inst_id], bar, open_ms, substeps_of(bar), confirmed=True)
+                frames.append(messages.push_frame(feed.name, feed.inst_id, row))
+            open_ms = bar.next_open(open_ms)
+        self._stats["confirms_sent"] += len(frames)
+        self._stats["late_confirms"] += len(frames)
+        return frames
 
     def _interleave_malformed(self, connection: WsConnection, frames: list[bytes], now_ms: int) -> list[bytes]:
         inst_id, bar_name = next(iter(connection.subscriptions), ("BTC-USDT", "1m"))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
+import orjson
+import websockets
 
 from collectors.simulator import run_in_thread
 
@@ -22,3 +25,29 @@ def test_a_tick_blocked_past_its_successors_counts_them_as_skipped():
         after = http.get("/sim/stats").json()
     assert after["ticks_skipped"] - before["ticks_skipped"] >= 7
     assert after["ticks"] > before["ticks"]
+
+
+def test_candles_closed_during_skipped_ticks_still_get_their_confirm_push():
+    async def watch(sim) -> list[int]:
+        confirmed: list[int] = []
+        async with websockets.connect(sim.ws_url) as ws:
+            await ws.send(orjson.dumps({"op": "subscribe", "args": [{"channel": "candle1s", "instId": "BTC-USDT"}]}))
+            deadline = time.monotonic() + 6
+            stalled = False
+            while time.monotonic() < deadline:
+                body = orjson.loads(await asyncio.wait_for(ws.recv(), 2))
+                for row in body.get("data", []):
+                    if row[8] == "1":
+                        confirmed.append(int(row[0]))
+                if not stalled and len(confirmed) >= 1:
+                    stalled = True
+                    # The event loop stops for 2.5 s: at least one whole 1s candle passes without a tick.
+                    await asyncio.to_thread(sim.simulator._on_loop, lambda: time.sleep(2.5))
+        return confirmed
+
+    with run_in_thread(roomy(push_interval=0.2)) as sim:
+        confirmed = asyncio.run(watch(sim))
+        late = sim.simulator.stats()["late_confirms"]
+    assert late >= 1
+    assert len(confirmed) >= 5
+    assert confirmed == list(range(confirmed[0], confirmed[-1] + 1, 1000)), "a closed 1s candle was never pushed"
