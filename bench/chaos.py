@@ -185,7 +185,8 @@ def report(system: ChaosSystem, verdict: Verdict, heal_s: float, applied: list[A
     calm, calm_count = verdict.calm_lag_s(applied)
     say(f"lag (commit - close) of {len(verdict.lags)} live candles: p50 {verdict.lag_percentile(0.5):.2f} s, "
         f"p99 {verdict.lag_percentile(0.99):.2f} s, worst {verdict.worst_lag_s():.2f} s; "
-        f"away from faults ({calm_count} candles): worst {calm:.2f} s")
+        f"away from faults ({calm_count} candles): worst {calm:.2f} s; longest from close to exact row, REST "
+        f"repairs included: {verdict.worst_time_to_exact_s():.2f} s")
     counts = Counter(f.kind for f in applied)
     say("faults applied: " + ", ".join(f"{kind} x{counts[kind]}" for kind in FAULT_KINDS))
     try:

@@ -104,6 +104,10 @@ class Verdict:
         """The exact rows written last: after a run, the repairs that took longest."""
         return sorted(self.written, reverse=True)[:count]
 
+    def worst_time_to_exact_s(self) -> float:
+        """The longest a candle took from its close to its exact row, whoever wrote it (REST repairs too)."""
+        return max((at - close_ms(key[1], key[2]) / 1000 for at, key, _ in self.written), default=float("nan"))
+
     def lag_percentile(self, fraction: float) -> float:
         lags = sorted(lag for _, lag in self.lags)
         return lags[min(len(lags) - 1, int(len(lags) * fraction))] if lags else float("nan")

@@ -1,0 +1,48 @@
+"""bench/chaos.py --minutes 2: the whole system through every kind of fault, then every candle exact.
+
+The run starts its own PostgreSQL, Redis, simulator and workers (see docs/chaos.md) and takes about three
+minutes on two cores. Deselect it with `-m "not chaos"`.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.chaos_faults import FAULT_KINDS
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTRUMENTS = 30
+VERDICT = re.compile(
+    r"expected (?P<expected>\d+) present (?P<present>\d+) exact (?P<exact>\d+) missing (?P<missing>\d+) "
+    r"wrong (?P<wrong>\d+) duplicates (?P<duplicates>\d+) heal_s (?P<heal_s>\S+) worst_lag_s (?P<worst_lag_s>\S+)"
+)
+
+pytestmark = pytest.mark.chaos
+
+
+def test_two_minutes_of_every_fault_leave_no_candle_missing_or_wrong_and_the_system_heals_within_a_minute():
+    completed = subprocess.run(
+        [sys.executable, "bench/chaos.py", "--minutes", "2", "--instruments", str(INSTRUMENTS), "--seed", "7",
+         "--heal-timeout", "75"],
+        cwd=ROOT, capture_output=True, text=True, timeout=330, check=False,
+    )
+    output = completed.stdout + completed.stderr
+    tail = "\n".join(output.splitlines()[-60:])
+    verdict = VERDICT.fullmatch(completed.stdout.strip().splitlines()[-1] if completed.stdout.strip() else "")
+    assert verdict, tail
+    figures = {name: float(value) for name, value in verdict.groupdict().items()}
+
+    # Every 1s candle of a window of about 110 s, for every instrument, at the least.
+    assert figures["expected"] >= INSTRUMENTS * 100, tail
+    assert (figures["missing"], figures["wrong"], figures["duplicates"]) == (0, 0, 0), tail
+    assert figures["present"] == figures["exact"] == figures["expected"], tail
+    assert figures["heal_s"] <= 60, tail
+    assert completed.returncode == 0, tail
+    applied = re.search(r"^faults applied: (.*)$", completed.stdout, re.MULTILINE)
+    assert applied, tail
+    assert all(f"{kind} x" in applied.group(1) and f"{kind} x0" not in applied.group(1) for kind in FAULT_KINDS)
