@@ -451,6 +451,49 @@ def test_recent_detection_covers_every_active_subscription_and_history_once(inst
     assert gaps_detect_recent(now=now) == 0
 
 
+def recent_window(spec, now: datetime) -> list[int]:
+    """Every open time of the recent window `gaps_detect` looks at (BACKFILL_RECENT_HOURS, closed and settled)."""
+    start = spec.ceil(datetime_to_ms(now - timedelta(hours=6)))
+    end = spec.floor(datetime_to_ms(now - backfill.DETECT_SETTLE)) - spec.length_ms
+    return list(range(start, end + 1, spec.length_ms))
+
+
+@pytest.mark.django_db
+def test_complete_subscriptions_cost_recent_detection_no_query_of_their_own(instrument, stored_candles, tf,
+                                                                           django_assert_max_num_queries, settings):
+    settings.BACKFILL_RECENT_HOURS = 6
+    now = timezone.now()
+    window = recent_window(tf("1m").spec, now)
+    complete = [subscribe(instrument(f"C{i}-USDT", listed_at=now - timedelta(days=3)), "1m") for i in range(8)]
+    for sub in complete:
+        stored_candles(sub.instrument, "1m", window)
+
+    with django_assert_max_num_queries(4):  # timeframes, the complete set, the subscription list
+        assert gaps_detect_recent(now=now) == 0
+    assert Gap.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_hole_or_an_unconfirmed_candle_sends_a_subscription_down_the_full_detection(instrument, stored_candles,
+                                                                                     tf, settings):
+    settings.BACKFILL_RECENT_HOURS = 6
+    now = timezone.now()
+    window = recent_window(tf("1m").spec, now)
+    holed, unconfirmed, history = (
+        subscribe(instrument(name, listed_at=now - timedelta(days=3)), "1m",
+                  backfill_from=(now - timedelta(days=1)) if name == "H-USDT" else None)
+        for name in ("A-USDT", "U-USDT", "H-USDT"))
+    stored_candles(holed.instrument, "1m", window[:100] + window[101:])
+    stored_candles(unconfirmed.instrument, "1m", window[:-1])
+    stored_candles(unconfirmed.instrument, "1m", window[-1:], confirmed=False)
+    stored_candles(history.instrument, "1m", window)  # complete now, but its day of history is not recorded
+
+    assert gaps_detect_recent(now=now) == 3
+    assert [(g.start, g.missing) for g in holed.gaps.all()] == [(ms_to_datetime(window[100]), 1)]
+    assert [(g.start, g.missing) for g in unconfirmed.gaps.all()] == [(ms_to_datetime(window[-1]), 1)]
+    assert history.gaps.get().end < ms_to_datetime(window[0])
+
+
 @pytest.mark.django_db
 def test_an_outage_longer_than_the_recent_window_is_found_from_the_newest_stored_candle(instrument, stored_candles,
                                                                                       tf):
