@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 REQUIREMENTS := $(wildcard requirements/*.txt)
 PYTEST_ARGS ?=
 
-.PHONY: help venv services browser migrate run demo test lint bench-upsert
+.PHONY: help venv services browser migrate run demo test lint bench-upsert bench
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -46,3 +46,6 @@ lint: venv ## Lint with ruff
 
 bench-upsert: migrate ## Benchmark the candle upsert against a raw COPY
 	$(VENV_PY) bench/upsert.py
+
+bench: migrate ## Every benchmark in one sitting (about 40 minutes; output in bench/results/)
+	bench/run_all.sh
