@@ -60,8 +60,11 @@ DETECT_SETTLE = timedelta(seconds=15)
 MAX_ATTEMPTS = 5
 # A failed attempt is retried after RETRY_BACKOFF × 2^(attempts − 1), so a lagging REST cache gets time.
 RETRY_BACKOFF = timedelta(seconds=30)
-# A gap still `filling` after this long belongs to a worker that died; another may claim it.
-FILLING_STALE_AFTER = timedelta(minutes=10)
+# A gap still `filling` after this long belongs to a worker that died, or to a fill that could not hand it back
+# (the database was down when it failed); another may claim it. A fill is at most a few REST pages
+# (MAX_GAP_CANDLES), so this is well above one; should a fill outlast it anyway, the second claim raises the
+# attempt number, the first fill's settling is refused, and both wrote the same rows through the version rule.
+FILLING_STALE_AFTER = timedelta(seconds=90)
 # How long OKX REST keeps candles of a bar, where it does not keep them for years.
 REST_RETENTION: dict[str, timedelta] = {"1s": timedelta(days=90)}
 # Retries of one REST request inside the client (jittered backoff); module-level so tests can shorten it.

@@ -112,10 +112,6 @@ def test_a_fill_cut_off_by_a_database_restart_is_retried_after_the_backoff_not_t
     assert gaps_next(limit=10, now=later) == [gap.pk], Gap.objects.filter(pk=gap.pk).values("state", "attempts").get()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="collectors/pipeline/backfill.py: a fill that fails while the database is "
-                                       "still down cannot hand its gap back; it waits FILLING_STALE_AFTER (10 min). "
-                                       "Reported by the chaos helper.")
 def test_a_fill_that_fails_while_the_database_is_still_down_is_retried_within_minutes_of_its_return(
         sim, redis_client, monkeypatch):
     # Seen in the chaos run: REST answered during a 20 s PostgreSQL outage, the write failed, and so did handing
