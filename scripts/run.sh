@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Everything `make run` starts, after `make migrate`: the web app, the collectors worker (which hosts the
 # OKX WebSocket runtime), the flush worker, the backfill/webhooks/default worker, beat and Flower. All in the foreground of
-# this script, their output prefixed by name; Ctrl-C or SIGTERM stops them all, and so does any one of
-# them dying (a half-running system is worse than a stopped one).
+# this script, their output prefixed by name; Ctrl-C or SIGTERM stops them all. A process that dies on its
+# own is started again after a pause (Celery 5.7 workers can exit when Redis restarts under them, and the
+# system must keep running through that); one that keeps dying within seconds of its start stops everything.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -45,12 +46,24 @@ fi
 
 pids=()
 names=()
+declare -A commands started_at failures
 start() {
   local name=$1
   shift
-  # Each line prefixed with the process's name; the pid recorded is the process's own.
-  "$@" > >(sed -u "s/^/[$name] /") 2>&1 &
-  pids+=("$!")
+  commands[$name]=$(printf '%q ' "$@")
+  launch "$name"
+}
+launch() {
+  local name=$1 i
+  # Each line prefixed with the name; exec makes the recorded pid the process itself (not a subshell), so
+  # stopping reaches it.
+  eval "exec ${commands[$name]}" > >(sed -u "s/^/[$name] /") 2>&1 &
+  local pid=$!
+  started_at[$name]=$SECONDS
+  for i in "${!names[@]}"; do
+    if [ "${names[$i]}" = "$name" ]; then pids[$i]=$pid; return; fi
+  done
+  pids+=("$pid")
   names+=("$name")
 }
 
@@ -66,7 +79,9 @@ stop_all() {
   done
   for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
 }
-trap stop_all INT TERM EXIT
+# Stopping must also end the supervising loop below, or it would start everything again.
+trap 'stop_all; exit 130' INT TERM
+trap stop_all EXIT
 
 start web "$PY" manage.py runserver "$WEB_ADDR" --noreload
 start collectors "$CELERY" -A okxproject worker --collector -Q collectors -n "collectors@%h" --pool solo \
@@ -87,7 +102,24 @@ okx-candles is running:
 Ctrl-C stops everything.
 EOF
 
-# The first process to exit takes the others down with it.
+# Supervise: restart what exits, unless it keeps failing right after its start (then stop everything).
 set +e
-wait -n "${pids[@]}"
-echo "a process exited; stopping the rest" >&2
+while true; do
+  wait -n "${pids[@]}"
+  for i in "${!names[@]}"; do
+    name=${names[$i]}
+    kill -0 "${pids[$i]}" 2>/dev/null && continue
+    if (( SECONDS - ${started_at[$name]} < 30 )); then
+      failures[$name]=$(( ${failures[$name]:-0} + 1 ))
+    else
+      failures[$name]=0
+    fi
+    if (( ${failures[$name]} >= 3 )); then
+      echo "$name exited 3 times within 30 s of starting; stopping the rest" >&2
+      exit 1
+    fi
+    echo "$name exited; starting it again in 2 s" >&2
+    sleep 2
+    launch "$name"
+  done
+done
