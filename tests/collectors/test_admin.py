@@ -31,7 +31,7 @@ from collectors.pipeline.buffer import dead_letter_record, decode_entry
 from collectors.pipeline.deadletters import record_id
 from collectors.pipeline.flush import buffer_flush
 from collectors.pipeline.keys import Keys
-from tests.support import T0_MS, LiveBuffer, candle_update, isolated_keys
+from tests.support import T0_MS, LiveBuffer, candle_update
 from tests.support.private_services import private_redis
 
 pytestmark = pytest.mark.django_db
@@ -40,27 +40,6 @@ MINUTE = 60_000
 
 
 # --- fixtures ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def redis() -> Iterator[redis_lib.Redis]:
-    client = redis_lib.Redis.from_url(settings.REDIS_URL)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def keys(redis, settings) -> Iterator[Keys]:
-    """The pipeline's keys under a prefix of this test's own, which the admin uses too."""
-    with isolated_keys(redis) as keys:
-        settings.REDIS_KEY_PREFIX = keys.prefix
-        yield keys
-
-
-@pytest.fixture
-def staff_client(client):
-    client.force_login(get_user_model().objects.create_superuser("ops", "ops@example.com", "pw-for-tests"))
-    return client
 
 
 @pytest.fixture

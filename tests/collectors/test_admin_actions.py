@@ -10,10 +10,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
-import redis as redis_lib
 from celery import Celery
-from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.urls import reverse
 from django.utils import timezone
 
@@ -22,37 +19,14 @@ from candles.models import Candle, Gap, GapState, Instrument, Subscription, Time
 from candles.storage import CandleRow, candles_upsert
 from collectors import admin_tasks
 from collectors.admin import enqueue
-from collectors.pipeline.keys import Keys
 from collectors.pipeline.verify import verify_reports
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
 from okxproject.celery import app as celery_app
-from tests.support import isolated_keys
 
 pytestmark = pytest.mark.django_db
 
 MINUTE = 60_000
 CHANGELIST = "admin:candles_subscription_changelist"
-
-
-@pytest.fixture
-def redis() -> Iterator[redis_lib.Redis]:
-    client = redis_lib.Redis.from_url(settings.REDIS_URL)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def keys(redis, settings) -> Iterator[Keys]:
-    """The pipeline's keys (REST budget, dead letters, reports) under a prefix of this test's own."""
-    with isolated_keys(redis) as keys:
-        settings.REDIS_KEY_PREFIX = keys.prefix
-        yield keys
-
-
-@pytest.fixture
-def staff_client(client):
-    client.force_login(get_user_model().objects.create_superuser("ops", "ops@example.com", "pw-for-tests"))
-    return client
 
 
 @pytest.fixture
