@@ -42,6 +42,7 @@ from collectors.okx.rest import WEBSOCKET_ONLY_BARS, OkxRestClient, PermanentErr
 from collectors.pipeline.buffer import dead_letter_record, receipt_version
 from collectors.pipeline.connections import async_redis_client, pipeline_keys, redis_client
 from collectors.pipeline.keys import Keys, candle_field, split_candle_field
+from okxproject.logs import log_context
 
 logger = logging.getLogger(__name__)
 
@@ -292,6 +293,13 @@ def gaps_detect(
     """
     now = now or timezone.now()
     subscription = Subscription.objects.select_related("instrument", "timeframe").get(pk=subscription_id)
+    with log_context(inst_id=subscription.instrument.inst_id, bar=subscription.timeframe.code):
+        return _detect(subscription, start=start, end=end, now=now, settle=settle)
+
+
+def _detect(
+    subscription: Subscription, *, start: datetime | None, end: datetime | None, now: datetime, settle: timedelta
+) -> list[Gap]:
     instrument, timeframe = subscription.instrument, subscription.timeframe
     spec = timeframe.spec
     now_ms = datetime_to_ms(now)
@@ -608,7 +616,12 @@ def gap_fill(
     if gap is None:
         logger.info("gap %s: not claimable (finished, or another worker is filling it); skipped", gap_id)
         return GapFillResult(gap_id, "skipped")
-    now = now or timezone.now()
+    subscription = gap.subscription
+    with log_context(inst_id=subscription.instrument.inst_id, bar=subscription.timeframe.code, gap_id=gap.pk):
+        return _fill_claimed(gap, rest_url=rest_url, redis=redis, keys=keys, now=now or timezone.now())
+
+
+def _fill_claimed(gap: Gap, *, rest_url: str | None, redis: Any, keys: Keys, now: datetime) -> GapFillResult:
     subscription = gap.subscription
     instrument, timeframe = subscription.instrument, subscription.timeframe
     label = f"gap {gap.pk} {instrument.inst_id} {timeframe.code} {_Range(*_gap_ms(gap)).fmt()}"

@@ -96,3 +96,22 @@ def test_lines_logged_by_a_celery_task_name_the_task_and_its_id(capture):
     assert (entry["task"], entry["task_id"]) == ("tests.log_something", "task-42")
     logging.getLogger("after").info("done")
     assert "task_id" not in orjson.loads(stream.getvalue().splitlines()[-1])
+
+
+@pytest.mark.django_db
+def test_gap_detection_lines_name_the_instrument_and_bar(capture, instrument):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from candles.models import Subscription, Timeframe
+    from collectors.pipeline.backfill import gaps_detect
+
+    stream = capture("json")
+    now = timezone.now()
+    sub = Subscription.objects.create(instrument=instrument("ADA-USDT", listed_at=now - timedelta(days=1)),
+                                      timeframe=Timeframe.objects.get(code="1H"))
+    assert gaps_detect(subscription_id=sub.pk, now=now)
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    assert lines
+    assert all((line["inst_id"], line["bar"]) == ("ADA-USDT", "1H") for line in lines)
