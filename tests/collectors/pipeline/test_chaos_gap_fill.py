@@ -83,8 +83,9 @@ def wait_for_state(gap: Gap, state: str, timeout_s: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-def test_a_fill_cut_off_by_a_database_restart_is_retried_after_the_backoff_not_ten_minutes(sim, redis_client,
-                                                                                            monkeypatch):
+def fill_cut_off_by_a_restart(sim, redis_client, monkeypatch, *, database_stays_down: bool) -> tuple[Gap, InThread]:
+    """A gap claimed by a fill whose database connection is terminated while REST backs off between 429s;
+    with `database_stays_down`, new connections are refused until the fill has given up."""
     # Four 429s with three retries: the fill fails after backing off for at least 1.75 s, long after the
     # restart below, which follows its claim within milliseconds.
     monkeypatch.setattr(backfill, "REST_MAX_RETRIES", 3)
@@ -103,7 +104,17 @@ def test_a_fill_cut_off_by_a_database_restart_is_retried_after_the_backoff_not_t
         fill.start()
         wait_for_state(gap, GapState.FILLING)
         terminate_backend(other_backend(besides=own_pid))
-        fill.finish()
+        if database_stays_down:
+            with database_refusing_connections():
+                fill.finish()
+        else:
+            fill.finish()
+    return gap, fill
+
+
+def test_a_fill_cut_off_by_a_database_restart_is_retried_after_the_backoff_not_ten_minutes(sim, redis_client,
+                                                                                            monkeypatch):
+    gap, fill = fill_cut_off_by_a_restart(sim, redis_client, monkeypatch, database_stays_down=False)
 
     assert fill.error is not None  # the fill failed, as it must with its connection gone
     # The database is back at once; the gap must be handed out again after the retry backoff of a failed
@@ -117,24 +128,7 @@ def test_a_fill_that_fails_while_the_database_is_still_down_is_retried_within_mi
     # Seen in the chaos run: REST answered during a 20 s PostgreSQL outage, the write failed, and so did handing
     # the gap back, on a fresh connection too. The gap can only wait for FILLING_STALE_AFTER, so the stale
     # timeout is what bounds the repair of these candles.
-    monkeypatch.setattr(backfill, "REST_MAX_RETRIES", 3)
-    instrument = Instrument.objects.create(inst_id="BTC-USDT", inst_type="SPOT",
-                                           listed_at=ms_to_datetime(sim.simulator.market.list_time_ms))
-    subscription = Subscription.objects.create(instrument=instrument, timeframe=Timeframe.objects.get(code="1m"),
-                                               backfill_from=timezone.now() - timedelta(hours=1))
-    (gap,) = gaps_detect(subscription_id=subscription.pk)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        own_pid = cursor.fetchone()[0]
-    sim.simulator.rest_429(4)
-
-    with isolated_keys(redis_client) as keys:
-        fill = InThread(gap_fill, gap_id=gap.pk, rest_url=sim.rest_url, redis=redis_client, keys=keys)
-        fill.start()
-        wait_for_state(gap, GapState.FILLING)
-        terminate_backend(other_backend(besides=own_pid))
-        with database_refusing_connections():
-            fill.finish()
+    gap, fill = fill_cut_off_by_a_restart(sim, redis_client, monkeypatch, database_stays_down=True)
 
     assert fill.error is not None
     assert Gap.objects.get(pk=gap.pk).state == GapState.FILLING  # nobody could tell the database otherwise
