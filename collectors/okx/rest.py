@@ -22,6 +22,7 @@ import orjson
 
 from collectors.okx.messages import CandleUpdate, ProtocolError, parse_candle_row
 from collectors.okx.ratelimit import LocalRateLimiter, RateLimiter
+from collectors.okx.tls import tls_context
 
 logger = logging.getLogger(__name__)
 
@@ -311,7 +312,8 @@ class OkxRestClient:
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=self.timeout, headers={"Accept": "application/json"})
+            self._http = httpx.AsyncClient(timeout=self.timeout, headers={"Accept": "application/json"},
+                                           verify=tls_context())
         return self._http
 
 

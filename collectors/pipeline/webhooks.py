@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from candles.models import Subscription
 from candles.storage import CandleRow
+from collectors.okx.tls import tls_context
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ def _post(url: str, body: bytes, attempt: int) -> int:
     }
     # Streamed and closed without reading: a receiver's response body is of no interest.
     with (
-        httpx.Client(timeout=settings.WEBHOOK_TIMEOUT_S, follow_redirects=False) as client,
+        httpx.Client(timeout=settings.WEBHOOK_TIMEOUT_S, follow_redirects=False, verify=tls_context()) as client,
         client.stream("POST", url, content=body, headers=headers) as response,
     ):
         return response.status_code
