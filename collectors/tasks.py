@@ -49,36 +49,12 @@ def detect_gaps() -> int:
     return gaps_detect_recent()
 
 
-# A channel's gap check waits this long after its resubscription, so candles still on their way through
-# the live buffer are not fetched from REST for nothing.
-RECHECK_DELAY_MS = 3_000
-
-
 @shared_task(name="collectors.tasks.recheck_gaps", ignore_result=True)
 def recheck_gaps() -> int:
-    """Gap checks the collectors ask for after every (re)subscription of a channel ("inst|bar|ms")."""
-    from datetime import timedelta
+    """Gap checks the collectors ask for after every (re)subscription of a channel."""
+    from collectors.pipeline.backfill import gaps_recheck
 
-    from candles.bars import ms_to_datetime
-    from candles.models import Subscription
-    from collectors.pipeline.backfill import gaps_detect
-    from collectors.pipeline.keys import split_candle_field
-
-    redis, keys = redis_client(), pipeline_keys()
-    key = f"{keys.prefix}gaps:recheck"
-    now_ms = int(time.time() * 1000)
-    found = 0
-    for member in redis.smembers(key):
-        inst_id, bar, subscribed_ms = split_candle_field(member.decode())
-        if now_ms - subscribed_ms < RECHECK_DELAY_MS:
-            continue
-        sub = Subscription.objects.filter(instrument__inst_id=inst_id, timeframe__code=bar, is_active=True).first()
-        if sub is not None:
-            # Everything that closed before the channel was subscribed again can only come from REST.
-            found += len(gaps_detect(subscription_id=sub.pk, end=ms_to_datetime(subscribed_ms),
-                                     settle=timedelta(0)))
-        redis.srem(key, member)
-    return found
+    return gaps_recheck(redis=redis_client(), keys=pipeline_keys())
 
 
 # A fill_gaps run stops taking new gaps after this long, so runs stay shorter than their 5 s period and the

@@ -381,10 +381,11 @@ def gaps_detect_recent(*, now: datetime | None = None) -> int:
     others; the first error is raised after all were tried.
     """
     now = now or timezone.now()
+    active = list(Subscription.objects.filter(is_active=True).order_by("pk").values_list("pk", "timeframe_id"))
+    complete = _windows_complete(_recent_windows(active, now, settle=DETECT_SETTLE))
     recorded = 0
     first_error: Exception | None = None
-    complete = _recent_window_complete(now)
-    for subscription_id in Subscription.objects.filter(is_active=True).order_by("pk").values_list("pk", flat=True):
+    for subscription_id, _ in active:
         if subscription_id in complete:
             continue
         try:
@@ -399,18 +400,117 @@ def gaps_detect_recent(*, now: datetime | None = None) -> int:
     return recorded
 
 
-# Active subscriptions whose recent window holds every candle, confirmed. For those the full detection can only
+# A channel's gap check waits this long after its resubscription, so candles still on their way through the
+# live buffer are not fetched from REST for nothing.
+RECHECK_DELAY = timedelta(seconds=3)
+
+
+def gaps_recheck(*, redis: Any, keys: Keys, now: datetime | None = None) -> int:
+    """Detect gaps before each channel's (re)subscription, as the collectors asked (`Keys.gap_recheck`).
+
+    Everything that closed before a channel was subscribed again can only come from REST, so each channel is
+    checked up to that moment with no settling time, once RECHECK_DELAY has passed. Channels whose recent
+    window is complete are settled in one statement; the others get the full `gaps_detect`. A request is
+    removed once handled (or when its subscription is gone); one whose detection failed stays for the next
+    run, without holding up the others. Returns how many gaps were recorded.
+    """
+    now = now or timezone.now()
+    due_before_ms = datetime_to_ms(now - RECHECK_DELAY)
+    requests: dict[tuple[str, str], list[bytes]] = defaultdict(list)
+    ends: dict[tuple[str, str], int] = {}
+    for member in redis.smembers(keys.gap_recheck):
+        try:
+            inst_id, bar, subscribed_ms = split_candle_field(member.decode())
+        except (UnicodeDecodeError, ValueError):
+            logger.warning("gap recheck request %r is not \"inst|bar|ms\"; dropped", member)
+            redis.srem(keys.gap_recheck, member)
+            continue
+        if subscribed_ms > due_before_ms:
+            continue
+        requests[inst_id, bar].append(member)
+        ends[inst_id, bar] = max(subscribed_ms, ends.get((inst_id, bar), subscribed_ms))
+    if not requests:
+        return 0
+
+    found = Subscription.objects.filter(
+        is_active=True, instrument__inst_id__in={inst_id for inst_id, _ in requests},
+    ).values_list("pk", "timeframe_id", "instrument__inst_id", "timeframe__code")
+    channels = {(inst_id, bar): (pk, tf_id) for pk, tf_id, inst_id, bar in found if (inst_id, bar) in requests}
+    windows = _recent_windows([channels[c] for c in channels], now, settle=timedelta(0),
+                              end_ms={channels[c][0]: ends[c] for c in channels})
+    complete = _windows_complete(windows)
+
+    recorded = 0
+    handled: list[bytes] = []
+    first_error: Exception | None = None
+    for channel, members in requests.items():
+        subscription = channels.get(channel)
+        if subscription is not None and subscription[0] not in complete:
+            try:
+                recorded += len(gaps_detect(subscription_id=subscription[0], end=ms_to_datetime(ends[channel]),
+                                            now=now, settle=timedelta(0)))
+            except Subscription.DoesNotExist:
+                pass  # deleted since the list was read: nothing to check
+            except Exception as exc:
+                logger.exception("%s %s: gap recheck failed; retried next run", *channel)
+                first_error = first_error or exc
+                continue
+        handled.extend(members)
+    if handled:
+        redis.srem(keys.gap_recheck, *handled)
+    if first_error is not None:
+        raise first_error
+    return recorded
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """Open times [first_ms, last_ms] of one subscription, `expected` candles in all."""
+
+    subscription_id: int
+    first_ms: int
+    last_ms: int
+    expected: int
+
+
+def _recent_windows(
+    subscriptions: Sequence[tuple[int, int]], now: datetime, *, settle: timedelta, end_ms: dict[int, int] | None = None,
+) -> list[_Window]:
+    """The window `gaps_detect`'s default start looks at, per (subscription id, timeframe id).
+
+    It ends where detection would end: the last candle closed `settle` before `now`, or the candle open at
+    `end_ms[subscription id]` when earlier. An empty window is left out, so the full path decides (it looks
+    back to the newest stored candle).
+    """
+    now_ms = datetime_to_ms(now)
+    recent_ms = datetime_to_ms(now - timedelta(hours=settings.BACKFILL_RECENT_HOURS))
+    last_closed_ms = now_ms - int(settle.total_seconds() * 1000)
+    specs = {tf.pk: tf.spec for tf in Timeframe.objects.filter(pk__in={tf_id for _, tf_id in subscriptions})}
+    windows: list[_Window] = []
+    for subscription_id, timeframe_id in subscriptions:
+        spec = specs[timeframe_id]
+        first, last = spec.ceil(recent_ms), _last_closed_open(spec, last_closed_ms)
+        if end_ms is not None and subscription_id in end_ms:
+            last = min(last, spec.floor(end_ms[subscription_id]))
+        expected = _count(spec, first, last)
+        if expected >= 1:
+            windows.append(_Window(subscription_id, first, last, expected))
+    return windows
+
+
+# Active subscriptions whose window holds every candle, confirmed. For those the full detection can only
 # find nothing, so one statement for all of them replaces its half-dozen queries per subscription (at 6,000
 # subscriptions those kept a worker core busy). Anything that could make the full detection look elsewhere
 # sends the subscription down the full path: a listing, expiry or delisting inside the window, or a history
 # (`backfill_from` before the window) that detection has not provably reached yet.
-_RECENT_COMPLETE = """
-WITH w(timeframe_id, w0, w1, expected) AS (
-    SELECT * FROM unnest(%(timeframes)s::int[], %(w0)s::timestamptz[], %(w1)s::timestamptz[], %(expected)s::int[])
+_WINDOWS_COMPLETE = """
+WITH w(subscription_id, w0, w1, expected) AS (
+    SELECT * FROM unnest(%(subscriptions)s::bigint[], %(w0)s::timestamptz[], %(w1)s::timestamptz[],
+                         %(expected)s::int[])
 )
 SELECT s.id
 FROM candles_subscription s
-JOIN w ON w.timeframe_id = s.timeframe_id
+JOIN w ON w.subscription_id = s.id
 JOIN candles_instrument i ON i.id = s.instrument_id
 WHERE s.is_active
   AND (i.listed_at IS NULL OR i.listed_at <= w.w0)
@@ -426,25 +526,16 @@ WHERE s.is_active
 """
 
 
-def _recent_window_complete(now: datetime) -> set[int]:
-    """Ids of active subscriptions that `gaps_detect` would find nothing in, decided in one statement."""
-    now_ms = datetime_to_ms(now)
-    recent_ms = datetime_to_ms(now - timedelta(hours=settings.BACKFILL_RECENT_HOURS))
-    settle_ms = int(DETECT_SETTLE.total_seconds() * 1000)
-    windows: list[tuple[int, datetime, datetime, int]] = []
-    active = Timeframe.objects.filter(subscriptions__is_active=True).distinct()
-    for timeframe in active:
-        spec = timeframe.spec
-        w0, w1 = spec.ceil(recent_ms), _last_closed_open(spec, now_ms - settle_ms)
-        expected = _count(spec, w0, w1)
-        if expected >= 1:  # an empty window leaves the full path to look back to the newest candle
-            windows.append((timeframe.pk, ms_to_datetime(w0), ms_to_datetime(w1), expected))
+def _windows_complete(windows: Sequence[_Window]) -> set[int]:
+    """Ids of the subscriptions whose window `gaps_detect` would find nothing in, decided in one statement."""
     if not windows:
         return set()
     with connection.cursor() as cursor:
-        cursor.execute(_RECENT_COMPLETE, {
-            "timeframes": [w[0] for w in windows], "w0": [w[1] for w in windows],
-            "w1": [w[2] for w in windows], "expected": [w[3] for w in windows],
+        cursor.execute(_WINDOWS_COMPLETE, {
+            "subscriptions": [w.subscription_id for w in windows],
+            "w0": [ms_to_datetime(w.first_ms) for w in windows],
+            "w1": [ms_to_datetime(w.last_ms) for w in windows],
+            "expected": [w.expected for w in windows],
         })
         return {row[0] for row in cursor.fetchall()}
 

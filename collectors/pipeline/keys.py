@@ -34,6 +34,11 @@ class Keys:
         return f"{self.prefix}rest:needed"
 
     @property
+    def gap_recheck(self) -> str:
+        """SET "inst|bar|subscribed_ms": channels (re)subscribed at that moment, whose past wants a gap check."""
+        return f"{self.prefix}gaps:recheck"
+
+    @property
     def counters(self) -> str:
         """HASH of monotonically increasing counters (messages, flushed, dead_letters, ...)."""
         return f"{self.prefix}counters"

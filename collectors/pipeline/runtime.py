@@ -119,7 +119,7 @@ class CollectorRuntime:
         self.owned: set[int] = set()
         self.invalid: dict[Channel, str] = {}
         self.subscribed_since: dict[Channel, float] = {}
-        # "inst|bar|subscribed_ms" for the backfill's recheck_gaps task.
+        # "inst|bar|subscribed_ms" for the backfill's gap recheck (Keys.gap_recheck).
         self.recheck: set[str] = set()
         self.started_at = time.time()
         self._nudge = asyncio.Event()
@@ -277,7 +277,7 @@ class CollectorRuntime:
                 pipe.hincrby(self.keys.counters, name, value)
             recheck = list(self.recheck)
             if recheck:
-                pipe.sadd(f"{self.keys.prefix}gaps:recheck", *recheck)
+                pipe.sadd(self.keys.gap_recheck, *recheck)
             await pipe.execute()
         for name in deltas:
             counters[name] -= deltas[name]
