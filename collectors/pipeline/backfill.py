@@ -479,8 +479,10 @@ def _recent_windows(
     """The window `gaps_detect`'s default start looks at, per (subscription id, timeframe id).
 
     It ends where detection would end: the last candle closed `settle` before `now`, or the candle open at
-    `end_ms[subscription id]` when earlier. An empty window is left out, so the full path decides (it looks
-    back to the newest stored candle).
+    `end_ms[subscription id]` when earlier. A window shorter than one bar (a daily bar, a recent window of
+    hours) becomes that last candle alone: the full path could only look back from the newest stored candle,
+    and when the last closed candle is stored and confirmed, the newest is no older than it, so there is
+    nothing to look back at.
     """
     now_ms = datetime_to_ms(now)
     recent_ms = datetime_to_ms(now - timedelta(hours=settings.BACKFILL_RECENT_HOURS))
@@ -492,9 +494,8 @@ def _recent_windows(
         first, last = spec.ceil(recent_ms), _last_closed_open(spec, last_closed_ms)
         if end_ms is not None and subscription_id in end_ms:
             last = min(last, spec.floor(end_ms[subscription_id]))
-        expected = _count(spec, first, last)
-        if expected >= 1:
-            windows.append(_Window(subscription_id, first, last, expected))
+        first = min(first, last)
+        windows.append(_Window(subscription_id, first, last, _count(spec, first, last)))
     return windows
 
 
