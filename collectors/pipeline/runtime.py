@@ -1,13 +1,17 @@
 """The collector runtime: owns shards of the subscriptions through Redis leases and keeps them collected.
 
 One runtime per collector process (hosted by the `collectors` Celery worker, or alone via
-`manage.py run_collector`). Every few seconds, and at once when the control channel says so, it:
+`manage.py run_collector`). Two loops decide what it collects:
 
-1. loads the active subscriptions (a thread: the loader may use the Django ORM);
-2. renews its leases and takes free shards up to its fair share (shards ÷ live collectors), releasing
-   extras so a newly started collector gets work; a shard it cannot renew is dropped at once, so two
-   collectors never collect one shard;
-3. sets the WebSocket client's channels to the subscriptions of its shards.
+* leases, every third of the lease TTL: in one Redis script it heartbeats, renews its leases and takes free
+  shards up to its fair share (shards ÷ live collectors), releasing extras so a newly started collector gets
+  work; a shard it cannot renew is dropped at once, so two collectors never collect one shard. One round
+  trip, and independent of the database, so a slow subscription load or an event loop busy with a flood of
+  frames does not let the leases lapse;
+* subscriptions, every few seconds and at once when the control channel says so: it loads the active
+  subscriptions (a thread: the loader may use the Django ORM).
+
+After either, the WebSocket client's channels are set to the subscriptions of the owned shards.
 
 Candle updates go through `Ingest` to the Redis buffer every ~100 ms; channel and collector status go
 to Redis every second. Redis or PostgreSQL being away only delays these steps: the runtime keeps the last
@@ -19,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import socket
 import time
@@ -38,9 +41,39 @@ from collectors.pipeline.keys import Keys
 
 logger = logging.getLogger(__name__)
 
-RENEW_LUA = """
-if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end
-return 0
+# KEYS[1] = the collectors ZSET, KEYS[2 + n] = the lease of shard n; ARGV[1] = collector id, ARGV[2] = now (s),
+# ARGV[3] = heartbeats older than this (s) are not live, ARGV[4] = lease TTL (ms), ARGV[5..] = shards held.
+# Returns {owned, lost, released, taken}, each a list of shard numbers.
+LEASES_LUA = """
+local cid, ttl = ARGV[1], ARGV[4]
+redis.call("ZADD", KEYS[1], ARGV[2], cid)
+local live = math.max(1, redis.call("ZCOUNT", KEYS[1], ARGV[3], "+inf"))
+local shards = #KEYS - 1
+local fair = math.ceil(shards / live)
+local owned, lost, released, taken = {}, {}, {}, {}
+for i = 5, #ARGV do
+  local shard = tonumber(ARGV[i])
+  if redis.call("GET", KEYS[shard + 2]) == cid then
+    redis.call("PEXPIRE", KEYS[shard + 2], ttl)
+    table.insert(owned, shard)
+  else
+    table.insert(lost, shard)
+  end
+end
+table.sort(owned)
+while #owned > fair do
+  local shard = table.remove(owned)
+  redis.call("DEL", KEYS[shard + 2])
+  table.insert(released, shard)
+end
+for shard = 0, shards - 1 do
+  if #owned >= fair then break end
+  if redis.call("SET", KEYS[shard + 2], cid, "NX", "PX", ttl) then
+    table.insert(owned, shard)
+    table.insert(taken, shard)
+  end
+end
+return {owned, lost, released, taken}
 """
 RELEASE_LUA = """
 if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
@@ -57,6 +90,30 @@ class SubscriptionSnapshot:
 def shard_of(channel: Channel, shards: int) -> int:
     """Stable across processes and restarts (unlike hash())."""
     return zlib.crc32(f"{channel.inst_id}|{channel.bar}".encode()) % shards
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseChange:
+    owned: list[int]  # shards held after the call
+    lost: list[int]  # held before, no longer ours (expired, or taken over)
+    released: list[int]  # given up beyond the fair share
+    taken: list[int]  # free shards newly taken
+
+
+async def leases_balance(
+    script: Callable, keys: Keys, *, collector_id: str, shards: int, ttl_s: float, held: set[int]
+) -> LeaseChange:
+    """Heartbeat, renew the `held` leases and move to the fair share, in one round trip (`LEASES_LUA`).
+
+    `script` is LEASES_LUA registered on an asyncio Redis client. A collector is live while its heartbeat is
+    younger than three lease TTLs.
+    """
+    now = time.time()
+    result = await script(
+        keys=[keys.collectors, *(keys.lease(shard) for shard in range(shards))],
+        args=[collector_id, now, now - 3 * ttl_s, int(ttl_s * 1000), *sorted(held)],
+    )
+    return LeaseChange(*([int(shard) for shard in part] for part in result))
 
 
 @dataclass
@@ -131,13 +188,14 @@ class CollectorRuntime:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         self.redis = self.redis_factory()
         self._put = self.redis.register_script(PUT_NEWEST_LUA)
-        self._renew = self.redis.register_script(RENEW_LUA)
+        self._leases = self.redis.register_script(LEASES_LUA)
         self._release = self.redis.register_script(RELEASE_LUA)
         logger.info("collector %s starting (%d shards)", self.config.collector_id, self.config.shards)
         tasks = [
             asyncio.create_task(self.client.run(), name="okx-ws-client"),
             asyncio.create_task(self._every(self.config.write_interval_s, self._write), name="ingest-writer"),
             asyncio.create_task(self._every(self.config.status_interval_s, self._publish_status), name="status"),
+            asyncio.create_task(self._every(self.config.lease_ttl_s / 3, self._keep_leases), name="leases"),
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
             asyncio.create_task(self._listen_for_nudges(), name="nudges"),
         ]
@@ -198,36 +256,30 @@ class CollectorRuntime:
         if self.snapshot is None:
             return
         self.ingest.specs = self.snapshot.specs
-        await self._heartbeat()
+        self._collect_owned()
+
+    async def _keep_leases(self) -> None:
         await self._balance_leases()
+        self._collect_owned()
+
+    def _collect_owned(self) -> None:
+        """Point the WebSocket client at the known subscriptions of the owned shards."""
+        if self.snapshot is None:
+            return
         shards = self.config.shards
-        wanted = {c for c in self.snapshot.channels if shard_of(c, shards) in self.owned}
-        self.client.set_channels(wanted)
-
-    async def _heartbeat(self) -> None:
-        await self.redis.zadd(self.keys.collectors, {self.config.collector_id: time.time()})
-
-    async def _live_collectors(self) -> int:
-        horizon = time.time() - 3 * self.config.lease_ttl_s
-        return max(1, int(await self.redis.zcount(self.keys.collectors, horizon, "+inf")))
+        self.client.set_channels({c for c in self.snapshot.channels if shard_of(c, shards) in self.owned})
 
     async def _balance_leases(self) -> None:
-        cid, ttl_ms = self.config.collector_id, int(self.config.lease_ttl_s * 1000)
-        for shard in list(self.owned):
-            if not await self._renew(keys=[self.keys.lease(shard)], args=[cid, ttl_ms]):
-                logger.warning("collector %s lost the lease of shard %d", cid, shard)
-                self.owned.discard(shard)
-        fair = math.ceil(self.config.shards / await self._live_collectors())
-        for shard in sorted(self.owned, reverse=True)[: max(0, len(self.owned) - fair)]:
-            await self._release(keys=[self.keys.lease(shard)], args=[cid])
-            self.owned.discard(shard)
+        cid = self.config.collector_id
+        change = await leases_balance(self._leases, self.keys, collector_id=cid, shards=self.config.shards,
+                                      ttl_s=self.config.lease_ttl_s, held=self.owned)
+        for shard in change.lost:
+            logger.warning("collector %s lost the lease of shard %d", cid, shard)
+        for shard in change.released:
             logger.info("collector %s released shard %d to balance", cid, shard)
-        for shard in range(self.config.shards):
-            if len(self.owned) >= fair:
-                break
-            if shard not in self.owned and await self.redis.set(self.keys.lease(shard), cid, nx=True, px=ttl_ms):
-                self.owned.add(shard)
-                logger.info("collector %s took shard %d", cid, shard)
+        for shard in change.taken:
+            logger.info("collector %s took shard %d", cid, shard)
+        self.owned = set(change.owned)
 
     async def _listen_for_nudges(self) -> None:
         while True:
