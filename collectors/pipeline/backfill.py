@@ -499,7 +499,8 @@ def _recent_windows(
     return windows
 
 
-# Active subscriptions whose window holds every candle, confirmed. For those the full detection can only
+# Active subscriptions whose window holds every candle, confirmed, or that collect only from after the window
+# (`backfill_from` later than its end: a subscription "from now on"). For those the full detection can only
 # find nothing, so one statement for all of them replaces its half-dozen queries per subscription (at 6,000
 # subscriptions those kept a worker core busy). Anything that could make the full detection look elsewhere
 # sends the subscription down the full path: a listing, expiry or delisting inside the window, or a history
@@ -521,9 +522,10 @@ WHERE s.is_active
        OR EXISTS (SELECT 1 FROM candles_gap g WHERE g.subscription_id = s.id AND g.start <= s.backfill_from)
        OR EXISTS (SELECT 1 FROM candles_candle h WHERE h.instrument_id = s.instrument_id
                   AND h.timeframe_id = s.timeframe_id AND h.open_time <= s.backfill_from))
-  AND (SELECT count(*) FROM candles_candle c
-       WHERE c.instrument_id = s.instrument_id AND c.timeframe_id = s.timeframe_id
-         AND c.open_time BETWEEN w.w0 AND w.w1 AND c.confirmed) = w.expected
+  AND (s.backfill_from > w.w1  -- collecting starts after the window: detection starts there too
+       OR (SELECT count(*) FROM candles_candle c
+           WHERE c.instrument_id = s.instrument_id AND c.timeframe_id = s.timeframe_id
+             AND c.open_time BETWEEN w.w0 AND w.w1 AND c.confirmed) = w.expected)
 """
 
 
