@@ -42,6 +42,7 @@ from collectors.okx.rest import WEBSOCKET_ONLY_BARS, OkxRestClient, PermanentErr
 from collectors.pipeline.buffer import dead_letter_record, receipt_version
 from collectors.pipeline.connections import async_redis_client, pipeline_keys, redis_client
 from collectors.pipeline.keys import Keys, candle_field, split_candle_field
+from collectors.pipeline.locks import RedisLock
 from okxproject.logs import log_context
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,12 @@ REST_MAX_RETRIES = 6
 # Ranges the drain fetches at once: one page of OKX's history-candles.
 DRAIN_SPAN_CANDLES = 300
 DRAIN_CONCURRENCY = 4
+# REST requests one drain makes at most, most recent candles first; the rest wait for the next run (every 5 s).
+# About 3 s of the history budget: a drain of every queued candle at once (hundreds after a reconnect) held a
+# worker slot for 40 s and the budget with it, and the gap fills' tasks expired waiting behind it.
+DRAIN_MAX_REQUESTS = 30
+# One drain at a time (the next one skips): two took the same random members and fetched them twice.
+DRAIN_LOCK_TTL_MS = 60_000
 # A queued candle REST still has not confirmed this long after it closed is given up on (logged): the
 # stored WebSocket version stays, and asking again forever would spend the shared REST budget.
 DRAIN_GIVE_UP_AFTER = timedelta(hours=24)
@@ -884,9 +891,20 @@ def rest_needed_drain(
 
     Members leave the set only after their candle is written (or can never be): a crash loses nothing, and a
     second drain of the same member is a harmless rewrite. A candle REST does not have yet stays queued.
-    `redis` is a synchronous client.
+    One drain runs at a time (another returns 0 at once), and it fetches at most DRAIN_MAX_REQUESTS ranges,
+    the most recent first. `redis` is a synchronous client.
     """
-    now = now or timezone.now()
+    lock = RedisLock(redis, f"{keys.prefix}lock:drain", DRAIN_LOCK_TTL_MS)
+    if not lock.acquire():
+        logger.info("rest_needed: another drain is running; skipped")
+        return 0
+    try:
+        return _drain(redis=redis, keys=keys, limit=limit, rest_url=rest_url, now=now or timezone.now())
+    finally:
+        lock.release()
+
+
+def _drain(*, redis: Any, keys: Keys, limit: int, rest_url: str | None, now: datetime) -> int:
     now_ms = datetime_to_ms(now)
     members = [m.decode() if isinstance(m, bytes) else m for m in (redis.srandmember(keys.rest_needed, limit) or [])]
     if not members:
@@ -924,6 +942,8 @@ def rest_needed_drain(
             elif spec.following(ms) <= now_ms:
                 closed.append(ms)  # a candle still open stays queued: REST serves closed candles only
         wanted.extend(_Wanted(inst_id, bar, run) for run in _runs(spec, closed, DRAIN_SPAN_CANDLES))
+    wanted.sort(key=lambda want: want.open_ms[-1], reverse=True)
+    del wanted[DRAIN_MAX_REQUESTS:]  # still queued: the next run takes them
 
     fetched, failures = asyncio.run(_with_rest_client(rest_url or settings.OKX_REST_URL, keys,
                                                       lambda client: _fetch_wanted(client, wanted)))

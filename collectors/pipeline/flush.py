@@ -18,7 +18,6 @@ and 23): the chunk is split until that row stands alone, and it is dead-lettered
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from redis import Redis, RedisError
 from candles.storage import CandleRow, UpsertResult, candles_upsert
 from collectors.pipeline.buffer import buffer_commit, buffer_depth, buffer_take, dead_letter_record, decode_entry
 from collectors.pipeline.keys import Keys
+from collectors.pipeline.locks import LockLost, RedisLock
 
 logger = logging.getLogger(__name__)
 
@@ -48,16 +48,6 @@ MAX_POISON_ROWS = 100
 # Dead letters pushed per script call, to keep each Lua call short.
 _DEAD_LETTER_BATCH = 1_000
 
-# KEYS[1] = lock; ARGV[1] = token.
-_RELEASE_LUA = """
-if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
-return 0
-"""
-# KEYS[1] = lock; ARGV[1] = token, ARGV[2] = ttl in ms.
-_RENEW_LUA = """
-if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end
-return 0
-"""
 # KEYS[1] = dead-letter list, KEYS[2] = counters; ARGV[1] = the list's maximum length, ARGV[2..] = records.
 # Trimmed records are counted, so that a full list never loses entries silently.
 _DEAD_LETTER_LUA = """
@@ -80,8 +70,8 @@ def _batched(items: Sequence, size: int) -> list[Sequence]:
     return [items[start:start + size] for start in range(0, len(items), size)]
 
 
-class FlushLockLost(RuntimeError):
-    """The run's lock expired or was taken over; it stops before dropping a batch another run may own."""
+# Raised when the run's lock expired or was taken over: it stops before dropping a batch another run may own.
+FlushLockLost = LockLost
 
 
 @dataclass(slots=True)
@@ -114,29 +104,6 @@ class _Tally:
         self.refused.extend((item.row, item.reason) for item in result.rejected)
 
 
-class _FlushLock:
-    def __init__(self, redis: Redis, key: str) -> None:
-        self._redis = redis
-        self._key = key
-        self._token = secrets.token_hex(16)
-
-    def acquire(self) -> bool:
-        return bool(self._redis.set(self._key, self._token, nx=True, px=LOCK_TTL_MS))
-
-    def renew(self) -> None:
-        """Extend the lock by a full TTL, or raise if it is no longer ours."""
-        if not self._redis.register_script(_RENEW_LUA)(keys=[self._key], args=[self._token, LOCK_TTL_MS]):
-            raise FlushLockLost(f"flush lock {self._key} expired or was taken over during the run")
-
-    def release(self) -> None:
-        # Best effort: when Redis is down the lock expires on its own, and the run's own error must not be
-        # replaced by this one.
-        try:
-            self._redis.register_script(_RELEASE_LUA)(keys=[self._key], args=[self._token])
-        except RedisError as exc:
-            logger.warning("flush lock %s not released (it expires in %d ms): %s", self._key, LOCK_TTL_MS, exc)
-
-
 def buffer_flush(
     *,
     redis: Redis,
@@ -151,7 +118,7 @@ def buffer_flush(
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be at least 1")
     started = time.monotonic()
-    lock = _FlushLock(redis, keys.flush_lock)
+    lock = RedisLock(redis, keys.flush_lock, LOCK_TTL_MS)
     if not lock.acquire():
         return FlushResult(skipped=True)
     try:
@@ -169,7 +136,7 @@ def buffer_flush(
     return result
 
 
-def _flush_locked(redis: Redis, keys: Keys, lock: _FlushLock, chunk_rows: int, started: float) -> FlushResult:
+def _flush_locked(redis: Redis, keys: Keys, lock: RedisLock, chunk_rows: int, started: float) -> FlushResult:
     taken = buffer_take(redis, keys)
     if not taken:
         return FlushResult()

@@ -609,6 +609,36 @@ def test_rest_needed_drain_writes_the_queued_candles_and_keeps_what_rest_lacks(s
 
 
 @pytest.mark.django_db
+def test_a_drain_fetches_a_bounded_number_of_ranges_most_recent_first(sim, keys, redis, instruments, tf,
+                                                                      monkeypatch):
+    monkeypatch.setattr(backfill, "DRAIN_MAX_REQUESTS", 2)
+    now = timezone.now()
+    minute = tf("1m").spec.floor(datetime_to_ms(now))
+    # Three series, one REST range each; BTC's candle is the oldest.
+    queued = {inst_id: candle_field(inst_id, "1m", minute - age * MINUTE)
+              for inst_id, age in (("BTC-USDT", 30), ("ETH-USDT", 3), ("SOL-USDT", 2))}
+    redis.sadd(keys.rest_needed, *queued.values())
+
+    assert rest_needed_drain(redis=redis, keys=keys, rest_url=sim.rest_url, now=now) == 2
+
+    assert [m.decode() for m in redis.smembers(keys.rest_needed)] == [queued["BTC-USDT"]]
+    assert rest_needed_drain(redis=redis, keys=keys, rest_url=sim.rest_url, now=now) == 1
+    assert redis.smembers(keys.rest_needed) == set()
+
+
+@pytest.mark.django_db
+def test_a_drain_while_another_runs_is_skipped_and_takes_nothing(sim, keys, redis, instruments, tf):
+    member = candle_field("BTC-USDT", "1m", tf("1m").spec.floor(datetime_to_ms(timezone.now())) - 5 * MINUTE)
+    redis.sadd(keys.rest_needed, member)
+    redis.set(f"{keys.prefix}lock:drain", "another worker", px=60_000)
+
+    assert rest_needed_drain(redis=redis, keys=keys, rest_url=sim.rest_url) == 0
+
+    assert [m.decode() for m in redis.smembers(keys.rest_needed)] == [member]
+    assert not Candle.objects.exists()
+
+
+@pytest.mark.django_db
 def test_rest_needed_drain_with_an_empty_queue_does_nothing(keys, redis):
     assert rest_needed_drain(redis=redis, keys=keys, rest_url="http://127.0.0.1:9") == 0
 
