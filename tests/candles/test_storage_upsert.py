@@ -117,6 +117,18 @@ def test_counts_add_up_over_a_mixed_batch(btc, candle_row, stored_candles):
     assert [r.index for r in result.rejected] == [4]
 
 
+@pytest.mark.django_db
+def test_rejected_rows_keep_their_batch_index_across_a_large_batch(btc, candle_row):
+    # Thousands of rows fill many pages of the staging table: the reported indices are still the caller's.
+    bad = {0, 1, 777, 2_500, 4_999}
+    rows = [candle_row(at(i), high="1") if i in bad else candle_row(at(i)) for i in range(5_000)]
+
+    result = candles_upsert(rows=rows)
+
+    assert [(r.index, r.row) for r in result.rejected] == [(i, rows[i]) for i in sorted(bad)]
+    assert result.inserted == 5_000 - len(bad)
+
+
 # --- the monotone rules ---------------------------------------------------------------------------
 
 
