@@ -47,5 +47,5 @@ lint: venv ## Lint with ruff
 bench-upsert: migrate ## Benchmark the candle upsert against a raw COPY
 	$(VENV_PY) bench/upsert.py
 
-bench: migrate ## Every benchmark in one sitting (about 35 minutes; output in bench/results/)
+bench: migrate ## Every benchmark in one sitting (about 25 minutes; output in bench/results/)
 	bench/run_all.sh

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark of the project, one after the other, in one sitting (about 35 minutes on 2 cores).
+# Every benchmark of the project, one after the other, in one sitting (about 25 minutes on 2 cores).
 # Each prints its own figures; the full output is kept in bench/results/<UTC time>.log for docs/benchmarks.md.
 # Run it on a quiet machine: the benchmarks measure throughput and latency on shared cores.
 set -euo pipefail
