@@ -1,4 +1,4 @@
-"""Fixtures shared by the admin's tests: Redis, the pipeline's keys under a prefix of the test's own, a staff user."""
+"""Fixtures shared by the collectors' tests: Redis, the pipeline's keys under a prefix of the test's own, staff."""
 
 from __future__ import annotations
 

@@ -1,13 +1,13 @@
-"""Gap checks after a channel's (re)subscription, as the collectors request them, against the real services."""
+"""Gap checks after a channel's (re)subscription, as the collectors request them, against the real services.
+
+`redis` and `keys` (a prefix of the test's own) come from tests/collectors/conftest.py.
+"""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
-import redis as redis_lib
 from django.utils import timezone
 
 from candles.bars import datetime_to_ms, ms_to_datetime
@@ -17,20 +17,6 @@ from collectors.pipeline.backfill import gaps_recheck
 from collectors.pipeline.keys import Keys
 
 MINUTE = 60_000
-
-
-@pytest.fixture
-def redis() -> Iterator[redis_lib.Redis]:
-    client = redis_lib.Redis.from_url("redis://127.0.0.1:6379/0")
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def keys(redis) -> Iterator[Keys]:
-    keys = Keys(prefix=f"test:recheck:{uuid.uuid4().hex}:")
-    yield keys
-    redis.delete(keys.gap_recheck)
 
 
 @pytest.fixture

@@ -1,17 +1,16 @@
 """Shard leases of the collector runtime, against the real Redis: one owner per shard, fair shares, and leases
-that survive a slow subscription load."""
+that survive a slow subscription load. `keys` (a prefix of the test's own) comes from tests/collectors/conftest.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-import uuid
-from collections.abc import Iterator
 
-import pytest
 import redis as redis_lib
 import redis.asyncio as aredis
+from django.conf import settings
 
 from collectors.pipeline.keys import Keys
 from collectors.pipeline.runtime import (
@@ -24,19 +23,8 @@ from collectors.pipeline.runtime import (
 )
 from tests.support.private_services import free_port
 
-URL = "redis://127.0.0.1:6379/0"
+URL = settings.REDIS_URL  # the Redis the shared `keys` fixture cleans
 SHARDS = 8
-
-
-@pytest.fixture
-def keys() -> Iterator[Keys]:
-    keys = Keys(prefix=f"test:leases:{uuid.uuid4().hex}:")
-    yield keys
-    client = redis_lib.Redis.from_url(URL)
-    stale = list(client.scan_iter(match=f"{keys.prefix}*"))
-    if stale:
-        client.delete(*stale)
-    client.close()
 
 
 def balance(keys: Keys, collector_id: str, held: set[int], ttl_s: float = 15.0) -> LeaseChange:
