@@ -475,7 +475,7 @@ def test_complete_subscriptions_cost_recent_detection_no_query_of_their_own(inst
 
 @pytest.mark.django_db
 def test_bars_longer_than_the_recent_window_are_settled_by_their_last_closed_candle(
-        instrument, stored_candles, tf, settings, monkeypatch):
+        instrument, stored_candles, tf, settings, full_detections):
     settings.BACKFILL_RECENT_HOURS = 6
     now = timezone.now()
     spec = tf("1D").spec
@@ -485,13 +485,10 @@ def test_bars_longer_than_the_recent_window_are_settled_by_their_last_closed_can
     stored_candles(current.instrument, "1D", [last_closed - DAY, last_closed])
     stored_candles(behind.instrument, "1D", [last_closed - 3 * DAY])  # its collector stopped days ago
 
-    full_path: list[int] = []
-    detect = backfill.gaps_detect
-    monkeypatch.setattr(backfill, "gaps_detect", lambda **kw: full_path.append(kw["subscription_id"]) or detect(**kw))
 
     assert gaps_detect_recent(now=now) == 1
 
-    assert full_path == [behind.pk]
+    assert full_detections == [behind.pk]
     assert current.gaps.count() == 0
     assert [(datetime_to_ms(g.start), g.missing) for g in behind.gaps.all()] == [(last_closed - 2 * DAY, 3)]
 

@@ -150,15 +150,12 @@ def test_two_requests_of_one_channel_are_checked_once_up_to_the_later(
 
 @pytest.mark.django_db
 def test_a_new_subscription_collecting_from_after_its_subscription_needs_no_detection(
-        redis, keys, instrument, recent_hours, monkeypatch):
+        redis, keys, instrument, recent_hours, full_detections):
     now = timezone.now()
     fresh = subscribe(instrument, "NEW-USDT", now, backfill_from=now + timedelta(seconds=30))
     request(redis, keys, fresh, datetime_to_ms(now) - 10_000)
-    full_path: list[int] = []
-    detect = backfill.gaps_detect
-    monkeypatch.setattr(backfill, "gaps_detect", lambda **kw: full_path.append(kw["subscription_id"]) or detect(**kw))
 
     assert gaps_recheck(redis=redis, keys=keys, now=now) == 0
 
-    assert full_path == []
+    assert full_detections == []
     assert redis.smembers(keys.gap_recheck) == set()

@@ -8,8 +8,6 @@ from decimal import Decimal
 
 import orjson
 import pytest
-import redis as redis_lib
-from django.conf import settings
 
 from collectors.pipeline.buffer import dead_letter_record, decode_entry
 from collectors.pipeline.deadletters import (
@@ -35,13 +33,6 @@ def frame(*rows: list[str], inst_id: str = "BTC-USDT", bar: str = "1m") -> str:
 
 def row(open_ms: int = T0_MS, o="100", h="110", low="90", c="105", confirm="1") -> list[str]:
     return [str(open_ms), o, h, low, c, "1.5", "157.5", "157.5", confirm]
-
-
-@pytest.fixture
-def redis() -> Iterator[redis_lib.Redis]:
-    client = redis_lib.Redis.from_url(settings.REDIS_URL)
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
-import redis as redis_lib
-from django.conf import settings
 from django.utils import timezone
 
 from candles.bars import datetime_to_ms, ms_to_datetime
@@ -35,13 +33,6 @@ def sim() -> Iterator[ThreadedSimulator]:
     config = SimulatorConfig(seed=7, instruments=2, bars=("1m", "1H", "5D"), history_days=2)
     with run_in_thread(config, port=0) as handle:
         yield handle
-
-
-@pytest.fixture
-def redis() -> Iterator[redis_lib.Redis]:
-    client = redis_lib.Redis.from_url(settings.REDIS_URL)
-    yield client
-    client.close()
 
 
 @pytest.fixture
