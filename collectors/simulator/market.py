@@ -32,6 +32,7 @@ _WAVES: tuple[tuple[int, float], ...] = (
 # Noise of the intra-candle path, relative to price, per square root of the candle's seconds.
 _PATH_NOISE = 0.00005
 ONE_SECOND_HISTORY_MS = 90 * DAY_MS
+PRICE_TEXTS_MAX = 200_000
 
 
 def wall_clock_ms() -> int:
@@ -75,11 +76,13 @@ class Market:
             raise ValueError(f"unknown bars {unknown}; known: {list(BARS)}")
         self.bars: dict[str, Bar] = {name: BARS[name] for name in config.bars}
         self._phases: dict[str, tuple[float, ...]] = {}
-        self._path = lru_cache(maxsize=65_536)(self._compute_path)
+        # Room for the open and the next candle of every channel, and the REST truth asked for meanwhile.
+        self._path = lru_cache(maxsize=max(65_536, 4 * len(self.instruments) * len(self.bars)))(self._compute_path)
         # A candle's close is the next one's open: the same curve point is asked for twice in a row, with
         # every other channel's points in between (two per 1s candle of each instrument each second).
         self._curve = lru_cache(maxsize=max(4_096, 8 * len(self.instruments)))(self._curve_ticks)
         self._lots: dict[str, float] = {}
+        self._prices: dict[tuple[int, int], str] = {}
 
     # --- lookup -----------------------------------------------------------------------------------
 
@@ -138,6 +141,10 @@ class Market:
             raise ValueError(f"{inst_id} is not listed at {now_ms}")
         return self.row(inst, bar, open_ms, self.substep_at(bar, open_ms, now_ms), confirmed=False)
 
+    def prepare(self, inst_id: str, bar_name: str, open_ms: int) -> None:
+        """Compute the candle opened at `open_ms` ahead of its pushes (it is kept for them)."""
+        self._path(inst_id, bar_name, open_ms)
+
     def substep_at(self, bar: Bar, open_ms: int, now_ms: int) -> int:
         """How many sub-steps of the candle opened at `open_ms` have begun at `now_ms` (1..K)."""
         steps = substeps_of(bar)
@@ -162,10 +169,22 @@ class Market:
         else:
             quote_str = scaled(quote, -inst.lot_decimals - inst.tick_decimals)
             volumes = (scaled(vol, -inst.lot_decimals), quote_str, quote_str)
+        price = self._price_text
         return [
-            str(open_ms), scaled(path.open, tick), scaled(path.highs[i], tick), scaled(path.lows[i], tick),
-            scaled(path.closes[i], tick), *volumes, "1" if confirmed else "0",
+            str(open_ms), price(path.open, tick), price(path.highs[i], tick), price(path.lows[i], tick),
+            price(path.closes[i], tick), *volumes, "1" if confirmed else "0",
         ]
+
+    def _price_text(self, ticks: int, exponent: int) -> str:
+        # Prices repeat (four per row, within a few ticks of each other): formatting each once is a third of
+        # the cost of a push. Volumes only grow, so they are not worth keeping.
+        key = (ticks, exponent)
+        text = self._prices.get(key)
+        if text is None:
+            if len(self._prices) >= PRICE_TEXTS_MAX:
+                self._prices.clear()
+            text = self._prices[key] = scaled(ticks, exponent)
+        return text
 
     # --- generation -------------------------------------------------------------------------------
 

@@ -32,6 +32,17 @@ def push_frame(channel: str, inst_id: str, row: list[str]) -> bytes:
     return text_frame(orjson.dumps({"arg": {"channel": channel, "instId": inst_id}, "data": [row]}))
 
 
+def push_prefix(channel: str, inst_id: str) -> bytes:
+    """The start of every push of one channel, up to its row: `push_frame_of` completes it."""
+    return orjson.dumps({"arg": {"channel": channel, "instId": inst_id}, "data": [[]]})[:-3]
+
+
+def push_frame_of(prefix: bytes, row: list[str]) -> bytes:
+    """`push_frame` of a row of the market's own numbers (digits, "." and "-": nothing JSON escapes), at
+    half the cost: pushes are most of the simulator's work."""
+    return text_frame(b"".join((prefix, b'"', '","'.join(row).encode(), b'"]]}')))
+
+
 def _with_id(request_id: Any, body: dict[str, Any]) -> bytes:
     if request_id is not None:
         body = {"id": request_id, **body}

@@ -73,12 +73,13 @@ class ServerInfo:
 class ChannelFeed:
     """Encoded frames of one channel, shared by every connection subscribed to it."""
 
-    __slots__ = ("_confirm", "_key", "_open", "_row", "bar", "inst_id", "name")
+    __slots__ = ("_confirm", "_key", "_open", "_prefix", "_row", "bar", "inst_id", "name")
 
     def __init__(self, inst_id: str, bar: Bar):
         self.inst_id = inst_id
         self.bar = bar
         self.name = messages.CANDLE_PREFIX + bar.name
+        self._prefix = messages.push_prefix(self.name, inst_id)
         self._key: tuple[int, int] = (-1, -1)
         self._open = b""
         self._row: list[str] = []
@@ -87,7 +88,7 @@ class ChannelFeed:
     def open_frame(self, market: Market, open_ms: int, substep: int) -> bytes:
         if self._key != (open_ms, substep):
             self._row = market.row(market.instruments[self.inst_id], self.bar, open_ms, substep, confirmed=False)
-            self._open = messages.push_frame(self.name, self.inst_id, self._row)
+            self._open = messages.push_frame_of(self._prefix, self._row)
             self._key = (open_ms, substep)
         return self._open
 
@@ -101,7 +102,7 @@ class ChannelFeed:
                     row = [*self._row[:-1], "1"]
                 else:
                     row = market.row(market.instruments[self.inst_id], self.bar, open_ms, last, confirmed=True)
-                frame = messages.push_frame(self.name, self.inst_id, row)
+                frame = messages.push_frame_of(self._prefix, row)
             self._confirm = (open_ms, frame)
         return self._confirm[1]
 
@@ -115,6 +116,7 @@ class Simulator:
         self._connections: set[WsConnection] = set()
         self._writers: set[asyncio.StreamWriter] = set()  # every open TCP link, HTTP keep-alive ones included
         self._feeds: dict[Channel, ChannelFeed] = {}
+        self._feeds_by_bar: dict[str, list[ChannelFeed]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stats: Counter[str] = Counter()
         self._confirm_omit_rate = self.config.confirm_omit_rate
@@ -224,7 +226,7 @@ class Simulator:
                 ("connections_total", "pushes_sent", "confirms_sent", "confirms_omitted", "rest_requests",
                  "rest_429s", "pings", "pongs", "malformed_sent", "notices_sent", "drops", "idle_closes",
                  "channel_cap_closes", "buffer_full_closes", "handshakes_rejected", "requests",
-                 "errors_sent", "ticks", "ticks_skipped", "late_confirms"),
+                 "errors_sent", "ticks", "ticks_skipped", "late_confirms", "tick_busy_ms", "tick_busy_ms_max"),
                 0,
             )
             counters.update(self._stats)
@@ -394,16 +396,43 @@ class Simulator:
             previous = tick
             await asyncio.sleep(tick * interval + TICK_LAG_S - now)
             self._stats["ticks"] += 1
+            started = time.perf_counter()
             try:
-                self._tick(wall_clock_ms())
+                now_ms = wall_clock_ms()
+                self._tick(now_ms)
+                self._prepare_next_candles(now_ms)
             except Exception:
                 log.exception("simulator push tick failed")
+            busy_ms = round((time.perf_counter() - started) * 1000)
+            self._stats["tick_busy_ms"] += busy_ms
+            self._stats["tick_busy_ms_max"] = max(self._stats["tick_busy_ms_max"], busy_ms)
 
     def _feed(self, channel: Channel) -> ChannelFeed:
         feed = self._feeds.get(channel)
         if feed is None:
             feed = self._feeds[channel] = ChannelFeed(channel[0], self.market.bars[channel[1]])
+            self._feeds_by_bar.setdefault(channel[1], []).append(feed)
         return feed
+
+    def _prepare_next_candles(self, now_ms: int) -> None:
+        """Compute the next candle of a share of the channels each tick, so that a bar boundary is not a spike.
+
+        Every channel of a bar starts a new candle at the same moment; computing all those candles in the tick
+        that pushes them made that tick several times longer than the others, long enough to make the next
+        tick late (skipped). Spread over the ticks of the current candle, the same work is even.
+        """
+        interval_ms = max(1, round(self.config.push_interval * 1000))
+        market = self.market
+        for bar_name, feeds in self._feeds_by_bar.items():
+            bar = market.bars[bar_name]
+            open_ms = bar.floor(now_ms)
+            next_open = bar.next_open(open_ms)
+            ticks = max(1, (next_open - open_ms) // interval_ms)
+            index = min(ticks - 1, (now_ms - open_ms) // interval_ms)
+            count = len(feeds)
+            start, end = index * count // ticks, (index + 1) * count // ticks if index < ticks - 1 else count
+            for feed in feeds[start:end]:
+                market.prepare(feed.inst_id, bar_name, next_open)
 
     def _tick(self, now_ms: int) -> None:
         """One push per subscribed channel per connection; a confirm push first when a candle closed."""

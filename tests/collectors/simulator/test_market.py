@@ -197,3 +197,26 @@ def test_every_bar_of_the_protocol_is_known_and_hong_kong_bars_are_offset():
         if name.endswith("utc"):
             hk = BARS[name[:-3]]
             assert hk.floor(moment) != bar.floor(moment)
+
+
+def test_pushes_are_the_json_orjson_writes_for_every_kind_of_row():
+    from collectors.simulator.messages import push_frame, push_frame_of, push_prefix
+
+    m = market(instruments=30)
+    for inst_id, bar_name in itertools.product(list(m.instruments), ["1s", "1m", "1D"]):
+        inst, bar = m.instruments[inst_id], m.bars[bar_name]
+        open_ms = bar.floor(NOW) - 3 * (bar.duration_ms or 0)
+        for substep, confirmed in [(1, False), (substeps_of(bar), True)]:
+            row = m.row(inst, bar, open_ms, substep, confirmed=confirmed)
+            name = "candle" + bar_name
+            assert push_frame_of(push_prefix(name, inst_id), row) == push_frame(name, inst_id, row)
+
+
+def test_rows_do_not_depend_on_what_was_formatted_before():
+    warm, cold = market(instruments=12), market(instruments=12)
+    moments = [(inst_id, "1m", ms(2026, 3, 18) + k * 60_000) for inst_id in warm.instruments for k in range(20)]
+    for inst_id, bar_name, open_ms in moments:  # fill the warm market's caches
+        warm.row(warm.instruments[inst_id], warm.bars[bar_name], open_ms, 12, confirmed=True)
+    for inst_id, bar_name, open_ms in reversed(moments):
+        assert (warm.row(warm.instruments[inst_id], warm.bars[bar_name], open_ms, 7, confirmed=False)
+                == cold.row(cold.instruments[inst_id], cold.bars[bar_name], open_ms, 7, confirmed=False))

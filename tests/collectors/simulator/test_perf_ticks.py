@@ -51,3 +51,35 @@ def test_candles_closed_during_skipped_ticks_still_get_their_confirm_push():
     assert late >= 1
     assert len(confirmed) >= 5
     assert confirmed == list(range(confirmed[0], confirmed[-1] + 1, 1000)), "a closed 1s candle was never pushed"
+
+
+def test_the_tick_that_opens_candles_finds_them_computed_during_the_previous_candle():
+    from functools import lru_cache
+
+    from collectors.simulator import Simulator
+    from collectors.simulator.bars import BARS
+
+    simulator = Simulator(roomy(instruments=40, push_interval=0.2))
+    market = simulator.market
+    computed: list[tuple[str, str, int]] = []
+
+    def counting(inst_id: str, bar_name: str, open_ms: int):
+        computed.append((inst_id, bar_name, open_ms))
+        return market._compute_path(inst_id, bar_name, open_ms)
+
+    market._path = lru_cache(maxsize=None)(counting)
+    for inst_id in market.instruments:
+        for bar_name in ("1s", "1m"):
+            simulator._feed((inst_id, bar_name))
+    minute = BARS["1m"].floor(int(time.time() * 1000))
+    per_tick = []
+    for moment in range(minute, minute + 60_000, 200):  # every tick of one minute
+        before = len(computed)
+        simulator._prepare_next_candles(moment + 3)
+        per_tick.append(len(computed) - before)
+    prepared = set(computed)
+    assert {(i, "1m", minute + 60_000) for i in market.instruments} <= prepared
+    assert {(i, "1s", minute + 60_000) for i in market.instruments} <= prepared
+    # An even share each tick: a fifth of the 1s channels (5 ticks a candle), at most one 1m channel.
+    assert max(per_tick) <= len(market.instruments) // 5 + 2
+    assert len(computed) == len(prepared)
