@@ -59,33 +59,31 @@ PREFIX = "bench:"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process and of its children (waited-for and still running), in seconds."""
-    total = 0.0
-    for child in [pid, *_descendants(pid)]:
-        try:
-            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        # After the ")": state is field 3, so utime (14), stime (15), cutime (16), cstime (17) are at 11..14.
-        total += sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
-    return total
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
+def process_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, utime + stime + cutime + cstime in seconds), read from /proc in one pass."""
+    table: dict[int, tuple[int, float]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except (FileNotFoundError, ProcessLookupError):
             continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
+        # After the ")": state is field 3, so ppid (4) is at 1, utime (14) .. cstime (17) at 11..14.
+        table[int(stat.parent.name)] = int(fields[1]), sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
+    return table
+
+
+def cpu_seconds(pid: int, table: dict[int, tuple[int, float]]) -> float:
+    """CPU seconds of a process and of its children (waited-for and still running)."""
+    children: dict[int, list[int]] = {}
+    for child, (parent, _) in table.items():
+        children.setdefault(parent, []).append(child)
+    total, todo = 0.0, [pid]
     while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
+        current = todo.pop()
+        if current in table:
+            total += table[current][1]
+        todo.extend(children.get(current, []))
+    return total
 
 
 def postgres_backends(connection, db_name: str) -> list[int]:
@@ -96,24 +94,36 @@ def postgres_backends(connection, db_name: str) -> list[int]:
 
 
 class CpuMeter:
-    """CPU seconds of named process groups between `start()` and `stop()`."""
+    """CPU seconds of named process groups between `start()` and `stop()`.
+
+    `poll()` (every second of the step) keeps the last reading of each process, so a process that ends during
+    the step (a PostgreSQL backend replaced after CONN_MAX_AGE) still counts up to its last reading.
+    """
 
     def __init__(self, groups):
         self.groups = groups  # name -> callable returning the pids of the group now
         self.before: dict[str, dict[int, float]] = {}
+        self.last: dict[str, dict[int, float]] = {}
 
     def sample(self) -> dict[str, dict[int, float]]:
-        return {name: {pid: cpu_seconds(pid) for pid in pids()} for name, pids in self.groups.items()}
+        table = process_table()
+        return {name: {pid: cpu_seconds(pid, table) for pid in pids()} for name, pids in self.groups.items()}
 
     def start(self) -> None:
         self.before = self.sample()
+        self.last = {name: dict(readings) for name, readings in self.before.items()}
+
+    def poll(self) -> None:
+        for name, readings in self.sample().items():
+            seen = self.last.setdefault(name, {})
+            for pid, cpu in readings.items():
+                seen[pid] = max(cpu, seen.get(pid, 0.0))
 
     def stop(self) -> dict[str, float]:
-        after = self.sample()
-        # A process that appeared during the window counts from zero; one that ended is lost (rare: the
-        # benchmark's processes live through the step; PostgreSQL backends are pooled).
-        return {name: sum(cpu - self.before.get(name, {}).get(pid, 0.0) for pid, cpu in after[name].items())
-                for name in after}
+        self.poll()
+        # A process that appeared during the window counts from zero.
+        return {name: sum(cpu - self.before.get(name, {}).get(pid, 0.0) for pid, cpu in seen.items())
+                for name, seen in self.last.items()}
 
 
 def rss_mb(pid: int) -> float:
@@ -284,6 +294,7 @@ def run(args, procs, r, call_command, connection, Candle, Instrument, Subscripti
             depths.append(depth)
             window_depths.append(depth)
             rss.append(rss_mb(collector.pid))
+            meter.poll()
             time.sleep(1)
             now = time.time()
             if now - window_start >= args.report_every:
@@ -303,6 +314,7 @@ def run(args, procs, r, call_command, connection, Candle, Instrument, Subscripti
         # Ticks the simulator let pass while starved of CPU: candles of those moments were never pushed.
         ticks = sim1.get("ticks", 0) - sim0.get("ticks", 0)
         skipped = sim1.get("ticks_skipped", 0) - sim0.get("ticks_skipped", 0)
+        tick_busy_ms = sim1.get("tick_busy_ms", 0) - sim0.get("tick_busy_ms", 0)
         accepted = updates / span
         flushed = rows / span
         time.sleep(8)  # let the last flushes land
@@ -330,7 +342,8 @@ def run(args, procs, r, call_command, connection, Candle, Instrument, Subscripti
               f"{took_ms / runs if runs else 0:,.0f} ms each on average", flush=True)
         print(f"  CPU: collector {per(cpu['collector'], updates)} µs/update, flush {per(cpu['flush'], rows)} µs/row, "
               f"simulator {per(cpu['simulator'], pushes)} µs/push ({pushes / span:,.0f} pushes/s, ticks "
-              f"skipped {skipped} of {ticks + skipped}); "
+              f"skipped {skipped} of {ticks + skipped}, busy {tick_busy_ms / ticks if ticks else 0:.0f} ms a tick, "
+              f"longest {sim1.get('tick_busy_ms_max', 0)} ms); "
               f"per accepted update: redis {per(cpu['redis'], updates)} µs, "
               f"postgres {per(cpu['postgres'], updates)} µs, "
               f"backfill worker {per(cpu['worker'], updates)} µs; cores busy: "

@@ -35,7 +35,7 @@ import orjson
 from candles.bars import BarSpec
 from candles.models import Instrument, Timeframe
 from collectors.okx.messages import CandleUpdate, ProtocolError, parse_message
-from collectors.pipeline.buffer import PUT_NEWEST_LUA, encode_entry, flatten, receipt_version
+from collectors.pipeline.buffer import PUT_NEWEST_LUA, encode_entry, pack_entries, receipt_version
 from collectors.pipeline.ingest import candle_problem
 from collectors.pipeline.keys import Keys
 
@@ -243,7 +243,7 @@ def dead_letters_reingest(
 
     if entries:
         put_newest = redis.register_script(PUT_NEWEST_LUA)
-        put_newest(keys=[keys.live], args=flatten(entries))
+        put_newest(keys=[keys.live], args=[pack_entries(entries)])
         result.candles = len(entries)
     if done:
         pipe = redis.pipeline(transaction=True)

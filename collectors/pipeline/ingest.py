@@ -15,14 +15,14 @@ from typing import Any
 
 from candles.bars import BarSpec
 from collectors.okx.messages import CandleText, CandleUpdate
-from collectors.pipeline.buffer import dead_letter_record, encode_text_entry, flatten, receipt_version
+from collectors.pipeline.buffer import dead_letter_record, encode_text_entry, pack_entries, receipt_version
 from collectors.pipeline.keys import Keys, candle_field
 
 logger = logging.getLogger(__name__)
 
 # A candle may open this far after our clock (clock skew with OKX) before it counts as "in the future".
 FUTURE_TOLERANCE_MS = 5_000
-WRITE_CHUNK_FIELDS = 2_000
+WRITE_CHUNK_ENTRIES = 2_000
 
 HIGH_BELOW = "high is below open, close or low"
 LOW_ABOVE = "low is above open or close"
@@ -136,8 +136,8 @@ class Ingest:
         self.pending, self.pending_confirmed, self.dead, self.rest_needed = {}, set(), [], set()
         try:
             items = list(pending.items())
-            for start in range(0, len(items), WRITE_CHUNK_FIELDS):
-                await put_script(keys=[self.keys.live], args=flatten(items[start:start + WRITE_CHUNK_FIELDS]))
+            for start in range(0, len(items), WRITE_CHUNK_ENTRIES):
+                await put_script(keys=[self.keys.live], args=[pack_entries(items[start:start + WRITE_CHUNK_ENTRIES])])
             async with redis.pipeline(transaction=False) as pipe:
                 if dead:
                     pipe.lpush(self.keys.dead_letters, *dead)

@@ -298,23 +298,24 @@ class CollectorRuntime:
     async def _publish_status(self) -> None:
         cid = self.config.collector_id
         statuses = self.client.statuses()
+        reconnects = sum(s.reconnects for s in statuses)
+        tracks, invalid, subscribed = self.ingest.channels, self.invalid, self.subscribed_since
         channel_rows = {}
-        for channel in self.client.channels | set(self.invalid):
-            track = self.ingest.channels.get(channel)
+        for channel in self.client.channels | set(invalid):
+            track = tracks.get(channel)
             channel_rows[f"{channel.inst_id}|{channel.bar}"] = orjson.dumps({
                 "last_message_at": track.last_message_at if track else None,
                 "last_confirmed_open": track.last_confirmed_open if track else None,
-                "state": "invalid" if channel in self.invalid else
-                         ("subscribed" if channel in self.subscribed_since else "pending"),
-                "error": self.invalid.get(channel),
+                "state": "invalid" if channel in invalid else ("subscribed" if channel in subscribed else "pending"),
+                "error": invalid.get(channel),
                 "collector": cid,
-                "reconnects": sum(s.reconnects for s in statuses),
+                "reconnects": reconnects,
             })
         collector = {
             "id": cid, "host": socket.gethostname(), "pid": os.getpid(), "started_at": self.started_at,
             "heartbeat_at": time.time(), "shards": orjson.dumps(sorted(self.owned)),
             "connections": orjson.dumps([asdict(s) for s in statuses]),
-            "messages": sum(s.messages for s in statuses), "reconnects": sum(s.reconnects for s in statuses),
+            "messages": sum(s.messages for s in statuses), "reconnects": reconnects,
             "errors": sum(s.errors for s in statuses), "channels": len(self.client.channels),
         }
         counters = self.ingest.counters

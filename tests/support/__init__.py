@@ -95,10 +95,10 @@ class LiveBuffer:
         return self.put_many([(update, version)])
 
     def put_many(self, updates: Iterable[tuple[CandleUpdate, int]]) -> int:
-        from collectors.pipeline.buffer import encode_entry, flatten
+        from collectors.pipeline.buffer import encode_entry, pack_entries
 
         entries = [encode_entry(update, version) for update, version in updates]
-        return int(self._put(keys=[self.keys.live], args=flatten(entries))) if entries else 0
+        return int(self._put(keys=[self.keys.live], args=[pack_entries(entries)])) if entries else 0
 
     def put_raw(self, field: str, value: str | bytes) -> None:
         """An entry as stored, bypassing the encoder (for entries a collector would never write)."""

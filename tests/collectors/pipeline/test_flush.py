@@ -152,6 +152,21 @@ def test_the_buffer_keeps_the_newest_version_of_each_candle(btc, buffer):
     assert stored() == {key(newer): expected(newer, 200), key(final): expected(final, 300)}
 
 
+def test_entries_written_in_one_call_keep_their_fields_and_values_whatever_their_characters(redis, keys, buffer):
+    # One packed argument per call: lengths are UTF-8 bytes, so an instId outside ASCII (or holding the
+    # separators) must not shift the entries that follow it.
+    from collectors.pipeline.buffer import encode_entry
+
+    odd = [candle_update(minute(i), inst_id=name) for i, name in
+           enumerate(["BTC-USDT", "ÉTH-ŰSDT", "A:1|x-USDT", "币-USDT", "12:34-USDT"])]
+    many = [candle_update(minute(i), inst_id=f"I{i}-USDT") for i in range(3_000)]
+    assert buffer.put_many([(update, 7) for update in odd + many]) == len(odd) + len(many)
+
+    stored_entries = redis.hgetall(keys.live)
+    assert {f.decode(): v.decode() for f, v in stored_entries.items()} == dict(
+        encode_entry(update, 7) for update in odd + many)
+
+
 def test_the_database_keeps_a_confirmed_candle_against_a_later_unconfirmed_push(btc, buffer):
     final = candle_update(minute(0), close="108")
     buffer.put(final, version=300)
