@@ -38,6 +38,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import signal
 import statistics
 import subprocess
@@ -219,7 +220,9 @@ def main() -> None:
         os.environ.update({"REDIS_URL": redis_server.url, "CELERY_BROKER_URL": redis_server.url,
                            "REDIS_KEY_PREFIX": PREFIX, "OKX_WS_URL": f"ws://127.0.0.1:{args.port}/ws/v5/business",
                            "OKX_REST_URL": f"http://127.0.0.1:{args.port}",
-                           "BACKFILL_RECENT_HOURS": "0.01", "COLLECTOR_CHANNELS_PER_CONNECTION": "500"})
+                           "BACKFILL_RECENT_HOURS": "0.01", "COLLECTOR_CHANNELS_PER_CONNECTION": "500",
+                           # Production mode: DEBUG keeps and formats every query, which no deployment does.
+                           "DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(50), "ALLOWED_HOSTS": "127.0.0.1"})
         import django
 
         django.setup()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -59,6 +60,10 @@ class CandleRow(NamedTuple):
     confirmed: bool
     source: str  # "ws" or "rest"
     version: int  # receipt time in microseconds since the epoch; newer wins
+
+
+# (inst_id, bar, open_time_ms) of a CandleRow, in C: a sort or set key for thousands of rows.
+candle_key = operator.itemgetter(0, 1, 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +255,7 @@ def candles_upsert(*, rows: Sequence[CandleRow]) -> UpsertResult:
     result = UpsertResult(received=len(rows))
     if not rows:
         return result
-    has_duplicates = len({(row[0], row[1], row[2]) for row in rows}) < len(rows)
+    has_duplicates = len(set(map(candle_key, rows))) < len(rows)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_CREATE_STAGING)
         try:

@@ -28,7 +28,7 @@ from django.conf import settings
 from django.db import DataError, IntegrityError, transaction
 from redis import Redis, RedisError
 
-from candles.storage import CandleRow, UpsertResult, candles_upsert
+from candles.storage import CandleRow, UpsertResult, candle_key, candles_upsert
 from collectors.pipeline.buffer import buffer_commit, buffer_depth, buffer_take, dead_letter_record, decode_entry
 from collectors.pipeline.keys import Keys
 from collectors.pipeline.locks import LockLost, RedisLock
@@ -142,7 +142,7 @@ def _flush_locked(redis: Redis, keys: Keys, lock: RedisLock, chunk_rows: int, st
         return FlushResult()
     rows, dead = _decode(taken)
     # Key order: the same chunks on every retry, and one row-lock order shared with other writers.
-    rows.sort(key=lambda row: (row.inst_id, row.bar, row.open_time_ms))
+    rows.sort(key=candle_key)
     tally = _Tally()
     for chunk in _batched(rows, chunk_rows):
         _write(chunk, tally)
