@@ -14,9 +14,11 @@ the simulator restarts with it and the collector reconnects by itself) it prints
 * lag from a candle's close (its confirm push) to its row being committed: p50 and p99;
 * the collector process's memory (RSS) and the buffer depth (entries waiting for a flush), max and mean;
 * CPU seconds per unit of work of each process, from /proc/<pid>/stat (utime + stime, children included):
-  collector µs/update, flush worker µs/row, simulator µs/push, and Redis, PostgreSQL (the benchmark
-  database's backends) and the backfill worker per accepted update. Unlike rates, these do not move when
-  other work shares the cores, so they are the figures to compare between runs;
+  collector µs/update, flush worker µs/row, simulator µs/push, and Redis, PostgreSQL (the whole server when
+  the benchmark may read its data directory: backends, WAL writer, checkpointer, autovacuum; else the
+  benchmark database's backends) and the backfill worker per accepted update. Unlike rates, these move
+  less when other work shares the cores, so they are the figures to compare between runs; every process is
+  read each second, so one that ends during a step (a database connection replaced) still counts;
 * every `--report-every` seconds: accepted updates/s, buffer depth and collector RSS in that window.
 
 Subscriptions collect from 30 s after they are created (`backfill_from`), with no recent window to fetch from
@@ -92,6 +94,18 @@ def postgres_backends(connection, db_name: str) -> list[int]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [db_name])
         return [pid for (pid,) in cursor.fetchall()]
+
+
+def postgres_server(connection) -> int | None:
+    """The postmaster's pid when this user may read the data directory (a superuser): its children are every
+    backend, ended ones included, and the WAL writer, checkpointer and autovacuum the writes cause."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT setting FROM pg_settings WHERE name = 'data_directory'")
+            (data_directory,) = cursor.fetchone()
+        return int(Path(data_directory, "postmaster.pid").read_text().split()[0])
+    except Exception:
+        return None
 
 
 class CpuMeter:
@@ -275,6 +289,7 @@ def run(args, procs, r, call_command, connection, Candle, Instrument, Subscripti
     wait_for_startup_backfill(args.backfill_wait)
 
     sample = [i.inst_id for i in instruments[: args.sample]]
+    postmaster = postgres_server(connection)
     for step, interval in enumerate(intervals):
         if step:
             procs.stop("simulator")
@@ -283,7 +298,7 @@ def run(args, procs, r, call_command, connection, Candle, Instrument, Subscripti
         meter = CpuMeter({
             "collector": lambda: [collector.pid], "flush": lambda: [flush.pid], "worker": lambda: [worker.pid],
             "simulator": lambda: [procs.procs["simulator"].pid], "redis": lambda: [redis_pid] if redis_pid else [],
-            "postgres": lambda: postgres_backends(connection, db_name),
+            "postgres": (lambda: [postmaster]) if postmaster else (lambda: postgres_backends(connection, db_name)),
         })
         counters0 = read_counters(r)
         sim0 = sim_stats(args.port)
@@ -318,6 +333,7 @@ def run(args, procs, r, call_command, connection, Candle, Instrument, Subscripti
         ticks = sim1.get("ticks", 0) - sim0.get("ticks", 0)
         skipped = sim1.get("ticks_skipped", 0) - sim0.get("ticks_skipped", 0)
         tick_busy_ms = sim1.get("tick_busy_ms", 0) - sim0.get("tick_busy_ms", 0)
+        tick_cpu_ms = sim1.get("tick_cpu_ms", 0) - sim0.get("tick_cpu_ms", 0)
         accepted = updates / span
         flushed = rows / span
         time.sleep(8)  # let the last flushes land
@@ -345,7 +361,8 @@ def run(args, procs, r, call_command, connection, Candle, Instrument, Subscripti
               f"{took_ms / runs if runs else 0:,.0f} ms each on average", flush=True)
         print(f"  CPU: collector {per(cpu['collector'], updates)} µs/update, flush {per(cpu['flush'], rows)} µs/row, "
               f"simulator {per(cpu['simulator'], pushes)} µs/push ({pushes / span:,.0f} pushes/s, ticks "
-              f"skipped {skipped} of {ticks + skipped}, busy {tick_busy_ms / ticks if ticks else 0:.0f} ms a tick, "
+              f"skipped {skipped} of {ticks + skipped}, a tick {tick_busy_ms / ticks if ticks else 0:.0f} ms "
+              f"({tick_cpu_ms / ticks if ticks else 0:.0f} ms CPU), "
               f"longest {sim1.get('tick_busy_ms_max', 0)} ms); "
               f"per accepted update: redis {per(cpu['redis'], updates)} µs, "
               f"postgres {per(cpu['postgres'], updates)} µs, "

@@ -38,7 +38,15 @@ def runtime_from_settings(collector_id: str = "") -> CollectorRuntime:
         channels_per_connection=settings.COLLECTOR_CHANNELS_PER_CONNECTION,
         ping_after_s=settings.COLLECTOR_PING_AFTER_S, collector_id=collector_id,
     )
-    return CollectorRuntime(config, redis_factory=async_redis_client, load_snapshot=load_subscription_snapshot)
+    return CollectorRuntime(config, redis_factory=async_redis_client, load_snapshot=load_subscription_snapshot,
+                            request_flush=request_flush)
+
+
+def request_flush() -> None:
+    """Queue a flush now (closed candles are waiting); it expires like the scheduled ones."""
+    from collectors.tasks import flush_buffer
+
+    flush_buffer.apply_async(expires=settings.FLUSH_INTERVAL_S)
 
 
 class CollectorThread(threading.Thread):

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from candles.bars import BarSpec
 from collectors.okx.messages import CandleText, CandleUpdate
@@ -64,6 +64,11 @@ def _time_problem(bar: str, open_time_ms: int, spec: BarSpec | None, now_ms: int
     if open_time_ms > now_ms + FUTURE_TOLERANCE_MS:
         return f"open time {open_time_ms} is in the future"
     return None
+
+
+class Written(NamedTuple):
+    entries: int  # buffer entries sent
+    confirmed: int  # of which final (confirmed) versions: closed candles now waiting for a flush
 
 
 @dataclass(slots=True)
@@ -128,10 +133,10 @@ class Ingest:
         self.counters["dead_letters"] += 1
         self.dead.append(dead_letter_record(reason, raw, channel))
 
-    async def write(self, redis: Any, put_script: Any, dead_letter_max: int) -> int:
+    async def write(self, redis: Any, put_script: Any, dead_letter_max: int) -> Written:
         """Send pending entries, dead letters and REST requests to Redis. On failure nothing is dropped."""
         if not (self.pending or self.dead or self.rest_needed):
-            return 0
+            return Written(0, 0)
         pending, confirmed, dead, needed = self.pending, self.pending_confirmed, self.dead, self.rest_needed
         self.pending, self.pending_confirmed, self.dead, self.rest_needed = {}, set(), [], set()
         try:
@@ -157,5 +162,5 @@ class Ingest:
             self.dead[:0] = dead
             self.rest_needed |= needed
             raise
-        return len(pending)
+        return Written(len(pending), len(confirmed))
 

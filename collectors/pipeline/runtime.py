@@ -124,6 +124,9 @@ class RuntimeConfig:
     lease_ttl_s: float = 15.0
     reconcile_s: float = 5.0
     write_interval_s: float = 0.1
+    # Closed candles reach the buffer in a burst (every channel of a bar closes at once); the flush is asked
+    # for when the burst is over, or this long after it began.
+    flush_request_after_s: float = 0.3
     status_interval_s: float = 1.0
     dead_letter_max: int = 100_000
     channels_per_connection: int = 200
@@ -160,9 +163,18 @@ class _Handler(WsHandler):
 
 class CollectorRuntime:
     def __init__(
-        self, config: RuntimeConfig, *, redis_factory: Callable, load_snapshot: Callable[[], SubscriptionSnapshot]
+        self,
+        config: RuntimeConfig,
+        *,
+        redis_factory: Callable,
+        load_snapshot: Callable[[], SubscriptionSnapshot],
+        request_flush: Callable[[], object] | None = None,
     ):
+        """`request_flush` (blocking; run in a thread) asks for a flush now: given, it is called when closed
+        candles are waiting in the buffer, so that they do not wait for the next scheduled flush."""
         self.config = config
+        self.request_flush = request_flush
+        self._closed_waiting_since: float | None = None
         self.keys = config.keys
         self.redis_factory = redis_factory
         self.load_snapshot = load_snapshot
@@ -234,7 +246,26 @@ class CollectorRuntime:
             await asyncio.sleep(interval)
 
     async def _write(self) -> None:
-        await self.ingest.write(self.redis, self._put, self.config.dead_letter_max)
+        written = await self.ingest.write(self.redis, self._put, self.config.dead_letter_max)
+        if self.request_flush is None:
+            return
+        now = time.monotonic()
+        if written.confirmed:
+            if self._closed_waiting_since is None:
+                self._closed_waiting_since = now
+            if now - self._closed_waiting_since < self.config.flush_request_after_s:
+                return  # more of the burst may be on its way
+        elif self._closed_waiting_since is None:
+            return
+        self._closed_waiting_since = None
+        # Not awaited: the writer goes on; a failed request only leaves the candles to the scheduled flush.
+        asyncio.get_running_loop().run_in_executor(None, self._request_flush)
+
+    def _request_flush(self) -> None:
+        try:
+            self.request_flush()
+        except Exception as exc:
+            logger.warning("flush request failed (the scheduled flush will take the candles): %r", exc)
 
     # --- reconcile ------------------------------------------------------------------------------
 
