@@ -3,9 +3,11 @@
     .venv/bin/python bench/pipeline.py [--instruments 3000] [--bars 1s,1m] [--intervals 1,0.5,0.2]
                                        [--step-seconds 60]
 
-Starts, all on 127.0.0.1 and stopped at the end: a private Redis, the OKX simulator (its own process), the
-collectors worker (`celery worker --collector`) and a flush worker with embedded beat, against a dedicated
-database (`<name>_bench`). Every instrument is subscribed in every bar. For each push interval (one step;
+Starts, all on 127.0.0.1 and stopped at the end: a private PostgreSQL configured as a deployment runs it
+(autovacuum, fsync, synchronous commit on: this machine's shared server has autovacuum off, for CI, and a
+sustained write load there measures a table nobody vacuums; `--database machine` uses it anyway, in a
+database `<name>_bench`), a private Redis, the OKX simulator (its own process), the collectors worker
+(`celery worker --collector`), a flush worker, and a backfill/default worker with embedded beat. Every instrument is subscribed in every bar. For each push interval (one step;
 the simulator restarts with it and the collector reconnects by itself) it prints:
 
 * candle updates/s accepted by the collector, and rows/s committed by the flushes;
@@ -50,11 +52,13 @@ import urllib.request
 from datetime import timedelta
 from pathlib import Path
 
+import psycopg
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.upsert import _use_bench_database  # noqa: E402
-from tests.support.private_services import private_redis  # noqa: E402
+from tests.support.private_services import private_postgres, private_redis  # noqa: E402
 
 PREFIX = "bench:"
 
@@ -223,16 +227,28 @@ def main() -> None:
     parser.add_argument("--simulator-nice", type=int, default=-5,
                         help="scheduling priority of the simulator (the load generator); 0 to compete as equal")
     parser.add_argument("--report-every", type=float, default=10.0, help="seconds between progress lines")
+    parser.add_argument("--database", choices=("private", "machine"), default="private",
+                        help="private: a PostgreSQL of the benchmark's own configured as deployed (default); machine: "
+                             "a database on the configured server, whose CI settings may differ (autovacuum off here)")
     parser.add_argument("--warmup-seconds", type=float, default=45.0,
                         help="seconds from the workers' start before the first step is measured")
     parser.add_argument("--settle-seconds", type=float, default=90.0,
                         help="longest wait after a step for REST repairs of candles never pushed")
     args = parser.parse_args()
 
-    db_name = _use_bench_database()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "okxproject.settings")
     os.environ["LOG_LEVEL"] = "WARNING"
-    with private_redis() as redis_server:
+    postgres = private_postgres(durable=True) if args.database == "private" else contextlib.nullcontext()
+    with postgres as private_pg, private_redis() as redis_server:
+        if private_pg is None:
+            db_name = _use_bench_database()
+        else:
+            db_name = "okx_candles_bench"
+            with psycopg.connect(private_pg.url, autocommit=True) as admin:
+                admin.execute(f"CREATE DATABASE {db_name}")
+            os.environ["DATABASE_URL"] = private_pg.url_for(db_name)
+            print(f"PostgreSQL: a private server on port {private_pg.port} (autovacuum, fsync and synchronous "
+                  "commit on, shared_buffers 128MB)", flush=True)
         os.environ.update({"REDIS_URL": redis_server.url, "CELERY_BROKER_URL": redis_server.url,
                            "REDIS_KEY_PREFIX": PREFIX, "OKX_WS_URL": f"ws://127.0.0.1:{args.port}/ws/v5/business",
                            "OKX_REST_URL": f"http://127.0.0.1:{args.port}",

@@ -92,9 +92,10 @@ def _as_postgres() -> list[str]:
 class PrivatePostgres:
     """A PostgreSQL cluster in `root` (data in root/data), listening on 127.0.0.1:`port`."""
 
-    def __init__(self, root: Path | str, port: int) -> None:
+    def __init__(self, root: Path | str, port: int, *, durable: bool = False) -> None:
         self.root = Path(root)
         self.port = port
+        self.durable = durable
         self.data = self.root / "data"
         self.log = self.root / "postgres.log"
 
@@ -114,12 +115,17 @@ class PrivatePostgres:
         self._run([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", PG_USER, "--auth=trust", "-E", "UTF8",
                    "--locale=C", "--no-sync", "--no-instructions"])
         with (self.data / "postgresql.conf").open("a") as conf:
-            # Fast and disposable: nothing here must survive a crash of the machine.
             conf.write(
                 f"\nport = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{self.root}'\n"
-                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 50\n"
-                "shared_buffers = 32MB\n"
+                "max_connections = 50\n"
             )
+            if self.durable:
+                # As a deployment runs: initdb's defaults (fsync, synchronous commit, full-page writes,
+                # autovacuum all on), the machine's own shared_buffers. For benchmarks.
+                conf.write("shared_buffers = 128MB\n")
+            else:
+                # Fast and disposable: nothing here must survive a crash of the machine.
+                conf.write("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nshared_buffers = 32MB\n")
 
     def start(self) -> None:
         self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t",
@@ -143,13 +149,13 @@ class PrivatePostgres:
 
 
 @contextlib.contextmanager
-def private_postgres() -> Iterator[PrivatePostgres]:
+def private_postgres(*, durable: bool = False) -> Iterator[PrivatePostgres]:
     """A fresh PostgreSQL 15 cluster of our own, started; stopped and deleted when the block ends."""
     root = Path(tempfile.mkdtemp(prefix="okx-private-pg-"))
     if os.geteuid() == 0:
         user = pwd.getpwnam(PG_USER)
         os.chown(root, user.pw_uid, user.pw_gid)
-    server = PrivatePostgres(root, free_port())
+    server = PrivatePostgres(root, free_port(), durable=durable)
     try:
         server.initdb()
         server.start()
