@@ -7,8 +7,9 @@ Starts, all on 127.0.0.1 and stopped at the end: a private PostgreSQL configured
 (autovacuum, fsync, synchronous commit on: this machine's shared server has autovacuum off, for CI, and a
 sustained write load there measures a table nobody vacuums; `--database machine` uses it anyway, in a
 database `<name>_bench`), a private Redis, the OKX simulator (its own process), the collectors worker
-(`celery worker --collector`), a flush worker, and a backfill/default worker with embedded beat. Every instrument is subscribed in every bar. For each push interval (one step;
-the simulator restarts with it and the collector reconnects by itself) it prints:
+(`celery worker --collector`), a flush worker, and a backfill/default worker with embedded beat. Every
+instrument is subscribed in every bar. For each push interval (one step; the simulator restarts with it and
+the collector reconnects by itself) it prints:
 
 * candle updates/s accepted by the collector, and rows/s committed by the flushes;
 * loss: closed `1s` candles of the step window, for a sample of instruments, missing or not equal to

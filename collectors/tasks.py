@@ -14,10 +14,18 @@ logger = logging.getLogger(__name__)
 
 
 @shared_task(name="collectors.tasks.flush_buffer", ignore_result=True)
-def flush_buffer() -> int:
+def flush_buffer(requested: bool = False) -> int:
+    """The scheduled flush (beat), or one a collector `requested` for closed candles waiting in the buffer.
+
+    A requested run stands for the scheduled one due within most of an interval, which then gives way.
+    """
+    from django.conf import settings
+
     from collectors.pipeline.flush import buffer_flush
 
-    result = buffer_flush(redis=redis_client(), keys=pipeline_keys(), on_committed=enqueue_webhooks)
+    claim_s = 0.9 * settings.FLUSH_INTERVAL_S if requested else 0.0
+    result = buffer_flush(redis=redis_client(), keys=pipeline_keys(), on_committed=enqueue_webhooks,
+                          claim_s=claim_s, defer_to_claim=not requested)
     return 0 if result.skipped else result.written
 
 

@@ -76,7 +76,7 @@ FlushLockLost = LockLost
 
 @dataclass(slots=True)
 class FlushResult:
-    skipped: bool = False  # another run held the lock
+    skipped: bool = False  # another run held the lock, or (defer_to_claim) a requested run claimed the moment
     taken: int = 0  # buffer entries taken
     written: int = 0  # inserted + updated
     inserted: int = 0
@@ -110,13 +110,23 @@ def buffer_flush(
     keys: Keys,
     on_committed: Callable[[list[CandleRow]], object] | None = None,
     chunk_rows: int = 20_000,
+    claim_s: float = 0.0,
+    defer_to_claim: bool = False,
 ) -> FlushResult:
     """Write the buffered candles to PostgreSQL; see the module docstring. Safe to run twice or at once.
+
+    A flush the collector asked for (closed candles waiting) `claim_s` seconds of the schedule: a run with
+    `defer_to_claim` (the scheduled one) that starts within them is skipped, since it would write the same
+    buffer a few hundred milliseconds fuller. Scheduled runs alone never skip each other.
 
     Must run outside a transaction: the batch is dropped from Redis only after its chunks are committed.
     """
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be at least 1")
+    if claim_s > 0:
+        redis.set(keys.flush_claim, "1", px=max(1, round(claim_s * 1000)))
+    elif defer_to_claim and redis.exists(keys.flush_claim):
+        return FlushResult(skipped=True)
     started = time.monotonic()
     lock = RedisLock(redis, keys.flush_lock, LOCK_TTL_MS)
     if not lock.acquire():
@@ -211,7 +221,7 @@ def _commit(redis: Redis, keys: Keys, result: FlushResult, dead: list[bytes], *,
     pipe.hincrby(keys.counters, "candles_flushed", result.written)
     pipe.hincrby(keys.counters, "flush_runs", 1)
     pipe.hincrby(keys.counters, "flush_duration_ms", duration_ms)
-    pipe.hset(f"{keys.prefix}flush:last", mapping={
+    pipe.hset(keys.last_flush, mapping={
         "at": time.time(), "rows": result.taken, "written": result.written, "rejected": result.rejected,
         "duration_ms": duration_ms,
     })

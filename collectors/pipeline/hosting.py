@@ -46,7 +46,7 @@ def request_flush() -> None:
     """Queue a flush now (closed candles are waiting); it expires like the scheduled ones."""
     from collectors.tasks import flush_buffer
 
-    flush_buffer.apply_async(expires=settings.FLUSH_INTERVAL_S)
+    flush_buffer.apply_async(kwargs={"requested": True}, expires=settings.FLUSH_INTERVAL_S)
 
 
 class CollectorThread(threading.Thread):

@@ -20,6 +20,16 @@ class Keys:
         return f"{self.prefix}buffer:taken"
 
     @property
+    def last_flush(self) -> str:
+        """HASH at, rows, written, rejected, duration_ms: the last flush that committed."""
+        return f"{self.prefix}flush:last"
+
+    @property
+    def flush_claim(self) -> str:
+        """STRING with a TTL: a flush the collector asked for ran this recently; the scheduled one gives way."""
+        return f"{self.prefix}flush:claim"
+
+    @property
     def flush_lock(self) -> str:
         return f"{self.prefix}lock:flush"
 

@@ -303,7 +303,7 @@ def _numbers(raw: dict[Any, Any], what: str) -> dict[str, int | float]:
 
 
 def last_flush_key(keys: Keys) -> str:
-    return f"{keys.prefix}flush:last"
+    return keys.last_flush
 
 
 # Commands `overview_queue` puts on a pipeline; their replies are what `overview_parse` reads.

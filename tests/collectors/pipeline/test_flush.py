@@ -266,6 +266,37 @@ def test_a_second_flush_is_skipped_while_the_first_holds_the_lock(btc, buffer):
     assert len(stored()) == 4
 
 
+def test_a_scheduled_flush_gives_way_to_a_requested_one_for_its_claim_and_never_to_another_scheduled(btc, buffer):
+    buffer.put(candle_update(minute(0)), version=10)
+    assert flush(buffer, claim_s=0.5).written == 1  # requested by a collector: claims the next half second
+
+    buffer.put(candle_update(minute(1)), version=10)
+    assert flush(buffer, defer_to_claim=True) == FlushResult(skipped=True)
+    assert len(buffer.live()) == 1  # left for the next run, nothing taken
+    assert flush(buffer, claim_s=0.5).written == 1  # another request is never deferred
+
+    time.sleep(0.6)
+    buffer.put(candle_update(minute(2)), version=10)
+    assert flush(buffer, defer_to_claim=True).written == 1  # the claim has lapsed
+    buffer.put(candle_update(minute(3)), version=10)
+    assert flush(buffer, defer_to_claim=True).written == 1  # scheduled runs alone never skip each other
+    assert len(stored()) == 4
+
+
+def test_the_flush_task_claims_when_requested_and_defers_when_scheduled(btc, buffer, settings):
+    from collectors import tasks
+
+    settings.REDIS_KEY_PREFIX = buffer.keys.prefix
+    settings.FLUSH_INTERVAL_S = 1.0
+    buffer.put(candle_update(minute(0)), version=10)
+    assert tasks.flush_buffer.apply(kwargs={"requested": True}).get() == 1
+    assert 0 < buffer.redis.pttl(buffer.keys.flush_claim) <= 900
+
+    buffer.put(candle_update(minute(1)), version=10)
+    assert tasks.flush_buffer.apply().get() == 0  # the beat's run gives way
+    assert len(buffer.live()) == 1
+
+
 def test_a_lock_held_by_another_run_is_left_alone(btc, buffer):
     buffer.redis.set(buffer.keys.flush_lock, "another-run", px=60_000)
     buffer.put(candle_update(minute(0)), version=10)
