@@ -27,6 +27,19 @@ def test_a_tick_blocked_past_its_successors_counts_them_as_skipped():
     assert after["ticks"] > before["ticks"]
 
 
+def test_a_tick_late_by_less_than_an_interval_runs_at_once_instead_of_being_skipped():
+    with run_in_thread(roomy(push_interval=0.2)) as sim, httpx.Client(base_url=sim.rest_url, timeout=5.0) as http:
+        time.sleep(0.5)
+        before = http.get("/sim/stats").json()
+        for _ in range(3):
+            # Hold the loop for 1.3 intervals: the next tick's moment passes, not the one after.
+            sim.simulator._on_loop(lambda: time.sleep(0.26))
+            time.sleep(0.5)
+        after = http.get("/sim/stats").json()
+    assert after["ticks_skipped"] == before["ticks_skipped"]
+    assert after["ticks"] - before["ticks"] >= 12  # 3 × (0.26 + 0.5) s of 0.2 s ticks, none dropped
+
+
 def test_candles_closed_during_skipped_ticks_still_get_their_confirm_push():
     async def watch(sim) -> list[int]:
         confirmed: list[int] = []
