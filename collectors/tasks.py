@@ -14,14 +14,23 @@ logger = logging.getLogger(__name__)
 
 
 @shared_task(name="collectors.tasks.flush_buffer", ignore_result=True)
-def flush_buffer(requested: bool = False) -> int:
-    """The scheduled flush (beat), or one a collector `requested` for closed candles waiting in the buffer.
+def flush_buffer(requested: bool = False, requested_at: float | None = None) -> int:
+    """The scheduled flush (beat), or one a collector `requested` (at `requested_at`, epoch seconds) for closed
+    candles waiting in the buffer.
 
-    A requested run stands for the scheduled one due within most of an interval, which then gives way.
+    A requested run stands for the scheduled one due within most of an interval, which then gives way. How
+    long requests waited for a flush worker is counted (`flush_requests`, `flush_request_wait_ms`).
     """
     from django.conf import settings
 
     from collectors.pipeline.flush import buffer_flush
+
+    if requested and requested_at is not None:
+        wait_ms = max(0, round((time.time() - requested_at) * 1000))
+        with redis_client().pipeline(transaction=False) as pipe:
+            pipe.hincrby(pipeline_keys().counters, "flush_requests", 1)
+            pipe.hincrby(pipeline_keys().counters, "flush_request_wait_ms", wait_ms)
+            pipe.execute()
 
     claim_s = 0.9 * settings.FLUSH_INTERVAL_S if requested else 0.0
     result = buffer_flush(redis=redis_client(), keys=pipeline_keys(), on_committed=enqueue_webhooks,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 
 from django.conf import settings
 from django.db import close_old_connections
@@ -46,7 +47,7 @@ def request_flush() -> None:
     """Queue a flush now (closed candles are waiting); it expires like the scheduled ones."""
     from collectors.tasks import flush_buffer
 
-    flush_buffer.apply_async(kwargs={"requested": True}, expires=settings.FLUSH_INTERVAL_S)
+    flush_buffer.apply_async(kwargs={"requested": True, "requested_at": time.time()}, expires=settings.FLUSH_INTERVAL_S)
 
 
 class CollectorThread(threading.Thread):

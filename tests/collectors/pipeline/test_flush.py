@@ -289,8 +289,11 @@ def test_the_flush_task_claims_when_requested_and_defers_when_scheduled(btc, buf
     settings.REDIS_KEY_PREFIX = buffer.keys.prefix
     settings.FLUSH_INTERVAL_S = 1.0
     buffer.put(candle_update(minute(0)), version=10)
-    assert tasks.flush_buffer.apply(kwargs={"requested": True}).get() == 1
+    requested_at = time.time() - 0.25
+    assert tasks.flush_buffer.apply(kwargs={"requested": True, "requested_at": requested_at}).get() == 1
     assert 0 < buffer.redis.pttl(buffer.keys.flush_claim) <= 900
+    assert buffer.counters()["flush_requests"] == 1
+    assert buffer.timings()["flush_request_wait_ms"] >= 250  # how long the request waited for a worker
 
     buffer.put(candle_update(minute(1)), version=10)
     assert tasks.flush_buffer.apply().get() == 0  # the beat's run gives way
