@@ -126,7 +126,7 @@ class RuntimeConfig:
     write_interval_s: float = 0.1
     # Closed candles reach the buffer in a burst (every channel of a bar closes at once); the flush is asked
     # for when the burst is over, or this long after it began.
-    flush_request_after_s: float = 0.3
+    flush_request_after_s: float = 0.5
     status_interval_s: float = 1.0
     dead_letter_max: int = 100_000
     channels_per_connection: int = 200
