@@ -390,11 +390,12 @@ def run(args, procs, r, call_command, connection, Candle, Instrument, Subscripti
                   f"{(warmup[0] / 1000 - workers_started):.0f} s after the workers started): lag p50 {warm_p50:.2f}s "
                   f"p99 {warm_p99:.2f}s, missing {warm_missing}, wrong {warm_wrong}", flush=True)
         requests = counters1.get("flush_requests", 0) - counters0.get("flush_requests", 0)
+        sent = counters1.get("flush_requests_sent", 0) - counters0.get("flush_requests_sent", 0)
         request_wait_ms = counters1.get("flush_request_wait_ms", 0) - counters0.get("flush_request_wait_ms", 0)
         print(f"  flushes: {runs / span:.2f}/s, {rows / runs if runs else 0:,.0f} rows and "
-              f"{took_ms / runs if runs else 0:,.0f} ms each on average; {requests / span:.2f}/s requested by "
-              f"the collector, waiting {request_wait_ms / requests if requests else 0:,.0f} ms for the flush "
-              f"worker on average", flush=True)
+              f"{took_ms / runs if runs else 0:,.0f} ms each on average; requested by the collector "
+              f"{sent / span:.2f}/s, run {requests / span:.2f}/s (the rest expired), waiting "
+              f"{request_wait_ms / requests if requests else 0:,.0f} ms for the flush worker on average", flush=True)
         print(f"  CPU: collector {per(cpu['collector'], updates)} µs/update, flush {per(cpu['flush'], rows)} µs/row, "
               f"simulator {per(cpu['simulator'], pushes)} µs/push ({pushes / span:,.0f} pushes/s, ticks "
               f"skipped {skipped} of {ticks + skipped}, a tick {tick_busy_ms / ticks if ticks else 0:.0f} ms "
