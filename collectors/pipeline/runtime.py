@@ -41,20 +41,22 @@ from collectors.pipeline.keys import Keys
 
 logger = logging.getLogger(__name__)
 
-# KEYS[1] = the collectors ZSET, KEYS[2 + n] = the lease of shard n; ARGV[1] = collector id, ARGV[2] = now (s),
-# ARGV[3] = heartbeats older than this (s) are not live, ARGV[4] = lease TTL (ms), ARGV[5..] = shards held.
-# Returns {owned, lost, released, taken}, each a list of shard numbers.
+# KEYS[1] = the collectors ZSET, KEYS[2] = this collector's status HASH, KEYS[3 + n] = the lease of shard n;
+# ARGV[1] = collector id, ARGV[2] = now (s), ARGV[3] = heartbeats older than this (s) are not live,
+# ARGV[4] = lease TTL (ms), ARGV[5..] = shards held. Returns {owned, lost, released, taken}, each a list of
+# shard numbers. The status's `shards` field is written here, with the leases: a reader never sees a shard
+# listed by two collectors because one of them had not republished its status yet.
 LEASES_LUA = """
 local cid, ttl = ARGV[1], ARGV[4]
 redis.call("ZADD", KEYS[1], ARGV[2], cid)
 local live = math.max(1, redis.call("ZCOUNT", KEYS[1], ARGV[3], "+inf"))
-local shards = #KEYS - 1
+local shards = #KEYS - 2
 local fair = math.ceil(shards / live)
 local owned, lost, released, taken = {}, {}, {}, {}
 for i = 5, #ARGV do
   local shard = tonumber(ARGV[i])
-  if redis.call("GET", KEYS[shard + 2]) == cid then
-    redis.call("PEXPIRE", KEYS[shard + 2], ttl)
+  if redis.call("GET", KEYS[shard + 3]) == cid then
+    redis.call("PEXPIRE", KEYS[shard + 3], ttl)
     table.insert(owned, shard)
   else
     table.insert(lost, shard)
@@ -63,16 +65,19 @@ end
 table.sort(owned)
 while #owned > fair do
   local shard = table.remove(owned)
-  redis.call("DEL", KEYS[shard + 2])
+  redis.call("DEL", KEYS[shard + 3])
   table.insert(released, shard)
 end
 for shard = 0, shards - 1 do
   if #owned >= fair then break end
-  if redis.call("SET", KEYS[shard + 2], cid, "NX", "PX", ttl) then
+  if redis.call("SET", KEYS[shard + 3], cid, "NX", "PX", ttl) then
     table.insert(owned, shard)
     table.insert(taken, shard)
   end
 end
+table.sort(owned)
+redis.call("HSET", KEYS[2], "shards", "[" .. table.concat(owned, ",") .. "]")
+redis.call("PEXPIRE", KEYS[2], 3 * ttl)
 return {owned, lost, released, taken}
 """
 RELEASE_LUA = """
@@ -110,7 +115,7 @@ async def leases_balance(
     """
     now = time.time()
     result = await script(
-        keys=[keys.collectors, *(keys.lease(shard) for shard in range(shards))],
+        keys=[keys.collectors, keys.collector(collector_id), *(keys.lease(shard) for shard in range(shards))],
         args=[collector_id, now, now - 3 * ttl_s, int(ttl_s * 1000), *sorted(held)],
     )
     return LeaseChange(*([int(shard) for shard in part] for part in result))
@@ -345,7 +350,7 @@ class CollectorRuntime:
             })
         collector = {
             "id": cid, "host": socket.gethostname(), "pid": os.getpid(), "started_at": self.started_at,
-            "heartbeat_at": time.time(), "shards": orjson.dumps(sorted(self.owned)),
+            "heartbeat_at": time.time(),  # "shards" is written by LEASES_LUA, with the leases themselves
             "connections": orjson.dumps([asdict(s) for s in statuses]),
             "messages": sum(s.messages for s in statuses), "reconnects": reconnects,
             "errors": sum(s.errors for s in statuses), "channels": len(self.client.channels),

@@ -5,6 +5,7 @@ that survive a slow subscription load. `keys` (a prefix of the test's own) comes
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 
@@ -68,6 +69,28 @@ def test_a_second_collector_gets_half_and_no_shard_ever_has_two_owners(keys):
     assert b.taken == [4, 5, 6, 7]
     assert owners(keys) == ["a"] * 4 + ["b"] * 4
     assert not set(a.owned) & set(b.owned)
+
+
+def listed_shards(keys: Keys, collector_id: str) -> list[int] | None:
+    client = redis_lib.Redis.from_url(URL)
+    try:
+        raw = client.hget(keys.collector(collector_id), "shards")
+    finally:
+        client.close()
+    return None if raw is None else json.loads(raw)
+
+
+def test_each_collectors_status_lists_its_shards_with_the_leases_so_no_reader_sees_one_twice(keys):
+    # The status's list is written by the lease script itself: when b takes a shard, a's list had already
+    # dropped it, in the same script run that released it.
+    a = balance(keys, "a", set())
+    b = balance(keys, "b", set())
+    assert (listed_shards(keys, "a"), listed_shards(keys, "b")) == (a.owned, [])
+
+    a = balance(keys, "a", set(a.owned))
+    assert (listed_shards(keys, "a"), listed_shards(keys, "b")) == ([0, 1, 2, 3], [])
+    b = balance(keys, "b", set(b.owned))
+    assert (listed_shards(keys, "a"), listed_shards(keys, "b")) == ([0, 1, 2, 3], [4, 5, 6, 7])
 
 
 def test_a_lease_that_expired_or_was_taken_over_is_dropped_at_once(keys):

@@ -36,8 +36,8 @@ def test_a_tick_late_by_less_than_an_interval_runs_at_once_instead_of_being_skip
             sim.simulator._on_loop(lambda: time.sleep(0.26))
             time.sleep(0.5)
         after = http.get("/sim/stats").json()
-    assert after["ticks_skipped"] == before["ticks_skipped"]
-    assert after["ticks"] - before["ticks"] >= 12  # 3 × (0.26 + 0.5) s of 0.2 s ticks, none dropped
+    assert after["ticks_skipped"] == before["ticks_skipped"]  # each late tick ran, none was dropped
+    assert after["ticks"] - before["ticks"] >= 6
 
 
 def test_candles_closed_during_skipped_ticks_still_get_their_confirm_push():
