@@ -81,9 +81,14 @@ REST_RATE_LIMITED = _counter(
     "rest_rate_limited_total", "rest_rate_limited",
     "OKX REST responses refusing a request for its rate limit (HTTP 429 or code 50011).")
 
+FLUSH_REQUESTS_SENT = _counter(
+    "flush_requests_total", "flush_requests_sent",
+    "Flushes the collectors asked for because closed candles were waiting in the buffer.")
+
 COUNTERS: tuple[Family, ...] = (
     MESSAGES_RECEIVED, BUFFER_WRITES, CANDLES_FLUSHED, FLUSH_ERRORS, DEAD_LETTERS, DEAD_LETTERS_TRIMMED,
     MISSED_CONFIRMS, RECONNECTS, COLLECTORS_REMOVED, GAPS_FILLED, REST_REQUESTS, REST_RETRIES, REST_RATE_LIMITED,
+    FLUSH_REQUESTS_SENT,
 )
 
 # --- flush duration: a summary from two counters (runs and milliseconds spent) ---------------------------
@@ -92,6 +97,12 @@ FLUSH_DURATION = Family(
     "Time spent in successful flush runs (_sum) and their number (_count).")
 FLUSH_DURATION_MS_FIELD = "flush_duration_ms"
 FLUSH_RUNS_FIELD = "flush_runs"
+FLUSH_REQUEST_WAIT = Family(
+    PREFIX + "flush_request_wait_seconds", "summary",
+    "How long requested flushes waited for a flush worker (_sum), and how many ran (_count); a request that "
+    "expired in the queue is in flush_requests_total only.")
+FLUSH_REQUEST_WAIT_MS_FIELD = "flush_request_wait_ms"
+FLUSH_REQUESTS_RUN_FIELD = "flush_requests"
 
 # --- gauges from Redis -------------------------------------------------------------------------------------
 BUFFER_ENTRIES = Family(
@@ -145,7 +156,8 @@ SOURCE_UP = Family(
     ("source",))
 
 FAMILIES: tuple[Family, ...] = (
-    *COUNTERS, FLUSH_DURATION, BUFFER_ENTRIES, BUFFER_ALARM, DEAD_LETTERS_STORED, REST_NEEDED, LAST_FLUSH,
+    *COUNTERS, FLUSH_DURATION, FLUSH_REQUEST_WAIT, BUFFER_ENTRIES, BUFFER_ALARM, DEAD_LETTERS_STORED, REST_NEEDED,
+    LAST_FLUSH,
     COLLECTORS, SUBSCRIPTION_MESSAGE_AGE, SUBSCRIPTION_LAG, GAPS, GAP_MISSING, SUBSCRIPTIONS, SOURCE_UP,
 )
 # Every family name exported, as it appears in the # TYPE lines (dashboards are checked against this list).

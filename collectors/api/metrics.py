@@ -65,6 +65,10 @@ def _pipeline_samples(samples: Samples, overview: dict) -> None:
         m.Sample(counters.get(m.FLUSH_DURATION_MS_FIELD, 0) / 1000, suffix="_sum"),
         m.Sample(counters.get(m.FLUSH_RUNS_FIELD, 0), suffix="_count"),
     ]
+    samples[m.FLUSH_REQUEST_WAIT] += [
+        m.Sample(counters.get(m.FLUSH_REQUEST_WAIT_MS_FIELD, 0) / 1000, suffix="_sum"),
+        m.Sample(counters.get(m.FLUSH_REQUESTS_RUN_FIELD, 0), suffix="_count"),
+    ]
     buffer = overview["buffer"]
     samples[m.BUFFER_ENTRIES] += [m.Sample(buffer["live"], {"part": "live"}),
                                   m.Sample(buffer["taken"], {"part": "taken"})]

@@ -63,7 +63,8 @@ def gap(sub: Subscription, state: str, missing: int, hours_ago: int) -> Gap:
 def test_every_value_is_what_the_processes_wrote(client, state, instrument, django_assert_max_num_queries):
     state.counters(messages=1234, candle_updates=1000, candles_flushed=900, flush_errors=2, dead_letters=7,
                    dead_letters_trimmed=1, missed_confirms=3, reconnects=5, collectors_removed=1, gaps_filled=4,
-                   rest_requests=50, rest_retries=6, rest_rate_limited=5, flush_runs=30, flush_duration_ms=4500)
+                   rest_requests=50, rest_retries=6, rest_rate_limited=5, flush_runs=30, flush_duration_ms=4500,
+                   flush_requests_sent=12, flush_requests=10, flush_request_wait_ms=500)
     state.buffered(3, taken=2)
     state.dead_letters(4)
     state.rest_needed("BTC-USDT|1m|0", "BTC-USDT|1m|60000")
@@ -109,11 +110,13 @@ def test_every_value_is_what_the_processes_wrote(client, state, instrument, djan
         "okx_candles_missed_confirms_total": 3, "okx_candles_ws_reconnects_total": 5,
         "okx_candles_collectors_removed_total": 1, "okx_candles_gaps_filled_total": 4,
         "okx_candles_rest_requests_total": 50, "okx_candles_rest_retries_total": 6,
-        "okx_candles_rest_rate_limited_total": 5,
+        "okx_candles_rest_rate_limited_total": 5, "okx_candles_flush_requests_total": 12,
     }
     assert {name: value(name) for name in expected_counters} == expected_counters
     assert value("okx_candles_flush_duration_seconds", "_sum") == 4.5
     assert value("okx_candles_flush_duration_seconds", "_count") == 30
+    assert value("okx_candles_flush_request_wait_seconds", "_sum") == 0.5
+    assert value("okx_candles_flush_request_wait_seconds", "_count") == 10
     assert families["okx_candles_buffer_entries"].by_label("part") == {"live": 3, "taken": 2}
     assert value("okx_candles_buffer_alarm_entries") == settings.BUFFER_ALARM_ENTRIES
     assert value("okx_candles_dead_letters_stored") == 4
