@@ -25,15 +25,16 @@ def flush_buffer(requested: bool = False, requested_at: float | None = None) -> 
 
     from collectors.pipeline.flush import buffer_flush
 
+    redis, keys = redis_client(), pipeline_keys()
     if requested and requested_at is not None:
         wait_ms = max(0, round((time.time() - requested_at) * 1000))
-        with redis_client().pipeline(transaction=False) as pipe:
-            pipe.hincrby(pipeline_keys().counters, "flush_requests", 1)
-            pipe.hincrby(pipeline_keys().counters, "flush_request_wait_ms", wait_ms)
+        with redis.pipeline(transaction=False) as pipe:
+            pipe.hincrby(keys.counters, "flush_requests", 1)
+            pipe.hincrby(keys.counters, "flush_request_wait_ms", wait_ms)
             pipe.execute()
 
     claim_s = 0.9 * settings.FLUSH_INTERVAL_S if requested else 0.0
-    result = buffer_flush(redis=redis_client(), keys=pipeline_keys(), on_committed=enqueue_webhooks,
+    result = buffer_flush(redis=redis, keys=keys, on_committed=enqueue_webhooks,
                           claim_s=claim_s, defer_to_claim=not requested)
     return 0 if result.skipped else result.written
 

@@ -302,10 +302,6 @@ def _numbers(raw: dict[Any, Any], what: str) -> dict[str, int | float]:
     return dict(sorted(numbers.items()))
 
 
-def last_flush_key(keys: Keys) -> str:
-    return keys.last_flush
-
-
 # Commands `overview_queue` puts on a pipeline; their replies are what `overview_parse` reads.
 OVERVIEW_COMMANDS = 8
 
@@ -317,7 +313,7 @@ def overview_queue(pipe: Any, keys: Keys, now: float, lease_ttl_s: float | None 
     pipe.llen(keys.dead_letters)
     pipe.scard(keys.rest_needed)
     pipe.hgetall(keys.counters)
-    pipe.hgetall(last_flush_key(keys))
+    pipe.hgetall(keys.last_flush)
     pipe.zcard(keys.collectors)
     pipe.zcount(keys.collectors, alive_after(now, lease_ttl_s), "+inf")
 

@@ -14,7 +14,6 @@ from django.conf import settings
 from django.test import override_settings
 
 from collectors.pipeline.keys import Keys
-from collectors.pipeline.status import last_flush_key
 from tests.support import LiveBuffer, candle_update, isolated_keys
 
 
@@ -56,7 +55,7 @@ class PipelineState:
 
     def last_flush(self, at: float, *, rows: int = 10, written: int = 10, rejected: int = 0,
                    duration_ms: int = 12) -> None:
-        self.r.hset(last_flush_key(self.keys), mapping={"at": at, "rows": rows, "written": written,
+        self.r.hset(self.keys.last_flush, mapping={"at": at, "rows": rows, "written": written,
                                                         "rejected": rejected, "duration_ms": duration_ms})
 
     def buffered(self, count: int, *, taken: int = 0) -> None:

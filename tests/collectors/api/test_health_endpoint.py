@@ -107,7 +107,7 @@ def test_an_old_flush_with_nothing_waiting_is_fine(client, running, state, r, ke
 
 
 def test_candles_waiting_and_no_flush_ever_is_degraded(client, running, r, keys):
-    r.delete(f"{keys.prefix}flush:last")
+    r.delete(keys.last_flush)
 
     status, body = health(client)
 

@@ -118,7 +118,7 @@ def test_buffered_candles_land_in_postgresql_exactly(btc, eth, buffer):
     assert buffer.live() == {}
     assert buffer.taken() == {}
     assert buffer.counters() == {"candles_flushed": 3, "flush_runs": 1}
-    last = buffer.redis.hgetall(f"{buffer.keys.prefix}flush:last")
+    last = buffer.redis.hgetall(buffer.keys.last_flush)
     assert buffer.timings() == {"flush_duration_ms": int(last[b"duration_ms"])}
     assert {name: last[name.encode()] for name in ("rows", "written", "rejected")} == {
         "rows": b"3", "written": b"3", "rejected": b"0"

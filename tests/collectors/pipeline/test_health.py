@@ -26,7 +26,6 @@ from collectors.pipeline.status import (
     ChannelStatus,
     channel_statuses,
     collector_statuses,
-    last_flush_key,
     pipeline_overview,
 )
 
@@ -163,7 +162,7 @@ def test_pipeline_overview_sums_the_buffer_and_reads_counters(r, keys, caplog):
     r.rpush(keys.dead_letters, "a", "b", "c")
     r.sadd(keys.rest_needed, "BTC-USDT|1m|0")
     r.hset(keys.counters, mapping={"messages": "1000", "candles_flushed": "40", "rest_429": "2", "junk": "x!"})
-    r.hset(last_flush_key(keys), mapping={"at": str(NOW - 0.5), "rows": "3", "written": "3", "rejected": "0",
+    r.hset(keys.last_flush, mapping={"at": str(NOW - 0.5), "rows": "3", "written": "3", "rejected": "0",
                                           "duration_ms": "12.5"})
     put_collector(r, keys, "alive", NOW - 1, [0])
     put_collector(r, keys, "dead", NOW - 3 * TTL - 1, [1])
