@@ -220,3 +220,40 @@ def test_every_length_encoding_takes_the_lane(size):
             return got
 
     assert asyncio.run(main()) == [payload]
+
+
+def test_a_flood_is_read_in_small_bites_so_other_work_on_the_loop_keeps_its_turn():
+    # 2 MB of frames written at once: each turn of the event loop reads at most FAST_LANE_READ_BYTES of them,
+    # so another task of the same loop runs between the reads, not after the whole flood.
+    from collectors.okx.ws import FAST_LANE_READ_BYTES
+
+    payload = b"z" * 1000
+    count = 2000
+
+    async def script(reader, writer, protocol) -> None:
+        writer.write(frame(TEXT, payload) * count)
+        await writer.drain()
+
+    async def main() -> tuple[int, list[int]]:
+        async with raw_server(script) as url:
+            ws = await connect(url)
+            got: list = []
+            ticks: list[int] = []
+
+            async def timer() -> None:
+                while len(got) < count:
+                    ticks.append(len(got))
+                    await asyncio.sleep(0)
+
+            ws.start_fast_lane(got.append)
+            task = asyncio.create_task(timer())
+            async with asyncio.timeout(10):
+                await task
+            size = ws.transport.max_size
+            await ws.close()
+            return size, ticks
+
+    size, ticks = asyncio.run(main())
+    assert size == FAST_LANE_READ_BYTES
+    progress = sorted(set(ticks))
+    assert len(progress) >= 2_000_000 // FAST_LANE_READ_BYTES // 2  # the timer ran between many small reads
