@@ -93,7 +93,8 @@ class Ingest:
     rest_needed: set[str] = field(default_factory=set)
     # By (inst_id, bar): a plain tuple, equal to the Channel of the same pair, built without its constructor.
     channels: dict[tuple[str, str], ChannelTrack] = field(default_factory=dict)
-    counters: dict[str, int] = field(default_factory=lambda: {"messages": 0, "dead_letters": 0, "missed_confirms": 0})
+    counters: dict[str, int] = field(default_factory=lambda: {"messages": 0, "dead_letters": 0, "missed_confirms": 0,
+                                                              "flush_requests_sent": 0})
 
     def accept(self, candle: CandleText, raw: str | bytes) -> None:
         """One candle as the WebSocket client delivers it (`candles_as_text`): the collector's hot path."""

@@ -263,7 +263,7 @@ class CollectorRuntime:
         elif self._closed_waiting_since is None:
             return
         self._closed_waiting_since = None
-        self.ingest.counters["flush_requests_sent"] = self.ingest.counters.get("flush_requests_sent", 0) + 1
+        self.ingest.counters["flush_requests_sent"] += 1
         # Not awaited: the writer goes on; a failed request only leaves the candles to the scheduled flush.
         asyncio.get_running_loop().run_in_executor(None, self._request_flush)
 
