@@ -14,7 +14,10 @@ the collector reconnects by itself) it prints:
 * candle updates/s accepted by the collector, and rows/s committed by the flushes;
 * loss: closed `1s` candles of the step window, for a sample of instruments, missing or not equal to
   the simulator's ground truth once the pipeline had time to settle;
-* lag from a candle's close (its confirm push) to its row being committed: p50 and p99;
+* lag from a candle's close (its confirm push) to its row being committed: p50 and p99, the commit time
+  being the one PostgreSQL records (`track_commit_timestamp`, on in the private server; with `--database
+  machine`, whose server does not track it, the flush transaction's start, `updated_at`), split at the
+  collector's receipt (the row's version) and at the flush transaction's start;
 * the collector process's memory (RSS) and the buffer depth (entries waiting for a flush), max and mean;
 * CPU seconds per unit of work of each process, from /proc/<pid>/stat (utime + stime, children included):
   collector µs/update, flush worker µs/row, simulator µs/push, and Redis, PostgreSQL (the whole server when
@@ -42,6 +45,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import secrets
 import signal
@@ -51,7 +55,9 @@ import sys
 import time
 import urllib.request
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
+from typing import NamedTuple
 
 import psycopg
 
@@ -239,7 +245,9 @@ def main() -> None:
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "okxproject.settings")
     os.environ["LOG_LEVEL"] = "WARNING"
-    postgres = private_postgres(durable=True) if args.database == "private" else contextlib.nullcontext()
+    # Commit times make the lag end where a reader can first see the row, not where its transaction began.
+    postgres = (private_postgres(durable=True, settings={"track_commit_timestamp": "on"})
+                if args.database == "private" else contextlib.nullcontext())
     with postgres as private_pg, private_redis() as redis_server:
         if private_pg is None:
             db_name = _use_bench_database()
@@ -249,7 +257,7 @@ def main() -> None:
                 admin.execute(f"CREATE DATABASE {db_name}")
             os.environ["DATABASE_URL"] = private_pg.url_for(db_name)
             print(f"PostgreSQL: a private server on port {private_pg.port} (autovacuum, fsync and synchronous "
-                  "commit on, shared_buffers 128MB)", flush=True)
+                  "commit on, shared_buffers 128MB; commit times tracked)", flush=True)
         os.environ.update({"REDIS_URL": redis_server.url, "CELERY_BROKER_URL": redis_server.url,
                            "REDIS_KEY_PREFIX": PREFIX, "OKX_WS_URL": f"ws://127.0.0.1:{args.port}/ws/v5/business",
                            "OKX_REST_URL": f"http://127.0.0.1:{args.port}",
@@ -263,19 +271,21 @@ def main() -> None:
         from django.core.management import call_command
         from django.db import connection
 
-        from candles.models import Candle, Instrument, Subscription, Timeframe
+        from candles.models import Instrument, Subscription, Timeframe
 
         procs = Processes(dict(os.environ))
         try:
             run(args, procs, redis.Redis.from_url(redis_server.url), call_command, connection,
-                Candle, Instrument, Subscription, Timeframe, db_name, redis_server.pid)
+                Instrument, Subscription, Timeframe, db_name, redis_server.pid)
         finally:
             procs.stop_all()
 
 
-def run(args, procs, r, call_command, connection, Candle, Instrument, Subscription, Timeframe, db_name,
+def run(args, procs, r, call_command, connection, Instrument, Subscription, Timeframe, db_name,
         redis_pid: int | None) -> None:
     call_command("migrate", verbosity=0)
+    lag_clock = ("p50/p99 above: the rows' commit times (track_commit_timestamp)" if commit_timestamps(connection)
+                 else "not tracked by this server: the lag above ends at the transaction's start")
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE candles_candle, candles_gap, candles_subscription CASCADE")
     bars = args.bars.split(",")
@@ -362,16 +372,17 @@ def run(args, procs, r, call_command, connection, Candle, Instrument, Subscripti
         flushed = rows / span
         time.sleep(8)  # let the last flushes land
         window = (int(t0) + 2) * 1000, (int(t1) - 2) * 1000
-        expected, missing, wrong, lags = check_sample(args.port, Candle, sample, window)
+        expected, missing, wrong, lags = check_sample(args.port, connection, sample, window)
         missing_first, settled_at = missing, time.time()
         # A candle the simulator never pushed (a tick it missed while starved of CPU) is a gap the backfill
         # repairs from REST: wait for that, and report both counts, so "late" and "lost" read apart.
         while missing and time.time() - t1 < args.settle_seconds:
             time.sleep(5)
-            expected, missing, wrong, lags = check_sample(args.port, Candle, sample, window)
+            expected, missing, wrong, lags = check_sample(args.port, connection, sample, window)
             settled_at = time.time()
-        p50, p99 = quantiles([total for total, _ in lags])
-        received_p50, received_p99 = quantiles([part for _, part in lags if part == part])
+        p50, p99 = quantiles([lag.committed for lag in lags])
+        received_p50, received_p99 = quantiles([lag.received for lag in lags if lag.received == lag.received])
+        started_p50, started_p99 = quantiles([lag.started for lag in lags])
         print(f"step {step + 1}: push every {interval}s (offered {channels / interval:,.0f}/s): "
               f"accepted {accepted:,.0f} updates/s, committed {flushed:,.0f} rows/s; "
               f"1s candles checked {expected}, missing {missing} (after 8 s: {missing_first}; checked "
@@ -380,12 +391,14 @@ def run(args, procs, r, call_command, connection, Candle, Instrument, Subscripti
               f"buffer depth max {max(depths):,} mean {statistics.mean(depths):,.0f}", flush=True)
         runs = counters1.get("flush_runs", 0) - counters0.get("flush_runs", 0)
         took_ms = counters1.get("flush_duration_ms", 0) - counters0.get("flush_duration_ms", 0)
-        print(f"  lag split: close to collector receipt p50 {received_p50:.2f}s p99 {received_p99:.2f}s", flush=True)
+        print(f"  lag split: close to collector receipt p50 {received_p50:.2f}s p99 {received_p99:.2f}s; "
+              f"to the start of the flush's transaction p50 {started_p50:.2f}s p99 {started_p99:.2f}s; "
+              f"to commit {lag_clock}", flush=True)
         if step == 0:
             # From when the subscriptions collect (`backfill_from`): every channel is subscribed by then.
             warmup = (int(live_from.timestamp()) + 1) * 1000, (int(t0) + 1) * 1000
-            _, warm_missing, warm_wrong, warm_lags = check_sample(args.port, Candle, sample, warmup)
-            warm_p50, warm_p99 = quantiles([total for total, _ in warm_lags])
+            _, warm_missing, warm_wrong, warm_lags = check_sample(args.port, connection, sample, warmup)
+            warm_p50, warm_p99 = quantiles([lag.committed for lag in warm_lags])
             print(f"  warm-up before the step (its last {(warmup[1] - warmup[0]) / 1000:.0f} s, "
                   f"{(warmup[0] / 1000 - workers_started):.0f} s after the workers started): lag p50 {warm_p50:.2f}s "
                   f"p99 {warm_p99:.2f}s, missing {warm_missing}, wrong {warm_wrong}", flush=True)
@@ -422,31 +435,57 @@ def wait_for_startup_backfill(limit_s: float) -> None:
           f"({Gap.objects.filter(state=GapState.FILLED).count():,} gaps filled)", flush=True)
 
 
-def check_sample(port: int, Candle, sample: list[str], window: tuple[int, int]):
+def check_sample(port: int, connection, sample: list[str], window: tuple[int, int]):
     """Closed 1s candles of the window against ground truth.
 
-    Returns (expected, missing, wrong, lags), lags as (close to commit, close to the collector's receipt) in s.
+    Returns (expected, missing, wrong, lags), each lag a Lag in seconds from the candle's close.
     """
     lags, missing, wrong, expected = [], 0, 0, 0
+    commit_time = "pg_xact_commit_timestamp(c.xmin)" if commit_timestamps(connection) else "NULL"
     for inst_id in sample:
-        stored = {int(c.open_time.timestamp() * 1000): c for c in Candle.objects.filter(
-            instrument__inst_id=inst_id, timeframe__code="1s", confirmed=True,
-            open_time__gte=_dt(window[0]), open_time__lte=_dt(window[1]))}
+        with connection.cursor() as cursor:
+            # The row's xmin is the transaction that last wrote it: for a closed candle, the one that wrote
+            # its confirmed version (an unconfirmed one never replaces it).
+            cursor.execute(
+                "SELECT (extract(epoch FROM c.open_time) * 1000)::bigint, c.open::text, c.high::text, c.low::text,"
+                " c.close::text, c.vol::text, c.source, c.version, extract(epoch FROM c.updated_at),"
+                f" extract(epoch FROM {commit_time})"
+                " FROM candles_candle c JOIN candles_instrument i ON i.id = c.instrument_id"
+                " JOIN candles_timeframe t ON t.id = c.timeframe_id"
+                " WHERE i.inst_id = %s AND t.code = '1s' AND c.confirmed"
+                " AND c.open_time BETWEEN %s AND %s",
+                [inst_id, _dt(window[0]), _dt(window[1])])
+            stored = {row[0]: row[1:] for row in cursor.fetchall()}
         for row in truth(port, inst_id, "1s", *window):
             expected += 1
             candle = stored.get(int(row[0]))
             if candle is None:
                 missing += 1
                 continue
-            values = [str(candle.open), str(candle.high), str(candle.low), str(candle.close), str(candle.vol)]
-            if values != row[1:6]:
+            *values, source, version, started, committed = candle
+            if [str(Decimal(value)) for value in values] != row[1:6]:
                 wrong += 1
             closed = int(row[0]) / 1000 + 1
             # The version is the collector's receipt time (µs): it splits the lag into "reaching the collector"
             # (the simulator's tick, the socket, the collector's loop) and "reaching PostgreSQL" (buffer, flush).
-            received = candle.version / 1e6 if candle.source == "ws" else float("nan")
-            lags.append((candle.updated_at.timestamp() - closed, received - closed))
+            received = version / 1e6 if source == "ws" else math.nan
+            started = float(started)
+            committed = float(committed) if committed is not None else started
+            lags.append(Lag(committed - closed, received - closed, started - closed))
     return expected, missing, wrong, lags
+
+
+class Lag(NamedTuple):
+    committed: float  # the row's commit (its transaction's start where commit times are not tracked)
+    received: float  # the collector's receipt of the confirm push (NaN for a row written from REST)
+    started: float  # the start of the flush's transaction (`updated_at`)
+
+
+def commit_timestamps(connection) -> bool:
+    """Whether PostgreSQL records commit times (`track_commit_timestamp`; the private server does)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW track_commit_timestamp")
+        return cursor.fetchone()[0] == "on"
 
 
 def quantiles(values: list[float]) -> tuple[float, float]:

@@ -92,10 +92,12 @@ def _as_postgres() -> list[str]:
 class PrivatePostgres:
     """A PostgreSQL cluster in `root` (data in root/data), listening on 127.0.0.1:`port`."""
 
-    def __init__(self, root: Path | str, port: int, *, durable: bool = False) -> None:
+    def __init__(self, root: Path | str, port: int, *, durable: bool = False,
+                 settings: dict[str, str] | None = None) -> None:
         self.root = Path(root)
         self.port = port
         self.durable = durable
+        self.settings = dict(settings or {})
         self.data = self.root / "data"
         self.log = self.root / "postgres.log"
 
@@ -126,6 +128,7 @@ class PrivatePostgres:
             else:
                 # Fast and disposable: nothing here must survive a crash of the machine.
                 conf.write("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nshared_buffers = 32MB\n")
+            conf.writelines(f"{name} = {value}\n" for name, value in self.settings.items())
 
     def start(self) -> None:
         self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t",
@@ -149,13 +152,15 @@ class PrivatePostgres:
 
 
 @contextlib.contextmanager
-def private_postgres(*, durable: bool = False) -> Iterator[PrivatePostgres]:
-    """A fresh PostgreSQL 15 cluster of our own, started; stopped and deleted when the block ends."""
+def private_postgres(*, durable: bool = False, settings: dict[str, str] | None = None) -> Iterator[PrivatePostgres]:
+    """A fresh PostgreSQL 15 cluster of our own, started; stopped and deleted when the block ends.
+
+    `settings` are written to its postgresql.conf last (they win over the defaults above)."""
     root = Path(tempfile.mkdtemp(prefix="okx-private-pg-"))
     if os.geteuid() == 0:
         user = pwd.getpwnam(PG_USER)
         os.chown(root, user.pw_uid, user.pw_gid)
-    server = PrivatePostgres(root, free_port(), durable=durable)
+    server = PrivatePostgres(root, free_port(), durable=durable, settings=settings)
     try:
         server.initdb()
         server.start()
