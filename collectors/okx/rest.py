@@ -21,7 +21,7 @@ import httpx
 import orjson
 
 from collectors.okx.messages import CandleUpdate, ProtocolError, parse_candle_row
-from collectors.okx.ratelimit import LocalRateLimiter, RateLimiter
+from collectors.okx.ratelimit import Admission, LocalRateLimiter, RateLimiter
 from collectors.okx.tls import tls_context
 
 logger = logging.getLogger(__name__)
@@ -152,9 +152,13 @@ class OkxRestClient:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.page_limit = page_limit
-        # OKX counts requests when they arrive, and arrivals can bunch up closer than the sends did: widening
-        # each window a little keeps network jitter from turning a full budget into 429s.
+        # OKX counts requests when they arrive. The limiter stamps a request when it completed, which is after
+        # its arrival, so arrivals cannot bunch up closer than the stamps; the margin is for what is left (OKX's
+        # clock and window edges are its own).
         self.rate_margin_s = rate_margin_s
+        # How long a request can be on its way (httpx's timeout bounds each of connect, write, read and the
+        # pool wait): the limiter counts it as reaching OKX at any moment until it completes.
+        self._longest_request_s = 4 * timeout
         self.stats: dict[str, int] = {"requests": 0, "retries": 0, "rate_limited": 0}
         self._http = http
         self._owns_http = http is None
@@ -257,7 +261,8 @@ class OkxRestClient:
     async def _get(self, endpoint: Endpoint, params: dict[str, str], limit_key: str) -> tuple[Any, bytes]:
         """`data` of a successful response (and the raw body), retrying transient failures."""
         for attempt in range(self.max_retries + 1):
-            await self.limiter.acquire(limit_key, endpoint.limit, endpoint.period_s + self.rate_margin_s)
+            admission = await self.limiter.acquire(limit_key, endpoint.limit, endpoint.period_s + self.rate_margin_s,
+                                                   longest_s=self._longest_request_s)
             self.stats["requests"] += 1
             try:
                 return await self._attempt(endpoint.path, params)
@@ -265,9 +270,17 @@ class OkxRestClient:
                 if attempt == self.max_retries:
                     raise failure.error from None
                 logger.info("retrying %s after %s", endpoint.path, failure.error)
+            finally:
+                await self._request_done(admission)
             self.stats["retries"] += 1
             await self._backoff(attempt)
         raise AssertionError("unreachable")
+
+    async def _request_done(self, admission: Admission) -> None:
+        try:
+            await self.limiter.done(admission)
+        except Exception as exc:  # the budget's store is away: the request keeps counting until `longest_s`
+            logger.debug("rate limiter could not record a completed request: %r", exc)
 
     async def _attempt(self, path: str, params: dict[str, str]) -> tuple[Any, bytes]:
         try:

@@ -22,7 +22,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from collectors.okx.ratelimit import LocalRateLimiter, RedisRateLimiter
+from collectors.okx.ratelimit import IN_FLIGHT_POLL_S, LocalRateLimiter, RedisRateLimiter
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ROOT = Path(__file__).resolve().parents[3]
@@ -126,6 +126,57 @@ def test_the_local_limiter_holds_in_real_time():
     assert max_in_window(asyncio.run(run()), 0.3) <= 4
 
 
+def test_a_completed_request_counts_from_its_completion_not_its_admission():
+    clock = FakeClock()
+    limiter = LocalRateLimiter(clock=clock, sleep=clock.sleep)
+
+    async def run() -> float:
+        first = [await limiter.acquire("k", 3, 2.0, longest_s=30.0) for _ in range(3)]
+        clock.now += 0.5  # the three took half a second to reach the server and answer
+        for admission in first:
+            await limiter.done(admission)
+        await limiter.acquire("k", 3, 2.0)
+        return clock.now
+
+    # Admitted at 1000.0, completed at 1000.5: the server may have counted them as late as 1000.5.
+    assert asyncio.run(run()) == pytest.approx(1002.5)
+
+
+def test_a_waiter_behind_a_request_in_flight_gets_its_slot_a_period_after_that_request_completes():
+    clock = FakeClock()
+    limiter = LocalRateLimiter(clock=clock, sleep=clock.sleep)
+
+    async def run() -> float:
+        in_flight = await limiter.acquire("k", 1, 2.0, longest_s=30.0)
+
+        async def complete_at_1001() -> None:
+            while clock.now < 1001.0:
+                await asyncio.sleep(0)
+            await limiter.done(in_flight)
+
+        completing = asyncio.create_task(complete_at_1001())
+        await limiter.acquire("k", 1, 2.0)
+        await completing
+        return clock.now
+
+    admitted_at = asyncio.run(run())
+    # Not at 1032 (admission + longest_s + period): the waiter looked again while the request was in flight.
+    assert admitted_at == pytest.approx(1003.0, abs=IN_FLIGHT_POLL_S)
+    assert max(clock.sleeps[:-1]) <= IN_FLIGHT_POLL_S
+
+
+def test_a_request_never_completed_frees_its_slot_once_its_longest_time_and_a_period_are_over():
+    clock = FakeClock()
+    limiter = LocalRateLimiter(clock=clock, sleep=clock.sleep)
+
+    async def run() -> float:
+        await limiter.acquire("k", 1, 2.0, longest_s=3.0)  # its process died: no `done`
+        await limiter.acquire("k", 1, 2.0)
+        return clock.now
+
+    assert asyncio.run(run()) == pytest.approx(1005.0)
+
+
 @pytest.mark.parametrize(("limit", "period_s"), [(0, 1.0), (1, 0.0), (1, -1.0)])
 def test_a_nonsensical_budget_is_refused(limit, period_s):
     with pytest.raises(ValueError, match="must be"):
@@ -167,6 +218,29 @@ def test_two_redis_limiters_on_separate_connections_share_one_budget(prefix):
     assert max_in_window(stamps, 0.5 - STAMP_TOLERANCE_S) <= 5
     # 24 requests at 5 per 0.5 s need at least four more windows after the first burst.
     assert max(stamps) - min(stamps) >= 4 * 0.5 - STAMP_TOLERANCE_S
+
+
+def test_the_redis_limiter_counts_a_request_from_its_completion(prefix):
+    async def run() -> tuple[float, float, int]:
+        connection = redis.asyncio.Redis.from_url(REDIS_URL)
+        try:
+            limiter = RedisRateLimiter(connection, prefix)
+            first = [await limiter.acquire("candles", 2, 0.3, longest_s=5.0) for _ in range(2)]
+            # In flight, the stamps are five seconds ahead and the key lives past them.
+            in_flight_ttl_ms = await connection.pttl(prefix + "candles")
+            await asyncio.sleep(0.4)  # longer than the period: only the completion stamps hold the next one
+            for admission in first:
+                await limiter.done(admission)
+            completed = time.monotonic()
+            await limiter.acquire("candles", 2, 0.3)
+            return completed, time.monotonic(), in_flight_ttl_ms
+        finally:
+            await connection.aclose()
+
+    completed, admitted, in_flight_ttl_ms = asyncio.run(run())
+    assert in_flight_ttl_ms > 5000
+    assert admitted - completed >= 0.3 - STAMP_TOLERANCE_S
+    assert admitted - completed <= 0.3 + IN_FLIGHT_POLL_S + 0.2
 
 
 def test_the_window_check_would_catch_two_limiters_that_do_not_share():
