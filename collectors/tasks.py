@@ -81,10 +81,14 @@ FILL_BUDGET_S = 4.0
 # Gaps filled at once: each is one or a few REST requests; the shared rate limiter, not this, sets the pace.
 # Filling one after the other healed about 3 gaps/s, below what a burst of reconnects creates.
 FILL_CONCURRENCY = 4
+# Gaps a run may take, in `gaps_next` order; the FILL_BUDGET_S deadline, not this, ends a busy run. Enough
+# that when bars take turns, each budget still has work for the whole run (OKX's history budget alone
+# serves about 38 single-request gaps in 4 s).
+FILL_CANDIDATES = 120
 
 
 @shared_task(name="collectors.tasks.fill_gaps", ignore_result=True)
-def fill_gaps(limit: int = 40) -> int:
+def fill_gaps(limit: int = FILL_CANDIDATES) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     from django.db import connection

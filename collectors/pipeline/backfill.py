@@ -550,26 +550,38 @@ def _windows_complete(windows: Sequence[_Window]) -> set[int]:
         return {row[0] for row in cursor.fetchall()}
 
 
+# Gaps ending this recently are repairs of the live data (an outage, a reconnect): these take turns across
+# bars, so that a bar with many of them (every `1s` channel after a collector restart, on the history
+# budget) does not hold up the few of another (the `1m` candles that closed meanwhile, on the candles
+# budget). Older gaps are history: strictly the most recent first.
+TAKE_TURNS_WITHIN = timedelta(minutes=30)
+
 _NEXT_GAPS = """
-SELECT g.id FROM candles_gap g JOIN candles_subscription s ON s.id = g.subscription_id
-WHERE s.is_active AND (
-    (g.state = 'open' AND (g.attempts = 0
-        OR g.updated_at < %(now)s - %(backoff)s * power(2, least(g.attempts, 12) - 1) * interval '1 second'))
-    OR (g.state = 'filling' AND g.updated_at < %(stale)s)
-)
-ORDER BY g."end" DESC, g.id DESC
+SELECT id FROM (
+    SELECT g.id, g."end", g."end" >= %(turns_since)s AS live,
+           row_number() OVER (PARTITION BY s.timeframe_id ORDER BY g."end" DESC, g.id DESC) AS turn
+    FROM candles_gap g JOIN candles_subscription s ON s.id = g.subscription_id
+    WHERE s.is_active AND (
+        (g.state = 'open' AND (g.attempts = 0
+            OR g.updated_at < %(now)s - %(backoff)s * power(2, least(g.attempts, 12) - 1) * interval '1 second'))
+        OR (g.state = 'filling' AND g.updated_at < %(stale)s)
+    )
+) due
+ORDER BY live DESC, CASE WHEN live THEN turn END, "end" DESC, id DESC
 LIMIT %(limit)s
 """
 
 
 def gaps_next(*, limit: int, now: datetime | None = None) -> list[int]:
-    """Ids of gaps to fill now, most recent first: recent holes matter before deep history.
+    """Ids of gaps to fill now, most recent first: recent holes matter before deep history. Gaps that ended
+    within TAKE_TURNS_WITHIN come first, the most recent of each bar in turn.
 
     Open gaps that failed wait out an exponential backoff; `filling` gaps whose worker died count as open.
     """
     now = now or timezone.now()
     params = {
         "now": now, "backoff": RETRY_BACKOFF.total_seconds(), "stale": now - FILLING_STALE_AFTER, "limit": limit,
+        "turns_since": now - TAKE_TURNS_WITHIN,
     }
     with connection.cursor() as cursor:
         cursor.execute(_NEXT_GAPS, params)

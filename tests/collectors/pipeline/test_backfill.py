@@ -555,6 +555,27 @@ def test_gaps_next_puts_recent_gaps_first(instrument):
     assert gaps_next(limit=2, now=now) == [recent.pk, retried.pk]
 
 
+@pytest.mark.django_db
+def test_recent_gaps_of_different_bars_take_turns_and_history_waits(instrument):
+    now = timezone.now()
+    btc = instrument("BTC-USDT")
+    seconds, minutes = subscribe(btc, "1s"), subscribe(btc, "1m")
+
+    def gap(subscription: Subscription, ago: timedelta) -> Gap:
+        return Gap.objects.create(subscription=subscription, start=now - ago, end=now - ago)
+
+    # A collector restarted: ten 1s holes, all newer than the 1m candle that closed during the outage.
+    second_holes = [gap(seconds, timedelta(seconds=ago)) for ago in range(5, 15)]
+    closed_minute = gap(minutes, timedelta(seconds=60))
+    old_seconds = gap(seconds, backfill.TAKE_TURNS_WITHIN + timedelta(hours=1))
+    old_minutes = gap(minutes, backfill.TAKE_TURNS_WITHIN + timedelta(hours=2))
+
+    assert gaps_next(limit=20, now=now) == [
+        second_holes[0].pk, closed_minute.pk, *(hole.pk for hole in second_holes[1:]), old_seconds.pk, old_minutes.pk,
+    ]
+    assert closed_minute.pk in gaps_next(limit=2, now=now)
+
+
 # --- candles closed without a confirm push --------------------------------------------------------------
 
 
