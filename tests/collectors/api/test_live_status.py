@@ -70,12 +70,20 @@ def test_a_running_collector_shows_in_status_health_and_metrics(client, sim, col
     health = client.get("/api/v1/health")
     assert health.status_code == 200, health.json()
 
-    body = client.get("/api/v1/status/BTC-USDT").json()
-    second = next(row for row in body["timeframes"] if row["timeframe"] == "1s")
+    def one_second_row() -> dict:
+        body = client.get("/api/v1/status/BTC-USDT").json()
+        return next(row for row in body["timeframes"] if row["timeframe"] == "1s")
+
+    second = one_second_row()
     assert (second["status"], second["channel_state"], second["collector"]) == ("live", "subscribed", COLLECTOR)
     assert second["reconnects"] >= 1
     assert second["last_message_age_s"] < 2.0
-    assert second["lag_s"] < 2.5  # 1s candles: each one is confirmed about a second after it opens
+    # 1s candles: each is confirmed about a second after it opens, and the status is written every second.
+    # Polled, because a loaded machine delays the collector's thread by a few hundred ms at times; a channel
+    # whose confirms stopped never gets there.
+    second = wait_for("a confirmed 1s candle under 2.5 s old", lambda: (row := one_second_row())["lag_s"] < 2.5
+                      and row, timeout_s=10.0)
+    assert second["lag_s"] < 2.5
 
     status = client.get("/api/v1/status").json()
     assert status["status"] == "healthy"
