@@ -144,6 +144,10 @@ return 1
 """
 
 
+def _microseconds(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1_000_000))
+
+
 class RedisRateLimiter(RateLimiter):
     """Sliding window in a Redis sorted set per key, shared by every process using the same Redis.
 
@@ -162,7 +166,7 @@ class RedisRateLimiter(RateLimiter):
 
     async def acquire(self, key: str, limit: int, period_s: float, *, longest_s: float = 0.0) -> Admission:
         _check_budget(limit, period_s)
-        period_us = max(1, math.ceil(period_s * 1_000_000))
+        period_us = _microseconds(period_s)
         in_flight_us = max(0, math.ceil(longest_s * 1_000_000))
         while True:
             member = f"{self._member_prefix}{next(self._counter)}"
@@ -174,5 +178,5 @@ class RedisRateLimiter(RateLimiter):
             await self._sleep(min(wait_s, IN_FLIGHT_POLL_S) if int(in_flight) else wait_s)
 
     async def done(self, admission: Admission) -> None:
-        period_us = max(1, math.ceil(admission.period_s * 1_000_000))
+        period_us = _microseconds(admission.period_s)
         await self._done_script(keys=[self._prefix + admission.key], args=[period_us, admission.token])
