@@ -119,6 +119,10 @@ class Subscription(models.Model):
     # Deliveries that failed after every retry since the last success; reset by a delivered webhook.
     webhook_failures = models.PositiveIntegerField(default=0)
     webhook_last_error = models.TextField(blank=True)
+    # The newest open time gap detection has accounted for: every earlier open time (from the start of the
+    # subscription's history) is stored or recorded as a gap. Detection looks only past it, so its cost
+    # follows the candles that closed since, not the number of subscriptions. Null until first detected.
+    detected_through = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -178,6 +182,12 @@ class Candle(models.Model):
     updated_at = models.DateTimeField()
 
     class Meta:
+        indexes = [
+            # The repair plane's queue of closed candles whose confirm push never came: it holds only the
+            # unconfirmed rows (the open candle of each series, plus those), so reading it costs the backlog.
+            models.Index(fields=["timeframe", "open_time"], include=["instrument"], condition=Q(confirmed=False),
+                         name="candle_unconfirmed_idx"),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(source__in=["ws", "rest"]), name="candle_source_known"),
             # REST caches lag: only closed candles may come from REST.
@@ -229,6 +239,15 @@ class GapState(models.TextChoices):
     UNFILLABLE = "unfillable"
 
 
+class RepairPriority(models.IntegerChoices):
+    """The order in which the repair scheduler spends OKX's REST budgets (lower first)."""
+
+    CONFIRM = 1, "missed confirm"
+    OUTAGE = 2, "outage"
+    HISTORY = 3, "history"
+    OLD = 4, "old gap"
+
+
 class Gap(models.Model):
     """A run of missing open times of one subscription, from `start` to `end` inclusive."""
 
@@ -238,6 +257,7 @@ class Gap(models.Model):
     missing = models.PositiveIntegerField(default=0, help_text="Open times missing when the gap was found.")
     state = models.CharField(max_length=16, choices=GapState.choices, default=GapState.OPEN)
     attempts = models.PositiveIntegerField(default=0)
+    priority = models.PositiveSmallIntegerField(choices=RepairPriority.choices, default=RepairPriority.OUTAGE)
     reason = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -256,6 +276,9 @@ class Gap(models.Model):
         indexes = [
             # Backfill picks unfinished gaps, most recent first.
             models.Index(fields=["state", "-end"], name="gap_state_end_idx"),
+            # The repair scheduler takes unfinished gaps by priority, most recent first.
+            models.Index(fields=["priority", "-end"], condition=Q(state__in=["open", "filling"]),
+                         name="gap_unfinished_priority_idx"),
         ]
 
     def __str__(self) -> str:
