@@ -49,6 +49,16 @@ class Keys:
         return f"{self.prefix}gaps:recheck"
 
     @property
+    def repair_backlog(self) -> str:
+        """STRING of JSON: the repair scheduler's last report (backlog by priority, drain rate, ETA, requests
+        by endpoint), written by every repair run; read by status, the admin dashboard and /metrics."""
+        return f"{self.prefix}repair:backlog"
+
+    def repair_tried(self, series: str) -> str:
+        """STRING with a TTL: a missed-confirm repair of this "inst|bar|open_ms" was asked of REST recently."""
+        return f"{self.prefix}repair:tried:{series}"
+
+    @property
     def counters(self) -> str:
         """HASH of monotonically increasing counters (messages, flushed, dead_letters, ...)."""
         return f"{self.prefix}counters"
