@@ -82,3 +82,27 @@ class BarSpec:
         while current <= end_ms:
             yield current
             current = self.following(current)
+
+    def previous(self, open_ms: int) -> int:
+        """The open time of the bar before the one opening at `open_ms`."""
+        return self.floor(open_ms - 1)
+
+    def count(self, start_ms: int, end_ms: int) -> int:
+        """How many open times lie in [start, end] (both open times); 0 when end is before start."""
+        if end_ms < start_ms:
+            return 0
+        if not self.months:
+            return (end_ms - start_ms) // (self.seconds * 1000) + 1
+        offset = self.utc_offset_hours * HOUR_MS
+        return (_month_index(end_ms + offset) - _month_index(start_ms + offset)) // self.months + 1
+
+    def advance(self, open_ms: int, bars: int) -> int:
+        """The open time `bars` bars after `open_ms`."""
+        if not self.months:
+            return open_ms + bars * self.seconds * 1000
+        offset = self.utc_offset_hours * HOUR_MS
+        return _month_start_ms(_month_index(open_ms + offset) + bars * self.months) - offset
+
+    def last_closed(self, moment_ms: int) -> int:
+        """The newest open time whose candle had closed at `moment_ms` (the one containing it is still open)."""
+        return self.previous(self.floor(moment_ms))

@@ -26,7 +26,7 @@ RUN_BUDGET_S = 30.0
 def backfill_range(subscription_id: int, start_ms: int, end_ms: int) -> dict:
     """Record the range's missing candles as gaps (durable work), then fill them."""
     from candles.bars import ms_to_datetime
-    from collectors.pipeline.backfill import gaps_detect
+    from collectors.repair.detect import gaps_detect
 
     recorded = gaps_detect(subscription_id=subscription_id, start=ms_to_datetime(start_ms), end=ms_to_datetime(end_ms))
     filled = fill_range_gaps(subscription_id, start_ms, end_ms)
@@ -38,7 +38,7 @@ def fill_range_gaps(subscription_id: int, start_ms: int, end_ms: int) -> dict:
     """Fill the open gaps of one subscription inside [start, end], newest first, for RUN_BUDGET_S."""
     from candles.bars import ms_to_datetime
     from candles.models import Gap, GapState
-    from collectors.pipeline.backfill import gap_fill
+    from collectors.repair.fill import gap_fill
 
     redis, keys = redis_client(), pipeline_keys()
     gap_ids = list(
@@ -65,7 +65,7 @@ def fill_range_gaps(subscription_id: int, start_ms: int, end_ms: int) -> dict:
 
 @shared_task(name="collectors.admin_tasks.fill_gap", ignore_result=True)
 def fill_gap(gap_id: int) -> str:
-    from collectors.pipeline.backfill import gap_fill
+    from collectors.repair.fill import gap_fill
 
     return gap_fill(gap_id=gap_id, redis=redis_client(), keys=pipeline_keys()).state
 
@@ -95,7 +95,7 @@ def sync_instruments(inst_types: list[str]) -> str:
 
     from collectors.instruments import instruments_sync
     from collectors.okx.rest import OkxRestClient
-    from collectors.pipeline.backfill import rest_stats_record
+    from collectors.repair.rest import rest_stats_record
 
     client = OkxRestClient(settings.OKX_REST_URL)
     try:

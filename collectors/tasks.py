@@ -61,64 +61,27 @@ def deliver_webhook(self, subscription_id: int, url: str, body: str, attempt: in
 
 @shared_task(name="collectors.tasks.detect_gaps", ignore_result=True)
 def detect_gaps() -> int:
-    """The scheduled scan of every active subscription's recent past."""
-    from collectors.pipeline.backfill import gaps_detect_recent
+    """Record the holes among the candles closed since each series' watermark; returns the gaps recorded."""
+    from collectors.repair.detect import detection_advance
 
-    return gaps_detect_recent()
-
-
-@shared_task(name="collectors.tasks.recheck_gaps", ignore_result=True)
-def recheck_gaps() -> int:
-    """Gap checks the collectors ask for after every (re)subscription of a channel."""
-    from collectors.pipeline.backfill import gaps_recheck
-
-    return gaps_recheck(redis=redis_client(), keys=pipeline_keys())
+    return detection_advance().gaps
 
 
-# A fill_gaps run stops taking new gaps after this long, so runs stay shorter than their 5 s period and the
-# next one starts again from the most recent gaps.
-FILL_BUDGET_S = 4.0
-# Gaps filled at once: each is one or a few REST requests; the shared rate limiter, not this, sets the pace.
-# Filling one after the other healed about 3 gaps/s, below what a burst of reconnects creates.
-FILL_CONCURRENCY = 4
-# Gaps a run may take, in `gaps_next` order; the FILL_BUDGET_S deadline, not this, ends a busy run. Enough
-# that when bars take turns, each budget still has work for the whole run (OKX's history budget alone
-# serves about 38 single-request gaps in 4 s).
-FILL_CANDIDATES = 120
+# A repair run ends this long after it starts, a little under its beat period, so one run follows the other
+# and the budgets are rarely idle; a run still going when the next is due makes that one skip (a lock).
+REPAIR_BUDGET_S = 4.5
 
 
-@shared_task(name="collectors.tasks.fill_gaps", ignore_result=True)
-def fill_gaps(limit: int = FILL_CANDIDATES) -> int:
-    from concurrent.futures import ThreadPoolExecutor
+@shared_task(name="collectors.tasks.repair_candles", ignore_result=True)
+def repair_candles(budget_s: float = REPAIR_BUDGET_S) -> int:
+    """Spend OKX's REST budgets on missing and unconfirmed candles, in priority order; returns candles written.
 
-    from django.db import connection
+    Repaired candles reach the webhooks as live confirmed ones do.
+    """
+    from collectors.repair.schedule import repair_run
 
-    from collectors.pipeline.backfill import gap_fill, gaps_next
-
-    redis, keys = redis_client(), pipeline_keys()
-    deadline = time.monotonic() + FILL_BUDGET_S
-
-    def fill(gap_id: int) -> int:
-        if time.monotonic() > deadline:
-            return 0
-        try:
-            return 0 if gap_fill(gap_id=gap_id, redis=redis, keys=keys).skipped else 1
-        except Exception:
-            logger.exception("gap %s: fill failed; it stays open and is retried", gap_id)
-            return 0
-        finally:
-            connection.close()  # each thread has its own database connection
-
-    # Claims are atomic per gap, so concurrent fills (here, or in another worker) never fill one gap twice.
-    with ThreadPoolExecutor(max_workers=FILL_CONCURRENCY, thread_name_prefix="fill-gaps") as pool:
-        return sum(pool.map(fill, gaps_next(limit=limit)))
-
-
-@shared_task(name="collectors.tasks.drain_rest_needed", ignore_result=True)
-def drain_rest_needed() -> int:
-    from collectors.pipeline.backfill import rest_needed_drain
-
-    return rest_needed_drain(redis=redis_client(), keys=pipeline_keys())
+    result = repair_run(budget_s=budget_s, on_written=enqueue_webhooks)
+    return sum(result.repaired.values())
 
 
 @shared_task(name="collectors.tasks.check_health", ignore_result=True)

@@ -141,9 +141,7 @@ CELERY_TASK_QUEUES = (
 CELERY_TASK_ROUTES = {
     "collectors.tasks.flush_buffer": {"queue": "flush"},
     "collectors.tasks.detect_gaps": {"queue": "backfill"},
-    "collectors.tasks.recheck_gaps": {"queue": "backfill"},
-    "collectors.tasks.fill_gaps": {"queue": "backfill"},
-    "collectors.tasks.drain_rest_needed": {"queue": "backfill"},
+    "collectors.tasks.repair_candles": {"queue": "backfill"},
     "collectors.tasks.deliver_webhook": {"queue": "webhooks"},
     "collectors.tasks.check_health": {"queue": "default"},
     # The admin's operator actions: long REST work goes where the shared REST budget is spent.

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from candles.bars import BarSpec
 from collectors.okx.messages import CandleText, CandleUpdate
 from collectors.pipeline.buffer import dead_letter_record, encode_text_entry, pack_entries, receipt_version
-from collectors.pipeline.keys import Keys, candle_field
+from collectors.pipeline.keys import Keys
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,6 @@ class Ingest:
     pending: dict[str, str] = field(default_factory=dict)
     pending_confirmed: set[str] = field(default_factory=set)
     dead: list[bytes] = field(default_factory=list)
-    rest_needed: set[str] = field(default_factory=set)
     # By (inst_id, bar): a plain tuple, equal to the Channel of the same pair, built without its constructor.
     channels: dict[tuple[str, str], ChannelTrack] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=lambda: {"messages": 0, "dead_letters": 0, "missed_confirms": 0,
@@ -113,8 +112,8 @@ class Ingest:
         confirmed = candle.confirmed
         if open_ms > track.open_ms:
             if track.open_ms >= 0 and not track.confirmed:
-                # OKX does not promise a confirm push: a later candle closes this one, and REST has it.
-                self.rest_needed.add(candle_field(inst_id, bar, track.open_ms))
+                # OKX does not promise a confirm push: a later candle closes this one. Its stored version
+                # stays unconfirmed, which is what the repair plane looks for (collectors/repair/confirms.py).
                 self.counters["missed_confirms"] += 1
             track.open_ms, track.confirmed = open_ms, False
         if confirmed:
@@ -135,11 +134,11 @@ class Ingest:
         self.dead.append(dead_letter_record(reason, raw, channel))
 
     async def write(self, redis: Any, put_script: Any, dead_letter_max: int) -> Written:
-        """Send pending entries, dead letters and REST requests to Redis. On failure nothing is dropped."""
-        if not (self.pending or self.dead or self.rest_needed):
+        """Send pending entries and dead letters to Redis. On failure nothing is dropped."""
+        if not (self.pending or self.dead):
             return Written(0, 0)
-        pending, confirmed, dead, needed = self.pending, self.pending_confirmed, self.dead, self.rest_needed
-        self.pending, self.pending_confirmed, self.dead, self.rest_needed = {}, set(), [], set()
+        pending, confirmed, dead = self.pending, self.pending_confirmed, self.dead
+        self.pending, self.pending_confirmed, self.dead = {}, set(), []
         try:
             items = list(pending.items())
             for start in range(0, len(items), WRITE_CHUNK_ENTRIES):
@@ -149,8 +148,6 @@ class Ingest:
                     pipe.lpush(self.keys.dead_letters, *dead)
                     pipe.ltrim(self.keys.dead_letters, 0, dead_letter_max - 1)
                     pipe.hincrby(self.keys.counters, "dead_letters", len(dead))
-                if needed:
-                    pipe.sadd(self.keys.rest_needed, *needed)
                 pipe.hincrby(self.keys.counters, "candle_updates", len(pending))
                 await pipe.execute()
         except Exception:
@@ -161,7 +158,6 @@ class Ingest:
                     self.pending[key] = value
             self.pending_confirmed |= confirmed
             self.dead[:0] = dead
-            self.rest_needed |= needed
             raise
         return Written(len(pending), len(confirmed))
 

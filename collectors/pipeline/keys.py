@@ -39,24 +39,20 @@ class Keys:
         return f"{self.prefix}deadletter"
 
     @property
-    def rest_needed(self) -> str:
-        """SET "inst|bar|open_ms": candles closed without a confirm push, to fetch from REST."""
-        return f"{self.prefix}rest:needed"
-
-    @property
-    def gap_recheck(self) -> str:
-        """SET "inst|bar|subscribed_ms": channels (re)subscribed at that moment, whose past wants a gap check."""
-        return f"{self.prefix}gaps:recheck"
-
-    @property
     def repair_backlog(self) -> str:
         """STRING of JSON: the repair scheduler's last report (backlog by priority, drain rate, ETA, requests
         by endpoint), written by every repair run; read by status, the admin dashboard and /metrics."""
         return f"{self.prefix}repair:backlog"
 
-    def repair_tried(self, series: str) -> str:
-        """STRING with a TTL: a missed-confirm repair of this "inst|bar|open_ms" was asked of REST recently."""
-        return f"{self.prefix}repair:tried:{series}"
+    @property
+    def repair_retry(self) -> str:
+        """ZSET "inst|bar|open_ms" scored by epoch seconds: candles REST did not have confirmed yet, not to be
+        asked for again before that moment."""
+        return f"{self.prefix}repair:retry"
+
+    @property
+    def repair_lock(self) -> str:
+        return f"{self.prefix}lock:repair"
 
     @property
     def counters(self) -> str:

@@ -154,9 +154,7 @@ class _Handler(WsHandler):
         self.runtime.ingest.dead_letter(error.reason, error.raw)
 
     def on_subscribed(self, channel: Channel) -> None:
-        now = time.time()
-        self.runtime.subscribed_since[channel] = now
-        self.runtime.recheck.add(f"{channel.inst_id}|{channel.bar}|{int(now * 1000)}")
+        self.runtime.subscribed_since[channel] = time.time()
 
     def on_invalid(self, channel: Channel, error: ErrorEvent) -> None:
         self.runtime.invalid[channel] = f"{error.code} {error.msg}"
@@ -193,8 +191,6 @@ class CollectorRuntime:
         self.owned: set[int] = set()
         self.invalid: dict[Channel, str] = {}
         self.subscribed_since: dict[Channel, float] = {}
-        # "inst|bar|subscribed_ms" for the backfill's gap recheck (Keys.gap_recheck).
-        self.recheck: set[str] = set()
         self.started_at = time.time()
         self._nudge = asyncio.Event()
         self._stop = asyncio.Event()
@@ -365,10 +361,6 @@ class CollectorRuntime:
             pipe.zadd(self.keys.collectors, {cid: time.time()})
             for name, value in deltas.items():
                 pipe.hincrby(self.keys.counters, name, value)
-            recheck = list(self.recheck)
-            if recheck:
-                pipe.sadd(self.keys.gap_recheck, *recheck)
             await pipe.execute()
         for name in deltas:
             counters[name] -= deltas[name]
-        self.recheck.difference_update(recheck)

@@ -311,7 +311,7 @@ def overview_queue(pipe: Any, keys: Keys, now: float, lease_ttl_s: float | None 
     pipe.hlen(keys.live)
     pipe.hlen(keys.taken)
     pipe.llen(keys.dead_letters)
-    pipe.scard(keys.rest_needed)
+    pipe.get(keys.repair_backlog)
     pipe.hgetall(keys.counters)
     pipe.hgetall(keys.last_flush)
     pipe.zcard(keys.collectors)
@@ -320,7 +320,7 @@ def overview_queue(pipe: Any, keys: Keys, now: float, lease_ttl_s: float | None 
 
 def overview_parse(replies: Sequence[Any], now: float) -> dict:
     """The overview from the replies of the `OVERVIEW_COMMANDS` commands `overview_queue` queued."""
-    live, taken, dead_letters, rest_needed, counters, last_flush_raw, total, alive = replies
+    live, taken, dead_letters, repair_raw, counters, last_flush_raw, total, alive = replies
     last_flush: dict[str, Any] | None = None
     if last_flush_raw:
         flush_numbers = _numbers(last_flush_raw, "last flush fields")
@@ -330,11 +330,19 @@ def overview_parse(replies: Sequence[Any], now: float) -> dict:
     return {
         "buffer": {"live": int(live), "taken": int(taken), "depth": int(live) + int(taken)},
         "dead_letters": int(dead_letters),
-        "rest_needed": int(rest_needed),
+        "rest_needed": _confirm_backlog(repair_raw),
         "counters": _numbers(counters, "counters"),
         "last_flush": last_flush,
         "collectors": {"alive": int(alive), "total": int(total)},
     }
+
+
+def _confirm_backlog(raw: Any) -> int:
+    """Closed candles waiting for REST to confirm them, from the repair scheduler's last report."""
+    try:
+        return int(orjson.loads(raw)["backlog"]["confirm"]["candles"]) if raw else 0
+    except (TypeError, ValueError, KeyError):
+        return 0
 
 
 def pipeline_overview(redis: Any, keys: Keys, now: float | None = None, lease_ttl_s: float | None = None) -> dict:

@@ -32,10 +32,11 @@ from candles.storage import CandleRow, candles_upsert
 from collectors.okx.messages import CandleUpdate
 from collectors.okx.ratelimit import RedisRateLimiter
 from collectors.okx.rest import WEBSOCKET_ONLY_BARS, OkxRestClient
-from collectors.pipeline.backfill import REST_MAX_RETRIES, REST_RETENTION, rest_stats_record
 from collectors.pipeline.buffer import receipt_version
 from collectors.pipeline.connections import async_redis_client, pipeline_keys, redis_client
 from collectors.pipeline.keys import Keys
+from collectors.repair.reach import REST_RETENTION
+from collectors.repair.rest import REST_MAX_RETRIES, rest_stats_record
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
     manage.py backfill BTC-USDT 1m --from 2024-01-01 [--to 2024-02-01T12:00:00Z] [--quiet]
 
 The work is recorded before anything is fetched: `gaps_detect` stores the missing runs of the range as
-Gap rows (units of at most MAX_GAP_CANDLES candles), then `gap_fill` fills them one by one through the
+Gap rows (units of one REST page each), then `gap_fill` fills them one by one through the
 REST budget every worker shares in Redis, writing through `candles_upsert`. An interrupted run leaves
 whole units written and the others open, so the same command run again detects nothing new where
 candles are stored and fills what is left.
@@ -30,18 +30,19 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
+from candles.bars import datetime_to_ms, ms_to_datetime
 from candles.models import Candle, Gap, GapState, Instrument, Subscription, Timeframe
 from collectors.okx.rest import WEBSOCKET_ONLY_BARS
-from collectors.pipeline.backfill import DETECT_SETTLE, GapFillResult, gap_fill, gaps_detect
 from collectors.pipeline.connections import redis_client
+from collectors.repair.detect import DETECT_SETTLE, gaps_detect
+from collectors.repair.fill import GapFillResult, gap_fill
 from okxproject.cli import TIME_HELP, Progress, is_tty, iso, moment_option, raw_stream, redacted_url, series_lookup
 
 # Exit status of a run stopped by Ctrl-C, as shells report a process ended by SIGINT.
 INTERRUPTED = 130
 PAUSED_NOTE = "created by manage.py backfill: history only, not collected live until resumed"
 # Loggers that narrate every request and unit: the progress line says it better at verbosity 1.
-_CHATTY_LOGGERS = ("httpx", "collectors.pipeline.backfill", "collectors.okx")
+_CHATTY_LOGGERS = ("httpx", "collectors.repair", "collectors.okx")
 
 
 class Command(BaseCommand):
@@ -165,14 +166,6 @@ class Command(BaseCommand):
 # --- the range and its accounting -----------------------------------------------------------------
 
 
-def _count(spec: BarSpec, start_ms: int, end_ms: int) -> int:
-    """Open times in [start, end]."""
-    if end_ms < start_ms:
-        return 0
-    if not spec.months:
-        return (end_ms - start_ms) // (spec.seconds * 1000) + 1
-    return sum(1 for _ in spec.open_times(start_ms, end_ms))
-
 
 @dataclass
 class Plan:
@@ -200,7 +193,7 @@ class Plan:
             listing = spec.floor(datetime_to_ms(instrument.listed_at))
             if listing > first_ms:
                 life_first = listing
-                before = _count(spec, first_ms, min(last_ms, spec.floor(listing - 1)))
+                before = spec.count(first_ms, min(last_ms, spec.floor(listing - 1)))
                 listed = instrument.listed_at.strftime("%Y-%m-%d %H:%M:%S UTC")
                 if before:
                     outside[f"before {instrument.inst_id} was listed ({listed}); OKX has no candles there"] = before
@@ -211,18 +204,18 @@ class Plan:
             end_open = spec.floor(datetime_to_ms(moment))
             if end_open < last_ms:
                 life_last = end_open
-                after = _count(spec, max(first_ms, spec.following(end_open)), last_ms)
+                after = spec.count(max(first_ms, spec.following(end_open)), last_ms)
                 if after:
                     outside[f"after {instrument.inst_id} {what} ({iso(moment)}); OKX has no candles there"] = after
         return cls(instrument, timeframe, now, first_ms, last_ms, life_first, life_last, outside)
 
     @property
     def expected(self) -> int:
-        return _count(self.timeframe.spec, self.first_ms, self.last_ms)
+        return self.timeframe.spec.count(self.first_ms, self.last_ms)
 
     @property
     def fetchable(self) -> int:
-        return _count(self.timeframe.spec, self.life_first_ms, self.life_last_ms)
+        return self.timeframe.spec.count(self.life_first_ms, self.life_last_ms)
 
     def present(self) -> int:
         """Confirmed candles stored in the range (an unconfirmed row of a closed candle still needs REST)."""
@@ -239,7 +232,7 @@ class Plan:
             state=GapState.UNFILLABLE,
             start__lte=ms_to_datetime(self.last_ms), end__gte=ms_to_datetime(self.first_ms),
         ).values_list("start", "end", "reason"):
-            count = _count(spec, max(self.first_ms, datetime_to_ms(start)), min(self.last_ms, datetime_to_ms(end)))
+            count = spec.count(max(self.first_ms, datetime_to_ms(start)), min(self.last_ms, datetime_to_ms(end)))
             by_reason[reason or "no reason recorded"] += count
         return dict(by_reason)
 

@@ -56,14 +56,11 @@ def declared_schedule() -> list[Periodic]:
     return [
         Periodic("flush buffer", "collectors.tasks.flush_buffer", settings.FLUSH_INTERVAL_S, "flush",
                  "Write the Redis live buffer to PostgreSQL."),
-        Periodic("fill gaps", "collectors.tasks.fill_gaps", 5, "backfill",
-                 "Fetch missing candles of open gaps from OKX REST."),
-        Periodic("drain rest needed", "collectors.tasks.drain_rest_needed", 5, "backfill",
-                 "Fetch from OKX REST the candles that closed without a confirm push."),
-        Periodic("recheck gaps", "collectors.tasks.recheck_gaps", 2, "backfill",
-                 "Check for gaps the channels that were (re)subscribed since the last run."),
-        Periodic("detect gaps", "collectors.tasks.detect_gaps", 60, "backfill",
-                 "Find missing open times of every active subscription."),
+        Periodic("repair candles", "collectors.tasks.repair_candles", 5, "backfill",
+                 "Fetch from OKX REST, in priority order, the candles that closed without a confirm push and "
+                 "the missing ones."),
+        Periodic("detect gaps", "collectors.tasks.detect_gaps", 5, "backfill",
+                 "Record the holes among the candles closed since each series' watermark."),
         Periodic("check health", "collectors.tasks.check_health", 10, "default",
                  "Mark subscriptions live/stale/error and remove collectors that stopped."),
     ]

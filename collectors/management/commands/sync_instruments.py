@@ -13,8 +13,8 @@ from candles.models import Instrument
 from collectors.instruments import instruments_sync
 from collectors.okx.messages import ProtocolError
 from collectors.okx.rest import OkxRestClient, RestError
-from collectors.pipeline.backfill import rest_stats_record
 from collectors.pipeline.connections import pipeline_keys, redis_client
+from collectors.repair.rest import rest_stats_record
 
 DEFAULT_TYPES = ["SPOT", "SWAP"]
 # OPTION is left out: OKX lists options only per instrument family.

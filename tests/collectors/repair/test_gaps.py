@@ -1,4 +1,4 @@
-"""Backfill services against the real PostgreSQL, the real Redis and the OKX simulator over real sockets."""
+"""Gap detection and filling against the real PostgreSQL, the real Redis and the OKX simulator over real sockets."""
 
 from __future__ import annotations
 
@@ -17,17 +17,13 @@ from django.utils import timezone
 from candles.bars import datetime_to_ms, ms_to_datetime
 from candles.models import Candle, Gap, GapState, Instrument, Subscription, Timeframe
 from collectors.okx.rest import RestError
-from collectors.pipeline import backfill
-from collectors.pipeline.backfill import (
-    MAX_ATTEMPTS,
-    MAX_GAP_CANDLES,
-    gap_fill,
-    gaps_detect,
-    gaps_detect_recent,
-    gaps_next,
-    rest_needed_drain,
-)
-from collectors.pipeline.keys import Keys, candle_field
+from collectors.pipeline.keys import Keys
+from collectors.repair import rest as repair_rest
+from collectors.repair.detect import DETECT_SETTLE, MAX_GAP_CANDLES, gaps_detect
+from collectors.repair.fill import GapFillResult, gap_fill
+from collectors.repair.gap_state import MAX_ATTEMPTS, RETRY_BACKOFF
+from collectors.repair.reach import PAGE_CANDLES
+from collectors.repair.schedule import gaps_next
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
 from tests.support.private_services import free_port
 
@@ -77,7 +73,7 @@ def subscribe(instrument: Instrument, bar: str, **fields) -> Subscription:
     return Subscription.objects.create(instrument=instrument, timeframe=Timeframe.objects.get(code=bar), **fields)
 
 
-def fill(sim: ThreadedSimulator, keys: Keys, redis, gap: Gap | int, **kwargs) -> backfill.GapFillResult:
+def fill(sim: ThreadedSimulator, keys: Keys, redis, gap: Gap | int, **kwargs) -> GapFillResult:
     gap_id = gap if isinstance(gap, int) else gap.pk
     return gap_fill(gap_id=gap_id, rest_url=sim.rest_url, redis=redis, keys=keys, **kwargs)
 
@@ -135,7 +131,7 @@ def test_a_new_subscription_is_backfilled_exactly_from_backfill_from(sim, keys, 
     spec = sub.timeframe.spec
     assert start_ms == spec.ceil(datetime_to_ms(backfill_from))
     # The newest candle that had closed 15 s before `now`: never the open one, nor one still in the buffer.
-    assert end_ms == spec.floor(datetime_to_ms(now) - 15_000) - spec.length_ms
+    assert end_ms == spec.last_closed(datetime_to_ms(now - DETECT_SETTLE))
     results = [fill(sim, keys, redis, gap) for gap in gaps]
     assert [r.state for r in results] == [GapState.FILLED] * len(gaps)
     assert sum(r.written for r in results) == sum(g.missing for g in gaps)
@@ -198,7 +194,7 @@ def test_a_gap_rest_keeps_answering_without_candles_is_retried_then_unfillable(s
     assert gap.reason == f"REST returned no data for 10 candles (attempt 1 of {MAX_ATTEMPTS})"
     # A failed gap waits out its backoff before it is picked again.
     assert gap.pk not in gaps_next(limit=10)
-    assert gap.pk in gaps_next(limit=10, now=timezone.now() + backfill.RETRY_BACKOFF)
+    assert gap.pk in gaps_next(limit=10, now=timezone.now() + RETRY_BACKOFF)
 
     Gap.objects.filter(pk=gap.pk).update(attempts=MAX_ATTEMPTS - 1)
     last = fill(sim, keys, redis, gap)
@@ -250,7 +246,7 @@ def test_two_workers_filling_one_gap_fill_it_once(sim, keys, redis, instruments,
     sub = subscribe(instruments["SOL-USDT"], "1m", backfill_from=timezone.now() - timedelta(hours=3))
     (gap,) = gaps_detect(subscription_id=sub.pk)
     barrier = threading.Barrier(2)
-    results: list[backfill.GapFillResult] = []
+    results: list[GapFillResult] = []
 
     def worker() -> None:
         try:
@@ -308,7 +304,7 @@ def test_429_bursts_still_end_filled(sim, keys, redis, instruments, listing):
 
 @pytest.mark.django_db
 def test_a_transient_failure_leaves_the_gap_open_and_raises(sim, keys, redis, instruments, monkeypatch):
-    monkeypatch.setattr(backfill, "REST_MAX_RETRIES", 0)
+    monkeypatch.setattr(repair_rest, "REST_MAX_RETRIES", 0)
     sub = subscribe(instruments["BTC-USDT"], "1H", backfill_from=timezone.now() - timedelta(hours=12))
     (gap,) = gaps_detect(subscription_id=sub.pk)
     sim.simulator.rest_429(1)
@@ -373,8 +369,9 @@ def test_1s_history_past_okx_retention_is_unfillable_and_the_rest_is_split_into_
     assert (datetime_to_ms(old.start), datetime_to_ms(old.end)) == (first_ms, retention_ms - 1000)
     assert old.missing == (retention_ms - first_ms) // 1000
     assert {g.state for g in recent} == {GapState.OPEN}
-    assert [g.missing for g in recent][:2] == [MAX_GAP_CANDLES, MAX_GAP_CANDLES]
-    assert len(recent) == -(-sum(g.missing for g in recent) // MAX_GAP_CANDLES)
+    page = PAGE_CANDLES["history"]  # 1s candles come from /history-candles only
+    assert [g.missing for g in recent][:2] == [page, page]
+    assert len(recent) == -(-sum(g.missing for g in recent) // page)
     # Contiguous, without overlap, up to `end`.
     assert datetime_to_ms(recent[0].start) == retention_ms
     for before, after in itertools.pairwise(recent):
@@ -430,240 +427,12 @@ def test_concurrent_detections_record_a_gap_once(instrument):
     assert sorted(found) == [0, 0, recorded]
 
 
-@pytest.mark.django_db
-def test_recent_detection_covers_every_active_subscription_and_history_once(instrument, stored_candles, tf):
-    now = timezone.now()
-    xrp = instrument("XRP-USDT", listed_at=now - timedelta(days=30))
-    live = subscribe(xrp, "1m")
-    paused = subscribe(xrp, "1H", is_active=False)
-    history = subscribe(xrp, "15m", backfill_from=now - timedelta(days=2))
-    # The collector wrote a live candle before detection first ran: the history is still detected.
-    stored_candles(xrp, "15m", [tf("15m").spec.floor(datetime_to_ms(now)) - 60 * MINUTE])
-
-    assert gaps_detect_recent(now=now) == 3  # the 1m window, and the 15m history on both sides of its candle
-
-    recent_start = tf("1m").spec.ceil(datetime_to_ms(now - timedelta(hours=6)))
-    (gap,) = live.gaps.all()
-    assert datetime_to_ms(gap.start) == recent_start
-    assert paused.gaps.count() == 0
-    assert min(g.start for g in history.gaps.all()) == ms_to_datetime(tf("15m").spec.ceil(
-        datetime_to_ms(now - timedelta(days=2))))
-    assert gaps_detect_recent(now=now) == 0
-
-
-def recent_window(spec, now: datetime) -> list[int]:
-    """Every open time of the recent window `gaps_detect` looks at (BACKFILL_RECENT_HOURS, closed and settled)."""
-    start = spec.ceil(datetime_to_ms(now - timedelta(hours=6)))
-    end = spec.floor(datetime_to_ms(now - backfill.DETECT_SETTLE)) - spec.length_ms
-    return list(range(start, end + 1, spec.length_ms))
-
-
-@pytest.mark.django_db
-def test_complete_subscriptions_cost_recent_detection_no_query_of_their_own(instrument, stored_candles, tf,
-                                                                           django_assert_max_num_queries, settings):
-    settings.BACKFILL_RECENT_HOURS = 6
-    now = timezone.now()
-    window = recent_window(tf("1m").spec, now)
-    complete = [subscribe(instrument(f"C{i}-USDT", listed_at=now - timedelta(days=3)), "1m") for i in range(8)]
-    for sub in complete:
-        stored_candles(sub.instrument, "1m", window)
-
-    with django_assert_max_num_queries(4):  # timeframes, the complete set, the subscription list
-        assert gaps_detect_recent(now=now) == 0
-    assert Gap.objects.count() == 0
-
-
-@pytest.mark.django_db
-def test_bars_longer_than_the_recent_window_are_settled_by_their_last_closed_candle(
-        instrument, stored_candles, tf, settings, full_detections):
-    settings.BACKFILL_RECENT_HOURS = 6
-    now = timezone.now()
-    spec = tf("1D").spec
-    last_closed = spec.floor(datetime_to_ms(now - backfill.DETECT_SETTLE)) - DAY
-    current, behind = (subscribe(instrument(name, listed_at=now - timedelta(days=30)), "1D")
-                       for name in ("D-USDT", "B-USDT"))
-    stored_candles(current.instrument, "1D", [last_closed - DAY, last_closed])
-    stored_candles(behind.instrument, "1D", [last_closed - 3 * DAY])  # its collector stopped days ago
-
-
-    assert gaps_detect_recent(now=now) == 1
-
-    assert full_detections == [behind.pk]
-    assert current.gaps.count() == 0
-    assert [(datetime_to_ms(g.start), g.missing) for g in behind.gaps.all()] == [(last_closed - 2 * DAY, 3)]
-
-
-@pytest.mark.django_db
-def test_a_hole_or_an_unconfirmed_candle_sends_a_subscription_down_the_full_detection(instrument, stored_candles,
-                                                                                     tf, settings):
-    settings.BACKFILL_RECENT_HOURS = 6
-    now = timezone.now()
-    window = recent_window(tf("1m").spec, now)
-    holed, unconfirmed, history = (
-        subscribe(instrument(name, listed_at=now - timedelta(days=3)), "1m",
-                  backfill_from=(now - timedelta(days=1)) if name == "H-USDT" else None)
-        for name in ("A-USDT", "U-USDT", "H-USDT"))
-    stored_candles(holed.instrument, "1m", window[:100] + window[101:])
-    stored_candles(unconfirmed.instrument, "1m", window[:-1])
-    stored_candles(unconfirmed.instrument, "1m", window[-1:], confirmed=False)
-    stored_candles(history.instrument, "1m", window)  # complete now, but its day of history is not recorded
-
-    assert gaps_detect_recent(now=now) == 3
-    assert [(g.start, g.missing) for g in holed.gaps.all()] == [(ms_to_datetime(window[100]), 1)]
-    assert [(g.start, g.missing) for g in unconfirmed.gaps.all()] == [(ms_to_datetime(window[-1]), 1)]
-    assert history.gaps.get().end < ms_to_datetime(window[0])
-
-
-@pytest.mark.django_db
-def test_an_outage_longer_than_the_recent_window_is_found_from_the_newest_stored_candle(instrument, stored_candles,
-                                                                                      tf):
-    now = timezone.now()
-    sub = subscribe(instrument("XRP-USDT", listed_at=now - timedelta(days=30)), "1H")
-    spec = tf("1H").spec
-    last_seen = spec.floor(datetime_to_ms(now)) - 48 * HOUR  # the collector stopped two days ago
-    stored_candles(sub.instrument, "1H", [last_seen - HOUR, last_seen])
-
-    (gap,) = gaps_detect(subscription_id=sub.pk, now=now)
-
-    assert datetime_to_ms(gap.start) == last_seen + HOUR
-    assert datetime_to_ms(gap.end) == spec.floor(datetime_to_ms(now) - 15_000) - HOUR
-
-
-@pytest.mark.django_db
-def test_gaps_next_puts_recent_gaps_first(instrument):
-    now = timezone.now()
-    xrp = instrument("XRP-USDT")
-    sub, other = subscribe(xrp, "1m"), subscribe(xrp, "1H")
-    inactive = subscribe(instrument("ADA-USDT"), "1m", is_active=False)
-
-    def gap(subscription: Subscription, hours_ago: int, **fields) -> Gap:
-        end = now - timedelta(hours=hours_ago)
-        return Gap.objects.create(subscription=subscription, start=end - timedelta(minutes=30), end=end, **fields)
-
-    deep = gap(sub, 24 * 40)
-    recent = gap(sub, 1)
-    middle = gap(other, 5)
-    retried = gap(other, 2, attempts=1)
-    Gap.objects.filter(pk=retried.pk).update(updated_at=now - timedelta(hours=1))
-    gap(sub, 3, attempts=2)  # failed a moment ago: waits out its backoff
-    gap(sub, 4, state=GapState.FILLED)
-    gap(sub, 6, state=GapState.UNFILLABLE)
-    gap(sub, 7, state=GapState.FILLING)  # a live worker has it
-    gap(inactive, 0)
-
-    assert gaps_next(limit=10, now=now) == [recent.pk, retried.pk, middle.pk, deep.pk]
-    assert gaps_next(limit=2, now=now) == [recent.pk, retried.pk]
-
-
-@pytest.mark.django_db
-def test_recent_gaps_of_different_bars_take_turns_and_history_waits(instrument):
-    now = timezone.now()
-    btc = instrument("BTC-USDT")
-    seconds, minutes = subscribe(btc, "1s"), subscribe(btc, "1m")
-
-    def gap(subscription: Subscription, ago: timedelta) -> Gap:
-        return Gap.objects.create(subscription=subscription, start=now - ago, end=now - ago)
-
-    # A collector restarted: ten 1s holes, all newer than the 1m candle that closed during the outage.
-    second_holes = [gap(seconds, timedelta(seconds=ago)) for ago in range(5, 15)]
-    closed_minute = gap(minutes, timedelta(seconds=60))
-    old_seconds = gap(seconds, backfill.TAKE_TURNS_WITHIN + timedelta(hours=1))
-    old_minutes = gap(minutes, backfill.TAKE_TURNS_WITHIN + timedelta(hours=2))
-
-    assert gaps_next(limit=20, now=now) == [
-        second_holes[0].pk, closed_minute.pk, *(hole.pk for hole in second_holes[1:]), old_seconds.pk, old_minutes.pk,
-    ]
-    assert closed_minute.pk in gaps_next(limit=2, now=now)
-
-
-# --- candles closed without a confirm push --------------------------------------------------------------
-
-
-@pytest.mark.django_db
-def test_rest_needed_drain_writes_the_queued_candles_and_keeps_what_rest_lacks(sim, keys, redis, instruments, tf,
-                                                                              stored_candles):
-    now = timezone.now()
-    now_ms = datetime_to_ms(now)
-    minute = tf("1m").spec.floor(now_ms)
-    hour = tf("1H").spec.floor(now_ms)
-    btc_minutes = [minute - 10 * MINUTE, minute - 9 * MINUTE, minute - 8 * MINUTE, minute - 500 * MINUTE]
-    eth_hour = hour - 3 * HOUR
-    sol_minute = minute - 2 * MINUTE
-    day = tf("1D").spec.floor(now_ms)
-    before_listing = sim.simulator.market.list_time_ms - DAY
-    # The collector stored SOL's candle as its last unconfirmed push: REST is the referee.
-    stored_candles(instruments["SOL-USDT"], "1m", [sol_minute], confirmed=False, version=1)
-    waiting = [candle_field("BTC-USDT", "1m", minute), candle_field("ETH-USDT", "1D", day)]  # still open
-    queued = [
-        *(candle_field("BTC-USDT", "1m", ms) for ms in btc_minutes),
-        candle_field("ETH-USDT", "1H", eth_hour),
-        candle_field("SOL-USDT", "1m", sol_minute),
-        candle_field("SOL-USDT", "1m", before_listing),  # REST never will have it: given up, not kept forever
-        "not a member",
-        *waiting,
-    ]
-    redis.sadd(keys.rest_needed, *queued)
-
-    written = rest_needed_drain(redis=redis, keys=keys, rest_url=sim.rest_url, now=now)
-
-    assert written == 6
-    assert sorted(m.decode() for m in redis.smembers(keys.rest_needed)) == sorted(waiting)
-    market = sim.simulator.market
-    for inst_id, bar, ms in [*(("BTC-USDT", "1m", ms) for ms in btc_minutes), ("ETH-USDT", "1H", eth_hour),
-                             ("SOL-USDT", "1m", sol_minute)]:
-        candle = Candle.objects.get(instrument__inst_id=inst_id, timeframe__code=bar, open_time=ms_to_datetime(ms))
-        truth = market.truth(inst_id, bar, ms)
-        assert [str(v) for v in (candle.open, candle.high, candle.low, candle.close, candle.vol, candle.vol_ccy,
-                                 candle.vol_ccy_quote)] == truth[1:8]
-        assert (candle.confirmed, candle.source) == (True, "rest")
-    # Only the queued candles were written, not their neighbours in the same REST page.
-    assert Candle.objects.filter(instrument__inst_id="BTC-USDT").count() == 4
-
-    # By a clock that says the day has closed, while REST still serves it as the open candle: it stays queued.
-    redis.srem(keys.rest_needed, waiting[0])
-    later = rest_needed_drain(redis=redis, keys=keys, rest_url=sim.rest_url, now=ms_to_datetime(day + DAY + MINUTE))
-    assert later == 0
-    assert [m.decode() for m in redis.smembers(keys.rest_needed)] == [waiting[1]]
-
-
-@pytest.mark.django_db
-def test_a_drain_fetches_a_bounded_number_of_ranges_most_recent_first(sim, keys, redis, instruments, tf,
-                                                                      monkeypatch):
-    monkeypatch.setattr(backfill, "DRAIN_MAX_REQUESTS", 2)
-    now = timezone.now()
-    minute = tf("1m").spec.floor(datetime_to_ms(now))
-    # Three series, one REST range each; BTC's candle is the oldest.
-    queued = {inst_id: candle_field(inst_id, "1m", minute - age * MINUTE)
-              for inst_id, age in (("BTC-USDT", 30), ("ETH-USDT", 3), ("SOL-USDT", 2))}
-    redis.sadd(keys.rest_needed, *queued.values())
-
-    assert rest_needed_drain(redis=redis, keys=keys, rest_url=sim.rest_url, now=now) == 2
-
-    assert [m.decode() for m in redis.smembers(keys.rest_needed)] == [queued["BTC-USDT"]]
-    assert rest_needed_drain(redis=redis, keys=keys, rest_url=sim.rest_url, now=now) == 1
-    assert redis.smembers(keys.rest_needed) == set()
-
-
-@pytest.mark.django_db
-def test_a_drain_while_another_runs_is_skipped_and_takes_nothing(sim, keys, redis, instruments, tf):
-    member = candle_field("BTC-USDT", "1m", tf("1m").spec.floor(datetime_to_ms(timezone.now())) - 5 * MINUTE)
-    redis.sadd(keys.rest_needed, member)
-    redis.set(f"{keys.prefix}lock:drain", "another worker", px=60_000)
-
-    assert rest_needed_drain(redis=redis, keys=keys, rest_url=sim.rest_url) == 0
-
-    assert [m.decode() for m in redis.smembers(keys.rest_needed)] == [member]
-    assert not Candle.objects.exists()
-
-
-@pytest.mark.django_db
-def test_rest_needed_drain_with_an_empty_queue_does_nothing(keys, redis):
-    assert rest_needed_drain(redis=redis, keys=keys, rest_url="http://127.0.0.1:9") == 0
+# --- the REST counters ----------------------------------------------------------------------------------
 
 
 def test_a_rest_clients_tallies_from_elsewhere_add_to_the_shared_counters(keys, redis):
-    backfill.rest_stats_record(redis=redis, keys=keys, stats={"requests": 3, "retries": 1, "rate_limited": 1})
-    backfill.rest_stats_record(redis=redis, keys=keys, stats={"requests": 2, "retries": 0, "rate_limited": 0})
+    repair_rest.rest_stats_record(redis=redis, keys=keys, stats={"requests": 3, "retries": 1, "rate_limited": 1})
+    repair_rest.rest_stats_record(redis=redis, keys=keys, stats={"requests": 2, "retries": 0, "rate_limited": 0})
 
     assert counters(redis, keys) == {"rest_requests": 5, "rest_retries": 1, "rest_rate_limited": 1}
 
@@ -671,6 +440,6 @@ def test_a_rest_clients_tallies_from_elsewhere_add_to_the_shared_counters(keys, 
 def test_rest_tallies_that_cannot_be_recorded_do_not_fail_the_caller(keys, caplog):
     down = redis_lib.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
 
-    backfill.rest_stats_record(redis=down, keys=keys, stats={"requests": 1})
+    repair_rest.rest_stats_record(redis=down, keys=keys, stats={"requests": 1})
 
     assert "REST counters {'rest_requests': 1} not recorded" in caplog.text

@@ -1,0 +1,151 @@
+"""Closed candles stored without their confirm push: the first thing the repair scheduler spends REST on.
+
+OKX does not promise a confirm push. The collector stores the last version it saw, unconfirmed; once a later
+candle opens, that version is final only when REST says so. The queue of such candles is the database itself:
+a partial index (`candle_unconfirmed_idx`) holds only unconfirmed rows, so reading the queue costs its length
+(plus the open candle of each series), never a pass over the stored candles. Nothing is lost when Redis or
+a collector is: the rows are there.
+
+Candles REST did not have yet (its caches lag) wait RETRY_AFTER in a Redis sorted set before they are asked
+for again; those still unconfirmed GIVE_UP_AFTER after their close are left as stored.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connection
+
+from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
+from candles.models import RepairPriority, Timeframe
+from collectors.pipeline.keys import Keys, candle_field
+from collectors.repair.reach import PAGE_CANDLES, lane_for, rest_serves
+
+# The flush writes a confirm push about a second after it arrived: until then the candle looks unconfirmed.
+CONFIRM_SETTLE = timedelta(seconds=3)
+GIVE_UP_AFTER = timedelta(hours=24)
+RETRY_AFTER = timedelta(seconds=20)
+# Candles read per bar and run, the newest first: more than a run can repair at OKX's pace.
+READ_LIMIT = 20_000
+
+# Newest first, through the partial index of unconfirmed rows; only series someone collects.
+_UNCONFIRMED = """
+SELECT c.instrument_id, i.inst_id, c.open_time
+FROM candles_candle c JOIN candles_instrument i ON i.id = c.instrument_id
+WHERE c.timeframe_id = %(timeframe)s AND NOT c.confirmed
+  AND c.open_time >= %(since)s AND c.open_time <= %(last)s
+  AND EXISTS (SELECT 1 FROM candles_subscription s
+              WHERE s.instrument_id = c.instrument_id AND s.timeframe_id = c.timeframe_id AND s.is_active)
+ORDER BY c.open_time DESC
+LIMIT %(limit)s
+"""
+
+_UNCONFIRMED_COUNT = """
+SELECT count(*)
+FROM candles_candle c
+WHERE c.timeframe_id = %(timeframe)s AND NOT c.confirmed
+  AND c.open_time >= %(since)s AND c.open_time <= %(last)s
+  AND EXISTS (SELECT 1 FROM candles_subscription s
+              WHERE s.instrument_id = c.instrument_id AND s.timeframe_id = c.timeframe_id AND s.is_active)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """One REST request's worth of repair: a range of one series, and why."""
+
+    priority: int
+    lane: str
+    newest_ms: int  # the newest open time it repairs: the order within a priority
+    inst_id: str
+    bar: str
+    start_ms: int
+    end_ms: int
+    wanted: tuple[int, ...] = ()  # a confirm unit's open times; empty for a gap
+    gap_id: int | None = None
+    missing: int = 0  # candles it repairs
+
+    @property
+    def order(self) -> tuple[int, int]:
+        return (self.priority, -self.newest_ms)
+
+
+@dataclass
+class ConfirmBacklog:
+    units: list[Unit] = field(default_factory=list)
+    candles: int = 0
+
+
+def _window(timeframe: Timeframe, now: datetime) -> tuple[datetime, datetime]:
+    spec = timeframe.spec
+    last = spec.last_closed(datetime_to_ms(now - CONFIRM_SETTLE))
+    return now - GIVE_UP_AFTER, ms_to_datetime(last)
+
+
+def confirm_backlog(*, now: datetime, redis: Any, keys: Keys) -> ConfirmBacklog:
+    """Every closed unconfirmed candle of an active series as page-sized units, newest first per series, and how
+    many there are. Candles waiting out RETRY_AFTER are counted but not handed out."""
+    waiting = _waiting(redis, keys)
+    backlog = ConfirmBacklog()
+    now_ms = datetime_to_ms(now)
+    for timeframe in Timeframe.objects.all():
+        if not rest_serves(timeframe):
+            continue
+        since, last = _window(timeframe, now)
+        params = {"timeframe": timeframe.pk, "since": since, "last": last, "limit": READ_LIMIT}
+        with connection.cursor() as cursor:
+            cursor.execute(_UNCONFIRMED, params)
+            rows = cursor.fetchall()
+            if len(rows) < READ_LIMIT:
+                backlog.candles += len(rows)
+            else:
+                cursor.execute(_UNCONFIRMED_COUNT, params)
+                backlog.candles += cursor.fetchone()[0]
+        by_series: dict[str, list[int]] = {}
+        for _, inst_id, open_time in rows:
+            open_ms = datetime_to_ms(open_time)
+            if candle_field(inst_id, timeframe.code, open_ms) not in waiting:
+                by_series.setdefault(inst_id, []).append(open_ms)
+        spec = timeframe.spec
+        for inst_id, open_times in by_series.items():
+            backlog.units.extend(confirm_units(spec, inst_id, open_times, now_ms))
+    backlog.units.sort(key=lambda unit: unit.order)
+    return backlog
+
+
+def confirm_units(spec: BarSpec, inst_id: str, open_times: Sequence[int], now_ms: int) -> Iterator[Unit]:
+    """The open times of one series grouped into REST pages, the newest first: a request ending at the newest
+    candle repairs every other one within a page below it."""
+    pending = sorted(set(open_times), reverse=True)
+    while pending:
+        newest = pending[0]
+        lane = lane_for(spec, spec.advance(newest, -(PAGE_CANDLES["history"] - 1)), now_ms)
+        size = PAGE_CANDLES[lane]
+        lowest = spec.advance(newest, -(size - 1))
+        group = [ms for ms in pending if ms >= lowest]
+        pending = pending[len(group):]
+        yield Unit(RepairPriority.CONFIRM, lane, newest, inst_id, spec.code, group[-1], newest,
+                   wanted=tuple(sorted(group)), missing=len(group))
+
+
+def _waiting(redis: Any, keys: Keys) -> set[str]:
+    """Candles REST lacked at their last request, still within RETRY_AFTER of it."""
+    now_s = time.time()
+    key = keys.repair_retry
+    pipe = redis.pipeline(transaction=False)
+    pipe.zremrangebyscore(key, "-inf", now_s)
+    pipe.zrange(key, 0, -1)
+    _, members = pipe.execute()
+    return {m.decode() if isinstance(m, bytes) else m for m in members}
+
+
+def confirms_retry_later(*, redis: Any, keys: Keys, inst_id: str, bar: str, open_times: Sequence[int]) -> None:
+    """Park candles REST did not return confirmed, so the next runs spend the budget elsewhere first."""
+    if not open_times:
+        return
+    until = time.time() + RETRY_AFTER.total_seconds()
+    redis.zadd(keys.repair_retry, {candle_field(inst_id, bar, ms): until for ms in open_times})

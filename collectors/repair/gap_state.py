@@ -1,0 +1,112 @@
+"""Every change of a gap's state, in one place: record, claim, finish, reopen.
+
+    open ──claim──▶ filling ──finish──▶ filled | unfillable
+      ▲                │
+      └────reopen──────┘  (a failed attempt, retried after a backoff)
+
+Concurrency without locks: a conditional UPDATE claims a gap (whoever updates the row owns it), and a
+finish applies only while the worker still owns it (state `filling` and its attempt number).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from candles.bars import BarSpec, ms_to_datetime
+from candles.models import Gap, GapState, RepairPriority, Subscription
+from collectors.repair.reach import Range
+
+logger = logging.getLogger(__name__)
+
+# After this many fills that left candles missing (REST answered, just without them), a gap is unfillable.
+MAX_ATTEMPTS = 5
+# A failed attempt is retried after RETRY_BACKOFF × 2^(attempts − 1), so a lagging REST cache gets time.
+RETRY_BACKOFF = timedelta(seconds=30)
+# A gap still `filling` after this long belongs to a worker that died, or to a fill that could not hand it back
+# (the database was down when it failed); another may claim it. A fill is one or a few REST pages, so this is
+# well above one; should a fill outlast it anyway, the second claim raises the attempt number, the first
+# fill's settling is refused, and both wrote the same rows through the version rule.
+FILLING_STALE_AFTER = timedelta(seconds=90)
+
+
+def gap_record(subscription: Subscription, spec: BarSpec, rng: Range, *, priority: int) -> Gap | None:
+    """A new gap for `rng` (unfillable at once when it carries a reason); None if an unfinished one starts there."""
+    state = GapState.UNFILLABLE if rng.reason else GapState.OPEN
+    try:
+        # A savepoint: a lost race on the unique (subscription, start) of unfinished gaps must not abort
+        # the caller's transaction.
+        with transaction.atomic():
+            return Gap.objects.create(
+                subscription=subscription, start=ms_to_datetime(rng.start_ms), end=ms_to_datetime(rng.end_ms),
+                missing=spec.count(rng.start_ms, rng.end_ms), state=state, reason=rng.reason or "",
+                priority=priority,
+            )
+    except IntegrityError:
+        logger.info("subscription %s: an unfinished gap from %s exists already", subscription.pk, rng.fmt())
+        return None
+
+
+def gap_claim(gap_id: int) -> Gap | None:
+    """Take an open gap (or one whose filler died) for this worker; None when another owns it or it is done."""
+    moment = timezone.now()  # updated_at is wall-clock time; staleness is judged on the same clock
+    claimable = Q(state=GapState.OPEN) | Q(state=GapState.FILLING, updated_at__lt=moment - FILLING_STALE_AFTER)
+    claimed = Gap.objects.filter(claimable, pk=gap_id).update(
+        state=GapState.FILLING, attempts=F("attempts") + 1, updated_at=moment
+    )
+    if not claimed:
+        return None
+    return Gap.objects.select_related("subscription__instrument", "subscription__timeframe").get(pk=gap_id)
+
+
+def gap_finish(gap: Gap, **fields: Any) -> bool:
+    """Update the gap if this worker still owns it (state filling, its attempt number)."""
+    fields.setdefault("updated_at", timezone.now())
+    owned = Gap.objects.filter(pk=gap.pk, state=GapState.FILLING, attempts=gap.attempts).update(**fields)
+    if not owned:
+        logger.warning("gap %s: claimed by another worker while this one filled it; leaving it to that one", gap.pk)
+    return bool(owned)
+
+
+def gap_narrow_and_finish(gap: Gap, span: Range, missing: int, **fields: Any) -> bool:
+    """Finish the gap with its bounds shrunk to what is still missing (the rest is filled or recorded apart)."""
+    bounds = {"start": ms_to_datetime(span.start_ms), "end": ms_to_datetime(span.end_ms), "missing": missing}
+    try:
+        with transaction.atomic():
+            return gap_finish(gap, **bounds, **fields)
+    except IntegrityError:
+        # Another unfinished gap starts there (only after a detection race): keep the bounds, lose nothing.
+        return gap_finish(gap, missing=missing, **fields)
+
+
+def gap_reopen(gap: Gap, label: str, error: Exception) -> None:
+    """Hand the gap back for a retry after the backoff; only if that fails too does it wait for the stale timeout.
+
+    The failure may have been the database itself (a restart under a long fill): the connection it left behind
+    is dead, so the update gets one fresh connection before giving up.
+    """
+    reason = f"attempt {gap.attempts} failed: {error}"[:2000]
+    for last_try in (False, True):
+        try:
+            gap_finish(gap, state=GapState.OPEN, reason=reason)
+            break
+        except (OperationalError, InterfaceError) as exc:
+            if last_try or connection.in_atomic_block:
+                logger.error("%s: could not hand the gap back (%s); it is retried after %s", label, exc,
+                             FILLING_STALE_AFTER)
+                return
+            connection.close()
+        except DatabaseError as exc:
+            logger.error("%s: could not hand the gap back (%s); it is retried after %s", label, exc,
+                         FILLING_STALE_AFTER)
+            return
+    logger.warning("%s: attempt %d failed, left open for a retry: %s", label, gap.attempts, error)
+
+
+__all__ = ["FILLING_STALE_AFTER", "MAX_ATTEMPTS", "RETRY_BACKOFF", "RepairPriority", "gap_claim", "gap_finish",
+           "gap_narrow_and_finish", "gap_record", "gap_reopen"]

@@ -1,0 +1,224 @@
+"""The repair scheduler: one run spends both OKX REST budgets, in priority order, one page per request.
+
+Work comes as units of one request each (`confirms.Unit`): closed candles whose confirm push never came
+(newest first), then unfinished gaps by priority (outages, requested history, old holes; the most recent
+first within each). Each unit belongs to the endpoint that serves it: `1s` and anything older than the latest
+1,440 candles to /history-candles (10 requests/s), the rest to /candles (20 requests/s). Each endpoint has a
+lane of worker threads taking units in order; the Redis-shared rate limiter sets the pace, so every worker of
+every host together stays inside OKX's budgets and gets no 429.
+
+One run at a time (a Redis lock); a run ends at its deadline, and the next one starts again from the top of
+the order. Safe to run twice: gaps are claimed atomically, a confirm repair is a rewrite of the same candle
+through the version rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.utils import timezone
+
+from candles.bars import datetime_to_ms
+from candles.models import RepairPriority
+from candles.storage import candles_upsert
+from collectors.okx.rest import RECENT_CANDLES, RECENT_MARGIN, PermanentError
+from collectors.pipeline.buffer import receipt_version
+from collectors.pipeline.connections import pipeline_keys, redis_client
+from collectors.pipeline.keys import Keys
+from collectors.pipeline.locks import RedisLock
+from collectors.repair.confirms import Unit, confirm_backlog, confirms_retry_later
+from collectors.repair.fill import OnWritten, gap_fill, notify_written
+from collectors.repair.gap_state import FILLING_STALE_AFTER, RETRY_BACKOFF
+from collectors.repair.reach import CANDLES_LANE, HISTORY_LANE
+from collectors.repair.report import BUDGET_PER_S, gap_backlog, repair_report_write
+from collectors.repair.rest import dead_letter_rejected, rest_rows, shared_rest_client
+
+logger = logging.getLogger(__name__)
+
+LANES = (CANDLES_LANE, HISTORY_LANE)
+# Requests in flight per lane: enough to keep a budget busy through each request's latency (OKX answers in
+# tens of milliseconds; 20 requests/s at 100 ms each need two).
+WORKERS_PER_LANE = 3
+# Units handed to a lane per run beyond what its budget can serve in the run: a spare for skipped ones.
+SPARE_UNITS = 20
+
+# Unfinished gaps of active series whose turn it is, in the scheduler's order, for one endpoint's lane:
+# open ones that never failed or waited out their backoff, and `filling` ones whose worker died.
+_DUE_GAPS = """
+SELECT g.id, g.priority, g.start, g."end", g.missing, i.inst_id, t.code
+FROM candles_gap g
+JOIN candles_subscription s ON s.id = g.subscription_id
+JOIN candles_instrument i ON i.id = s.instrument_id
+JOIN candles_timeframe t ON t.id = s.timeframe_id
+WHERE g.state IN ('open', 'filling') AND s.is_active
+  AND ((g.state = 'open' AND (g.attempts = 0
+            OR g.updated_at < %(now)s - %(backoff)s * power(2, least(g.attempts, 12) - 1) * interval '1 second'))
+       OR (g.state = 'filling' AND g.updated_at < %(stale)s))
+  AND (t.code = '1s' OR (t.months = 0 AND g.start < %(now)s - %(recent)s * t.seconds * interval '1 second'))
+      = %(history)s
+ORDER BY g.priority, g."end" DESC, g.id DESC
+LIMIT %(limit)s
+"""
+
+
+def gaps_due(*, lane: str, limit: int, now: datetime) -> list[Unit]:
+    """The next `limit` gaps of one lane, in priority order, as units."""
+    params = {"now": now, "backoff": RETRY_BACKOFF.total_seconds(), "stale": now - FILLING_STALE_AFTER,
+              "recent": RECENT_CANDLES - RECENT_MARGIN, "history": lane == HISTORY_LANE, "limit": limit}
+    with connection.cursor() as cursor:
+        cursor.execute(_DUE_GAPS, params)
+        rows = cursor.fetchall()
+    return [Unit(priority, lane, datetime_to_ms(end), inst_id, bar, datetime_to_ms(start), datetime_to_ms(end),
+                 gap_id=gap_id, missing=missing)
+            for gap_id, priority, start, end, missing, inst_id, bar in rows]
+
+
+def gaps_next(*, limit: int, now: datetime | None = None) -> list[int]:
+    """Ids of the gaps due now, both lanes together, in priority order (for operators' tools)."""
+    now = now or timezone.now()
+    units = [unit for lane in LANES for unit in gaps_due(lane=lane, limit=limit, now=now)]
+    return [unit.gap_id for unit in sorted(units, key=lambda u: (u.priority, -u.newest_ms, -(u.gap_id or 0)))][:limit]
+
+
+@dataclass
+class RepairRunResult:
+    skipped: bool = False
+    units: int = 0
+    repaired: Counter = field(default_factory=Counter)  # candles written, by priority
+    requests: Counter = field(default_factory=Counter)  # REST requests, by lane
+    failures: int = 0
+    report: dict[str, Any] | None = None
+
+
+def repair_run(
+    *,
+    budget_s: float,
+    now: datetime | None = None,
+    rest_url: str | None = None,
+    redis: Any = None,
+    keys: Keys | None = None,
+    on_written: OnWritten | None = None,
+    workers_per_lane: int = WORKERS_PER_LANE,
+) -> RepairRunResult:
+    """Repair for up to `budget_s` seconds, highest priority first; write the backlog report. Skipped (at once)
+    while another run holds the lock."""
+    redis = redis if redis is not None else redis_client()
+    keys = keys or pipeline_keys()
+    lock = RedisLock(redis, keys.repair_lock, int((budget_s + 60) * 1000))
+    if not lock.acquire():
+        logger.info("repair: another run is under way; skipped")
+        return RepairRunResult(skipped=True)
+    try:
+        return _run(budget_s=budget_s, now=now or timezone.now(), rest_url=rest_url or settings.OKX_REST_URL,
+                    redis=redis, keys=keys, on_written=on_written, workers=workers_per_lane)
+    finally:
+        lock.release()
+
+
+def _run(*, budget_s: float, now: datetime, rest_url: str, redis: Any, keys: Keys, on_written: OnWritten | None,
+         workers: int) -> RepairRunResult:
+    deadline = time.monotonic() + budget_s
+    confirms = confirm_backlog(now=now, redis=redis, keys=keys)
+    queues: dict[str, deque[Unit]] = {lane: deque() for lane in LANES}
+    for unit in confirms.units:
+        queues[unit.lane].append(unit)
+    for lane, queue in queues.items():
+        room = int(BUDGET_PER_S[lane] * budget_s) + SPARE_UNITS - len(queue)
+        if room > 0:
+            queue.extend(gaps_due(lane=lane, limit=room, now=now))
+
+    result = RepairRunResult()
+    tally = threading.Lock()
+
+    def record(priority: int, repaired: int, failed: bool) -> None:
+        with tally:
+            result.units += 1
+            result.repaired[priority] += repaired
+            result.failures += failed
+
+    threads = [
+        threading.Thread(target=_lane_worker, name=f"repair-{lane}-{n}", daemon=True,
+                         args=(queue, deadline, rest_url, redis, keys, on_written, record, result.requests, lane))
+        for lane, queue in queues.items() if queue
+        for n in range(min(workers, len(queue)))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    confirm_left = max(0, confirms.candles - result.repaired[RepairPriority.CONFIRM])
+    try:
+        result.report = repair_report_write(
+            redis=redis, keys=keys, confirm_candles=confirm_left,
+            confirm_units=sum(1 for q in queues.values() for u in q if u.priority == RepairPriority.CONFIRM),
+            gaps=gap_backlog(), repaired=dict(result.repaired), requests=dict(result.requests),
+        )
+    except Exception:
+        logger.exception("repair report not written")
+    if result.units:
+        logger.info("repair: %d units, %s candles repaired, requests %s, %d failed", result.units,
+                    dict(result.repaired), dict(result.requests), result.failures)
+    return result
+
+
+def _lane_worker(queue: deque[Unit], deadline: float, rest_url: str, redis: Any, keys: Keys,
+                 on_written: OnWritten | None, record: Callable[[int, int, bool], None], requests: Counter,
+                 lane: str) -> None:
+    """Take units of one lane in order until the deadline, through one client on this thread's event loop."""
+    runner = asyncio.Runner()
+    context = shared_rest_client(rest_url, keys)
+    try:
+        client = runner.run(context.__aenter__())
+        fetch = lambda inst_id, bar, start, end: runner.run(client.candle_range(inst_id, bar, start, end))  # noqa: E731
+        while time.monotonic() < deadline:
+            try:
+                unit = queue.popleft()
+            except IndexError:
+                break
+            try:
+                repaired = _repair(unit, fetch=fetch, redis=redis, keys=keys, on_written=on_written)
+                record(unit.priority, repaired, False)
+            except Exception:
+                logger.exception("repair of %s %s %d..%d failed; it stays queued", unit.inst_id, unit.bar,
+                                 unit.start_ms, unit.end_ms)
+                record(unit.priority, 0, True)
+        requests[lane] += client.stats["requests"]
+    finally:
+        try:
+            runner.run(context.__aexit__(None, None, None))
+        finally:
+            runner.close()
+            close_old_connections()
+            connection.close()  # each thread has its own database connection
+
+
+def _repair(unit: Unit, *, fetch: Callable, redis: Any, keys: Keys, on_written: OnWritten | None) -> int:
+    """Carry out one unit; the candles it wrote."""
+    if unit.gap_id is not None:
+        return gap_fill(gap_id=unit.gap_id, fetch=fetch, redis=redis, keys=keys, on_written=on_written).written
+    try:
+        updates = fetch(unit.inst_id, unit.bar, unit.start_ms, unit.end_ms)
+    except PermanentError as exc:
+        # The instrument is gone (51001) or the request is refused: asking again at once cannot help.
+        logger.warning("repair of %s %s refused: %s", unit.inst_id, unit.bar, exc)
+        confirms_retry_later(redis=redis, keys=keys, inst_id=unit.inst_id, bar=unit.bar, open_times=unit.wanted)
+        return 0
+    wanted = set(unit.wanted)
+    rows = [row for row in rest_rows(updates, receipt_version()) if row.open_time_ms in wanted]
+    result = candles_upsert(rows=rows)
+    dead_letter_rejected(redis, keys, result)
+    notify_written(on_written, rows)
+    confirms_retry_later(redis=redis, keys=keys, inst_id=unit.inst_id, bar=unit.bar,
+                         open_times=sorted(wanted - {row.open_time_ms for row in rows}))
+    return result.written
