@@ -40,7 +40,7 @@ from collectors.repair.confirms import Unit, confirm_backlog, confirms_retry_lat
 from collectors.repair.fill import OnWritten, gap_fill, notify_written
 from collectors.repair.gap_state import FILLING_STALE_AFTER, RETRY_BACKOFF
 from collectors.repair.reach import CANDLES_LANE, HISTORY_LANE
-from collectors.repair.report import BUDGET_PER_S, gap_backlog, repair_report_write
+from collectors.repair.report import BUDGET_PER_S, PRIORITY_NAMES, gap_backlog, repair_report_write
 from collectors.repair.rest import dead_letter_rejected, rest_rows, shared_rest_client
 
 logger = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def _run(*, budget_s: float, now: datetime, rest_url: str, redis: Any, keys: Key
         logger.exception("repair report not written")
     if result.units:
         logger.info("repair: %d units, %s candles repaired, requests %s, %d failed", result.units,
-                    dict(result.repaired), dict(result.requests), result.failures)
+                    {PRIORITY_NAMES[p]: n for p, n in result.repaired.items()}, dict(result.requests), result.failures)
     return result
 
 

@@ -152,7 +152,7 @@ def test_reverifying_a_range_rewrites_what_differs_and_reports_on_the_index(staf
 def test_a_long_backfill_continues_in_new_messages_until_done(keys, eager, sim, btc, window, monkeypatch):
     start, end = window
     sub = Subscription.objects.create(instrument=btc, timeframe=Timeframe.objects.get(code="1m"))
-    monkeypatch.setattr("collectors.pipeline.backfill.MAX_GAP_CANDLES", 10)  # three gaps
+    monkeypatch.setattr("collectors.repair.detect.MAX_GAP_CANDLES", 10)  # three gaps
     monkeypatch.setattr(admin_tasks, "RUN_BUDGET_S", 0.0)  # each run fills one gap, then hands over
     runs = []
     real_apply_async = admin_tasks.fill_range_gaps.apply_async

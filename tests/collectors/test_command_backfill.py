@@ -26,8 +26,9 @@ from django.db import connection
 
 from candles.bars import datetime_to_ms, ms_to_datetime
 from candles.models import Candle, Gap, GapState, Instrument, Subscription, Timeframe
-from collectors.pipeline import backfill
-from collectors.pipeline.backfill import MAX_GAP_CANDLES
+from collectors.repair import reach
+from collectors.repair import rest as repair_rest
+from collectors.repair.detect import MAX_GAP_CANDLES
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
 from okxproject.cli import iso
 
@@ -158,8 +159,9 @@ def test_running_it_again_fetches_only_what_is_missing(okx, listing):
                            "unfillable": 0, "still missing": 0}
     start_ms, end_ms = datetime_to_ms(start), datetime_to_ms(end)
     assert stored("ETH-USDT", "1m", start_ms, end_ms) == truth(okx, "ETH-USDT", "1m", start_ms, end_ms)
-    # Three runs of missing candles, each within one or two pages of 300: no page of stored candles is asked for.
-    assert okx.simulator.stats()["rest_requests"] - requests_before <= 6
+    # Three runs of missing candles (720, 60 and 1), in gaps of one /history-candles page (100) each: no page of
+    # stored candles is asked for.
+    assert okx.simulator.stats()["rest_requests"] - requests_before <= 8 + 1 + 1
 
     again, err = run_backfill("ETH-USDT", "1m", "--from", iso(start), "--to", iso(end))
 
@@ -184,7 +186,7 @@ def test_history_before_the_listing_is_reported_unfillable_with_the_reason(okx, 
 
 def test_1s_history_past_okx_retention_is_recorded_unfillable(okx, listing, monkeypatch):
     # OKX keeps 1s candles for 90 days; the simulator's history is five, so the retention shrinks to one.
-    monkeypatch.setitem(backfill.REST_RETENTION, "1s", timedelta(days=1))
+    monkeypatch.setitem(reach.REST_RETENTION, "1s", timedelta(days=1))
     now = datetime.now(tz=listing.tzinfo).replace(microsecond=0)
     start, end = now - timedelta(days=1, minutes=2), now - timedelta(days=1) + timedelta(minutes=2)
 
@@ -213,7 +215,7 @@ def test_it_uses_an_existing_subscription_active_or_not(okx, listing):
 
 
 def test_a_rest_outage_stops_it_with_the_work_kept_for_the_next_run(okx, listing, settings, monkeypatch):
-    monkeypatch.setattr(backfill, "REST_MAX_RETRIES", 0)
+    monkeypatch.setattr(repair_rest, "REST_MAX_RETRIES", 0)
     settings.OKX_REST_URL = f"http://127.0.0.1:{unused_port()}"
     args = ("BTC-USDT", "1m", "--from", iso(listing), "--to", iso(listing + timedelta(hours=30)), "--quiet")
 

@@ -17,10 +17,8 @@ pytestmark = pytest.mark.django_db
 EXPECTED = {
     # name: (task, every seconds, queue, expire seconds)
     "okx-candles: flush buffer": ("collectors.tasks.flush_buffer", 1, "flush", 1),
-    "okx-candles: fill gaps": ("collectors.tasks.fill_gaps", 5, "backfill", 5),
-    "okx-candles: drain rest needed": ("collectors.tasks.drain_rest_needed", 5, "backfill", 5),
-    "okx-candles: recheck gaps": ("collectors.tasks.recheck_gaps", 2, "backfill", 2),
-    "okx-candles: detect gaps": ("collectors.tasks.detect_gaps", 60, "backfill", 60),
+    "okx-candles: repair candles": ("collectors.tasks.repair_candles", 5, "backfill", 5),
+    "okx-candles: detect gaps": ("collectors.tasks.detect_gaps", 5, "backfill", 5),
     "okx-candles: check health": ("collectors.tasks.check_health", 10, "default", 10),
 }
 
@@ -61,7 +59,7 @@ def test_it_declares_every_task_with_its_interval_queue_and_expiry(one_second_fl
         assert entry.options["queue"] == queue
         assert entry.options["expires"] == expire
         assert entry.task == task_name
-    assert "6 created, 0 updated, 0 unchanged, 0 removed" in out
+    assert f"{len(EXPECTED)} created, 0 updated, 0 unchanged, 0 removed" in out
 
 
 def test_running_it_twice_changes_nothing(one_second_flush):
@@ -73,7 +71,7 @@ def test_running_it_twice_changes_nothing(one_second_flush):
 
     assert snapshot() == first
     assert IntervalSchedule.objects.count() == intervals
-    assert "0 created, 0 updated, 6 unchanged, 0 removed" in out
+    assert f"0 created, 0 updated, {len(EXPECTED)} unchanged, 0 removed" in out
     assert "unchanged okx-candles: check health" in out
 
 
@@ -94,16 +92,16 @@ def test_a_changed_task_is_brought_back_to_its_declaration_but_stays_disabled(on
     run()
     PeriodicTask.objects.filter(name="okx-candles: detect gaps").update(queue="default", expire_seconds=None,
                                                                           task="x.y")
-    PeriodicTask.objects.filter(name="okx-candles: fill gaps").update(enabled=False)
+    PeriodicTask.objects.filter(name="okx-candles: repair candles").update(enabled=False)
 
     out = run()
 
     detect = PeriodicTask.objects.get(name="okx-candles: detect gaps")
-    assert (detect.task, detect.queue, detect.expire_seconds) == ("collectors.tasks.detect_gaps", "backfill", 60)
+    assert (detect.task, detect.queue, detect.expire_seconds) == ("collectors.tasks.detect_gaps", "backfill", 5)
     assert "updated okx-candles: detect gaps" in out
     assert "1 updated" in out
-    assert not PeriodicTask.objects.get(name="okx-candles: fill gaps").enabled
-    assert "okx-candles: fill gaps is disabled" in out
+    assert not PeriodicTask.objects.get(name="okx-candles: repair candles").enabled
+    assert "okx-candles: repair candles is disabled" in out
 
 
 def test_a_fractional_flush_interval_is_kept_exactly(settings):

@@ -105,7 +105,7 @@ def test_gap_detection_lines_name_the_instrument_and_bar(capture, instrument):
     from django.utils import timezone
 
     from candles.models import Subscription, Timeframe
-    from collectors.pipeline.backfill import gaps_detect
+    from collectors.repair.detect import gaps_detect
 
     stream = capture("json")
     now = timezone.now()

@@ -70,7 +70,9 @@ class PipelineState:
             self.r.lpush(self.keys.dead_letters, *[orjson.dumps({"reason": "test", "n": i}) for i in range(count)])
 
     def rest_needed(self, *members: str) -> None:
-        self.r.sadd(self.keys.rest_needed, *members)
+        """Closed candles waiting for REST's confirmation, as the repair scheduler last reported them."""
+        report = {"backlog": {"confirm": {"candles": len(members), "units": len(members)}}}
+        self.r.set(self.keys.repair_backlog, orjson.dumps(report))
 
 
 @pytest.fixture

@@ -160,7 +160,7 @@ def test_pipeline_overview_sums_the_buffer_and_reads_counters(r, keys, caplog):
     r.hset(keys.live, mapping={"BTC-USDT|1m|0": "x", "BTC-USDT|1m|60000": "y"})
     r.hset(keys.taken, mapping={"BTC-USDT|1m|-60000": "z"})
     r.rpush(keys.dead_letters, "a", "b", "c")
-    r.sadd(keys.rest_needed, "BTC-USDT|1m|0")
+    r.set(keys.repair_backlog, '{"backlog": {"confirm": {"candles": 1, "units": 1}}}')
     r.hset(keys.counters, mapping={"messages": "1000", "candles_flushed": "40", "rest_429": "2", "junk": "x!"})
     r.hset(keys.last_flush, mapping={"at": str(NOW - 0.5), "rows": "3", "written": "3", "rejected": "0",
                                           "duration_ms": "12.5"})

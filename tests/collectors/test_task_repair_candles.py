@@ -1,4 +1,4 @@
-"""The fill_gaps task fills many gaps in one run, several at a time, each exactly once."""
+"""The repair_candles task fills many gaps in one run, several at a time, each exactly once."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_one_run_fills_every_due_gap_concurrently_and_exactly(settings):
                 gaps.append(Gap.objects.create(subscription=sub, start=ms_to_datetime(start),
                                                end=ms_to_datetime(start + 9 * MINUTE), missing=10))
 
-        assert tasks.fill_gaps.run() == 12
+        assert tasks.repair_candles.run() == 12 * 10  # candles written
 
         assert set(Gap.objects.values_list("state", flat=True)) == {GapState.FILLED}
         for gap in gaps:

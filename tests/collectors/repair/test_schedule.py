@@ -1,0 +1,178 @@
+"""The repair scheduler against the OKX simulator over real sockets: batching, priority, budgets, delivery."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+
+import orjson
+import pytest
+from django.utils import timezone
+
+from candles.bars import datetime_to_ms, ms_to_datetime
+from candles.models import Candle, Gap, GapState, Instrument, RepairPriority, Subscription, Timeframe
+from collectors.pipeline.webhooks import webhook_jobs_for
+from collectors.repair.confirms import confirm_units
+from collectors.repair.report import repair_report_read
+from collectors.repair.schedule import repair_run
+from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
+
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+SECOND, MINUTE = 1000, 60_000
+NAMES = ("BTC-USDT", "ETH-USDT", "SOL-USDT", "XRP-USDT", "DOGE-USDT")
+
+
+@pytest.fixture
+def sim(settings) -> Iterator[ThreadedSimulator]:
+    config = SimulatorConfig(seed=5, instruments=5, bars=("1s", "1m"), history_days=2)
+    with run_in_thread(config, port=0) as handle:
+        settings.OKX_REST_URL = handle.rest_url
+        yield handle
+
+
+@pytest.fixture
+def instruments(sim) -> dict[str, Instrument]:
+    listed = ms_to_datetime(sim.simulator.market.list_time_ms)
+    return {name: Instrument.objects.create(inst_id=name, inst_type="SPOT", listed_at=listed) for name in NAMES}
+
+
+def subscribe(instrument: Instrument, bar: str, **fields) -> Subscription:
+    sub = Subscription.objects.create(instrument=instrument, timeframe=Timeframe.objects.get(code=bar), **fields)
+    Subscription.objects.filter(pk=sub.pk).update(created_at=timezone.now() - timedelta(days=1))
+    sub.refresh_from_db()
+    return sub
+
+
+def store_unconfirmed(instrument: Instrument, bar: str, open_times: list[int]) -> None:
+    """What a collector leaves when the confirm push never came: the last version it saw, unconfirmed."""
+    tf = Timeframe.objects.get(code=bar)
+    Candle.objects.bulk_create(
+        Candle(instrument=instrument, timeframe=tf, open_time=ms_to_datetime(ms), open=Decimal(1), high=Decimal(2),
+               low=Decimal(1), close=Decimal(1), vol=Decimal(0), vol_ccy=Decimal(0), vol_ccy_quote=Decimal(0),
+               confirmed=False, source="ws", version=1, updated_at=timezone.now())
+        for ms in open_times)
+
+
+def assert_exact(sim: ThreadedSimulator, inst_id: str, bar: str, open_times: list[int]) -> None:
+    rows = {datetime_to_ms(c.open_time): c for c in Candle.objects.filter(
+        instrument__inst_id=inst_id, timeframe__code=bar, open_time__in=[ms_to_datetime(t) for t in open_times])}
+    assert len(rows) == len(open_times)
+    for open_ms in open_times:
+        truth = sim.simulator.market.truth(inst_id, bar, open_ms)
+        candle = rows[open_ms]
+        assert candle.confirmed
+        assert [str(v) for v in (candle.open, candle.high, candle.low, candle.close, candle.vol)] == truth[1:6]
+
+
+def recent_closed(bar_ms: int, back: int) -> int:
+    now_ms = datetime_to_ms(timezone.now())
+    return (now_ms - 10 * SECOND) // bar_ms * bar_ms - back * bar_ms
+
+
+def test_one_request_repairs_every_missed_confirm_of_a_series(sim, instruments, keys, redis):
+    btc = instruments["BTC-USDT"]
+    subscribe(btc, "1m")
+    newest = recent_closed(MINUTE, 1)
+    missed = [newest - k * 17 * MINUTE for k in range(10)]  # ten candles spread over 153 minutes
+    store_unconfirmed(btc, "1m", missed)
+    written: list = []
+
+    result = repair_run(budget_s=5, redis=redis, keys=keys, on_written=written.extend)
+
+    assert result.requests == {"candles": 1}
+    assert result.repaired[RepairPriority.CONFIRM] == 10
+    assert_exact(sim, "BTC-USDT", "1m", missed)
+    assert sorted(row.open_time_ms for row in written) == sorted(missed)
+    assert sim.simulator.stats()["rest_429s"] == 0
+
+
+def test_1s_confirms_are_repaired_from_history_candles_in_pages_of_a_hundred(sim, instruments, keys, redis):
+    eth = instruments["ETH-USDT"]
+    subscribe(eth, "1s")
+    newest = recent_closed(SECOND, 5)
+    missed = [newest - k * 10 * SECOND for k in range(15)]  # 150 seconds: two pages of 100
+
+    store_unconfirmed(eth, "1s", missed)
+    result = repair_run(budget_s=5, redis=redis, keys=keys)
+
+    assert result.requests == {"history": 2}
+    assert_exact(sim, "ETH-USDT", "1s", missed)
+
+
+def test_confirm_units_group_a_series_into_pages_from_its_newest_candle():
+    spec = Timeframe(code="1m", seconds=60, months=0, utc_offset_hours=0, anchor=ms_to_datetime(0)).spec
+    now = 10_000 * MINUTE
+    times = [9_990 * MINUTE, 9_900 * MINUTE, 9_700 * MINUTE, 9_691 * MINUTE, 9_689 * MINUTE]
+
+    units = list(confirm_units(spec, "BTC-USDT", times, now))
+
+    assert [u.wanted for u in units] == [
+        (9_691 * MINUTE, 9_700 * MINUTE, 9_900 * MINUTE, 9_990 * MINUTE),  # the page of 300 ending at the newest
+        (9_689 * MINUTE,),
+    ]
+    assert [u.lane for u in units] == ["candles", "candles"]
+
+
+def test_under_a_saturated_budget_work_is_done_in_priority_order_without_a_429(sim, instruments, keys, redis):
+    """More 1s work than /history-candles serves in a second: missed confirms, then outage gaps, then history,
+    then old gaps, the most recent first within each, and nothing refused by OKX."""
+    now = timezone.now()
+    subs = {name: subscribe(inst, "1s") for name, inst in instruments.items()}
+    newest = recent_closed(SECOND, 30)
+    for k, name in enumerate(NAMES):
+        store_unconfirmed(instruments[name], "1s", [newest - k * SECOND])
+    gaps: dict[int, list[Gap]] = {RepairPriority.OUTAGE: [], RepairPriority.HISTORY: [], RepairPriority.OLD: []}
+    for priority, age in ((RepairPriority.OUTAGE, 2 * MINUTE), (RepairPriority.HISTORY, 20 * MINUTE),
+                          (RepairPriority.OLD, 40 * MINUTE)):
+        for k in range(10):
+            end = newest - age - k * MINUTE
+            gaps[priority].append(Gap.objects.create(
+                subscription=subs[NAMES[k % 5]], start=ms_to_datetime(end - 4 * SECOND), end=ms_to_datetime(end),
+                missing=5, priority=priority))
+    order: list[tuple[int, int]] = []
+
+    def record(rows) -> None:
+        order.append((rows[0].source, max(r.open_time_ms for r in rows)))
+
+    result = repair_run(budget_s=1.2, now=now, redis=redis, keys=keys, on_written=record, workers_per_lane=1)
+
+    done = {g.pk for g in Gap.objects.filter(state=GapState.FILLED)}
+    assert result.repaired[RepairPriority.CONFIRM] == 5
+    assert {g.pk for g in gaps[RepairPriority.OUTAGE]} <= done
+    assert not {g.pk for g in gaps[RepairPriority.OLD]} & done
+    history_done = [g.pk in done for g in gaps[RepairPriority.HISTORY]]
+    assert history_done == sorted(history_done, reverse=True)  # a prefix: the most recent first
+    assert [t for _, t in order] == sorted((t for _, t in order), reverse=True)
+    assert sim.simulator.stats()["rest_429s"] == 0
+
+    report = repair_report_read(redis=redis, keys=keys)
+    assert report["backlog"]["confirm"]["candles"] == 0
+    assert report["backlog"]["old"] == {"candles": 50, "units": 10}
+    assert report["requests"]["history"] == result.requests["history"]
+    assert report["eta_s"] is None or report["eta_s"] > 0
+
+
+def test_a_repaired_candle_reaches_the_webhook_like_a_live_one(sim, instruments, keys, redis, settings):
+    settings.WEBHOOK_SECRET = "s3cret"
+    sol = instruments["SOL-USDT"]
+    sub = subscribe(sol, "1m", webhook_url="http://127.0.0.1:9/hook")
+    missed = recent_closed(MINUTE, 2)
+    store_unconfirmed(sol, "1m", [missed])
+    gap_end = recent_closed(MINUTE, 5)
+    Gap.objects.create(subscription=sub, start=ms_to_datetime(gap_end - MINUTE), end=ms_to_datetime(gap_end),
+                       missing=2)
+    jobs: list = []
+
+    repair_run(budget_s=5, redis=redis, keys=keys, on_written=lambda rows: jobs.extend(webhook_jobs_for(rows)))
+
+    assert sorted(job.subscription_id for job in jobs) == [sub.pk] * 3
+    bodies = sorted((orjson.loads(job.body) for job in jobs), key=lambda body: body["open_time_ms"])
+    assert [body["open_time_ms"] for body in bodies] == [gap_end - MINUTE, gap_end, missed]
+    assert all(body["confirmed"] is True and body["symbol"] == "SOL-USDT" for body in bodies)
+
+
+def test_a_second_run_while_one_holds_the_lock_is_skipped(keys, redis):
+    redis.set(keys.repair_lock, "someone", px=10_000)
+
+    assert repair_run(budget_s=1, redis=redis, keys=keys).skipped
