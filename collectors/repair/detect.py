@@ -107,16 +107,19 @@ WHERE s.is_active AND s.detected_through IS NULL
 """
 
 _SET_WATERMARKS = """
-UPDATE candles_subscription s SET detected_through = v.w
-FROM unnest(%(ids)s::bigint[], %(ws)s::timestamptz[]) AS v(id, w)
+UPDATE candles_subscription s SET detected_through = timestamptz 'epoch' + v.w * interval '1 millisecond'
+FROM unnest(%(ids)s::bigint[], %(ws)s::bigint[]) AS v(id, w)
 WHERE s.id = v.id
 """
 
 # Series of one bar with candles closed since their watermark, with how many are stored there. The count is
 # a range probe of the candle key per series; the watermark filter keeps out every series with nothing new.
+# Moments come as epoch milliseconds: thousands of rows a run, and parsing timestamps was most of its time.
 _PAST_WATERMARKS = """
-SELECT s.id, s.instrument_id, s.detected_through, s.created_at, i.expires_at, i.delisted_at, i.listed_at,
-       i.inst_id, (
+SELECT s.id, s.instrument_id, floor(extract(epoch FROM s.detected_through) * 1000)::bigint,
+       floor(extract(epoch FROM s.created_at) * 1000)::bigint,
+       -- Rounded up: a watermark set to the end must be at or past it, or the series would come back every run.
+       ceil(extract(epoch FROM i.expires_at) * 1000)::bigint, ceil(extract(epoch FROM i.delisted_at) * 1000)::bigint, (
     SELECT count(*) FROM candles_candle c
     WHERE c.instrument_id = s.instrument_id AND c.timeframe_id = s.timeframe_id
       AND c.open_time > s.detected_through
@@ -151,11 +154,11 @@ SELECT id, min(t), max(t) FROM missing GROUP BY id, island ORDER BY id, 2
 @dataclass(slots=True)
 class _Series:
     id: int
-    instrument: Instrument
-    created_at: datetime
+    instrument_id: int
+    created_ms: int
     first_ms: int  # first open time past the watermark
     last_ms: int  # last open time this run accounts for
-    watermark: datetime  # where the watermark moves when this run has recorded every hole
+    watermark_ms: int  # where the watermark moves when this run has recorded every hole
     stored: int
 
 
@@ -196,7 +199,7 @@ def _start_watermarks(timeframes: dict[int, Timeframe], now: datetime) -> None:
         if listed_at is not None:
             start_ms = max(start_ms, spec.floor(datetime_to_ms(listed_at)))
         ids.append(sub_id)
-        marks.append(ms_to_datetime(start_ms - 1))
+        marks.append(start_ms - 1)
     with connection.cursor() as cursor:
         cursor.execute(_SET_WATERMARKS, {"ids": ids, "ws": marks})
 
@@ -215,26 +218,22 @@ def _advance_bar(timeframe: Timeframe, now: datetime, settle: timedelta) -> Dete
 
     complete: list[_Series] = []
     incomplete: list[_Series] = []
-    for sub_id, inst_pk, mark, created_at, expires_at, delisted_at, listed_at, inst_id, stored in rows:
-        instrument = Instrument(pk=inst_pk, inst_id=inst_id, expires_at=expires_at, delisted_at=delisted_at,
-                                listed_at=listed_at)
-        mark_ms = datetime_to_ms(mark)
+    for sub_id, inst_pk, mark_ms, created_ms, expires_ms, delisted_ms, stored in rows:
         first_ms = spec.ceil(mark_ms + 1)
         last_ms = end_ms if timeframe.is_calendar else min(end_ms, spec.floor(mark_ms + chunk_s * 1000))
-        watermark = ms_to_datetime(last_ms)
-        final = final_open_ms(spec, instrument)
-        if final is not None and final <= last_ms:
+        watermark_ms = last_ms
+        ends = [moment for moment in (expires_ms, delisted_ms) if moment is not None]
+        if ends and spec.floor(min(ends)) <= last_ms:
             # The instrument's last candle: past it there is nothing to wait for, and the watermark says so.
-            last_ms = final
-            watermark = min(moment for moment in (expires_at, delisted_at) if moment)
-        series = _Series(sub_id, instrument, created_at, first_ms, last_ms, watermark, stored)
+            last_ms, watermark_ms = spec.floor(min(ends)), min(ends)
+        series = _Series(sub_id, inst_pk, created_ms, first_ms, last_ms, watermark_ms, stored)
         (complete if stored >= spec.count(first_ms, last_ms) else incomplete).append(series)
 
     holes = _holes(timeframe, incomplete) if incomplete else {}
     gaps = _record(timeframe, incomplete, holes, now) if holes else []
     advanced = complete + incomplete
     with connection.cursor() as cursor:
-        cursor.execute(_SET_WATERMARKS, {"ids": [s.id for s in advanced], "ws": [s.watermark for s in advanced]})
+        cursor.execute(_SET_WATERMARKS, {"ids": [s.id for s in advanced], "ws": [s.watermark_ms for s in advanced]})
     return DetectionResult(len(advanced), len(rows), len(incomplete), len(gaps), sum(g.missing for g in gaps))
 
 
@@ -248,7 +247,7 @@ def _holes(timeframe: Timeframe, series: Sequence[_Series]) -> dict[int, list[Ra
         if s.stored == 0:
             holes[s.id].append(Range(s.first_ms, s.last_ms))  # nothing stored: the whole window, no scan
         elif timeframe.is_calendar:
-            for r in candle_missing_ranges(instrument_id=s.instrument.pk, timeframe=timeframe,
+            for r in candle_missing_ranges(instrument_id=s.instrument_id, timeframe=timeframe,
                                            start=ms_to_datetime(s.first_ms), end=ms_to_datetime(s.last_ms),
                                            confirmed_only=False):
                 holes[s.id].append(Range(datetime_to_ms(r.start), datetime_to_ms(r.end)))
@@ -257,7 +256,7 @@ def _holes(timeframe: Timeframe, series: Sequence[_Series]) -> dict[int, list[Ra
     if probe:
         with connection.cursor() as cursor:
             cursor.execute(_HOLES, {
-                "ids": [s.id for s in probe], "instruments": [s.instrument.pk for s in probe],
+                "ids": [s.id for s in probe], "instruments": [s.instrument_id for s in probe],
                 "first": [ms_to_datetime(s.first_ms) for s in probe],
                 "last": [ms_to_datetime(s.last_ms) for s in probe],
                 "step": timeframe.seconds, "timeframe": timeframe.pk,
@@ -273,12 +272,15 @@ def _record(timeframe: Timeframe, series: Sequence[_Series], holes: dict[int, li
     spec = timeframe.spec
     now_ms = datetime_to_ms(now)
     served = rest_serves(timeframe)
+    # Only series with holes need their instrument (listing and retention limits): a query for those alone.
+    instruments = Instrument.objects.in_bulk({s.instrument_id for s in series if s.id in holes})
     gaps: list[Gap] = []
     for s in series:
         if s.id not in holes:
             continue
-        limits = (reach_limits(timeframe, s.instrument, now_ms) if served
+        limits = (reach_limits(timeframe, instruments[s.instrument_id], now_ms) if served
                   else [(spec.following(s.last_ms), not_served_reason(timeframe))])
+        created_at = ms_to_datetime(s.created_ms)
         for hole in holes[s.id]:
             for part in partition(spec, hole, limits):
                 units = [part] if part.reason else gap_units(spec, part, now_ms)
@@ -288,7 +290,7 @@ def _record(timeframe: Timeframe, series: Sequence[_Series], holes: dict[int, li
                         subscription_id=s.id, start=ms_to_datetime(unit.start_ms), end=end,
                         missing=spec.count(unit.start_ms, unit.end_ms),
                         state=GapState.UNFILLABLE if unit.reason else GapState.OPEN, reason=unit.reason or "",
-                        priority=gap_priority(end, created_at=s.created_at, now=now),
+                        priority=gap_priority(end, created_at=created_at, now=now),
                     ))
     # An unfinished gap starting at the same open time exists only after an explicit detection went ahead of
     # the watermark: it already stands for these candles.
