@@ -184,7 +184,7 @@ def measure(rounds: int) -> list[tuple[str, float, float, int, int, int]]:
             if i >= 2:
                 times.append(elapsed * 1000)
         times.sort()
-        p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
+        p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
         results.append((name, statistics.median(times), p95, size, len(queries), status))
     return results
 
