@@ -122,6 +122,7 @@ def build(instruments: int, gaps: int, rng: random.Random) -> None:
     now = time.time()
     specs = {tf.code: tf.spec for tf in timeframes}
     entries = {}
+    confirmed_by_bar: dict[str, dict[str, int]] = {}
     for _pk, symbol, bar, active, status in subscriptions:
         if not active:
             continue
@@ -131,6 +132,8 @@ def build(instruments: int, gaps: int, rng: random.Random) -> None:
         if rng.random() < 0.05:  # some lag behind by a few bars
             for _ in range(rng.randint(1, 3)):
                 confirmed = spec.floor(confirmed - 1)
+        if status not in ("pending", "error"):  # the runtime's per-bar index of last confirmed candles
+            confirmed_by_bar.setdefault(bar, {})[symbol] = confirmed
         last = now - (rng.uniform(60, 600) if status == "stale" else rng.uniform(0, 5))
         entries[f"{symbol}|{bar}"] = orjson.dumps({
             "state": "invalid" if status == "error" else "pending" if status == "pending" else "subscribed",
@@ -141,6 +144,8 @@ def build(instruments: int, gaps: int, rng: random.Random) -> None:
     items = list(entries.items())
     for i in range(0, len(items), 5000):
         redis.hset(keys.channel_status, mapping=dict(items[i:i + 5000]))
+    for bar, opens in confirmed_by_bar.items():
+        redis.zadd(keys.channel_confirmed(bar), opens)
     for c in range(4):
         cid = f"host-{c}:1234"
         redis.zadd(keys.collectors, {cid: now})

@@ -130,7 +130,8 @@ class GapsByPrioritySerializer(serializers.Serializer):
 class GapsSerializer(serializers.Serializer):
     open = serializers.IntegerField()
     filling = serializers.IntegerField()
-    filled = serializers.IntegerField()
+    filled = serializers.IntegerField(help_text="Exact up to 50,000 gap rows; above, PostgreSQL's row estimate of "
+                                                "the gap table minus the other states (filled gaps only accumulate).")
     unfillable = serializers.IntegerField()
     missing_candles = serializers.IntegerField(help_text="Candles missing in open and filling gaps.")
     unfinished_by_priority = GapsByPrioritySerializer(help_text="Open and filling gaps by repair priority.")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, Sum
 from redis import RedisError
 
@@ -269,23 +269,37 @@ def gap_counts() -> dict[str, tuple[int, int]]:
     return counts
 
 
-def gap_priority_counts() -> dict[str, dict[str, int]]:
-    """Unfinished gaps and their missing candles by repair priority, every priority present (one query over
-    the partial index of unfinished gaps)."""
-    counts = {name: {"gaps": 0, "missing_candles": 0} for name in PRIORITY_NAMES.values()}
-    rows = (Gap.objects.filter(state__in=(GapState.OPEN, GapState.FILLING)).order_by().values("priority")
-            .annotate(n=Count("pk"), m=Sum("missing")).values_list("priority", "n", "m"))
-    for priority, n, missing in rows:
-        name = PRIORITY_NAMES.get(priority, str(priority))
-        counts[name] = {"gaps": n, "missing_candles": missing or 0}
-    return counts
+# Above this many gap rows (PostgreSQL's estimate), `filled` is estimated rather than counted: filled gaps stay
+# as the record and only accumulate, and counting them is a pass over the table on every request.
+GAPS_COUNTED_EXACTLY = 50_000
 
 
 def gap_summary() -> GapSummary:
-    counts = gap_counts()
-    return GapSummary(counts[GapState.OPEN][0], counts[GapState.FILLING][0], counts[GapState.FILLED][0],
-                      counts[GapState.UNFILLABLE][0], counts[GapState.OPEN][1] + counts[GapState.FILLING][1],
-                      gap_priority_counts())
+    """Gaps by state and unfinished gaps by priority, in three small queries: unfinished gaps are read along
+    their partial index, unfillable ones along the state index; filled ones are the table's row estimate
+    minus the others once the table is large (exact below GAPS_COUNTED_EXACTLY)."""
+    by_priority = {name: {"gaps": 0, "missing_candles": 0} for name in PRIORITY_NAMES.values()}
+    by_state = {GapState.OPEN: 0, GapState.FILLING: 0}
+    missing = 0
+    rows = (Gap.objects.filter(state__in=(GapState.OPEN, GapState.FILLING)).order_by()
+            .values("state", "priority").annotate(n=Count("pk"), m=Sum("missing"))
+            .values_list("state", "priority", "n", "m"))
+    for state, priority, n, m in rows:
+        figures = by_priority.setdefault(PRIORITY_NAMES.get(priority, str(priority)), {"gaps": 0, "missing_candles": 0})
+        figures["gaps"] += n
+        figures["missing_candles"] += m or 0
+        by_state[state] += n
+        missing += m or 0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT (SELECT reltuples::bigint FROM pg_class WHERE oid = 'candles_gap'::regclass), "
+                       "(SELECT count(*) FROM candles_gap WHERE state = %s)", [GapState.UNFILLABLE])
+        estimate, unfillable = cursor.fetchone()
+    unfinished = by_state[GapState.OPEN] + by_state[GapState.FILLING]
+    if estimate is not None and estimate > GAPS_COUNTED_EXACTLY:
+        filled = max(0, estimate - unfinished - unfillable)
+    else:
+        filled = Gap.objects.filter(state=GapState.FILLED).count()
+    return GapSummary(by_state[GapState.OPEN], by_state[GapState.FILLING], filled, unfillable, missing, by_priority)
 
 
 def troubled(status: str, count: int, limit: int = STATUS_EXAMPLES) -> Troubled:

@@ -22,10 +22,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from candles import admin as candles_admin
-from collectors import admin as collectors_admin
 from candles.admin import subscription_figures
 from candles.bars import datetime_to_ms, ms_to_datetime
 from candles.models import Gap, GapState, Instrument, Subscription, SubscriptionStatus, Timeframe
+from collectors import admin as collectors_admin
 from collectors.okx.ratelimit import RedisRateLimiter
 from collectors.okx.rest import CANDLES
 from collectors.pipeline.buffer import dead_letter_record, decode_entry
