@@ -237,8 +237,8 @@ def test_status_stays_a_summary(client, instrument, state, django_assert_max_num
 
 
 # Queries of one GET /status: the health's subscription GROUP BY and troubled examples, unfinished gaps by
-# state and priority, unfillable gaps and the table's estimate, filled gaps (counted: a small table), error and stale examples, the bar specs, plus the statement-timeout SETs and the savepoints
-# of the two transactions inside the test's own.
+# state and priority, unfillable gaps with the table's estimate, filled gaps (counted: a small table), error
+# and stale examples, the bar specs, the statement-timeout SETs and the savepoints of two transactions.
 STATUS_QUERIES = 13
 
 
