@@ -33,7 +33,7 @@ from django.contrib.admin import helpers
 from django.contrib.admin import widgets as admin_widgets
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -51,6 +51,7 @@ from candles.bars import datetime_to_ms
 from candles.models import Gap, GapState, Instrument, Subscription, SubscriptionStatus
 from collectors import admin_tasks
 from collectors.api.subscriptions import bar_specs_by_code, worst_lags
+from collectors.api.system import gap_summary
 from collectors.okx.rest import CANDLES, HISTORY_CANDLES, INSTRUMENTS, Endpoint
 from collectors.pipeline.connections import pipeline_keys
 from collectors.pipeline.deadletters import dead_letters_count, dead_letters_newest, dead_letters_reingest
@@ -440,12 +441,10 @@ def repair_rows(report: dict, now: float) -> dict[str, Any]:
 
 
 def _database_figures() -> dict[str, Any]:
-    gaps = Gap.objects.aggregate(
-        open=Count("pk", filter=Q(state=GapState.OPEN)),
-        filling=Count("pk", filter=Q(state=GapState.FILLING)),
-        missing=Sum("missing", filter=Q(state__in=[GapState.OPEN, GapState.FILLING]), default=0),
-        unfillable=Count("pk", filter=Q(state=GapState.UNFILLABLE)),
-    )
+    # Along the gap indexes (unfinished and unfillable gaps), not a pass over every filled gap ever recorded.
+    summary = gap_summary()
+    gaps = {"open": summary.open, "filling": summary.filling, "missing": summary.missing_candles,
+            "unfillable": summary.unfillable}
     by_status = dict(
         Subscription.objects.filter(is_active=True).values_list("status").annotate(n=Count("pk")).order_by()
     )
