@@ -482,35 +482,49 @@ class SubscriptionAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/candles/subscription/subscribe.html", context)
 
 
-@admin.register(Gap)
-class GapAdmin(admin.ModelAdmin):
-    list_display = ("subscription", "start", "end", "missing", "state_badge", "attempts", "reason", "updated_at")
-    list_filter = ("state", "subscription__timeframe")
-    search_fields = ("subscription__instrument__inst_id", "reason")
-    list_select_related = ("subscription__instrument", "subscription__timeframe")
-    readonly_fields = ("created_at", "updated_at")
-    raw_id_fields = ("subscription",)
-    date_hierarchy = "end"
-
-    @admin.display(description="state", ordering="state")
-    def state_badge(self, obj: Gap):
-        return badge(obj.state, GAP_COLOURS.get(obj.state, "#6e7781"))
-
-
 class EstimatedCountPaginator(Paginator):
-    """Counting every candle row on each page view is slow on a large table; an unfiltered list uses
-    PostgreSQL's row estimate, a filtered one the exact count."""
+    """Counting every row of a large table on each page view is slow; an unfiltered list uses PostgreSQL's
+    row estimate of its table (candles, gaps), a filtered one the exact count."""
 
     @cached_property
     def count(self) -> int:
         query = getattr(self.object_list, "query", None)
         if query is not None and not query.where:
             with connection.cursor() as cursor:
-                cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE relname = 'candles_candle'")
+                cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE relname = %s",
+                               [_counted_table(self.object_list.model)])
                 row = cursor.fetchone()
             if row and row[0] > 100_000:
                 return row[0]
         return super().count
+
+
+def _counted_table(model: type[models.Model]) -> str:
+    # CandleRecord is a view over the candle table: the table has the statistics.
+    return "candles_candle" if model is CandleRecord else model._meta.db_table
+
+
+@admin.register(Gap)
+class GapAdmin(admin.ModelAdmin):
+    list_display = ("subscription", "start", "end", "missing", "state_badge", "priority", "attempts", "reason",
+                    "updated_at")
+    # A date filter instead of a date hierarchy: the hierarchy reads min/max and the distinct days of `end`
+    # over the whole table on every view (100 ms at 100,000 gaps), the filter's choices are fixed.
+    list_filter = ("state", "priority", ("end", admin.DateFieldListFilter), "subscription__timeframe")
+    search_fields = ("subscription__instrument__inst_id", "reason")
+    list_select_related = ("subscription__instrument", "subscription__timeframe")
+    readonly_fields = ("created_at", "updated_at")
+    raw_id_fields = ("subscription",)
+    # Newest recorded first, along the primary key: ordering by `end` has no index to walk, so every view
+    # sorted the whole table (170 ms at 100,000 gaps). Filtered views walk the same index until a page is full.
+    ordering = ("-id",)
+    # The table only grows (filled gaps stay as the record): no exact count of it on every view.
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+
+    @admin.display(description="state", ordering="state")
+    def state_badge(self, obj: Gap):
+        return badge(obj.state, GAP_COLOURS.get(obj.state, "#6e7781"))
 
 
 @admin.register(CandleRecord)

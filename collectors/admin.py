@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
-from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -33,7 +33,7 @@ from django.contrib.admin import helpers
 from django.contrib.admin import widgets as admin_widgets
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -50,11 +50,14 @@ from candles.admin import (
 from candles.bars import datetime_to_ms
 from candles.models import Gap, GapState, Instrument, Subscription, SubscriptionStatus
 from collectors import admin_tasks
+from collectors.api.subscriptions import bar_specs_by_code, worst_lags
+from collectors.api.system import gap_summary
 from collectors.okx.rest import CANDLES, HISTORY_CANDLES, INSTRUMENTS, Endpoint
 from collectors.pipeline.connections import pipeline_keys
 from collectors.pipeline.deadletters import dead_letters_count, dead_letters_newest, dead_letters_reingest
 from collectors.pipeline.health import subscription_health
 from collectors.pipeline.keys import Keys
+from collectors.pipeline.repair_report import PRIORITIES
 from collectors.pipeline.status import ChannelStatus, channel_statuses, collector_statuses, pipeline_overview
 from collectors.pipeline.verify import verify_reports
 
@@ -348,39 +351,56 @@ def rest_budget_use(redis: Any, keys: Keys) -> list[BudgetUse]:
             for (name, endpoint, _key), used in zip(budgets, pipe.execute(), strict=True)]
 
 
-def _flush_sample_key(keys: Keys) -> str:
-    return f"{keys.prefix}admin:flush_sample"
+# The flush-rate sample of this process, by key prefix: (when, candles_flushed then). Kept in memory, not in
+# Redis, so a dashboard view only reads Redis; each server process keeps its own, which is enough for a rate
+# over the last minute of one operator's views.
+FLUSH_SAMPLES: dict[str, tuple[float, int]] = {}
+_flush_samples_lock = threading.Lock()
 
 
-def flush_rate(redis: Any, keys: Keys, flushed_total: int, now: float) -> tuple[float | None, float | None]:
+def flush_rate(keys: Keys, flushed_total: int, now: float) -> tuple[float | None, float | None]:
     """(candles flushed per second, over how many seconds), from the counter's growth since a sample taken by
-    an earlier view; the sample is renewed once a minute old. (None, None) until there are two readings."""
-    key = _flush_sample_key(keys)
-    sample = redis.hgetall(key)
-    rate = window = None
-    try:
-        sample_at, sample_flushed = float(sample[b"at"]), int(sample[b"flushed"])
-    except (KeyError, ValueError):
-        sample_at, sample_flushed = None, None
-    if sample_at is not None:
-        window = now - sample_at
-        if window >= FLUSH_SAMPLE_MIN_AGE_S and flushed_total >= sample_flushed:
-            rate = (flushed_total - sample_flushed) / window
-        else:
-            window = None
-    if sample_at is None or now - sample_at >= FLUSH_SAMPLE_MAX_AGE_S or flushed_total < (sample_flushed or 0):
-        redis.hset(key, mapping={"at": now, "flushed": flushed_total})
-        redis.expire(key, 3600)
+    an earlier view in this process; the sample is renewed once a minute old. (None, None) until there are
+    two readings."""
+    with _flush_samples_lock:
+        sample = FLUSH_SAMPLES.get(keys.prefix)
+        rate = window = None
+        if sample is not None:
+            sample_at, sample_flushed = sample
+            window = now - sample_at
+            if window >= FLUSH_SAMPLE_MIN_AGE_S and flushed_total >= sample_flushed:
+                rate = (flushed_total - sample_flushed) / window
+            else:
+                window = None
+        if sample is None or now - sample[0] >= FLUSH_SAMPLE_MAX_AGE_S or flushed_total < sample[1]:
+            FLUSH_SAMPLES[keys.prefix] = (now, flushed_total)
     return rate, window
 
 
-def _redis_figures(redis: Any, keys: Keys, now: float) -> dict[str, Any]:
+# Channels the dashboard names by their confirmation lag (the worst first).
+DASHBOARD_LAGS = 5
+
+
+def _channel_counts(collectors: list) -> dict[str, int]:
+    """Channels subscribed and pending, as the alive collectors count them on their connections: a few
+    numbers per collector instead of every channel's status."""
+    subscribed = pending = 0
+    for c in collectors:
+        if not c.alive:
+            continue
+        for conn in c.connections:
+            subscribed += conn.subscribed
+            pending += max(0, conn.channels - conn.subscribed)
+    return {"subscribed": subscribed, "pending": pending}
+
+
+def _redis_figures(redis: Any, keys: Keys, now: float, specs: dict[str, Any]) -> dict[str, Any]:
     overview = pipeline_overview(redis, keys, now=now)
     collectors = collector_statuses(redis, keys, now=now)
-    channels = channel_statuses(redis, keys)
     counters = overview["counters"]
-    rate, window = flush_rate(redis, keys, int(counters.get("candles_flushed", 0)), now)
+    rate, window = flush_rate(keys, int(counters.get("candles_flushed", 0)), now)
     last_flush = overview["last_flush"]
+    repair = overview["repair"]
     return {
         "overview": overview,
         "buffer_alarm": overview["buffer"]["depth"] >= settings.BUFFER_ALARM_ENTRIES,
@@ -395,41 +415,62 @@ def _redis_figures(redis: Any, keys: Keys, now: float) -> dict[str, Any]:
             }
             for c in collectors
         ],
-        "channel_states": dict(Counter(status.state for status in channels.values())),
-        "channels_total": len(channels),
+        "channel_states": _channel_counts(collectors),
         "last_flush_age": None if not last_flush or last_flush.get("age_s") is None
         else age_label(last_flush["age_s"]),
         "flush_rate": None if rate is None else round(rate, 1),
         "flush_rate_window": None if window is None else age_label(window),
         "budgets": rest_budget_use(redis, keys),
         "verify_reports": verify_reports(redis, keys, VERIFY_REPORTS_SHOWN),
+        "worst_lags": [{"lag": lag, "label": age_label(lag.lag_s)}
+                       for lag in worst_lags(redis, keys, specs, now=now, limit=DASHBOARD_LAGS)],
+        "repair": None if repair is None else repair_rows(repair, now),
+    }
+
+
+def repair_rows(report: dict, now: float) -> dict[str, Any]:
+    """The repair report as the dashboard's table: one row per priority, and the ETA and age as labels."""
+    rows = [{"priority": p, "candles": report["backlog"][p]["candles"], "units": report["backlog"][p]["units"],
+             "drained_per_s": report["drained_per_s"][p]} for p in PRIORITIES]
+    eta = report["eta_s"]
+    return {
+        "rows": rows, "total": sum(r["candles"] for r in rows),
+        "eta": None if eta is None else age_label(eta), "age": age_label(now - report["updated_at"]),
+        "requests": report["requests"], "budget_per_s": report["budget_per_s"],
     }
 
 
 def _database_figures() -> dict[str, Any]:
-    gaps = Gap.objects.aggregate(
-        open=Count("pk", filter=Q(state=GapState.OPEN)),
-        filling=Count("pk", filter=Q(state=GapState.FILLING)),
-        missing=Sum("missing", filter=Q(state__in=[GapState.OPEN, GapState.FILLING]), default=0),
-        unfillable=Count("pk", filter=Q(state=GapState.UNFILLABLE)),
-    )
+    # Along the gap indexes (unfinished and unfillable gaps), not a pass over every filled gap ever recorded.
+    summary = gap_summary()
+    gaps = {"open": summary.open, "filling": summary.filling, "missing": summary.missing_candles,
+            "unfillable": summary.unfillable}
     by_status = dict(
         Subscription.objects.filter(is_active=True).values_list("status").annotate(n=Count("pk")).order_by()
     )
     subscriptions = [(status, by_status.get(status, 0)) for status in SubscriptionStatus.values]
     subscriptions.append(("paused", Subscription.objects.filter(is_active=False).count()))
-    return {"gaps": gaps, "subscriptions": subscriptions}
+    return {"gaps": gaps, "subscriptions": subscriptions, "specs": bar_specs_by_code()}
 
 
 def dashboard_context(now: float | None = None) -> dict[str, Any]:
-    """Everything the dashboard shows; Redis figures are replaced by a notice when Redis is unreachable."""
+    """Everything the dashboard shows; Redis figures are replaced by a notice when Redis is unreachable.
+
+    Its cost does not grow with the subscriptions: GROUP BYs in PostgreSQL, and in Redis the overview, the
+    collectors, the head of each bar's last-confirmed ZSET and the repair report. It only reads Redis.
+    """
     now = time.time() if now is None else now
-    context: dict[str, Any] = {"pipeline_error": None, **_database_figures()}
+    database = _database_figures()
+    specs = database.pop("specs")
+    context: dict[str, Any] = {"pipeline_error": None, **database}
     try:
-        context["pipeline"] = _redis_figures(screen_redis(), pipeline_keys(), now)
+        context["pipeline"] = _redis_figures(screen_redis(), pipeline_keys(), now, specs)
     except REDIS_DOWN as exc:
         context["pipeline"] = None
         context["pipeline_error"] = redis_notice(exc)
+    else:
+        # Channels OKX refused: the health task marks their subscriptions "error".
+        context["pipeline"]["channel_states"]["invalid"] = dict(context["subscriptions"])[SubscriptionStatus.ERROR]
     return context
 
 

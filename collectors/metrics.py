@@ -134,6 +134,18 @@ SUBSCRIPTION_LAG = Family(
     "Seconds the oldest closed candle of an active subscription has waited for its confirmed push "
     "(0 when the last closed candle is confirmed).",
     ("symbol", "timeframe"))
+REPAIR_BACKLOG = Family(
+    PREFIX + "repair_backlog_candles", "gauge",
+    "Candles waiting for REST repair, by priority (confirm, outage, history, old), from the repair "
+    "scheduler's last report; absent when there is none.",
+    ("priority",))
+REPAIR_DRAIN = Family(
+    PREFIX + "repair_drain_per_second", "gauge",
+    "Candles repaired per second lately, by priority, from the repair scheduler's last report.",
+    ("priority",))
+REPAIR_ETA = Family(
+    PREFIX + "repair_eta_seconds", "gauge",
+    "Seconds until the repair backlog is drained at the current rate (absent when it is not draining).")
 
 # --- gauges from PostgreSQL --------------------------------------------------------------------------------
 GAPS = Family(
@@ -157,7 +169,7 @@ SOURCE_UP = Family(
 
 FAMILIES: tuple[Family, ...] = (
     *COUNTERS, FLUSH_DURATION, FLUSH_REQUEST_WAIT, BUFFER_ENTRIES, BUFFER_ALARM, DEAD_LETTERS_STORED, REST_NEEDED,
-    LAST_FLUSH,
+    LAST_FLUSH, REPAIR_BACKLOG, REPAIR_DRAIN, REPAIR_ETA,
     COLLECTORS, SUBSCRIPTION_MESSAGE_AGE, SUBSCRIPTION_LAG, GAPS, GAP_MISSING, SUBSCRIPTIONS, SOURCE_UP,
 )
 # Every family name exported, as it appears in the # TYPE lines (dashboards are checked against this list).

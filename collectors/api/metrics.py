@@ -77,6 +77,14 @@ def _pipeline_samples(samples: Samples, overview: dict) -> None:
     last_flush = overview["last_flush"]
     if last_flush is not None and last_flush["at"] is not None:
         samples[m.LAST_FLUSH].append(m.Sample(last_flush["at"]))
+    repair = overview.get("repair")
+    if repair is not None:
+        for priority, figures in repair["backlog"].items():
+            samples[m.REPAIR_BACKLOG].append(m.Sample(figures["candles"], {"priority": priority}))
+        for priority, rate in repair["drained_per_s"].items():
+            samples[m.REPAIR_DRAIN].append(m.Sample(rate, {"priority": priority}))
+        if repair["eta_s"] is not None:
+            samples[m.REPAIR_ETA].append(m.Sample(repair["eta_s"]))
     alive, total = overview["collectors"]["alive"], overview["collectors"]["total"]
     samples[m.COLLECTORS] += [m.Sample(alive, {"state": "alive"}), m.Sample(total - alive, {"state": "dead"})]
 

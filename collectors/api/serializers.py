@@ -109,17 +109,71 @@ class LastFlushSerializer(serializers.Serializer):
 class PipelineSerializer(serializers.Serializer):
     buffer = BufferSerializer()
     dead_letters = serializers.IntegerField(help_text="Entries on the dead-letter list.")
-    rest_needed = serializers.IntegerField(help_text="Candles closed without a confirm push, waiting for REST.")
+    rest_needed = serializers.IntegerField(help_text="Candles closed without a confirm push, waiting for REST: the "
+                                                     "repair report's confirm backlog when there is one.")
     last_flush = LastFlushSerializer(allow_null=True, help_text="null until a flush has committed.")
     counters = NumberMapField(help_text="Every counter in Redis by name (see docs/status-and-metrics.md).")
+
+
+class GapFiguresSerializer(serializers.Serializer):
+    gaps = serializers.IntegerField()
+    missing_candles = serializers.IntegerField(help_text="Open times missing when the gaps were found.")
+
+
+class GapsByPrioritySerializer(serializers.Serializer):
+    confirm = GapFiguresSerializer(help_text="Missed confirms: candles closed without a confirm push.")
+    outage = GapFiguresSerializer(help_text="Candles missed while a collector or OKX was away.")
+    history = GapFiguresSerializer(help_text="History asked for by backfill_from.")
+    old = GapFiguresSerializer(help_text="Gaps found long after they happened.")
 
 
 class GapsSerializer(serializers.Serializer):
     open = serializers.IntegerField()
     filling = serializers.IntegerField()
-    filled = serializers.IntegerField()
+    filled = serializers.IntegerField(help_text="Exact up to 50,000 gap rows; above, PostgreSQL's row estimate of "
+                                                "the gap table minus the other states (filled gaps only accumulate).")
     unfillable = serializers.IntegerField()
     missing_candles = serializers.IntegerField(help_text="Candles missing in open and filling gaps.")
+    unfinished_by_priority = GapsByPrioritySerializer(help_text="Open and filling gaps by repair priority.")
+
+
+class RepairBacklogEntrySerializer(serializers.Serializer):
+    candles = serializers.IntegerField()
+    units = serializers.IntegerField(help_text="Repair units (REST requests' worth of candles) queued.")
+
+
+class RepairBacklogSerializer(serializers.Serializer):
+    confirm = RepairBacklogEntrySerializer()
+    outage = RepairBacklogEntrySerializer()
+    history = RepairBacklogEntrySerializer()
+    old = RepairBacklogEntrySerializer()
+
+
+class RepairRatesSerializer(serializers.Serializer):
+    confirm = serializers.FloatField()
+    outage = serializers.FloatField()
+    history = serializers.FloatField()
+    old = serializers.FloatField()
+
+
+class EndpointCountsSerializer(serializers.Serializer):
+    candles = serializers.IntegerField()
+    history = serializers.IntegerField()
+
+
+class EndpointRatesSerializer(serializers.Serializer):
+    candles = serializers.FloatField()
+    history = serializers.FloatField()
+
+
+class RepairSerializer(serializers.Serializer):
+    updated_at = EpochDateTimeField(allow_null=True, help_text="When the repair scheduler wrote this report.")
+    backlog = RepairBacklogSerializer(help_text="Candles (and repair units) waiting, by priority.")
+    drained_per_s = RepairRatesSerializer(help_text="Candles repaired per second lately, by priority.")
+    eta_s = serializers.FloatField(allow_null=True,
+                                   help_text="Seconds until the backlog is drained at that rate; null: not draining.")
+    requests = EndpointCountsSerializer(help_text="REST requests sent, by endpoint.")
+    budget_per_s = EndpointRatesSerializer(help_text="OKX's REST budget, requests per second, by endpoint.")
 
 
 class CollectorConnectionSerializer(serializers.Serializer):
@@ -174,14 +228,73 @@ class SubscriptionStatusSerializer(serializers.Serializer):
     collector = serializers.CharField(allow_null=True)
 
 
+class SubscriptionStatesSerializer(serializers.Serializer):
+    live = serializers.IntegerField()
+    stale = serializers.IntegerField()
+    error = serializers.IntegerField()
+    pending = serializers.IntegerField()
+    paused = serializers.IntegerField()
+
+
+class SubscriptionCountsSerializer(serializers.Serializer):
+    by_state = SubscriptionStatesSerializer(help_text="Active subscriptions by status (as set by the health "
+                                                      "task), and the paused ones.")
+    active = serializers.IntegerField()
+    paused = serializers.IntegerField()
+    total = serializers.IntegerField()
+    detail = serializers.CharField(help_text="Where each subscription's status is listed, filtered and paged.")
+
+
+class LagSerializer(serializers.Serializer):
+    symbol = serializers.CharField()
+    timeframe = serializers.CharField()
+    lag_s = serializers.FloatField(help_text="Seconds the oldest closed candle has waited for its confirmed push.")
+    last_confirmed_open_time = serializers.DateTimeField(allow_null=True)
+
+
+class TroubledExampleSerializer(serializers.Serializer):
+    symbol = serializers.CharField()
+    timeframe = serializers.CharField()
+    status_message = serializers.CharField()
+
+
+class TroubledSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    examples = TroubledExampleSerializer(many=True, help_text="The first few, by symbol and bar.")
+
+
+class ProblemsSerializer(serializers.Serializer):
+    top = serializers.ListField(child=serializers.CharField(),
+                                help_text="One line per problem worth a look, most severe first; empty when none.")
+    error = TroubledSerializer(allow_null=True, help_text="Active subscriptions in error (OKX refused the channel).")
+    stale = TroubledSerializer(allow_null=True, help_text="Active subscriptions without a recent message.")
+    gaps_by_priority = GapsByPrioritySerializer(allow_null=True, help_text="Open and filling gaps by priority.")
+    dead_letters = serializers.IntegerField(allow_null=True)
+
+
 class StatusSerializer(HealthSerializer):
     services = ServicesSerializer()
     pipeline = PipelineSerializer(allow_null=True, help_text="null when Redis is down.")
     gaps = GapsSerializer(allow_null=True, help_text="null when PostgreSQL is down.")
     collectors = CollectorSerializer(many=True, allow_null=True, help_text="null when Redis is down.")
-    subscriptions = SubscriptionStatusSerializer(many=True, allow_null=True,
-                                                 help_text="Every subscription, paused ones too; null when "
-                                                           "PostgreSQL is down.")
+    subscriptions = SubscriptionCountsSerializer(
+        allow_null=True, help_text="Counts by state (a summary: each subscription's status is at "
+                                   "/api/v1/status/subscriptions); null when PostgreSQL is down.")
+    worst_lags = LagSerializer(many=True, allow_null=True,
+                               help_text="The channels with the longest confirmation lag (lag > 0 only), worst "
+                                         "first, at most 10; null when Redis or PostgreSQL is down.")
+    problems = ProblemsSerializer()
+    repair = RepairSerializer(allow_null=True, help_text="The repair scheduler's last report; null when there is "
+                                                         "none (or Redis is down).")
+
+
+class SubscriptionStatusPageSerializer(serializers.Serializer):
+    count = serializers.IntegerField(help_text="Subscriptions matching the filters.")
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    live_status_available = serializers.BooleanField(
+        help_text="False when Redis could not be read: the channel fields are null then.")
+    results = SubscriptionStatusSerializer(many=True)
 
 
 class SymbolStatusSerializer(serializers.Serializer):

@@ -17,15 +17,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Count, Sum
+from django.db.models import Count, QuerySet, Sum
 from redis import RedisError
 
 from candles.bars import BarSpec
 from candles.models import Gap, GapState, Subscription, Timeframe
 from collectors.api.probes import status_redis
 from collectors.pipeline.connections import pipeline_keys
+from collectors.pipeline.keys import Keys
 from collectors.pipeline.status import ChannelStatus, channel_statuses
 
 logger = logging.getLogger(__name__)
@@ -89,6 +91,11 @@ def bar_specs() -> dict[int, BarSpec]:
     return {tf.pk: tf.spec for tf in Timeframe.objects.all()}
 
 
+def bar_specs_by_code() -> dict[str, BarSpec]:
+    """Every timeframe's bar arithmetic by code (one small query)."""
+    return {tf.code: tf.spec for tf in Timeframe.objects.all()}
+
+
 @dataclass(frozen=True, slots=True)
 class SubscriptionRecord:
     """A subscription as PostgreSQL has it, with its bar arithmetic and unfinished gaps."""
@@ -103,14 +110,20 @@ class SubscriptionRecord:
     missing_candles: int = 0
 
 
-def subscription_records(*, instrument_id: int | None = None, with_gaps: bool = True) -> list[SubscriptionRecord]:
-    """Every subscription (of one instrument, when given), by symbol and bar order. Three queries at most."""
-    subscriptions = Subscription.objects.all()
+RECORD_FIELDS = ("pk", "instrument__inst_id", "timeframe__code", "timeframe_id", "is_active", "status",
+                 "status_message")
+
+
+def subscription_records(
+    *, instrument_id: int | None = None, with_gaps: bool = True, subscriptions: QuerySet | None = None,
+) -> list[SubscriptionRecord]:
+    """Every subscription (of one instrument, or of the `subscriptions` queryset, e.g. one page of a filtered
+    list), by symbol and bar order. Three queries at most; gaps are counted only for the subscriptions read."""
+    if subscriptions is None:
+        subscriptions = Subscription.objects.all()
     if instrument_id is not None:
         subscriptions = subscriptions.filter(instrument_id=instrument_id)
-    rows = list(subscriptions.values_list(
-        "pk", "instrument__inst_id", "timeframe__code", "timeframe_id", "is_active", "status", "status_message",
-    ))
+    rows = list(subscriptions.values_list(*RECORD_FIELDS))
     if not rows:
         return []
     gaps: dict[int, tuple[int, int]] = {}
@@ -118,6 +131,8 @@ def subscription_records(*, instrument_id: int | None = None, with_gaps: bool = 
         unfinished = Gap.objects.filter(state__in=UNFINISHED_GAPS)
         if instrument_id is not None:
             unfinished = unfinished.filter(subscription__instrument_id=instrument_id)
+        elif subscriptions.query.is_sliced or subscriptions.query.where:
+            unfinished = unfinished.filter(subscription_id__in=[row[0] for row in rows])
         per_subscription = unfinished.order_by().values("subscription_id").annotate(n=Count("pk"), m=Sum("missing"))
         gaps = {sub_id: (n, missing or 0) for sub_id, n, missing in
                 per_subscription.values_list("subscription_id", "n", "m")}
@@ -154,11 +169,8 @@ def subscription_rows(
             for r in records]
 
 
-def instrument_subscription_rows(*, instrument_id: int, now: float) -> tuple[list[SubscriptionRow], bool]:
-    """One instrument's subscriptions with their channels, and whether Redis could be read for them."""
-    with transaction.atomic():
-        limit_statements()
-        records = subscription_records(instrument_id=instrument_id)
+def _with_channels(records: list[SubscriptionRecord], now: float) -> tuple[list[SubscriptionRow], bool]:
+    """The records joined with their channels (one HMGET of just those), and whether Redis could be read."""
     if not records:
         return [], True
     try:
@@ -167,3 +179,54 @@ def instrument_subscription_rows(*, instrument_id: int, now: float) -> tuple[lis
         logger.warning("channel statuses could not be read: %s: %s", type(exc).__name__, exc)
         return subscription_rows(records, None, now), False
     return subscription_rows(records, channels, now), True
+
+
+def subscription_page_rows(ids: list[int], *, now: float) -> tuple[list[SubscriptionRow], bool]:
+    """One page of subscriptions (by id, in the model's order) with their gaps and channels: a constant
+    number of queries and one Redis read of the page's channels, whatever the page size."""
+    with transaction.atomic():
+        limit_statements()
+        records = subscription_records(subscriptions=Subscription.objects.filter(pk__in=ids)) if ids else []
+    return _with_channels(records, now)
+
+
+def instrument_subscription_rows(*, instrument_id: int, now: float) -> tuple[list[SubscriptionRow], bool]:
+    """One instrument's subscriptions with their channels, and whether Redis could be read for them."""
+    with transaction.atomic():
+        limit_statements()
+        records = subscription_records(instrument_id=instrument_id)
+    return _with_channels(records, now)
+
+
+@dataclass(frozen=True, slots=True)
+class Lag:
+    symbol: str
+    timeframe: str
+    lag_s: float
+    last_confirmed_open_time: datetime | None
+
+
+def worst_lags(redis: Any, keys: Keys, specs: dict[str, BarSpec], *, now: float, limit: int) -> list[Lag]:
+    """The `limit` channels whose closed candles have waited longest for a confirmed push (lag > 0 only).
+
+    Reads the `limit` oldest entries of each bar's `Keys.channel_confirmed` ZSET (one round trip, at most
+    bars × limit entries): a bar's worst lags are its oldest last-confirmed open times, so the cost does not
+    grow with the number of instruments.
+    """
+    if limit <= 0 or not specs:
+        return []
+    bars = list(specs)
+    pipe = redis.pipeline(transaction=False)
+    for bar in bars:
+        pipe.zrange(keys.channel_confirmed(bar), 0, limit - 1, withscores=True)
+    now_ms = int(now * 1000)
+    lags: list[Lag] = []
+    for bar, entries in zip(bars, pipe.execute(), strict=True):
+        for member, score in entries:
+            confirmed_open = int(score)
+            lag = confirmation_lag_s(specs[bar], confirmed_open, now_ms)
+            if lag:
+                symbol = member.decode("utf-8", "replace") if isinstance(member, bytes) else str(member)
+                lags.append(Lag(symbol, bar, lag, epoch_s_to_datetime(confirmed_open / 1000)))
+    lags.sort(key=lambda lag: (-lag.lag_s, lag.symbol, lag.timeframe))
+    return lags[:limit]

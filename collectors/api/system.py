@@ -24,15 +24,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, Sum
 from redis import RedisError
 
-from candles.models import Gap, GapState, Subscription, SubscriptionStatus
+from candles.models import Gap, GapState, RepairPriority, Subscription, SubscriptionStatus
 from collectors.api.probes import Probe, services_probe, status_redis
-from collectors.api.subscriptions import SubscriptionRow, limit_statements, subscription_records, subscription_rows
+from collectors.api.subscriptions import Lag, bar_specs_by_code, limit_statements, worst_lags
 from collectors.pipeline.connections import pipeline_keys
-from collectors.pipeline.status import CollectorStatus, channel_statuses, collector_statuses, pipeline_overview
+from collectors.pipeline.status import CollectorStatus, collector_statuses, pipeline_overview
 
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
 PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
@@ -57,6 +57,7 @@ class SubscriptionSummary:
 
     by_status: dict[str, int]
     troubled: list[str] = field(default_factory=list)
+    paused: int = 0
 
     @property
     def active(self) -> int:
@@ -89,14 +90,22 @@ def _failed(probe: Probe, exc: Exception) -> Probe:
 
 
 def subscription_summary() -> SubscriptionSummary:
+    # One GROUP BY over (is_active, status): the counts cost one index scan, whatever the subscriptions.
+    by_status: dict[str, int] = {}
+    paused = 0
+    grouped = Subscription.objects.order_by().values("is_active", "status").annotate(n=Count("pk"))
+    for is_active, status, n in grouped.values_list("is_active", "status", "n"):
+        if is_active:
+            by_status[status] = n
+        else:
+            paused += n
     active = Subscription.objects.filter(is_active=True).order_by()
-    by_status = dict(active.values("status").annotate(n=Count("pk")).values_list("status", "n"))
     troubled = [
         f"{symbol} {bar} {status}" for symbol, bar, status in
         active.filter(status__in=TROUBLED).order_by("instrument__inst_id", "timeframe__display_order")
         .values_list("instrument__inst_id", "timeframe__code", "status")[:EXAMPLES]
     ] if any(by_status.get(s) for s in TROUBLED) else []
-    return SubscriptionSummary(by_status, troubled)
+    return SubscriptionSummary(by_status, troubled, paused)
 
 
 def observe(*, now: float | None = None) -> Observation:
@@ -210,7 +219,7 @@ def _flush_check(pipeline: dict[str, Any], depth: int, interval: float) -> Check
     return Check("flush", PASS, DEGRADED, f"last flush {age:g} s ago")
 
 
-# --- the full report ---------------------------------------------------------------------------------------
+# --- the full report: a summary whose size and cost do not grow with the subscriptions ---------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +229,16 @@ class GapSummary:
     filled: int
     unfillable: int
     missing_candles: int  # in open and filling gaps
+    # Unfinished (open and filling) gaps by repair priority: {"confirm": {"gaps", "missing_candles"}, ...}
+    unfinished_by_priority: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Troubled:
+    """Active subscriptions of one status: how many, and the first few with their messages."""
+
+    count: int
+    examples: list[dict[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +247,17 @@ class SystemStatus:
     observation: Observation
     gaps: GapSummary | None
     collectors: list[CollectorStatus] | None
-    subscriptions: list[SubscriptionRow] | None
+    subscriptions: dict[str, Any] | None  # counts by state ({"by_state", "active", "paused", "total"})
+    worst_lags: list[Lag] | None
+    problems: dict[str, Any]
+    repair: dict | None
+
+
+PRIORITY_NAMES = {RepairPriority.CONFIRM: "confirm", RepairPriority.OUTAGE: "outage",
+                  RepairPriority.HISTORY: "history", RepairPriority.OLD: "old"}
+# How many troubled subscriptions and lagging channels the summary names; the rest are counted, and listed
+# by GET /status/subscriptions?state=... page by page.
+STATUS_EXAMPLES = 10
 
 
 def gap_counts() -> dict[str, tuple[int, int]]:
@@ -240,33 +269,126 @@ def gap_counts() -> dict[str, tuple[int, int]]:
     return counts
 
 
+# Above this many gap rows (PostgreSQL's estimate), `filled` is estimated rather than counted: filled gaps stay
+# as the record and only accumulate, and counting them is a pass over the table on every request.
+GAPS_COUNTED_EXACTLY = 50_000
+
+
 def gap_summary() -> GapSummary:
-    counts = gap_counts()
-    return GapSummary(counts[GapState.OPEN][0], counts[GapState.FILLING][0], counts[GapState.FILLED][0],
-                      counts[GapState.UNFILLABLE][0], counts[GapState.OPEN][1] + counts[GapState.FILLING][1])
+    """Gaps by state and unfinished gaps by priority, in three small queries: unfinished gaps are read along
+    their partial index, unfillable ones along the state index; filled ones are the table's row estimate
+    minus the others once the table is large (exact below GAPS_COUNTED_EXACTLY)."""
+    by_priority = {name: {"gaps": 0, "missing_candles": 0} for name in PRIORITY_NAMES.values()}
+    by_state = {GapState.OPEN: 0, GapState.FILLING: 0}
+    missing = 0
+    rows = (Gap.objects.filter(state__in=(GapState.OPEN, GapState.FILLING)).order_by()
+            .values("state", "priority").annotate(n=Count("pk"), m=Sum("missing"))
+            .values_list("state", "priority", "n", "m"))
+    for state, priority, n, m in rows:
+        figures = by_priority.setdefault(PRIORITY_NAMES.get(priority, str(priority)), {"gaps": 0, "missing_candles": 0})
+        figures["gaps"] += n
+        figures["missing_candles"] += m or 0
+        by_state[state] += n
+        missing += m or 0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT (SELECT reltuples::bigint FROM pg_class WHERE oid = 'candles_gap'::regclass), "
+                       "(SELECT count(*) FROM candles_gap WHERE state = %s)", [GapState.UNFILLABLE])
+        estimate, unfillable = cursor.fetchone()
+    unfinished = by_state[GapState.OPEN] + by_state[GapState.FILLING]
+    if estimate is not None and estimate > GAPS_COUNTED_EXACTLY:
+        filled = max(0, estimate - unfinished - unfillable)
+    else:
+        filled = Gap.objects.filter(state=GapState.FILLED).count()
+    return GapSummary(by_state[GapState.OPEN], by_state[GapState.FILLING], filled, unfillable, missing, by_priority)
 
 
-def system_status() -> SystemStatus:
-    """The health, plus gaps, collectors and every subscription with its channel status (for GET /status)."""
+def troubled(status: str, count: int, limit: int = STATUS_EXAMPLES) -> Troubled:
+    """The first `limit` active subscriptions of `status` (none read when `count` says there are none)."""
+    if not count:
+        return Troubled(0, [])
+    rows = (Subscription.objects.filter(is_active=True, status=status)
+            .values_list("instrument__inst_id", "timeframe__code", "status_message")[:limit])
+    return Troubled(count, [{"symbol": symbol, "timeframe": bar, "status_message": message}
+                            for symbol, bar, message in rows])
+
+
+def subscription_counts(summary: SubscriptionSummary) -> dict[str, Any]:
+    by_state = {status: summary.by_status.get(status, 0) for status in SubscriptionStatus.values}
+    by_state["paused"] = summary.paused
+    return {"by_state": by_state, "active": summary.active, "paused": summary.paused,
+            "total": summary.active + summary.paused}
+
+
+def problems_list(subscriptions: dict[str, Any] | None, errors: Troubled | None, stale: Troubled | None,
+                  gaps: GapSummary | None, pipeline: dict[str, Any] | None, lags: list[Lag] | None) -> list[str]:
+    """The problems worth a look, most severe first, one line each."""
+    lines: list[str] = []
+
+    def named(t: Troubled) -> str:
+        shown = "; ".join(f"{e['symbol']} {e['timeframe']}" for e in t.examples[:3])
+        return f" ({shown}{'; ...' if t.count > 3 else ''})" if shown else ""
+
+    if pipeline is not None and subscriptions and subscriptions["active"] and not pipeline["collectors"]["alive"]:
+        lines.append(f"no collector is alive while {subscriptions['active']} subscriptions are active")
+    if errors and errors.count:
+        lines.append(f"{_plural(errors.count, 'subscription')} in error{named(errors)}")
+    if stale and stale.count:
+        lines.append(f"{_plural(stale.count, 'subscription')} stale{named(stale)}")
+    if gaps is not None:
+        for name, figures in gaps.unfinished_by_priority.items():
+            if figures["gaps"]:
+                lines.append(f"{_plural(figures['gaps'], 'open gap')} of priority {name} "
+                             f"({figures['missing_candles']:,} candles missing)")
+    if pipeline is not None and pipeline["dead_letters"]:
+        lines.append(f"{_plural(pipeline['dead_letters'], 'dead letter')} waiting")
+    if lags:
+        worst = lags[0]
+        lines.append(f"worst confirmation lag {worst.lag_s:g} s ({worst.symbol} {worst.timeframe})")
+    return lines
+
+
+def system_status(*, examples: int = STATUS_EXAMPLES) -> SystemStatus:
+    """The health plus a bounded summary for GET /status: subscription counts by state, the worst lags, the
+    top problems, gaps by state and priority, collectors, the pipeline and the repair backlog.
+
+    A constant number of small queries (GROUP BYs and LIMITed reads) and one Redis round trip beyond the
+    overview's: nothing here reads every subscription or every channel status.
+    """
     observation = observe()
     probes, now = observation.probes, observation.now
-    channels = collectors = None
-    if observation.pipeline is not None:
-        redis, keys = status_redis(), pipeline_keys()
-        try:
-            channels = channel_statuses(redis, keys)
-            collectors = collector_statuses(redis, keys, now=now)
-        except RedisError as exc:
-            probes["redis"] = _failed(probes["redis"], exc)
-            channels = collectors = None
-    gaps = rows = None
-    if observation.subscriptions is not None:
+    collectors = lags = None
+    errors = stale = None
+    gaps = None
+    specs: dict[str, Any] = {}
+    summary = observation.subscriptions
+    if summary is not None:
         try:
             with transaction.atomic():
                 limit_statements()
                 gaps = gap_summary()
-                rows = subscription_rows(subscription_records(), channels, now)
+                errors = troubled(SubscriptionStatus.ERROR, summary.by_status.get(SubscriptionStatus.ERROR, 0),
+                                  examples)
+                stale = troubled(SubscriptionStatus.STALE, summary.by_status.get(SubscriptionStatus.STALE, 0),
+                                 examples)
+                specs = bar_specs_by_code()
         except DatabaseError as exc:
             probes["database"] = _failed(probes["database"], exc)
-            gaps = rows = None
-    return SystemStatus(health_evaluate(observation), observation, gaps, collectors, rows)
+            summary = gaps = errors = stale = None
+    if observation.pipeline is not None:
+        redis, keys = status_redis(), pipeline_keys()
+        try:
+            collectors = collector_statuses(redis, keys, now=now)
+            lags = worst_lags(redis, keys, specs, now=now, limit=examples) if summary is not None else None
+        except RedisError as exc:
+            probes["redis"] = _failed(probes["redis"], exc)
+            collectors = lags = None
+    counts = None if summary is None else subscription_counts(summary)
+    pipeline = observation.pipeline
+    problems = {
+        "top": problems_list(counts, errors, stale, gaps, pipeline, lags),
+        "error": errors, "stale": stale,
+        "gaps_by_priority": None if gaps is None else gaps.unfinished_by_priority,
+        "dead_letters": None if pipeline is None else pipeline["dead_letters"],
+    }
+    return SystemStatus(health_evaluate(observation), observation, gaps, collectors, counts, lags, problems,
+                        None if pipeline is None else pipeline.get("repair"))

@@ -14,17 +14,26 @@ import time
 from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
-from candles.models import Instrument
+from candles.api.pagination import PAGE_PARAMS, page_bounds, paginate
+from candles.api.params import Query
+from candles.models import Instrument, Subscription, SubscriptionStatus
 from collectors.api.access import MetricsTokenAuthentication, MetricsTokenRequired
-from collectors.api.metrics import metrics_text
+from collectors.api.metrics import PAUSED, metrics_text
 from collectors.api.renderers import PrometheusTextRenderer
-from collectors.api.serializers import HealthSerializer, LivenessSerializer, StatusSerializer, SymbolStatusSerializer
-from collectors.api.subscriptions import instrument_subscription_rows
+from collectors.api.serializers import (
+    HealthSerializer,
+    LivenessSerializer,
+    StatusSerializer,
+    SubscriptionStatusPageSerializer,
+    SymbolStatusSerializer,
+)
+from collectors.api.subscriptions import instrument_subscription_rows, subscription_page_rows
 from collectors.api.system import HEALTHY, Health, health_evaluate, observe, system_status
 from okxproject.api_errors import NotFoundError
 from okxproject.api_schema import EnvelopeAutoSchema, ErrorEnvelopeSerializer
@@ -48,15 +57,19 @@ def _health_body(health: Health) -> dict:
 class StatusView(APIView):
     @extend_schema(
         tags=[TAG], operation_id="status_retrieve",
-        summary="The whole system: health, services, pipeline, gaps, collectors and every subscription",
+        summary="The whole system in summary: health, services, pipeline, gaps, collectors, subscription counts, "
+                "worst lags, top problems and the repair backlog",
         description="200 whenever the API can answer: `status` is healthy, degraded or unhealthy by the rule in "
                     "docs/status-and-metrics.md, `failing` names the failing checks, and the sections whose "
-                    "source (Redis or PostgreSQL) is down are null.",
+                    "source (Redis or PostgreSQL) is down are null. The answer is a summary whose size does "
+                    "not grow with the subscriptions; each subscription's status is at "
+                    "/api/v1/status/subscriptions (filtered, paged) and /api/v1/status/{symbol}.",
         responses={200: StatusSerializer, 503: DATABASE_UNAVAILABLE},
     )
     def get(self, request: Request) -> Response:
         report = system_status()
         probes, pipeline = report.observation.probes, report.observation.pipeline
+        subscriptions = report.subscriptions
         body = {
             **_health_body(report.health),
             "services": {
@@ -68,9 +81,59 @@ class StatusView(APIView):
             },
             "gaps": report.gaps,
             "collectors": report.collectors,
-            "subscriptions": report.subscriptions,
+            "subscriptions": None if subscriptions is None else {
+                **subscriptions, "detail": reverse("status-subscriptions", request=request)},
+            "worst_lags": report.worst_lags,
+            "problems": report.problems,
+            "repair": report.repair,
         }
         return Response(StatusSerializer(body).data)
+
+
+STATES = (*SubscriptionStatus.values, PAUSED)
+BAR = r"[0-9A-Za-z]{1,8}"  # what a timeframe code can look like (Timeframe.code: 8 characters at most)
+
+
+class SubscriptionStatusListView(APIView):
+    @extend_schema(
+        tags=[TAG], operation_id="status_subscriptions_list",
+        summary="Each subscription's status, filtered and paged: status, last message, lag, open gaps",
+        description="Ordered by symbol and bar. Filters combine: `state` (live, stale, error and pending are "
+                    "active subscriptions by the status the health task set; paused are the paused ones), "
+                    "`bar` (exact, case-sensitive: 1m is a minute, 1M a month) and `symbol` (exact instId). "
+                    "Pages hold at most 1000 subscriptions (`limit`, default 100; `offset`).",
+        parameters=[
+            OpenApiParameter("state", {"type": "string", "enum": list(STATES)}, description="Only this state."),
+            OpenApiParameter("bar", {"type": "string", "pattern": f"^{BAR}$"},
+                             description="Only this bar (timeframe code)."),
+            OpenApiParameter("symbol", {"type": "string", "pattern": f"^{SYMBOL.pattern}$"},
+                             description="Only this instrument (exact instId)."),
+            *PAGE_PARAMS,
+        ],
+        responses={200: SubscriptionStatusPageSerializer,
+                   400: OpenApiResponse(ErrorEnvelopeSerializer, description="VALIDATION_ERROR: a bad filter."),
+                   503: DATABASE_UNAVAILABLE},
+    )
+    def get(self, request: Request) -> Response:
+        query = Query(request)
+        state = query.choice("state", STATES)
+        bar = query.text("bar", pattern=BAR)
+        symbol = query.text("symbol", pattern=SYMBOL.pattern)
+        limit, offset = page_bounds(query)
+        query.done()
+        subscriptions = Subscription.objects.all()
+        if state == PAUSED:
+            subscriptions = subscriptions.filter(is_active=False)
+        elif state is not None:
+            subscriptions = subscriptions.filter(is_active=True, status=state)
+        if bar is not None:
+            subscriptions = subscriptions.filter(timeframe__code=bar)
+        if symbol is not None:
+            subscriptions = subscriptions.filter(instrument__inst_id=symbol)
+        page, ids = paginate(request, subscriptions.values_list("pk", flat=True), limit, offset)
+        rows, live = subscription_page_rows(ids, now=time.time())
+        return Response(SubscriptionStatusPageSerializer({**page, "live_status_available": live,
+                                                          "results": rows}).data)
 
 
 class SymbolStatusView(APIView):

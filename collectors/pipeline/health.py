@@ -193,6 +193,16 @@ def subscriptions_health_update(*, redis: Any, keys: Keys, now: float, result: H
         prune = redis.register_script(PRUNE_CHANNEL_STATUS_LUA)
         result.channel_statuses_pruned = int(prune(keys=[keys.channel_status],
                                                    args=[x for entry in leftovers for x in entry]))
+        # Their entries in the worst-lag index go too (a channel subscribed again is re-added by its
+        # collector's next status write, within seconds).
+        by_bar: dict[str, list[str]] = {}
+        for field_name, value in leftovers:
+            status = parsed[(field_name, value)]
+            by_bar.setdefault(status.bar, []).append(status.inst_id)
+        pipe = redis.pipeline(transaction=False)
+        for bar, inst_ids in by_bar.items():
+            pipe.zrem(keys.channel_confirmed(bar), *inst_ids)
+        pipe.execute()
 
 
 def dead_collectors_remove(

@@ -64,6 +64,12 @@ class Keys:
         """HASH "inst|bar" -> JSON {last_message_at, last_confirmed_open, state, error, collector}."""
         return f"{self.prefix}status:channels"
 
+    def channel_confirmed(self, bar: str) -> str:
+        """ZSET inst_id -> open time (epoch ms) of the channel's last confirmed candle, one per bar, written
+        beside `channel_status` by the collectors (ZADD GT). Its lowest scores are the bar's worst confirmation
+        lags, so status pages read a few entries per bar instead of parsing every channel's JSON."""
+        return f"{self.prefix}status:confirmed:{bar}"
+
     @property
     def collectors(self) -> str:
         """ZSET collector id scored by its last heartbeat (epoch seconds)."""

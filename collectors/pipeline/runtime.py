@@ -334,8 +334,11 @@ class CollectorRuntime:
         reconnects = sum(s.reconnects for s in statuses)
         tracks, invalid, subscribed = self.ingest.channels, self.invalid, self.subscribed_since
         channel_rows = {}
+        confirmed: dict[str, dict[str, int]] = {}  # bar -> inst_id -> last confirmed open time (ms)
         for channel in self.client.channels | set(invalid):
             track = tracks.get(channel)
+            if track is not None and track.last_confirmed_open is not None:
+                confirmed.setdefault(channel.bar, {})[channel.inst_id] = track.last_confirmed_open
             channel_rows[f"{channel.inst_id}|{channel.bar}"] = orjson.dumps({
                 "last_message_at": track.last_message_at if track else None,
                 "last_confirmed_open": track.last_confirmed_open if track else None,
@@ -356,6 +359,11 @@ class CollectorRuntime:
         async with self.redis.pipeline(transaction=False) as pipe:
             if channel_rows:
                 pipe.hset(self.keys.channel_status, mapping=channel_rows)
+            # The same figure indexed by age, per bar: status pages read a bar's worst lags from the head of
+            # its ZSET instead of parsing every channel's JSON. GT: of two collectors carrying a channel (hot
+            # standby), the newer confirmed candle wins, whatever order their writes land in.
+            for bar, opens in confirmed.items():
+                pipe.zadd(self.keys.channel_confirmed(bar), opens, gt=True)
             pipe.hset(self.keys.collector(cid), mapping=collector)
             pipe.expire(self.keys.collector(cid), int(3 * self.config.lease_ttl_s) + 1)
             pipe.zadd(self.keys.collectors, {cid: time.time()})

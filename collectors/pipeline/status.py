@@ -19,6 +19,7 @@ from django.conf import settings
 
 from collectors.okx.ws import ConnectionStatus  # the shape the runtime publishes
 from collectors.pipeline.keys import Keys
+from collectors.pipeline.repair_report import repair_report_decode
 
 logger = logging.getLogger(__name__)
 
@@ -311,44 +312,42 @@ def overview_queue(pipe: Any, keys: Keys, now: float, lease_ttl_s: float | None 
     pipe.hlen(keys.live)
     pipe.hlen(keys.taken)
     pipe.llen(keys.dead_letters)
-    pipe.get(keys.repair_backlog)
     pipe.hgetall(keys.counters)
     pipe.hgetall(keys.last_flush)
     pipe.zcard(keys.collectors)
     pipe.zcount(keys.collectors, alive_after(now, lease_ttl_s), "+inf")
+    pipe.get(keys.repair_backlog)
 
 
 def overview_parse(replies: Sequence[Any], now: float) -> dict:
     """The overview from the replies of the `OVERVIEW_COMMANDS` commands `overview_queue` queued."""
-    live, taken, dead_letters, repair_raw, counters, last_flush_raw, total, alive = replies
+    live, taken, dead_letters, counters, last_flush_raw, total, alive, repair_raw = replies
     last_flush: dict[str, Any] | None = None
     if last_flush_raw:
         flush_numbers = _numbers(last_flush_raw, "last flush fields")
         last_flush = {name: flush_numbers.get(name) for name in LAST_FLUSH_FIELDS}
         at = last_flush["at"]
         last_flush["age_s"] = None if at is None else round(max(0.0, now - at), 3)
+    repair = repair_report_decode(repair_raw)
+    # The repair plane replaced the rest_needed set: its confirm backlog is the same figure (candles closed
+    # without a confirm push), so the old field keeps its meaning for clients.
+    rest_needed = 0 if repair is None else repair["backlog"]["confirm"]["candles"]
     return {
         "buffer": {"live": int(live), "taken": int(taken), "depth": int(live) + int(taken)},
         "dead_letters": int(dead_letters),
-        "rest_needed": _confirm_backlog(repair_raw),
+        "rest_needed": int(rest_needed),
+        "repair": repair,
         "counters": _numbers(counters, "counters"),
         "last_flush": last_flush,
         "collectors": {"alive": int(alive), "total": int(total)},
     }
 
 
-def _confirm_backlog(raw: Any) -> int:
-    """Closed candles waiting for REST to confirm them, from the repair scheduler's last report."""
-    try:
-        return int(orjson.loads(raw)["backlog"]["confirm"]["candles"]) if raw else 0
-    except (TypeError, ValueError, KeyError):
-        return 0
-
-
 def pipeline_overview(redis: Any, keys: Keys, now: float | None = None, lease_ttl_s: float | None = None) -> dict:
     """Buffer depth, dead letters, counters, the last flush and collectors alive, in one round trip.
 
-    {"buffer": {"live", "taken", "depth"}, "dead_letters", "rest_needed", "counters": {name: n},
+    {"buffer": {"live", "taken", "depth"}, "dead_letters", "rest_needed", "repair": report | None,
+     "counters": {name: n},
      "last_flush": {"at", "rows", "written", "rejected", "duration_ms", "age_s"} | None,
      "collectors": {"alive", "total"}}
     """

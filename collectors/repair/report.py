@@ -8,7 +8,6 @@ so one idle or busy run does not swing the ETA.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from typing import Any
 
@@ -17,9 +16,8 @@ from django.db import connection
 from candles.models import RepairPriority
 from collectors.okx.rest import CANDLES, HISTORY_CANDLES
 from collectors.pipeline.keys import Keys
+from collectors.pipeline.repair_report import repair_report_read
 from collectors.repair.reach import CANDLES_LANE, HISTORY_LANE
-
-logger = logging.getLogger(__name__)
 
 PRIORITY_NAMES = {RepairPriority.CONFIRM: "confirm", RepairPriority.OUTAGE: "outage",
                   RepairPriority.HISTORY: "history", RepairPriority.OLD: "old"}
@@ -75,16 +73,3 @@ def repair_report_write(
     }
     redis.set(keys.repair_backlog, json.dumps(report))
     return report
-
-
-def repair_report_read(*, redis: Any, keys: Keys) -> dict[str, Any] | None:
-    """The last run's report, or None when there is none (or it cannot be read)."""
-    raw = redis.get(keys.repair_backlog)
-    if raw is None:
-        return None
-    try:
-        report = json.loads(raw)
-    except (TypeError, ValueError):
-        logger.warning("repair report at %s is not JSON; ignored", keys.repair_backlog)
-        return None
-    return report if isinstance(report, dict) else None

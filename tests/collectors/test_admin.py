@@ -25,6 +25,7 @@ from candles import admin as candles_admin
 from candles.admin import subscription_figures
 from candles.bars import datetime_to_ms, ms_to_datetime
 from candles.models import Gap, GapState, Instrument, Subscription, SubscriptionStatus, Timeframe
+from collectors import admin as collectors_admin
 from collectors.okx.ratelimit import RedisRateLimiter
 from collectors.okx.rest import CANDLES
 from collectors.pipeline.buffer import dead_letter_record, decode_entry
@@ -118,7 +119,9 @@ def test_the_index_shows_collectors_buffer_flush_dead_letters_rest_budget_and_ga
 
     assert response.status_code == 200
     assert tile(response, "tile-collectors") == "1 / 2 collectors alive"
-    assert tile(response, "tile-channels") == "2 channels subscribed, 1 refused"
+    # Counted from the alive collectors' connections (3 of 3 subscribed on host-a:1), not from every channel's
+    # status; refused channels are the subscriptions the health task marked "error" (none here).
+    assert tile(response, "tile-channels") == "3 channels subscribed"
     assert tile(response, "tile-buffer") == "3 in the buffer (3 live, 0 being flushed)"
     assert tile(response, "tile-flush").startswith("2 written by the last flush; last flush ")
     assert tile(response, "tile-dead-letters") == "1 dead letters"
@@ -134,11 +137,75 @@ def test_the_index_shows_collectors_buffer_flush_dead_letters_rest_budget_and_ga
 def test_the_flush_rate_is_the_counter_growth_since_an_earlier_view(staff_client, redis, keys, btc):
     LiveBuffer(redis, keys).put_many([(candle_update(T0_MS + i * MINUTE), 1) for i in range(4)])
     buffer_flush(redis=redis, keys=keys)
-    redis.hset(f"{keys.prefix}admin:flush_sample", mapping={"at": time.time() - 8, "flushed": 0})
+    collectors_admin.FLUSH_SAMPLES[keys.prefix] = (time.time() - 8, 0)  # an earlier view's sample
 
     response = staff_client.get(reverse("admin:index"))
 
     assert re.fullmatch(r"0\.5/s candles flushed, last 8 s; last flush \d+ s ago", tile(response, "tile-flush"))
+
+
+def test_the_dashboard_reads_redis_and_never_writes_it(staff_client, redis, keys, btc):
+    LiveBuffer(redis, keys).put_many([(candle_update(T0_MS + i * MINUTE), 1) for i in range(4)])
+    buffer_flush(redis=redis, keys=keys)
+    put_collector(redis, keys, "host-a:1", time.time(), [0])
+    before = {key: redis.dump(key) for key in redis.scan_iter(f"{keys.prefix}*")}
+
+    for _ in range(2):
+        assert staff_client.get(reverse("admin:index")).status_code == 200
+        assert staff_client.get(reverse("admin:pipeline_dashboard")).status_code == 200
+
+    assert {key: redis.dump(key) for key in redis.scan_iter(f"{keys.prefix}*")} == before
+
+
+def repair_report(redis, keys: Keys, **fields) -> None:
+    """The repair scheduler's report as it writes it (its contract's shape)."""
+    redis.set(keys.repair_backlog, orjson.dumps({
+        "updated_at": time.time() - 4,
+        "backlog": {"confirm": {"candles": 12, "units": 12}, "outage": {"candles": 3000, "units": 30},
+                    "history": {"candles": 50000, "units": 500}, "old": {"candles": 0, "units": 0}},
+        "drained_per_s": {"confirm": 2.0, "outage": 15.5, "history": 120.0, "old": 0.0},
+        "eta_s": 5400.0, "requests": {"candles": 40, "history": 300},
+        "budget_per_s": {"candles": 20.0, "history": 10.0}, **fields}))
+
+
+def test_the_dashboard_shows_the_repair_backlog_and_the_worst_lags(staff_client, redis, keys, btc):
+    repair_report(redis, keys)
+    redis.zadd(keys.channel_confirmed("1m"), {"BTC-USDT": (int(time.time()) // 60 - 10) * MINUTE})
+
+    response = staff_client.get(reverse("admin:pipeline_dashboard"))
+
+    body = " ".join(re.sub(r"<[^>]+>", " ", text(response)).split())
+    assert "REST repair backlog (report 4 s old)" in body
+    assert "outage 3,000 30 15.5/s" in body
+    assert "all 53,012 drained in about 1 h" in body
+    assert re.search(r"Worst confirmation lags .*? BTC-USDT 1m 8 min", body)
+    assert tile(response, "tile-rest-needed").startswith("12 ")  # the confirm backlog
+
+
+def test_the_dashboard_without_a_repair_report_says_so(staff_client, redis, keys):
+    redis.set(keys.repair_backlog, b"not json")
+
+    response = staff_client.get(reverse("admin:pipeline_dashboard"))
+
+    assert "No report from the repair scheduler yet." in text(response)
+
+
+def test_admin_pages_cost_a_bounded_number_of_queries(staff_client, redis, keys, instrument,
+                                                      django_assert_max_num_queries):
+    bars = list(Timeframe.objects.order_by("display_order"))
+    for i in range(8):
+        inst = instrument(f"Q{i}-USDT")
+        Subscription.objects.bulk_create([Subscription(instrument=inst, timeframe=tf) for tf in bars])
+    subs = list(Subscription.objects.all())
+    Gap.objects.bulk_create([Gap(subscription=sub, start=ms_to_datetime(T0_MS), end=ms_to_datetime(T0_MS),
+                                 missing=1) for sub in subs])
+    staff_client.get(reverse("admin:index"))  # sessions, content types: cached after the first view
+
+    for url in (reverse("admin:index"), reverse("admin:pipeline_dashboard"),
+                reverse("admin:candles_subscription_changelist"), reverse("admin:candles_gap_changelist"),
+                reverse("admin:candles_gap_changelist") + "?state__exact=open"):
+        with django_assert_max_num_queries(12):
+            assert staff_client.get(url).status_code == 200
 
 
 def test_the_pipeline_page_is_the_dashboard_alone(staff_client, keys):

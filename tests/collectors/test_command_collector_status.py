@@ -27,7 +27,7 @@ import redis.asyncio
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from candles.models import Instrument, Subscription, Timeframe
+from candles.models import Instrument, Subscription, SubscriptionStatus, Timeframe
 from collectors.okx.messages import Channel
 from collectors.pipeline.flush import buffer_flush
 from collectors.pipeline.health import health_check
@@ -195,7 +195,9 @@ def test_json_gives_the_readers_data_with_ages(running, r, keys):
     before = time.time()
     data = json.loads(run_status("--json"))
 
-    assert set(data) == {"at", "collectors", "channels", "pipeline"}
+    # A small system lists its channels without --channels; the summary is always there.
+    assert set(data) == {"at", "collectors", "subscriptions", "worst_lags", "troubled", "channels", "pipeline"}
+    assert data["subscriptions"]["by_state"]["paused"] == 1
     assert before <= data["at"] <= time.time()
     (collector,) = data["collectors"]
     (reader,) = collector_statuses(r, keys)
@@ -294,3 +296,24 @@ def test_watch_json_with_redis_down_reports_each_frame_and_sigterm_exits_1(keys)
 def test_watch_needs_a_positive_interval(keys, interval):
     with pytest.raises(CommandError, match=r"argument --watch: .*seconds"):
         run_status("--watch", interval)
+
+
+def test_many_subscriptions_are_a_summary_and_the_table_comes_with_a_filter(keys):
+    """Above AUTO_CHANNELS subscriptions the default output is a summary; --state lists just those channels."""
+    bars = list(Timeframe.objects.order_by("display_order"))
+    for i in range(3):
+        inst = Instrument.objects.create(inst_id=f"SUM{i}-USDT", inst_type="SPOT")
+        Subscription.objects.bulk_create([
+            Subscription(instrument=inst, timeframe=tf, status=SubscriptionStatus.STALE if n < 2 else "live")
+            for n, tf in enumerate(bars)])
+
+    out = run_status()
+
+    assert f"Subscriptions: {3 * len(bars)} ({3 * len(bars) - 6} live, 6 stale)" in out
+    assert "  stale: SUM0-USDT 1s; SUM0-USDT 1m; SUM1-USDT 1s; SUM1-USDT 1m; SUM2-USDT 1s; SUM2-USDT 1m" in out
+    assert "Channels: not listed" in out
+    assert "SYMBOL" not in out
+
+    _, *channels = section(run_status("--state", "stale", "--bar", "1m"), "Channels:")
+    assert [(row[0], row[1], row[2]) for row in channels] == [
+        ("SUM0-USDT", "1m", "stale"), ("SUM1-USDT", "1m", "stale"), ("SUM2-USDT", "1m", "stale")]

@@ -1,6 +1,10 @@
-"""Show the collectors, their channels and the pipeline as aligned tables, or as JSON.
+"""Show the collectors, the subscriptions in summary and the pipeline as aligned tables, or as JSON.
 
-    manage.py collector_status [--symbol BTC-USDT] [--json] [--watch 2]
+    manage.py collector_status [--channels] [--symbol BTC-USDT] [--state stale] [--bar 1m] [--json] [--watch 2]
+
+By default the subscriptions are a summary (counts by state, the worst confirmation lags, the troubled ones by
+name), readable at 27,000 subscriptions; the table of every channel comes with --channels or any filter
+(--symbol, --state, --bar), and by itself on a small system (at most AUTO_CHANNELS channels).
 
 Everything is read through the pipeline's read-only status views (`collectors.pipeline.status`) plus the
 subscriptions in PostgreSQL, so a subscription that no collector has picked up yet shows too. When Redis or
@@ -27,7 +31,9 @@ from django.db import DatabaseError, close_old_connections
 from redis.exceptions import RedisError
 
 from candles.bars import BarSpec
-from candles.models import Instrument, Subscription, Timeframe
+from candles.models import Instrument, Subscription, SubscriptionStatus, Timeframe
+from collectors.api.subscriptions import worst_lags
+from collectors.api.system import subscription_counts, subscription_summary, troubled
 from collectors.pipeline.connections import pipeline_keys, redis_client
 from collectors.pipeline.status import (
     ChannelStatus,
@@ -39,6 +45,11 @@ from collectors.pipeline.status import (
 from okxproject.cli import duration, is_tty, raw_stream, redacted_url
 
 NONE = "-"
+STATES = (*SubscriptionStatus.values, "paused")
+# Up to this many channels, the channel table is shown without being asked for.
+AUTO_CHANNELS = 50
+# Lagging and troubled channels named in the summary.
+EXAMPLES = 10
 # Clear the screen and go home: each --watch frame replaces the previous one on a terminal.
 CLEAR = "\x1b[H\x1b[2J"
 
@@ -53,19 +64,26 @@ class Command(BaseCommand):
             "(buffer depth, dead letters, last flush), from Redis and PostgreSQL.")
 
     def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--channels", action="store_true", help="list every channel (filtered by the options "
+                            "below); by default only on a small system")
         parser.add_argument("--symbol", metavar="SYMBOL", help="only the channels of this instrument (exact id)")
+        parser.add_argument("--state", choices=STATES, help="only the channels of subscriptions in this state")
+        parser.add_argument("--bar", metavar="BAR", help="only the channels of this bar (exact, e.g. 1m)")
         parser.add_argument("--json", action="store_true", dest="as_json",
                             help="machine-readable output (one JSON document)")
         parser.add_argument("--watch", type=_positive_seconds, metavar="N",
                             help="refresh every N seconds until Ctrl-C (with --json: one document per line)")
 
-    def handle(self, *args, symbol: str | None, as_json: bool, watch: float | None, **options: Any) -> None:
+    def handle(self, *args, symbol: str | None, as_json: bool, watch: float | None, channels: bool = False,
+               state: str | None = None, bar: str | None = None, **options: Any) -> None:
         out = raw_stream(self.stdout)
         if symbol is not None:
             _check_symbol(symbol)
+        self.filters = {"symbol": symbol, "state": state, "bar": bar,
+                        "channels": True if channels or symbol or state or bar else None}
         if watch is None:
             try:
-                snapshot = status_snapshot(symbol=symbol)
+                snapshot = status_snapshot(**self.filters)
             except Unavailable as exc:
                 raise CommandError(str(exc)) from None
             out.write(_as_json(snapshot, indent=2) if as_json else render(snapshot))
@@ -83,7 +101,7 @@ class Command(BaseCommand):
             while True:
                 close_old_connections()  # a connection PostgreSQL dropped since the last frame is replaced
                 try:
-                    snapshot = status_snapshot(symbol=symbol)
+                    snapshot = status_snapshot(**self.filters)
                     frame = _as_json(snapshot) if as_json else render(snapshot)
                     failure = None
                 except Unavailable as exc:
@@ -132,32 +150,61 @@ def _check_symbol(symbol: str) -> None:
 # --- reading --------------------------------------------------------------------------------------------
 
 
-def status_snapshot(*, symbol: str | None = None, now: float | None = None) -> dict[str, Any]:
-    """Collectors, channels (joined with subscriptions) and the pipeline overview, as plain data.
+def status_snapshot(*, symbol: str | None = None, state: str | None = None, bar: str | None = None,
+                    channels: bool | None = None, now: float | None = None) -> dict[str, Any]:
+    """Collectors, the subscriptions in summary, the pipeline overview and, when asked for (or when there are
+    at most AUTO_CHANNELS of them), the channels joined with their subscriptions, as plain data.
 
-    Raises Unavailable when Redis or PostgreSQL cannot be reached.
+    The summary costs the same whatever the subscriptions: GROUP BYs, a few named examples and the head of
+    each bar's last-confirmed ZSET. Raises Unavailable when Redis or PostgreSQL cannot be reached.
     """
     now = time.time() if now is None else now
     keys = pipeline_keys()
     redis = redis_client()
     try:
         collectors = collector_statuses(redis, keys, now=now)
-        channels = channel_statuses(redis, keys)
         overview = pipeline_overview(redis, keys, now=now)
+        detail = channels if channels is not None else redis.hlen(keys.channel_status) <= AUTO_CHANNELS
     except RedisError as exc:
         raise Unavailable(f"Redis at {redacted_url(settings.REDIS_URL)} is unreachable: {exc}") from None
     try:
         timeframes = {tf.code: tf for tf in Timeframe.objects.all()}
+        summary = subscription_summary()
+        counts = subscription_counts(summary)
+        detail = detail and counts["total"] <= AUTO_CHANNELS if channels is None else detail
+        troubled_rows = {name: troubled(name, summary.by_status.get(name, 0), EXAMPLES)
+                         for name in (SubscriptionStatus.ERROR, SubscriptionStatus.STALE)}
         subscriptions = list(Subscription.objects.values_list(
-            "instrument__inst_id", "timeframe__code", "is_active", "status", "status_message"))
+            "instrument__inst_id", "timeframe__code", "is_active", "status", "status_message")) if detail else []
     except DatabaseError as exc:
         raise Unavailable(f"PostgreSQL is unreachable: {exc}".strip()) from None
-    return {
+    try:
+        lags = worst_lags(redis, keys, {code: tf.spec for code, tf in timeframes.items()}, now=now, limit=EXAMPLES)
+        channel_map = channel_statuses(redis, keys) if detail else {}
+    except RedisError as exc:
+        raise Unavailable(f"Redis at {redacted_url(settings.REDIS_URL)} is unreachable: {exc}") from None
+    snapshot = {
         "at": now,
         "collectors": [_collector(c, now) for c in collectors],
-        "channels": _channels(channels, subscriptions, timeframes, symbol, now),
+        "subscriptions": counts,
+        "worst_lags": [{"symbol": lag.symbol, "bar": lag.timeframe, "confirmed_lag_s": lag.lag_s} for lag in lags],
+        "troubled": {name: {"count": t.count, "examples": t.examples} for name, t in troubled_rows.items()},
         "pipeline": overview,
     }
+    if detail:
+        rows = _channels(channel_map, subscriptions, timeframes, symbol, now)
+        snapshot["channels"] = [row for row in rows if _matches(row, state, bar)]
+    return snapshot
+
+
+def _matches(row: dict[str, Any], state: str | None, bar: str | None) -> bool:
+    if bar is not None and row["bar"] != bar:
+        return False
+    if state is None:
+        return True
+    if state == "paused":
+        return row["subscription"] == "paused"
+    return row["subscription"] == "active" and row["status"] == state
 
 
 def _collector(status: CollectorStatus, now: float) -> dict[str, Any]:
@@ -238,10 +285,14 @@ def render(snapshot: dict[str, Any]) -> str:
             numeric={4, 5, 6, 7},
         )
     lines.append("")
-    channels = snapshot["channels"]
-    states = Counter(row["state"] or "not collected" for row in channels)
-    counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
-    lines.append(f"Channels: {len(channels)} ({counts})" if channels else "Channels: none")
+    lines += _subscriptions_summary(snapshot)
+    channels = snapshot.get("channels")
+    if channels is None:
+        lines.append("Channels: not listed (--channels, or filter with --state, --bar or --symbol)")
+    else:
+        states = Counter(row["state"] or "not collected" for row in channels)
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+        lines.append(f"Channels: {len(channels)} ({counts})" if channels else "Channels: none")
     if channels:
         lines += table(
             ("SYMBOL", "BAR", "SUBSCRIPTION", "STATE", "LAST MESSAGE", "CONFIRMED LAG", "RECONNECTS", "ERROR"),
@@ -252,7 +303,32 @@ def render(snapshot: dict[str, Any]) -> str:
         )
     lines.append("")
     lines.append(_summary(snapshot["pipeline"]))
+    repair = snapshot["pipeline"].get("repair")
+    if repair is not None:
+        backlog = ", ".join(f"{p} {repair['backlog'][p]['candles']:,}" for p in repair["backlog"])
+        eta = "not draining" if repair["eta_s"] is None else f"drained in about {duration(repair['eta_s'])}"
+        lines.append(f"Repair backlog (candles): {backlog}; {eta}")
     return "\n".join(lines) + "\n"
+
+
+def _subscriptions_summary(snapshot: dict[str, Any]) -> list[str]:
+    """Counts by state, then the worst lags and the troubled subscriptions by name (a few of each)."""
+    counts = snapshot["subscriptions"]
+    if not counts["total"]:
+        return []
+    states = ", ".join(f"{n:,} {state}" for state, n in counts["by_state"].items() if n)
+    lines = [f"Subscriptions: {counts['total']:,} ({states})"]
+    for name, t in snapshot["troubled"].items():
+        if t["count"]:
+            shown = "; ".join(f"{e['symbol']} {e['timeframe']}" for e in t["examples"])
+            more = f"; and {t['count'] - len(t['examples']):,} more" if t["count"] > len(t["examples"]) else ""
+            lines.append(f"  {name}: {shown}{more}")
+    if snapshot["worst_lags"]:
+        lines.append("Worst confirmation lags:")
+        lines += ["  " + line for line in table(("SYMBOL", "BAR", "CONFIRMED LAG"), [
+            (lag["symbol"], lag["bar"], _since(lag["confirmed_lag_s"])) for lag in snapshot["worst_lags"]])]
+    lines.append("")
+    return lines
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: Collection[int] = ()) -> list[str]:

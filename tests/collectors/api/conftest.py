@@ -48,6 +48,20 @@ class PipelineState:
             "last_message_at": last_message_at, "last_confirmed_open": last_confirmed_open, "state": state,
             "error": error, "collector": collector, "reconnects": reconnects,
         }))
+        if last_confirmed_open is not None:  # the worst-lag index the runtime writes beside the status
+            self.r.zadd(self.keys.channel_confirmed(bar), {inst_id: last_confirmed_open}, gt=True)
+
+    def repair_report(self, *, updated_at: float | None = None, eta_s: float | None = 3600.0,
+                      backlog: dict[str, tuple[int, int]] | None = None) -> None:
+        """The repair scheduler's report at Keys.repair_backlog, in its contract's shape."""
+        backlog = backlog or {"confirm": (12, 12), "outage": (3_000, 30), "history": (50_000, 500), "old": (0, 0)}
+        self.r.set(self.keys.repair_backlog, orjson.dumps({
+            "updated_at": time.time() if updated_at is None else updated_at,
+            "backlog": {p: {"candles": c, "units": u} for p, (c, u) in backlog.items()},
+            "drained_per_s": {"confirm": 2.0, "outage": 15.5, "history": 120.0, "old": 0.0},
+            "eta_s": eta_s, "requests": {"candles": 40, "history": 300},
+            "budget_per_s": {"candles": 20.0, "history": 10.0},
+        }))
 
     def counters(self, **values: int) -> None:
         for name, value in values.items():
@@ -71,7 +85,7 @@ class PipelineState:
 
     def rest_needed(self, *members: str) -> None:
         """Closed candles waiting for REST's confirmation, as the repair scheduler last reported them."""
-        report = {"backlog": {"confirm": {"candles": len(members), "units": len(members)}}}
+        report = {"updated_at": time.time(), "backlog": {"confirm": {"candles": len(members), "units": len(members)}}}
         self.r.set(self.keys.repair_backlog, orjson.dumps(report))
 
 

@@ -43,6 +43,7 @@ def our_operations(db, in_process_requests, state, instrument):
     state.channel("BTC-USDT", "1H", last_message_at=1e300, last_confirmed_open=10**18)  # absurd, not garbled
     state.r.hset(state.keys.channel_status, "BTC-USDT|1D", b"{garbled")
     state.collector("c1", heartbeat_at=now)
+    state.repair_report(eta_s=None)
     state.buffered(2)
     state.last_flush(now)
     schema = schemathesis.openapi.from_wsgi("/api/schema/", get_wsgi_application())
@@ -52,7 +53,8 @@ def our_operations(db, in_process_requests, state, instrument):
 def test_responses_match_the_schema(our_operations):
     operations = [result.ok() for result in our_operations.get_all_operations()]
     assert sorted(op.path for op in operations) == [
-        "/api/v1/health", "/api/v1/health/live", "/api/v1/metrics", "/api/v1/status", "/api/v1/status/{symbol}"]
+        "/api/v1/health", "/api/v1/health/live", "/api/v1/metrics", "/api/v1/status",
+        "/api/v1/status/subscriptions", "/api/v1/status/{symbol}"]
     for operation in operations:
 
         @given(case=operation.as_strategy())
@@ -73,6 +75,7 @@ def test_the_schema_documents_every_status_code_of_these_endpoints(client):
     assert codes == {
         "/api/v1/status": ["200", "401", "406", "429", "503"],
         "/api/v1/status/{symbol}": ["200", "401", "404", "406", "429", "503"],
+        "/api/v1/status/subscriptions": ["200", "400", "401", "406", "429", "503"],
         "/api/v1/health": ["200", "406", "503"],
         "/api/v1/health/live": ["200", "406"],
         "/api/v1/metrics": ["200", "401", "406"],

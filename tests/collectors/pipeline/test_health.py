@@ -22,6 +22,7 @@ from collectors.pipeline.health import (
     health_check,
 )
 from collectors.pipeline.keys import Keys
+from collectors.pipeline.repair_report import repair_report_parse
 from collectors.pipeline.status import (
     ChannelStatus,
     channel_statuses,
@@ -160,7 +161,8 @@ def test_pipeline_overview_sums_the_buffer_and_reads_counters(r, keys, caplog):
     r.hset(keys.live, mapping={"BTC-USDT|1m|0": "x", "BTC-USDT|1m|60000": "y"})
     r.hset(keys.taken, mapping={"BTC-USDT|1m|-60000": "z"})
     r.rpush(keys.dead_letters, "a", "b", "c")
-    r.set(keys.repair_backlog, '{"backlog": {"confirm": {"candles": 1, "units": 1}}}')
+    report = orjson.dumps({"updated_at": NOW, "backlog": {"confirm": {"candles": 1, "units": 1}}})
+    r.set(keys.repair_backlog, report)
     r.hset(keys.counters, mapping={"messages": "1000", "candles_flushed": "40", "rest_429": "2", "junk": "x!"})
     r.hset(keys.last_flush, mapping={"at": str(NOW - 0.5), "rows": "3", "written": "3", "rejected": "0",
                                           "duration_ms": "12.5"})
@@ -174,6 +176,7 @@ def test_pipeline_overview_sums_the_buffer_and_reads_counters(r, keys, caplog):
         "buffer": {"live": 2, "taken": 1, "depth": 3},
         "dead_letters": 3,
         "rest_needed": 1,
+        "repair": repair_report_parse(report),
         "counters": {"candles_flushed": 40, "messages": 1000, "rest_429": 2},
         "last_flush": {"at": NOW - 0.5, "rows": 3, "written": 3, "rejected": 0, "duration_ms": 12.5, "age_s": 0.5},
         "collectors": {"alive": 1, "total": 2},
@@ -186,6 +189,7 @@ def test_pipeline_overview_of_an_empty_redis(r, keys):
         "buffer": {"live": 0, "taken": 0, "depth": 0},
         "dead_letters": 0,
         "rest_needed": 0,
+        "repair": None,
         "counters": {},
         "last_flush": None,
         "collectors": {"alive": 0, "total": 0},

@@ -12,9 +12,9 @@ from django.utils import timezone
 
 from candles.bars import datetime_to_ms, ms_to_datetime
 from candles.models import Candle, Gap, GapState, Instrument, RepairPriority, Subscription, Timeframe
+from collectors.pipeline.repair_report import repair_report_read
 from collectors.pipeline.webhooks import webhook_jobs_for
 from collectors.repair.confirms import confirm_units
-from collectors.repair.report import repair_report_read
 from collectors.repair.schedule import repair_run
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
 
