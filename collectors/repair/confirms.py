@@ -65,13 +65,24 @@ class Unit:
     bar: str
     start_ms: int
     end_ms: int
-    wanted: tuple[int, ...] = ()  # a confirm unit's open times; empty for a gap
-    gap_id: int | None = None
+    wanted: tuple[int, ...] = ()  # open times of unconfirmed candles it confirms
+    gap_ids: tuple[int, ...] = ()  # gaps it fills
     missing: int = 0  # candles it repairs
 
     @property
     def order(self) -> tuple[int, int]:
         return (self.priority, -self.newest_ms)
+
+    @property
+    def series(self) -> tuple[str, str]:
+        return (self.inst_id, self.bar)
+
+    def merged(self, other: Unit) -> Unit:
+        """One request for both: the span of the two, in the place of the first (the higher in the order)."""
+        return Unit(self.priority, self.lane, self.newest_ms, self.inst_id, self.bar,
+                    min(self.start_ms, other.start_ms), max(self.end_ms, other.end_ms),
+                    tuple(sorted(set(self.wanted) | set(other.wanted))), self.gap_ids + other.gap_ids,
+                    self.missing + other.missing)
 
 
 @dataclass

@@ -28,8 +28,8 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from candles.bars import datetime_to_ms
-from candles.models import RepairPriority
+from candles.bars import BarSpec, datetime_to_ms
+from candles.models import RepairPriority, Timeframe
 from candles.storage import candles_upsert
 from collectors.okx.rest import RECENT_CANDLES, RECENT_MARGIN, PermanentError
 from collectors.pipeline.buffer import receipt_version
@@ -39,7 +39,7 @@ from collectors.pipeline.locks import RedisLock
 from collectors.repair.confirms import Unit, confirm_backlog, confirms_retry_later
 from collectors.repair.fill import OnWritten, gap_fill, notify_written
 from collectors.repair.gap_state import FILLING_STALE_AFTER, RETRY_BACKOFF
-from collectors.repair.reach import CANDLES_LANE, HISTORY_LANE
+from collectors.repair.reach import CANDLES_LANE, HISTORY_LANE, PAGE_CANDLES
 from collectors.repair.report import BUDGET_PER_S, PRIORITY_NAMES, gap_backlog, repair_report_write
 from collectors.repair.rest import dead_letter_rejected, rest_rows, shared_rest_client
 
@@ -79,7 +79,7 @@ def gaps_due(*, lane: str, limit: int, now: datetime) -> list[Unit]:
         cursor.execute(_DUE_GAPS, params)
         rows = cursor.fetchall()
     return [Unit(priority, lane, datetime_to_ms(end), inst_id, bar, datetime_to_ms(start), datetime_to_ms(end),
-                 gap_id=gap_id, missing=missing)
+                 gap_ids=(gap_id,), missing=missing)
             for gap_id, priority, start, end, missing, inst_id, bar in rows]
 
 
@@ -87,7 +87,8 @@ def gaps_next(*, limit: int, now: datetime | None = None) -> list[int]:
     """Ids of the gaps due now, both lanes together, in priority order (for operators' tools)."""
     now = now or timezone.now()
     units = [unit for lane in LANES for unit in gaps_due(lane=lane, limit=limit, now=now)]
-    return [unit.gap_id for unit in sorted(units, key=lambda u: (u.priority, -u.newest_ms, -(u.gap_id or 0)))][:limit]
+    units.sort(key=lambda u: (u.priority, -u.newest_ms, -u.gap_ids[0]))
+    return [unit.gap_ids[0] for unit in units][:limit]
 
 
 @dataclass
@@ -136,6 +137,8 @@ def _run(*, budget_s: float, now: datetime, rest_url: str, redis: Any, keys: Key
         room = int(BUDGET_PER_S[lane] * budget_s) + SPARE_UNITS - len(queue)
         if room > 0:
             queue.extend(gaps_due(lane=lane, limit=room, now=now))
+    specs = {tf.code: tf.spec for tf in Timeframe.objects.all()}
+    queues = {lane: deque(batched(list(queue), PAGE_CANDLES, specs)) for lane, queue in queues.items()}
 
     result = RepairRunResult()
     tally = threading.Lock()
@@ -205,15 +208,22 @@ def _lane_worker(queue: deque[Unit], deadline: float, rest_url: str, redis: Any,
 
 def _repair(unit: Unit, *, fetch: Callable, redis: Any, keys: Keys, on_written: OnWritten | None) -> int:
     """Carry out one unit; the candles it wrote."""
-    if unit.gap_id is not None:
-        return gap_fill(gap_id=unit.gap_id, fetch=fetch, redis=redis, keys=keys, on_written=on_written).written
     try:
         updates = fetch(unit.inst_id, unit.bar, unit.start_ms, unit.end_ms)
     except PermanentError as exc:
-        # The instrument is gone (51001) or the request is refused: asking again at once cannot help.
+        # The instrument is gone (51001) or the request is refused: asking again at once cannot help. Each gap
+        # settles as its own fill would (unfillable for 51001), the confirms wait.
         logger.warning("repair of %s %s refused: %s", unit.inst_id, unit.bar, exc)
         confirms_retry_later(redis=redis, keys=keys, inst_id=unit.inst_id, bar=unit.bar, open_times=unit.wanted)
+        for gap_id in unit.gap_ids:
+            gap_fill(gap_id=gap_id, fetch=_raising(exc), redis=redis, keys=keys, on_written=on_written)
         return 0
+    written = 0
+    for gap_id in unit.gap_ids:  # each from the one response: a gap fill asks REST nothing more
+        written += gap_fill(gap_id=gap_id, fetch=_within(updates), redis=redis, keys=keys,
+                            on_written=on_written).written
+    if not unit.wanted:
+        return written
     wanted = set(unit.wanted)
     rows = [row for row in rest_rows(updates, receipt_version()) if row.open_time_ms in wanted]
     result = candles_upsert(rows=rows)
@@ -221,4 +231,40 @@ def _repair(unit: Unit, *, fetch: Callable, redis: Any, keys: Keys, on_written: 
     notify_written(on_written, rows)
     confirms_retry_later(redis=redis, keys=keys, inst_id=unit.inst_id, bar=unit.bar,
                          open_times=sorted(wanted - {row.open_time_ms for row in rows}))
-    return result.written
+    return written + result.written
+
+
+def _within(updates: list) -> Callable:
+    def fetch(inst_id: str, bar: str, start_ms: int, end_ms: int) -> list:
+        return [u for u in updates if start_ms <= u.open_time_ms <= end_ms]
+    return fetch
+
+
+def _raising(error: Exception) -> Callable:
+    def fetch(inst_id: str, bar: str, start_ms: int, end_ms: int) -> list:
+        raise error
+    return fetch
+
+
+def batched(units: list[Unit], pages: dict[str, int], specs: dict[str, BarSpec]) -> list[Unit]:
+    """Units of one series that fit in one page together become one request, in the place of the first.
+
+    A missed confirm and an outage's hole of the same `1s` series a minute apart are one history request,
+    not two: the budget is counted in requests, so each request carries all it can.
+    """
+    out: list[Unit | None] = []
+    where: dict[tuple[str, str], list[int]] = {}
+    for unit in units:
+        spec = specs.get(unit.bar)
+        placed = False
+        for index in where.get(unit.series, ()):
+            batch = out[index]
+            span = spec.count(min(batch.start_ms, unit.start_ms), max(batch.end_ms, unit.end_ms)) if spec else 0
+            if spec is not None and span <= pages[unit.lane]:
+                out[index] = batch.merged(unit)
+                placed = True
+                break
+        if not placed:
+            where.setdefault(unit.series, []).append(len(out))
+            out.append(unit)
+    return [unit for unit in out if unit is not None]

@@ -50,7 +50,7 @@ def test_one_run_fills_every_due_gap_concurrently_and_exactly(settings):
                                        datetime_to_ms(gap.end))
             assert [(datetime_to_ms(r[0]), *map(str, r[1:6]), r[6]) for r in rows] == [
                 (int(t[0]), *t[1:6], True) for t in truth]
-        assert tasks.fill_gaps.run() == 0  # nothing is due any more
+        assert tasks.repair_candles.run() == 0  # nothing is due any more
     client = redis_lib.Redis.from_url(settings.REDIS_URL)
     stale = list(client.scan_iter(match=f"{prefix}*"))
     if stale:

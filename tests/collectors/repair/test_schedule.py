@@ -100,6 +100,23 @@ def test_1s_confirms_are_repaired_from_history_candles_in_pages_of_a_hundred(sim
     assert_exact(sim, "ETH-USDT", "1s", missed)
 
 
+def test_a_missed_confirm_and_holes_of_one_series_within_a_page_are_one_request(sim, instruments, keys, redis):
+    xrp = instruments["XRP-USDT"]
+    sub = subscribe(xrp, "1s")
+    newest = recent_closed(SECOND, 5)
+    store_unconfirmed(xrp, "1s", [newest])
+    holes = [(newest - 40 * SECOND, newest - 38 * SECOND), (newest - 70 * SECOND, newest - 60 * SECOND)]
+    for start, end in holes:
+        Gap.objects.create(subscription=sub, start=ms_to_datetime(start), end=ms_to_datetime(end),
+                           missing=(end - start) // SECOND + 1)
+
+    result = repair_run(budget_s=5, redis=redis, keys=keys)
+
+    assert result.requests == {"history": 1}
+    assert set(Gap.objects.values_list("state", flat=True)) == {GapState.FILLED}
+    assert_exact(sim, "XRP-USDT", "1s", [newest] + [t for s, e in holes for t in range(s, e + 1, SECOND)])
+
+
 def test_confirm_units_group_a_series_into_pages_from_its_newest_candle():
     spec = Timeframe(code="1m", seconds=60, months=0, utc_offset_hours=0, anchor=ms_to_datetime(0)).spec
     now = 10_000 * MINUTE
