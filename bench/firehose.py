@@ -297,6 +297,7 @@ class Samples:
     backlog: list[tuple[float, Any]] = field(default_factory=list)
     rest: list[tuple[float, dict[str, int]]] = field(default_factory=list)
     history_done_s: dict[str, float] = field(default_factory=dict)
+    history_wanted: dict[str, int] = field(default_factory=dict)  # candles of the requested history, per bar
 
 
 def tree_cpu(pids: dict[str, int | None]) -> dict[str, float]:
@@ -672,6 +673,7 @@ def progress_report(system: FirehoseSystem, client: redis.Redis, samples: Sample
     progress = history_progress(system.db_url, bars, instruments, start_ms, subscribed_ms)
     pending = []
     for bar, (have, want) in progress.items():
+        samples.history_wanted[bar] = want
         if bar not in samples.history_done_s and have >= want:
             samples.history_done_s[bar] = now - subscribed
         elif bar not in samples.history_done_s:
@@ -772,6 +774,9 @@ def report(out: Output, args: argparse.Namespace, system: FirehoseSystem, sample
     if samples.status_errors:
         out.say(f"  /api/v1/status failures: {dict(samples.status_errors)}")
     for bar in JUDGED_BARS:
+        if bar in args.bars and bar not in exact:
+            out.figure(f"closed {bar} candles exact within {EXACT_WITHIN_S:g} s of their close",
+                       "none closed in the judged window (run longer)", "100 %", None)
         if bar in exact:
             j = exact[bar]
             out.figure(f"closed {bar} candles exact within {EXACT_WITHIN_S:g} s of their close",
@@ -785,6 +790,12 @@ def report(out: Output, args: argparse.Namespace, system: FirehoseSystem, sample
                    f"wrong {missed.wrong}, missing {missed.missing}", "reported", None)
         for example in missed.examples:
             out.say(f"    {example}")
+        if missed.expected == 0:
+            out.say(f"    (none to judge: the window ends {MISSED_WITHIN_S:g} s before the end; use --settle "
+                    f"{MISSED_WITHIN_S:g} or more on a short run)")
+        out.figure("  confirm pushes the simulator left out (all channels)",
+                   f"{sim_stats.get('confirms_omitted', 0)} of "
+                   f"{sim_stats.get('confirms_omitted', 0) + sim_stats.get('confirms_sent', 0)}", "", None)
         spot_like = instruments  # every instrument has a 1s channel
         demand = spot_like * CONFIRM_OMIT_RATE  # missed 1s confirms a second
         out.figure("  history-candles demand of missed 1s confirms",
@@ -792,9 +803,12 @@ def report(out: Output, args: argparse.Namespace, system: FirehoseSystem, sample
                    f"{spot_like / HISTORY_PAGE:.2f} req/s one per instrument per {HISTORY_PAGE} s",
                    f"budget {HISTORY_BUDGET_PER_S:g} req/s", None)
     for bar in args.bars:
-        done = samples.history_done_s.get(bar)
-        out.figure(f"requested history complete: {bar}", "not complete" if done is None else f"{done:.0f} s "
-                   "(±30 s sampling)", "reported", None)
+        done, wanted = samples.history_done_s.get(bar), samples.history_wanted.get(bar, 0)
+        if wanted == 0:
+            value = "nothing requested (no candle of it closed within the 10 min)"
+        else:
+            value = "not complete" if done is None else f"{done:.0f} s for {wanted} candles (±30 s sampling)"
+        out.figure(f"requested history complete: {bar}", value, "reported", None)
 
 
 def _percentile(values: list[float], q: float) -> float:
