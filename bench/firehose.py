@@ -473,6 +473,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-level", default="INFO", help="of every process (make run's default: INFO)")
     parser.add_argument("--simulator-nice", type=int, default=-5,
                         help="niceness of the simulator when run as root (default -5; 0 leaves it)")
+    parser.add_argument("--rule-body", default=None,
+                        help='JSON of the POST /api/v1/rules request ("{bars}" and "{backfill_from}" are filled '
+                             "in); default: " + json.dumps(DEFAULT_RULE_BODY).replace("%", "%%"))
     parser.add_argument("--keep", action="store_true", help="leave the run directory (logs, data) behind")
     args = parser.parse_args(argv)
     args.bars = tuple(ALL_BARS) if args.bars == "all" else tuple(b for b in args.bars.split(",") if b)
@@ -538,7 +541,8 @@ def run(args: argparse.Namespace, system: FirehoseSystem, out: Output) -> int:
     start = time.time()
     backfill_from = datetime.fromtimestamp(start - HISTORY_S, tz=UTC)
     channels = len(instruments) * len(bars)
-    rule_s, rule_note = subscribe_by_rule(system, bars, backfill_from)
+    rule_s, rule_note = subscribe_by_rule(system, rule_body(args.rule_body, bars, backfill_from))
+    rule_done = time.time()
     api_started = time.time()
     status, body, size = http_json("POST", f"{system.web_url}/api/v1/subscribe", {
         "symbols": instruments, "timeframes": list(bars), "backfill_from": backfill_from.isoformat()},
@@ -553,6 +557,8 @@ def run(args: argparse.Namespace, system: FirehoseSystem, out: Output) -> int:
         out.say(rule_note)
 
     # --- until every channel is live -----------------------------------------------------------------
+    if rule_s is not None:
+        subscribed = rule_done  # every subscription existed from then on
     live_s = wait_live(client, channels, subscribed, out)
     live_at = time.time()
     out.say(f"every channel live {live_s:.1f} s after the subscription" if math.isfinite(live_s)
@@ -582,24 +588,34 @@ def run(args: argparse.Namespace, system: FirehoseSystem, out: Output) -> int:
     return 0 if not out.misses else 1
 
 
-def subscribe_by_rule(system: FirehoseSystem, bars: tuple[str, ...], backfill_from: datetime
-                      ) -> tuple[float | None, str]:
+DEFAULT_RULE_BODY = {"name": "firehose", "inst_types": ["SPOT", "SWAP", "FUTURES"], "timeframes": "{bars}",
+                     "backfill_from": "{backfill_from}"}
+
+
+def rule_body(template: str | None, bars: tuple[str, ...], backfill_from: datetime) -> dict[str, Any]:
+    """The rule request: `--rule-body` (JSON) or DEFAULT_RULE_BODY, "{bars}" and "{backfill_from}" filled in."""
+    body = json.loads(template) if template else dict(DEFAULT_RULE_BODY)
+    fill = {"{bars}": list(bars), "{backfill_from}": backfill_from.isoformat()}
+    return {name: fill.get(value, value) if isinstance(value, str) else value for name, value in body.items()}
+
+
+def subscribe_by_rule(system: FirehoseSystem, body: dict[str, Any]) -> tuple[float | None, str]:
     """Subscribe through a rule when the running code has `/api/v1/rules`; (seconds or None, what happened).
 
     The rule endpoint is newer than this benchmark: its request shape is a guess kept to the obvious fields
-    (instrument types, bars, backfill_from); a refusal is reported, not fatal, and the API request follows.
+    (see DEFAULT_RULE_BODY; `--rule-body` replaces it); a refusal is reported, not fatal, and the API request
+    follows either way.
     """
     status, _, _ = http_json("GET", f"{system.web_url}/api/v1/rules", token=system.token, timeout=30)
     if status == 404:
         return None, "rules: /api/v1/rules does not exist in this code; subscribed through the API only"
     started = time.time()
-    status, body, _ = http_json("POST", f"{system.web_url}/api/v1/rules", {
-        "name": "firehose", "inst_types": ["SPOT", "SWAP", "FUTURES"], "timeframes": list(bars),
-        "backfill_from": backfill_from.isoformat()}, token=system.token)
+    status, answer, _ = http_json("POST", f"{system.web_url}/api/v1/rules", body, token=system.token)
     took = time.time() - started
     if status not in (200, 201):
-        return None, f"rules: POST /api/v1/rules answered {status} ({str(body)[:300]}); not timed"
-    return took, f"rules: POST /api/v1/rules answered {status} in {took:.2f} s (the API request then found them)"
+        return None, f"rules: POST /api/v1/rules {json.dumps(body)[:200]} answered {status} ({str(answer)[:300]})"
+    return took, (f"rules: POST /api/v1/rules answered {status} in {took:.2f} s; the API request that follows "
+                  "finds its subscriptions (unchanged), and liveness counts from the rule")
 
 
 def measure(system: FirehoseSystem, client: redis.Redis, samples: Samples, out: Output, bars: tuple[str, ...],
