@@ -298,6 +298,7 @@ class Samples:
     rest: list[tuple[float, dict[str, int]]] = field(default_factory=list)
     history_done_s: dict[str, float] = field(default_factory=dict)
     history_wanted: dict[str, int] = field(default_factory=dict)  # candles of the requested history, per bar
+    history_reported: bool = False  # "every bar complete" was said
 
 
 def tree_cpu(pids: dict[str, int | None]) -> dict[str, float]:
@@ -694,7 +695,9 @@ def progress_report(system: FirehoseSystem, client: redis.Redis, samples: Sample
             samples.history_done_s[bar] = now - subscribed
         elif bar not in samples.history_done_s:
             pending.append(f"{bar} {have}/{want}")
-    out.say("  history pending: " + (", ".join(pending) if pending else "none, every bar complete"))
+    if pending or not samples.history_reported:  # said once when complete, not every 30 s after
+        out.say("  history pending: " + (", ".join(pending) if pending else "none, every bar complete"))
+        samples.history_reported = not pending
 
 
 def describe_backlog(backlog: Any) -> str:
