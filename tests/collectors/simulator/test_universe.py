@@ -115,6 +115,9 @@ def test_list_and_delist_at_runtime_over_control():
                     response = await http.get(INSTRUMENTS, params={"instType": inst_type})
                     return {row["instId"] for row in response.json()["data"] if row["instId"]}
 
+                bad = await http.post("/sim/control", json={"action": "list_instrument", "instId": "NOT/AN/ID"})
+                assert bad.status_code == 400
+                assert "instId" in bad.json()["error"]
                 row = await post(action="list_instrument", instId="NEWCOIN-USDT")
                 assert (row["instType"], row["instId"], row["state"]) == ("SPOT", "NEWCOIN-USDT", "live")
                 assert "NEWCOIN-USDT" in await ids("SPOT")
