@@ -9,8 +9,9 @@ VENV_PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REQUIREMENTS := $(wildcard requirements/*.txt)
 PYTEST_ARGS ?=
+FIREHOSE_ARGS ?=
 
-.PHONY: help venv services browser migrate run demo test lint bench-upsert bench
+.PHONY: help venv services browser migrate run demo test lint bench-upsert bench-firehose bench
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,5 +48,8 @@ lint: venv ## Lint with ruff
 bench-upsert: migrate ## Benchmark the candle upsert against a raw COPY
 	$(VENV_PY) bench/upsert.py
 
-bench: migrate ## Every benchmark in one sitting (about 25 minutes; output in bench/results/)
+bench-firehose: venv ## Issue 14's benchmark: 1,000 instruments x 27 bars, the whole system, 10 minutes (~20 min)
+	$(VENV_PY) bench/firehose.py $(FIREHOSE_ARGS)
+
+bench: migrate ## Every benchmark in one sitting (about 45 minutes; output in bench/results/)
 	bench/run_all.sh

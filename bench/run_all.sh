@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark of the project, one after the other, in one sitting (about 25 minutes on 2 cores).
+# Every benchmark of the project, one after the other, in one sitting (about 45 minutes on 2 cores).
 # Each prints its own figures; the full output is kept in bench/results/<UTC time>.log for docs/benchmarks.md.
 # Run it on a quiet machine: the benchmarks measure throughput and latency on shared cores.
 set -euo pipefail
@@ -16,4 +16,5 @@ run "$PY" bench/client.py
 run "$PY" bench/pipeline.py --instruments 3000 --bars 1s,1m --intervals 0.2 --step-seconds 300
 run "$PY" bench/api.py
 run "$PY" bench/chaos.py --minutes 10
+run "$PY" bench/firehose.py --minutes 10
 echo "all figures in $LOG"

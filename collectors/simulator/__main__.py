@@ -17,7 +17,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--instruments", type=int, default=10)
-    parser.add_argument("--swaps", action="store_true")
+    parser.add_argument("--swaps", nargs="?", type=int, const=True, default=False, metavar="COUNT",
+                        help="a -USDT-SWAP per spot instrument, or COUNT of them")
+    parser.add_argument("--futures", type=int, default=0, metavar="COUNT",
+                        help="FUTURES contracts (BTC-USDT-YYMMDD, BTC-USD-YYMMDD, ...), 8 per underlying")
     parser.add_argument("--bars", default=",".join(ALL_BARS), help="comma-separated, case-sensitive")
     parser.add_argument("--push-interval", type=float, default=1.0)
     parser.add_argument("--confirm-omit-rate", type=float, default=0.0)
@@ -34,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def config_from(args: argparse.Namespace) -> SimulatorConfig:
     return SimulatorConfig(
-        seed=args.seed, instruments=args.instruments, swaps=args.swaps,
+        seed=args.seed, instruments=args.instruments, swaps=args.swaps, futures=args.futures,
         bars=tuple(bar for bar in args.bars.split(",") if bar), push_interval=args.push_interval,
         confirm_omit_rate=args.confirm_omit_rate, quiet_fraction=args.quiet_fraction, idle_timeout=args.idle_timeout,
         max_channels_per_connection=args.max_channels_per_connection, requests_per_hour=args.requests_per_hour,

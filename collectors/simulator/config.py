@@ -11,7 +11,8 @@ from .bars import ALL_BARS
 class SimulatorConfig:
     seed: int = 1
     instruments: int = 10  # spot instruments: BTC, ETH, SOL, XRP, DOGE, then SYN5, SYN6, ... (all -USDT)
-    swaps: bool = False  # also a -USDT-SWAP instrument per spot one
+    swaps: bool | int = False  # True: a -USDT-SWAP per spot instrument; a number: that many swaps (first bases)
+    futures: int = 0  # FUTURES contracts: BTC-USDT-YYMMDD, BTC-USD-YYMMDD, ... (8 per underlying, see instruments)
     bars: tuple[str, ...] = ALL_BARS
     push_interval: float = 1.0  # seconds between pushes of the open candle on each subscribed channel
     confirm_omit_rate: float = 0.0  # fraction of closes whose confirm push is left out
@@ -37,3 +38,14 @@ class SimulatorConfig:
             raise ValueError("push_interval must be positive")
         if self.instruments < 0:
             raise ValueError("instruments must not be negative")
+        if self.swaps is not True and self.swaps is not False and int(self.swaps) < 0:
+            raise ValueError("swaps must be a bool or a count that is not negative")
+        if self.futures < 0:
+            raise ValueError("futures must not be negative")
+
+    @property
+    def swap_count(self) -> int:
+        """How many SWAP instruments: one per spot one with swaps=True, else the count given."""
+        if self.swaps is True:
+            return self.instruments
+        return max(0, int(self.swaps))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from .bars import BARS, DAY_MS, Bar
 from .decimals import scaled
-from .instruments import SWAP_LOT_DECIMALS, Instrument, build_instruments, stable_hash, unit
+from .instruments import SWAP_LOT_DECIMALS, Instrument, build_instruments, make_instrument, stable_hash, unit
 
 if TYPE_CHECKING:
     from .config import SimulatorConfig
@@ -69,8 +69,12 @@ class Market:
         self.list_time_ms: int = list_time
         self.instruments: dict[str, Instrument] = build_instruments(
             config.seed, config.instruments, swaps=config.swaps, quiet_fraction=config.quiet_fraction,
-            list_time_ms=list_time,
+            list_time_ms=list_time, futures=config.futures, now_ms=self.clock(),
         )
+        # Instruments no longer listed (expired futures, delisted ones): not in /public/instruments, not pushed,
+        # refused on subscribe; their candles stay in the truth and on REST.
+        self.gone: set[str] = set()
+        self._next_expiry = self._earliest_expiry()
         unknown = [name for name in config.bars if name not in BARS]
         if unknown:
             raise ValueError(f"unknown bars {unknown}; known: {list(BARS)}")
@@ -88,6 +92,48 @@ class Market:
 
     def instrument(self, inst_id: str) -> Instrument | None:
         return self.instruments.get(inst_id)
+
+    # --- listings ---------------------------------------------------------------------------------
+
+    def _earliest_expiry(self) -> int | None:
+        return min((inst.exp_time_ms for inst in self.instruments.values()
+                    if inst.exp_time_ms is not None and inst.inst_id not in self.gone), default=None)
+
+    def gone_at(self, now_ms: int) -> set[str]:
+        """The instruments not listed at `now_ms`; futures join it when they expire. Cheap when none is due."""
+        if self._next_expiry is not None and now_ms >= self._next_expiry:
+            self.gone.update(inst.inst_id for inst in self.instruments.values()
+                             if inst.exp_time_ms is not None and inst.exp_time_ms <= now_ms)
+            self._next_expiry = self._earliest_expiry()
+        return self.gone
+
+    def is_listed(self, inst_id: str, now_ms: int) -> bool:
+        return inst_id in self.instruments and inst_id not in self.gone_at(now_ms)
+
+    def list_instrument(
+        self, inst_id: str, *, list_time_ms: int | None = None, exp_time_ms: int | None = None, state: str = "live",
+    ) -> Instrument:
+        """List an instrument now (or at `list_time_ms`); its kind follows its instId (see make_instrument).
+
+        Listing one that is gone lists it again, with its old candles (the market is a function of the seed)."""
+        now = self.clock()
+        listed = self.instruments.get(inst_id)
+        if listed is None or list_time_ms is not None or exp_time_ms is not None:
+            # Whole seconds: the first 1s candle is then the one that contains the listing moment exactly.
+            listed = make_instrument(self.seed, inst_id, list_time_ms=now // 1000 * 1000 if list_time_ms is None
+                                     else list_time_ms, exp_time_ms=exp_time_ms, state=state)
+            self.instruments[inst_id] = listed
+        self.gone.discard(inst_id)
+        self._next_expiry = self._earliest_expiry()
+        return listed
+
+    def delist_instrument(self, inst_id: str) -> bool:
+        """Stop listing and pushing an instrument (its candles stay in the truth); False if unknown or gone."""
+        if inst_id not in self.instruments or inst_id in self.gone:
+            return False
+        self.gone.add(inst_id)
+        self._next_expiry = self._earliest_expiry()
+        return True
 
     def bar(self, name: str) -> Bar | None:
         return self.bars.get(name)
@@ -161,7 +207,7 @@ class Market:
         i = substep - 1
         tick = -inst.tick_decimals
         vol, quote = path.vols[i], path.quote_vols[i]
-        if inst.is_swap:
+        if inst.is_contract:
             contracts = scaled(vol, -SWAP_LOT_DECIMALS)
             base = scaled(vol, inst.ct_val_exponent - SWAP_LOT_DECIMALS)
             quote_str = scaled(quote, inst.ct_val_exponent - SWAP_LOT_DECIMALS - inst.tick_decimals)
@@ -213,7 +259,7 @@ class Market:
 
     def _compute_lots_per_second(self, inst: Instrument) -> float:
         turnover = 10 ** (2 + 3 * unit(self.seed, "turnover", inst.inst_id))  # 100 .. 100k USDT per second
-        if inst.is_swap:
+        if inst.is_contract:
             contract_value = inst.base_price * 10**inst.ct_val_exponent
             return turnover / contract_value * 10**SWAP_LOT_DECIMALS
         return turnover / inst.base_price * 10**inst.lot_decimals

@@ -117,32 +117,43 @@ def instruments(market: Market, query: Mapping[str, str]) -> Answer:
         return parameter_error("instType")
     if inst_type == "OPTION" and not query.get("instFamily"):
         return parameter_error("instFamily")
-    rows = [_instrument_row(inst) for inst in market.instruments.values() if inst.inst_type == inst_type]
+    gone = market.gone_at(market.clock())  # expired futures and delisted instruments are not listed
+    rows = [instrument_row(inst) for inst in list(market.instruments.values())
+            if inst.inst_type == inst_type and inst.inst_id not in gone]
     if inst_type in ("SPOT", "SWAP"):
         rows.append(_pre_listed_row(inst_type, len(market.instruments)))
     return ok(rows)
 
 
-def _instrument_row(inst: Instrument) -> dict[str, Any]:
+def instrument_row(inst: Instrument) -> dict[str, Any]:
     # Key order and value types follow samples/rest_candles.json (instIdCode is a number there).
-    swap = inst.is_swap
+    contract = inst.is_contract
+    family = f"{inst.base_ccy}-{inst.quote_ccy}" if contract else ""
+    if inst.is_inverse:
+        # Coin-margined: settled in the base currency, a contract is worth a fixed amount of USD.
+        settle, ct_val, ct_val_ccy, ct_type = inst.base_ccy, "100" if inst.base_ccy == "BTC" else "10", "USD", "inverse"
+    elif contract:
+        settle, ct_val, ct_val_ccy, ct_type = inst.quote_ccy, unit_string(inst.ct_val_exponent), inst.base_ccy, "linear"
+    else:
+        settle = ct_val = ct_val_ccy = ct_type = ""
+    lot_decimals = SWAP_LOT_DECIMALS if contract else inst.lot_decimals
     return {
         "instType": inst.inst_type,
         "instId": inst.inst_id,
-        "baseCcy": "" if swap else inst.base_ccy,
-        "quoteCcy": "" if swap else inst.quote_ccy,
-        "settleCcy": inst.quote_ccy if swap else "",
-        "instFamily": f"{inst.base_ccy}-{inst.quote_ccy}" if swap else "",
-        "uly": f"{inst.base_ccy}-{inst.quote_ccy}" if swap else "",
-        "ctVal": unit_string(inst.ct_val_exponent) if swap else "",
-        "ctMult": "1" if swap else "",
-        "ctValCcy": inst.base_ccy if swap else "",
-        "ctType": "linear" if swap else "",
+        "baseCcy": "" if contract else inst.base_ccy,
+        "quoteCcy": "" if contract else inst.quote_ccy,
+        "settleCcy": settle,
+        "instFamily": family,
+        "uly": family,
+        "ctVal": ct_val,
+        "ctMult": "1" if contract else "",
+        "ctValCcy": ct_val_ccy,
+        "ctType": ct_type,
         "listTime": str(inst.list_time_ms),
-        "expTime": "",
+        "expTime": "" if inst.exp_time_ms is None else str(inst.exp_time_ms),
         "tickSz": unit_string(-inst.tick_decimals),
-        "lotSz": unit_string(-(SWAP_LOT_DECIMALS if swap else inst.lot_decimals)),
-        "minSz": unit_string(-(SWAP_LOT_DECIMALS if swap else inst.lot_decimals) + (0 if swap else 3)),
+        "lotSz": unit_string(-lot_decimals),
+        "minSz": unit_string(-lot_decimals + (0 if contract else 3)),
         "state": inst.state,
         "ruleType": "normal",
         "instIdCode": 1_000_000_000 + stable_hash("instIdCode", inst.inst_id) % 1_000_000_000,

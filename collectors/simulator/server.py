@@ -220,6 +220,25 @@ class Simulator:
     def set_confirm_omit_rate(self, rate: float) -> None:
         self._confirm_omit_rate = float(rate)
 
+    def list_instrument(
+        self, inst_id: str, list_time_ms: int | None = None, exp_time_ms: int | None = None, state: str = "live",
+    ) -> dict[str, Any]:
+        """List an instrument now (kind from its instId, see instruments.make_instrument); returns its REST row."""
+        def act() -> dict[str, Any]:
+            inst = self.market.list_instrument(inst_id, list_time_ms=list_time_ms, exp_time_ms=exp_time_ms,
+                                               state=state)
+            self._stats["instruments_listed"] += 1
+            return rest.instrument_row(inst)
+        return self._on_loop(act)
+
+    def delist_instrument(self, inst_id: str) -> bool:
+        """Stop listing and pushing an instrument at once, as an expiry does; False if unknown or gone already."""
+        def act() -> bool:
+            done = self.market.delist_instrument(inst_id)
+            self._stats["instruments_delisted"] += int(done)
+            return done
+        return self._on_loop(act)
+
     def stats(self) -> dict[str, int]:
         def act() -> dict[str, int]:
             counters = dict.fromkeys(
@@ -238,13 +257,16 @@ class Simulator:
 
     CONTROL_ACTIONS = (
         "drop_connections", "send_notice", "ignore_pings", "send_malformed", "rest_429", "rest_delay",
-        "set_confirm_omit_rate", "stats",
+        "set_confirm_omit_rate", "stats", "list_instrument", "delist_instrument",
     )
+    # OKX's names in control bodies ({"action": "list_instrument", "instId": ...}) -> the methods' parameters.
+    CONTROL_PARAMS = {"instId": "inst_id", "listTime": "list_time_ms", "expTime": "exp_time_ms"}
 
     def control(self, action: str, **params: Any) -> Any:
         """Run a control method by name (what POST /sim/control does)."""
         if action not in self.CONTROL_ACTIONS:
             raise ValueError(f"unknown action {action!r}; known: {', '.join(self.CONTROL_ACTIONS)}")
+        params = {self.CONTROL_PARAMS.get(name, name): value for name, value in params.items()}
         return getattr(self, action)(**params)
 
     # --- connections ------------------------------------------------------------------------------
@@ -374,7 +396,7 @@ class Simulator:
         if connection.public or not channel_name.startswith(messages.CANDLE_PREFIX) or not isinstance(inst_id, str):
             return None
         bar_name = channel_name[len(messages.CANDLE_PREFIX):]
-        if bar_name not in self.market.bars or inst_id not in self.market.instruments:
+        if bar_name not in self.market.bars or not self.market.is_listed(inst_id, wall_clock_ms()):
             return None
         return (inst_id, bar_name)
 
@@ -449,12 +471,15 @@ class Simulator:
         omit_rate = self._confirm_omit_rate
         opens: dict[str, tuple[int, int, int]] = {}  # bar -> (open, substep, previous open), once per tick
         pushes = confirms = omitted = 0
+        gone = market.gone_at(now_ms)  # expired or delisted: their channels fall silent
         for connection in list(self._connections):
             if not connection.accepts_pushes:
                 continue
             frames: list[bytes] = []
             subscriptions = connection.subscriptions
             for channel, last_open in subscriptions.items():
+                if gone and channel[0] in gone:
+                    continue
                 bar_name = channel[1]
                 moment = opens.get(bar_name)
                 if moment is None:
