@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import contextlib
 import functools
 import gc
 import importlib
@@ -86,7 +88,7 @@ def child(args: argparse.Namespace) -> None:
     async def main() -> dict:
         stop = asyncio.Event()
         task = asyncio.create_task(runtime.run(stop))
-        started = time.monotonic()
+        started = last_report = time.monotonic()
         deadline = started + args.open_timeout
         while True:
             statuses = runtime.client.statuses()
@@ -95,8 +97,11 @@ def child(args: argparse.Namespace) -> None:
                 break
             if time.monotonic() > deadline:
                 break
-            if int(time.monotonic() - started) % 10 == 0:
-                print(f"  {len(statuses)} connections, {subscribed}/{len(channels)} subscribed", file=sys.stderr)
+            if time.monotonic() - last_report >= 10:
+                last_report = time.monotonic()
+                states = collections.Counter(s.state for s in statuses)
+                print(f"  {time.monotonic() - started:.0f} s: {dict(states)} connections, "
+                      f"{subscribed}/{len(channels)} subscribed, RSS {rss_mb()['VmRSS']} MB", file=sys.stderr)
             await asyncio.sleep(0.5)
         opened_s = time.monotonic() - started
         await asyncio.sleep(args.settle)
@@ -116,11 +121,13 @@ def child(args: argparse.Namespace) -> None:
                  "where": f"{_short(s.traceback[0].filename)}:{s.traceback[0].lineno}"}
                 for s in top[:args.top]
             ]
+        # The figures first: the shutdown that follows is not what is measured.
+        print(json.dumps(result), flush=True)
         stop.set()
-        await task
-        return result
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(task, 20)
 
-    print(json.dumps(asyncio.run(main())), flush=True)
+    asyncio.run(main())
 
 
 def _short(filename: str) -> str:
@@ -158,8 +165,8 @@ def parent(args: argparse.Namespace) -> None:
                    "--channels-per-connection", str(args.channels_per_connection)]
         if args.tracemalloc:
             command.append("--tracemalloc")
-        out = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=True).stdout
-        result = json.loads(out.strip().splitlines()[-1])
+        out = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, timeout=args.open_timeout + 300)
+        result = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("{")))
         stats = httpx.get(f"{rest_url}/sim/stats", timeout=10).json()
     finally:
         sim.terminate()
@@ -168,7 +175,7 @@ def parent(args: argparse.Namespace) -> None:
     print(f"channels {result['channels']} on {result['connections']} connections, {result['subscribed']} "
           f"subscribed in {result['open_s']} s, {result['messages']} frames")
     print(f"simulator: {stats['handshakes']} upgrade requests, {stats['handshakes_rejected']} refused (429), "
-          f"busiest second {stats['handshakes_max_per_second']}")
+          f"busiest second {stats['handshakes_max_per_second']}; longest push tick {stats['tick_busy_ms_max']} ms")
     print(f"collector RSS before the runtime started: {result['baseline_mb']['VmRSS']} MB")
     print(f"collector RSS after {args.settle} s of pushes: {result['rss_mb']['VmRSS']} MB "
           f"(peak {result['rss_mb']['VmHWM']} MB)")
