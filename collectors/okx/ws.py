@@ -353,7 +353,8 @@ class OkxWsClient:
         self.add(wanted - current)
 
     def add(self, channels: Iterable[Channel]) -> None:
-        pending = sorted(c for c in set(channels) if c not in self.invalid and c not in self.channels)
+        current = self.channels  # once: the property builds a set of every channel (27,000 at full breadth)
+        pending = sorted(c for c in set(channels) if c not in self.invalid and c not in current)
         cap = self.config.channels_per_connection
         for shard in self._shards:
             room = cap - len(shard.assigned)
