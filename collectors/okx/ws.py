@@ -3,8 +3,9 @@
 Channels are spread over shards of at most `channels_per_connection`; each shard owns one live
 connection (a *link*) at a time. Around it:
 
-* new connections are gated to `connections_per_second` across the client, and each link keeps within
-  `requests_per_hour` subscribe/unsubscribe requests;
+* new connections are paced across the client with a margin under OKX's `connections_per_second` (see
+  `connection_spacing`), reconnect storms included, and each link keeps within `requests_per_hour`
+  subscribe/unsubscribe requests;
 * a watchdog sends OKX's text `ping` after `ping_after_s` of silence and drops the link if nothing answers
   within `pong_timeout_s` (reading stays a bare `async for`, so the hot path pays no per-frame timer);
 * any drop reconnects with capped exponential backoff and jitter and subscribes everything again;
@@ -60,7 +61,10 @@ ERROR_TOO_FREQUENT = "60014"
 class WsConfig:
     url: str
     channels_per_connection: int = 200
-    connections_per_second: int = 3
+    connections_per_second: int = 3  # OKX's limit on new connections per IP, counted where they arrive
+    # Spread of the delay between a connection's start here and its arrival at OKX that the pacing absorbs
+    # (event-loop lag on either side, network jitter): see `connection_spacing`.
+    connect_jitter_margin_s: float = 0.5
     requests_per_hour: int = 480
     args_per_request: int = DEFAULT_ARGS_PER_REQUEST
     ping_after_s: float = 20.0
@@ -78,6 +82,26 @@ class WsConfig:
             raise ValueError("ping_after_s must be between 0 and 30: OKX closes silent connections after 30 s")
         if self.channels_per_connection < 1 or self.connections_per_second < 1 or self.requests_per_hour < 1:
             raise ValueError("channels_per_connection, connections_per_second and requests_per_hour must be ≥ 1")
+        if self.connect_jitter_margin_s < 0:
+            raise ValueError("connect_jitter_margin_s must not be negative")
+
+
+def connection_spacing(config: WsConfig) -> float:
+    """Seconds between two connection starts so that OKX never counts more than its limit in a second.
+
+    OKX counts arrivals in any second at its end. A connection started here at t arrives at t + d, with d
+    varying by up to J (event-loop lag here and there, the network). Gating starts at exactly N per second
+    lets jitter push a second over N: three starts late in one window of 1 s arrive together with three
+    started early in the next (42 upgrades refused with HTTP 429 at 27k channels). With starts at least
+    (1 + J) / N apart, any N + 1 consecutive starts span at least 1 + J, so their arrivals span more than
+    1 s whatever the jitter up to J: no 1-second window at the server sees more than N.
+
+    Even spacing rather than a sliding window of N per 1 + J: both sustain N / (1 + J) per second and
+    tolerate the same J, but a window lets N start at once, a burst the server has to handshake together.
+    With OKX's 3 per second and J = 0.5 s: one start every 0.5 s, 2 per second, 135 connections (27,000
+    channels at 200 each) in about 68 s.
+    """
+    return (1.0 + config.connect_jitter_margin_s) / config.connections_per_second
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,7 +329,9 @@ class OkxWsClient:
         self.handler = handler
         self._connect_fn = connect
         self.clock, self.wall_clock, self.sleep, self.rng = clock, wall_clock, sleep, rng
-        self._gate = SlidingWindow(config.connections_per_second, 1.0, clock, sleep)
+        # One gate for every connection of the client: first connections, reconnects after a drop (a storm
+        # of them when everything dropped at once) and 64008 replacements all queue here, in order.
+        self._gate = SlidingWindow(1, connection_spacing(config), clock, sleep)
         self._shards: list[_Shard] = []
         self._shard_ids = 0
         self.invalid: dict[Channel, ErrorEvent] = {}
@@ -327,7 +353,8 @@ class OkxWsClient:
         self.add(wanted - current)
 
     def add(self, channels: Iterable[Channel]) -> None:
-        pending = sorted(c for c in set(channels) if c not in self.invalid and c not in self.channels)
+        current = self.channels  # once: the property builds a set of every channel (27,000 at full breadth)
+        pending = sorted(c for c in set(channels) if c not in self.invalid and c not in current)
         cap = self.config.channels_per_connection
         for shard in self._shards:
             room = cap - len(shard.assigned)
@@ -737,4 +764,5 @@ __all__ = [
     "WsConfig",
     "WsHandler",
     "backoff_delay",
+    "connection_spacing",
 ]

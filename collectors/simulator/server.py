@@ -12,7 +12,7 @@ import concurrent.futures
 import contextlib
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -48,6 +48,7 @@ TICK_LAG_S = 0.003
 # After skipped ticks, at most this many closed candles of a channel are confirmed late; older ones are left
 # to REST, as after any outage.
 MAX_LATE_CONFIRMS = 30
+HANDSHAKE_LOG = 10_000  # upgrade arrivals kept for `handshake_arrivals`
 
 T = TypeVar("T")
 
@@ -124,6 +125,11 @@ class Simulator:
         self._rest_429_left = 0
         self._rest_delay: tuple[float, int] = (0.0, 0)
         self._handshakes = SlidingWindow(self.config.new_connections_per_second, 1.0)
+        # Arrival times (monotonic) of WebSocket upgrade requests, refused ones included, so that a test can
+        # check a client's pacing as OKX would see it: the recent ones per client IP for the busiest second,
+        # and the last HANDSHAKE_LOG of all of them for `handshake_arrivals`.
+        self._arrivals_by_peer: dict[str, deque[float]] = {}
+        self._arrivals: deque[float] = deque(maxlen=HANDSHAKE_LOG)
         self._rest_limits = {
             rest.CANDLES_PATH: SlidingWindow(*self.config.rest_candles_limit),
             rest.HISTORY_PATH: SlidingWindow(*self.config.rest_history_limit),
@@ -246,7 +252,7 @@ class Simulator:
                  "rest_429s", "pings", "pongs", "malformed_sent", "notices_sent", "drops", "idle_closes",
                  "channel_cap_closes", "buffer_full_closes", "handshakes_rejected", "requests",
                  "errors_sent", "ticks", "ticks_skipped", "late_confirms", "tick_busy_ms", "tick_cpu_ms",
-                 "tick_busy_ms_max"),
+                 "tick_busy_ms_max", "handshakes", "handshakes_max_per_second"),
                 0,
             )
             counters.update(self._stats)
@@ -255,9 +261,13 @@ class Simulator:
             return counters
         return self._on_loop(act)
 
+    def handshake_arrivals(self) -> list[float]:
+        """Seconds (monotonic clock) at which the last WebSocket upgrade requests arrived, oldest first."""
+        return self._on_loop(lambda: list(self._arrivals))
+
     CONTROL_ACTIONS = (
         "drop_connections", "send_notice", "ignore_pings", "send_malformed", "rest_429", "rest_delay",
-        "set_confirm_omit_rate", "stats", "list_instrument", "delist_instrument",
+        "set_confirm_omit_rate", "stats", "list_instrument", "delist_instrument", "handshake_arrivals",
     )
     # OKX's names in control bodies ({"action": "list_instrument", "instId": ...}) -> the methods' parameters.
     CONTROL_PARAMS = {"instId": "inst_id", "listTime": "list_time_ms", "expTime": "exp_time_ms"}
@@ -304,7 +314,9 @@ class Simulator:
         if request.path not in (BUSINESS_PATH, PUBLIC_PATH):
             writer.write(encode_response(404, b"Not Found", content_type="text/plain", keep_alive=False))
             return
-        if not self._handshakes.allow(peer, time.monotonic()):
+        now = time.monotonic()
+        self._count_arrival(peer, now)
+        if not self._handshakes.allow(peer, now):
             self._stats["handshakes_rejected"] += 1
             writer.write(encode_response(429, rest.TOO_MANY_REQUESTS[1], keep_alive=False))
             return
@@ -335,6 +347,18 @@ class Simulator:
                     break
         finally:
             self._connections.discard(connection)
+
+    def _count_arrival(self, peer: str, now: float) -> None:
+        """Count an upgrade request: `handshakes`, and `handshakes_max_per_second`, the most that arrived from
+        one IP within any 1 s (the window the limit applies: this one and those of the last second)."""
+        self._stats["handshakes"] += 1
+        self._arrivals.append(now)
+        recent = self._arrivals_by_peer.setdefault(peer, deque())
+        while recent and recent[0] <= now - 1.0:
+            recent.popleft()
+        recent.append(now)
+        if len(recent) > self._stats["handshakes_max_per_second"]:
+            self._stats["handshakes_max_per_second"] = len(recent)
 
     def _close_all(self, connections: list[WsConnection], code: int, reason: str) -> None:
         for connection in connections:
