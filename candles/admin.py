@@ -30,7 +30,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
-from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
+from candles.bars import datetime_to_ms, ms_to_datetime
 from candles.models import (
     CandleRecord,
     Gap,
@@ -98,14 +98,6 @@ def age_label(seconds: float) -> str:
 # --- per-page figures of subscriptions -----------------------------------------------------------------
 
 
-def _open_times_between(spec: BarSpec, first_ms: int, last_ms: int) -> int:
-    if last_ms < first_ms:
-        return 0
-    if not spec.months:
-        return (last_ms - first_ms) // spec.length_ms + 1
-    return sum(1 for _ in spec.open_times(first_ms, last_ms))
-
-
 @dataclass(frozen=True, slots=True)
 class CompletenessWindow:
     first_ms: int  # first expected open time
@@ -132,7 +124,7 @@ def completeness_window(subscription: Subscription, now: datetime) -> Completene
     for ending in (instrument.expires_at, instrument.delisted_at):
         if ending is not None:  # nothing opens after the instrument left OKX
             last_ms = min(last_ms, spec.floor(datetime_to_ms(ending) - 1))
-    expected = _open_times_between(spec, first_ms, last_ms)
+    expected = spec.count(first_ms, last_ms)
     return CompletenessWindow(first_ms, last_ms, expected) if expected else None
 
 

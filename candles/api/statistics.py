@@ -95,11 +95,7 @@ def expected_candle_count(timeframe: Timeframe, start: datetime, end: datetime) 
     """How many open times of the bar fall in [start, end] (without listing them: 30 days of 1s is 2.6 M)."""
     spec = timeframe.spec
     first, last = spec.ceil(datetime_to_ms(start)), spec.floor(datetime_to_ms(end))
-    if first > last:
-        return 0
-    if not spec.months:
-        return (last - first) // spec.length_ms + 1
-    return sum(1 for _ in spec.open_times(first, last))
+    return spec.count(first, last)
 
 
 def _vwap(instrument: Instrument, volume: Decimal | None, volume_ccy: Decimal | None,

@@ -117,15 +117,7 @@ def verifiable_range(
 
 
 def _unit_end(spec: BarSpec, start_ms: int, last_ms: int) -> int:
-    if not spec.months:
-        return min(last_ms, start_ms + (VERIFY_UNIT_CANDLES - 1) * spec.length_ms)
-    end = start_ms
-    for _ in range(VERIFY_UNIT_CANDLES - 1):
-        following = spec.following(end)
-        if following > last_ms:
-            break
-        end = following
-    return end
+    return min(last_ms, spec.advance(start_ms, VERIFY_UNIT_CANDLES - 1))
 
 
 async def _fetch(rest_url: str, keys: Keys, inst_id: str, bar: str, start_ms: int, end_ms: int,

@@ -334,3 +334,24 @@ def test_the_sql_open_time_check_gives_the_same_answers_as_python(tf, code):
     assert disagreements == {}
     assert all(in_sql[t] for t in aligned)
     assert not all(in_sql[t] for t in near)
+
+
+# --- counting and stepping, the one home of series arithmetic --------------------------------------------
+
+
+@pytest.mark.parametrize("code", ["1s", "1m", "1H", "1D", "1W", "1M", "3M", "1Mutc", "3Mutc", "6H"])
+def test_count_advance_previous_and_last_closed_agree_with_walking_open_times(tf, code):
+    spec = tf(code).spec
+    start = spec.ceil(datetime_to_ms(datetime(2023, 11, 5, 3, 7, tzinfo=UTC)))
+    walked = [start]
+    for _ in range(30):
+        walked.append(spec.following(walked[-1]))
+
+    for n, open_ms in enumerate(walked):
+        assert spec.advance(start, n) == open_ms
+        assert spec.advance(open_ms, -n) == start
+        assert spec.count(start, open_ms) == n + 1
+    assert spec.count(walked[5], walked[4]) == 0
+    assert [spec.previous(t) for t in walked[1:]] == walked[:-1]
+    assert spec.last_closed(walked[7] + 1) == walked[6]
+    assert spec.last_closed(walked[7]) == walked[6]
