@@ -266,6 +266,35 @@ def _holes(timeframe: Timeframe, series: Sequence[_Series]) -> dict[int, list[Ra
     return holes
 
 
+def _pages(spec: BarSpec, parts: Sequence[Range], now_ms: int) -> Iterator[tuple[Range, int]]:
+    """(unit, candles missing in it): holes of one series, oldest first, gathered into REST pages.
+
+    Scattered holes within one page are one gap (a `1s` channel pushed every 2 s misses every other candle:
+    one row per page instead of fifty, and still one request). A gap's range may then hold stored candles
+    between its holes; its `missing` counts the holes only. Unfillable parts stay whole and apart.
+    """
+    current: Range | None = None
+    missing = 0
+    for part in parts:
+        if part.reason:
+            if current is not None:
+                yield current, missing
+                current = None
+            yield part, spec.count(part.start_ms, part.end_ms)
+            continue
+        for piece in gap_units(spec, part, now_ms):
+            count = spec.count(piece.start_ms, piece.end_ms)
+            if current is not None:
+                size = min(MAX_GAP_CANDLES, PAGE_CANDLES[lane_for(spec, current.start_ms, now_ms)])
+                if spec.count(current.start_ms, piece.end_ms) <= size:
+                    current, missing = Range(current.start_ms, piece.end_ms), missing + count
+                    continue
+                yield current, missing
+            current, missing = piece, count
+    if current is not None:
+        yield current, missing
+
+
 def _record(timeframe: Timeframe, series: Sequence[_Series], holes: dict[int, list[Range]],
             now: datetime) -> list[Gap]:
     """Gap rows for the holes, page-sized, in one INSERT; parts REST cannot serve are unfillable at once."""
@@ -281,17 +310,14 @@ def _record(timeframe: Timeframe, series: Sequence[_Series], holes: dict[int, li
         limits = (reach_limits(timeframe, instruments[s.instrument_id], now_ms) if served
                   else [(spec.following(s.last_ms), not_served_reason(timeframe))])
         created_at = ms_to_datetime(s.created_ms)
-        for hole in holes[s.id]:
-            for part in partition(spec, hole, limits):
-                units = [part] if part.reason else gap_units(spec, part, now_ms)
-                for unit in units:
-                    end = ms_to_datetime(unit.end_ms)
-                    gaps.append(Gap(
-                        subscription_id=s.id, start=ms_to_datetime(unit.start_ms), end=end,
-                        missing=spec.count(unit.start_ms, unit.end_ms),
-                        state=GapState.UNFILLABLE if unit.reason else GapState.OPEN, reason=unit.reason or "",
-                        priority=gap_priority(end, created_at=created_at, now=now),
-                    ))
+        parts = [part for hole in holes[s.id] for part in partition(spec, hole, limits)]
+        for unit, missing in _pages(spec, parts, now_ms):
+            end = ms_to_datetime(unit.end_ms)
+            gaps.append(Gap(
+                subscription_id=s.id, start=ms_to_datetime(unit.start_ms), end=end, missing=missing,
+                state=GapState.UNFILLABLE if unit.reason else GapState.OPEN, reason=unit.reason or "",
+                priority=gap_priority(end, created_at=created_at, now=now),
+            ))
     # An unfinished gap starting at the same open time exists only after an explicit detection went ahead of
     # the watermark: it already stands for these candles.
     Gap.objects.bulk_create(gaps, batch_size=5_000, ignore_conflicts=True)

@@ -21,7 +21,7 @@ from django.utils import timezone
 from redis import RedisError
 
 from candles.bars import datetime_to_ms
-from candles.models import Gap, GapState
+from candles.models import Candle, Gap, GapState
 from candles.storage import CandleRow, UpsertResult, candle_missing_ranges, candles_upsert
 from collectors.okx.messages import CandleUpdate
 from collectors.okx.rest import PermanentError, UnsupportedBar
@@ -108,7 +108,11 @@ def _fill_claimed(gap: Gap, *, redis: Any, keys: Keys, now: datetime, fetch: Fet
         return _settle_unfillable(gap, label, not_served_reason(timeframe))
     try:
         updates = fetch(instrument.inst_id, timeframe.code, start_ms, end_ms)
-        fetched = [row for row in rest_rows(updates, receipt_version()) if start_ms <= row.open_time_ms <= end_ms]
+        # A gap's range may hold stored candles between its holes: those already final are not written again,
+        # nor announced again to the webhooks.
+        final = _confirmed_open_times(instrument.pk, timeframe.pk, gap.start, gap.end)
+        fetched = [row for row in rest_rows(updates, receipt_version())
+                   if start_ms <= row.open_time_ms <= end_ms and row.open_time_ms not in final]
         result = candles_upsert(rows=fetched)
         if result.rejected:
             dead_letter_rejected(redis if redis is not None else redis_client(), keys, result)
@@ -134,6 +138,13 @@ def _fill_claimed(gap: Gap, *, redis: Any, keys: Keys, now: datetime, fetch: Fet
     if settled.state == GapState.FILLED:
         _count(redis if redis is not None else redis_client(), keys, "gaps_filled", 1)
     return settled
+
+
+def _confirmed_open_times(instrument_id: int, timeframe_id: int, start: datetime, end: datetime) -> set[int]:
+    return {datetime_to_ms(moment) for moment in Candle.objects.filter(
+        instrument_id=instrument_id, timeframe_id=timeframe_id, open_time__gte=start, open_time__lte=end,
+        confirmed=True,
+    ).values_list("open_time", flat=True)}
 
 
 def notify_written(on_written: OnWritten | None, rows: list[CandleRow]) -> None:

@@ -158,3 +158,23 @@ def test_a_runs_queries_do_not_grow_with_the_number_of_series():
     assert large == small  # one statement per bar, whatever the number of series
     assert Subscription.objects.filter(detected_through=ms_to_datetime(last_closed("1m", now))).count() == 10_000
     assert Gap.objects.count() == 0
+
+
+def test_scattered_holes_within_one_page_are_one_gap_counting_only_the_holes(instrument, stored_candles):
+    """A 1s channel pushed every 2 s misses every other candle: one gap (one request) per page, not one each."""
+    now = timezone.now()
+    eth = instrument("ETH-USDT", listed_at=now - timedelta(days=3))
+    sub = subscribe(eth, "1s")
+    end = last_closed("1s", now)
+    mark = end - 250 * 1000
+    Subscription.objects.filter(pk=sub.pk).update(detected_through=ms_to_datetime(mark),
+                                                  created_at=now - timedelta(hours=1))
+    stored_candles(eth, "1s", [mark + k * 1000 for k in range(1, 251) if k % 2 == 0])
+
+    result = detection_advance(now=now)
+
+    gaps = list(sub.gaps.order_by("start"))
+    # Holes at mark + 1 s, 3 s, …, 249 s; a /history-candles page covers 100 s.
+    assert [(datetime_to_ms(g.start) - mark, datetime_to_ms(g.end) - mark, g.missing) for g in gaps] == [
+        (1000, 99_000, 50), (101_000, 199_000, 50), (201_000, 249_000, 25)]
+    assert result.missing == 125
