@@ -28,15 +28,15 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from candles.bars import BarSpec, datetime_to_ms
-from candles.models import RepairPriority, Timeframe
+from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
+from candles.models import Instrument, RepairPriority, Timeframe
 from candles.storage import candles_upsert
 from collectors.okx.rest import RECENT_CANDLES, RECENT_MARGIN, PermanentError
 from collectors.pipeline.buffer import receipt_version
 from collectors.pipeline.connections import pipeline_keys, redis_client
 from collectors.pipeline.keys import Keys
 from collectors.pipeline.locks import RedisLock
-from collectors.repair.confirms import Unit, confirm_backlog, confirms_retry_later
+from collectors.repair.confirms import CONFIRM_SETTLE, Unit, confirm_backlog, confirms_retry_later
 from collectors.repair.fill import OnWritten, gap_fill, notify_written
 from collectors.repair.gap_state import FILLING_STALE_AFTER, RETRY_BACKOFF
 from collectors.repair.reach import CANDLES_LANE, HISTORY_LANE, PAGE_CANDLES
@@ -206,8 +206,53 @@ def _lane_worker(queue: deque[Unit], deadline: float, rest_url: str, redis: Any,
             connection.close()  # each thread has its own database connection
 
 
+# Other work of the unit's series inside the page that ends where the unit ends: unfinished gaps wholly in it,
+# and closed candles stored unconfirmed.
+_SERIES_WORK = """
+SELECT 'gap', g.id, g.start, g."end"
+FROM candles_gap g JOIN candles_subscription s ON s.id = g.subscription_id
+WHERE s.instrument_id = %(instrument)s AND s.timeframe_id = %(timeframe)s AND g.state = 'open'
+  AND g.start >= %(low)s AND g."end" <= %(high)s AND NOT (g.id = ANY(%(known)s))
+UNION ALL
+SELECT 'confirm', 0, c.open_time, c.open_time
+FROM candles_candle c
+WHERE c.instrument_id = %(instrument)s AND c.timeframe_id = %(timeframe)s AND NOT c.confirmed
+  AND c.open_time >= %(low)s AND c.open_time <= %(high)s AND c.open_time <= %(closed)s
+"""
+
+
+def widened(unit: Unit, timeframe: Timeframe, *, now_ms: int) -> Unit:
+    """The unit grown to a whole page ending where it ends, carrying every other repair of its series there.
+
+    The budget counts requests, not candles: when the missing candles of a series are scattered (a `1s` channel
+    whose pushes come every 2 s), one request for a whole page repairs them all at once, however they were
+    recorded.
+    """
+    spec = timeframe.spec
+    low = spec.advance(unit.end_ms, -(PAGE_CANDLES[unit.lane] - 1))
+    instrument_id = Instrument.objects.filter(inst_id=unit.inst_id).values_list("pk", flat=True).first()
+    if instrument_id is None:
+        return unit
+    with connection.cursor() as cursor:
+        cursor.execute(_SERIES_WORK, {
+            "instrument": instrument_id, "timeframe": timeframe.pk, "low": ms_to_datetime(low),
+            "high": ms_to_datetime(unit.end_ms), "known": list(unit.gap_ids),
+            "closed": ms_to_datetime(spec.last_closed(now_ms)),
+        })
+        rows = cursor.fetchall()
+    if not rows:
+        return unit
+    gap_ids = unit.gap_ids + tuple(gap_id for kind, gap_id, _, _ in rows if kind == "gap")
+    wanted = set(unit.wanted) | {datetime_to_ms(start) for kind, _, start, _ in rows if kind == "confirm"}
+    start = min([unit.start_ms, *(datetime_to_ms(start) for _, _, start, _ in rows)])
+    return Unit(unit.priority, unit.lane, unit.newest_ms, unit.inst_id, unit.bar, start, unit.end_ms,
+                tuple(sorted(wanted)), gap_ids, unit.missing)
+
+
 def _repair(unit: Unit, *, fetch: Callable, redis: Any, keys: Keys, on_written: OnWritten | None) -> int:
-    """Carry out one unit; the candles it wrote."""
+    """Carry out one unit, grown to its page; the candles it wrote."""
+    unit = widened(unit, Timeframe.objects.get(code=unit.bar),
+                   now_ms=datetime_to_ms(timezone.now() - CONFIRM_SETTLE))
     try:
         updates = fetch(unit.inst_id, unit.bar, unit.start_ms, unit.end_ms)
     except PermanentError as exc:

@@ -117,6 +117,26 @@ def test_a_missed_confirm_and_holes_of_one_series_within_a_page_are_one_request(
     assert_exact(sim, "XRP-USDT", "1s", [newest] + [t for s, e in holes for t in range(s, e + 1, SECOND)])
 
 
+def test_a_request_carries_every_repair_of_its_series_within_its_page(sim, instruments, keys, redis):
+    """Gaps the queue did not hand out (waiting out a backoff) and unconfirmed candles ride along."""
+    doge = instruments["DOGE-USDT"]
+    sub = subscribe(doge, "1s")
+    newest = recent_closed(SECOND, 5)
+    due = Gap.objects.create(subscription=sub, start=ms_to_datetime(newest), end=ms_to_datetime(newest), missing=1)
+    waiting = [Gap.objects.create(subscription=sub, start=ms_to_datetime(newest - k * 20 * SECOND),
+                                  end=ms_to_datetime(newest - k * 20 * SECOND), missing=1, attempts=1)
+               for k in (1, 2, 3)]
+    store_unconfirmed(doge, "1s", [newest - 30 * SECOND])
+
+    result = repair_run(budget_s=5, redis=redis, keys=keys)
+
+    assert result.requests == {"history": 1}
+    assert set(Gap.objects.filter(pk__in=[due.pk, *(g.pk for g in waiting)]).values_list("state", flat=True)) == {
+        GapState.FILLED}
+    assert_exact(sim, "DOGE-USDT", "1s", [newest, newest - 20 * SECOND, newest - 30 * SECOND, newest - 40 * SECOND,
+                                          newest - 60 * SECOND])
+
+
 def test_confirm_units_group_a_series_into_pages_from_its_newest_candle():
     spec = Timeframe(code="1m", seconds=60, months=0, utc_offset_hours=0, anchor=ms_to_datetime(0)).spec
     now = 10_000 * MINUTE
