@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from candles.models import Instrument, Subscription, SubscriptionStatus, Timeframe
 from candles.signals import subscriptions_changed
+
+logger = logging.getLogger(__name__)
 
 
 class UnknownNames(ValueError):
@@ -45,33 +48,108 @@ def subscriptions_create(
 ) -> SubscribeResult:
     """Subscribe every instrument × bar; idempotent for existing pairs (a paused one is resumed).
 
-    Instruments must be known and live; bars must be active, matched verbatim (`1m` is not `1M`).
+    Instruments must be known and live; bars must be active, matched verbatim (`1m` is not `1M`). The pairs
+    become explicit: a rule that held one lets go of it (see candles.rules). Set-based whatever the number of
+    pairs: one INSERT … ON CONFLICT DO NOTHING for the new ones, one UPDATE for the paused ones, one read of
+    them all; the collectors are nudged once after commit.
     """
     inst_ids, bars = list(dict.fromkeys(inst_ids)), list(dict.fromkeys(bars))
-    instruments = {i.inst_id: i for i in Instrument.objects.filter(inst_id__in=inst_ids, state="live",
-                                                                   delisted_at__isnull=True)}
-    timeframes = {t.code: t for t in Timeframe.objects.filter(code__in=bars, is_active=True)}
+    now = timezone.now()
+    instruments = dict(
+        Instrument.objects.filter(inst_id__in=inst_ids, state="live", delisted_at__isnull=True)
+        .exclude(expires_at__lte=now).values_list("inst_id", "id")
+    )
+    timeframes = dict(Timeframe.objects.filter(code__in=bars, is_active=True).values_list("code", "id"))
     unknown = {"instruments": [i for i in inst_ids if i not in instruments],
                "timeframes": [b for b in bars if b not in timeframes]}
     if any(unknown.values()):
         raise UnknownNames(unknown)
+    instrument_ids, timeframe_ids = list(instruments.values()), list(timeframes.values())
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_INSERT_MISSING, {"instruments": instrument_ids, "timeframes": timeframe_ids, "now": now,
+                                         "backfill_from": backfill_from, "webhook_url": webhook_url})
+        created_ids = {row[0] for row in cursor.fetchall()}
+        cursor.execute(_RESUME_PAUSED, {"instruments": instrument_ids, "timeframes": timeframe_ids, "now": now})
+        reactivated_ids = {row[0] for row in cursor.fetchall()}
+        # Already active and held by a rule: explicit from now on, with no other change (the result is
+        # "unchanged"), so removing the rule later does not stop what was asked for by name.
+        cursor.execute(_RELEASE_FROM_RULES, {"instruments": instrument_ids, "timeframes": timeframe_ids})
+        subscriptions = {
+            (sub.instrument_id, sub.timeframe_id): sub
+            for sub in Subscription.objects.select_related("instrument", "timeframe")
+            .filter(instrument_id__in=instrument_ids, timeframe_id__in=timeframe_ids)
+        }
+        if created_ids or reactivated_ids:
+            transaction.on_commit(lambda: subscriptions_changed.send(sender=Subscription))
     result = SubscribeResult()
-    with transaction.atomic():
-        for inst_id in inst_ids:
-            for bar in bars:
-                sub, created = Subscription.objects.get_or_create(
-                    instrument=instruments[inst_id], timeframe=timeframes[bar],
-                    defaults={"backfill_from": backfill_from, "webhook_url": webhook_url},
-                )
-                if created:
-                    result.created.append(sub)
-                elif not sub.is_active:
-                    sub.is_active, sub.status = True, SubscriptionStatus.PENDING
-                    sub.save(update_fields=["is_active", "status", "updated_at"])
-                    result.reactivated.append(sub)
-                else:
-                    result.unchanged.append(sub)
+    for inst_id in inst_ids:
+        for bar in bars:
+            sub = subscriptions[instruments[inst_id], timeframes[bar]]
+            if sub.pk in created_ids:
+                result.created.append(sub)
+            elif sub.pk in reactivated_ids:
+                result.reactivated.append(sub)
+            else:
+                result.unchanged.append(sub)
     return result
+
+
+_INSERT_MISSING = """
+INSERT INTO candles_subscription (
+    instrument_id, timeframe_id, is_active, status, status_message, backfill_from, webhook_url, webhook_failures,
+    webhook_last_error, created_at, updated_at)
+SELECT i, t, true, 'pending', '', %(backfill_from)s, %(webhook_url)s, 0, '', %(now)s, %(now)s
+FROM unnest(%(instruments)s::integer[]) AS i CROSS JOIN unnest(%(timeframes)s::smallint[]) AS t
+ON CONFLICT (instrument_id, timeframe_id) DO NOTHING
+RETURNING id
+"""
+
+_RESUME_PAUSED = """
+UPDATE candles_subscription
+SET is_active = true, status = 'pending', rule_id = NULL, ended_at = NULL, updated_at = %(now)s
+WHERE instrument_id = ANY(%(instruments)s::integer[]) AND timeframe_id = ANY(%(timeframes)s::smallint[])
+  AND NOT is_active
+RETURNING id
+"""
+
+_RELEASE_FROM_RULES = """
+UPDATE candles_subscription SET rule_id = NULL
+WHERE instrument_id = ANY(%(instruments)s::integer[]) AND timeframe_id = ANY(%(timeframes)s::smallint[])
+  AND rule_id IS NOT NULL
+"""
+
+
+def subscriptions_end_finished(*, now: datetime | None = None, notify: bool = True) -> int:
+    """End the active subscriptions of instruments that expired (`expires_at` passed) or were delisted.
+
+    One UPDATE, whatever the number of subscriptions; it costs what is active on such instruments, so the
+    periodic health run can call it. Each gets `status_message` "expired 2026-12-25 08:00 UTC" (or "delisted
+    …") and `ended_at`, so a rule may resume it if the instrument comes back. Returns how many it ended;
+    with `notify`, the collectors are nudged once after commit when any was.
+    """
+    now = now or timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(_END_FINISHED, {"now": now})
+        ended = cursor.rowcount
+    if ended:
+        logger.info("ended %d subscriptions of expired or delisted instruments", ended)
+        if notify:
+            transaction.on_commit(lambda: subscriptions_changed.send(sender=Subscription))
+    return ended
+
+
+_END_FINISHED = """
+UPDATE candles_subscription s
+SET is_active = false, ended_at = %(now)s, updated_at = %(now)s,
+    status_message = CASE
+        WHEN i.expires_at <= %(now)s
+        THEN 'expired ' || to_char(i.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') || ' UTC'
+        ELSE 'delisted ' || to_char(i.delisted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') || ' UTC'
+    END
+FROM candles_instrument i
+WHERE s.instrument_id = i.id AND s.is_active
+  AND (i.delisted_at IS NOT NULL OR i.expires_at <= %(now)s)
+"""
 
 
 def subscriptions_pause(*, inst_id: str, bars: Iterable[str] | None = None) -> list[Subscription]:
@@ -114,7 +192,9 @@ def subscription_update(
         fields.append("is_active")
         if is_active:
             subscription.status = SubscriptionStatus.PENDING
-            fields.append("status")
+            # Resumed by an operator: no longer ended by the system, so a later pause of theirs sticks.
+            subscription.ended_at = None
+            fields += ["status", "ended_at"]
     if webhook_url is not None and webhook_url != subscription.webhook_url:
         subscription.webhook_url = webhook_url
         fields.append("webhook_url")
