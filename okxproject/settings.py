@@ -146,6 +146,7 @@ CELERY_TASK_ROUTES = {
     "collectors.tasks.drain_rest_needed": {"queue": "backfill"},
     "collectors.tasks.deliver_webhook": {"queue": "webhooks"},
     "collectors.tasks.check_health": {"queue": "default"},
+    "collectors.tasks.sync_instruments": {"queue": "default"},
     # The admin's operator actions: long REST work goes where the shared REST budget is spent.
     "collectors.admin_tasks.backfill_range": {"queue": "backfill"},
     "collectors.admin_tasks.fill_range_gaps": {"queue": "backfill"},

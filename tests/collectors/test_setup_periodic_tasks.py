@@ -22,6 +22,7 @@ EXPECTED = {
     "okx-candles: recheck gaps": ("collectors.tasks.recheck_gaps", 2, "backfill", 2),
     "okx-candles: detect gaps": ("collectors.tasks.detect_gaps", 60, "backfill", 60),
     "okx-candles: check health": ("collectors.tasks.check_health", 10, "default", 10),
+    "okx-candles: sync instruments": ("collectors.tasks.sync_instruments", 600, "default", 600),
 }
 
 
@@ -61,7 +62,7 @@ def test_it_declares_every_task_with_its_interval_queue_and_expiry(one_second_fl
         assert entry.options["queue"] == queue
         assert entry.options["expires"] == expire
         assert entry.task == task_name
-    assert "6 created, 0 updated, 0 unchanged, 0 removed" in out
+    assert "7 created, 0 updated, 0 unchanged, 0 removed" in out
 
 
 def test_running_it_twice_changes_nothing(one_second_flush):
@@ -73,7 +74,7 @@ def test_running_it_twice_changes_nothing(one_second_flush):
 
     assert snapshot() == first
     assert IntervalSchedule.objects.count() == intervals
-    assert "0 created, 0 updated, 6 unchanged, 0 removed" in out
+    assert "0 created, 0 updated, 7 unchanged, 0 removed" in out
     assert "unchanged okx-candles: check health" in out
 
 
