@@ -179,7 +179,7 @@ class SubscriptionRule(models.Model):
         if unknown:
             raise ValidationError({"bars": ValidationError(
                 "Unknown bars: %(codes)s (bars are case-sensitive: 1m is a minute, 1M a month).",
-                code="unknown_bars", params={"codes": ", ".join(unknown)},
+                code="unknown_bars", params={"codes": ", ".join(unknown), "unknown": unknown},
             )})
         inactive = [code for code in self.bars if not active[code]]
         if inactive:
