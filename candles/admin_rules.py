@@ -14,7 +14,7 @@ from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 
 from candles.models import SubscriptionRule, Timeframe
-from candles.rules import RuleOutcome, rule_save_and_materialize, rules_materialize
+from candles.rules import RuleOutcome, rule_save_and_materialize, rules_detach, rules_materialize
 
 
 class SubscriptionRuleForm(forms.ModelForm):
@@ -92,6 +92,7 @@ class SubscriptionRuleAdmin(admin.ModelAdmin):
             # them (as candles.rules.rule_delete does for one rule).
             queryset.update(is_active=False)
             result = rules_materialize()
+            rules_detach(rules=queryset)
             queryset.delete()
         messages.info(request, f"Subscriptions: {result}.")
 

@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from candles.models import Subscription, SubscriptionRule
@@ -222,12 +223,21 @@ def rule_update(*, rule: SubscriptionRule, **changes: Any) -> RuleOutcome:
 def rule_delete(*, rule: SubscriptionRule) -> MaterializeResult:
     """Delete a rule; the subscriptions only it matched end (paused, their candles stay)."""
     with transaction.atomic():
-        # Deactivated first, so materializing ends or hands over its pairs while it still holds them; the
-        # delete then only clears `rule` on the ended rows (SET_NULL): they stay ended, resumable by any rule.
+        # Deactivated first, so materializing ends or hands over its pairs while it still holds them; then
+        # `rule` is cleared on the ended rows: they stay ended, resumable by any rule.
         SubscriptionRule.objects.filter(pk=rule.pk).update(is_active=False)
         result = rules_materialize()
+        rules_detach(rules=SubscriptionRule.objects.filter(pk=rule.pk))
         rule.delete()
     return result
+
+
+def rules_detach(*, rules: QuerySet[SubscriptionRule]) -> int:
+    """Clear `rule` on the subscriptions of `rules` in one UPDATE, before they are deleted.
+
+    Django's SET_NULL would load every subscription first (Subscription has delete signals): 2 s for 27,000.
+    """
+    return Subscription.objects.filter(rule__in=rules).update(rule=None)
 
 
 def rule_save_and_materialize(*, rule: SubscriptionRule) -> RuleOutcome:

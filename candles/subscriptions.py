@@ -55,16 +55,16 @@ def subscriptions_create(
     """
     inst_ids, bars = list(dict.fromkeys(inst_ids)), list(dict.fromkeys(bars))
     now = timezone.now()
-    instruments = dict(
-        Instrument.objects.filter(inst_id__in=inst_ids, state="live", delisted_at__isnull=True)
-        .exclude(expires_at__lte=now).values_list("inst_id", "id")
-    )
-    timeframes = dict(Timeframe.objects.filter(code__in=bars, is_active=True).values_list("code", "id"))
+    instruments = {i.inst_id: i for i in Instrument.objects.filter(inst_id__in=inst_ids, state="live",
+                                                                   delisted_at__isnull=True)
+                   .exclude(expires_at__lte=now)}
+    timeframes = {t.code: t for t in Timeframe.objects.filter(code__in=bars, is_active=True)}
     unknown = {"instruments": [i for i in inst_ids if i not in instruments],
                "timeframes": [b for b in bars if b not in timeframes]}
     if any(unknown.values()):
         raise UnknownNames(unknown)
-    instrument_ids, timeframe_ids = list(instruments.values()), list(timeframes.values())
+    instrument_ids = [i.pk for i in instruments.values()]
+    timeframe_ids = [t.pk for t in timeframes.values()]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_INSERT_MISSING, {"instruments": instrument_ids, "timeframes": timeframe_ids, "now": now,
                                          "backfill_from": backfill_from, "webhook_url": webhook_url})
@@ -74,17 +74,24 @@ def subscriptions_create(
         # Already active and held by a rule: explicit from now on, with no other change (the result is
         # "unchanged"), so removing the rule later does not stop what was asked for by name.
         cursor.execute(_RELEASE_FROM_RULES, {"instruments": instrument_ids, "timeframes": timeframe_ids})
+        # Not select_related: building an Instrument and a Timeframe per row cost two thirds of the time at 27,000
+        # pairs; the few objects loaded above are attached instead.
         subscriptions = {
             (sub.instrument_id, sub.timeframe_id): sub
-            for sub in Subscription.objects.select_related("instrument", "timeframe")
-            .filter(instrument_id__in=instrument_ids, timeframe_id__in=timeframe_ids)
+            for sub in Subscription.objects.filter(instrument_id__in=instrument_ids, timeframe_id__in=timeframe_ids)
         }
         if created_ids or reactivated_ids:
             transaction.on_commit(lambda: subscriptions_changed.send(sender=Subscription))
     result = SubscribeResult()
+    instrument_field, timeframe_field = Subscription._meta.get_field("instrument"), Subscription._meta.get_field(
+        "timeframe")
     for inst_id in inst_ids:
         for bar in bars:
-            sub = subscriptions[instruments[inst_id], timeframes[bar]]
+            instrument, timeframe = instruments[inst_id], timeframes[bar]
+            sub = subscriptions[instrument.pk, timeframe.pk]
+            # The ids are already right; only the caches are filled (the descriptors' checks cost 0.3 s here).
+            instrument_field.set_cached_value(sub, instrument)
+            timeframe_field.set_cached_value(sub, timeframe)
             if sub.pk in created_ids:
                 result.created.append(sub)
             elif sub.pk in reactivated_ids:
