@@ -14,7 +14,7 @@ from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 
 from candles.models import SubscriptionRule, Timeframe
-from candles.rules import RuleOutcome, rule_save_and_materialize, rules_detach, rules_materialize
+from candles.rules import RuleOutcome, rule_save_and_materialize, rules_delete, rules_materialize
 
 
 class SubscriptionRuleForm(forms.ModelForm):
@@ -87,14 +87,7 @@ class SubscriptionRuleAdmin(admin.ModelAdmin):
         self.delete_queryset(request, SubscriptionRule.objects.filter(pk=obj.pk))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[SubscriptionRule]) -> None:
-        with transaction.atomic():
-            # Deactivated first, so one materialization ends or hands over their pairs while they still hold
-            # them (as candles.rules.rule_delete does for one rule).
-            queryset.update(is_active=False)
-            result = rules_materialize()
-            rules_detach(rules=queryset)
-            queryset.delete()
-        messages.info(request, f"Subscriptions: {result}.")
+        messages.info(request, f"Subscriptions: {rules_delete(rules=queryset)}.")
 
     @admin.action(description="Apply every active rule now", permissions=["change"])
     def apply_rules(self, request: HttpRequest, queryset: QuerySet[SubscriptionRule]) -> None:
