@@ -167,7 +167,7 @@ def subscriptions_health_update(*, redis: Any, keys: Keys, now: float, result: H
     # Subscriptions of expired or delisted instruments are ended, not unhealthy: until the end reaches them
     # (the sync, or subscriptions_end_finished before each health run), they are left out, raising no alarm.
     rows = Subscription.objects.filter(is_active=True, instrument__delisted_at__isnull=True).exclude(
-        instrument__expires_at__lte=timezone.now(),
+        instrument__expires_at__lte=datetime.fromtimestamp(now, UTC),
     ).values_list(
         "id", "instrument__inst_id", "timeframe__code", "status", "status_message"
     )
