@@ -271,6 +271,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_AUTHENTICATION": [],
     "ENUM_NAME_OVERRIDES": {
         "SubscriptionStatusEnum": "candles.models.SubscriptionStatus",
+        # Instruments and rules share the choice set; one name for it.
+        "InstrumentTypeEnum": "candles.models.InstrumentType",
         "SystemHealthEnum": "collectors.api.serializers.STATUSES",
         "HealthCheckNameEnum": "collectors.api.system.CHECK_NAMES",
     },

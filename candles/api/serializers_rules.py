@@ -32,8 +32,9 @@ class BarsField(serializers.Field):
 class RuleWriteSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     description = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
-    inst_type = serializers.ChoiceField(choices=[("", "any"), *InstrumentType.choices], required=False,
-                                        allow_blank=True, help_text="Empty: every type.")
+    # The model's choice set exactly, so the schema has one InstTypeEnum (blank allowed: every type).
+    inst_type = serializers.ChoiceField(choices=InstrumentType.choices, required=False, allow_blank=True,
+                                        help_text="Empty: every type.")
     quote_ccy = serializers.CharField(max_length=32, required=False, allow_blank=True,
                                       help_text="Empty: any. A swap's or future's is its instId's second part.")
     settle_ccy = serializers.CharField(max_length=32, required=False, allow_blank=True)
@@ -52,7 +53,11 @@ class RuleWriteSerializer(serializers.Serializer):
 
 class RuleSerializer(serializers.ModelSerializer):
     bars = BarsField(source="*")
+    inst_type = serializers.ChoiceField(choices=InstrumentType.choices, allow_blank=True,
+                                        help_text="Empty: every type.")
     backfill_from = InstantField(allow_null=True)
+    # Not the model's URLField: "" (no webhook) is not a URI, and the schema must say what is sent.
+    webhook_url = serializers.CharField(help_text="Receiver of a signed POST per confirmed candle; empty: none.")
     active_subscriptions = serializers.IntegerField(read_only=True, help_text="Active subscriptions it holds.")
 
     class Meta:
