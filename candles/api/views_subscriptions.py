@@ -44,7 +44,7 @@ def subscription_rows(subscriptions: list[Subscription]) -> list[dict]:
         {"id": s.pk, "symbol": s.instrument.inst_id, "timeframe": s.timeframe.code, "is_active": s.is_active,
          "status": s.status, "status_message": s.status_message, "backfill_from": _instant(s.backfill_from),
          "webhook_url": s.webhook_url, "webhook_failures": s.webhook_failures,
-         "webhook_last_error": s.webhook_last_error, "created_at": _instant(s.created_at),
+         "webhook_last_error": s.webhook_last_error, "rule": s.rule_id, "created_at": _instant(s.created_at),
          "updated_at": _instant(s.updated_at)}
         for s in subscriptions
     ]

@@ -147,3 +147,11 @@ def test_deleting_a_rule_ends_its_subscriptions(token_api, rule_id):
 def test_the_schema_documents_the_rules_endpoints(api, db):
     schema = api.get("/api/schema/", {"format": "json"}).json()
     assert {"/api/v1/rules", "/api/v1/rules/{id}"} <= set(schema["paths"])
+
+
+def test_subscriptions_name_the_rule_that_holds_them(api, token_api, rule_id):
+    token_api.post("/api/v1/subscribe", {"symbols": ["BTC-USDT"], "timeframes": ["1m"]}, format="json")
+    rows = api.get("/api/v1/subscriptions", {"limit": 10}).json()["results"]
+    assert {(r["symbol"], r["timeframe"], r["rule"]) for r in rows} == {
+        ("BTC-USDT", "1m", None), ("BTC-USDT-SWAP", "1m", rule_id), ("BTC-USDT-SWAP", "1H", rule_id),
+        ("ETH-USDT-SWAP", "1m", rule_id), ("ETH-USDT-SWAP", "1H", rule_id)}
