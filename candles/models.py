@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from django.contrib.postgres.fields import ArrayField
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 
@@ -108,6 +111,83 @@ class SubscriptionStatus(models.TextChoices):
     ERROR = "error"
 
 
+# An instId glob: OKX's characters plus `*` (any run) and `?` (one character). Anything else (`[`, `%`, spaces)
+# would be read differently by SQL's LIKE than an operator expects, so it is refused rather than escaped.
+INST_ID_PATTERN_RE = r"^[A-Za-z0-9._*?-]{1,64}$"
+validate_inst_id_pattern = RegexValidator(
+    INST_ID_PATTERN_RE,
+    "An instId pattern is letters, digits, '-', '_', '.', with * (any run) and ? (one character), "
+    "like BTC-* or *-USDT-SWAP.",
+    code="invalid_pattern",
+)
+
+
+class SubscriptionRule(models.Model):
+    """What to collect, declared once: instruments matching the filters × bars. See candles/rules.py.
+
+    The subscriptions it matches are materialized (created, resumed, ended) by `rules_materialize` after each
+    instrument sync and each change of a rule.
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    inst_type = models.CharField("type", max_length=16, choices=InstrumentType.choices, blank=True,
+                                 help_text="Empty: every type.")
+    quote_ccy = models.CharField(max_length=32, blank=True,
+                                 help_text="Empty: any. Swaps and futures are quoted in their instId's second "
+                                           "part (BTC-USDT-SWAP: USDT).")
+    settle_ccy = models.CharField(max_length=32, blank=True, help_text="Empty: any.")
+    inst_id_pattern = models.CharField(
+        "instId pattern", max_length=64, blank=True, validators=[validate_inst_id_pattern],
+        help_text="Glob: * any run, ? one character (BTC-*, *-USDT-SWAP). Empty: every instId.",
+    )
+    all_bars = models.BooleanField("all active bars", default=False)
+    # Codes rather than foreign keys: the API and the CLI speak codes, and the materializing SQL matches them
+    # with `= ANY`. Unknown codes are refused on the way in (candles.rules.rule_validate).
+    bars = ArrayField(models.CharField(max_length=8, db_collation="C"), default=list, blank=True,
+                      help_text="Bar codes, case-sensitive (1m is a minute, 1M a month).")
+    backfill_from = models.DateTimeField(null=True, blank=True,
+                                         help_text="History start of the subscriptions the rule creates.")
+    webhook_url = models.URLField(max_length=500, blank=True)
+    is_active = models.BooleanField("active", default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(all_bars=True) | ~Q(bars=[]), name="subscription_rule_has_bars"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        # Here rather than in each caller, so the admin's form, the API and the CLI refuse the same rules.
+        # OKX writes instIds and currencies in capitals; `btc-*` means what the operator thinks it means.
+        self.quote_ccy = self.quote_ccy.strip().upper()
+        self.settle_ccy = self.settle_ccy.strip().upper()
+        self.inst_id_pattern = self.inst_id_pattern.strip().upper()
+        self.bars = list(dict.fromkeys(code.strip() for code in self.bars or [] if code.strip()))
+        if self.all_bars:
+            return
+        if not self.bars:
+            raise ValidationError({"bars": ValidationError("List at least one bar, or choose all active bars.",
+                                                           code="no_bars")})
+        active = dict(Timeframe.objects.filter(code__in=self.bars).values_list("code", "is_active"))
+        unknown = [code for code in self.bars if code not in active]
+        if unknown:
+            raise ValidationError({"bars": ValidationError(
+                "Unknown bars: %(codes)s (bars are case-sensitive: 1m is a minute, 1M a month).",
+                code="unknown_bars", params={"codes": ", ".join(unknown), "unknown": unknown},
+            )})
+        inactive = [code for code in self.bars if not active[code]]
+        if inactive:
+            raise ValidationError({"bars": ValidationError("Bars not collected (inactive): %(codes)s.",
+                                                           code="inactive_bars",
+                                                           params={"codes": ", ".join(inactive)})})
+
+
 class Subscription(models.Model):
     instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="subscriptions")
     timeframe = models.ForeignKey(Timeframe, on_delete=models.PROTECT, related_name="subscriptions")
@@ -123,6 +203,13 @@ class Subscription(models.Model):
     # subscription's history) is stored or recorded as a gap. Detection looks only past it, so its cost
     # follows the candles that closed since, not the number of subscriptions. Null until first detected.
     detected_through = models.DateTimeField(null=True, blank=True, editable=False)
+    # The rule that holds this subscription; null for an explicit one (API, admin, CLI), which no rule ever
+    # pauses, resumes or changes.
+    rule = models.ForeignKey(SubscriptionRule, on_delete=models.SET_NULL, null=True, blank=True,
+                             related_name="subscriptions")
+    # Set when the system stopped the subscription (instrument expired or delisted, no rule matches any more),
+    # as opposed to an operator's pause: only such a stop may be undone by a rule.
+    ended_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -134,6 +221,9 @@ class Subscription(models.Model):
         indexes = [
             # The collectors reconcile against `WHERE is_active` every few seconds.
             models.Index(fields=["is_active", "status"], name="subscription_active_status_idx"),
+            # rules_materialize ends the active subscriptions a rule holds that no rule matches any more.
+            models.Index(fields=["rule"], condition=Q(rule__isnull=False, is_active=True),
+                         name="subscription_rule_active_idx"),
         ]
 
     def __str__(self) -> str:

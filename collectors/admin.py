@@ -52,6 +52,7 @@ from candles.models import Gap, GapState, Instrument, Subscription, Subscription
 from collectors import admin_tasks
 from collectors.api.subscriptions import bar_specs_by_code, worst_lags
 from collectors.api.system import gap_summary
+from collectors.instruments import DEFAULT_INST_TYPES, SYNCABLE_TYPES
 from collectors.okx.rest import CANDLES, HISTORY_CANDLES, INSTRUMENTS, Endpoint
 from collectors.pipeline.connections import pipeline_keys
 from collectors.pipeline.deadletters import dead_letters_count, dead_letters_newest, dead_letters_reingest
@@ -63,10 +64,9 @@ from collectors.pipeline.verify import verify_reports
 
 logger = logging.getLogger(__name__)
 
-# Instrument types a sync always covers; types already stored are synced too. OPTION is left out: OKX lists
-# options only per instrument family.
-SYNC_DEFAULT_TYPES = ("SPOT", "SWAP")
-SYNCABLE_TYPES = ("SPOT", "MARGIN", "SWAP", "FUTURES")
+# Instrument types a sync always covers (collectors.instruments.DEFAULT_INST_TYPES); types already stored are
+# synced too.
+SYNC_DEFAULT_TYPES = DEFAULT_INST_TYPES
 DEAD_LETTERS_PER_PAGE = 100
 # The flush-rate sample is replaced once it is this old, so the rate covers the last minute or so of views.
 FLUSH_SAMPLE_MAX_AGE_S = 60.0

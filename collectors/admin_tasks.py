@@ -91,16 +91,6 @@ def verify_range(inst_id: str, bar: str, start_ms: int, end_ms: int) -> dict:
 
 @shared_task(name="collectors.admin_tasks.sync_instruments", ignore_result=True)
 def sync_instruments(inst_types: list[str]) -> str:
-    from django.conf import settings
+    from collectors.instruments import instruments_refresh
 
-    from collectors.instruments import instruments_sync
-    from collectors.okx.rest import OkxRestClient
-    from collectors.repair.rest import rest_stats_record
-
-    client = OkxRestClient(settings.OKX_REST_URL)
-    try:
-        result = instruments_sync(inst_types=inst_types, client=client)
-    finally:
-        rest_stats_record(redis=redis_client(), keys=pipeline_keys(), stats=client.stats)
-    logger.info("instruments synced from OKX: %s", result)
-    return str(result)
+    return str(instruments_refresh(inst_types=inst_types))

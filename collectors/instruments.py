@@ -3,6 +3,10 @@
 `instruments_sync` fetches each instrument type over REST, then upserts in one transaction: new instruments
 are created, changed ones updated, and instruments of a synced type that OKX no longer lists are marked
 delisted (their candles stay). One that comes back is undelisted. Running it twice changes nothing.
+
+In the same transaction the subscriptions follow: those of expired or delisted instruments end, and the
+subscription rules are materialized, so a new listing is collected and a gone one stops with one sync.
+`instruments_refresh` is the whole job against settings.OKX_REST_URL, for the beat task and the admin.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -21,6 +25,7 @@ from django.utils import timezone
 
 from candles.bars import ms_to_datetime
 from candles.models import Instrument
+from candles.rules import MaterializeResult, rules_materialize
 from collectors.okx.rest import InstrumentInfo, OkxRestClient
 
 logger = logging.getLogger(__name__)
@@ -32,6 +37,10 @@ SYNCED_FIELDS = (
 )
 # Serialises concurrent syncs (start-up `--if-empty` and a periodic run) without locking the table for reads.
 _ADVISORY_LOCK_KEY = 0x6F6B785F696E7374  # "okx_inst"
+# Synced by default (command, beat task, admin). OPTION is left out: OKX lists options only per instrument
+# family. MARGIN adds nothing: margin pairs are the SPOT instruments.
+DEFAULT_INST_TYPES = ("SPOT", "SWAP", "FUTURES")
+SYNCABLE_TYPES = ("SPOT", "MARGIN", "SWAP", "FUTURES")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +49,9 @@ class SyncResult:
     updated: int = 0
     delisted: int = 0
     unchanged: int = 0
+    # What the sync did to subscriptions (ended, created by rules); not part of equality, which is about
+    # instruments.
+    subscriptions: MaterializeResult = field(default_factory=MaterializeResult, compare=False)
 
     def __str__(self) -> str:
         return (f"{self.created} created, {self.updated} updated, {self.delisted} delisted, "
@@ -98,10 +110,31 @@ def instruments_apply(*, listed: dict[str, list[InstrumentInfo]]) -> SyncResult:
         Instrument.objects.bulk_create(to_create, batch_size=500)
         Instrument.objects.bulk_update(to_update + to_delist, [*SYNCED_FIELDS, "delisted_at", "updated_at"],
                                        batch_size=500)
+        subscriptions = rules_materialize(now=now)
     return SyncResult(
         created=len(to_create), updated=len(to_update), delisted=len(to_delist),
-        unchanged=len(wanted) - len(to_create) - len(to_update),
+        unchanged=len(wanted) - len(to_create) - len(to_update), subscriptions=subscriptions,
     )
+
+
+def instruments_refresh(*, inst_types: Iterable[str] = DEFAULT_INST_TYPES, retries: int | None = None) -> SyncResult:
+    """Sync `inst_types` from settings.OKX_REST_URL (the beat task's and the admin's job).
+
+    Its requests count against the same OKX budget as the workers' and show in /metrics.
+    """
+    from django.conf import settings
+
+    from collectors.pipeline.connections import pipeline_keys, redis_client
+    from collectors.repair.rest import rest_stats_record
+
+    options = {} if retries is None else {"max_retries": max(0, retries)}
+    client = OkxRestClient(settings.OKX_REST_URL, **options)
+    try:
+        result = instruments_sync(inst_types=list(dict.fromkeys(inst_types)), client=client)
+    finally:
+        rest_stats_record(redis=redis_client(), keys=pipeline_keys(), stats=client.stats)
+    logger.info("instruments synced from OKX: %s; subscriptions: %s", result, result.subscriptions)
+    return result
 
 
 def _may_delist(row: Instrument, listed: dict[str, list[InstrumentInfo]]) -> bool:

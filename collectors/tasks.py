@@ -84,11 +84,23 @@ def repair_candles(budget_s: float = REPAIR_BUDGET_S) -> int:
     return sum(result.repaired.values())
 
 
+@shared_task(name="collectors.tasks.sync_instruments", ignore_result=True)
+def sync_instruments() -> str:
+    """The scheduled sync of the default instrument types: new listings appear, rules follow them, expired and
+    delisted instruments' subscriptions end."""
+    from collectors.instruments import instruments_refresh
+
+    return str(instruments_refresh())
+
+
 @shared_task(name="collectors.tasks.check_health", ignore_result=True)
 def check_health() -> None:
+    from candles.subscriptions import subscriptions_end_finished
     from collectors.pipeline.flush import buffer_alarm
     from collectors.pipeline.health import health_check
 
     redis, keys = redis_client(), pipeline_keys()
+    # A future expires between syncs: its subscriptions end within one health period, not one sync period.
+    subscriptions_end_finished()
     health_check(redis=redis, keys=keys)
     buffer_alarm(redis=redis, keys=keys)  # logs a warning while the buffer is over BUFFER_ALARM_ENTRIES

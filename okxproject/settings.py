@@ -144,6 +144,7 @@ CELERY_TASK_ROUTES = {
     "collectors.tasks.repair_candles": {"queue": "backfill"},
     "collectors.tasks.deliver_webhook": {"queue": "webhooks"},
     "collectors.tasks.check_health": {"queue": "default"},
+    "collectors.tasks.sync_instruments": {"queue": "default"},
     # The admin's operator actions: long REST work goes where the shared REST budget is spent.
     "collectors.admin_tasks.backfill_range": {"queue": "backfill"},
     "collectors.admin_tasks.fill_range_gaps": {"queue": "backfill"},
@@ -270,6 +271,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_AUTHENTICATION": [],
     "ENUM_NAME_OVERRIDES": {
         "SubscriptionStatusEnum": "candles.models.SubscriptionStatus",
+        # Instruments and rules share the choice set; one name for it.
+        "InstrumentTypeEnum": "candles.models.InstrumentType",
         "SystemHealthEnum": "collectors.api.serializers.STATUSES",
         "HealthCheckNameEnum": "collectors.api.system.CHECK_NAMES",
     },

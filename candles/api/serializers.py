@@ -104,11 +104,13 @@ class SubscriptionSerializer(serializers.ModelSerializer):
     timeframe = serializers.CharField(source="timeframe.code")
     backfill_from = InstantField(allow_null=True)
     webhook_url = serializers.CharField(help_text="Receiver of a signed POST per confirmed candle; empty: none.")
+    rule = serializers.IntegerField(source="rule_id", allow_null=True,
+                                    help_text="Id of the rule holding it (GET /rules/{id}); null: made by hand.")
 
     class Meta:
         model = Subscription
         fields = ["id", "symbol", "timeframe", "is_active", "status", "status_message", "backfill_from",
-                  "webhook_url", "webhook_failures", "webhook_last_error", "created_at", "updated_at"]
+                  "webhook_url", "webhook_failures", "webhook_last_error", "rule", "created_at", "updated_at"]
         read_only_fields = fields
 
 

@@ -7,6 +7,8 @@ signals, bulk pauses through candles.signals.subscriptions_changed.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
@@ -29,6 +31,23 @@ from candles.subscriptions import UnknownNames, subscription_update, subscriptio
 from okxproject.api_errors import ApiError
 
 MAX_ID = 2**63 - 1
+
+
+def _instant(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def subscription_rows(subscriptions: list[Subscription]) -> list[dict]:
+    """What SubscriptionSerializer(many=True) writes, built directly: a POST /subscribe of 1,000 symbols × 27
+    bars answers 27,000 of them, and DRF's field machinery took 4 s of it (a test keeps the two equal)."""
+    return [
+        {"id": s.pk, "symbol": s.instrument.inst_id, "timeframe": s.timeframe.code, "is_active": s.is_active,
+         "status": s.status, "status_message": s.status_message, "backfill_from": _instant(s.backfill_from),
+         "webhook_url": s.webhook_url, "webhook_failures": s.webhook_failures,
+         "webhook_last_error": s.webhook_last_error, "rule": s.rule_id, "created_at": _instant(s.created_at),
+         "updated_at": _instant(s.updated_at)}
+        for s in subscriptions
+    ]
 
 
 def _subscriptions() -> object:
@@ -69,7 +88,7 @@ class SubscribeView(APIView):
             "created": len(result.created),
             "reactivated": len(result.reactivated),
             "unchanged": len(result.unchanged),
-            "subscriptions": SubscriptionSerializer(result.subscriptions, many=True).data,
+            "subscriptions": subscription_rows(result.subscriptions),
         }
         return Response(body, status=status.HTTP_201_CREATED if changed else status.HTTP_200_OK)
 

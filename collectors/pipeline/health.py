@@ -164,7 +164,11 @@ def subscriptions_health_update(*, redis: Any, keys: Keys, now: float, result: H
     parsed = parse_channel_statuses(redis.hgetall(keys.channel_status).items())
     statuses = {(status.inst_id, status.bar): status for status in parsed.values()}
     stale_after_s = settings.HEALTH_STALE_AFTER_S
-    rows = Subscription.objects.filter(is_active=True).values_list(
+    # Subscriptions of expired or delisted instruments are ended, not unhealthy: until the end reaches them
+    # (the sync, or subscriptions_end_finished before each health run), they are left out, raising no alarm.
+    rows = Subscription.objects.filter(is_active=True, instrument__delisted_at__isnull=True).exclude(
+        instrument__expires_at__lte=datetime.fromtimestamp(now, UTC),
+    ).values_list(
         "id", "instrument__inst_id", "timeframe__code", "status", "status_message"
     )
     changed: list[Subscription] = []

@@ -144,12 +144,14 @@ def test_a_failed_fetch_writes_nothing():
 
 
 @pytest.mark.django_db
-def test_the_command_syncs_spot_and_swap_by_default_and_prints_a_summary(sim):
+def test_the_command_syncs_spot_swap_and_futures_by_default_and_prints_a_summary(sim):
     output = command(sim.rest_url)
-    assert f"syncing SPOT, SWAP instruments from {sim.rest_url}" in output
+    assert f"syncing SPOT, SWAP, FUTURES instruments from {sim.rest_url}" in output
     assert "SPOT: 6 listed" in output
     assert "SWAP: 6 listed" in output
+    assert "FUTURES: 0 listed" in output  # the simulator lists none
     assert "instruments: 12 created, 0 updated, 0 delisted, 0 unchanged" in output
+    assert "subscriptions: 0 created" in output
     assert Instrument.objects.count() == 12
 
 

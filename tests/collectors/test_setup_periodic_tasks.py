@@ -20,6 +20,7 @@ EXPECTED = {
     "okx-candles: repair candles": ("collectors.tasks.repair_candles", 5, "backfill", 5),
     "okx-candles: detect gaps": ("collectors.tasks.detect_gaps", 5, "backfill", 5),
     "okx-candles: check health": ("collectors.tasks.check_health", 10, "default", 10),
+    "okx-candles: sync instruments": ("collectors.tasks.sync_instruments", 600, "default", 600),
 }
 
 

@@ -62,7 +62,11 @@ def declared_schedule() -> list[Periodic]:
         Periodic("detect gaps", "collectors.tasks.detect_gaps", 5, "backfill",
                  "Record the holes among the candles closed since each series' watermark."),
         Periodic("check health", "collectors.tasks.check_health", 10, "default",
-                 "Mark subscriptions live/stale/error and remove collectors that stopped."),
+                 "End subscriptions of expired or delisted instruments, mark the others live/stale/error and "
+                 "remove collectors that stopped."),
+        Periodic("sync instruments", "collectors.tasks.sync_instruments", 600, "default",
+                 "Sync SPOT, SWAP and FUTURES instruments from OKX; subscription rules follow new listings and "
+                 "expired or delisted instruments' subscriptions end."),
     ]
 
 

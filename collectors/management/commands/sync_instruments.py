@@ -10,15 +10,11 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from candles.models import Instrument
-from collectors.instruments import instruments_sync
+from collectors.instruments import DEFAULT_INST_TYPES, SYNCABLE_TYPES, instruments_sync
 from collectors.okx.messages import ProtocolError
 from collectors.okx.rest import OkxRestClient, RestError
 from collectors.pipeline.connections import pipeline_keys, redis_client
 from collectors.repair.rest import rest_stats_record
-
-DEFAULT_TYPES = ["SPOT", "SWAP"]
-# OPTION is left out: OKX lists options only per instrument family.
-SYNCABLE_TYPES = ["SPOT", "MARGIN", "SWAP", "FUTURES"]
 
 
 class Command(BaseCommand):
@@ -27,13 +23,14 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--type", dest="types", action="append", choices=SYNCABLE_TYPES, metavar="TYPE",
-            help=f"instrument type to sync, repeatable: {', '.join(SYNCABLE_TYPES)} (default: SPOT and SWAP)",
+            help=f"instrument type to sync, repeatable: {', '.join(SYNCABLE_TYPES)} "
+                 f"(default: {', '.join(DEFAULT_INST_TYPES)})",
         )
         parser.add_argument("--if-empty", action="store_true", help="do nothing if any instrument is stored")
         parser.add_argument("--retries", type=int, default=6, help="retries of a failing request (default 6)")
 
     def handle(self, *args, **options) -> None:
-        types = list(dict.fromkeys(options["types"] or DEFAULT_TYPES))
+        types = list(dict.fromkeys(options["types"] or DEFAULT_INST_TYPES))
         if options["if_empty"]:
             stored = Instrument.objects.count()
             if stored:
@@ -50,6 +47,7 @@ class Command(BaseCommand):
             # Its requests count against the same OKX budget as the workers' and show in /metrics.
             rest_stats_record(redis=redis_client(), keys=pipeline_keys(), stats=client.stats)
         self.stdout.write(self.style.SUCCESS(f"instruments: {result}"))
+        self.stdout.write(f"subscriptions: {result.subscriptions}")
 
     def _fetched(self, inst_type: str, count: int) -> None:
         self.stdout.write(f"  {inst_type}: {count} listed")

@@ -266,7 +266,7 @@ def test_one_subscription_reads_by_id(api, sub):
     assert response.json() | {"created_at": None, "updated_at": None} == {
         "id": sub.pk, "symbol": "BTC-USDT", "timeframe": "1m", "is_active": True, "status": "pending",
         "status_message": "", "backfill_from": None, "webhook_url": "", "webhook_failures": 0,
-        "webhook_last_error": "", "created_at": None, "updated_at": None,
+        "webhook_last_error": "", "rule": None, "created_at": None, "updated_at": None,
     }
 
 
@@ -323,3 +323,14 @@ def test_delete_removes_the_subscription(token_api, sub):
     assert response.content == b""
     assert not Subscription.objects.filter(pk=sub.pk).exists()
     assert token_api.delete(f"/api/v1/subscriptions/{sub.pk}").status_code == 404
+
+
+def test_the_subscribe_response_rows_are_exactly_what_the_subscription_serializer_writes(token_api, market):
+    from candles.api.serializers import SubscriptionSerializer
+    from candles.api.views_subscriptions import subscription_rows
+
+    token_api.post(SUBSCRIBE, {"symbols": ["BTC-USDT"], "timeframes": ["1m", "1H"], "webhook_url": "https://h.example",
+                               "backfill_from": "2024-01-01T00:00:00.123456+02:00"}, format="json")
+    Subscription.objects.filter(timeframe__code="1H").update(webhook_failures=2, webhook_last_error="timeout")
+    subs = list(Subscription.objects.select_related("instrument", "timeframe"))
+    assert subscription_rows(subs) == SubscriptionSerializer(subs, many=True).data

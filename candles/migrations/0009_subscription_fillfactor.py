@@ -6,7 +6,7 @@ class Migration(migrations.Migration):
     thousands of series every few seconds, and with free space on the page those updates are HOT (no index
     entry rewritten)."""
 
-    dependencies = [("candles", "0007_repair_watermark_priority")]
+    dependencies = [("candles", "0008_subscription_rules")]
 
     operations = [
         migrations.RunSQL("ALTER TABLE candles_subscription SET (fillfactor = 50)",
