@@ -419,7 +419,8 @@ class SubscriptionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Resume collection of the selected subscriptions", permissions=["change"])
     def resume(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
-        changed = queryset.filter(is_active=False).update(is_active=True, status=SubscriptionStatus.PENDING)
+        changed = queryset.filter(is_active=False).update(is_active=True, status=SubscriptionStatus.PENDING,
+                                                                   ended_at=None)
         transaction.on_commit(lambda: subscriptions_changed.send(sender=Subscription))
         self.message_user(request, f"Resumed {changed} subscription(s).", messages.SUCCESS)
 
