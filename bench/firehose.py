@@ -589,8 +589,8 @@ def run(args: argparse.Namespace, system: FirehoseSystem, out: Output) -> int:
     return 0 if not out.misses else 1
 
 
-DEFAULT_RULE_BODY = {"name": "firehose", "inst_types": ["SPOT", "SWAP", "FUTURES"], "timeframes": "{bars}",
-                     "backfill_from": "{backfill_from}"}
+# Every instrument type (no `inst_type`), the benchmark's bars, its history.
+DEFAULT_RULE_BODY = {"name": "firehose", "bars": "{bars}", "backfill_from": "{backfill_from}"}
 
 
 def rule_body(template: str | None, bars: tuple[str, ...], backfill_from: datetime) -> dict[str, Any]:
@@ -603,9 +603,8 @@ def rule_body(template: str | None, bars: tuple[str, ...], backfill_from: dateti
 def subscribe_by_rule(system: FirehoseSystem, body: dict[str, Any]) -> tuple[float | None, str]:
     """Subscribe through a rule when the running code has `/api/v1/rules`; (seconds or None, what happened).
 
-    The rule endpoint is newer than this benchmark: its request shape is a guess kept to the obvious fields
-    (see DEFAULT_RULE_BODY; `--rule-body` replaces it); a refusal is reported, not fatal, and the API request
-    follows either way.
+    The request is DEFAULT_RULE_BODY (`--rule-body` replaces it); a refusal is reported, not fatal, and the API
+    request follows either way (it makes the rule's pairs hand-made: one UPDATE of every pair).
     """
     status, _, _ = http_json("GET", f"{system.web_url}/api/v1/rules", token=system.token, timeout=30)
     if status == 404:
