@@ -286,7 +286,12 @@ class CollectorRuntime:
 
     async def reconcile(self) -> None:
         try:
-            self.snapshot = await asyncio.to_thread(self.load_snapshot)
+            snapshot = await asyncio.to_thread(self.load_snapshot)
+            if self.snapshot is not None and snapshot.channels == self.snapshot.channels:
+                # Keep the Channel objects already held (by the WebSocket client's sets too); the reload's
+                # equal copies, 27,000 tuples every few seconds at full breadth, are freed at once.
+                snapshot = SubscriptionSnapshot(channels=self.snapshot.channels, specs=snapshot.specs)
+            self.snapshot = snapshot
         except Exception as exc:
             logger.warning("collector could not load subscriptions (%r); keeping the last known set", exc)
         if self.snapshot is None:

@@ -52,3 +52,21 @@ def test_every_channel_row_is_published_across_chunks(keys, redis, monkeypatch):
     # The per-bar index of confirmed opens covers every tracked channel, whichever chunk it was in.
     assert redis.zcard(keys.channel_confirmed("1m")) == 10
     assert redis.hget(keys.collector("status-test"), "channels") == b"50"
+
+
+def test_a_reload_with_the_same_subscriptions_keeps_the_channel_objects_held(keys):
+    loads = iter([frozenset({Channel("A-USDT", "1m"), Channel("B-USDT", "1m")})] * 2
+                 + [frozenset({Channel("A-USDT", "1m")})])
+
+    async def main() -> None:
+        config = RuntimeConfig(ws_url="ws://127.0.0.1:9/unused", keys=keys, collector_id="reload-test")
+        runtime = CollectorRuntime(config, redis_factory=lambda: None,
+                                   load_snapshot=lambda: SubscriptionSnapshot(frozenset(set(next(loads))), {}))
+        await runtime.reconcile()
+        first = runtime.snapshot.channels
+        await runtime.reconcile()  # equal: the copy is dropped
+        assert runtime.snapshot.channels is first
+        await runtime.reconcile()  # changed: taken as loaded
+        assert runtime.snapshot.channels == {Channel("A-USDT", "1m")}
+
+    asyncio.run(main())
