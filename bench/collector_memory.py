@@ -243,7 +243,7 @@ def parent(args: argparse.Namespace) -> None:
     verdict = "met" if rss <= TARGET_MB else "MISSED"
     print(f"collector RSS after {args.settle} s of pushes: {rss} MB (peak {result['rss_mb']['VmHWM']} MB), "
           f"target <= {TARGET_MB:.0f} MB at 27,000 channels: {verdict} "
-          f"(runtime hosted on the {args.hosting} thread"
+          f"(runtime on {'a thread of its own' if args.hosting == 'thread' else 'the main thread'}"
           f"{f', MALLOC_ARENA_MAX={args.malloc_arena_max}' if args.malloc_arena_max else ''})")
     if "histogram" in result:
         print("largest object types (shallow sizes):")
