@@ -334,9 +334,22 @@ def _optional_str(body: dict[str, Any], key: str) -> str | None:
     return value if type(value) is str else None
 
 
-# Channels already validated, by (channel name, instId): a push on a known channel skips the checks.
-_known_channels: dict[tuple[str, str], tuple[str, str]] = {}
+# Channels already validated, by (channel name, instId): a push on a known channel skips the checks. Acks
+# go through it too, so a channel's acks and pushes share one Channel (and one copy of its strings): the
+# collector keeps acked channels in several places, 27,000 of them at full breadth.
+_known_channels: dict[tuple[str, str], Channel] = {}
 _KNOWN_CHANNELS_MAX = 100_000
+
+
+def _known_channel(arg: Any, raw: str | bytes) -> Channel:
+    try:
+        return _known_channels[(arg["channel"], arg["instId"])]
+    except (TypeError, KeyError, IndexError):
+        channel = _channel_of(arg, raw)
+        if len(_known_channels) >= _KNOWN_CHANNELS_MAX:
+            _known_channels.clear()
+        _known_channels[(arg["channel"], arg["instId"])] = channel
+        return channel
 
 
 def parse_message(raw: str | bytes, *, text: bool = False) -> list[Event]:
@@ -357,13 +370,10 @@ def parse_message(raw: str | bytes, *, text: bool = False) -> list[Event]:
 
     if data is not None:
         arg = body.get("arg")
-        try:
+        try:  # `_known_channel`, inlined: this is the hot path
             inst_id, bar = _known_channels[(arg["channel"], arg["instId"])]
         except (TypeError, KeyError, IndexError):
-            inst_id, bar = _channel_of(arg, raw)
-            if len(_known_channels) >= _KNOWN_CHANNELS_MAX:
-                _known_channels.clear()
-            _known_channels[(arg["channel"], arg["instId"])] = (inst_id, bar)
+            inst_id, bar = _known_channel(arg, raw)
         if type(data) is not list or not data:
             raise ProtocolError("data is not a non-empty list", raw)
         parse_row = parse_candle_text if text else parse_candle_row
@@ -375,10 +385,10 @@ def parse_message(raw: str | bytes, *, text: bool = False) -> list[Event]:
     if type(event) is not str:
         raise ProtocolError("frame has neither data nor event", raw)
     if event == "subscribe":
-        return [SubscribeAck(_channel_of(body.get("arg"), raw), _optional_str(body, "connId"),
+        return [SubscribeAck(_known_channel(body.get("arg"), raw), _optional_str(body, "connId"),
                              _optional_str(body, "id"))]
     if event == "unsubscribe":
-        return [UnsubscribeAck(_channel_of(body.get("arg"), raw), _optional_str(body, "connId"),
+        return [UnsubscribeAck(_known_channel(body.get("arg"), raw), _optional_str(body, "connId"),
                                _optional_str(body, "id"))]
     if event in ("error", "notice"):
         code = body.get("code")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
 
@@ -24,7 +25,9 @@ def load_subscription_snapshot() -> SubscriptionSnapshot:
     close_old_connections()  # a long-lived thread must not keep a connection the server has dropped
     try:
         pairs = Subscription.objects.filter(is_active=True).values_list("instrument__inst_id", "timeframe__code")
-        channels = frozenset(Channel(inst_id, bar) for inst_id, bar in pairs)
+        # Interned: the database returns a string per row, so one instrument's id came 27 times (once per
+        # bar) and each bar's code once per instrument; interned, the channels share one copy of each.
+        channels = frozenset(Channel(sys.intern(inst_id), sys.intern(bar)) for inst_id, bar in pairs)
         specs = {tf.code: tf.spec for tf in Timeframe.objects.all()}
     finally:
         close_old_connections()

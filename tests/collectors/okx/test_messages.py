@@ -214,3 +214,16 @@ def test_a_request_id_is_at_most_32_alphanumerics():
 def test_an_unknown_op_is_refused():
     with pytest.raises(ValueError, match="subscribe or unsubscribe"):
         build_requests("login", [Channel("BTC-USDT", "1m")])
+
+
+def test_a_channels_acks_and_pushes_share_one_channel_object():
+    # The collector keeps every acked channel in several sets and dicts: one object per channel, not one per ack.
+    ack = b'{"event":"subscribe","arg":{"channel":"candle1m","instId":"SHARE-USDT"},"connId":"c1"}'
+    push = (b'{"arg":{"channel":"candle1m","instId":"SHARE-USDT"},'
+            b'"data":[["1700000000000","1","2","0.5","1.5","10","15","15","0"]]}')
+    first, again = parse_message(ack)[0].channel, parse_message(ack)[0].channel
+    candle = parse_message(push, text=True)[0]
+    assert first == Channel("SHARE-USDT", "1m")
+    assert first is again
+    assert candle.inst_id is first.inst_id
+    assert candle.bar is first.bar
