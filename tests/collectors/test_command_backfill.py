@@ -29,6 +29,7 @@ from candles.models import Candle, Gap, GapState, Instrument, Subscription, Time
 from collectors.repair import reach
 from collectors.repair import rest as repair_rest
 from collectors.repair.detect import MAX_GAP_CANDLES
+from collectors.repair.reach import PAGE_CANDLES
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
 from okxproject.cli import iso
 
@@ -348,18 +349,22 @@ def unit_filling(index: int) -> Callable[[], bool]:
     return check
 
 
+# A unit of work of these (old) 1m candles: one /history-candles page.
+UNIT = min(MAX_GAP_CANDLES, PAGE_CANDLES["history"])
+
+
 @pytest.fixture
 def four_units(okx, listing) -> tuple[tuple[str, ...], int, int]:
-    """Arguments of a backfill of four whole units of work (6,000 candles), and its range in ms."""
+    """Arguments of a backfill of four whole units of work (4 × UNIT candles), and its range in ms."""
     start = listing
-    end = listing + timedelta(minutes=4 * MAX_GAP_CANDLES - 1)
+    end = listing + timedelta(minutes=4 * UNIT - 1)
     return ("BTC-USDT", "1m", "--from", iso(start), "--to", iso(end)), datetime_to_ms(start), datetime_to_ms(end)
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_ctrl_c_stops_after_the_current_unit_and_the_same_command_continues(okx, prefix, four_units):
     args, start_ms, end_ms = four_units
-    okx.simulator.rest_delay(0.3, 10_000)  # about 1.5 s a unit: time to interrupt one
+    okx.simulator.rest_delay(0.5, 10_000)  # about 0.5 s a unit (one page): time to interrupt one
     run = Subprocess(okx, prefix, *args)
     wait_for(unit_filling(1), what="the second unit to start")
 
@@ -368,22 +373,23 @@ def test_ctrl_c_stops_after_the_current_unit_and_the_same_command_continues(okx,
 
     assert code == 130
     assert "stopping after the current unit of work; Ctrl-C again to stop at once" in err
-    assert "interrupted with 3,000 candles not fetched yet; the work is recorded. Run the same command again" in err
+    assert (f"interrupted with {2 * UNIT:,} candles not fetched yet; the work is recorded. "
+            "Run the same command again") in err
     assert f"manage.py backfill BTC-USDT 1m --from {args[3]} --to {args[5]}" in err
-    assert report(out) == {"already present": 0, "fetched": 3000, "written": 3000, "unfillable": 0,
-                           "still missing": 3000}
+    assert report(out) == {"already present": 0, "fetched": 2 * UNIT, "written": 2 * UNIT, "unfillable": 0,
+                           "still missing": 2 * UNIT}
     # The unit in progress was finished; the two after it stay recorded, open.
-    assert gap_states("BTC-USDT", "1m") == [(GapState.FILLED, 1500)] * 2 + [(GapState.OPEN, 1500)] * 2
+    assert gap_states("BTC-USDT", "1m") == [(GapState.FILLED, UNIT)] * 2 + [(GapState.OPEN, UNIT)] * 2
     assert stored("BTC-USDT", "1m", start_ms, end_ms) == truth(okx, "BTC-USDT", "1m", start_ms,
-                                                              start_ms + (3000 - 1) * MINUTE)
+                                                              start_ms + (2 * UNIT - 1) * MINUTE)
 
     okx.simulator.rest_delay(0, 0)
     requests_before = okx.simulator.stats()["rest_requests"]
     out, _ = run_backfill(*args)
 
-    assert report(out) == {"already present": 3000, "fetched": 3000, "written": 3000, "unfillable": 0,
+    assert report(out) == {"already present": 2 * UNIT, "fetched": 2 * UNIT, "written": 2 * UNIT, "unfillable": 0,
                            "still missing": 0}
-    assert okx.simulator.stats()["rest_requests"] - requests_before == 10  # 3,000 candles: ten pages, no more
+    assert okx.simulator.stats()["rest_requests"] - requests_before == 2  # two units of one page each, no more
     assert stored("BTC-USDT", "1m", start_ms, end_ms) == truth(okx, "BTC-USDT", "1m", start_ms, end_ms)
     assert {state for state, _ in gap_states("BTC-USDT", "1m")} == {GapState.FILLED}
 
@@ -391,7 +397,7 @@ def test_ctrl_c_stops_after_the_current_unit_and_the_same_command_continues(okx,
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_second_ctrl_c_stops_at_once_and_gives_the_unit_back(okx, prefix, four_units):
     args, start_ms, end_ms = four_units
-    okx.simulator.rest_delay(0.3, 10_000)
+    okx.simulator.rest_delay(0.5, 10_000)
     run = Subprocess(okx, prefix, *args)
     wait_for(unit_filling(1), what="the second unit to start")
     okx.simulator.rest_delay(30, 10_000)  # the unit's next request hangs
@@ -405,19 +411,19 @@ def test_a_second_ctrl_c_stops_at_once_and_gives_the_unit_back(okx, prefix, four
 
     assert time.monotonic() - stopped_at < 10  # not after the 30 s request
     assert code == 130
-    assert "interrupted with 4,500 candles not fetched yet" in err
-    assert report(out)["fetched"] == 1500
+    assert f"interrupted with {3 * UNIT:,} candles not fetched yet" in err
+    assert report(out)["fetched"] == UNIT
     states = list(Gap.objects.filter(subscription__instrument__inst_id="BTC-USDT").order_by("start")
                   .values_list("state", "attempts", "reason"))
     assert states[0][0] == GapState.FILLED
     # Given back at once, not left "filling" for ten minutes: the next run can take it now.
     assert states[1] == (GapState.OPEN, 1, "interrupted (manage.py backfill)")
     assert [state for state, _, _ in states[2:]] == [GapState.OPEN] * 2
-    assert len(stored("BTC-USDT", "1m", start_ms, end_ms)) == 1500
+    assert len(stored("BTC-USDT", "1m", start_ms, end_ms)) == UNIT
 
     okx.simulator.rest_delay(0, 0)
     out, _ = run_backfill(*args, "--quiet")
 
-    assert report(out)["already present"] == 1500
-    assert report(out)["fetched"] == 4500
+    assert report(out)["already present"] == UNIT
+    assert report(out)["fetched"] == 3 * UNIT
     assert stored("BTC-USDT", "1m", start_ms, end_ms) == truth(okx, "BTC-USDT", "1m", start_ms, end_ms)
