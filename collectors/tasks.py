@@ -93,14 +93,27 @@ def sync_instruments() -> str:
     return str(instruments_refresh())
 
 
+HEALTH_LOCK_TTL_MS = 120_000
+
+
 @shared_task(name="collectors.tasks.check_health", ignore_result=True)
 def check_health() -> None:
     from candles.subscriptions import subscriptions_end_finished
     from collectors.pipeline.flush import buffer_alarm
     from collectors.pipeline.health import health_check
+    from collectors.pipeline.locks import RedisLock
 
     redis, keys = redis_client(), pipeline_keys()
-    # A future expires between syncs: its subscriptions end within one health period, not one sync period.
-    subscriptions_end_finished()
-    health_check(redis=redis, keys=keys)
-    buffer_alarm(redis=redis, keys=keys)  # logs a warning while the buffer is over BUFFER_ALARM_ENTRIES
+    # One check at a time: runs that overlapped (a slow one at a start) took every slot of the worker that
+    # also runs the repairs.
+    lock = RedisLock(redis, keys.health_lock, HEALTH_LOCK_TTL_MS)
+    if not lock.acquire():
+        logger.info("check_health: another run is under way; skipped")
+        return
+    try:
+        # A future expires between syncs: its subscriptions end within one health period, not one sync period.
+        subscriptions_end_finished()
+        health_check(redis=redis, keys=keys)
+        buffer_alarm(redis=redis, keys=keys)  # logs a warning while the buffer is over BUFFER_ALARM_ENTRIES
+    finally:
+        lock.release()

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from django.conf import settings
-from django.utils import timezone
+from django.db import connection
 
 from candles.models import Subscription, SubscriptionStatus
 from collectors.pipeline.keys import Keys
@@ -42,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 RECONCILE = "reconcile"
 PENDING_MESSAGE = "waiting for the first message"
+# Status changes of one run logged one by one; past this, one line sums them up.
+TRANSITIONS_LOGGED = 20
 SUBSCRIBING_MESSAGE = "subscribing"
 
 # KEYS[1] = collectors ZSET, KEYS[2] = the collector's hash, KEYS[3..] = shard leases to check.
@@ -171,22 +174,25 @@ def subscriptions_health_update(*, redis: Any, keys: Keys, now: float, result: H
     ).values_list(
         "id", "instrument__inst_id", "timeframe__code", "status", "status_message"
     )
-    changed: list[Subscription] = []
+    changed: list[tuple[int, str, str]] = []
+    transitions: Counter[tuple[str, str]] = Counter()
     active: set[tuple[str, str]] = set()
-    written_at = timezone.now()
     for sub_id, inst_id, bar, old_status, old_message in rows.iterator(chunk_size=2000):
         active.add((inst_id, bar))
         status, message = subscription_health(statuses.get((inst_id, bar)), now=now, stale_after_s=stale_after_s)
         result.checked += 1
         setattr(result, status, getattr(result, status) + 1)
         if (status, message) != (old_status, old_message):
-            changed.append(Subscription(id=sub_id, status=status, status_message=message, updated_at=written_at))
-            logger.info("subscription %s %s: %s -> %s %s", inst_id, bar, old_status, status, message)
+            changed.append((sub_id, status, message))
+            transitions[old_status, status] += 1
+            if len(changed) <= TRANSITIONS_LOGGED:
+                logger.info("subscription %s %s: %s -> %s %s", inst_id, bar, old_status, status, message)
+    if len(changed) > TRANSITIONS_LOGGED:
+        # Thousands of lines at once (every channel going live after a start) would drown what matters.
+        logger.info("%d subscriptions changed status (the first %d logged above): %s", len(changed),
+                    TRANSITIONS_LOGGED, ", ".join(f"{a} -> {b}: {n}" for (a, b), n in transitions.most_common()))
     if changed:
-        # Filtered on is_active: a subscription paused since the read keeps its status.
-        result.changed = Subscription.objects.filter(is_active=True).bulk_update(
-            changed, ["status", "status_message", "updated_at"], batch_size=500
-        )
+        result.changed = _statuses_write(changed)
     # Statuses of channels no active subscription wants, once nobody updates them: the hash stays bounded.
     leftovers = [
         (field_name, value) for (field_name, value), status in parsed.items()
@@ -261,6 +267,23 @@ def collector_counters_roll_up(*, redis: Any, keys: Keys, result: HealthResult) 
         keys=[keys.counters, counted_key(keys, RECONNECTS_FIELD), *(keys.collector(m) for m in members)],
         args=[RECONNECTS_FIELD, RECONNECTS_FIELD, *members],
     ))
+
+
+# One statement for every changed row: Django's bulk_update writes CASE expressions of 500 rows a batch, and
+# 27,000 subscriptions going live after a start took over a minute that way. Filtered on is_active: a
+# subscription paused since the read keeps its status.
+_WRITE_STATUSES = """
+UPDATE candles_subscription s SET status = v.status, status_message = v.message, updated_at = now()
+FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(messages)s::text[]) AS v(id, status, message)
+WHERE s.id = v.id AND s.is_active
+""".strip()
+
+
+def _statuses_write(changed: list[tuple[int, str, str]]) -> int:
+    ids, statuses, messages = zip(*changed, strict=True)
+    with connection.cursor() as cursor:
+        cursor.execute(_WRITE_STATUSES, {"ids": list(ids), "statuses": list(statuses), "messages": list(messages)})
+        return cursor.rowcount
 
 
 def health_check(*, redis: Any, keys: Keys, now: float | None = None) -> HealthResult:

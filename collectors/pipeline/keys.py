@@ -55,6 +55,10 @@ class Keys:
         return f"{self.prefix}lock:repair"
 
     @property
+    def health_lock(self) -> str:
+        return f"{self.prefix}lock:health"
+
+    @property
     def counters(self) -> str:
         """HASH of monotonically increasing counters (messages, flushed, dead_letters, ...)."""
         return f"{self.prefix}counters"
