@@ -440,3 +440,18 @@ def test_a_collector_without_a_status_hash_adds_nothing(r, keys, db):
 
     assert health_check(redis=r, keys=keys, now=NOW).reconnects_counted == 0
     assert reconnects_total(r, keys) == 0
+
+
+def test_many_status_changes_are_summed_up_in_one_line_after_the_first_ones(r, keys, subscribe, instrument, caplog):
+    names = [f"T{k}-USDT" for k in range(25)]
+    for name in names:
+        subscribe("1m", inst=instrument(name))
+        put_channel(r, keys, name, "1m", last_message_at=NOW)
+
+    with caplog.at_level(logging.INFO, logger="collectors.pipeline.health"):
+        result = health_check(redis=r, keys=keys, now=NOW)
+
+    assert result.changed == 25
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "collectors.pipeline.health"]
+    assert sum(": pending -> live" in line for line in lines) == 20
+    assert "25 subscriptions changed status (the first 20 logged above): pending -> live: 25" in lines
