@@ -137,8 +137,13 @@ def _run(*, budget_s: float, now: datetime, rest_url: str, redis: Any, keys: Key
         room = int(BUDGET_PER_S[lane] * budget_s) + SPARE_UNITS - len(queue)
         if room > 0:
             queue.extend(gaps_due(lane=lane, limit=room, now=now))
-    specs = {tf.code: tf.spec for tf in Timeframe.objects.all()}
+    timeframes = {tf.code: tf for tf in Timeframe.objects.all()}
+    specs = {code: tf.spec for code, tf in timeframes.items()}
     queues = {lane: deque(batched(list(queue), PAGE_CANDLES, specs)) for lane, queue in queues.items()}
+    # What every unit looks up, read once for the run: a query per unit for them was most of a unit's queries.
+    instrument_ids = dict(Instrument.objects.filter(
+        inst_id__in={unit.inst_id for queue in queues.values() for unit in queue}).values_list("inst_id", "pk"))
+    lookups = _Lookups(timeframes, instrument_ids)
 
     result = RepairRunResult()
     tally = threading.Lock()
@@ -151,7 +156,8 @@ def _run(*, budget_s: float, now: datetime, rest_url: str, redis: Any, keys: Key
 
     threads = [
         threading.Thread(target=_lane_worker, name=f"repair-{lane}-{n}", daemon=True,
-                         args=(queue, deadline, rest_url, redis, keys, on_written, record, result.requests, lane))
+                         args=(queue, deadline, rest_url, redis, keys, on_written, record, result.requests, lane,
+                               lookups))
         for lane, queue in queues.items() if queue
         for n in range(min(workers, len(queue)))
     ]
@@ -177,7 +183,7 @@ def _run(*, budget_s: float, now: datetime, rest_url: str, redis: Any, keys: Key
 
 def _lane_worker(queue: deque[Unit], deadline: float, rest_url: str, redis: Any, keys: Keys,
                  on_written: OnWritten | None, record: Callable[[int, int, bool], None], requests: Counter,
-                 lane: str) -> None:
+                 lane: str, lookups: _Lookups) -> None:
     """Take units of one lane in order until the deadline, through one client on this thread's event loop."""
     runner = asyncio.Runner()
     context = shared_rest_client(rest_url, keys)
@@ -190,7 +196,8 @@ def _lane_worker(queue: deque[Unit], deadline: float, rest_url: str, redis: Any,
             except IndexError:
                 break
             try:
-                repaired = _repair(unit, fetch=fetch, redis=redis, keys=keys, on_written=on_written)
+                repaired = _repair(unit, fetch=fetch, redis=redis, keys=keys, on_written=on_written,
+                                   lookups=lookups)
                 record(unit.priority, repaired, False)
             except Exception:
                 logger.exception("repair of %s %s %d..%d failed; it stays queued", unit.inst_id, unit.bar,
@@ -221,7 +228,13 @@ WHERE c.instrument_id = %(instrument)s AND c.timeframe_id = %(timeframe)s AND NO
 """
 
 
-def widened(unit: Unit, timeframe: Timeframe, *, now_ms: int) -> Unit:
+@dataclass(frozen=True, slots=True)
+class _Lookups:
+    timeframes: dict[str, Timeframe]
+    instrument_ids: dict[str, int]
+
+
+def widened(unit: Unit, timeframe: Timeframe, *, now_ms: int, instrument_id: int | None = None) -> Unit:
     """The unit grown to a whole page ending where it ends, carrying every other repair of its series there.
 
     The budget counts requests, not candles: when the missing candles of a series are scattered (a `1s` channel
@@ -230,7 +243,8 @@ def widened(unit: Unit, timeframe: Timeframe, *, now_ms: int) -> Unit:
     """
     spec = timeframe.spec
     low = spec.advance(unit.end_ms, -(PAGE_CANDLES[unit.lane] - 1))
-    instrument_id = Instrument.objects.filter(inst_id=unit.inst_id).values_list("pk", flat=True).first()
+    if instrument_id is None:
+        instrument_id = Instrument.objects.filter(inst_id=unit.inst_id).values_list("pk", flat=True).first()
     if instrument_id is None:
         return unit
     with connection.cursor() as cursor:
@@ -249,10 +263,11 @@ def widened(unit: Unit, timeframe: Timeframe, *, now_ms: int) -> Unit:
                 tuple(sorted(wanted)), gap_ids, unit.missing)
 
 
-def _repair(unit: Unit, *, fetch: Callable, redis: Any, keys: Keys, on_written: OnWritten | None) -> int:
+def _repair(unit: Unit, *, fetch: Callable, redis: Any, keys: Keys, on_written: OnWritten | None,
+            lookups: _Lookups) -> int:
     """Carry out one unit, grown to its page; the candles it wrote."""
-    unit = widened(unit, Timeframe.objects.get(code=unit.bar),
-                   now_ms=datetime_to_ms(timezone.now() - CONFIRM_SETTLE))
+    unit = widened(unit, lookups.timeframes[unit.bar], now_ms=datetime_to_ms(timezone.now() - CONFIRM_SETTLE),
+                   instrument_id=lookups.instrument_ids.get(unit.inst_id))
     try:
         updates = fetch(unit.inst_id, unit.bar, unit.start_ms, unit.end_ms)
     except PermanentError as exc:

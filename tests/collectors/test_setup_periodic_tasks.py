@@ -18,7 +18,7 @@ EXPECTED = {
     # name: (task, every seconds, queue, expire seconds)
     "okx-candles: flush buffer": ("collectors.tasks.flush_buffer", 1, "flush", 1),
     "okx-candles: repair candles": ("collectors.tasks.repair_candles", 5, "backfill", 5),
-    "okx-candles: detect gaps": ("collectors.tasks.detect_gaps", 5, "backfill", 5),
+    "okx-candles: detect gaps": ("collectors.tasks.detect_gaps", 10, "backfill", 10),
     "okx-candles: check health": ("collectors.tasks.check_health", 10, "default", 10),
     "okx-candles: sync instruments": ("collectors.tasks.sync_instruments", 600, "default", 600),
 }
@@ -98,7 +98,7 @@ def test_a_changed_task_is_brought_back_to_its_declaration_but_stays_disabled(on
     out = run()
 
     detect = PeriodicTask.objects.get(name="okx-candles: detect gaps")
-    assert (detect.task, detect.queue, detect.expire_seconds) == ("collectors.tasks.detect_gaps", "backfill", 5)
+    assert (detect.task, detect.queue, detect.expire_seconds) == ("collectors.tasks.detect_gaps", "backfill", 10)
     assert "updated okx-candles: detect gaps" in out
     assert "1 updated" in out
     assert not PeriodicTask.objects.get(name="okx-candles: repair candles").enabled

@@ -59,7 +59,7 @@ def declared_schedule() -> list[Periodic]:
         Periodic("repair candles", "collectors.tasks.repair_candles", 5, "backfill",
                  "Fetch from OKX REST, in priority order, the candles that closed without a confirm push and "
                  "the missing ones."),
-        Periodic("detect gaps", "collectors.tasks.detect_gaps", 5, "backfill",
+        Periodic("detect gaps", "collectors.tasks.detect_gaps", 10, "backfill",
                  "Record the holes among the candles closed since each series' watermark."),
         Periodic("check health", "collectors.tasks.check_health", 10, "default",
                  "End subscriptions of expired or delisted instruments, mark the others live/stale/error and "
