@@ -61,6 +61,7 @@ from collectors.pipeline.keys import Keys
 from collectors.pipeline.repair_report import PRIORITIES
 from collectors.pipeline.status import ChannelStatus, channel_statuses, collector_statuses, pipeline_overview
 from collectors.pipeline.verify import verify_reports
+from collectors.repair.gap_state import gap_retry
 
 logger = logging.getLogger(__name__)
 
@@ -287,11 +288,7 @@ class PipelineGapAdmin(GapAdmin):
         for gap in queryset.exclude(state=GapState.FILLED):
             if gap.state == GapState.UNFILLABLE:
                 try:
-                    with transaction.atomic():
-                        Gap.objects.filter(pk=gap.pk, state=GapState.UNFILLABLE).update(
-                            state=GapState.OPEN, attempts=0, updated_at=timezone.now(),
-                            reason=f"tried again by {request.user.get_username()}; was: {gap.reason}"[:2000],
-                        )
+                    gap_retry(gap.pk, f"tried again by {request.user.get_username()}; was: {gap.reason}")
                 except IntegrityError:
                     overlapping += 1  # an unfinished gap starts there already, and is filled in its own right
                     continue

@@ -108,5 +108,20 @@ def gap_reopen(gap: Gap, label: str, error: Exception) -> None:
     logger.warning("%s: attempt %d failed, left open for a retry: %s", label, gap.attempts, error)
 
 
+def gap_release(gap_id: int, attempt: int, reason: str) -> bool:
+    """Give back a gap this worker claimed (state filling, attempt number `attempt`) so another can take it now
+    instead of after FILLING_STALE_AFTER. Harmless when it was finished or is another worker's."""
+    return bool(Gap.objects.filter(pk=gap_id, state=GapState.FILLING, attempts=attempt).update(
+        state=GapState.OPEN, reason=reason[:2000], updated_at=timezone.now()))
+
+
+def gap_retry(gap_id: int, reason: str) -> bool:
+    """An unfillable gap open again for a fresh set of attempts (an operator's "try again"). False when it is
+    not unfillable any more; IntegrityError when an unfinished gap starts at the same open time."""
+    with transaction.atomic():
+        return bool(Gap.objects.filter(pk=gap_id, state=GapState.UNFILLABLE).update(
+            state=GapState.OPEN, attempts=0, reason=reason[:2000], updated_at=timezone.now()))
+
+
 __all__ = ["FILLING_STALE_AFTER", "MAX_ATTEMPTS", "RETRY_BACKOFF", "RepairPriority", "gap_claim", "gap_finish",
-           "gap_narrow_and_finish", "gap_record", "gap_reopen"]
+           "gap_narrow_and_finish", "gap_record", "gap_release", "gap_reopen", "gap_retry"]

@@ -397,7 +397,7 @@ def test_ctrl_c_stops_after_the_current_unit_and_the_same_command_continues(okx,
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_second_ctrl_c_stops_at_once_and_gives_the_unit_back(okx, prefix, four_units):
     args, start_ms, end_ms = four_units
-    okx.simulator.rest_delay(0.5, 10_000)
+    okx.simulator.rest_delay(2, 10_000)  # a unit is one request: it must still be in flight at the interrupts
     run = Subprocess(okx, prefix, *args)
     wait_for(unit_filling(1), what="the second unit to start")
     okx.simulator.rest_delay(30, 10_000)  # the unit's next request hangs

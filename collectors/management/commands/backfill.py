@@ -36,6 +36,7 @@ from collectors.okx.rest import WEBSOCKET_ONLY_BARS
 from collectors.pipeline.connections import redis_client
 from collectors.repair.detect import DETECT_SETTLE, gaps_detect
 from collectors.repair.fill import GapFillResult, gap_fill
+from collectors.repair.gap_state import gap_release
 from okxproject.cli import TIME_HELP, Progress, is_tty, iso, moment_option, raw_stream, redacted_url, series_lookup
 
 # Exit status of a run stopped by Ctrl-C, as shells report a process ended by SIGINT.
@@ -281,14 +282,13 @@ def _subscription_for(instrument: Instrument, timeframe: Timeframe) -> tuple[Sub
 def _release(gap: Gap) -> None:
     """Give back a unit this run claimed (state filling, its next attempt) so the next run can take it now
     instead of after FILLING_STALE_AFTER. Harmless when the unit was finished or is another worker's."""
-    owned = {"pk": gap.pk, "state": GapState.FILLING, "attempts": gap.attempts + 1}
-    fields = {"state": GapState.OPEN, "reason": "interrupted (manage.py backfill)", "updated_at": timezone.now()}
+    reason = "interrupted (manage.py backfill)"
     try:
-        Gap.objects.filter(**owned).update(**fields)
+        gap_release(gap.pk, gap.attempts + 1, reason)
     except DatabaseError:
         # The interrupt may have cut a query short and left the connection unusable; a new one will do.
         connection.close()
-        Gap.objects.filter(**owned).update(**fields)
+        gap_release(gap.pk, gap.attempts + 1, reason)
 
 
 class _StopRequests:
