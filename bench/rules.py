@@ -19,7 +19,6 @@ Target (issue 14): creating or changing a rule of 27,000 subscriptions, and the 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -27,47 +26,11 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from upsert import _setup_django, _use_bench_database  # the benchmark database, as bench/upsert.py makes it
 
 PREFIX = "B"
 SUFFIX = "-USDT-SWAP"
-
-
-def _use_bench_database() -> str:
-    """Point DATABASE_URL at a dedicated benchmark database and create it if needed."""
-    from dotenv import load_dotenv
-
-    load_dotenv(ROOT / ".env", override=False)
-    import dj_database_url
-    import psycopg
-    from psycopg import sql
-
-    url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/okx_candles")
-    cfg = dj_database_url.parse(url)
-    bench_name = f"{cfg['NAME']}_bench"
-    conninfo = {k: v for k, v in {
-        "host": cfg.get("HOST"), "port": cfg.get("PORT") or None, "user": cfg.get("USER"),
-        "password": cfg.get("PASSWORD") or None, "dbname": "postgres",
-    }.items() if v}
-    with psycopg.connect(**conninfo, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (bench_name,)).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(bench_name)))
-    os.environ["DATABASE_URL"] = url.rsplit("/", 1)[0] + "/" + bench_name
-    return bench_name
-
-
-def _setup_django() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "okxproject.settings")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    # No collector listens here; the bulk-change signal's nudge is a Redis PUBLISH either way.
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
 
 
 def _reset(instruments: int) -> list[str]:
