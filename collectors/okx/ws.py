@@ -30,7 +30,7 @@ from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosedError, WebSocketException
+from websockets.exceptions import ConnectionClosedError, InvalidStatus, WebSocketException
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.protocol import State
 
@@ -158,11 +158,19 @@ class SlidingWindow:
         self._clock, self._sleep = clock, sleep
         self._times: deque[float] = deque()
         self._lock = asyncio.Lock()
+        self._held_until = 0.0
+
+    def hold(self, seconds: float) -> None:
+        """Let nothing through for `seconds` from now (the other side said we went too fast)."""
+        self._held_until = max(self._held_until, self._clock() + seconds)
 
     async def wait(self) -> None:
         async with self._lock:
             while True:
                 now = self._clock()
+                if now < self._held_until:
+                    await self._sleep(self._held_until - now)
+                    continue
                 while self._times and now - self._times[0] >= self.period:
                     self._times.popleft()
                 if len(self._times) < self.limit:
@@ -175,6 +183,9 @@ Connect = Callable[..., Awaitable[Any]]
 
 _DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 
+
+# How long no new connection starts after OKX refused one with HTTP 429 (its window is one second).
+REFUSED_HOLD_S = 1.0
 
 # Bytes read from a connection per turn of the event loop (asyncio's default: 256 KiB).
 FAST_LANE_READ_BYTES = 16 * 1024
@@ -414,11 +425,18 @@ class OkxWsClient:
 
     async def _open(self) -> Any:
         await self._gate.wait()
-        return await asyncio.wait_for(
-            self._connect_fn(self.config.url, ping_interval=None, compression=None, max_queue=None,
-                             open_timeout=self.config.connect_timeout_s, create_connection=FastLaneConnection),
-            timeout=self.config.connect_timeout_s + 1,
-        )
+        try:
+            return await asyncio.wait_for(
+                self._connect_fn(self.config.url, ping_interval=None, compression=None, max_queue=None,
+                                 open_timeout=self.config.connect_timeout_s, create_connection=FastLaneConnection),
+                timeout=self.config.connect_timeout_s + 1,
+            )
+        except InvalidStatus as exc:
+            if exc.response.status_code == 429:
+                # Our starts reached OKX closer together than they left (a loaded path delays some): a pause
+                # for every connection of this client, so one refusal does not become a run of them.
+                self._gate.hold(REFUSED_HOLD_S)
+            raise
 
     def _mark_invalid(self, channel: Channel, error: ErrorEvent) -> None:
         if channel in self.invalid:

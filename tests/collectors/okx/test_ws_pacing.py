@@ -73,6 +73,33 @@ def test_a_storm_of_connections_is_paced_on_the_injected_clock_and_survives_any_
     assert busiest_second(worst) <= 3
 
 
+def test_a_refused_upgrade_holds_every_next_connection_for_a_second():
+    async def main() -> list[float]:
+        now = [1000.0]
+        starts: list[float] = []
+
+        async def fake_sleep(seconds: float) -> None:
+            for _ in range(3):
+                await asyncio.sleep(0)
+            now[0] += seconds
+
+        async def fake_connect(url: str, **options) -> object:
+            starts.append(now[0])
+            if len(starts) == 2:  # OKX counted this one over its limit
+                raise websockets.exceptions.InvalidStatus(websockets.http11.Response(429, "Too Many Requests",
+                                                                                    websockets.datastructures.Headers()))
+            return object()
+
+        client = OkxWsClient(WsConfig(url="ws://x/"), WsHandler(), connect=fake_connect, clock=lambda: now[0],
+                             sleep=fake_sleep)
+        results = await asyncio.gather(*(client._open() for _ in range(4)), return_exceptions=True)
+        assert sum(isinstance(r, websockets.exceptions.InvalidStatus) for r in results) == 1
+        return starts
+
+    starts = asyncio.run(main())
+    assert [b - a for a, b in itertools.pairwise(starts)] == pytest.approx([0.5, 1.0, 0.5])
+
+
 def test_the_old_gate_of_exactly_three_per_second_was_pushed_over_by_jitter():
     # What the client did before: 3 starts at once each second. Late arrivals of one second meet early ones
     # of the next.
