@@ -39,8 +39,10 @@ def test_the_spacing_leaves_half_a_second_of_jitter_under_okx_limit():
         WsConfig(url="ws://x/", connect_jitter_margin_s=-0.1)
 
 
-def test_a_storm_of_connections_is_paced_on_the_injected_clock_and_survives_any_jitter_within_the_margin():
-    async def main() -> list[float]:
+def open_at_once(count: int, refuse: set[int] = frozenset()) -> tuple[list[float], list[object]]:
+    """`count` shards asking for a connection at once, on an injected clock: when each connection started, and
+    what each `_open` gave (the n-th start, counting from 1, in `refuse` is refused with HTTP 429)."""
+    async def main() -> tuple[list[float], list[object]]:
         now = [1000.0]
         starts: list[float] = []
 
@@ -53,15 +55,23 @@ def test_a_storm_of_connections_is_paced_on_the_injected_clock_and_survives_any_
 
         async def fake_connect(url: str, **options) -> object:
             starts.append(now[0])
+            if len(starts) in refuse:
+                raise websockets.exceptions.InvalidStatus(websockets.http11.Response(
+                    429, "Too Many Requests", websockets.datastructures.Headers()))
             return object()
 
         client = OkxWsClient(WsConfig(url="ws://x/"), WsHandler(), connect=fake_connect, clock=lambda: now[0],
                              sleep=fake_sleep)
-        # 40 shards asking at once, as after every connection dropped together.
-        await asyncio.gather(*(client._open() for _ in range(40)))
-        return starts
+        results = await asyncio.gather(*(client._open() for _ in range(count)), return_exceptions=True)
+        return starts, results
 
-    starts = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_a_storm_of_connections_is_paced_on_the_injected_clock_and_survives_any_jitter_within_the_margin():
+    # 40 shards asking at once, as after every connection dropped together.
+    starts, _ = open_at_once(40)
+
     assert len(starts) == 40
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(gaps) == pytest.approx(0.5)
@@ -74,29 +84,9 @@ def test_a_storm_of_connections_is_paced_on_the_injected_clock_and_survives_any_
 
 
 def test_a_refused_upgrade_holds_every_next_connection_for_a_second():
-    async def main() -> list[float]:
-        now = [1000.0]
-        starts: list[float] = []
+    starts, results = open_at_once(4, refuse={2})  # OKX counted the second one over its limit
 
-        async def fake_sleep(seconds: float) -> None:
-            for _ in range(3):
-                await asyncio.sleep(0)
-            now[0] += seconds
-
-        async def fake_connect(url: str, **options) -> object:
-            starts.append(now[0])
-            if len(starts) == 2:  # OKX counted this one over its limit
-                raise websockets.exceptions.InvalidStatus(websockets.http11.Response(429, "Too Many Requests",
-                                                                                    websockets.datastructures.Headers()))
-            return object()
-
-        client = OkxWsClient(WsConfig(url="ws://x/"), WsHandler(), connect=fake_connect, clock=lambda: now[0],
-                             sleep=fake_sleep)
-        results = await asyncio.gather(*(client._open() for _ in range(4)), return_exceptions=True)
-        assert sum(isinstance(r, websockets.exceptions.InvalidStatus) for r in results) == 1
-        return starts
-
-    starts = asyncio.run(main())
+    assert sum(isinstance(r, websockets.exceptions.InvalidStatus) for r in results) == 1
     assert [b - a for a, b in itertools.pairwise(starts)] == pytest.approx([0.5, 1.0, 0.5])
 
 
