@@ -125,14 +125,34 @@ COLLECTORS = Family(
     PREFIX + "collectors", "gauge",
     "Collectors registered in Redis, by state: alive (recent heartbeat) or dead (not yet removed).",
     ("state",))
+CHANNELS = Family(
+    PREFIX + "channels", "gauge",
+    "Channels per timeframe by state: fresh (a message within HEALTH_STALE_AFTER_S), quiet (the last message "
+    "is older) or refused (OKX refused the subscription).",
+    ("timeframe", "state"))
+CHANNEL_MESSAGE_AGE_MAX = Family(
+    PREFIX + "channel_last_message_age_max_seconds", "gauge",
+    "Seconds since the last WebSocket push of the quietest channel of each timeframe (absent when no channel "
+    "of it has had a message).",
+    ("timeframe",))
+CHANNEL_LAG_MAX = Family(
+    PREFIX + "channel_lag_max_seconds", "gauge",
+    "Seconds the oldest closed candle has waited for its confirmed push, worst channel of each timeframe "
+    "(0 when every channel's last closed candle is confirmed; absent before any confirmed candle).",
+    ("timeframe",))
+CHANNELS_UNCONFIRMED = Family(
+    PREFIX + "channels_unconfirmed", "gauge",
+    "Channels of each timeframe whose newest closed candle has no confirmed push yet (their lag is above 0).",
+    ("timeframe",))
 SUBSCRIPTION_MESSAGE_AGE = Family(
     PREFIX + "subscription_last_message_age_seconds", "gauge",
-    "Seconds since the last WebSocket push of an active subscription's channel.",
+    "Seconds since the last WebSocket push of an active subscription's channel (only with "
+    "METRICS_PER_SUBSCRIPTION=true).",
     ("symbol", "timeframe"))
 SUBSCRIPTION_LAG = Family(
     PREFIX + "subscription_lag_seconds", "gauge",
     "Seconds the oldest closed candle of an active subscription has waited for its confirmed push "
-    "(0 when the last closed candle is confirmed).",
+    "(0 when the last closed candle is confirmed; only with METRICS_PER_SUBSCRIPTION=true).",
     ("symbol", "timeframe"))
 REPAIR_BACKLOG = Family(
     PREFIX + "repair_backlog_candles", "gauge",
@@ -170,7 +190,8 @@ SOURCE_UP = Family(
 FAMILIES: tuple[Family, ...] = (
     *COUNTERS, FLUSH_DURATION, FLUSH_REQUEST_WAIT, BUFFER_ENTRIES, BUFFER_ALARM, DEAD_LETTERS_STORED, REST_NEEDED,
     LAST_FLUSH, REPAIR_BACKLOG, REPAIR_DRAIN, REPAIR_ETA,
-    COLLECTORS, SUBSCRIPTION_MESSAGE_AGE, SUBSCRIPTION_LAG, GAPS, GAP_MISSING, SUBSCRIPTIONS, SOURCE_UP,
+    COLLECTORS, CHANNELS, CHANNEL_MESSAGE_AGE_MAX, CHANNEL_LAG_MAX, CHANNELS_UNCONFIRMED,
+    SUBSCRIPTION_MESSAGE_AGE, SUBSCRIPTION_LAG, GAPS, GAP_MISSING, SUBSCRIPTIONS, SOURCE_UP,
 )
 # Every family name exported, as it appears in the # TYPE lines (dashboards are checked against this list).
 METRIC_NAMES: tuple[str, ...] = tuple(family.name for family in FAMILIES)

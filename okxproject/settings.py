@@ -187,6 +187,9 @@ DEAD_LETTER_MAX = env_int("DEAD_LETTER_MAX", 100_000, minimum=100)
 BACKFILL_RECENT_HOURS = env_float("BACKFILL_RECENT_HOURS", 6.0, minimum=0.01)
 # A subscription is stale after this many expected push intervals without an update.
 HEALTH_STALE_AFTER_S = env_float("HEALTH_STALE_AFTER_S", 30.0, minimum=1.0)
+# Live subscriptions, and channel status rows, the health task re-checks in full per run, in turn (its other
+# checks follow what changed): 27,000 subscriptions are all re-checked every 27 runs. 0 turns the audit off.
+HEALTH_AUDIT_BATCH = env_int("HEALTH_AUDIT_BATCH", 1000, minimum=0)
 # HMAC-SHA256 key of webhook signatures (X-OKX-Candles-Signature); empty disables webhooks.
 WEBHOOK_SECRET = env_str("WEBHOOK_SECRET", "")
 WEBHOOK_TIMEOUT_S = env_float("WEBHOOK_TIMEOUT_S", 5.0, minimum=0.1)
@@ -213,6 +216,9 @@ STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 API_READ_AUTH = env_bool("API_READ_AUTH", False)
 # Bearer token Prometheus must send to GET /api/v1/metrics; empty: /metrics is open (it never needs API_READ_AUTH).
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# Export two gauges per active subscription (message age and confirmation lag, labelled by symbol and
+# timeframe) besides the per-timeframe figures: 54,000 series at 27,000 subscriptions, read on every scrape.
+METRICS_PER_SUBSCRIPTION = env_bool("METRICS_PER_SUBSCRIPTION", False)
 # Most symbols and timeframes one POST /api/v1/subscribe may name.
 API_MAX_SYMBOLS = env_int("API_MAX_SYMBOLS", 50, minimum=1)
 API_MAX_TIMEFRAMES = env_int("API_MAX_TIMEFRAMES", 10, minimum=1)

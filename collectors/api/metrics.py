@@ -1,33 +1,51 @@
-"""The values behind GET /metrics: one Redis round trip and three small queries, no lock, no key scan.
+"""The values behind GET /metrics: one Redis round trip and a few small queries, no lock, no key scan, and
+nothing read per channel or per subscription.
 
 Redis gives the counters every process adds to `Keys.counters`, the buffer, dead letters, the last flush,
-the collectors and every channel's status; PostgreSQL gives gaps by state and the subscriptions. A source
-that cannot be read leaves its metrics out of the scrape (Prometheus marks those series stale) and sets
-okx_candles_metrics_source_up{source=...} to 0; the other source's metrics are still there.
+the collectors, and per timeframe the channels' figures from the heads and counts of the per-bar indexes
+(`channel_seen`, `channel_confirmed`, `channel_refused`); PostgreSQL gives gaps by state, subscriptions by
+status and the timeframes. A source that cannot be read leaves its metrics out of the scrape (Prometheus marks
+those series stale) and sets okx_candles_metrics_source_up{source=...} to 0; the other source's metrics are
+still there (the per-timeframe figures use the timeframes last read when PostgreSQL is down).
+
+With METRICS_PER_SUBSCRIPTION=true the scrape also reads every subscription and its channel and exports two
+gauges per active subscription: a cost that grows with the subscriptions, off by default.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
+from django.db.models import Count
 from redis import RedisError
 
-from candles.models import GapState, SubscriptionStatus
+from candles.bars import BarSpec
+from candles.models import GapState, Subscription, SubscriptionStatus
 from collectors import metrics as m
 from collectors.api.probes import status_redis
-from collectors.api.subscriptions import SubscriptionRow, limit_statements, subscription_records, subscription_rows
+from collectors.api.subscriptions import (
+    SubscriptionRow,
+    bar_specs_by_code,
+    confirmation_lag_s,
+    limit_statements,
+    subscription_records,
+    subscription_rows,
+)
 from collectors.api.system import gap_counts
 from collectors.pipeline.connections import pipeline_keys
 from collectors.pipeline.status import (
+    BAR_FIGURES_COMMANDS,
     OVERVIEW_COMMANDS,
-    ChannelStatus,
+    BarFigures,
+    bar_figures_parse,
+    bar_figures_queue,
+    channel_statuses,
     overview_parse,
     overview_queue,
-    parse_channel_statuses,
 )
 
 logger = logging.getLogger(__name__)
@@ -37,24 +55,47 @@ SUBSCRIPTION_STATES = (*SubscriptionStatus.values, PAUSED)
 
 Samples = dict[m.Family, list[m.Sample]]
 
+# The timeframes of the last scrape that could read PostgreSQL: the per-timeframe figures come from Redis, and
+# stay in a scrape while PostgreSQL is away. A process's first scrape without PostgreSQL has none.
+_last_specs: dict[str, BarSpec] = {}
 
-def _read_redis(now: float) -> tuple[dict, dict[tuple[str, str], ChannelStatus]]:
+
+def _read_database() -> tuple[dict[str, tuple[int, int]], dict[str, int], dict[str, BarSpec]]:
+    """Gaps by state, subscriptions by status (paused apart) and the timeframes: GROUP BYs and one small read."""
+    with transaction.atomic():
+        limit_statements()
+        counts = dict.fromkeys(SUBSCRIPTION_STATES, 0)
+        grouped = Subscription.objects.order_by().values("is_active", "status").annotate(n=Count("pk"))
+        for is_active, status, n in grouped.values_list("is_active", "status", "n"):
+            counts[status if is_active else PAUSED] += n
+        return gap_counts(), counts, bar_specs_by_code()
+
+
+def _read_redis(now: float, specs: dict[str, BarSpec]) -> tuple[dict, list[BarFigures]]:
     keys = pipeline_keys()
     pipe = status_redis().pipeline(transaction=False)
     overview_queue(pipe, keys, now)
-    pipe.hgetall(keys.channel_status)
+    fresh_since = now - settings.HEALTH_STALE_AFTER_S
+    now_ms = int(now * 1000)
+    bars = list(specs)
+    for bar in bars:
+        bar_figures_queue(pipe, keys, bar, fresh_since=fresh_since,
+                          newest_closed_open=specs[bar].last_closed(now_ms))
     replies = pipe.execute()
     overview = overview_parse(replies[:OVERVIEW_COMMANDS], now)
-    parsed = parse_channel_statuses(replies[OVERVIEW_COMMANDS].items()).values()
-    return overview, {(status.inst_id, status.bar): status for status in parsed}
+    figures = [bar_figures_parse(bar, replies[OVERVIEW_COMMANDS + i * BAR_FIGURES_COMMANDS:][:BAR_FIGURES_COMMANDS])
+               for i, bar in enumerate(bars)]
+    return overview, figures
 
 
-def _read_database(
-    channels: dict[tuple[str, str], ChannelStatus] | None, now: float,
-) -> tuple[dict[str, tuple[int, int]], list[SubscriptionRow]]:
+def _subscription_rows(now: float) -> list[SubscriptionRow]:
+    """Every subscription with its channel (METRICS_PER_SUBSCRIPTION): a read that grows with them."""
     with transaction.atomic():
         limit_statements()
-        return gap_counts(), subscription_rows(subscription_records(with_gaps=False), channels, now)
+        records = subscription_records(with_gaps=False)
+    channels = channel_statuses(status_redis(), pipeline_keys(),
+                                [(r.symbol, r.timeframe) for r in records if r.active])
+    return subscription_rows(records, channels, now)
 
 
 def _pipeline_samples(samples: Samples, overview: dict) -> None:
@@ -89,16 +130,31 @@ def _pipeline_samples(samples: Samples, overview: dict) -> None:
     samples[m.COLLECTORS] += [m.Sample(alive, {"state": "alive"}), m.Sample(total - alive, {"state": "dead"})]
 
 
-def _database_samples(samples: Samples, gaps: dict[str, tuple[int, int]], rows: list[SubscriptionRow]) -> None:
+def _database_samples(samples: Samples, gaps: dict[str, tuple[int, int]], subscriptions: dict[str, int]) -> None:
     for state in GapState.values:
         count, missing = gaps[state]
         samples[m.GAPS].append(m.Sample(count, {"state": state}))
         samples[m.GAP_MISSING].append(m.Sample(missing, {"state": state}))
-    by_status = Counter(row.status if row.active else PAUSED for row in rows)
-    samples[m.SUBSCRIPTIONS] += [m.Sample(by_status[state], {"status": state}) for state in SUBSCRIPTION_STATES]
+    samples[m.SUBSCRIPTIONS] += [m.Sample(subscriptions[state], {"status": state}) for state in SUBSCRIPTION_STATES]
 
 
-def _channel_samples(samples: Samples, rows: list[SubscriptionRow]) -> None:
+def _bar_samples(samples: Samples, figures: list[BarFigures], specs: dict[str, BarSpec], now: float) -> None:
+    now_ms = int(now * 1000)
+    for bar in figures:
+        labels = {"timeframe": bar.bar}
+        samples[m.CHANNELS] += [m.Sample(bar.fresh, {**labels, "state": "fresh"}),
+                                m.Sample(bar.quiet, {**labels, "state": "quiet"}),
+                                m.Sample(bar.refused, {**labels, "state": "refused"})]
+        if bar.oldest_message_at is not None:
+            samples[m.CHANNEL_MESSAGE_AGE_MAX].append(
+                m.Sample(round(max(0.0, now - bar.oldest_message_at), 3), labels))
+        lag = confirmation_lag_s(specs[bar.bar], bar.oldest_confirmed_open, now_ms)
+        if lag is not None:
+            samples[m.CHANNEL_LAG_MAX].append(m.Sample(lag, labels))
+        samples[m.CHANNELS_UNCONFIRMED].append(m.Sample(bar.unconfirmed, labels))
+
+
+def _subscription_samples(samples: Samples, rows: list[SubscriptionRow]) -> None:
     for row in rows:
         if not row.active:
             continue
@@ -111,30 +167,39 @@ def _channel_samples(samples: Samples, rows: list[SubscriptionRow]) -> None:
 
 def metrics_samples(*, now: float | None = None) -> Samples:
     """Every family's samples now; families of a source that could not be read have none."""
+    global _last_specs
     now = time.time() if now is None else now
     samples: Samples = defaultdict(list)
     samples[m.BUFFER_ALARM].append(m.Sample(settings.BUFFER_ALARM_ENTRIES))
 
-    overview = channels = None
-    try:
-        overview, channels = _read_redis(now)
-    except RedisError as exc:
-        logger.warning("metrics: Redis could not be read: %s: %s", type(exc).__name__, exc)
-    else:
-        _pipeline_samples(samples, overview)
-
     database_up = False
+    specs = _last_specs
     try:
-        gaps, rows = _read_database(channels, now)
+        gaps, subscriptions, specs = _read_database()
     except DatabaseError as exc:
         logger.warning("metrics: PostgreSQL could not be read: %s: %s", type(exc).__name__, exc)
     else:
         database_up = True
-        _database_samples(samples, gaps, rows)
-        if channels is not None:
-            _channel_samples(samples, rows)
+        _last_specs = specs
+        _database_samples(samples, gaps, subscriptions)
 
-    samples[m.SOURCE_UP] += [m.Sample(int(overview is not None), {"source": "redis"}),
+    redis_up = False
+    try:
+        overview, figures = _read_redis(now, specs)
+    except RedisError as exc:
+        logger.warning("metrics: Redis could not be read: %s: %s", type(exc).__name__, exc)
+    else:
+        redis_up = True
+        _pipeline_samples(samples, overview)
+        _bar_samples(samples, figures, specs, now)
+
+    if settings.METRICS_PER_SUBSCRIPTION and database_up and redis_up:
+        try:
+            _subscription_samples(samples, _subscription_rows(now))
+        except (DatabaseError, RedisError) as exc:
+            logger.warning("metrics: per-subscription gauges left out: %s: %s", type(exc).__name__, exc)
+
+    samples[m.SOURCE_UP] += [m.Sample(int(redis_up), {"source": "redis"}),
                              m.Sample(int(database_up), {"source": "database"})]
     return samples
 

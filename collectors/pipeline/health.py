@@ -1,11 +1,19 @@
 """The health check: each active subscription's freshness, and the removal of collectors that stopped.
 
-(a) Every active subscription gets a status from its channel's status in Redis (written by the collector
+(a) An active subscription's status comes from its channel's status in Redis (written by the collector
 runtime): `error` when OKX refused the channel, `live` when a message came within HEALTH_STALE_AFTER_S,
-`stale` when the last one is older, `pending` while none has come. Only rows whose status or message
-changed are written, in one bulk update; paused subscriptions are left as they are. Channel statuses that
-no active subscription wants and that nobody has updated for HEALTH_STALE_AFTER_S are deleted (only if
-unchanged since they were read), so the status hash does not grow with every subscription ever made.
+`stale` when the last one is older, `pending` while none has come. A run costs what changed, not how many
+subscriptions there are: it re-evaluates only
+  * the subscriptions PostgreSQL does not have as `live` (pending, stale, error: normally few);
+  * the live ones whose channel is quiet (the range of each bar's `channel_seen` ZSET older than the cutoff)
+    or refused (each bar's `channel_refused` SET): a channel whose collector died falls into that range;
+  * a slow audit: the next HEALTH_AUDIT_BATCH live subscriptions by id, in turn, so what the change-driven
+    reads cannot see (a Redis emptied under a live subscription) is found within subscriptions ÷ batch runs.
+Only rows whose status or message changed are written, in one bulk update; paused subscriptions are left as
+they are. The collectors delete the status of a channel whose subscription is gone; a second audit walks the
+status rows HEALTH_AUDIT_BATCH at a time (HSCAN) and deletes those no active subscription wants and nobody
+has updated for HEALTH_STALE_AFTER_S (only if unchanged since they were read), with their ZSET entries, so
+rows left by subscriptions that went while no collector ran do not pile up.
 
 (b) A collector whose heartbeat is older than three lease TTLs is dead: its ZSET entry and status hash go,
 and so does every shard lease it still holds (compare-and-delete, so a lease a living collector has taken
@@ -35,9 +43,17 @@ import orjson
 from django.conf import settings
 from django.db import connection
 
-from candles.models import Subscription, SubscriptionStatus
+from candles.models import Subscription, SubscriptionStatus, Timeframe
 from collectors.pipeline.keys import Keys
-from collectors.pipeline.status import ChannelStatus, alive_after, parse_channel_statuses
+from collectors.pipeline.status import (
+    ChannelStatus,
+    Garbled,
+    alive_after,
+    channel_field,
+    channel_statuses,
+    parse_channel_row,
+    split_channel_field,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +85,13 @@ return released
 
 
 # KEYS[1] = channel status hash; ARGV = field, value, ...: delete each field still holding that value.
+# Returns the fields deleted.
 PRUNE_CHANNEL_STATUS_LUA = """
-local pruned = 0
+local pruned = {}
 for i = 1, #ARGV, 2 do
   if redis.call("HGET", KEYS[1], ARGV[i]) == ARGV[i + 1] then
     redis.call("HDEL", KEYS[1], ARGV[i])
-    pruned = pruned + 1
+    table.insert(pruned, ARGV[i])
   end
 end
 return pruned
@@ -123,6 +140,8 @@ def counted_key(keys: Keys, field_name: str) -> str:
 
 @dataclass(slots=True)
 class HealthResult:
+    # Subscriptions evaluated this run (not live in PostgreSQL, quiet or refused channels, the audit's
+    # batch), and how they came out: the others are live and stay so.
     checked: int = 0
     live: int = 0
     stale: int = 0
@@ -134,6 +153,7 @@ class HealthResult:
     reconcile_published: bool = False
     channel_statuses_pruned: int = 0
     reconnects_counted: int = 0
+    audited: int = 0  # of `checked`, live subscriptions re-checked by the audit
 
     def __str__(self) -> str:
         dead = f"{len(self.dead_collectors)} dead collectors removed ({', '.join(self.dead_collectors)}), " \
@@ -162,24 +182,92 @@ def subscription_health(channel: ChannelStatus | None, *, now: float, stale_afte
     return SubscriptionStatus.STALE, f"no message since {_iso(channel.last_message_at)}"
 
 
-def subscriptions_health_update(*, redis: Any, keys: Keys, now: float, result: HealthResult) -> None:
-    """Part (a): set the status of every active subscription from its channel's status."""
-    parsed = parse_channel_statuses(redis.hgetall(keys.channel_status).items())
-    statuses = {(status.inst_id, status.bar): status for status in parsed.values()}
-    stale_after_s = settings.HEALTH_STALE_AFTER_S
+NOT_LIVE = (SubscriptionStatus.PENDING, SubscriptionStatus.STALE, SubscriptionStatus.ERROR)
+SUBSCRIPTION_FIELDS = ("id", "instrument__inst_id", "timeframe__code", "status", "status_message")
+Candidate = tuple[int, str, str, str, str]  # id, inst_id, bar, status, status_message
+
+# The live subscriptions among (inst_id, bar) pairs, of instruments not ended (as `_active` below).
+_LIVE_OF_PAIRS = """
+SELECT s.id, i.inst_id, t.code, s.status, s.status_message
+FROM unnest(%(insts)s::text[], %(bars)s::text[]) AS p(inst_id, bar)
+JOIN candles_instrument i ON i.inst_id = p.inst_id
+JOIN candles_timeframe t ON t.code = p.bar
+JOIN candles_subscription s ON s.instrument_id = i.id AND s.timeframe_id = t.id
+WHERE s.is_active AND s.status = %(live)s
+  AND i.delisted_at IS NULL AND (i.expires_at IS NULL OR i.expires_at > %(now)s)
+""".strip()
+
+# Which of the (inst_id, bar) pairs an active subscription wants.
+_ACTIVE_PAIRS = """
+SELECT i.inst_id, t.code
+FROM unnest(%(insts)s::text[], %(bars)s::text[]) AS p(inst_id, bar)
+JOIN candles_instrument i ON i.inst_id = p.inst_id
+JOIN candles_timeframe t ON t.code = p.bar
+JOIN candles_subscription s ON s.instrument_id = i.id AND s.timeframe_id = t.id
+WHERE s.is_active
+""".strip()
+
+
+def _active(now: float) -> Any:
     # Subscriptions of expired or delisted instruments are ended, not unhealthy: until the end reaches them
     # (the sync, or subscriptions_end_finished before each health run), they are left out, raising no alarm.
-    rows = Subscription.objects.filter(is_active=True, instrument__delisted_at__isnull=True).exclude(
+    return Subscription.objects.filter(is_active=True, instrument__delisted_at__isnull=True).exclude(
         instrument__expires_at__lte=datetime.fromtimestamp(now, UTC),
-    ).values_list(
-        "id", "instrument__inst_id", "timeframe__code", "status", "status_message"
-    )
+    ).order_by()
+
+
+def _pairs_query(sql: str, pairs: list[tuple[str, str]], **params: Any) -> list[tuple]:
+    insts, bars = zip(*pairs, strict=True)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"insts": list(insts), "bars": list(bars), **params})
+        return cursor.fetchall()
+
+
+def _suspect_pairs(redis: Any, keys: Keys, bars: list[str], cutoff: float) -> list[tuple[str, str]]:
+    """Channels quiet since before `cutoff` or refused by OKX: two commands per bar, one round trip."""
+    pipe = redis.pipeline(transaction=False)
+    for bar in bars:
+        pipe.zrangebyscore(keys.channel_seen(bar), "-inf", f"({cutoff!r}")
+        pipe.smembers(keys.channel_refused(bar))
+    replies = pipe.execute()
+    pairs: dict[tuple[str, str], None] = {}
+    for bar, quiet, refused in zip(bars, replies[::2], replies[1::2], strict=True):
+        for member in (*quiet, *refused):
+            pairs[(member.decode() if isinstance(member, bytes) else member, bar)] = None
+    return list(pairs)
+
+
+def _audit_batch(redis: Any, keys: Keys, now: float, size: int) -> list[Candidate]:
+    """The next `size` live subscriptions by id after the audit's cursor (from the start once it ran out)."""
+    if size <= 0:
+        return []
+    after = int(redis.hget(keys.health_audit, "subscription") or 0)
+    live = _active(now).filter(status=SubscriptionStatus.LIVE)
+    batch = list(live.filter(id__gt=after).order_by("id").values_list(*SUBSCRIPTION_FIELDS)[:size])
+    redis.hset(keys.health_audit, "subscription", batch[-1][0] if len(batch) == size else 0)
+    return batch
+
+
+def subscriptions_health_update(*, redis: Any, keys: Keys, now: float, result: HealthResult) -> None:
+    """Part (a): set the status of the active subscriptions whose channel's status may have changed."""
+    stale_after_s = settings.HEALTH_STALE_AFTER_S
+    bars = list(Timeframe.objects.order_by().values_list("code", flat=True))
+    suspects = _suspect_pairs(redis, keys, bars, now - stale_after_s)
+    candidates: dict[int, Candidate] = {
+        row[0]: row for row in _active(now).filter(status__in=NOT_LIVE).values_list(*SUBSCRIPTION_FIELDS)}
+    if suspects:
+        for row in _pairs_query(_LIVE_OF_PAIRS, suspects, live=SubscriptionStatus.LIVE,
+                                now=datetime.fromtimestamp(now, UTC)):
+            candidates[row[0]] = row
+    for row in _audit_batch(redis, keys, now, settings.HEALTH_AUDIT_BATCH):
+        if row[0] not in candidates:
+            result.audited += 1
+            candidates[row[0]] = row
+    channels = channel_statuses(redis, keys, [(inst_id, bar) for _, inst_id, bar, _, _ in candidates.values()])
     changed: list[tuple[int, str, str]] = []
     transitions: Counter[tuple[str, str]] = Counter()
-    active: set[tuple[str, str]] = set()
-    for sub_id, inst_id, bar, old_status, old_message in rows.iterator(chunk_size=2000):
-        active.add((inst_id, bar))
-        status, message = subscription_health(statuses.get((inst_id, bar)), now=now, stale_after_s=stale_after_s)
+    for sub_id, inst_id, bar, old_status, old_message in sorted(candidates.values(), key=lambda c: (c[1], c[2])):
+        status, message = subscription_health(channels.get((inst_id, bar)), now=now, stale_after_s=stale_after_s)
         result.checked += 1
         setattr(result, status, getattr(result, status) + 1)
         if (status, message) != (old_status, old_message):
@@ -193,26 +281,56 @@ def subscriptions_health_update(*, redis: Any, keys: Keys, now: float, result: H
                     TRANSITIONS_LOGGED, ", ".join(f"{a} -> {b}: {n}" for (a, b), n in transitions.most_common()))
     if changed:
         result.changed = _statuses_write(changed)
-    # Statuses of channels no active subscription wants, once nobody updates them: the hash stays bounded.
-    leftovers = [
-        (field_name, value) for (field_name, value), status in parsed.items()
-        if (status.inst_id, status.bar) not in active
-        and (status.last_message_at is None or now - status.last_message_at > stale_after_s)
-    ]
-    if leftovers:
-        prune = redis.register_script(PRUNE_CHANNEL_STATUS_LUA)
-        result.channel_statuses_pruned = int(prune(keys=[keys.channel_status],
-                                                   args=[x for entry in leftovers for x in entry]))
-        # Their entries in the worst-lag index go too (a channel subscribed again is re-added by its
-        # collector's next status write, within seconds).
-        by_bar: dict[str, list[str]] = {}
-        for field_name, value in leftovers:
-            status = parsed[(field_name, value)]
-            by_bar.setdefault(status.bar, []).append(status.inst_id)
-        pipe = redis.pipeline(transaction=False)
-        for bar, inst_ids in by_bar.items():
-            pipe.zrem(keys.channel_confirmed(bar), *inst_ids)
-        pipe.execute()
+
+
+def channel_statuses_prune(*, redis: Any, keys: Keys, now: float, result: HealthResult) -> None:
+    """The rows audit: the next HEALTH_AUDIT_BATCH status rows (HSCAN), and those of them no active subscription
+    wants and nobody updated for HEALTH_STALE_AFTER_S deleted with their ZSET entries (a channel subscribed
+    again is written again by its collector when it takes it up)."""
+    size = settings.HEALTH_AUDIT_BATCH
+    if size <= 0:
+        return
+    cursor = int(redis.hget(keys.health_audit, "rows") or 0)
+    cursor, entries = redis.hscan(keys.channel_status, cursor, count=size)
+    redis.hset(keys.health_audit, "rows", cursor)
+    read: dict[tuple[str, str], Any] = {}
+    for field_name, value in entries.items():
+        try:
+            parse_channel_row(value)
+            read[split_channel_field(field_name)] = value
+        except Garbled:
+            continue  # left for a human to see: the readers log it
+    if not read:
+        return
+    wanted = set(_pairs_query(_ACTIVE_PAIRS, list(read)))
+    unwanted = _by_bar(pair for pair in read if pair not in wanted)
+    if not unwanted:
+        return
+    pipe = redis.pipeline(transaction=False)
+    for bar, inst_ids in unwanted.items():
+        pipe.zmscore(keys.channel_seen(bar), inst_ids)
+    stale_after_s = settings.HEALTH_STALE_AFTER_S
+    quiet = [(inst_id, bar) for (bar, inst_ids), scores in zip(unwanted.items(), pipe.execute(), strict=True)
+             for inst_id, seen in zip(inst_ids, scores, strict=True)
+             if seen is None or now - float(seen) > stale_after_s]
+    if not quiet:
+        return
+    prune = redis.register_script(PRUNE_CHANNEL_STATUS_LUA)
+    pruned = prune(keys=[keys.channel_status], args=[x for pair in quiet for x in (channel_field(*pair), read[pair])])
+    result.channel_statuses_pruned = len(pruned)
+    pipe = redis.pipeline(transaction=False)
+    for bar, inst_ids in _by_bar(split_channel_field(field_name) for field_name in pruned).items():
+        pipe.zrem(keys.channel_seen(bar), *inst_ids)
+        pipe.zrem(keys.channel_confirmed(bar), *inst_ids)
+        pipe.srem(keys.channel_refused(bar), *inst_ids)
+    pipe.execute()
+
+
+def _by_bar(pairs: Any) -> dict[str, list[str]]:
+    by_bar: dict[str, list[str]] = {}
+    for inst_id, bar in pairs:
+        by_bar.setdefault(bar, []).append(inst_id)
+    return by_bar
 
 
 def dead_collectors_remove(
@@ -295,4 +413,5 @@ def health_check(*, redis: Any, keys: Keys, now: float | None = None) -> HealthR
     # Collectors first: taking over a dead collector's shards needs only Redis, and must not wait on PostgreSQL.
     dead_collectors_remove(redis=redis, keys=keys, now=now, result=result)
     subscriptions_health_update(redis=redis, keys=keys, now=now, result=result)
+    channel_statuses_prune(redis=redis, keys=keys, now=now, result=result)
     return result

@@ -92,6 +92,10 @@ class Ingest:
     dead: list[bytes] = field(default_factory=list)
     # By (inst_id, bar): a plain tuple, equal to the Channel of the same pair, built without its constructor.
     channels: dict[tuple[str, str], ChannelTrack] = field(default_factory=dict)
+    # The channels that had a message, and those whose last confirmed candle moved, since the status tick
+    # last took them: the tick publishes these, not every channel.
+    seen: dict[tuple[str, str], ChannelTrack] = field(default_factory=dict)
+    confirmed_moved: dict[tuple[str, str], ChannelTrack] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=lambda: {"messages": 0, "dead_letters": 0, "missed_confirms": 0,
                                                               "flush_requests_sent": 0})
 
@@ -101,10 +105,12 @@ class Ingest:
         now_ms = version // 1000
         self.counters["messages"] += 1
         inst_id, bar, open_ms = candle.inst_id, candle.bar, candle.open_time_ms
-        track = self.channels.get((inst_id, bar))
+        channel = (inst_id, bar)
+        track = self.channels.get(channel)
         if track is None:
-            track = self.channels[(inst_id, bar)] = ChannelTrack()
+            track = self.channels[channel] = ChannelTrack()
         track.last_message_at = now_ms / 1000
+        self.seen[channel] = track
         problem = candle_text_problem(candle, self.specs.get(bar), now_ms)
         if problem is not None:
             self.dead_letter(problem, raw, f"{inst_id}|{bar}")
@@ -121,6 +127,7 @@ class Ingest:
                 track.confirmed = True
             if track.last_confirmed_open is None or open_ms > track.last_confirmed_open:
                 track.last_confirmed_open = open_ms
+                self.confirmed_moved[channel] = track
             key, value = encode_text_entry(candle, version)
             self.pending[key] = value
             self.pending_confirmed.add(key)
@@ -128,6 +135,18 @@ class Ingest:
         key, value = encode_text_entry(candle, version)
         if key not in self.pending_confirmed:  # a late unconfirmed copy never replaces the confirmed version
             self.pending[key] = value
+
+    def take_changes(self) -> tuple[dict[tuple[str, str], ChannelTrack], dict[tuple[str, str], ChannelTrack]]:
+        """The channels seen and those whose confirmed candle moved since the last call; both start afresh."""
+        seen, confirmed, self.seen, self.confirmed_moved = self.seen, self.confirmed_moved, {}, {}
+        return seen, confirmed
+
+    def give_back_changes(self, seen: dict[tuple[str, str], ChannelTrack],
+                          confirmed: dict[tuple[str, str], ChannelTrack]) -> None:
+        """Changes taken but not published (Redis away): published with the next ones. A track holds the
+        newest figures, so either copy of an entry will do."""
+        self.seen.update(seen)
+        self.confirmed_moved.update(confirmed)
 
     def dead_letter(self, reason: str, raw: str | bytes | None, channel: str | None = None) -> None:
         self.counters["dead_letters"] += 1

@@ -65,14 +65,37 @@ class Keys:
 
     @property
     def channel_status(self) -> str:
-        """HASH "inst|bar" -> JSON {last_message_at, last_confirmed_open, state, error, collector}."""
+        """HASH "inst|bar" -> JSON {state, error, collector}: what changes rarely about a channel (subscribing,
+        subscribed, refused by OKX; who carries it). A collector writes a row only when it changes (channel
+        added, subscribe acknowledged, refused) and deletes it when the subscription is gone; how fresh the
+        channel is lives in the per-bar ZSETs beside it, so nothing here is rewritten every second."""
         return f"{self.prefix}status:channels"
+
+    def channel_seen(self, bar: str) -> str:
+        """ZSET inst_id -> epoch seconds of the channel's last message, one per bar. Each status tick, a
+        collector adds only the channels that had a message since its last tick (ZADD GT: of two collectors
+        carrying a channel, hot standby, the newest wins whatever order their writes land in). Its lowest
+        scores are the bar's quietest channels: the health task reads the range older than its cutoff, and
+        a channel whose collector died simply stops moving here until it falls into that range."""
+        return f"{self.prefix}status:seen:{bar}"
 
     def channel_confirmed(self, bar: str) -> str:
         """ZSET inst_id -> open time (epoch ms) of the channel's last confirmed candle, one per bar, written
-        beside `channel_status` by the collectors (ZADD GT). Its lowest scores are the bar's worst confirmation
-        lags, so status pages read a few entries per bar instead of parsing every channel's JSON."""
+        by the collectors when it changes (ZADD GT). Its lowest scores are the bar's worst confirmation
+        lags, so status pages read a few entries per bar instead of parsing every channel's status."""
         return f"{self.prefix}status:confirmed:{bar}"
+
+    def channel_refused(self, bar: str) -> str:
+        """SET of the inst_ids whose channel of this bar OKX refused (the row's state `invalid`), kept beside
+        `channel_status` by the collectors: the health task finds subscriptions turned `error` in it
+        without reading every row."""
+        return f"{self.prefix}status:refused:{bar}"
+
+    @property
+    def health_audit(self) -> str:
+        """HASH of the health task's two slow audits' cursors: `subscription` (the last subscription id
+        re-checked in full) and `rows` (the HSCAN cursor of `channel_status` for rows nobody wants)."""
+        return f"{self.prefix}health:audit"
 
     @property
     def collectors(self) -> str:

@@ -13,9 +13,10 @@ One runtime per collector process (hosted by the `collectors` Celery worker, or 
 
 After either, the WebSocket client's channels are set to the subscriptions of the owned shards.
 
-Candle updates go through `Ingest` to the Redis buffer every ~100 ms; channel and collector status go
-to Redis every second. Redis or PostgreSQL being away only delays these steps: the runtime keeps the last
-known subscriptions, holds pending candles in memory and catches up.
+Candle updates go through `Ingest` to the Redis buffer every ~100 ms; every second the status tick sends
+what changed about the channels (`ChannelStatusWriter`: rows on a change of state, the last message of the
+channels that had one) and the collector's own status. Redis or PostgreSQL being away only delays these
+steps: the runtime keeps the last known subscriptions, holds pending candles in memory and catches up.
 """
 
 from __future__ import annotations
@@ -38,11 +39,9 @@ from collectors.okx.ws import ConnectionStatus, OkxWsClient, WsConfig, WsHandler
 from collectors.pipeline.buffer import PUT_NEWEST_LUA
 from collectors.pipeline.ingest import Ingest
 from collectors.pipeline.keys import Keys
+from collectors.pipeline.status_writer import ChannelStatusWriter, RowState
 
 logger = logging.getLogger(__name__)
-
-# Channel status rows per HSET (see `_publish_status`).
-STATUS_CHUNK_ROWS = 2_000
 
 # KEYS[1] = the collectors ZSET, KEYS[2] = this collector's status HASH, KEYS[3 + n] = the lease of shard n;
 # ARGV[1] = collector id, ARGV[2] = now (s), ARGV[3] = heartbeats older than this (s) are not live,
@@ -158,9 +157,11 @@ class _Handler(WsHandler):
 
     def on_subscribed(self, channel: Channel) -> None:
         self.runtime.subscribed_since[channel] = time.time()
+        self.runtime.status_writer.changed(channel)
 
     def on_invalid(self, channel: Channel, error: ErrorEvent) -> None:
         self.runtime.invalid[channel] = f"{error.code} {error.msg}"
+        self.runtime.status_writer.changed(channel)
 
     def on_status(self, status: ConnectionStatus) -> None:
         if status.state == "backoff":
@@ -185,6 +186,7 @@ class CollectorRuntime:
         self.redis_factory = redis_factory
         self.load_snapshot = load_snapshot
         self.ingest = Ingest(keys=config.keys)
+        self.status_writer = ChannelStatusWriter(config.keys, config.collector_id)
         self.client = OkxWsClient(
             WsConfig(url=config.ws_url, channels_per_connection=config.channels_per_connection,
                      ping_after_s=config.ping_after_s),
@@ -192,6 +194,7 @@ class CollectorRuntime:
         )
         self.snapshot: SubscriptionSnapshot | None = None
         self.owned: set[int] = set()
+        self._collected: tuple[frozenset[Channel], frozenset[int]] | None = None
         self.invalid: dict[Channel, str] = {}
         self.subscribed_since: dict[Channel, float] = {}
         self.started_at = time.time()
@@ -307,8 +310,14 @@ class CollectorRuntime:
         """Point the WebSocket client at the known subscriptions of the owned shards."""
         if self.snapshot is None:
             return
+        subscribed, owned = self.snapshot.channels, frozenset(self.owned)
+        if self._collected is not None and self._collected[0] is subscribed and self._collected[1] == owned:
+            return  # the same subscriptions (`reconcile` keeps the object) and shards: nothing to move
+        self._collected = (subscribed, owned)
         shards = self.config.shards
-        self.client.set_channels({c for c in self.snapshot.channels if shard_of(c, shards) in self.owned})
+        carried = frozenset(c for c in subscribed if shard_of(c, shards) in owned)
+        self.client.set_channels(carried)
+        self.status_writer.carry(carried, subscribed)
 
     async def _balance_leases(self) -> None:
         cid = self.config.collector_id
@@ -336,54 +345,48 @@ class CollectorRuntime:
 
     # --- status ---------------------------------------------------------------------------------
 
+    def _row_state(self, channel: Channel) -> RowState:
+        error = self.invalid.get(channel)
+        if error is not None:
+            return "invalid", error
+        return ("subscribed" if channel in self.subscribed_since else "pending"), None
+
     async def _publish_status(self) -> None:
+        """The status tick: what changed about the channels, and this collector's status and counters.
+
+        Its cost follows what changed: channels taken up, acknowledged, refused or dropped, and channels that
+        had a message since the last tick; the collector's own status is a few fields per connection.
+        """
         cid = self.config.collector_id
         statuses = self.client.statuses()
         reconnects = sum(s.reconnects for s in statuses)
-        tracks, invalid, subscribed = self.ingest.channels, self.invalid, self.subscribed_since
-        confirmed: dict[str, dict[str, int]] = {}  # bar -> inst_id -> last confirmed open time (ms)
-        channels = list(self.client.channels | set(invalid))
-        # In chunks, each sent before the next is built: 27,000 rows in one HSET held every row, and
-        # redis-py's packed copy of them, at once (tens of MB a second, which the allocator kept).
-        for start in range(0, len(channels), STATUS_CHUNK_ROWS):
-            channel_rows = {}
-            for channel in channels[start:start + STATUS_CHUNK_ROWS]:
-                track = tracks.get(channel)
-                if track is not None and track.last_confirmed_open is not None:
-                    confirmed.setdefault(channel.bar, {})[channel.inst_id] = track.last_confirmed_open
-                # decode(): orjson returns its bytes in a 4 KiB allocation whatever the length (measured with
-                # orjson 3.13: 106 MB of RSS for 27,000 rows of ~120 bytes); the str copy is its real size,
-                # and the buffer is freed at once, for the next row to reuse.
-                channel_rows[f"{channel.inst_id}|{channel.bar}"] = orjson.dumps({
-                    "last_message_at": track.last_message_at if track else None,
-                    "last_confirmed_open": track.last_confirmed_open if track else None,
-                    "state": "invalid" if channel in invalid else (
-                        "subscribed" if channel in subscribed else "pending"),
-                    "error": invalid.get(channel),
-                    "collector": cid,
-                    "reconnects": reconnects,
-                }).decode()
-            await self.redis.hset(self.keys.channel_status, mapping=channel_rows)
         collector = {
             "id": cid, "host": socket.gethostname(), "pid": os.getpid(), "started_at": self.started_at,
             "heartbeat_at": time.time(),  # "shards" is written by LEASES_LUA, with the leases themselves
             "connections": orjson.dumps([asdict(s) for s in statuses]),
             "messages": sum(s.messages for s in statuses), "reconnects": reconnects,
-            "errors": sum(s.errors for s in statuses), "channels": len(self.client.channels),
+            "errors": sum(s.errors for s in statuses), "channels": sum(s.channels for s in statuses),
         }
         counters = self.ingest.counters
         deltas = {name: value for name, value in counters.items() if value}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            # The same figure indexed by age, per bar: status pages read a bar's worst lags from the head of
-            # its ZSET instead of parsing every channel's JSON. GT: of two collectors carrying a channel (hot
-            # standby), the newer confirmed candle wins, whatever order their writes land in.
-            for bar, opens in confirmed.items():
-                pipe.zadd(self.keys.channel_confirmed(bar), opens, gt=True)
-            pipe.hset(self.keys.collector(cid), mapping=collector)
-            pipe.expire(self.keys.collector(cid), int(3 * self.config.lease_ttl_s) + 1)
-            pipe.zadd(self.keys.collectors, {cid: time.time()})
-            for name, value in deltas.items():
-                pipe.hincrby(self.keys.counters, name, value)
-            await pipe.execute()
+        seen, confirmed = self.ingest.take_changes()
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                queued = self.status_writer.queue(pipe, state_of=self._row_state, tracks=self.ingest.channels,
+                                                  seen=seen, confirmed=confirmed)
+                pipe.hset(self.keys.collector(cid), mapping=collector)
+                pipe.expire(self.keys.collector(cid), int(3 * self.config.lease_ttl_s) + 1)
+                pipe.zadd(self.keys.collectors, {cid: time.time()})
+                for name, value in deltas.items():
+                    pipe.hincrby(self.keys.counters, name, value)
+                try:
+                    await pipe.execute()
+                except BaseException:
+                    self.status_writer.unsent(queued)
+                    raise
+        except BaseException:
+            self.ingest.give_back_changes(seen, confirmed)
+            raise
+        self.status_writer.sent(queued)
         for name in deltas:
             counters[name] -= deltas[name]

@@ -131,12 +131,18 @@ class _Skipped:
 # --- channels ------------------------------------------------------------------------------------------
 
 
-def parse_channel_status(field_name: str | bytes, value: str | bytes) -> ChannelStatus:
-    """One entry of `keys.channel_status`. Raises Garbled."""
-    name = _text(field_name)
-    inst_id, sep, bar = name.rpartition("|")
-    if not sep or not inst_id or not bar:
-        raise Garbled("field is not 'inst_id|bar'")
+@dataclass(frozen=True, slots=True)
+class ChannelRow:
+    """A row of `keys.channel_status`: what changes rarely about a channel."""
+
+    state: str
+    error: str | None
+    collector: str | None
+
+
+def parse_channel_row(value: str | bytes) -> ChannelRow:
+    """The JSON value of one `keys.channel_status` entry. Raises Garbled. Fields of the older format
+    (last_message_at, last_confirmed_open, reconnects) are ignored: the per-bar ZSETs hold those now."""
     try:
         data = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
@@ -146,44 +152,181 @@ def parse_channel_status(field_name: str | bytes, value: str | bytes) -> Channel
     state = data.get("state")
     if state not in CHANNEL_STATES:
         raise Garbled(f"unknown state {state!r}")
+    return ChannelRow(state=state, error=_opt_str(data.get("error"), "error"),
+                      collector=_opt_str(data.get("collector"), "collector"))
+
+
+def split_channel_field(field_name: str | bytes) -> tuple[str, str]:
+    """"inst_id|bar" -> (inst_id, bar). Raises Garbled."""
+    inst_id, sep, bar = _text(field_name).rpartition("|")
+    if not sep or not inst_id or not bar:
+        raise Garbled("field is not 'inst_id|bar'")
+    return inst_id, bar
+
+
+def channel_field(inst_id: str, bar: str) -> str:
+    return f"{inst_id}|{bar}"
+
+
+def channel_status_of(
+    inst_id: str, bar: str, row: ChannelRow | None, seen: float | None, confirmed: float | None, reconnects: int = 0,
+) -> ChannelStatus | None:
+    """A channel's status from its row and its two ZSET scores; None when Redis knows nothing of it.
+
+    Without a row (deleted as its subscription ended while another collector took it up again), a channel
+    that had messages was subscribed: OKX pushes candles only on subscribed channels.
+    """
+    if row is None and seen is None and confirmed is None:
+        return None
     return ChannelStatus(
         inst_id=inst_id,
         bar=bar,
-        state=state,
-        last_message_at=_opt_float(data.get("last_message_at"), "last_message_at"),
-        last_confirmed_open=_opt_int(data.get("last_confirmed_open"), "last_confirmed_open"),
-        error=_opt_str(data.get("error"), "error"),
-        collector=_opt_str(data.get("collector"), "collector"),
-        reconnects=_int(data.get("reconnects"), "reconnects"),
+        state=row.state if row is not None else "subscribed",
+        last_message_at=seen,
+        last_confirmed_open=None if confirmed is None else int(confirmed),
+        error=row.error if row is not None else None,
+        collector=row.collector if row is not None else None,
+        reconnects=reconnects,
     )
 
 
 def channel_statuses(
     redis: Any, keys: Keys, pairs: Iterable[tuple[str, str]] | None = None
 ) -> dict[tuple[str, str], ChannelStatus]:
-    """Every channel's status by (inst_id, bar), or only those of `pairs` (absent ones are left out)."""
+    """The status of each channel of `pairs` by (inst_id, bar) (absent ones are left out), or of every
+    channel that has a row when `pairs` is None.
+
+    Two round trips whatever the number of pairs: the rows (HMGET) with a ZMSCORE per bar of each per-bar
+    ZSET, then each named collector's reconnect count. A garbled row leaves its channel out (one warning).
+    """
     if pairs is None:
-        entries = redis.hgetall(keys.channel_status).items()
+        raw_rows = redis.hgetall(keys.channel_status)
+        wanted: list[tuple[str, str]] = []
+        skipped = _Skipped("channel statuses")
+        for field_name in raw_rows:
+            try:
+                wanted.append(split_channel_field(field_name))
+            except Garbled as exc:
+                skipped.add(field_name, exc)
+        skipped.log()
+        rows_by_field = {_text(k): v for k, v in raw_rows.items()}
+        row_values = [rows_by_field[channel_field(*pair)] for pair in wanted]
+        scores = _scores(redis, keys, wanted, rows=False)[1:]
     else:
-        fields = [f"{inst_id}|{bar}" for inst_id, bar in dict.fromkeys(pairs)]
-        if not fields:
+        wanted = list(dict.fromkeys(pairs))
+        if not wanted:
             return {}
-        entries = [(f, v) for f, v in zip(fields, redis.hmget(keys.channel_status, fields), strict=True)
-                   if v is not None]
-    return {(status.inst_id, status.bar): status for status in parse_channel_statuses(entries).values()}
-
-
-def parse_channel_statuses(entries: Iterable[tuple[Any, Any]]) -> dict[tuple[Any, Any], ChannelStatus]:
-    """Raw (field, value) entries of `keys.channel_status` parsed, by raw entry; garbled ones skipped."""
-    statuses: dict[tuple[Any, Any], ChannelStatus] = {}
+        row_values, *scores = _scores(redis, keys, wanted, rows=True)
+    seen, confirmed = scores
+    rows: dict[tuple[str, str], ChannelRow] = {}
+    garbled: set[tuple[str, str]] = set()
     skipped = _Skipped("channel statuses")
-    for field_name, value in entries:
+    for pair, value in zip(wanted, row_values, strict=True):
+        if value is None:
+            continue
         try:
-            statuses[(field_name, value)] = parse_channel_status(field_name, value)
+            rows[pair] = parse_channel_row(value)
         except Garbled as exc:
-            skipped.add(field_name, exc)
+            skipped.add(channel_field(*pair), exc)
+            garbled.add(pair)
     skipped.log()
+    reconnects = collector_reconnects(redis, keys, {row.collector for row in rows.values() if row.collector})
+    statuses: dict[tuple[str, str], ChannelStatus] = {}
+    for pair in wanted:
+        if pair in garbled:
+            continue
+        row = rows.get(pair)
+        status = channel_status_of(pair[0], pair[1], row, seen.get(pair), confirmed.get(pair),
+                                   reconnects.get(row.collector, 0) if row is not None and row.collector else 0)
+        if status is not None:
+            statuses[pair] = status
     return statuses
+
+
+def _scores(
+    redis: Any, keys: Keys, pairs: list[tuple[str, str]], *, rows: bool,
+) -> tuple[list[Any], dict[tuple[str, str], float], dict[tuple[str, str], float]]:
+    """In one round trip: the rows of `pairs` (when `rows`, else []), and their scores in the per-bar
+    `channel_seen` and `channel_confirmed` ZSETs (pairs without a score are left out)."""
+    by_bar: dict[str, list[str]] = {}
+    for inst_id, bar in pairs:
+        by_bar.setdefault(bar, []).append(inst_id)
+    pipe = redis.pipeline(transaction=False)
+    if rows:
+        pipe.hmget(keys.channel_status, [channel_field(*pair) for pair in pairs])
+    for bar, inst_ids in by_bar.items():
+        pipe.zmscore(keys.channel_seen(bar), inst_ids)
+        pipe.zmscore(keys.channel_confirmed(bar), inst_ids)
+    replies = pipe.execute()
+    row_values = replies.pop(0) if rows else []
+    seen: dict[tuple[str, str], float] = {}
+    confirmed: dict[tuple[str, str], float] = {}
+    for (bar, inst_ids), seen_scores, confirmed_scores in zip(by_bar.items(), replies[::2], replies[1::2],
+                                                               strict=True):
+        for inst_id, seen_at, confirmed_open in zip(inst_ids, seen_scores, confirmed_scores, strict=True):
+            if seen_at is not None:
+                seen[(inst_id, bar)] = float(seen_at)
+            if confirmed_open is not None:
+                confirmed[(inst_id, bar)] = float(confirmed_open)
+    return row_values, seen, confirmed
+
+
+def collector_reconnects(redis: Any, keys: Keys, collector_ids: Iterable[str]) -> dict[str, int]:
+    """Each named collector's reconnects since it started (one round trip; a collector whose status hash
+    expired, or whose count does not parse, is left out)."""
+    ids = sorted(collector_ids)
+    if not ids:
+        return {}
+    pipe = redis.pipeline(transaction=False)
+    for collector_id in ids:
+        pipe.hget(keys.collector(collector_id), "reconnects")
+    counts: dict[str, int] = {}
+    for collector_id, value in zip(ids, pipe.execute(), strict=True):
+        try:
+            counts[collector_id] = _int(None if value is None else _text(value), "reconnects")
+        except Garbled:
+            continue
+    return counts
+
+
+# --- channels per bar, from the per-bar indexes only ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BarFigures:
+    bar: str
+    fresh: int  # channels with a message at or after `fresh_since`
+    quiet: int  # channels whose last message is older
+    refused: int  # channels OKX refused
+    oldest_message_at: float | None  # epoch seconds: the quietest channel's last message
+    oldest_confirmed_open: int | None  # epoch ms: the open time of the most lagging last confirmed candle
+    unconfirmed: int  # channels whose last confirmed candle opened before `newest_closed_open`
+
+
+# Commands `bar_figures_queue` puts on a pipeline per bar.
+BAR_FIGURES_COMMANDS = 6
+
+
+def bar_figures_queue(pipe: Any, keys: Keys, bar: str, *, fresh_since: float, newest_closed_open: int) -> None:
+    """Queue the reads of one bar's figures: counts and heads of its ZSETs, no per-channel entry read."""
+    seen = keys.channel_seen(bar)
+    pipe.zcount(seen, repr(fresh_since), "+inf")
+    pipe.zcount(seen, "-inf", f"({fresh_since!r}")
+    pipe.scard(keys.channel_refused(bar))
+    pipe.zrange(seen, 0, 0, withscores=True)
+    pipe.zrange(keys.channel_confirmed(bar), 0, 0, withscores=True)
+    pipe.zcount(keys.channel_confirmed(bar), "-inf", f"({newest_closed_open}")
+
+
+def bar_figures_parse(bar: str, replies: Sequence[Any]) -> BarFigures:
+    """The figures from the replies of the `BAR_FIGURES_COMMANDS` commands `bar_figures_queue` queued."""
+    fresh, quiet, refused, oldest_seen, oldest_confirmed, unconfirmed = replies
+    return BarFigures(
+        bar=bar, fresh=int(fresh), quiet=int(quiet), refused=int(refused),
+        oldest_message_at=float(oldest_seen[0][1]) if oldest_seen else None,
+        oldest_confirmed_open=int(oldest_confirmed[0][1]) if oldest_confirmed else None,
+        unconfirmed=int(unconfirmed),
+    )
 
 
 # --- collectors ----------------------------------------------------------------------------------------
