@@ -322,19 +322,17 @@ def tree_rss_mb(pid: int) -> float:
 
 
 def live_channels(client: redis.Redis, since: float) -> tuple[int, int]:
-    """(channels subscribed that got a message after `since`, channels the collectors report at all)."""
-    from collectors.pipeline.status import Garbled, parse_channel_status
+    """(channels that had a message after `since`, channels the collectors report at all). A channel that had a
+    message was subscribed; the per-bar `seen` indexes are counted, no channel's row is read."""
+    from collectors.pipeline.keys import Keys
 
-    live = total = 0
-    for name, value in client.hgetall(f"{KEY_PREFIX}status:channels").items():
-        try:
-            status = parse_channel_status(name, value)
-        except Garbled:
-            continue
-        total += 1
-        if status.state == "subscribed" and (status.last_message_at or 0) >= since:
-            live += 1
-    return live, total
+    keys = Keys(prefix=KEY_PREFIX)
+    pipe = client.pipeline(transaction=False)
+    for bar in ALL_BARS:
+        pipe.zcount(keys.channel_seen(bar), since, "+inf")
+    pipe.hlen(keys.channel_status)
+    *live, total = pipe.execute()
+    return sum(live), total
 
 
 def wait_live(client: redis.Redis, channels: int, since: float, out: Output) -> float:

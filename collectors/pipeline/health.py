@@ -238,13 +238,17 @@ def _suspect_pairs(redis: Any, keys: Keys, bars: list[str], cutoff: float) -> li
 
 
 def _audit_batch(redis: Any, keys: Keys, now: float, size: int) -> list[Candidate]:
-    """The next `size` live subscriptions by id after the audit's cursor (from the start once it ran out)."""
+    """The next `size` live subscriptions by id after the audit's cursor, going on from the first one when
+    the ids run out: one query of two index range scans (the second runs only when the first falls short)."""
     if size <= 0:
         return []
     after = int(redis.hget(keys.health_audit, "subscription") or 0)
-    live = _active(now).filter(status=SubscriptionStatus.LIVE)
-    batch = list(live.filter(id__gt=after).order_by("id").values_list(*SUBSCRIPTION_FIELDS)[:size])
-    redis.hset(keys.health_audit, "subscription", batch[-1][0] if len(batch) == size else 0)
+    live = _active(now).filter(status=SubscriptionStatus.LIVE).values_list(*SUBSCRIPTION_FIELDS)
+    batch = list(live.filter(id__gt=after).order_by("id")[:size]
+                 .union(live.filter(id__lte=after).order_by("id")[:size], all=True)[:size])
+    wrapped = [row[0] for row in batch if row[0] <= after]
+    if batch:
+        redis.hset(keys.health_audit, "subscription", max(wrapped) if wrapped else max(row[0] for row in batch))
     return batch
 
 

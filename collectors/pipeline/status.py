@@ -199,16 +199,15 @@ def channel_statuses(
     Two round trips whatever the number of pairs: the rows (HMGET) with a ZMSCORE per bar of each per-bar
     ZSET, then each named collector's reconnect count. A garbled row leaves its channel out (one warning).
     """
+    skipped = _Skipped("channel statuses")
     if pairs is None:
         raw_rows = redis.hgetall(keys.channel_status)
         wanted: list[tuple[str, str]] = []
-        skipped = _Skipped("channel statuses")
         for field_name in raw_rows:
             try:
                 wanted.append(split_channel_field(field_name))
             except Garbled as exc:
                 skipped.add(field_name, exc)
-        skipped.log()
         rows_by_field = {_text(k): v for k, v in raw_rows.items()}
         row_values = [rows_by_field[channel_field(*pair)] for pair in wanted]
         scores = _scores(redis, keys, wanted, rows=False)[1:]
@@ -220,7 +219,6 @@ def channel_statuses(
     seen, confirmed = scores
     rows: dict[tuple[str, str], ChannelRow] = {}
     garbled: set[tuple[str, str]] = set()
-    skipped = _Skipped("channel statuses")
     for pair, value in zip(wanted, row_values, strict=True):
         if value is None:
             continue

@@ -18,7 +18,7 @@ calls it stale. With no change and no message, a tick queues nothing.
 
 from __future__ import annotations
 
-from collections.abc import AbstractSet, Callable, Iterable
+from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,12 +51,12 @@ class ChannelStatusWriter:
     def __init__(self, keys: Keys, collector_id: str) -> None:
         self.keys = keys
         self.collector_id = collector_id
-        self.carried: AbstractSet[Channel] = frozenset()
+        self.carried: Set[Channel] = frozenset()
         self.written: dict[Channel, RowState] = {}  # rows as this collector last wrote them
         self.dirty: set[Channel] = set()  # rows that may have changed since the last tick
         self.ended: set[Channel] = set()  # subscriptions gone: rows and entries to delete
 
-    def carry(self, channels: AbstractSet[Channel], subscribed: AbstractSet[Channel]) -> None:
+    def carry(self, channels: Set[Channel], subscribed: Set[Channel]) -> None:
         """The channels this collector carries from now on (refused ones included); `subscribed` is every
         active subscription's channel, whichever collector carries it."""
         added, dropped = channels - self.carried, self.carried - channels

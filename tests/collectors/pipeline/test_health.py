@@ -29,6 +29,7 @@ from collectors.pipeline.status import (
     collector_statuses,
     pipeline_overview,
 )
+from tests.support.channel_status import put_channel
 
 NOW = 1_700_000_000.0
 TTL = settings.COLLECTOR_LEASE_TTL_S
@@ -49,13 +50,6 @@ def r(keys) -> Iterator[redis_lib.Redis]:
             client.delete(*stale)
     finally:
         client.close()
-
-
-def put_channel(r, keys, inst_id: str, bar: str, **fields) -> None:
-    value = {"last_message_at": None, "last_confirmed_open": None, "state": "subscribed", "error": None,
-             "collector": "c1", "reconnects": 0}
-    value.update(fields)
-    r.hset(keys.channel_status, f"{inst_id}|{bar}", orjson.dumps(value))
 
 
 def put_collector(r, keys, collector_id: str, heartbeat_at: float, shard_list: list[int], **fields) -> None:
@@ -79,18 +73,41 @@ def put_collector(r, keys, collector_id: str, heartbeat_at: float, shard_list: l
 
 
 def test_channel_statuses_read_what_the_collector_writes(r, keys):
-    put_channel(r, keys, "BTC-USDT", "1m", last_message_at=NOW - 1.5, last_confirmed_open=1_699_999_940_000,
-                reconnects=2)
-    put_channel(r, keys, "NOPE-USDT", "1H", state="invalid", error="60018 Wrong URL or channel:candle1H")
+    put_collector(r, keys, "c1", NOW, [0], reconnects="2")
+    put_channel(r, keys, "BTC-USDT", "1m", last_message_at=NOW - 1.5, last_confirmed_open=1_699_999_940_000)
+    put_channel(r, keys, "NOPE-USDT", "1H", state="invalid", error="60018 Wrong URL or channel:candle1H",
+                collector="gone")
 
     statuses = channel_statuses(r, keys)
 
+    # The reconnects are those of the collector named in the row (0 once its status hash expired).
     assert statuses == {
         ("BTC-USDT", "1m"): ChannelStatus("BTC-USDT", "1m", "subscribed", NOW - 1.5, 1_699_999_940_000, None,
                                           "c1", 2),
         ("NOPE-USDT", "1H"): ChannelStatus("NOPE-USDT", "1H", "invalid", None, None,
-                                           "60018 Wrong URL or channel:candle1H", "c1", 0),
+                                           "60018 Wrong URL or channel:candle1H", "gone", 0),
     }
+    assert channel_statuses(r, keys, pairs=[("NOPE-USDT", "1H"), ("BTC-USDT", "1m")]) == statuses
+
+
+def test_a_channel_seen_without_a_row_is_subscribed(r, keys):
+    # Its row went with a subscription that ended while another collector took the channel up again.
+    r.zadd(keys.channel_seen("1m"), {"BTC-USDT": NOW})
+    r.zadd(keys.channel_confirmed("1m"), {"BTC-USDT": 1_699_999_940_000})
+
+    assert channel_statuses(r, keys, pairs=[("BTC-USDT", "1m"), ("ETH-USDT", "1m")]) == {
+        ("BTC-USDT", "1m"): ChannelStatus("BTC-USDT", "1m", "subscribed", NOW, 1_699_999_940_000, None, None, 0)}
+
+
+def test_rows_of_the_older_format_are_read_without_their_figures(r, keys):
+    r.hset(keys.channel_status, "BTC-USDT|1m", orjson.dumps({
+        "last_message_at": NOW, "last_confirmed_open": 5, "state": "pending", "error": None, "collector": "c1",
+        "reconnects": 3}))
+
+    (status,) = channel_statuses(r, keys).values()
+
+    assert (status.state, status.last_message_at, status.last_confirmed_open, status.reconnects) == \
+        ("pending", None, None, 0)
 
 
 def test_channel_statuses_skip_garbled_entries_with_one_log_line(r, keys, caplog):
@@ -99,11 +116,12 @@ def test_channel_statuses_skip_garbled_entries_with_one_log_line(r, keys, caplog
         "ETH-USDT|1m": b"{not json",
         "ETH-USDT|5m": b"[1, 2]",
         "ETH-USDT|15m": orjson.dumps({"state": "dancing"}),
-        "ETH-USDT|1H": orjson.dumps({"state": "subscribed", "last_message_at": "soon"}),
-        "ETH-USDT|4H": orjson.dumps({"state": "subscribed", "reconnects": 1.5}),
+        "ETH-USDT|1H": orjson.dumps({"state": "invalid", "error": 60018}),
+        "ETH-USDT|4H": orjson.dumps({"state": "subscribed", "collector": ["c1"]}),
         "no-bar": orjson.dumps({"state": "subscribed"}),
         "ETH-USDT|1D": b"\xff\xfe",
     })
+    r.zadd(keys.channel_seen("1m"), {"ETH-USDT": NOW})  # a garbled row is not guessed from the ZSETs
 
     with caplog.at_level(logging.WARNING, logger="collectors.pipeline.status"):
         statuses = channel_statuses(r, keys)
@@ -308,6 +326,173 @@ def test_only_changed_rows_are_written_in_one_update(r, keys, subscribe, instrum
     assert not [q for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
 
 
+@pytest.fixture
+def no_audit(settings):
+    """Only the change-driven checks: what they find is not the audit's doing."""
+    settings.HEALTH_AUDIT_BATCH = 0
+
+
+def test_a_live_channel_that_stops_being_seen_goes_stale_and_comes_back_live(r, keys, subscribe, no_audit):
+    sub = subscribe("1m", status="live")
+    put_channel(r, keys, "BTC-USDT", "1m", last_message_at=NOW - 1)
+    assert health_check(redis=r, keys=keys, now=NOW).checked == 0  # live and fresh: nothing to look at
+
+    later = NOW + settings.HEALTH_STALE_AFTER_S + 5
+    result = health_check(redis=r, keys=keys, now=later)
+
+    assert statuses_of(sub) == [("stale", "no message since 2023-11-14T22:13:19Z")]
+    assert (result.checked, result.stale, result.changed) == (1, 1, 1)
+    put_channel(r, keys, "BTC-USDT", "1m", last_message_at=later)
+    result = health_check(redis=r, keys=keys, now=later + 1)
+    assert statuses_of(sub) == [("live", "")]
+    assert (result.checked, result.live, result.changed) == (1, 1, 1)
+
+
+def test_a_dead_collectors_channels_go_stale(r, keys, subscribe, instrument, no_audit):
+    eth = instrument("ETH-USDT")
+    subs = [subscribe("1m"), subscribe("1H"), subscribe("1m", inst=eth)]
+    put_collector(r, keys, "dying", NOW, [0])
+    for inst_id, bar in (("BTC-USDT", "1m"), ("BTC-USDT", "1H"), ("ETH-USDT", "1m")):
+        put_channel(r, keys, inst_id, bar, last_message_at=NOW - 1, collector="dying")
+    health_check(redis=r, keys=keys, now=NOW)
+    assert {status for status, _ in statuses_of(*subs)} == {"live"}
+
+    # Its heartbeat and its messages stopped together; nothing else is written.
+    result = health_check(redis=r, keys=keys, now=NOW + 3 * TTL + 5)
+
+    assert result.dead_collectors == ["dying"]
+    assert statuses_of(*subs) == [("stale", "no message since 2023-11-14T22:13:19Z")] * 3
+    assert channel_statuses(r, keys)[("BTC-USDT", "1m")].collector == "dying"  # as it last was
+
+
+def test_a_live_channel_refused_since_is_an_error(r, keys, subscribe, no_audit):
+    sub = subscribe("1m", status="live")
+    put_channel(r, keys, "BTC-USDT", "1m", last_message_at=NOW - 1)
+    health_check(redis=r, keys=keys, now=NOW)
+    put_channel(r, keys, "BTC-USDT", "1m", state="invalid", error="60018 gone", collector="c2")
+
+    health_check(redis=r, keys=keys, now=NOW + 1)
+
+    assert statuses_of(sub) == [("error", "60018 gone")]
+
+
+def test_the_audit_finds_live_subscriptions_whose_channels_redis_forgot(r, keys, subscribe, instrument, settings):
+    settings.HEALTH_AUDIT_BATCH = 2
+    subs = [subscribe("1m", inst=instrument(f"T{k}-USDT"), status="live") for k in range(3)]
+
+    first = health_check(redis=r, keys=keys, now=NOW)  # Redis was emptied: no entry anywhere
+    second = health_check(redis=r, keys=keys, now=NOW)
+
+    # The second run's batch: the one subscription still live in PostgreSQL.
+    assert (first.audited, first.changed, second.audited, second.changed) == (2, 2, 1, 1)
+    assert statuses_of(*subs) == [("pending", "waiting for the first message")] * 3
+
+
+def _items(reply) -> int:
+    return len(reply) if isinstance(reply, list | dict | set | tuple) else 1
+
+
+class CountingRedis(redis_lib.Redis):
+    """Counts the commands sent and the items of their replies (an entry of a list, hash or set; 1 for a
+    scalar), pipelines' and scripts' included."""
+
+    commands = 0
+    items = 0
+
+    def execute_command(self, *args, **options):
+        self.commands += 1
+        return super().execute_command(*args, **options)
+
+    def parse_response(self, connection, command_name, **options):
+        reply = super().parse_response(connection, command_name, **options)
+        self.items += _items(reply)
+        return reply
+
+    def pipeline(self, transaction: bool = True, shard_hint=None):
+        client = self
+
+        class Pipeline(redis_lib.client.Pipeline):
+            def execute(self, raise_on_error: bool = True):
+                client.commands += len(self.command_stack)
+                return super().execute(raise_on_error)
+
+            def parse_response(self, connection, command_name, **options):
+                reply = super().parse_response(connection, command_name, **options)
+                client.items += _items(reply)
+                return reply
+
+        return Pipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+
+
+def copies(model, template, count: int, name_column: str, names: str) -> None:
+    """`count` copies of the `template` row in one INSERT … SELECT, `name_column` set to `names` % n (fast where
+    the ORM's bulk_create takes seconds for 10,000 rows)."""
+    columns = [f.column for f in model._meta.concrete_fields if f.column not in ("id", name_column)]
+    listed = ", ".join(columns)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {model._meta.db_table} ({name_column}, {listed}) "
+            f"SELECT format(%s, g), {listed} FROM {model._meta.db_table}, generate_series(1, %s) g WHERE id = %s",
+            [names.replace("%d", "%s"), count, template.pk])
+
+
+def unchanged_run_cost(keys: Keys, btc, tf, live_subscriptions: int) -> tuple[int, int, int, int]:
+    """(subscriptions evaluated, SQL queries, Redis commands, Redis reply items) of a health run over
+    `live_subscriptions` live, fresh subscriptions of two bars, after the runs that settled them."""
+    from candles.models import Instrument
+
+    names = f"N{live_subscriptions}-%d-USDT"
+    copies(Instrument, btc, live_subscriptions // 2, "inst_id", names)
+    instruments = list(Instrument.objects.filter(inst_id__startswith=f"N{live_subscriptions}-"))
+    bars = [tf("1m"), tf("1H")]
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO candles_subscription (instrument_id, timeframe_id, is_active, status, "
+                       "status_message, webhook_url, webhook_failures, webhook_last_error, created_at, updated_at) "
+                       "SELECT i.id, t.id, true, 'live', '', '', 0, '', now(), now() FROM candles_instrument i, "
+                       "candles_timeframe t WHERE i.inst_id LIKE %s AND t.code IN ('1m', '1H')",
+                       [f"N{live_subscriptions}-%"])
+    r = CountingRedis.from_url(settings.REDIS_URL)
+    try:
+        for bar in bars:
+            r.zadd(keys.channel_seen(bar.code), {inst.inst_id: NOW - 1 for inst in instruments})
+            r.hset(keys.channel_status, mapping={f"{inst.inst_id}|{bar.code}": '{"state":"subscribed"}'
+                                                 for inst in instruments})
+        for _ in range(2):
+            health_check(redis=r, keys=keys, now=NOW)
+        r.commands = r.items = 0
+        with CaptureQueriesContext(connection) as queries:
+            result = health_check(redis=r, keys=keys, now=NOW)
+        assert result.changed == 0
+        return result.checked, len(queries), r.commands, r.items
+    finally:
+        r.close()
+        # Paused: the next measure's runs leave them out.
+        Subscription.objects.filter(instrument__in=instruments).update(is_active=False)
+
+
+def test_a_run_costs_the_same_over_10_or_10000_unchanged_live_subscriptions(btc, tf, settings):
+    # The audit's share is a constant batch per run: the same for both here.
+    settings.HEALTH_AUDIT_BATCH = 4
+    small = Keys(prefix=f"test:{uuid4().hex}:")
+    big = Keys(prefix=f"test:{uuid4().hex}:")
+    try:
+        small_cost = unchanged_run_cost(small, btc, tf, 10)
+        big_cost = unchanged_run_cost(big, btc, tf, 10_000)
+    finally:
+        client = redis_lib.Redis.from_url(settings.REDIS_URL)
+        for prefix in (small.prefix, big.prefix):
+            doomed = list(client.scan_iter(match=prefix + "*"))
+            if doomed:
+                client.delete(*doomed)
+        client.close()
+
+    checked, queries, commands, items = small_cost
+    assert checked == 4  # the audit's batch, and nothing else
+    assert big_cost[:3] == small_cost[:3]
+    # The rows audit's HSCAN returns a small hash whole, a large one about a batch at a time.
+    assert big_cost[3] <= items + 4
+
+
 # --- health: collectors ----------------------------------------------------------------------------------
 
 
@@ -380,14 +565,30 @@ def test_statuses_of_channels_no_active_subscription_wants_are_pruned_once_quiet
 
     assert result.channel_statuses_pruned == 2
     assert sorted(f.decode() for f in r.hkeys(keys.channel_status)) == ["BTC-USDT|1H", "BTC-USDT|1m", "GARBLED|1m"]
+    # Their index entries went with them.
+    assert r.zscore(keys.channel_seen("5m"), "BTC-USDT") is None
+    assert not r.sismember(keys.channel_refused("1m"), "GONE-USDT")
+    assert r.zscore(keys.channel_seen("1m"), "BTC-USDT") == NOW - 10_000
     assert health_check(redis=r, keys=keys, now=NOW).channel_statuses_pruned == 0
+
+
+def test_the_rows_audit_walks_the_hash_a_batch_at_a_time(r, keys, settings, db):
+    settings.HEALTH_AUDIT_BATCH = 100
+    # Enough rows for a hashtable (not a listpack, which HSCAN returns whole): a full walk takes runs.
+    for k in range(1_000):
+        put_channel(r, keys, f"GONE{k}-USDT", "1m")
+
+    pruned = [health_check(redis=r, keys=keys, now=NOW).channel_statuses_pruned for _ in range(3)]
+
+    assert all(0 < n < 1_000 for n in pruned)
+    assert r.hlen(keys.channel_status) == 1_000 - sum(pruned)
 
 
 def test_a_channel_status_rewritten_since_it_was_read_is_not_pruned(r, keys):
     put_channel(r, keys, "BTC-USDT", "5m", last_message_at=NOW)
     prune = r.register_script(PRUNE_CHANNEL_STATUS_LUA)
 
-    assert prune(keys=[keys.channel_status], args=["BTC-USDT|5m", b"what was read before"]) == 0
+    assert prune(keys=[keys.channel_status], args=["BTC-USDT|5m", b"what was read before"]) == []
     assert r.hexists(keys.channel_status, "BTC-USDT|5m")
 
 
