@@ -1,57 +1,160 @@
-"""The collector's status publisher: every channel's row, sent in chunks, as readers parse it. Real Redis;
-`keys` comes from tests/collectors/conftest.py."""
+"""The collector's status tick: rows when a channel's state changes, the last message of the channels that had
+one, deletions when a subscription is gone, and nothing when nothing changed. Real Redis; `keys` comes from
+tests/collectors/conftest.py."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 
+import pytest
 import redis.asyncio as aredis
 from django.conf import settings
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-from collectors.okx.messages import Channel, ErrorEvent
-from collectors.pipeline import runtime as runtime_module
-from collectors.pipeline.ingest import ChannelTrack
+from candles.bars import BarSpec
+from candles.models import Timeframe
+from collectors.okx.messages import CandleText, Channel, ErrorEvent
 from collectors.pipeline.runtime import CollectorRuntime, RuntimeConfig, SubscriptionSnapshot
 from collectors.pipeline.status import channel_statuses
 
+MINUTE_MS = 60_000
+T0_MS = 1_705_431_600_000  # on a minute boundary
+CHANNELS = [Channel(f"I{i}-USDT", "1m") for i in range(6)]
+REFUSED = Channel("NOPE-USDT", "1m")
 
-def test_every_channel_row_is_published_across_chunks(keys, redis, monkeypatch):
-    monkeypatch.setattr(runtime_module, "STATUS_CHUNK_ROWS", 7)  # 50 channels: 8 chunks, the last one short
-    channels = [Channel(f"I{i}-USDT", "1m") for i in range(50)]
-    refused = Channel("NOPE-USDT", "1m")
+
+def candle(channel: Channel, open_ms: int, confirmed: bool) -> CandleText:
+    return CandleText(channel.inst_id, channel.bar, open_ms, "100", "110", "90", "105", "1.5", "157.5", "157.5",
+                      confirmed)
+
+
+@pytest.fixture
+def specs(db) -> dict[str, BarSpec]:
+    return {tf.code: tf.spec for tf in Timeframe.objects.filter(code__in=["1m", "1H"])}
+
+
+def run(keys, specs, steps: Callable[[CollectorRuntime], Coroutine]) -> None:
+    """A runtime that is not running (no connection opens) whose status ticks `steps` drives by hand."""
 
     async def main() -> None:
-        config = RuntimeConfig(ws_url="ws://127.0.0.1:9/unused", keys=keys, collector_id="status-test")
+        config = RuntimeConfig(ws_url="ws://127.0.0.1:9/unused", keys=keys, collector_id="status-test", shards=1)
         runtime = CollectorRuntime(config, redis_factory=lambda: None,
                                    load_snapshot=lambda: SubscriptionSnapshot(frozenset(), {}))
-        runtime.client.add(channels)  # not running: shards are assigned, no connection opens
-        for channel in channels[:30]:
-            runtime.subscribed_since[channel] = 1.0
-        for channel in channels[:10]:
-            runtime.ingest.channels[(channel.inst_id, channel.bar)] = ChannelTrack(
-                open_ms=120_000, confirmed=True, last_message_at=2.5, last_confirmed_open=60_000)
-        runtime.invalid[refused] = "60018 doesn't exist"
-        runtime.client.invalid[refused] = ErrorEvent("60018", "doesn't exist")
+        runtime.ingest.specs = specs
+        runtime.ingest.clock_us = lambda: (T0_MS + 2 * MINUTE_MS + 500) * 1000
         runtime.redis = aredis.Redis.from_url(settings.REDIS_URL)
         try:
-            await runtime._publish_status()
+            await steps(runtime)
         finally:
             await runtime.redis.aclose()
 
     asyncio.run(main())
+
+
+def subscribe(runtime: CollectorRuntime, channels: list[Channel]) -> None:
+    """Subscriptions loaded and the one shard owned, as reconcile and the leases leave them."""
+    runtime.snapshot = SubscriptionSnapshot(frozenset(channels), {})
+    runtime.owned = {0}
+    runtime._collect_owned()
+
+
+def test_the_first_tick_writes_each_channel_and_the_indexes(keys, redis, specs):
+    async def steps(runtime: CollectorRuntime) -> None:
+        subscribe(runtime, [*CHANNELS, REFUSED])
+        runtime.client.handler.on_subscribed(CHANNELS[0])
+        runtime.client.handler.on_subscribed(CHANNELS[1])
+        runtime.client._mark_invalid(REFUSED, ErrorEvent("60018", "doesn't exist"))
+        runtime.ingest.accept(candle(CHANNELS[0], T0_MS + MINUTE_MS, True), "")
+        runtime.ingest.accept(candle(CHANNELS[0], T0_MS + 2 * MINUTE_MS, False), "")
+        await runtime._publish_status()
+
+    run(keys, specs, steps)
+
     statuses = channel_statuses(redis, keys)
-    assert len(statuses) == 51
-    assert {s.state for key, s in statuses.items() if key in {(c.inst_id, c.bar) for c in channels[:30]}} == {
-        "subscribed"}
-    assert {statuses[(c.inst_id, c.bar)].state for c in channels[30:]} == {"pending"}
-    invalid = statuses[("NOPE-USDT", "1m")]
-    assert (invalid.state, invalid.error) == ("invalid", "60018 doesn't exist")
-    tracked = statuses[("I0-USDT", "1m")]
-    assert (tracked.last_message_at, tracked.last_confirmed_open, tracked.collector) == (2.5, 60_000, "status-test")
-    assert statuses[("I40-USDT", "1m")].last_message_at is None
-    # The per-bar index of confirmed opens covers every tracked channel, whichever chunk it was in.
-    assert redis.zcard(keys.channel_confirmed("1m")) == 10
-    assert redis.hget(keys.collector("status-test"), "channels") == b"50"
+    assert {pair: s.state for pair, s in statuses.items()} == {
+        ("I0-USDT", "1m"): "subscribed", ("I1-USDT", "1m"): "subscribed", ("I2-USDT", "1m"): "pending",
+        ("I3-USDT", "1m"): "pending", ("I4-USDT", "1m"): "pending", ("I5-USDT", "1m"): "pending",
+        ("NOPE-USDT", "1m"): "invalid"}
+    first = statuses[("I0-USDT", "1m")]
+    assert (first.last_message_at, first.last_confirmed_open, first.collector) == (
+        (T0_MS + 2 * MINUTE_MS + 500) / 1000, T0_MS + MINUTE_MS, "status-test")
+    assert statuses[("I1-USDT", "1m")].last_message_at is None
+    assert statuses[("NOPE-USDT", "1m")].error == "60018 doesn't exist"
+    assert redis.smembers(keys.channel_refused("1m")) == {b"NOPE-USDT"}
+    assert redis.zcard(keys.channel_seen("1m")) == 1
+    assert redis.hget(keys.collector("status-test"), "channels") == b"6"  # the refused one is not collected
+
+
+def test_an_unchanged_channel_is_not_written_again_and_only_seen_channels_move(keys, redis, specs):
+    async def steps(runtime: CollectorRuntime) -> None:
+        subscribe(runtime, CHANNELS)
+        for channel in CHANNELS:
+            runtime.client.handler.on_subscribed(channel)
+            runtime.ingest.accept(candle(channel, T0_MS, False), "")
+        await runtime._publish_status()
+        # Marked by hand: a row written again would lose the mark; the seen index is cleared to show what moves.
+        redis.hset(keys.channel_status, "I3-USDT|1m", '{"state":"subscribed","collector":"marked"}')
+        redis.delete(keys.channel_seen("1m"))
+
+        for channel in CHANNELS:
+            runtime.client.handler.on_subscribed(channel)  # acks again after a reconnect: no change
+        runtime.ingest.accept(candle(CHANNELS[4], T0_MS, False), "")
+        await runtime._publish_status()
+
+        assert redis.hget(keys.channel_status, "I3-USDT|1m") == b'{"state":"subscribed","collector":"marked"}'
+        assert redis.zrange(keys.channel_seen("1m"), 0, -1) == [b"I4-USDT"]
+        await runtime._publish_status()  # nothing at all since
+        assert redis.zrange(keys.channel_seen("1m"), 0, -1) == [b"I4-USDT"]
+
+    run(keys, specs, steps)
+
+
+def test_a_channel_whose_subscription_ended_is_deleted_and_a_handed_over_one_is_kept(keys, redis, specs):
+    async def steps(runtime: CollectorRuntime) -> None:
+        subscribe(runtime, CHANNELS[:3])
+        for channel in CHANNELS[:3]:
+            runtime.client.handler.on_subscribed(channel)
+            runtime.ingest.accept(candle(channel, T0_MS, True), "")
+        await runtime._publish_status()
+
+        # I0 is unsubscribed; I1's shard goes to another collector (still subscribed); I2 stays.
+        runtime.status_writer.carry(frozenset(CHANNELS[2:3]), frozenset(CHANNELS[1:3]))
+        await runtime._publish_status()
+
+        assert sorted(redis.hkeys(keys.channel_status)) == [b"I1-USDT|1m", b"I2-USDT|1m"]
+        assert sorted(redis.zrange(keys.channel_seen("1m"), 0, -1)) == [b"I1-USDT", b"I2-USDT"]
+        assert sorted(redis.zrange(keys.channel_confirmed("1m"), 0, -1)) == [b"I1-USDT", b"I2-USDT"]
+
+        # Subscribed again: written again, its last figures with it.
+        runtime.status_writer.carry(frozenset(CHANNELS[:3]), frozenset(CHANNELS[:3]))
+        await runtime._publish_status()
+        again = channel_statuses(redis, keys, [("I0-USDT", "1m")])[("I0-USDT", "1m")]
+        assert (again.state, again.last_confirmed_open) == ("subscribed", T0_MS)
+
+    run(keys, specs, steps)
+
+
+def test_what_a_failed_tick_carried_goes_with_the_next_one(keys, redis, specs):
+    async def steps(runtime: CollectorRuntime) -> None:
+        subscribe(runtime, CHANNELS[:2])
+        runtime.client.handler.on_subscribed(CHANNELS[0])
+        runtime.ingest.accept(candle(CHANNELS[0], T0_MS, True), "")
+        working, runtime.redis = runtime.redis, aredis.Redis.from_url("redis://127.0.0.1:9/0")  # nothing there
+        with pytest.raises(RedisConnectionError):
+            await runtime._publish_status()
+        await runtime.redis.aclose()
+        runtime.redis = working
+
+        await runtime._publish_status()
+
+        statuses = channel_statuses(redis, keys)
+        assert {pair: s.state for pair, s in statuses.items()} == {
+            ("I0-USDT", "1m"): "subscribed", ("I1-USDT", "1m"): "pending"}
+        assert statuses[("I0-USDT", "1m")].last_confirmed_open == T0_MS
+        assert redis.zcard(keys.channel_seen("1m")) == 1
+
+    run(keys, specs, steps)
 
 
 def test_a_reload_with_the_same_subscriptions_keeps_the_channel_objects_held(keys):
@@ -68,5 +171,23 @@ def test_a_reload_with_the_same_subscriptions_keeps_the_channel_objects_held(key
         assert runtime.snapshot.channels is first
         await runtime.reconcile()  # changed: taken as loaded
         assert runtime.snapshot.channels == {Channel("A-USDT", "1m")}
+
+    asyncio.run(main())
+
+
+def test_the_channels_follow_the_subscriptions_and_the_shards_owned(keys):
+    async def main() -> None:
+        config = RuntimeConfig(ws_url="ws://127.0.0.1:9/unused", keys=keys, collector_id="own-test", shards=1)
+        runtime = CollectorRuntime(config, redis_factory=lambda: None,
+                                   load_snapshot=lambda: SubscriptionSnapshot(frozenset(CHANNELS[:2]), {}))
+        await runtime.reconcile()
+        assert runtime.client.channels == set() == runtime.status_writer.carried  # no shard yet
+        runtime.owned = {0}
+        runtime._collect_owned()
+        assert runtime.client.channels == set(CHANNELS[:2]) == runtime.status_writer.carried
+        runtime.owned = set()
+        runtime._collect_owned()
+        assert runtime.client.channels == set() == runtime.status_writer.carried
+        assert runtime.status_writer.ended == set()  # handed over, not ended: their rows stay
 
     asyncio.run(main())
