@@ -42,7 +42,7 @@ def test_counters_are_read_through_rate_or_increase():
 
 
 @pytest.mark.parametrize("needed", [
-    "messages_received_total", "flush_duration_seconds_sum", "buffer_entries", "subscription_lag_seconds",
+    "messages_received_total", "flush_duration_seconds_sum", "buffer_entries", "channel_lag_max_seconds",
     "ws_reconnects_total", "gaps", "dead_letters_total", "rest_requests_total", "rest_rate_limited_total",
 ])
 def test_the_panels_an_operator_watches_are_there(needed):

@@ -15,6 +15,7 @@ from django.test import override_settings
 
 from collectors.pipeline.keys import Keys
 from tests.support import LiveBuffer, candle_update, isolated_keys
+from tests.support.channel_status import put_channel
 
 
 class PipelineState:
@@ -42,14 +43,14 @@ class PipelineState:
         })
 
     def channel(self, inst_id: str, bar: str, *, last_message_at: float | None, last_confirmed_open: int | None,
-                state: str = "subscribed", collector: str = "c1", reconnects: int = 0, error: str | None = None,
-                ) -> None:
-        self.r.hset(self.keys.channel_status, f"{inst_id}|{bar}", orjson.dumps({
-            "last_message_at": last_message_at, "last_confirmed_open": last_confirmed_open, "state": state,
-            "error": error, "collector": collector, "reconnects": reconnects,
-        }))
-        if last_confirmed_open is not None:  # the worst-lag index the runtime writes beside the status
-            self.r.zadd(self.keys.channel_confirmed(bar), {inst_id: last_confirmed_open}, gt=True)
+                state: str = "subscribed", collector: str = "c1", reconnects: int | None = None,
+                error: str | None = None) -> None:
+        """A channel's status as the collector runtime writes it (row, per-bar indexes). `reconnects` is its
+        collector's count, which readers take from the collector's status hash."""
+        put_channel(self.r, self.keys, inst_id, bar, state=state, last_message_at=last_message_at,
+                    last_confirmed_open=last_confirmed_open, error=error, collector=collector)
+        if reconnects is not None:
+            self.r.hset(self.keys.collector(collector), "reconnects", reconnects)
 
     def repair_report(self, *, updated_at: float | None = None, eta_s: float | None = 3600.0,
                       backlog: dict[str, tuple[int, int]] | None = None) -> None:

@@ -60,7 +60,9 @@ def gap(sub: Subscription, state: str, missing: int, hours_ago: int) -> Gap:
                               missing=missing, state=state)
 
 
-def test_every_value_is_what_the_processes_wrote(client, state, instrument, django_assert_max_num_queries):
+@pytest.fixture
+def system(state, instrument) -> dict[str, float]:
+    """Counters, buffer, flush and collectors as the processes write them; subscriptions with their channels."""
     state.counters(messages=1234, candle_updates=1000, candles_flushed=900, flush_errors=2, dead_letters=7,
                    dead_letters_trimmed=1, missed_confirms=3, reconnects=5, collectors_removed=1, gaps_filled=4,
                    rest_requests=50, rest_retries=6, rest_rate_limited=5, flush_runs=30, flush_duration_ms=4500,
@@ -83,20 +85,25 @@ def test_every_value_is_what_the_processes_wrote(client, state, instrument, djan
     subscribe(btc, "1D", status=SubscriptionStatus.ERROR)
     subscribe(btc, "1s")  # pending, no channel status yet
     # BTC-USDT 1m confirmed its previous minute: no lag. The odd one's last confirmed candle opened 10
-    # minutes ago, so the next one closed 8 minutes ago.
+    # minutes ago, so the next one closed 8 minutes ago; its last message is 100 s old: quiet.
     state.channel("BTC-USDT", "1m", last_message_at=now - 2, last_confirmed_open=minute_ms - MINUTE_MS)
-    state.channel(ODD, "1m", last_message_at=now - 30, last_confirmed_open=minute_ms - 10 * MINUTE_MS)
+    state.channel(ODD, "1m", last_message_at=now - 100, last_confirmed_open=minute_ms - 10 * MINUTE_MS)
     state.channel("BTC-USDT", "1H", last_message_at=None, last_confirmed_open=None, state="pending")
-    state.channel(ODD, "1H", last_message_at=now, last_confirmed_open=None)  # paused: not exported
+    state.channel("BTC-USDT", "1D", last_message_at=None, last_confirmed_open=None, state="invalid",
+                  error="60018 no such channel")
     for state_name, missing, hours_ago, sub in [
         (GapState.OPEN, 10, 1, live), (GapState.OPEN, 5, 2, live), (GapState.FILLING, 3, 3, live),
         (GapState.FILLED, 7, 4, live), (GapState.FILLED, 7, 5, live), (GapState.FILLED, 7, 6, behind),
         (GapState.UNFILLABLE, 100, 7, behind),
     ]:
         gap(sub, state_name, missing, hours_ago)
+    return {"now": now, "flushed_at": flushed_at, "minute_ms": minute_ms}
 
+
+def test_every_value_is_what_the_processes_wrote(client, system, django_assert_max_num_queries):
+    now, minute_ms = system["now"], system["minute_ms"]
     before = time.time()
-    with django_assert_max_num_queries(6):  # savepoint, statement timeout, gaps, subscriptions, bars, release
+    with django_assert_max_num_queries(6):  # savepoint, statement timeout, subscriptions, gaps, bars, release
         families = scrape(client)
     after = time.time()
 
@@ -121,7 +128,7 @@ def test_every_value_is_what_the_processes_wrote(client, state, instrument, djan
     assert value("okx_candles_buffer_alarm_entries") == settings.BUFFER_ALARM_ENTRIES
     assert value("okx_candles_dead_letters_stored") == 4
     assert value("okx_candles_rest_needed_candles") == 2
-    assert value("okx_candles_last_flush_timestamp_seconds") == pytest.approx(flushed_at, abs=1e-6)
+    assert value("okx_candles_last_flush_timestamp_seconds") == pytest.approx(system["flushed_at"], abs=1e-6)
     assert families["okx_candles_collectors"].by_label("state") == {"alive": 1, "dead": 1}
     assert families["okx_candles_gaps"].by_label("state") == {"open": 2, "filling": 1, "filled": 3, "unfillable": 1}
     assert families["okx_candles_gap_missing_candles"].by_label("state") == {
@@ -129,6 +136,38 @@ def test_every_value_is_what_the_processes_wrote(client, state, instrument, djan
     assert families["okx_candles_subscriptions"].by_label("status") == {
         "pending": 1, "live": 2, "stale": 1, "error": 1, "paused": 1}
     assert families["okx_candles_metrics_source_up"].by_label("source") == {"redis": 1, "database": 1}
+
+    # Per timeframe, every timeframe: channels by state.
+    channels = families["okx_candles_channels"].samples
+    assert len(channels) == 3 * Timeframe.objects.count()
+    by_bar = {bar: {state: value("okx_candles_channels", timeframe=bar, state=state)
+                    for state in ("fresh", "quiet", "refused")} for bar in ("1m", "1H", "1D", "1s")}
+    assert by_bar == {"1m": {"fresh": 1, "quiet": 1, "refused": 0}, "1H": {"fresh": 0, "quiet": 0, "refused": 0},
+                      "1D": {"fresh": 0, "quiet": 0, "refused": 1}, "1s": {"fresh": 0, "quiet": 0, "refused": 0}}
+    # The worst of each: the odd channel's 100 s and its 8 minutes of lag; timeframes without one have none.
+    ages = families["okx_candles_channel_last_message_age_max_seconds"].by_label("timeframe")
+    assert list(ages) == ["1m"]
+    assert before - now + 100 <= ages["1m"] <= after - now + 100
+    lags = families["okx_candles_channel_lag_max_seconds"].by_label("timeframe")
+    assert list(lags) == ["1m"]
+    odd_next_close_s = (minute_ms - 8 * MINUTE_MS) / 1000
+    assert before - odd_next_close_s - 0.001 <= lags["1m"] <= after - odd_next_close_s + 0.001
+    unconfirmed = families["okx_candles_channels_unconfirmed"].by_label("timeframe")
+    # (The minute may turn between writing and scraping: then BTC-USDT's next candle has just closed too.)
+    turned = int(after * 1000) // MINUTE_MS * MINUTE_MS != minute_ms
+    assert unconfirmed["1m"] == (2 if turned else 1)
+    assert unconfirmed["1H"] == unconfirmed["1D"] == 0
+    # No series per subscription unless asked for.
+    assert families["okx_candles_subscription_last_message_age_seconds"].samples == {}
+    assert families["okx_candles_subscription_lag_seconds"].samples == {}
+
+
+@override_settings(METRICS_PER_SUBSCRIPTION=True)
+def test_per_subscription_gauges_come_when_asked_for(client, system):
+    now, minute_ms = system["now"], system["minute_ms"]
+    before = time.time()
+    families = scrape(client)
+    after = time.time()
 
     ages = families["okx_candles_subscription_last_message_age_seconds"].samples
     lags = families["okx_candles_subscription_lag_seconds"].samples
@@ -139,7 +178,7 @@ def test_every_value_is_what_the_processes_wrote(client, state, instrument, djan
     assert {labels for _, labels in lags} == set(series.values())
     age_name, lag_name = "okx_candles_subscription_last_message_age_seconds", "okx_candles_subscription_lag_seconds"
     assert before - now + 2 <= ages[(age_name, series["btc"])] <= after - now + 2
-    assert before - now + 30 <= ages[(age_name, series["odd"])] <= after - now + 30
+    assert before - now + 100 <= ages[(age_name, series["odd"])] <= after - now + 100
     # (The minute may turn between writing and scraping: then BTC-USDT's next candle has just closed.)
     assert lags[(lag_name, series["btc"])] <= after - now
     odd_next_close_s = (minute_ms - 8 * MINUTE_MS) / 1000
@@ -154,8 +193,11 @@ def test_a_scrape_reads_redis_without_locks_or_key_scans(client, state, r, btc):
 
     scrape(client)
 
-    used = {name.removeprefix("cmdstat_") for name in r.info("commandstats")} - {"config|resetstat", "info"}
-    assert used <= {"hlen", "llen", "get", "hgetall", "zcard", "zcount"}, used
+    stats = {name.removeprefix("cmdstat_"): figures for name, figures in r.info("commandstats").items()}
+    used = set(stats) - {"config|resetstat", "info"}
+    assert used <= {"hlen", "llen", "get", "hgetall", "zcard", "zcount", "zrange", "scard"}, used
+    # The counters and the last flush; never a channel's status (its indexes give counts and heads).
+    assert stats["hgetall"]["calls"] == 2
 
 
 def test_counters_that_never_moved_are_zero(client, keys):
@@ -181,7 +223,7 @@ def test_with_redis_down_the_database_metrics_remain(client, keys, server, btc):
     assert families["okx_candles_messages_received_total"].samples == {}
     assert families["okx_candles_buffer_entries"].samples == {}
     assert families["okx_candles_subscriptions"].value(status="live") == 1
-    assert families["okx_candles_subscription_lag_seconds"].samples == {}
+    assert families["okx_candles_channels"].samples == {}
 
 
 @override_settings(METRICS_TOKEN="s3cret-token")
