@@ -76,6 +76,7 @@ def build(instruments: int, gaps: int, rng: random.Random) -> None:
 
     from candles.models import Gap, GapState, Instrument, RepairPriority, Subscription, SubscriptionStatus, Timeframe
     from collectors.pipeline.connections import pipeline_keys, redis_client
+    from collectors.pipeline.status_writer import channel_row
 
     timeframes = list(Timeframe.objects.order_by("display_order"))
     symbols = [SYMBOL_FORMAT.format(i) for i in range(instruments)]
@@ -122,7 +123,10 @@ def build(instruments: int, gaps: int, rng: random.Random) -> None:
     now = time.time()
     specs = {tf.code: tf.spec for tf in timeframes}
     entries = {}
+    # The runtime's per-bar indexes: last message, last confirmed candle, refused channels.
+    seen_by_bar: dict[str, dict[str, float]] = {}
     confirmed_by_bar: dict[str, dict[str, int]] = {}
+    refused_by_bar: dict[str, list[str]] = {}
     for _pk, symbol, bar, active, status in subscriptions:
         if not active:
             continue
@@ -132,20 +136,24 @@ def build(instruments: int, gaps: int, rng: random.Random) -> None:
         if rng.random() < 0.05:  # some lag behind by a few bars
             for _ in range(rng.randint(1, 3)):
                 confirmed = spec.floor(confirmed - 1)
-        if status not in ("pending", "error"):  # the runtime's per-bar index of last confirmed candles
+        if status not in ("pending", "error"):
             confirmed_by_bar.setdefault(bar, {})[symbol] = confirmed
-        last = now - (rng.uniform(60, 600) if status == "stale" else rng.uniform(0, 5))
-        entries[f"{symbol}|{bar}"] = orjson.dumps({
-            "state": "invalid" if status == "error" else "pending" if status == "pending" else "subscribed",
-            "last_message_at": None if status in ("pending", "error") else last,
-            "last_confirmed_open": None if status in ("pending", "error") else confirmed,
-            "error": "60018 channel does not exist" if status == "error" else None,
-            "collector": f"host-{hash(symbol) % 4}:1234", "reconnects": rng.randint(0, 3)})
+            last = now - (rng.uniform(60, 600) if status == "stale" else rng.uniform(0, 5))
+            seen_by_bar.setdefault(bar, {})[symbol] = last
+        if status == "error":
+            refused_by_bar.setdefault(bar, []).append(symbol)
+        entries[f"{symbol}|{bar}"] = channel_row(
+            "invalid" if status == "error" else "pending" if status == "pending" else "subscribed",
+            "60018 channel does not exist" if status == "error" else None, f"host-{hash(symbol) % 4}:1234")
     items = list(entries.items())
     for i in range(0, len(items), 5000):
         redis.hset(keys.channel_status, mapping=dict(items[i:i + 5000]))
     for bar, opens in confirmed_by_bar.items():
         redis.zadd(keys.channel_confirmed(bar), opens)
+    for bar, seen in seen_by_bar.items():
+        redis.zadd(keys.channel_seen(bar), seen)
+    for bar, refused in refused_by_bar.items():
+        redis.sadd(keys.channel_refused(bar), *refused)
     for c in range(4):
         cid = f"host-{c}:1234"
         redis.zadd(keys.collectors, {cid: now})

@@ -8,8 +8,9 @@ Builds the same system as `bench/status.py` (--instruments × 27 bars of subscri
 active one in Redis under the private prefix `benchstatus:`) and prints, for each figure, the median of
 --rounds runs:
 
-* health: `health_check` wall time, SQL queries and Redis commands, once everything is settled (nothing
-  changed) and after --changed channels went quiet (they turn stale: the run that writes them);
+* health: `health_check` wall time, SQL queries, Redis commands and the items of their replies (the entries
+  read), once everything is settled (nothing changed) and after --changed channels went quiet (they turn
+  stale: the run that writes them);
 * collector status tick: CPU time of `CollectorRuntime._publish_status` with every channel carried, when no
   message came since the last tick, when --changed channels had one, and when every channel had one;
 * /metrics: `metrics_text` wall time, size and series.
@@ -34,25 +35,39 @@ from bench.status import PREFIX, _create_database, _environment, build  # noqa: 
 
 
 def counting_redis() -> Any:
-    """A Redis client of the bench's settings that counts the commands it sends (pipelines' included)."""
+    """A Redis client of the bench's settings that counts the commands it sends and the items of their replies
+    (entries of a list, hash or set; 1 for a scalar), pipelines' included: `client.counts` = [commands, items]."""
     import redis as redis_lib
     from django.conf import settings
 
+    def items(reply: Any) -> int:
+        return len(reply) if isinstance(reply, list | dict | set | tuple) else 1
+
     class CountingPipeline(redis_lib.client.Pipeline):
         def execute(self, raise_on_error: bool = True) -> list:
-            self.counter[0] += len(self.command_stack)
+            self.counts[0] += len(self.command_stack)
             return super().execute(raise_on_error)
 
+        def parse_response(self, connection: Any, command_name: Any, **options: Any) -> Any:
+            reply = super().parse_response(connection, command_name, **options)
+            self.counts[1] += items(reply)
+            return reply
+
     class CountingRedis(redis_lib.Redis):
-        counter = [0]
+        counts = [0, 0]
 
         def execute_command(self, *args: Any, **options: Any) -> Any:
-            self.counter[0] += 1
+            self.counts[0] += 1
             return super().execute_command(*args, **options)
+
+        def parse_response(self, connection: Any, command_name: Any, **options: Any) -> Any:
+            reply = super().parse_response(connection, command_name, **options)
+            self.counts[1] += items(reply)
+            return reply
 
         def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
             pipe = CountingPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
-            pipe.counter = self.counter
+            pipe.counts = self.counts
             return pipe
 
     return CountingRedis.from_url(settings.REDIS_URL)
@@ -75,42 +90,42 @@ def measure_health(rounds: int, changed: int) -> None:
 
     redis, keys = counting_redis(), pipeline_keys()
 
-    def run_once(now: float) -> tuple[float, float, float, float]:
-        redis.counter[0] = 0
+    def run_once(now: float) -> tuple[float, ...]:
+        redis.counts[:] = [0, 0]
         with CaptureQueriesContext(connection) as queries:
             started = time.perf_counter()
             result = health_check(redis=redis, keys=keys, now=now)
             elapsed = time.perf_counter() - started
-        return elapsed * 1000, len(queries), redis.counter[0], result.changed
+        return elapsed * 1000, len(queries), *redis.counts, result.checked, result.changed
+
+    def show(label: str, figures: tuple[float, ...]) -> None:
+        ms, queries, commands, items, checked, written = figures
+        print(f"health, {label:24} {ms:8.1f} ms {queries:4.0f} queries {commands:6.0f} Redis commands "
+              f"{items:7,.0f} reply items; {checked:6,.0f} evaluated, {written:5,.0f} written")
 
     now = time.time()
     run_once(now)  # settles every subscription to what Redis says
-    ms, queries, commands, _ = median_of(rounds, lambda: run_once(now))
-    print(f"health, nothing changed:      {ms:8.1f} ms  {queries:4.0f} queries  {commands:6.0f} Redis commands")
+    show("nothing changed:", median_of(rounds, lambda: run_once(now)))
     quiet = channels_go_quiet(redis, keys, changed, now)
-    ms, queries, commands, written = run_once(now)
-    print(f"health, {quiet:,} went stale:   {ms:8.1f} ms  {queries:4.0f} queries  {commands:6.0f} Redis commands "
-          f"({written:.0f} rows written)")
-    ms, queries, commands, _ = median_of(rounds, lambda: run_once(now))
-    print(f"health, settled again:        {ms:8.1f} ms  {queries:4.0f} queries  {commands:6.0f} Redis commands")
+    show(f"{quiet:,} went quiet:", run_once(now))
+    show("settled again:", median_of(rounds, lambda: run_once(now)))
 
 
 def channels_go_quiet(redis: Any, keys: Any, count: int, now: float) -> int:
-    """`count` live channels whose last message is now older than HEALTH_STALE_AFTER_S."""
-    import orjson
+    """`count` live channels whose last message is now older than HEALTH_STALE_AFTER_S (written without GT:
+    what the index holds when their collector stopped long enough ago)."""
     from django.conf import settings
 
+    from candles.models import Subscription
+
     old = now - settings.HEALTH_STALE_AFTER_S - 60
-    rows = redis.hgetall(keys.channel_status)
-    chosen = {}
-    for field_name, value in rows.items():
-        data = orjson.loads(value)
-        if data["state"] == "subscribed" and data["last_message_at"] and now - data["last_message_at"] < 30:
-            data["last_message_at"] = old
-            chosen[field_name] = orjson.dumps(data)
-            if len(chosen) == count:
-                break
-    redis.hset(keys.channel_status, mapping=chosen)
+    live = Subscription.objects.filter(is_active=True, status="live").order_by("id")
+    chosen = list(live.values_list("instrument__inst_id", "timeframe__code")[:count])
+    by_bar: dict[str, dict[str, float]] = {}
+    for inst_id, bar in chosen:
+        by_bar.setdefault(bar, {})[inst_id] = old
+    for bar, scores in by_bar.items():
+        redis.zadd(keys.channel_seen(bar), scores)
     return len(chosen)
 
 
@@ -136,6 +151,7 @@ def measure_tick(rounds: int, changed: int, instruments: int) -> None:
         runtime = CollectorRuntime(config, redis_factory=lambda: None,
                                    load_snapshot=lambda: SubscriptionSnapshot(frozenset(), {}))
         runtime.client.add(channels)  # not running: shards are assigned, no connection opens
+        runtime.status_writer.carry(frozenset(channels), frozenset(channels))
         now = time.time()
         for channel in channels:
             runtime.subscribed_since[channel] = now
@@ -162,9 +178,13 @@ def measure_tick(rounds: int, changed: int, instruments: int) -> None:
 
 
 def mark_seen(runtime: Any, channels: list, at: float) -> None:
-    """What ingest notes when a message of each channel arrives."""
+    """What ingest notes when a message of each channel arrives (`Ingest.accept`)."""
+    ingest = runtime.ingest
     for channel in channels:
-        runtime.ingest.channels[(channel.inst_id, channel.bar)].last_message_at = at
+        key = (channel.inst_id, channel.bar)
+        track = ingest.channels[key]
+        track.last_message_at = at
+        ingest.seen[key] = track
 
 
 # --- /metrics ---------------------------------------------------------------------------------------------

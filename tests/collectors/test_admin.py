@@ -33,6 +33,7 @@ from collectors.pipeline.deadletters import record_id
 from collectors.pipeline.flush import buffer_flush
 from collectors.pipeline.keys import Keys
 from tests.support import T0_MS, LiveBuffer, candle_update
+from tests.support.channel_status import put_channel
 from tests.support.private_services import private_redis
 
 pytestmark = pytest.mark.django_db
@@ -54,13 +55,6 @@ def redis_down(settings) -> Iterator[str]:
 
 def subscribe(instrument: Instrument, bar: str, **fields) -> Subscription:
     return Subscription.objects.create(instrument=instrument, timeframe=Timeframe.objects.get(code=bar), **fields)
-
-
-def put_channel(redis, keys: Keys, inst_id: str, bar: str, **fields) -> None:
-    """A channel status as the collector runtime writes it."""
-    value = {"last_message_at": None, "last_confirmed_open": None, "state": "subscribed", "error": None,
-             "collector": "c1", "reconnects": 0, **fields}
-    redis.hset(keys.channel_status, f"{inst_id}|{bar}", orjson.dumps(value))
 
 
 def put_collector(redis, keys: Keys, collector_id: str, heartbeat_at: float, shards: list[int]) -> None:

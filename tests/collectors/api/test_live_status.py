@@ -56,8 +56,7 @@ def collector(sim, keys, monkeypatch) -> Iterator[CollectorThread]:
 
 
 def test_a_running_collector_shows_in_status_health_and_metrics(client, sim, collector, r, keys):
-    wait_for("a confirmed 1s candle", lambda: r.hget(keys.channel_status, "BTC-USDT|1s") and
-             b'"last_confirmed_open":null' not in r.hget(keys.channel_status, "BTC-USDT|1s"))
+    wait_for("a confirmed 1s candle", lambda: r.zscore(keys.channel_confirmed("1s"), "BTC-USDT"))
     sim.simulator.drop_connections()
     wait_for("a reconnect", lambda: int(r.hget(keys.collector(COLLECTOR), "reconnects") or 0) >= 1)
     wait_for("messages after the reconnect", lambda: sim.simulator.stats()["connections"] >= 1)
