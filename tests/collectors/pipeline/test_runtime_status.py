@@ -191,3 +191,36 @@ def test_the_channels_follow_the_subscriptions_and_the_shards_owned(keys):
         assert runtime.status_writer.ended == set()  # handed over, not ended: their rows stay
 
     asyncio.run(main())
+
+
+def test_odd_instrument_ids_reach_the_indexes_intact(keys, redis, specs):
+    odd = [Channel('Q"UOTE\\BACK\nSLASH', "1m"), Channel("ÄÖ:12-USDT", "1m"), Channel("7:x", "1m")]
+
+    async def steps(runtime: CollectorRuntime) -> None:
+        subscribe(runtime, odd)
+        for channel in odd:
+            runtime.ingest.accept(candle(channel, T0_MS, True), "")
+        await runtime._publish_status()
+
+    run(keys, specs, steps)
+
+    at = (T0_MS + 2 * MINUTE_MS + 500) / 1000
+    assert {m.decode(): s for m, s in redis.zrange(keys.channel_seen("1m"), 0, -1, withscores=True)} == {
+        channel.inst_id: at for channel in odd}
+    assert {m.decode(): s for m, s in redis.zrange(keys.channel_confirmed("1m"), 0, -1, withscores=True)} == {
+        channel.inst_id: T0_MS for channel in odd}
+
+
+def test_thousands_of_channels_of_one_bar_are_written_in_chunks(keys, redis, specs):
+    many = [Channel(f"M{i}-USDT", "1m") for i in range(4_500)]  # the script's ZADDs take 2,000 at a time
+
+    async def steps(runtime: CollectorRuntime) -> None:
+        subscribe(runtime, many)
+        for channel in many:
+            runtime.ingest.accept(candle(channel, T0_MS, False), "")
+        await runtime._publish_status()
+
+    run(keys, specs, steps)
+
+    assert redis.zcard(keys.channel_seen("1m")) == 4_500
+    assert redis.hlen(keys.channel_status) == 4_500
