@@ -97,6 +97,18 @@ def build(instruments: int, gaps: int, rng: random.Random) -> None:
                     status_message={"stale": "no message since 2026-01-01T00:00:00Z",
                                     "error": "60018 channel does not exist"}.get(status, "")))
         Subscription.objects.bulk_create(rows, ignore_conflicts=True, batch_size=5000)
+    else:
+        # Reused: the mix drawn again (a health run of an earlier bench may have moved the statuses).
+        ids = list(Subscription.objects.filter(instrument_id__in=by_symbol.values()).order_by("pk")
+                   .values_list("pk", flat=True))
+        drawn = [rng.choice(statuses) for _ in ids]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE candles_subscription s SET is_active = v.status <> 'paused', "
+                "status = CASE WHEN v.status = 'paused' THEN 'live' ELSE v.status END, "
+                "status_message = CASE v.status WHEN 'stale' THEN 'no message since 2026-01-01T00:00:00Z' "
+                "WHEN 'error' THEN '60018 channel does not exist' ELSE '' END "
+                "FROM unnest(%s::bigint[], %s::text[]) AS v(id, status) WHERE s.id = v.id", [ids, drawn])
     subscriptions = list(Subscription.objects.filter(instrument_id__in=by_symbol.values())
                          .values_list("pk", "instrument__inst_id", "timeframe__code", "is_active", "status"))
     have = Gap.objects.filter(subscription__instrument_id__in=by_symbol.values()).count()

@@ -186,25 +186,30 @@ NOT_LIVE = (SubscriptionStatus.PENDING, SubscriptionStatus.STALE, SubscriptionSt
 SUBSCRIPTION_FIELDS = ("id", "instrument__inst_id", "timeframe__code", "status", "status_message")
 Candidate = tuple[int, str, str, str, str]  # id, inst_id, bar, status, status_message
 
-# The live subscriptions among (inst_id, bar) pairs, of instruments not ended (as `_active` below).
+# The live subscriptions among (inst_id, bar) pairs, of instruments not ended (as `_active` below). The LATERAL
+# subquery (its LIMIT keeps it from being flattened) looks each pair up in the unique (instrument, timeframe)
+# index: a plain join was planned as a hash join over every subscription once the pairs were a thousand.
 _LIVE_OF_PAIRS = """
 SELECT s.id, i.inst_id, t.code, s.status, s.status_message
 FROM unnest(%(insts)s::text[], %(bars)s::text[]) AS p(inst_id, bar)
 JOIN candles_instrument i ON i.inst_id = p.inst_id
 JOIN candles_timeframe t ON t.code = p.bar
-JOIN candles_subscription s ON s.instrument_id = i.id AND s.timeframe_id = t.id
-WHERE s.is_active AND s.status = %(live)s
-  AND i.delisted_at IS NULL AND (i.expires_at IS NULL OR i.expires_at > %(now)s)
+CROSS JOIN LATERAL (
+  SELECT id, status, status_message FROM candles_subscription
+  WHERE instrument_id = i.id AND timeframe_id = t.id AND is_active AND status = %(live)s LIMIT 1
+) s
+WHERE i.delisted_at IS NULL AND (i.expires_at IS NULL OR i.expires_at > %(now)s)
 """.strip()
 
-# Which of the (inst_id, bar) pairs an active subscription wants.
+# Which of the (inst_id, bar) pairs an active subscription wants (looked up as above).
 _ACTIVE_PAIRS = """
 SELECT i.inst_id, t.code
 FROM unnest(%(insts)s::text[], %(bars)s::text[]) AS p(inst_id, bar)
 JOIN candles_instrument i ON i.inst_id = p.inst_id
 JOIN candles_timeframe t ON t.code = p.bar
-JOIN candles_subscription s ON s.instrument_id = i.id AND s.timeframe_id = t.id
-WHERE s.is_active
+CROSS JOIN LATERAL (
+  SELECT 1 FROM candles_subscription WHERE instrument_id = i.id AND timeframe_id = t.id AND is_active LIMIT 1
+) s
 """.strip()
 
 
