@@ -140,8 +140,8 @@ def counted_key(keys: Keys, field_name: str) -> str:
 
 @dataclass(slots=True)
 class HealthResult:
-    # Subscriptions evaluated this run (not live in PostgreSQL, quiet or refused channels, the audit's
-    # batch), and how they came out: the others are live and stay so.
+    # Subscriptions evaluated this run (not live in PostgreSQL, quiet or refused channels, those the audit
+    # found unseen), and how they came out: the others are live and stay so.
     checked: int = 0
     live: int = 0
     stale: int = 0
@@ -153,7 +153,7 @@ class HealthResult:
     reconcile_published: bool = False
     channel_statuses_pruned: int = 0
     reconnects_counted: int = 0
-    audited: int = 0  # of `checked`, live subscriptions re-checked by the audit
+    audited: int = 0  # live subscriptions the audit looked up (their channel's last message)
 
     def __str__(self) -> str:
         dead = f"{len(self.dead_collectors)} dead collectors removed ({', '.join(self.dead_collectors)}), " \
@@ -257,6 +257,20 @@ def _audit_batch(redis: Any, keys: Keys, now: float, size: int) -> list[Candidat
     return batch
 
 
+def _unseen(redis: Any, keys: Keys, rows: list[Candidate], cutoff: float) -> list[Candidate]:
+    """Of live subscriptions, those whose channel has no message at or after `cutoff` in its bar's seen ZSET
+    (one ZMSCORE per bar): the others are live still, unless refused, which the refused SETs tell."""
+    by_bar = _by_bar((inst_id, bar) for _, inst_id, bar, _, _ in rows)
+    if not by_bar:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    for bar, inst_ids in by_bar.items():
+        pipe.zmscore(keys.channel_seen(bar), inst_ids)
+    seen = {(inst_id, bar): score for (bar, inst_ids), scores in zip(by_bar.items(), pipe.execute(), strict=True)
+            for inst_id, score in zip(inst_ids, scores, strict=True)}
+    return [row for row in rows if (score := seen[(row[1], row[2])]) is None or float(score) < cutoff]
+
+
 def subscriptions_health_update(*, redis: Any, keys: Keys, now: float, result: HealthResult) -> None:
     """Part (a): set the status of the active subscriptions whose channel's status may have changed."""
     stale_after_s = settings.HEALTH_STALE_AFTER_S
@@ -268,10 +282,10 @@ def subscriptions_health_update(*, redis: Any, keys: Keys, now: float, result: H
         for row in _pairs_query(_LIVE_OF_PAIRS, suspects, live=SubscriptionStatus.LIVE,
                                 now=datetime.fromtimestamp(now, UTC)):
             candidates[row[0]] = row
-    for row in _audit_batch(redis, keys, now, settings.HEALTH_AUDIT_BATCH):
-        if row[0] not in candidates:
-            result.audited += 1
-            candidates[row[0]] = row
+    audit = [row for row in _audit_batch(redis, keys, now, settings.HEALTH_AUDIT_BATCH) if row[0] not in candidates]
+    result.audited = len(audit)
+    for row in _unseen(redis, keys, audit, now - stale_after_s):
+        candidates[row[0]] = row
     channels = channel_statuses(redis, keys, [(inst_id, bar) for _, inst_id, bar, _, _ in candidates.values()])
     changed: list[tuple[int, str, str]] = []
     transitions: Counter[tuple[str, str]] = Counter()
