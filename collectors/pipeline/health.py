@@ -319,14 +319,13 @@ def channel_statuses_prune(*, redis: Any, keys: Keys, now: float, result: Health
     read: dict[tuple[str, str], Any] = {}
     for field_name, value in entries.items():
         try:
-            parse_channel_row(value)
             read[split_channel_field(field_name)] = value
         except Garbled:
             continue  # left for a human to see: the readers log it
     if not read:
         return
     wanted = set(_pairs_query(_ACTIVE_PAIRS, list(read)))
-    unwanted = _by_bar(pair for pair in read if pair not in wanted)
+    unwanted = _by_bar(pair for pair in read if pair not in wanted and _parses(read[pair]))
     if not unwanted:
         return
     pipe = redis.pipeline(transaction=False)
@@ -347,6 +346,15 @@ def channel_statuses_prune(*, redis: Any, keys: Keys, now: float, result: Health
         pipe.zrem(keys.channel_confirmed(bar), *inst_ids)
         pipe.srem(keys.channel_refused(bar), *inst_ids)
     pipe.execute()
+
+
+def _parses(value: Any) -> bool:
+    """A garbled row is left for a human to see (the readers log it), never pruned."""
+    try:
+        parse_channel_row(value)
+    except Garbled:
+        return False
+    return True
 
 
 def _by_bar(pairs: Any) -> dict[str, list[str]]:
