@@ -1,8 +1,10 @@
 """Read-only views of the pipeline's Redis status, for the health task, the REST API and the admin.
 
-The collector runtime writes these keys (see `keys.py`); this module only reads them. An entry that does
-not parse (a partial write, an older format, a hand edit) is skipped with one warning per read, never
-raised: a status page must not fail because one channel's status is garbled.
+The collector runtime writes these keys (see `keys.py`; a channel's status is its row in `channel_status`
+plus its scores in the per-bar `channel_seen` and `channel_confirmed` ZSETs, written by `status_writer.py`);
+this module only reads them, for the channels asked for or per bar from the ZSETs' counts and heads, never by
+reading every channel. An entry that does not parse (a partial write, a hand edit) is skipped with one
+warning per read, never raised: a status page must not fail because one channel's status is garbled.
 """
 
 from __future__ import annotations
