@@ -174,13 +174,20 @@ def status_snapshot(*, symbol: str | None = None, state: str | None = None, bar:
         detail = detail and counts["total"] <= AUTO_CHANNELS if channels is None else detail
         troubled_rows = {name: troubled(name, summary.by_status.get(name, 0), EXAMPLES)
                          for name in (SubscriptionStatus.ERROR, SubscriptionStatus.STALE)}
-        subscriptions = list(Subscription.objects.values_list(
+        listed = Subscription.objects.all() if symbol is None else Subscription.objects.filter(
+            instrument__inst_id=symbol)
+        subscriptions = list(listed.values_list(
             "instrument__inst_id", "timeframe__code", "is_active", "status", "status_message")) if detail else []
     except DatabaseError as exc:
         raise Unavailable(f"PostgreSQL is unreachable: {exc}".strip()) from None
     try:
         lags = worst_lags(redis, keys, {code: tf.spec for code, tf in timeframes.items()}, now=now, limit=EXAMPLES)
-        channel_map = channel_statuses(redis, keys) if detail else {}
+        if not detail:
+            channel_map = {}
+        elif symbol is not None:  # the instrument's channels only: a row and two scores for each of its bars
+            channel_map = channel_statuses(redis, keys, [(symbol, code) for code in timeframes])
+        else:
+            channel_map = channel_statuses(redis, keys)
     except RedisError as exc:
         raise Unavailable(f"Redis at {redacted_url(settings.REDIS_URL)} is unreachable: {exc}") from None
     snapshot = {
