@@ -217,17 +217,18 @@ def measure_metrics(rounds: int) -> None:
 
     from collectors.api.metrics import metrics_text
 
-    def scrape() -> tuple[float, float, float, float]:
+    def scrape() -> tuple[float, float, float, float, float]:
         with CaptureQueriesContext(connection) as queries:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             text = metrics_text()
-            elapsed = time.perf_counter() - started
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         series = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
-        return elapsed * 1000, len(text), series, len(queries)
+        return elapsed * 1000, cpu * 1000, len(text), series, len(queries)
 
     scrape()
-    ms, size, series, queries = median_of(rounds, scrape)
-    print(f"/metrics scrape: {ms:8.1f} ms  {size:,.0f} bytes  {series:,.0f} series  {queries:.0f} queries")
+    ms, cpu_ms, size, series, queries = median_of(rounds, scrape)
+    print(f"/metrics scrape: {ms:8.1f} ms ({cpu_ms:.1f} ms CPU)  {size:,.0f} bytes  {series:,.0f} series  "
+          f"{queries:.0f} queries")
 
 
 def main() -> None:
