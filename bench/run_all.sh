@@ -16,6 +16,7 @@ run "$PY" bench/client.py
 run "$PY" bench/pipeline.py --instruments 3000 --bars 1s,1m --intervals 0.2 --step-seconds 300
 run "$PY" bench/api.py
 run "$PY" bench/rules.py
+run "$PY" bench/status_cost.py
 run "$PY" bench/chaos.py --minutes 10
 run "$PY" bench/firehose.py --minutes 10
 echo "all figures in $LOG"
