@@ -158,8 +158,9 @@ class HealthResult:
     def __str__(self) -> str:
         dead = f"{len(self.dead_collectors)} dead collectors removed ({', '.join(self.dead_collectors)}), " \
             if self.dead_collectors else ""
-        return (f"{self.checked} subscriptions: {self.live} live, {self.stale} stale, {self.pending} pending, "
-                f"{self.error} error, {self.changed} changed; {dead}{self.leases_released} leases released")
+        return (f"{self.checked} subscriptions evaluated ({self.audited} audited): {self.live} live, "
+                f"{self.stale} stale, {self.pending} pending, {self.error} error, {self.changed} changed; "
+                f"{dead}{self.leases_released} leases released")
 
 
 def _iso(epoch_s: float) -> str:

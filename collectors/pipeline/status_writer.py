@@ -90,25 +90,28 @@ class ChannelStatusWriter:
         with a message since the last tick) and `confirmed` (a newer confirmed candle). Once the pipe has
         run, pass the result to `sent`, or to `unsent` if it failed."""
         dirty, ended, self.dirty, self.ended = self.dirty, self.ended, set(), set()
-        # ZADD arguments by bar, score then member, as they are read (a member twice is harmless: GT).
+        # ZADD arguments by bar, score then member, as they are read (a member twice is harmless: GT). Only
+        # carried channels: a push still in flight when a channel was dropped must not bring its entry back.
+        carried = self.carried
         seen_by_bar: dict[str, list[bytes]] = {}
         confirmed_by_bar: dict[str, list[bytes]] = {}
-        for (inst_id, bar), track in seen.items():  # every channel, when all had a message: kept inline
+        for channel, track in seen.items():  # every channel, when all had a message: kept inline
             at = track.last_message_at
-            if at is not None:
+            if at is not None and channel in carried:
+                inst_id, bar = channel
                 args = seen_by_bar.get(bar)
                 if args is None:
                     args = seen_by_bar[bar] = []
                 args += (repr(at).encode(), inst_id.encode())
         for (inst_id, bar), track in confirmed.items():
-            if track.last_confirmed_open is not None:
+            if track.last_confirmed_open is not None and (inst_id, bar) in carried:
                 _entry(confirmed_by_bar, bar, inst_id, str(track.last_confirmed_open))
         rows: dict[str, str] = {}
         refused: dict[str, list[str]] = {}
         accepted: dict[str, list[str]] = {}
         written: dict[Channel, RowState] = {}
         for channel in dirty:
-            if channel not in self.carried:
+            if channel not in carried:
                 continue
             row_state = state_of(channel)
             previous = self.written.get(channel)

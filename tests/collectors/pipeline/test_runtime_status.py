@@ -224,3 +224,19 @@ def test_thousands_of_channels_of_one_bar_are_written_in_chunks(keys, redis, spe
 
     assert redis.zcard(keys.channel_seen("1m")) == 4_500
     assert redis.hlen(keys.channel_status) == 4_500
+
+
+def test_a_push_in_flight_after_a_channel_was_dropped_does_not_bring_it_back(keys, redis, specs):
+    async def steps(runtime: CollectorRuntime) -> None:
+        subscribe(runtime, CHANNELS[:2])
+        await runtime._publish_status()
+        subscribe(runtime, CHANNELS[1:2])  # I0's subscription ended
+        runtime.ingest.accept(candle(CHANNELS[0], T0_MS, True), "")  # its last push, already on the wire
+        runtime.ingest.accept(candle(CHANNELS[1], T0_MS, True), "")
+        await runtime._publish_status()
+
+    run(keys, specs, steps)
+
+    assert redis.zrange(keys.channel_seen("1m"), 0, -1) == [b"I1-USDT"]
+    assert redis.zrange(keys.channel_confirmed("1m"), 0, -1) == [b"I1-USDT"]
+    assert redis.hkeys(keys.channel_status) == [b"I1-USDT|1m"]
