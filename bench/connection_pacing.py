@@ -37,6 +37,7 @@ if str(ROOT) not in sys.path:
 import websockets  # noqa: E402
 
 from collectors.okx.messages import Channel  # noqa: E402
+from collectors.okx.pacing import ConnectionGate  # noqa: E402
 from collectors.okx.ws import OkxWsClient, WsConfig, WsHandler  # noqa: E402
 from collectors.simulator.bars import ALL_BARS, BARS  # noqa: E402
 
@@ -77,16 +78,6 @@ class LoopLag:
             asked = time.monotonic()
             await asyncio.sleep(0.05)
             self.worst_s = max(self.worst_s, time.monotonic() - asked - 0.05)
-
-
-class NoArrivalWindow:
-    """A limiter that admits at once: `--spacing-only` takes the answered-connection window out of the gate."""
-
-    async def acquire(self, key: str, limit: int, period_s: float, *, longest_s: float = 0.0) -> None:
-        return None
-
-    async def done(self, admission: Any) -> None:
-        return None
 
 
 def start_simulator(instruments: int, bars: tuple[str, ...]) -> tuple[subprocess.Popen, str, str]:
@@ -144,7 +135,9 @@ async def run(args: argparse.Namespace, ws_url: str, rest_url: str) -> dict[str,
     handler = CountingHandler()
     client = OkxWsClient(WsConfig(url=ws_url, channels_per_connection=args.per_connection), handler, connect=connect)
     if args.spacing_only:
-        client._arrivals = NoArrivalWindow()  # type: ignore[assignment]
+        # No limit on starts in flight or answered: the even spacing and the 429 hold alone, as before.
+        client._gate = ConnectionGate(limit=10**9, window_s=client._gate.window_s, spacing_s=client._gate.spacing_s,
+                                      clock=client.clock, sleep=client.sleep)
     client.set_channels(channels)
     lag = LoopLag()
     loop = asyncio.get_running_loop()

@@ -3,9 +3,11 @@
 Channels are spread over shards of at most `channels_per_connection`; each shard owns one live
 connection (a *link*) at a time. Around it:
 
-* new connections are paced across the client with a margin under OKX's `connections_per_second` (see
-  `connection_spacing`), reconnect storms included, and each link keeps within `requests_per_hour`
-  subscribe/unsubscribe requests;
+* every new connection (first ones, reconnects, 64008 replacements) passes one gate of the client
+  (`collectors.okx.pacing`): starts an even `connection_spacing` apart, and never more than OKX's
+  `connections_per_second` in flight or answered within a second, so that OKX never counts more than its
+  limit in a second however late they arrive; each link keeps within `requests_per_hour` subscribe/unsubscribe
+  requests;
 * a watchdog sends OKX's text `ping` after `ping_after_s` of silence and drops the link if nothing answers
   within `pong_timeout_s` (reading stays a bare `async for`, so the hot path pays no per-frame timer);
 * any drop reconnects with capped exponential backoff and jitter and subscribes everything again;
@@ -48,6 +50,7 @@ from collectors.okx.messages import (
     build_requests,
     parse_message,
 )
+from collectors.okx.pacing import WINDOW_MARGIN_S, ConnectionGate
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +65,7 @@ class WsConfig:
     url: str
     channels_per_connection: int = 200
     connections_per_second: int = 3  # OKX's limit on new connections per IP, counted where they arrive
-    # Spread of the delay between a connection's start here and its arrival at OKX that the pacing absorbs
-    # (event-loop lag on either side, network jitter): see `connection_spacing`.
+    # Room left under the limit by the even pace of starts: see `connection_spacing`.
     connect_jitter_margin_s: float = 0.5
     requests_per_hour: int = 480
     args_per_request: int = DEFAULT_ARGS_PER_REQUEST
@@ -87,19 +89,13 @@ class WsConfig:
 
 
 def connection_spacing(config: WsConfig) -> float:
-    """Seconds between two connection starts so that OKX never counts more than its limit in a second.
+    """Seconds between two connection starts: an even pace with room under OKX's limit.
 
-    OKX counts arrivals in any second at its end. A connection started here at t arrives at t + d, with d
-    varying by up to J (event-loop lag here and there, the network). Gating starts at exactly N per second
-    lets jitter push a second over N: three starts late in one window of 1 s arrive together with three
-    started early in the next (42 upgrades refused with HTTP 429 at 27k channels). With starts at least
-    (1 + J) / N apart, any N + 1 consecutive starts span at least 1 + J, so their arrivals span more than
-    1 s whatever the jitter up to J: no 1-second window at the server sees more than N.
-
-    Even spacing rather than a sliding window of N per 1 + J: both sustain N / (1 + J) per second and
-    tolerate the same J, but a window lets N start at once, a burst the server has to handshake together.
-    With OKX's 3 per second and J = 0.5 s: one start every 0.5 s, 2 per second, 135 connections (27,000
-    channels at 200 each) in about 68 s.
+    The limit itself is kept by the gate's answered-connection window (`collectors.okx.pacing`), whatever the
+    delays. The spacing keeps the pace steady below it, so that starts never come `connections_per_second`
+    at once and the window only decides when answers are slow: at (1 + J) / N, any N + 1 starts span 1 + J
+    seconds. With OKX's 3 per second and J = 0.5 s: one start every 0.5 s, 90 connections (27,000 channels
+    at 300 each) in about 45 s.
     """
     return (1.0 + config.connect_jitter_margin_s) / config.connections_per_second
 
@@ -184,7 +180,8 @@ Connect = Callable[..., Awaitable[Any]]
 _DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 
 
-# How long no new connection starts after OKX refused one with HTTP 429 (its window is one second).
+# How long no new connection starts after OKX refused one with HTTP 429 (its window is one second). The gate
+# keeps this client's own starts under the limit; a refusal means someone else on the IP connects too.
 REFUSED_HOLD_S = 1.0
 
 # Bytes read from a connection per turn of the event loop (asyncio's default: 256 KiB).
@@ -342,7 +339,8 @@ class OkxWsClient:
         self.clock, self.wall_clock, self.sleep, self.rng = clock, wall_clock, sleep, rng
         # One gate for every connection of the client: first connections, reconnects after a drop (a storm
         # of them when everything dropped at once) and 64008 replacements all queue here, in order.
-        self._gate = SlidingWindow(1, connection_spacing(config), clock, sleep)
+        self._gate = ConnectionGate(limit=config.connections_per_second, window_s=1.0 + WINDOW_MARGIN_S,
+                                    spacing_s=connection_spacing(config), clock=clock, sleep=sleep)
         self._shards: list[_Shard] = []
         self._shard_ids = 0
         self.invalid: dict[Channel, ErrorEvent] = {}
@@ -424,7 +422,7 @@ class OkxWsClient:
         return shard
 
     async def _open(self) -> Any:
-        await self._gate.wait()
+        attempt = await self._gate.start()
         try:
             return await asyncio.wait_for(
                 self._connect_fn(self.config.url, ping_interval=None, compression=None, max_queue=None,
@@ -433,10 +431,12 @@ class OkxWsClient:
             )
         except InvalidStatus as exc:
             if exc.response.status_code == 429:
-                # Our starts reached OKX closer together than they left (a loaded path delays some): a pause
-                # for every connection of this client, so one refusal does not become a run of them.
+                # Starts this gate did not see (another client or process on this IP) took OKX's window: a
+                # pause for every connection of this client, so one refusal does not become a run of them.
                 self._gate.hold(REFUSED_HOLD_S)
             raise
+        finally:
+            self._gate.answered(attempt)  # a success, a refusal, a failure or a cancellation: it is over
 
     def _mark_invalid(self, channel: Channel, error: ErrorEvent) -> None:
         if channel in self.invalid:
