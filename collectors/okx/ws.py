@@ -4,10 +4,10 @@ Channels are spread over shards of at most `channels_per_connection`; each shard
 connection (a *link*) at a time. Around it:
 
 * every new connection (first ones, reconnects, 64008 replacements) passes one gate of the client
-  (`collectors.okx.pacing`): starts an even `connection_spacing` apart, and never more than OKX's
-  `connections_per_second` in flight or answered within a second, so that OKX never counts more than its
-  limit in a second however late they arrive; each link keeps within `requests_per_hour` subscribe/unsubscribe
-  requests;
+  (`collectors.okx.pacing`): starts an even `connection_spacing` apart, and none while OKX's
+  `connections_per_second` are in flight or were answered within the last 1.25 s, so that OKX never counts
+  more than its limit in a second however late they reach it; each link keeps within `requests_per_hour`
+  subscribe/unsubscribe requests;
 * a watchdog sends OKX's text `ping` after `ping_after_s` of silence and drops the link if nothing answers
   within `pong_timeout_s` (reading stays a bare `async for`, so the hot path pays no per-frame timer);
 * any drop reconnects with capped exponential backoff and jitter and subscribes everything again;
