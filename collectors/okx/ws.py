@@ -75,7 +75,10 @@ class WsConfig:
     backoff_cap_s: float = 30.0
     # A link that stayed up this long resets the backoff; shorter lives keep growing it.
     stable_after_s: float = 30.0
-    connect_timeout_s: float = 10.0
+    connect_timeout_s: float = 10.0  # to open TCP (and TLS): until then OKX has no upgrade request to count
+    # How long an upgrade request already sent waits for its answer. A server may count it whenever it reads
+    # it, even after we gave up and closed, so giving up early lets a late arrival crowd OKX's window.
+    answer_timeout_s: float = 60.0
     # How long a 64008 handover waits for the replacement's acks before switching anyway.
     handover_timeout_s: float = 15.0
 
@@ -212,6 +215,9 @@ class FastLaneConnection(ClientConnection):
         self._head = b""  # the handshake response, while it arrives
         self._rest = b""  # the start of a frame whose end has not arrived
         self._fragments: tuple[Opcode, list[bytes]] | None = None
+        # From connection_made on, the upgrade request may be on its way: the server can count it whenever it
+        # reads it, even after we gave up (see OkxWsClient._open).
+        self.request_may_be_out = False
         limits = [size for size in (self.protocol.max_message_size, self.protocol.max_fragment_size) if size]
         self._max_fast = min(limits) if limits else 2**63
 
@@ -222,6 +228,7 @@ class FastLaneConnection(ClientConnection):
         # turn short; at OKX's rates they cost a few hundred more recv() calls a second.
         if hasattr(transport, "max_size"):
             transport.max_size = FAST_LANE_READ_BYTES
+        self.request_may_be_out = True
         super().connection_made(transport)
 
     def start_fast_lane(self, on_message: Callable[[str | bytes], None]) -> None:
@@ -422,13 +429,29 @@ class OkxWsClient:
         return shard
 
     async def _open(self) -> Any:
+        cfg = self.config
         attempt = await self._gate.start()
+        made: list[FastLaneConnection] = []
+
+        def create_connection(*args: Any, **kwargs: Any) -> FastLaneConnection:
+            made.append(FastLaneConnection(*args, **kwargs))
+            return made[-1]
+
+        async def connect() -> Any:  # websockets.connect is awaitable, not a coroutine a task can take
+            return await self._connect_fn(cfg.url, ping_interval=None, compression=None, max_queue=None,
+                                          open_timeout=None, create_connection=create_connection)
+
+        opening = asyncio.get_running_loop().create_task(connect())
         try:
-            return await asyncio.wait_for(
-                self._connect_fn(self.config.url, ping_interval=None, compression=None, max_queue=None,
-                                 open_timeout=self.config.connect_timeout_s, create_connection=FastLaneConnection),
-                timeout=self.config.connect_timeout_s + 1,
-            )
+            await asyncio.wait({opening}, timeout=cfg.connect_timeout_s)
+            if not opening.done() and made and made[-1].request_may_be_out:
+                # The gate can only count this attempt as over once OKX answered: wait for the answer rather
+                # than retry while this request may still be read.
+                await asyncio.wait({opening}, timeout=max(0.0, cfg.answer_timeout_s - cfg.connect_timeout_s))
+            if not opening.done():
+                raise TimeoutError(f"no WebSocket upgrade within {cfg.connect_timeout_s:g} s (TCP, TLS) and "
+                                   f"{cfg.answer_timeout_s:g} s (its answer)")
+            return opening.result()
         except InvalidStatus as exc:
             if exc.response.status_code == 429:
                 # Starts this gate did not see (another client or process on this IP) took OKX's window: a
@@ -436,6 +459,9 @@ class OkxWsClient:
                 self._gate.hold(REFUSED_HOLD_S)
             raise
         finally:
+            if not opening.done():  # given up, or this shard is closing
+                opening.cancel()
+                await asyncio.gather(opening, return_exceptions=True)
             self._gate.answered(attempt)  # a success, a refusal, a failure or a cancellation: it is over
 
     def _mark_invalid(self, channel: Channel, error: ErrorEvent) -> None:

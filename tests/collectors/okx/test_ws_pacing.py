@@ -167,7 +167,9 @@ def test_the_next_start_waits_for_the_answer_that_frees_the_window():
 
 def test_connections_and_a_reconnect_storm_stay_within_the_limit_while_the_simulator_holds_upgrades():
     """4 connections, then every one dropped and reopened, each time while the simulator's loop is blocked for
-    2.5 s (a saturated machine): the requests it held are read together, and still no second has more than 3."""
+    2.5 s (a saturated machine): the requests it held are read together, and still no second has more than 3.
+    The stall outlasts `connect_timeout_s`: a request already sent waits for its answer instead of being
+    given up and sent again (the server would read both: 17 upgrade requests instead of 8)."""
 
     with run_in_thread(SimulatorConfig(seed=3, instruments=4, bars=("1m",), push_interval=0.5,
                                        new_connections_per_second=3)) as handle:
@@ -177,7 +179,7 @@ def test_connections_and_a_reconnect_storm_stay_within_the_limit_while_the_simul
             instruments = [inst for inst in sim.market.instruments if inst and not inst.startswith("REBASE")][:4]
             client = OkxWsClient(
                 WsConfig(url=handle.ws_url, channels_per_connection=1, backoff_base_s=0.05, backoff_cap_s=0.5,
-                         ping_after_s=5.0),
+                         ping_after_s=5.0, connect_timeout_s=0.5),
                 WsHandler(),
             )
             client.set_channels(Channel(inst, "1m") for inst in instruments)
@@ -205,6 +207,22 @@ def test_connections_and_a_reconnect_storm_stay_within_the_limit_while_the_simul
     # would never put 3 in a second), but a fourth was not started before one of them was answered.
     assert busiest_second(arrivals) == stats["handshakes_max_per_second"] == 3
     assert took < 15
+
+
+def test_a_connection_that_never_opens_is_given_up_after_the_connect_timeout_and_frees_the_gate():
+    async def main() -> tuple[float, int]:
+        async def never_opens(url: str, **options) -> object:
+            await asyncio.sleep(3600)  # no TCP connection: nothing reached the server to count
+
+        client = OkxWsClient(WsConfig(url="ws://x/", connect_timeout_s=0.2), WsHandler(), connect=never_opens)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match="no WebSocket upgrade"):
+            await client._open()
+        return time.monotonic() - started, client._gate.in_flight
+
+    took, in_flight = asyncio.run(main())
+    assert 0.2 <= took < 1.0
+    assert in_flight == 0
 
 
 async def wait_for(condition, timeout: float) -> None:
