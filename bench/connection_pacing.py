@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ import websockets  # noqa: E402
 
 from collectors.okx.messages import Channel  # noqa: E402
 from collectors.okx.pacing import ConnectionGate  # noqa: E402
-from collectors.okx.ws import OkxWsClient, WsConfig, WsHandler  # noqa: E402
+from collectors.okx.ws import ConnectionStatus, OkxWsClient, WsConfig, WsHandler  # noqa: E402
 from collectors.simulator.bars import ALL_BARS, BARS  # noqa: E402
 
 PUSH_INTERVAL_S = 2.0
@@ -62,9 +63,15 @@ class CountingHandler(WsHandler):
 
     def __init__(self) -> None:
         self.candles = 0
+        self.failures: Counter[str] = Counter()  # failed connection attempts by exception type
 
     def on_candle(self, update: Any, raw: str | bytes) -> None:
         self.candles += 1
+
+    def on_status(self, status: ConnectionStatus) -> None:
+        found = re.match(r"(?:handover )?connect failed: (\w+)", status.detail) if status.state == "backoff" else None
+        if found:
+            self.failures[found.group(1)] += 1
 
 
 class LoopLag:
@@ -168,6 +175,7 @@ async def run(args: argparse.Namespace, ws_url: str, rest_url: str) -> dict[str,
         "busiest_second_of_the_arrival_log": busiest_second(arrivals),
         "client_loop_lag_max_s": round(lag.worst_s, 3),
         "simulator_tick_busy_ms_max": stats.get("tick_busy_ms_max"),
+        "connect_failures_by_type": dict(handler.failures),
         "candles_received": handler.candles,
     })
     return result

@@ -11,9 +11,13 @@ start: a start is granted only while fewer than `limit` attempts are in flight o
 last `window_s` (> 1 s). Take any `limit` + 1 arrivals and the last of them to start: when it started, at most
 `limit` − 1 of the others were in flight or recently answered, so one was answered more than `window_s`
 before that start, and arrived before its answer. So any `limit` + 1 arrivals span more than `window_s`: no
-second at the server sees more than `limit`, whatever the delays. The only attempt the gate cannot place is
-one given up without an answer (a timeout) that the server reads even later; it counts from when it was
-given up.
+second at the server sees more than `limit`, whatever the delays.
+
+The one attempt this cannot place is one given up without an answer whose request the server reads later
+still: it counts from when it was given up. The client therefore gives up early only while no request can
+be out (TCP or TLS not yet open); once it may be, it waits for the answer (`WsConfig.answer_timeout_s`, a
+minute). Giving up at the connect timeout, as before, let a server stalled for 15 s read the abandoned
+requests together with their retries: 4 in a second at 27,000 channels under load.
 
 On top of the window, starts are spaced at least `spacing_s` apart (no burst of `limit` at once) and a
 `hold` (after a 429: another client on the same IP) stops every start for a while. Every rule is applied at
