@@ -89,6 +89,8 @@ class WsConfig:
             raise ValueError("channels_per_connection, connections_per_second and requests_per_hour must be ≥ 1")
         if self.connect_jitter_margin_s < 0:
             raise ValueError("connect_jitter_margin_s must not be negative")
+        if not 0 < self.connect_timeout_s <= self.answer_timeout_s:
+            raise ValueError("connect_timeout_s must be positive and answer_timeout_s at least as long")
 
 
 def connection_spacing(config: WsConfig) -> float:
@@ -444,13 +446,15 @@ class OkxWsClient:
         opening = asyncio.get_running_loop().create_task(connect())
         try:
             await asyncio.wait({opening}, timeout=cfg.connect_timeout_s)
-            if not opening.done() and made and made[-1].request_may_be_out:
+            request_out = bool(made) and made[-1].request_may_be_out
+            if not opening.done() and request_out:
                 # The gate can only count this attempt as over once OKX answered: wait for the answer rather
                 # than retry while this request may still be read.
-                await asyncio.wait({opening}, timeout=max(0.0, cfg.answer_timeout_s - cfg.connect_timeout_s))
+                await asyncio.wait({opening}, timeout=cfg.answer_timeout_s - cfg.connect_timeout_s)
             if not opening.done():
-                raise TimeoutError(f"no WebSocket upgrade within {cfg.connect_timeout_s:g} s (TCP, TLS) and "
-                                   f"{cfg.answer_timeout_s:g} s (its answer)")
+                raise TimeoutError("no WebSocket upgrade: " + (
+                    f"no answer to the request in {cfg.answer_timeout_s:g} s" if request_out
+                    else f"no connection (TCP, TLS) in {cfg.connect_timeout_s:g} s"))
             return opening.result()
         except InvalidStatus as exc:
             if exc.response.status_code == 429:
