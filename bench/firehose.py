@@ -10,7 +10,8 @@ the web app, the collectors worker, the flush worker, the backfill/webhooks/defa
 with DEBUG off and the settings from the environment only. It syncs the instruments (SPOT, SWAP, FUTURES),
 subscribes every listed live instrument in every bar with 10 minutes of history (`backfill_from` = start −
 10 min) — through a rule when `/api/v1/rules` exists, and through one `POST /api/v1/subscribe` — then runs
-for `--minutes` after every channel is live, and `--settle` seconds more so the last candles can be judged.
+for `--minutes` after every channel is live, and `--settle` seconds more so the last candles can be judged
+(longer when a 15m close would otherwise miss the judged window: the wait is printed).
 
 Each figure is printed beside its target with `pass` / `MISS` (or `info` when there is no target); the whole
 output also goes to bench/results/firehose-<UTC time>.log. Exit code 0 when every target is met.
@@ -407,17 +408,30 @@ class Judged:
         return self.exact_in_time / self.expected if self.expected else math.nan
 
 
+def closed_inside(bar: str, open_ms: int, start_ms: int, end_ms: int) -> bool:
+    """The judging rule: a candle is judged when it closed within [start, end] — at or after every channel
+    was live, and early enough before the end to be judged — whenever it opened.
+
+    A candle that opened before its channel was subscribed is no less fair to ask for: OKX's pushes carry the
+    whole candle so far, not what changed, so its final numbers come with its last push or its confirm (or,
+    when the confirm is left out, from REST repair), as for any other.
+    """
+    return start_ms <= BARS[bar].next_open(open_ms) <= end_ms
+
+
 def fetch_truth(sim_url: str, channels: Iterable[tuple[str, str]], start_ms: int, end_ms: int
                 ) -> dict[Key, tuple[str, ...]]:
-    """The simulator's final rows (/sim/truth) of the candles of `channels` closed within [start, end]."""
+    """The simulator's final rows (/sim/truth) of the candles of `channels` that closed within [start, end]."""
 
     def one(channel: tuple[str, str]) -> list[tuple[Key, tuple[str, ...]]]:
         inst_id, bar = channel
-        query = urllib.parse.urlencode({"instId": inst_id, "bar": bar, "start": start_ms, "end": end_ms})
+        # From the candle open at `start` - 1 ms: the first that closes at `start` or later.
+        first_open = BARS[bar].floor(start_ms - 1)
+        query = urllib.parse.urlencode({"instId": inst_id, "bar": bar, "start": first_open, "end": end_ms})
         with urllib.request.urlopen(f"{sim_url}/sim/truth?{query}", timeout=60) as response:
             rows = json.load(response)["data"]
         return [((inst_id, bar, int(row[0])), tuple(row[1:8])) for row in rows
-                if BARS[bar].next_open(int(row[0])) <= end_ms]
+                if closed_inside(bar, int(row[0]), start_ms, end_ms)]
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         return {key: values for part in pool.map(one, sorted(channels)) for key, values in part}
@@ -468,6 +482,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--settle", type=float, default=120.0,
                         help="seconds the system keeps running after the measured minutes, so the last candles "
                              "can be judged (not in the CPU figures; default 120)")
+    parser.add_argument("--no-wait-for-15m", dest="wait_for_15m", action="store_false",
+                        help="do not lengthen the settle until a 15m candle closed inside the judged window "
+                             "(by default it waits up to 15 min more, printing the wait)")
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--log-level", default="INFO", help="of every process (make run's default: INFO)")
     parser.add_argument("--simulator-nice", type=int, default=-5,
@@ -569,11 +586,20 @@ def run(args: argparse.Namespace, system: FirehoseSystem, out: Output) -> int:
     run_until = live_at + args.minutes * 60
     measure(system, client, samples, out, bars, len(instruments), start_ms, subscribed_ms, subscribed,
             until=run_until, cpu=True)
-    if args.settle > 0:
-        out.say(f"measured period over; {args.settle:g} s more so the last candles can be judged")
+    settle_until = run_until + args.settle
+    if args.wait_for_15m:
+        extra, close_at = quarter_hour_wait(live_at, settle_until, [b for b in bars if b in JUDGED_BARS])
+        if extra > 0:
+            out.say(f"no 15m candle closes inside the judged window yet: the settle runs {extra:.0f} s longer, so "
+                    f"that the {_hms(close_at)} close is {EXACT_WITHIN_S:g} s old at the end (--no-wait-for-15m "
+                    "skips it)")
+            settle_until += extra
+    if settle_until > run_until:
+        out.say(f"measured period over; {settle_until - run_until:.0f} s more so the last candles can be judged")
         measure(system, client, samples, out, bars, len(instruments), start_ms, subscribed_ms, subscribed,
-                until=run_until + args.settle, cpu=False)
+                until=settle_until, cpu=False)
     judged_end_ms = int(time.time() * 1000)
+    out.say(judging_rule(live_at, judged_end_ms))
 
     # --- the verdict -------------------------------------------------------------------------------
     sim_stats = http_json("GET", f"{system.sim_url}/sim/stats")[1]
@@ -710,9 +736,27 @@ def describe_backlog(backlog: Any) -> str:
     return ", ".join(parts) or json.dumps(backlog)[:200]
 
 
+def judging_rule(live_at: float, end_ms: int) -> str:
+    """The rule of the closed-candle figures, as the output states it."""
+    cutoff = end_ms / 1000 - EXACT_WITHIN_S
+    return (f"judged: every {'/'.join(JUDGED_BARS)} candle that closed between every channel live "
+            f"({_hms(live_at)}) and {EXACT_WITHIN_S:g} s before the end ({_hms(cutoff)}), whenever it opened")
+
+
+def quarter_hour_wait(live_at: float, judged_until: float, bars: Iterable[str]) -> tuple[float, float]:
+    """(seconds more to run, the close they wait for) so that a 15m candle closes inside the judged window
+    [live_at, judged_until − EXACT_WITHIN_S]; (0, close) when one does already or 15m is not run."""
+    if "15m" not in bars:
+        return 0.0, math.nan
+    spec = BARS["15m"]
+    first_close = spec.next_open(spec.floor(int(live_at * 1000) - 1)) / 1000  # at or after live_at
+    return max(0.0, first_close + EXACT_WITHIN_S - judged_until), first_close
+
+
 def judge_closed(system: FirehoseSystem, instruments: list[str], bars: tuple[str, ...], live_at: float,
                  end_ms: int) -> dict[str, Judged]:
-    """Closed 1m/5m/15m candles that opened after every channel was live and closed ≥ 120 s before the end."""
+    """Closed 1m/5m/15m candles, by `closed_inside`: closed after every channel was live and ≥ 120 s before
+    the end."""
     judged = [bar for bar in JUDGED_BARS if bar in bars]
     if not judged:
         return {}
@@ -723,7 +767,8 @@ def judge_closed(system: FirehoseSystem, instruments: list[str], bars: tuple[str
 
 def judge_missed(system: FirehoseSystem, instruments: list[str], bars: tuple[str, ...], live_at: float, end_ms: int,
                  seed: int) -> Judged | None:
-    """Live 1s candles of a sample of instruments whose confirm push the simulator left out, judged at 300 s."""
+    """Live 1s candles of a sample of instruments whose confirm push the simulator left out, judged at 300 s
+    (those that closed after every channel was live and ≥ 300 s before the end)."""
     if "1s" not in bars:
         return None
     sample = sorted(instruments, key=lambda inst_id: unit("firehose-sample", inst_id))[:MISSED_SAMPLE]
@@ -825,6 +870,10 @@ def report(out: Output, args: argparse.Namespace, system: FirehoseSystem, sample
         else:
             value = "not complete" if done is None else f"{done:.0f} s for {wanted} candles (±30 s sampling)"
         out.figure(f"requested history complete: {bar}", value, "reported", None)
+
+
+def _hms(moment: float) -> str:
+    return datetime.fromtimestamp(moment, tz=UTC).strftime("%H:%M:%S UTC")
 
 
 def _percentile(values: list[float], q: float) -> float:

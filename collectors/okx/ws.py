@@ -3,8 +3,10 @@
 Channels are spread over shards of at most `channels_per_connection`; each shard owns one live
 connection (a *link*) at a time. Around it:
 
-* new connections are paced across the client with a margin under OKX's `connections_per_second` (see
-  `connection_spacing`), reconnect storms included, and each link keeps within `requests_per_hour`
+* every new connection (first ones, reconnects, 64008 replacements) passes one gate of the client
+  (`collectors.okx.pacing`): starts an even `connection_spacing` apart, and none while OKX's
+  `connections_per_second` are in flight or were answered within the last 1.25 s, so that OKX never counts
+  more than its limit in a second however late they reach it; each link keeps within `requests_per_hour`
   subscribe/unsubscribe requests;
 * a watchdog sends OKX's text `ping` after `ping_after_s` of silence and drops the link if nothing answers
   within `pong_timeout_s` (reading stays a bare `async for`, so the hot path pays no per-frame timer);
@@ -48,6 +50,7 @@ from collectors.okx.messages import (
     build_requests,
     parse_message,
 )
+from collectors.okx.pacing import WINDOW_MARGIN_S, ConnectionGate
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +65,7 @@ class WsConfig:
     url: str
     channels_per_connection: int = 200
     connections_per_second: int = 3  # OKX's limit on new connections per IP, counted where they arrive
-    # Spread of the delay between a connection's start here and its arrival at OKX that the pacing absorbs
-    # (event-loop lag on either side, network jitter): see `connection_spacing`.
+    # Room left under the limit by the even pace of starts: see `connection_spacing`.
     connect_jitter_margin_s: float = 0.5
     requests_per_hour: int = 480
     args_per_request: int = DEFAULT_ARGS_PER_REQUEST
@@ -73,7 +75,10 @@ class WsConfig:
     backoff_cap_s: float = 30.0
     # A link that stayed up this long resets the backoff; shorter lives keep growing it.
     stable_after_s: float = 30.0
-    connect_timeout_s: float = 10.0
+    connect_timeout_s: float = 10.0  # to open TCP (and TLS): until then OKX has no upgrade request to count
+    # How long an upgrade request already sent waits for its answer. A server may count it whenever it reads
+    # it, even after we gave up and closed, so giving up early lets a late arrival crowd OKX's window.
+    answer_timeout_s: float = 60.0
     # How long a 64008 handover waits for the replacement's acks before switching anyway.
     handover_timeout_s: float = 15.0
 
@@ -84,22 +89,18 @@ class WsConfig:
             raise ValueError("channels_per_connection, connections_per_second and requests_per_hour must be ≥ 1")
         if self.connect_jitter_margin_s < 0:
             raise ValueError("connect_jitter_margin_s must not be negative")
+        if not 0 < self.connect_timeout_s <= self.answer_timeout_s:
+            raise ValueError("connect_timeout_s must be positive and answer_timeout_s at least as long")
 
 
 def connection_spacing(config: WsConfig) -> float:
-    """Seconds between two connection starts so that OKX never counts more than its limit in a second.
+    """Seconds between two connection starts: an even pace with room under OKX's limit.
 
-    OKX counts arrivals in any second at its end. A connection started here at t arrives at t + d, with d
-    varying by up to J (event-loop lag here and there, the network). Gating starts at exactly N per second
-    lets jitter push a second over N: three starts late in one window of 1 s arrive together with three
-    started early in the next (42 upgrades refused with HTTP 429 at 27k channels). With starts at least
-    (1 + J) / N apart, any N + 1 consecutive starts span at least 1 + J, so their arrivals span more than
-    1 s whatever the jitter up to J: no 1-second window at the server sees more than N.
-
-    Even spacing rather than a sliding window of N per 1 + J: both sustain N / (1 + J) per second and
-    tolerate the same J, but a window lets N start at once, a burst the server has to handshake together.
-    With OKX's 3 per second and J = 0.5 s: one start every 0.5 s, 2 per second, 135 connections (27,000
-    channels at 200 each) in about 68 s.
+    The limit itself is kept by the gate's answered-connection window (`collectors.okx.pacing`), whatever the
+    delays. The spacing keeps the pace steady below it, so that starts never come `connections_per_second`
+    at once and the window only decides when answers are slow: at (1 + J) / N, any N + 1 starts span 1 + J
+    seconds. With OKX's 3 per second and J = 0.5 s: one start every 0.5 s, 90 connections (27,000 channels
+    at 300 each) in about 45 s.
     """
     return (1.0 + config.connect_jitter_margin_s) / config.connections_per_second
 
@@ -184,7 +185,8 @@ Connect = Callable[..., Awaitable[Any]]
 _DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 
 
-# How long no new connection starts after OKX refused one with HTTP 429 (its window is one second).
+# How long no new connection starts after OKX refused one with HTTP 429 (its window is one second). The gate
+# keeps this client's own starts under the limit; a refusal means someone else on the IP connects too.
 REFUSED_HOLD_S = 1.0
 
 # Bytes read from a connection per turn of the event loop (asyncio's default: 256 KiB).
@@ -215,6 +217,9 @@ class FastLaneConnection(ClientConnection):
         self._head = b""  # the handshake response, while it arrives
         self._rest = b""  # the start of a frame whose end has not arrived
         self._fragments: tuple[Opcode, list[bytes]] | None = None
+        # From connection_made on, the upgrade request may be on its way: the server can count it whenever it
+        # reads it, even after we gave up (see OkxWsClient._open).
+        self.request_may_be_out = False
         limits = [size for size in (self.protocol.max_message_size, self.protocol.max_fragment_size) if size]
         self._max_fast = min(limits) if limits else 2**63
 
@@ -225,6 +230,7 @@ class FastLaneConnection(ClientConnection):
         # turn short; at OKX's rates they cost a few hundred more recv() calls a second.
         if hasattr(transport, "max_size"):
             transport.max_size = FAST_LANE_READ_BYTES
+        self.request_may_be_out = True
         super().connection_made(transport)
 
     def start_fast_lane(self, on_message: Callable[[str | bytes], None]) -> None:
@@ -342,7 +348,8 @@ class OkxWsClient:
         self.clock, self.wall_clock, self.sleep, self.rng = clock, wall_clock, sleep, rng
         # One gate for every connection of the client: first connections, reconnects after a drop (a storm
         # of them when everything dropped at once) and 64008 replacements all queue here, in order.
-        self._gate = SlidingWindow(1, connection_spacing(config), clock, sleep)
+        self._gate = ConnectionGate(limit=config.connections_per_second, window_s=1.0 + WINDOW_MARGIN_S,
+                                    spacing_s=connection_spacing(config), clock=clock, sleep=sleep)
         self._shards: list[_Shard] = []
         self._shard_ids = 0
         self.invalid: dict[Channel, ErrorEvent] = {}
@@ -424,19 +431,42 @@ class OkxWsClient:
         return shard
 
     async def _open(self) -> Any:
-        await self._gate.wait()
+        cfg = self.config
+        attempt = await self._gate.start()
+        made: list[FastLaneConnection] = []
+
+        def create_connection(*args: Any, **kwargs: Any) -> FastLaneConnection:
+            made.append(FastLaneConnection(*args, **kwargs))
+            return made[-1]
+
+        async def connect() -> Any:  # websockets.connect is awaitable, not a coroutine a task can take
+            return await self._connect_fn(cfg.url, ping_interval=None, compression=None, max_queue=None,
+                                          open_timeout=None, create_connection=create_connection)
+
+        opening = asyncio.get_running_loop().create_task(connect())
         try:
-            return await asyncio.wait_for(
-                self._connect_fn(self.config.url, ping_interval=None, compression=None, max_queue=None,
-                                 open_timeout=self.config.connect_timeout_s, create_connection=FastLaneConnection),
-                timeout=self.config.connect_timeout_s + 1,
-            )
+            await asyncio.wait({opening}, timeout=cfg.connect_timeout_s)
+            request_out = bool(made) and made[-1].request_may_be_out
+            if not opening.done() and request_out:
+                # The gate can only count this attempt as over once OKX answered: wait for the answer rather
+                # than retry while this request may still be read.
+                await asyncio.wait({opening}, timeout=cfg.answer_timeout_s - cfg.connect_timeout_s)
+            if not opening.done():
+                raise TimeoutError("no WebSocket upgrade: " + (
+                    f"no answer to the request in {cfg.answer_timeout_s:g} s" if request_out
+                    else f"no connection (TCP, TLS) in {cfg.connect_timeout_s:g} s"))
+            return opening.result()
         except InvalidStatus as exc:
             if exc.response.status_code == 429:
-                # Our starts reached OKX closer together than they left (a loaded path delays some): a pause
-                # for every connection of this client, so one refusal does not become a run of them.
+                # Starts this gate did not see (another client or process on this IP) took OKX's window: a
+                # pause for every connection of this client, so one refusal does not become a run of them.
                 self._gate.hold(REFUSED_HOLD_S)
             raise
+        finally:
+            if not opening.done():  # given up, or this shard is closing
+                opening.cancel()
+                await asyncio.gather(opening, return_exceptions=True)
+            self._gate.answered(attempt)  # a success, a refusal, a failure or a cancellation: it is over
 
     def _mark_invalid(self, channel: Channel, error: ErrorEvent) -> None:
         if channel in self.invalid:

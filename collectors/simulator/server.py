@@ -261,13 +261,22 @@ class Simulator:
             return counters
         return self._on_loop(act)
 
+    def stall(self, seconds: float) -> None:
+        """Block the server's event loop for `seconds` from now, as a saturated machine does: upgrade requests
+        that arrive meanwhile wait in the socket and are read (and counted) together when it ends."""
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            raise RuntimeError("the simulator is not serving")
+        self._stats["stalls"] += 1
+        loop.call_soon_threadsafe(time.sleep, float(seconds))
+
     def handshake_arrivals(self) -> list[float]:
         """Seconds (monotonic clock) at which the last WebSocket upgrade requests arrived, oldest first."""
         return self._on_loop(lambda: list(self._arrivals))
 
     CONTROL_ACTIONS = (
         "drop_connections", "send_notice", "ignore_pings", "send_malformed", "rest_429", "rest_delay",
-        "set_confirm_omit_rate", "stats", "list_instrument", "delist_instrument", "handshake_arrivals",
+        "set_confirm_omit_rate", "stats", "list_instrument", "delist_instrument", "handshake_arrivals", "stall",
     )
     # OKX's names in control bodies ({"action": "list_instrument", "instId": ...}) -> the methods' parameters.
     CONTROL_PARAMS = {"instId": "inst_id", "listTime": "list_time_ms", "expTime": "exp_time_ms"}

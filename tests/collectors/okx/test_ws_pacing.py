@@ -1,8 +1,8 @@
 """Pacing of new connections: OKX allows 3 per second per IP, counted where they arrive.
 
 The unit tests drive the client's gate on an injected clock; the last test runs the real client against the
-simulator over real sockets, with random arrival delays added to every connection, and asks the simulator
-how many upgrade requests it saw in its busiest second.
+simulator over real sockets while the simulator's loop is blocked (upgrade requests held, then read together),
+and asks the simulator how many upgrade requests it saw in its busiest second.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import pytest
 import websockets
 
 from collectors.okx.messages import Channel
+from collectors.okx.pacing import Attempt, ConnectionGate, next_start
 from collectors.okx.ws import OkxWsClient, WsConfig, WsHandler, connection_spacing
-from collectors.simulator import Simulator, SimulatorConfig
+from collectors.simulator import SimulatorConfig, run_in_thread
 
 
 def busiest_second(times: list[float]) -> int:
@@ -31,12 +32,14 @@ def busiest_second(times: list[float]) -> int:
     return most
 
 
-def test_the_spacing_leaves_half_a_second_of_jitter_under_okx_limit():
+def test_starts_are_spaced_to_leave_half_a_second_of_room_under_okx_limit():
     assert connection_spacing(WsConfig(url="ws://x/")) == pytest.approx(0.5)
     assert connection_spacing(WsConfig(url="ws://x/", connect_jitter_margin_s=0.2)) == pytest.approx(0.4)
     assert connection_spacing(WsConfig(url="ws://x/", connections_per_second=1000)) == pytest.approx(0.0015)
     with pytest.raises(ValueError, match="margin"):
         WsConfig(url="ws://x/", connect_jitter_margin_s=-0.1)
+    with pytest.raises(ValueError, match="answer_timeout_s"):
+        WsConfig(url="ws://x/", connect_timeout_s=10.0, answer_timeout_s=5.0)
 
 
 def open_at_once(count: int, refuse: set[int] = frozenset()) -> tuple[list[float], list[object]]:
@@ -98,51 +101,130 @@ def test_the_old_gate_of_exactly_three_per_second_was_pushed_over_by_jitter():
     assert busiest_second(delayed) > 3
 
 
-def test_connections_and_a_full_reconnect_storm_reach_the_simulator_within_its_limit_despite_jitter():
-    """12 connections, every one dropped at once, 12 reconnects: no 429, never more than 3 in a second."""
+def held_by_the_server(limit: int, count: int, answer_at: float) -> list[float]:
+    """`count` connections through a gate of `limit` (spacing 0.5 s, window 1.25 s) on an injected clock, to a
+    server that holds every upgrade request until `answer_at`, then reads and answers them together (each
+    later one at once): when each connection started."""
 
-    async def main() -> None:
-        sim = Simulator(SimulatorConfig(seed=3, instruments=12, bars=("1s", "1m"), push_interval=0.5,
-                                        new_connections_per_second=3))
-        rng = random.Random(11)
+    async def main() -> list[float]:
+        now = [0.0]
 
-        async def jittery_connect(*args, **kwargs):
-            # Random extra delay before each arrival: the lag a busy event loop or a network adds. 0.3 s of the
-            # 0.5 s margin, the rest left for this machine's own scheduling.
-            await asyncio.sleep(rng.uniform(0.0, 0.3))
-            return await websockets.connect(*args, **kwargs)
+        async def fake_sleep(seconds: float) -> None:
+            for _ in range(3):
+                await asyncio.sleep(0)
+            now[0] += seconds
 
-        async with sim.serve(host="127.0.0.1", port=0) as server:
-            instruments = [inst for inst in sim.market.instruments if inst and not inst.startswith("REBASE")][:12]
-            channels = [Channel(inst, bar) for inst in instruments for bar in ("1s", "1m")]
-            assert len(channels) == 24
+        gate = ConnectionGate(limit=limit, window_s=1.25, spacing_s=0.5, clock=lambda: now[0], sleep=fake_sleep)
+        server_reads = asyncio.Event()
+        starts: list[float] = []
+
+        async def connect() -> None:
+            attempt = await gate.start()
+            starts.append(now[0])
+            await server_reads.wait()
+            gate.answered(attempt)
+
+        tasks = [asyncio.get_running_loop().create_task(connect()) for _ in range(count)]
+        for _ in range(1000):  # until every start is made or the gate waits for an answer (the clock stands)
+            await asyncio.sleep(0)
+            if len(starts) == count or gate.in_flight == limit:
+                break
+        assert now[0] <= answer_at
+        now[0] = answer_at
+        server_reads.set()
+        await asyncio.gather(*tasks)
+        return starts
+
+    return asyncio.run(main())
+
+
+def test_a_server_holding_requests_gets_no_fourth_start_before_it_answered_one():
+    starts = held_by_the_server(limit=3, count=5, answer_at=3.0)
+
+    assert starts == pytest.approx([0.0, 0.5, 1.0, 4.25, 4.75])
+    # Every request arrives between its start and its answer: at worst the first three at 3.0 together, the
+    # fourth at its start. Never 4 within a second.
+    assert busiest_second([3.0, 3.0, 3.0, *starts[3:]]) == 3
+
+
+def test_even_spacing_alone_lets_a_server_holding_requests_read_five_at_once():
+    # What the client did before the window: starts 0.5 s apart whatever became of the earlier ones.
+    starts = held_by_the_server(limit=10**9, count=5, answer_at=3.0)
+
+    assert starts == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0])
+    assert busiest_second([3.0] * 5) == 5
+
+
+def test_the_next_start_waits_for_the_answer_that_frees_the_window():
+    def attempts(*answered: float | None) -> list[Attempt]:
+        return [Attempt(started_at=0.0, answered_at=at) for at in answered]
+
+    assert next_start(5.0, limit=3, window_s=1.25, not_before=5.5, attempts=attempts(4.0, None)) == 5.5
+    # Full: the oldest answer leaves the window first.
+    assert next_start(5.0, limit=3, window_s=1.25, not_before=0.0, attempts=attempts(4.5, 4.0, None)) == 5.25
+    assert next_start(5.0, limit=3, window_s=1.25, not_before=6.0, attempts=attempts(4.5, 4.0, None)) == 6.0
+    # Three still in flight: only an answer can free a place.
+    assert next_start(5.0, limit=3, window_s=1.25, not_before=0.0, attempts=attempts(None, 4.9, None, None)) is None
+
+
+def test_connections_and_a_reconnect_storm_stay_within_the_limit_while_the_simulator_holds_upgrades():
+    """4 connections, then every one dropped and reopened, each time while the simulator's loop is blocked for
+    2.5 s (a saturated machine): the requests it held are read together, and still no second has more than 3.
+    The stall outlasts `connect_timeout_s`: a request already sent waits for its answer instead of being
+    given up and sent again (the server would read both: 17 upgrade requests instead of 8)."""
+
+    with run_in_thread(SimulatorConfig(seed=3, instruments=4, bars=("1m",), push_interval=0.5,
+                                       new_connections_per_second=3)) as handle:
+        sim = handle.simulator
+
+        async def main() -> None:
+            instruments = [inst for inst in sim.market.instruments if inst and not inst.startswith("REBASE")][:4]
             client = OkxWsClient(
-                WsConfig(url=server.ws_url, channels_per_connection=2, backoff_base_s=0.05, backoff_cap_s=0.5,
-                         ping_after_s=5.0),
-                WsHandler(), connect=jittery_connect,
+                WsConfig(url=handle.ws_url, channels_per_connection=1, backoff_base_s=0.05, backoff_cap_s=0.5,
+                         ping_after_s=5.0, connect_timeout_s=0.5),
+                WsHandler(),
             )
-            client.set_channels(channels)
+            client.set_channels(Channel(inst, "1m") for inst in instruments)
+            sim.stall(2.5)
             runner = asyncio.get_running_loop().create_task(client.run())
             try:
-                await wait_for(lambda: len(client.statuses()) == 12
-                               and all(s.state == "open" for s in client.statuses()), timeout=12)
-                assert sim.stats()["connections"] == 12
-                assert sim.drop_connections() == 12
+                await wait_for(lambda: len(client.statuses()) == 4
+                               and all(s.state == "open" for s in client.statuses()), timeout=10)
+                assert sim.drop_connections() == 4
+                sim.stall(2.5)
                 await wait_for(lambda: all(s.reconnects >= 1 and s.state == "open" for s in client.statuses()),
-                               timeout=12)
-                stats = sim.stats()
+                               timeout=10)
             finally:
                 await client.stop()
                 await runner
-        assert stats["handshakes"] == 24
-        assert stats["handshakes_rejected"] == 0
-        assert stats["handshakes_max_per_second"] <= 3
-        assert stats["connections"] == 12
-        assert busiest_second(sim.handshake_arrivals()) == stats["handshakes_max_per_second"]
 
-    started = time.monotonic()
-    asyncio.run(main())
-    assert time.monotonic() - started < 30
+        started = time.monotonic()
+        asyncio.run(main())
+        took = time.monotonic() - started
+        stats, arrivals = sim.stats(), sim.handshake_arrivals()
+    assert stats["stalls"] == 2
+    assert stats["handshakes"] == 8  # no refusal, so no retry
+    assert stats["handshakes_rejected"] == 0
+    # The stalls did bunch arrivals: three requests held and read together each time (evenly spaced starts
+    # would never put 3 in a second), but a fourth was not started before one of them was answered.
+    assert busiest_second(arrivals) == stats["handshakes_max_per_second"] == 3
+    assert took < 15
+
+
+def test_a_connection_that_never_opens_is_given_up_after_the_connect_timeout_and_frees_the_gate():
+    async def main() -> tuple[float, int]:
+        async def never_opens(url: str, **options) -> object:
+            await asyncio.sleep(3600)  # no TCP connection: nothing reached the server to count
+
+        client = OkxWsClient(WsConfig(url="ws://x/", connect_timeout_s=0.2), WsHandler(), connect=never_opens)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match=r"no WebSocket upgrade: no connection \(TCP, TLS\) in 0.2 s"):
+            await client._open()
+        return time.monotonic() - started, client._gate.in_flight
+
+    took, in_flight = asyncio.run(main())
+    assert 0.2 <= took < 1.0
+    assert in_flight == 0
 
 
 async def wait_for(condition, timeout: float) -> None:
