@@ -121,9 +121,18 @@ def main() -> None:
     parser.add_argument("--instruments", type=int, default=1000)
     parser.add_argument("--minutes", type=int, default=10)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--throughput", type=float, default=0, metavar="SECONDS",
+                        help="measure only repair throughput against the simulator, this long per kind of work")
+    parser.add_argument("--profile", action="store_true", help="with --throughput: where the workers' CPU went")
     args = parser.parse_args()
     name = _use_bench_database()
     _setup_django()
+    if args.throughput:
+        from repair_throughput import throughput
+
+        print(f"database {name}")
+        throughput(args.instruments, args.throughput, args.profile)
+        return
     from django.db import connection, transaction
     from django.utils import timezone
 
