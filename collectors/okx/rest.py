@@ -220,11 +220,12 @@ class OkxRestClient:
         after, pages = end_ms + 1, 0
         while True:
             history = self._needs_history(bar, start_ms, after)
-            page = await self.candles(inst_id, bar, after=after, history=history)
+            limit = self._page_size(bar, start_ms, after)
+            page = await self.candles(inst_id, bar, after=after, history=history, limit=limit)
             if not page and not history:
                 # /candles may hold fewer candles than promised; an empty page there is not proof of the end.
                 history = True
-                page = await self.candles(inst_id, bar, after=after, history=True)
+                page = await self.candles(inst_id, bar, after=after, history=True, limit=limit)
             pages += 1
             oldest = _merge_page(found, page, start_ms, after)
             if on_page is not None:
@@ -233,6 +234,17 @@ class OkxRestClient:
             if oldest is None or oldest <= start_ms:
                 return [found[ts] for ts in sorted(found)]
             after = oldest
+
+    def _page_size(self, bar: str, start_ms: int, after: int) -> int:
+        """Rows to ask for below `after`: the open times down to `start_ms`, and one more so that the page reaches
+        past it even when `start_ms` is not an open time (a page that stops short costs a second request).
+
+        A repair of one candle then reads two rows, not a full page: OKX sends, and this client parses, only
+        what the range holds. Calendar bars count with their shortest length, so never too few."""
+        length = BAR_MS.get(bar)
+        if length is None:
+            return self.page_limit
+        return min(self.page_limit, (after - start_ms + length - 1) // length + 1)
 
     def _needs_history(self, bar: str, start_ms: int, after: int) -> bool:
         """Whether the page below `after` reaches past what /candles serves."""
