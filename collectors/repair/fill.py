@@ -16,12 +16,12 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from redis import RedisError
 
 from candles.bars import datetime_to_ms
-from candles.models import Candle, Gap, GapState
+from candles.models import Gap, GapState
 from candles.storage import CandleRow, UpsertResult, candle_missing_ranges, candles_upsert
 from collectors.okx.messages import CandleUpdate
 from collectors.okx.rest import PermanentError, UnsupportedBar
@@ -140,11 +140,16 @@ def _fill_claimed(gap: Gap, *, redis: Any, keys: Keys, now: datetime, fetch: Fet
     return settled
 
 
+_CONFIRMED_OPEN_TIMES = """
+SELECT (extract(epoch FROM open_time) * 1000)::bigint FROM candles_candle
+WHERE instrument_id = %s AND timeframe_id = %s AND open_time >= %s AND open_time <= %s AND confirmed
+"""
+
+
 def _confirmed_open_times(instrument_id: int, timeframe_id: int, start: datetime, end: datetime) -> set[int]:
-    return {datetime_to_ms(moment) for moment in Candle.objects.filter(
-        instrument_id=instrument_id, timeframe_id=timeframe_id, open_time__gte=start, open_time__lte=end,
-        confirmed=True,
-    ).values_list("open_time", flat=True)}
+    with connection.cursor() as cursor:
+        cursor.execute(_CONFIRMED_OPEN_TIMES, [instrument_id, timeframe_id, start, end])
+        return {open_ms for (open_ms,) in cursor.fetchall()}
 
 
 def notify_written(on_written: OnWritten | None, rows: list[CandleRow]) -> None:
