@@ -129,12 +129,13 @@ def repair_run(
 def _run(*, budget_s: float, now: datetime, rest_url: str, redis: Any, keys: Keys, on_written: OnWritten | None,
          workers: int) -> RepairRunResult:
     deadline = time.monotonic() + budget_s
-    confirms = confirm_backlog(now=now, redis=redis, keys=keys)
+    capacity = {lane: int(BUDGET_PER_S[lane] * budget_s) + SPARE_UNITS for lane in LANES}
+    confirms = confirm_backlog(now=now, redis=redis, keys=keys, units_wanted=sum(capacity.values()))
     queues: dict[str, deque[Unit]] = {lane: deque() for lane in LANES}
     for unit in confirms.units:
         queues[unit.lane].append(unit)
     for lane, queue in queues.items():
-        room = int(BUDGET_PER_S[lane] * budget_s) + SPARE_UNITS - len(queue)
+        room = capacity[lane] - len(queue)
         if room > 0:
             queue.extend(gaps_due(lane=lane, limit=room, now=now))
     timeframes = {tf.code: tf for tf in Timeframe.objects.all()}
@@ -170,7 +171,8 @@ def _run(*, budget_s: float, now: datetime, rest_url: str, redis: Any, keys: Key
     try:
         result.report = repair_report_write(
             redis=redis, keys=keys, confirm_candles=confirm_left,
-            confirm_units=sum(1 for q in queues.values() for u in q if u.priority == RepairPriority.CONFIRM),
+            confirm_units=confirms.unread_units + sum(
+                1 for q in queues.values() for u in q if u.priority == RepairPriority.CONFIRM),
             gaps=gap_backlog(), repaired=dict(result.repaired), requests=dict(result.requests),
         )
     except Exception:
