@@ -128,6 +128,7 @@ class _Phases:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
         self._undo: list[tuple[object, str, object]] = []
@@ -144,6 +145,7 @@ class _Phases:
             stack[-1][1] += spent
         with self._lock:
             self.seconds[label] = self.seconds.get(label, 0.0) + spent - inner
+            self.calls[label] = self.calls.get(label, 0) + 1
 
     def wrap(self, owner: object, name: str, label: str) -> None:
         original = getattr(owner, name)
@@ -253,7 +255,7 @@ def _measure(rest_url: str, seconds: float, profile: bool, redis, keys) -> dict:
     requests1, rejected1 = _sim_requests(rest_url)
     out = {"units": units, "wall": wall, "cpu": cpu, "main": main, "requests": requests1 - requests0,
            "429s": rejected1 - rejected0, "postgres": postgres.seconds,
-           "phases": phases.seconds if phases else {}}
+           "phases": phases.seconds if phases else {}, "calls": phases.calls if phases else {}}
     if profile and profiles:
         stats = pstats.Stats(profiles[0])
         for extra in profiles[1:]:
@@ -325,7 +327,7 @@ def _kind(rest_url: str, instruments: int, kind: str, seconds: float, profile: b
           f"of a core")
     if m["phases"]:
         for label, spent in sorted(m["phases"].items(), key=lambda item: -item[1]):
-            print(f"        {label:<38} {spent * 1000 / units:6.2f} ms")
+            print(f"        {label:<38} {spent * 1000 / units:6.2f} ms  ({m['calls'][label] / units:.1f} calls)")
         rest = workers - sum(m["phases"].values())
         print(f"        {'the rest (loop, logging, bookkeeping)':<38} {rest * 1000 / units:6.2f} ms")
     if "profile" in m:

@@ -298,17 +298,12 @@ class _Merged(NamedTuple):
     rejected: list[tuple[int, str]]  # (index in the batch, reason), in index order
 
 
-def _json_default(value: object) -> str:
-    if isinstance(value, Decimal):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not a candle field")
-
-
 def _merge_arrays(rows: Sequence[CandleRow]) -> _Merged | None:
     """The batch merged in one statement; None when text in it is not a number (nothing was written then)."""
     try:
-        # orjson writes plain tuples only, not NamedTuples.
-        params = {"rows": orjson.dumps(list(map(tuple, rows)), default=_json_default).decode()}
+        # orjson writes plain tuples only, not NamedTuples; a Decimal goes as its str(), as COPY writes it, and
+        # Decimal.__str__ refuses any other type (orjson then raises).
+        params = {"rows": orjson.dumps(list(map(tuple, rows)), default=Decimal.__str__).decode()}
     except orjson.JSONEncodeError:  # an integer past 64 bits, a value of no candle type: COPY's turn to say
         return None
     # A statement that fails inside the caller's transaction must not abort it: a savepoint only there. Alone,

@@ -23,8 +23,7 @@ from redis import RedisError
 from candles.bars import datetime_to_ms
 from candles.models import Gap, GapState
 from candles.storage import CandleRow, UpsertResult, candle_missing_ranges, candles_upsert
-from collectors.okx.messages import CandleUpdate
-from collectors.okx.rest import PermanentError, UnsupportedBar
+from collectors.okx.rest import Candle, PermanentError, UnsupportedBar
 from collectors.pipeline.buffer import receipt_version
 from collectors.pipeline.connections import pipeline_keys, redis_client
 from collectors.pipeline.keys import Keys
@@ -44,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 OnWritten = Callable[[list[CandleRow]], object]
 # (inst_id, bar, first open time, last open time) -> every candle REST has in that range, oldest first.
-Fetch = Callable[[str, str, int, int], list[CandleUpdate]]
+Fetch = Callable[[str, str, int, int], list[Candle]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +90,7 @@ def gap_fill(
 
 def shared_budget_fetch(rest_url: str | None, keys: Keys) -> Fetch:
     """A `Fetch` that makes a client on the shared budget for each call (for one-off fills)."""
-    def fetch(inst_id: str, bar: str, start_ms: int, end_ms: int) -> list[CandleUpdate]:
+    def fetch(inst_id: str, bar: str, start_ms: int, end_ms: int) -> list[Candle]:
         return asyncio.run(with_rest_client(rest_url or settings.OKX_REST_URL, keys,
                                             lambda c: c.candle_range(inst_id, bar, start_ms, end_ms)))
     return fetch

@@ -106,6 +106,16 @@ def test_a_short_range_asks_for_its_candles_and_one_more_not_a_whole_page(sim, b
     assert [page.rows for page in pages] == [count + 1]
 
 
+def test_numbers_as_text_are_okx_strings_of_the_same_candles(sim):
+    end = last_closed(MINUTE) - 5 * MINUTE
+    start = end - 9 * MINUTE
+    candles, _ = run(fetch_range(client_for(sim, numbers_as_text=True), "ETH-USDT", "1m", start, end))
+    rows = sim.simulator.market.truth_range("ETH-USDT", "1m", start, end)
+    assert [[str(c.open_time_ms), c.open, c.high, c.low, c.close, c.vol, c.vol_ccy] for c in candles] == [
+        row[:7] for row in rows]
+    assert [c.exact() for c in candles] == truth(sim, "ETH-USDT", "1m", start, end)
+
+
 def test_a_range_not_starting_on_an_open_time_still_takes_one_request(sim):
     end = last_closed(MINUTE) - 5 * MINUTE
     start = end - 3 * MINUTE - 20_000  # 20 s into a candle: the page must reach the one before
