@@ -306,9 +306,10 @@ def _merge_arrays(rows: Sequence[CandleRow]) -> _Merged | None:
         params = {"rows": orjson.dumps(list(map(tuple, rows)), default=Decimal.__str__).decode()}
     except orjson.JSONEncodeError:  # an integer past 64 bits, a value of no candle type: COPY's turn to say
         return None
-    # A statement that fails inside the caller's transaction must not abort it: a savepoint only there. Alone,
-    # the statement is its own transaction.
-    guard = transaction.atomic() if connection.in_atomic_block else nullcontext()
+    # A statement that fails inside the caller's transaction must not abort it: a savepoint only there. Alone
+    # (autocommit), the statement is its own transaction.
+    inside = connection.in_atomic_block or not connection.get_autocommit()
+    guard = transaction.atomic() if inside else nullcontext()
     try:
         with guard, connection.cursor() as cursor:
             cursor.execute(_MERGE_ARRAYS, params)
