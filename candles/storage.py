@@ -1,8 +1,11 @@
 """The one write path for candles, and the reads that must be fast.
 
 `candles_upsert` is the only code that writes the candles table: live data, backfill and the admin all
-call it. A batch is copied into a temporary staging table and merged with one
-`INSERT … SELECT … ON CONFLICT DO UPDATE`, inside one transaction. The database enforces the rules:
+call it. It has two strategies, chosen by the size of the batch, with the same checks and the same
+`ON CONFLICT DO UPDATE` rules (shared text below): a large batch (a flush) is copied into a temporary staging
+table and merged with one `INSERT … SELECT … ON CONFLICT DO UPDATE`, inside one transaction; a small one (a REST
+page) travels as one JSON parameter and is checked, merged and reported on in a single statement, without the
+staging table's create, copy and drop. The database enforces the rules:
 
 * a row is validated in SQL (known instrument and bar, decimal numbers, high ≥ max(open, close),
   low ≤ min(open, close), volumes ≥ 0, open time on the bar's boundary); an invalid row is reported
@@ -13,9 +16,9 @@ call it. A batch is copied into a temporary staging table and merged with one
 * open candles from REST are not stored (REST caches lag; the open candle comes from the WebSocket);
 * within one batch, the same key keeps the valid row the database would keep by those same rules.
 
-Numbers are copied straight into typed columns, so PostgreSQL parses each value once. Only a batch that
-holds text which is not a number goes through a slower text staging that names the bad column of each
-bad row. Measured choices are recorded in bench/upsert.py.
+Numbers are copied straight into typed columns (or cast from the JSON's text by the same input functions), so
+PostgreSQL parses each value once. Only a batch that holds text which is not a number goes through a slower text
+staging that names the bad column of each bad row. Measured choices are recorded in bench/upsert.py.
 """
 
 from __future__ import annotations
