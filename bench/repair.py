@@ -1,6 +1,7 @@
 """Benchmark the repair plane at the mission's breadth: 1,000 instruments × 27 bars = 27,000 series.
 
     .venv/bin/python bench/repair.py [--instruments 1000] [--minutes 10] [--runs 5]
+    .venv/bin/python bench/repair.py --throughput 20 [--instruments 1000] [--profile]
 
 Runs in its own database (the configured one's name + `_bench`, as bench/upsert.py). It stores `--minutes`
 of every series' candles (1s included: 600,000 rows for ten minutes of 1,000 instruments), 5 % of the closed
@@ -9,8 +10,12 @@ of every series' candles (1s included: 600,000 rows for ten minutes of 1,000 ins
 1. a steady detection run: every 1s series has 5 candles closed since its watermark (a run every 5 s) and
    every 1m/3m/5m/15m series one (the worst boundary, when they all close together);
 2. the detection run after a collector outage of 60 s: every series has a hole, recorded as gaps;
-3. reading the missed-confirm queue (the partial index) and building its REST units;
+3. reading the missed-confirm queue (the partial index) and building its REST units: whole, and as deep as one
+   repair run reads it;
 4. the same steady run at a tenth of the series, to show the cost follows the candles, not the series.
+
+`--throughput SECONDS` measures instead the repair runs themselves against the simulator (requests a second,
+CPU per unit by phase): see bench/repair_throughput.py.
 
 Target (issue 14): a run's work follows what changed; at 27,000 series a steady run takes well under its
 5 s period. The baseline it replaces looped over subscriptions at 30–100 ms each (13–45 min a pass).
