@@ -1,6 +1,7 @@
 """Benchmark the repair plane at the mission's breadth: 1,000 instruments × 27 bars = 27,000 series.
 
     .venv/bin/python bench/repair.py [--instruments 1000] [--minutes 10] [--runs 5]
+    .venv/bin/python bench/repair.py --throughput 20 [--instruments 1000] [--profile]
 
 Runs in its own database (the configured one's name + `_bench`, as bench/upsert.py). It stores `--minutes`
 of every series' candles (1s included: 600,000 rows for ten minutes of 1,000 instruments), 5 % of the closed
@@ -9,8 +10,12 @@ of every series' candles (1s included: 600,000 rows for ten minutes of 1,000 ins
 1. a steady detection run: every 1s series has 5 candles closed since its watermark (a run every 5 s) and
    every 1m/3m/5m/15m series one (the worst boundary, when they all close together);
 2. the detection run after a collector outage of 60 s: every series has a hole, recorded as gaps;
-3. reading the missed-confirm queue (the partial index) and building its REST units;
+3. reading the missed-confirm queue (the partial index) and building its REST units: whole, and as deep as one
+   repair run reads it;
 4. the same steady run at a tenth of the series, to show the cost follows the candles, not the series.
+
+`--throughput SECONDS` measures instead the repair runs themselves against the simulator (requests a second,
+CPU per unit by phase): see bench/repair_throughput.py.
 
 Target (issue 14): a run's work follows what changed; at 27,000 series a steady run takes well under its
 5 s period. The baseline it replaces looped over subscriptions at 30–100 ms each (13–45 min a pass).
@@ -121,9 +126,18 @@ def main() -> None:
     parser.add_argument("--instruments", type=int, default=1000)
     parser.add_argument("--minutes", type=int, default=10)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--throughput", type=float, default=0, metavar="SECONDS",
+                        help="measure only repair throughput against the simulator, this long per kind of work")
+    parser.add_argument("--profile", action="store_true", help="with --throughput: where the workers' CPU went")
     args = parser.parse_args()
     name = _use_bench_database()
     _setup_django()
+    if args.throughput:
+        from repair_throughput import throughput
+
+        print(f"database {name}")
+        throughput(args.instruments, args.throughput, args.profile)
+        return
     from django.db import connection, transaction
     from django.utils import timezone
 
@@ -132,6 +146,8 @@ def main() -> None:
     from collectors.pipeline.keys import Keys
     from collectors.repair.confirms import confirm_backlog
     from collectors.repair.detect import detection_advance
+    from collectors.repair.report import BUDGET_PER_S
+    from collectors.repair.schedule import SPARE_UNITS
 
     print(f"database {name}; {args.instruments} instruments × 27 bars; {args.minutes} min of candles")
     now = timezone.now()
@@ -176,13 +192,19 @@ def main() -> None:
         def execute(self):
             return [0, []]
 
-    confirm_times = []
+    confirm_times, run_times = [], []
+    # What one repair run of 4.5 s can carry over both lanes (schedule._run asks for as much).
+    run_units = sum(int(rate * 4.5) + SPARE_UNITS for rate in BUDGET_PER_S.values())
     for _ in range(args.runs):
         started = time.perf_counter()
         backlog = confirm_backlog(now=now, redis=_NoRedis(), keys=Keys("bench:"))
         confirm_times.append(time.perf_counter() - started)
-    print(f"3. missed-confirm queue: {backlog.candles:,} candles in {len(backlog.units):,} REST units, read in "
-          f"p50 {statistics.median(confirm_times) * 1000:.0f} ms")
+        started = time.perf_counter()
+        run_backlog = confirm_backlog(now=now, redis=_NoRedis(), keys=Keys("bench:"), units_wanted=run_units)
+        run_times.append(time.perf_counter() - started)
+    print(f"3. missed-confirm queue: {backlog.candles:,} candles in {len(backlog.units):,} REST units, read whole in "
+          f"p50 {statistics.median(confirm_times) * 1000:.0f} ms; as deep as a run needs ({run_units} units): "
+          f"{len(run_backlog.units):,} units in p50 {statistics.median(run_times) * 1000:.0f} ms")
 
     tenth = Subscription.objects.filter(pk__in=Subscription.objects.order_by("pk").values("pk")[:series // 10])
     Subscription.objects.exclude(pk__in=tenth.values("pk")).update(is_active=False)

@@ -13,6 +13,10 @@ touches real data. Each round:
 
 Target (issue 2): the upsert reaches at least 0.5× the raw COPY's rows/s.
 
+`--strategies` measures the two strategies of the write path apart, at the sizes of a REST page and beyond: the
+CPU of the writing process and of its PostgreSQL backend per batch (1-row to 3,000-row batches that update stored
+candles), which is how `candles.storage.ARRAY_BATCH_MAX` was chosen.
+
 `--compare-keys` also measures the choice made in candles.models.Candle: a composite primary key against
 a surrogate id plus a unique constraint, on a table of 1M rows.
 """
@@ -187,11 +191,50 @@ def compare_keys(table_rows: int = 1_000_000, batch_rows: int = 100_000) -> None
         cursor.execute("DROP TABLE IF EXISTS bench_keys")
 
 
+def _backend_cpu_s() -> float:
+    """CPU seconds of this connection's PostgreSQL backend (it runs on this host)."""
+    from django.db import connection
+
+    connection.ensure_connection()
+    fields = Path(f"/proc/{connection.connection.info.backend_pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def compare_strategies(sizes: tuple[int, ...] = (1, 5, 100, 300, 500, 1000, 3000)) -> None:
+    """CPU per batch of each strategy: the process's own and its PostgreSQL backend's."""
+    from candles import storage
+    from candles.storage import candles_upsert
+
+    print("\nstrategies of candles_upsert, CPU per batch (process + PostgreSQL backend):")
+    version = 10
+    chosen = storage.ARRAY_BATCH_MAX
+    try:
+        for size in sizes:
+            line = [f"  {size:>5} rows:"]
+            for name, limit in (("arrays", 10**9), ("staging", 0)):
+                storage.ARRAY_BATCH_MAX = limit
+                batches = max(3, min(200, 20_000 // size))
+                candles_upsert(rows=_make_rows(size, version))
+                version += 1
+                backend, own = _backend_cpu_s(), time.process_time()
+                for _ in range(batches):
+                    candles_upsert(rows=_make_rows(size, version))
+                    version += 1
+                own_ms = (time.process_time() - own) * 1000 / batches
+                backend_ms = (_backend_cpu_s() - backend) * 1000 / batches
+                line.append(f"{name} {own_ms:6.2f} + {backend_ms:6.2f} = {own_ms + backend_ms:6.2f} ms")
+            print("   ".join(line) + ("   (arrays chosen)" if size <= chosen else "   (staging chosen)"))
+    finally:
+        storage.ARRAY_BATCH_MAX = chosen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=100_000, help="rows per timed batch (default 100000)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the median is reported (default 3)")
     parser.add_argument("--compare-keys", action="store_true", help="also compare primary key shapes")
+    parser.add_argument("--strategies", action="store_true",
+                        help="also measure the write path's two strategies (arrays, staging) by batch size")
     args = parser.parse_args()
     if args.rows < 2 or args.rounds < 1:
         parser.error("--rows must be at least 2 and --rounds at least 1")
@@ -220,6 +263,8 @@ def main() -> None:
     verdict = "meets" if ratio >= 0.5 else "MISSES"
     print(f"candles_upsert {upsert_rate:,.0f} rows/s; raw COPY {copy_rate:,.0f} rows/s (medians); "
           f"ratio {ratio:.2f} (rounds {ratios[0]:.2f}-{ratios[-1]:.2f}; {verdict} the 0.5x target)")
+    if args.strategies:
+        compare_strategies()
     if args.compare_keys:
         compare_keys()
 

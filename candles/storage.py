@@ -1,8 +1,11 @@
 """The one write path for candles, and the reads that must be fast.
 
 `candles_upsert` is the only code that writes the candles table: live data, backfill and the admin all
-call it. A batch is copied into a temporary staging table and merged with one
-`INSERT … SELECT … ON CONFLICT DO UPDATE`, inside one transaction. The database enforces the rules:
+call it. It has two strategies, chosen by the size of the batch, with the same checks and the same
+`ON CONFLICT DO UPDATE` rules (shared text below): a large batch (a flush) is copied into a temporary staging
+table and merged with one `INSERT … SELECT … ON CONFLICT DO UPDATE`, inside one transaction; a small one (a REST
+page) travels as one JSON parameter and is checked, merged and reported on in a single statement, without the
+staging table's create, copy and drop. The database enforces the rules:
 
 * a row is validated in SQL (known instrument and bar, decimal numbers, high ≥ max(open, close),
   low ≤ min(open, close), volumes ≥ 0, open time on the bar's boundary); an invalid row is reported
@@ -13,9 +16,9 @@ call it. A batch is copied into a temporary staging table and merged with one
 * open candles from REST are not stored (REST caches lag; the open candle comes from the WebSocket);
 * within one batch, the same key keeps the valid row the database would keep by those same rules.
 
-Numbers are copied straight into typed columns, so PostgreSQL parses each value once. Only a batch that
-holds text which is not a number goes through a slower text staging that names the bad column of each
-bad row. Measured choices are recorded in bench/upsert.py.
+Numbers are copied straight into typed columns (or cast from the JSON's text by the same input functions), so
+PostgreSQL parses each value once. Only a batch that holds text which is not a number goes through a slower text
+staging that names the bad column of each bad row. Measured choices are recorded in bench/upsert.py.
 """
 
 from __future__ import annotations
@@ -24,13 +27,15 @@ import base64
 import logging
 import operator
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import NamedTuple
 
+import orjson
 import psycopg
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 
 from candles.bars import datetime_to_ms, ms_to_datetime
 from candles.models import Timeframe
@@ -191,36 +196,44 @@ bar AS MATERIALIZED (
     FROM candles_timeframe
 )"""
 
-_MERGE = """
-WITH {bar_constants},
-merged AS (
-    INSERT INTO candles_candle AS c (
-        instrument_id, timeframe_id, open_time, open, high, low, close, vol, vol_ccy, vol_ccy_quote,
-        confirmed, source, version, updated_at
-    )
-    SELECT {distinct} i.id, bar.id, timestamptz 'epoch' + s.open_time_ms * interval '1 millisecond',
-           s.open, s.high, s.low, s.close, s.vol, s.vol_ccy, s.vol_ccy_quote, s.confirmed, s.source, s.version, now()
-    {checked}
-    WHERE v.reason IS NULL AND (s.confirmed OR s.source = 'ws')
-    {order}
-    ON CONFLICT (instrument_id, timeframe_id, open_time) DO UPDATE SET
+_CANDLE_COLUMNS = """instrument_id, timeframe_id, open_time, open, high, low, close, vol, vol_ccy, vol_ccy_quote,
+        confirmed, source, version, updated_at"""
+# The monotone rules, shared by both strategies: a confirmed candle is final, and otherwise only a newer version
+# replaces the stored one.
+_ON_CONFLICT = """ON CONFLICT (instrument_id, timeframe_id, open_time) DO UPDATE SET
         open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
         vol = EXCLUDED.vol, vol_ccy = EXCLUDED.vol_ccy, vol_ccy_quote = EXCLUDED.vol_ccy_quote,
         confirmed = EXCLUDED.confirmed, source = EXCLUDED.source, version = EXCLUDED.version,
         updated_at = EXCLUDED.updated_at
     WHERE EXCLUDED.version > c.version AND (EXCLUDED.confirmed OR NOT c.confirmed)
-    RETURNING (xmax = 0) AS inserted
+    RETURNING (xmax = 0) AS inserted"""
+# Among the valid rows of a key that are stored at all, the one the database would keep: confirmed first, then
+# the newest version.
+_TWINS_ORDER = "{s}confirmed DESC, {s}version DESC"
+
+_MERGE = """
+WITH {bar_constants},
+merged AS (
+    INSERT INTO candles_candle AS c ({columns})
+    SELECT {distinct} i.id, bar.id, timestamptz 'epoch' + s.open_time_ms * interval '1 millisecond',
+           s.open, s.high, s.low, s.close, s.vol, s.vol_ccy, s.vol_ccy_quote, s.confirmed, s.source, s.version, now()
+    {checked}
+    WHERE v.reason IS NULL AND (s.confirmed OR s.source = 'ws')
+    {order}
+    {on_conflict}
 )
 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged
 """
-_MERGE_UNIQUE = _MERGE.format(bar_constants=_BAR_CONSTANTS, checked=_CHECKED, distinct="", order="")
+_MERGE_UNIQUE = _MERGE.format(bar_constants=_BAR_CONSTANTS, checked=_CHECKED, distinct="", order="",
+                              columns=_CANDLE_COLUMNS, on_conflict=_ON_CONFLICT)
 # ON CONFLICT cannot touch one row twice in a statement: a batch holding a key more than once keeps, among
 # its valid rows, the one the database would keep (confirmed first, then the newest version). The sort
 # costs, so batches without duplicates (the usual case) skip it.
 _MERGE_DEDUPLICATED = _MERGE.format(
     bar_constants=_BAR_CONSTANTS, checked=_CHECKED,
     distinct="DISTINCT ON (i.id, bar.id, s.open_time_ms)",
-    order="ORDER BY i.id, bar.id, s.open_time_ms, s.confirmed DESC, s.version DESC",
+    order="ORDER BY i.id, bar.id, s.open_time_ms, " + _TWINS_ORDER.format(s="s."),
+    columns=_CANDLE_COLUMNS, on_conflict=_ON_CONFLICT,
 )
 
 _NUMBERED_STAGING = """(
@@ -237,6 +250,78 @@ SELECT count(*) FILTER (WHERE v.reason IS NULL AND NOT s.confirmed AND s.source 
 """
 
 
+# The small-batch strategy: the batch travels as one JSON text (an array of rows, each an array of its fields) and
+# is validated, merged and reported on in one statement. Each value is taken as text and cast by the same input
+# function COPY uses, so the same text is the same number (Decimals go as their str(), as COPY writes them); text a
+# cast refuses fails the statement, and the batch takes the staging path, which names the column at fault. An
+# empty quote volume is NULL, as in the staging path's text fallback.
+_ARRAY_ROWS = """(
+    SELECT (u.n - 1)::integer AS seq, u.r->>0 AS inst_id, u.r->>1 AS bar, (u.r->>2)::bigint AS open_time_ms,
+           (u.r->>3)::numeric AS open, (u.r->>4)::numeric AS high, (u.r->>5)::numeric AS low,
+           (u.r->>6)::numeric AS close, (u.r->>7)::numeric AS vol, (u.r->>8)::numeric AS vol_ccy,
+           NULLIF(u.r->>9, '')::numeric AS vol_ccy_quote, (u.r->>10)::boolean AS confirmed, u.r->>11 AS source,
+           (u.r->>12)::bigint AS version
+    FROM jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS u(r, n)
+)"""
+# Static text first, with its literal % doubled (the statement takes parameters), then the array source.
+_MERGE_ARRAYS = f"""
+WITH {_BAR_CONSTANTS},
+checked AS MATERIALIZED (
+    SELECT s.seq, i.id AS instrument_id, bar.id AS timeframe_id, s.open_time_ms, s.open, s.high, s.low, s.close,
+           s.vol, s.vol_ccy, s.vol_ccy_quote, s.confirmed, s.source, s.version, v.reason
+    {_CHECKED}
+),
+merged AS (
+    INSERT INTO candles_candle AS c ({_CANDLE_COLUMNS})
+    SELECT DISTINCT ON (instrument_id, timeframe_id, open_time_ms) instrument_id, timeframe_id,
+           timestamptz 'epoch' + open_time_ms * interval '1 millisecond',
+           open, high, low, close, vol, vol_ccy, vol_ccy_quote, confirmed, source, version, now()
+    FROM checked
+    WHERE reason IS NULL AND (confirmed OR source = 'ws')
+    ORDER BY instrument_id, timeframe_id, open_time_ms, {_TWINS_ORDER.format(s="")}
+    {_ON_CONFLICT}
+)
+SELECT (SELECT count(*) FILTER (WHERE inserted) FROM merged),
+       (SELECT count(*) FILTER (WHERE NOT inserted) FROM merged),
+       (SELECT count(*) FROM checked WHERE reason IS NULL AND NOT confirmed AND source = 'rest'),
+       (SELECT coalesce(json_agg(json_build_array(seq, reason) ORDER BY seq), '[]')
+        FROM checked WHERE reason IS NOT NULL)
+""".replace("%", "%%").replace("FROM candle_staging s", "FROM " + _ARRAY_ROWS + " s", 1)
+
+# Batches up to this many rows take the array strategy: for a REST page (1-300 rows) one statement instead of a
+# temporary table, a COPY, a merge and a drop, a third of the CPU for one row. Past about 600 rows the staging
+# table's merge is the cheaper (bench/upsert.py --strategies).
+ARRAY_BATCH_MAX = 500
+
+
+class _Merged(NamedTuple):
+    inserted: int
+    updated: int
+    skipped_open_rest: int
+    rejected: list[tuple[int, str]]  # (index in the batch, reason), in index order
+
+
+def _merge_arrays(rows: Sequence[CandleRow]) -> _Merged | None:
+    """The batch merged in one statement; None when text in it is not a number (nothing was written then)."""
+    try:
+        # orjson writes plain tuples only, not NamedTuples; a Decimal goes as its str(), as COPY writes it, and
+        # Decimal.__str__ refuses any other type (orjson then raises).
+        params = {"rows": orjson.dumps(list(map(tuple, rows)), default=Decimal.__str__).decode()}
+    except orjson.JSONEncodeError:  # an integer past 64 bits, a value of no candle type: COPY's turn to say
+        return None
+    # A statement that fails inside the caller's transaction must not abort it: a savepoint only there. Alone
+    # (autocommit), the statement is its own transaction.
+    inside = connection.in_atomic_block or not connection.get_autocommit()
+    guard = transaction.atomic() if inside else nullcontext()
+    try:
+        with guard, connection.cursor() as cursor:
+            cursor.execute(_MERGE_ARRAYS, params)
+            inserted, updated, skipped_open_rest, invalid = cursor.fetchone()
+    except (DataError, psycopg.DataError):  # the staging path names the bad column, or raises what is not that
+        return None
+    return _Merged(inserted, updated, skipped_open_rest, [tuple(item) for item in invalid])
+
+
 def _stage_text_fallback(cursor, rows: Sequence[CandleRow]) -> list[tuple[int, str]]:
     cursor.execute(_CREATE_TEXT_STAGING)
     with cursor.copy(_COPY_TEXT_STAGING) as copy:
@@ -246,15 +331,8 @@ def _stage_text_fallback(cursor, rows: Sequence[CandleRow]) -> list[tuple[int, s
     return cursor.fetchall()
 
 
-def candles_upsert(*, rows: Sequence[CandleRow]) -> UpsertResult:
-    """Write a batch of candles in one transaction; see the module docstring for the rules.
-
-    Invalid rows come back in `result.rejected` (and are logged); database errors propagate and roll the
-    whole batch back, so a caller that keeps the batch on failure loses nothing.
-    """
-    result = UpsertResult(received=len(rows))
-    if not rows:
-        return result
+def _merge_staged(rows: Sequence[CandleRow]) -> _Merged:
+    """The batch copied into a temporary staging table and merged from there, in one transaction."""
     has_duplicates = len(set(map(candle_key, rows))) < len(rows)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_CREATE_STAGING)
@@ -275,12 +353,26 @@ def candles_upsert(*, rows: Sequence[CandleRow]) -> UpsertResult:
             skipped_open_rest, invalid = cursor.fetchone()
         # ON COMMIT DROP alone would leave the tables to a second call inside the same outer transaction.
         cursor.execute(_DROP_STAGING)
-    rejected = sorted(unparsable + [tuple(item) for item in invalid])
-    result.inserted = inserted
-    result.updated = updated
-    result.skipped_open_rest = skipped_open_rest
-    result.rejected = [RejectedRow(seq, rows[seq], reason) for seq, reason in rejected]
-    result.unchanged = len(rows) - len(result.rejected) - skipped_open_rest - inserted - updated
+    return _Merged(inserted, updated, skipped_open_rest, sorted(unparsable + [tuple(item) for item in invalid]))
+
+
+def candles_upsert(*, rows: Sequence[CandleRow]) -> UpsertResult:
+    """Write a batch of candles in one transaction; see the module docstring for the rules.
+
+    Invalid rows come back in `result.rejected` (and are logged); database errors propagate and roll the
+    whole batch back, so a caller that keeps the batch on failure loses nothing.
+    """
+    result = UpsertResult(received=len(rows))
+    if not rows:
+        return result
+    merged = _merge_arrays(rows) if len(rows) <= ARRAY_BATCH_MAX else None
+    if merged is None:
+        merged = _merge_staged(rows)
+    result.inserted = merged.inserted
+    result.updated = merged.updated
+    result.skipped_open_rest = merged.skipped_open_rest
+    result.rejected = [RejectedRow(seq, rows[seq], reason) for seq, reason in merged.rejected]
+    result.unchanged = len(rows) - len(result.rejected) - merged.skipped_open_rest - merged.inserted - merged.updated
     for item in result.rejected[:20]:
         logger.warning("candle rejected: %s", item)
     if len(result.rejected) > 20:

@@ -20,11 +20,14 @@ from typing import Any
 import httpx
 import orjson
 
-from collectors.okx.messages import CandleUpdate, ProtocolError, parse_candle_row
+from collectors.okx.messages import CandleText, CandleUpdate, ProtocolError, parse_candle_row, parse_candle_text
 from collectors.okx.ratelimit import Admission, LocalRateLimiter, RateLimiter
 from collectors.okx.tls import tls_context
 
 logger = logging.getLogger(__name__)
+
+# A candle as the client returns it: numbers as Decimals, or as exact text with `numbers_as_text`.
+Candle = CandleUpdate | CandleText
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +145,7 @@ class OkxRestClient:
         now_ms: Callable[[], int] | None = None,
         sleep: Sleep | None = None,
         rng: random.Random | None = None,
+        numbers_as_text: bool = False,
     ):
         if page_limit < 1:
             raise ValueError("page_limit must be at least 1")
@@ -165,6 +169,9 @@ class OkxRestClient:
         self._now_ms = now_ms or (lambda: time.time_ns() // 1_000_000)
         self._sleep = sleep or asyncio.sleep
         self._rng = rng or random.Random()
+        # Callers that only store candles take the numbers as OKX's exact text (`CandleText`): no Decimal is
+        # made per field only to be written back out as text.
+        self._parse_row = parse_candle_text if numbers_as_text else parse_candle_row
 
     async def __aenter__(self) -> OkxRestClient:
         return self
@@ -190,7 +197,7 @@ class OkxRestClient:
         before: int | None = None,
         limit: int | None = None,
         history: bool = False,
-    ) -> list[CandleUpdate]:
+    ) -> list[Candle]:
         """One page of candles, newest first as OKX returns it. `after`/`before` are exclusive bounds."""
         _check_bar(bar, history=history)
         endpoint = HISTORY_CANDLES if history else CANDLES
@@ -202,11 +209,12 @@ class OkxRestClient:
         data, raw = await self._get(endpoint, params, endpoint.path)
         if type(data) is not list:
             raise ProtocolError("candle data is not a list", raw)
-        return [parse_candle_row(inst_id, bar, row, raw) for row in data]
+        parse = self._parse_row
+        return [parse(inst_id, bar, row, raw) for row in data]
 
     async def candle_range(
         self, inst_id: str, bar: str, start_ms: int, end_ms: int, *, on_page: OnPage | None = None
-    ) -> list[CandleUpdate]:
+    ) -> list[Candle]:
         """Every candle with start ≤ open time ≤ end, once each, oldest first.
 
         Walks back from `end_ms` page by page (`after` = oldest open time of the previous page). A short page
@@ -216,15 +224,16 @@ class OkxRestClient:
         _check_bar(bar, history=True)
         if end_ms < start_ms:
             return []
-        found: dict[int, CandleUpdate] = {}
+        found: dict[int, Candle] = {}
         after, pages = end_ms + 1, 0
         while True:
             history = self._needs_history(bar, start_ms, after)
-            page = await self.candles(inst_id, bar, after=after, history=history)
+            limit = self._page_size(bar, start_ms, after)
+            page = await self.candles(inst_id, bar, after=after, history=history, limit=limit)
             if not page and not history:
                 # /candles may hold fewer candles than promised; an empty page there is not proof of the end.
                 history = True
-                page = await self.candles(inst_id, bar, after=after, history=True)
+                page = await self.candles(inst_id, bar, after=after, history=True, limit=limit)
             pages += 1
             oldest = _merge_page(found, page, start_ms, after)
             if on_page is not None:
@@ -233,6 +242,17 @@ class OkxRestClient:
             if oldest is None or oldest <= start_ms:
                 return [found[ts] for ts in sorted(found)]
             after = oldest
+
+    def _page_size(self, bar: str, start_ms: int, after: int) -> int:
+        """Rows to ask for below `after`: the open times down to `start_ms`, and one more so that the page reaches
+        past it even when `start_ms` is not an open time (a page that stops short costs a second request).
+
+        A repair of one candle then reads two rows, not a full page: OKX sends, and this client parses, only
+        what the range holds. Calendar bars count with their shortest length, so never too few."""
+        length = BAR_MS.get(bar)
+        if length is None:
+            return self.page_limit
+        return min(self.page_limit, (after - start_ms + length - 1) // length + 1)
 
     def _needs_history(self, bar: str, start_ms: int, after: int) -> bool:
         """Whether the page below `after` reaches past what /candles serves."""
@@ -337,7 +357,7 @@ def _check_bar(bar: str, *, history: bool) -> None:
         raise UnsupportedBar(f"{bar} candles are served by history-candles only")
 
 
-def _merge_page(found: dict[int, CandleUpdate], page: list[CandleUpdate], start_ms: int, after: int) -> int | None:
+def _merge_page(found: dict[int, Candle], page: list[Candle], start_ms: int, after: int) -> int | None:
     """Add the page's in-range rows to `found`; return the page's oldest open time (None when empty)."""
     if not page:
         return None

@@ -29,12 +29,17 @@ from collectors.repair.reach import PAGE_CANDLES, lane_for, rest_serves
 CONFIRM_SETTLE = timedelta(seconds=3)
 GIVE_UP_AFTER = timedelta(hours=24)
 RETRY_AFTER = timedelta(seconds=20)
-# Candles read per bar and run, the newest first: more than a run can repair at OKX's pace.
+# Candles read per bar and run, the newest first. A run repairs a few hundred units at most, so it reads the newest
+# READ_FIRST of a bar, which make at least that many units when the backlog is spread over many series (one unit per
+# series and page), and only a bar whose read made fewer units than the run can carry is read again, READ_GROWTH
+# times deeper, up to READ_LIMIT. What is not read waits in the index for a later run; the report counts it.
+READ_FIRST = 1_000
+READ_GROWTH = 8
 READ_LIMIT = 20_000
 
 # Newest first, through the partial index of unconfirmed rows; only series someone collects.
 _UNCONFIRMED = """
-SELECT c.instrument_id, i.inst_id, c.open_time
+SELECT i.inst_id, (extract(epoch FROM c.open_time) * 1000)::bigint
 FROM candles_candle c JOIN candles_instrument i ON i.id = c.instrument_id
 WHERE c.timeframe_id = %(timeframe)s AND NOT c.confirmed
   AND c.open_time >= %(since)s AND c.open_time <= %(last)s
@@ -89,6 +94,8 @@ class Unit:
 class ConfirmBacklog:
     units: list[Unit] = field(default_factory=list)
     candles: int = 0
+    # Units the candles not read this run would make, estimated from those read (the report's count).
+    unread_units: int = 0
 
 
 def _window(timeframe: Timeframe, now: datetime) -> tuple[datetime, datetime]:
@@ -97,9 +104,11 @@ def _window(timeframe: Timeframe, now: datetime) -> tuple[datetime, datetime]:
     return now - GIVE_UP_AFTER, ms_to_datetime(last)
 
 
-def confirm_backlog(*, now: datetime, redis: Any, keys: Keys) -> ConfirmBacklog:
-    """Every closed unconfirmed candle of an active series as page-sized units, newest first per series, and how
-    many there are. Candles waiting out RETRY_AFTER are counted but not handed out."""
+def confirm_backlog(*, now: datetime, redis: Any, keys: Keys, units_wanted: int = READ_LIMIT) -> ConfirmBacklog:
+    """Closed unconfirmed candles of active series as page-sized units, newest first per series, and how many
+    there are. Each bar is read from its newest candle until it makes `units_wanted` units (what the run can
+    carry), so a run's cost follows its work, not the backlog. Candles waiting out RETRY_AFTER are counted but
+    not handed out."""
     waiting = _waiting(redis, keys)
     backlog = ConfirmBacklog()
     now_ms = datetime_to_ms(now)
@@ -107,25 +116,36 @@ def confirm_backlog(*, now: datetime, redis: Any, keys: Keys) -> ConfirmBacklog:
         if not rest_serves(timeframe):
             continue
         since, last = _window(timeframe, now)
-        params = {"timeframe": timeframe.pk, "since": since, "last": last, "limit": READ_LIMIT}
+        params = {"timeframe": timeframe.pk, "since": since, "last": last, "limit": min(READ_FIRST, READ_LIMIT)}
         with connection.cursor() as cursor:
-            cursor.execute(_UNCONFIRMED, params)
-            rows = cursor.fetchall()
-            if len(rows) < READ_LIMIT:
-                backlog.candles += len(rows)
-            else:
+            while True:
+                cursor.execute(_UNCONFIRMED, params)
+                rows = cursor.fetchall()
+                units = _units(timeframe, rows, waiting, now_ms)
+                if len(rows) < params["limit"] or len(units) >= units_wanted or params["limit"] >= READ_LIMIT:
+                    break
+                params["limit"] = min(params["limit"] * READ_GROWTH, READ_LIMIT)
+            candles = len(rows)
+            if len(rows) == params["limit"]:
                 cursor.execute(_UNCONFIRMED_COUNT, params)
-                backlog.candles += cursor.fetchone()[0]
-        by_series: dict[str, list[int]] = {}
-        for _, inst_id, open_time in rows:
-            open_ms = datetime_to_ms(open_time)
-            if candle_field(inst_id, timeframe.code, open_ms) not in waiting:
-                by_series.setdefault(inst_id, []).append(open_ms)
-        spec = timeframe.spec
-        for inst_id, open_times in by_series.items():
-            backlog.units.extend(confirm_units(spec, inst_id, open_times, now_ms))
+                candles = cursor.fetchone()[0]
+        backlog.candles += candles
+        backlog.units.extend(units)
+        if candles > len(rows):
+            backlog.unread_units += round(len(units) * (candles - len(rows)) / len(rows))
     backlog.units.sort(key=lambda unit: unit.order)
     return backlog
+
+
+def _units(timeframe: Timeframe, rows: Sequence[tuple[str, int]], waiting: set[str], now_ms: int) -> list[Unit]:
+    by_series: dict[str, list[int]] = {}
+    code = timeframe.code
+    for inst_id, open_ms in rows:
+        if not waiting or candle_field(inst_id, code, open_ms) not in waiting:
+            by_series.setdefault(inst_id, []).append(open_ms)
+    spec = timeframe.spec
+    return [unit for inst_id, open_times in by_series.items()
+            for unit in confirm_units(spec, inst_id, open_times, now_ms)]
 
 
 def confirm_units(spec: BarSpec, inst_id: str, open_times: Sequence[int], now_ms: int) -> Iterator[Unit]:

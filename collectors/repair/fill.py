@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from redis import RedisError
 
 from candles.bars import datetime_to_ms
-from candles.models import Candle, Gap, GapState
+from candles.models import Gap, GapState
 from candles.storage import CandleRow, UpsertResult, candle_missing_ranges, candles_upsert
-from collectors.okx.messages import CandleUpdate
-from collectors.okx.rest import PermanentError, UnsupportedBar
+from collectors.okx.rest import Candle, PermanentError, UnsupportedBar
 from collectors.pipeline.buffer import receipt_version
 from collectors.pipeline.connections import pipeline_keys, redis_client
 from collectors.pipeline.keys import Keys
@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 OnWritten = Callable[[list[CandleRow]], object]
 # (inst_id, bar, first open time, last open time) -> every candle REST has in that range, oldest first.
-Fetch = Callable[[str, str, int, int], list[CandleUpdate]]
+Fetch = Callable[[str, str, int, int], list[Candle]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +70,7 @@ def gap_fill(
     now: datetime | None = None,
     fetch: Fetch | None = None,
     on_written: OnWritten | None = None,
+    tally: Counter | None = None,
 ) -> GapFillResult:
     """Claim one gap, fetch its range from OKX REST, write the confirmed candles, and settle its state.
 
@@ -77,6 +78,8 @@ def gap_fill(
     `now` (default: the clock) decides which remaining candles lie past OKX's retention. Transient REST, Redis
     or database errors put the gap back to `open` and propagate, for the caller to retry. `fetch` is how the
     range is fetched (the scheduler passes its worker's client); by default a client on the shared budget.
+    A filled gap counts in the shared counters (`gaps_filled`) at once, or in `tally` for the caller to record
+    with `gaps_filled_record` (the scheduler does, once per worker and run).
     """
     keys = keys or pipeline_keys()
     gap = gap_claim(gap_id)
@@ -86,19 +89,19 @@ def gap_fill(
     subscription = gap.subscription
     with log_context(inst_id=subscription.instrument.inst_id, bar=subscription.timeframe.code, gap_id=gap.pk):
         return _fill_claimed(gap, redis=redis, keys=keys, now=now or timezone.now(),
-                             fetch=fetch or shared_budget_fetch(rest_url, keys), on_written=on_written)
+                             fetch=fetch or shared_budget_fetch(rest_url, keys), on_written=on_written, tally=tally)
 
 
 def shared_budget_fetch(rest_url: str | None, keys: Keys) -> Fetch:
     """A `Fetch` that makes a client on the shared budget for each call (for one-off fills)."""
-    def fetch(inst_id: str, bar: str, start_ms: int, end_ms: int) -> list[CandleUpdate]:
+    def fetch(inst_id: str, bar: str, start_ms: int, end_ms: int) -> list[Candle]:
         return asyncio.run(with_rest_client(rest_url or settings.OKX_REST_URL, keys,
                                             lambda c: c.candle_range(inst_id, bar, start_ms, end_ms)))
     return fetch
 
 
 def _fill_claimed(gap: Gap, *, redis: Any, keys: Keys, now: datetime, fetch: Fetch,
-                  on_written: OnWritten | None) -> GapFillResult:
+                  on_written: OnWritten | None, tally: Counter | None) -> GapFillResult:
     subscription = gap.subscription
     instrument, timeframe = subscription.instrument, subscription.timeframe
     start_ms, end_ms = datetime_to_ms(gap.start), datetime_to_ms(gap.end)
@@ -116,11 +119,7 @@ def _fill_claimed(gap: Gap, *, redis: Any, keys: Keys, now: datetime, fetch: Fet
         result = candles_upsert(rows=fetched)
         if result.rejected:
             dead_letter_rejected(redis if redis is not None else redis_client(), keys, result)
-        remaining = [
-            Range(datetime_to_ms(r.start), datetime_to_ms(r.end))
-            for r in candle_missing_ranges(instrument_id=instrument.pk, timeframe=timeframe, start=gap.start,
-                                           end=gap.end)
-        ]
+        remaining = _still_missing(gap, final, fetched, result)
     except PermanentError as exc:
         if exc.code not in REFUSED_CODES:
             gap_reopen(gap, label, exc)
@@ -136,15 +135,53 @@ def _fill_claimed(gap: Gap, *, redis: Any, keys: Keys, now: datetime, fetch: Fet
     if result.written:
         notify_written(on_written, fetched)
     if settled.state == GapState.FILLED:
-        _count(redis if redis is not None else redis_client(), keys, "gaps_filled", 1)
+        if tally is not None:
+            tally["gaps_filled"] += 1
+        else:
+            gaps_filled_record(redis=redis if redis is not None else redis_client(), keys=keys, count=1)
     return settled
 
 
+# Open times a fill works out itself after its write, beyond which it asks the database (a gap is one page).
+KNOWN_MISSING_MAX = 1_000
+
+
+def _still_missing(gap: Gap, final: set[int], fetched: Sequence[CandleRow], result: UpsertResult) -> list[Range]:
+    """The runs of open times of the gap still without a confirmed candle after the write.
+
+    When every fetched row was written, they are known without asking again: those neither final before the
+    write nor written by it (a concurrent writer can only have confirmed more; the next attempt sees those).
+    Otherwise (rows refused, or left unchanged by the version rule) the database is asked.
+    """
+    timeframe = gap.subscription.timeframe
+    spec = timeframe.spec
+    start_ms, end_ms = datetime_to_ms(gap.start), datetime_to_ms(gap.end)
+    if result.written == len(fetched) and spec.count(start_ms, end_ms) <= KNOWN_MISSING_MAX:
+        written = {row.open_time_ms for row in fetched}
+        runs: list[Range] = []
+        for open_ms in spec.open_times(start_ms, end_ms):
+            if open_ms in final or open_ms in written:
+                continue
+            if runs and spec.following(runs[-1].end_ms) == open_ms:
+                runs[-1] = Range(runs[-1].start_ms, open_ms)
+            else:
+                runs.append(Range(open_ms, open_ms))
+        return runs
+    return [Range(datetime_to_ms(r.start), datetime_to_ms(r.end))
+            for r in candle_missing_ranges(instrument_id=gap.subscription.instrument_id, timeframe=timeframe,
+                                           start=gap.start, end=gap.end)]
+
+
+_CONFIRMED_OPEN_TIMES = """
+SELECT (extract(epoch FROM open_time) * 1000)::bigint FROM candles_candle
+WHERE instrument_id = %s AND timeframe_id = %s AND open_time >= %s AND open_time <= %s AND confirmed
+"""
+
+
 def _confirmed_open_times(instrument_id: int, timeframe_id: int, start: datetime, end: datetime) -> set[int]:
-    return {datetime_to_ms(moment) for moment in Candle.objects.filter(
-        instrument_id=instrument_id, timeframe_id=timeframe_id, open_time__gte=start, open_time__lte=end,
-        confirmed=True,
-    ).values_list("open_time", flat=True)}
+    with connection.cursor() as cursor:
+        cursor.execute(_CONFIRMED_OPEN_TIMES, [instrument_id, timeframe_id, start, end])
+        return {open_ms for (open_ms,) in cursor.fetchall()}
 
 
 def notify_written(on_written: OnWritten | None, rows: list[CandleRow]) -> None:
@@ -157,11 +194,14 @@ def notify_written(on_written: OnWritten | None, rows: list[CandleRow]) -> None:
         logger.exception("repaired candles written, but their %d notifications failed", len(rows))
 
 
-def _count(redis: Any, keys: Keys, name: str, amount: int) -> None:
+def gaps_filled_record(*, redis: Any, keys: Keys, count: int) -> None:
+    """Add filled gaps to the shared counters; a Redis failure loses the tally, never the fill."""
+    if not count:
+        return
     try:
-        redis.hincrby(keys.counters, name, amount)
+        redis.hincrby(keys.counters, "gaps_filled", count)
     except RedisError as exc:
-        logger.warning("counter %s not incremented: %r", name, exc)
+        logger.warning("counter gaps_filled not incremented by %d: %r", count, exc)
 
 
 def _settle_unfillable(gap: Gap, label: str, reason: str) -> GapFillResult:

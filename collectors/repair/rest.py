@@ -14,9 +14,8 @@ from typing import Any, TypeVar
 from redis import RedisError
 
 from candles.storage import CandleRow, UpsertResult
-from collectors.okx.messages import CandleUpdate
 from collectors.okx.ratelimit import RedisRateLimiter
-from collectors.okx.rest import OkxRestClient
+from collectors.okx.rest import Candle, OkxRestClient
 from collectors.pipeline.buffer import dead_letter_record
 from collectors.pipeline.connections import async_redis_client
 from collectors.pipeline.keys import Keys
@@ -48,7 +47,8 @@ async def shared_rest_client(rest_url: str, keys: Keys, *, max_retries: int | No
     try:
         limiter = RedisRateLimiter(aredis, prefix=keys.prefix + "ratelimit:")
         retries = REST_MAX_RETRIES if max_retries is None else max_retries
-        async with OkxRestClient(rest_url, limiter=limiter, max_retries=retries) as client:
+        # The repair only stores what it fetches: numbers stay OKX's text on their way to the database.
+        async with OkxRestClient(rest_url, limiter=limiter, max_retries=retries, numbers_as_text=True) as client:
             yield client
     finally:
         if client is not None:
@@ -96,7 +96,7 @@ def rest_stats_record(*, redis: Any, keys: Keys, stats: dict[str, int]) -> None:
         logger.warning("REST counters %s not recorded: %r", deltas, exc)
 
 
-def rest_rows(updates: Sequence[CandleUpdate], version: int) -> list[CandleRow]:
+def rest_rows(updates: Sequence[Candle], version: int) -> list[CandleRow]:
     """Closed candles only: REST caches lag, the open candle comes from the WebSocket."""
     return [
         CandleRow(u.inst_id, u.bar, u.open_time_ms, u.open, u.high, u.low, u.close, u.vol, u.vol_ccy,

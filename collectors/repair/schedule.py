@@ -37,7 +37,7 @@ from collectors.pipeline.connections import pipeline_keys, redis_client
 from collectors.pipeline.keys import Keys
 from collectors.pipeline.locks import RedisLock
 from collectors.repair.confirms import CONFIRM_SETTLE, Unit, confirm_backlog, confirms_retry_later
-from collectors.repair.fill import OnWritten, gap_fill, notify_written
+from collectors.repair.fill import OnWritten, gap_fill, gaps_filled_record, notify_written
 from collectors.repair.gap_state import FILLING_STALE_AFTER, RETRY_BACKOFF
 from collectors.repair.reach import CANDLES_LANE, HISTORY_LANE, PAGE_CANDLES
 from collectors.repair.report import BUDGET_PER_S, PRIORITY_NAMES, gap_backlog, repair_report_write
@@ -129,12 +129,13 @@ def repair_run(
 def _run(*, budget_s: float, now: datetime, rest_url: str, redis: Any, keys: Keys, on_written: OnWritten | None,
          workers: int) -> RepairRunResult:
     deadline = time.monotonic() + budget_s
-    confirms = confirm_backlog(now=now, redis=redis, keys=keys)
+    capacity = {lane: int(BUDGET_PER_S[lane] * budget_s) + SPARE_UNITS for lane in LANES}
+    confirms = confirm_backlog(now=now, redis=redis, keys=keys, units_wanted=sum(capacity.values()))
     queues: dict[str, deque[Unit]] = {lane: deque() for lane in LANES}
     for unit in confirms.units:
         queues[unit.lane].append(unit)
     for lane, queue in queues.items():
-        room = int(BUDGET_PER_S[lane] * budget_s) + SPARE_UNITS - len(queue)
+        room = capacity[lane] - len(queue)
         if room > 0:
             queue.extend(gaps_due(lane=lane, limit=room, now=now))
     timeframes = {tf.code: tf for tf in Timeframe.objects.all()}
@@ -170,7 +171,8 @@ def _run(*, budget_s: float, now: datetime, rest_url: str, redis: Any, keys: Key
     try:
         result.report = repair_report_write(
             redis=redis, keys=keys, confirm_candles=confirm_left,
-            confirm_units=sum(1 for q in queues.values() for u in q if u.priority == RepairPriority.CONFIRM),
+            confirm_units=confirms.unread_units + sum(
+                1 for q in queues.values() for u in q if u.priority == RepairPriority.CONFIRM),
             gaps=gap_backlog(), repaired=dict(result.repaired), requests=dict(result.requests),
         )
     except Exception:
@@ -187,6 +189,7 @@ def _lane_worker(queue: deque[Unit], deadline: float, rest_url: str, redis: Any,
     """Take units of one lane in order until the deadline, through one client on this thread's event loop."""
     runner = asyncio.Runner()
     context = shared_rest_client(rest_url, keys)
+    tally: Counter = Counter()  # gaps filled, recorded once at the end: not a Redis call per gap
     try:
         client = runner.run(context.__aenter__())
         fetch = lambda inst_id, bar, start, end: runner.run(client.candle_range(inst_id, bar, start, end))  # noqa: E731
@@ -197,7 +200,7 @@ def _lane_worker(queue: deque[Unit], deadline: float, rest_url: str, redis: Any,
                 break
             try:
                 repaired = _repair(unit, fetch=fetch, redis=redis, keys=keys, on_written=on_written,
-                                   lookups=lookups)
+                                   lookups=lookups, tally=tally)
                 record(unit.priority, repaired, False)
             except Exception:
                 logger.exception("repair of %s %s %d..%d failed; it stays queued", unit.inst_id, unit.bar,
@@ -205,6 +208,7 @@ def _lane_worker(queue: deque[Unit], deadline: float, rest_url: str, redis: Any,
                 record(unit.priority, 0, True)
         requests[lane] += client.stats["requests"]
     finally:
+        gaps_filled_record(redis=redis, keys=keys, count=tally["gaps_filled"])
         try:
             runner.run(context.__aexit__(None, None, None))
         finally:
@@ -264,7 +268,7 @@ def widened(unit: Unit, timeframe: Timeframe, *, now_ms: int, instrument_id: int
 
 
 def _repair(unit: Unit, *, fetch: Callable, redis: Any, keys: Keys, on_written: OnWritten | None,
-            lookups: _Lookups) -> int:
+            lookups: _Lookups, tally: Counter) -> int:
     """Carry out one unit, grown to its page; the candles it wrote."""
     unit = widened(unit, lookups.timeframes[unit.bar], now_ms=datetime_to_ms(timezone.now() - CONFIRM_SETTLE),
                    instrument_id=lookups.instrument_ids.get(unit.inst_id))
@@ -276,12 +280,12 @@ def _repair(unit: Unit, *, fetch: Callable, redis: Any, keys: Keys, on_written: 
         logger.warning("repair of %s %s refused: %s", unit.inst_id, unit.bar, exc)
         confirms_retry_later(redis=redis, keys=keys, inst_id=unit.inst_id, bar=unit.bar, open_times=unit.wanted)
         for gap_id in unit.gap_ids:
-            gap_fill(gap_id=gap_id, fetch=_raising(exc), redis=redis, keys=keys, on_written=on_written)
+            gap_fill(gap_id=gap_id, fetch=_raising(exc), redis=redis, keys=keys, on_written=on_written, tally=tally)
         return 0
     written = 0
     for gap_id in unit.gap_ids:  # each from the one response: a gap fill asks REST nothing more
         written += gap_fill(gap_id=gap_id, fetch=_within(updates), redis=redis, keys=keys,
-                            on_written=on_written).written
+                            on_written=on_written, tally=tally).written
     if not unit.wanted:
         return written
     wanted = set(unit.wanted)

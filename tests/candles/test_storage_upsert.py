@@ -1,7 +1,8 @@
 """`candles_upsert`, the one write path: the monotone rules, counts, exact decimals and rejected rows.
 
 State a test needs beforehand is stored through the ORM, so that most tests call the write path once
-and stay inside the per-test transaction.
+and stay inside the per-test transaction. Every test runs on both strategies of the write path (one statement
+over arrays for small batches, a staging table for large ones), whatever the size of its batch.
 """
 
 from __future__ import annotations
@@ -11,14 +12,22 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from django.db import DataError, transaction
+from django.db import DataError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 
+from candles import storage
 from candles.models import Candle
 from candles.storage import CandleRow, candles_upsert
 from tests.conftest import build_row
 
 T0 = datetime(2024, 1, 16, 19, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
+
+
+@pytest.fixture(autouse=True, params=["arrays", "staging"])
+def strategy(request, monkeypatch) -> str:
+    monkeypatch.setattr(storage, "ARRAY_BATCH_MAX", 10**9 if request.param == "arrays" else 0)
+    return request.param
 
 
 def at(minutes: int) -> datetime:
@@ -50,6 +59,22 @@ def test_a_batch_of_new_candles_is_inserted_and_counted(btc, candle_row):
     assert [c.close for c in candles] == [Decimal("100"), Decimal("101"), Decimal("102")]
     assert [c.version for c in candles] == [100, 101, 102]
     assert all(c.timeframe.code == "1m" and c.source == "ws" and c.confirmed for c in candles)
+
+
+@pytest.mark.django_db
+def test_each_strategy_writes_the_batch_its_own_way(btc, candle_row, strategy):
+    rows = [candle_row(at(i)) for i in range(3)] + [candle_row(at(3), open="abc")]
+
+    with CaptureQueriesContext(connection) as queries:
+        candles_upsert(rows=rows[:3])
+    with CaptureQueriesContext(connection) as fallback:
+        result = candles_upsert(rows=rows)  # text that is not a number: the staging path names the column
+
+    staged = [q["sql"] for q in queries if "candle_staging" in q["sql"]]
+    merged = [q["sql"] for q in queries if "INSERT INTO candles_candle" in q["sql"]]
+    assert (len(merged), bool(staged)) == ((1, False) if strategy == "arrays" else (1, True))
+    assert any("CREATE TEMPORARY TABLE candle_staging_text" in q["sql"] for q in fallback)
+    assert [(r.index, "open" in r.reason) for r in result.rejected] == [(3, True)]
 
 
 @pytest.mark.django_db

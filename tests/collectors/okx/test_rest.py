@@ -97,6 +97,33 @@ def test_a_recent_range_is_read_from_candles_only(sim):
     assert sim.simulator.stats()["rest_requests"] == len(pages)
 
 
+@pytest.mark.parametrize(("bar", "bar_ms", "count"), [("1m", MINUTE, 1), ("1m", MINUTE, 7), ("1s", 1000, 100)])
+def test_a_short_range_asks_for_its_candles_and_one_more_not_a_whole_page(sim, bar, bar_ms, count):
+    end = last_closed(MINUTE) - 5 * MINUTE
+    start = end - (count - 1) * bar_ms
+    candles, pages = run(fetch_range(client_for(sim), "BTC-USDT", bar, start, end))
+    assert candles == truth(sim, "BTC-USDT", bar, start, end)
+    assert [page.rows for page in pages] == [count + 1]
+
+
+def test_numbers_as_text_are_okx_strings_of_the_same_candles(sim):
+    end = last_closed(MINUTE) - 5 * MINUTE
+    start = end - 9 * MINUTE
+    candles, _ = run(fetch_range(client_for(sim, numbers_as_text=True), "ETH-USDT", "1m", start, end))
+    rows = sim.simulator.market.truth_range("ETH-USDT", "1m", start, end)
+    assert [[str(c.open_time_ms), c.open, c.high, c.low, c.close, c.vol, c.vol_ccy] for c in candles] == [
+        row[:7] for row in rows]
+    assert [c.exact() for c in candles] == truth(sim, "ETH-USDT", "1m", start, end)
+
+
+def test_a_range_not_starting_on_an_open_time_still_takes_one_request(sim):
+    end = last_closed(MINUTE) - 5 * MINUTE
+    start = end - 3 * MINUTE - 20_000  # 20 s into a candle: the page must reach the one before
+    candles, pages = run(fetch_range(client_for(sim), "BTC-USDT", "1m", start, end))
+    assert candles == truth(sim, "BTC-USDT", "1m", end - 3 * MINUTE, end)
+    assert len(pages) == 1
+
+
 def test_a_range_older_than_the_latest_1440_candles_is_read_from_history_candles(sim):
     end = last_closed(MINUTE) - 2 * 1440 * MINUTE
     start = end - 999 * MINUTE

@@ -209,6 +209,27 @@ def test_a_gap_rest_keeps_answering_without_candles_is_retried_then_unfillable(s
 
 
 @pytest.mark.django_db
+def test_a_candle_the_version_rule_kept_from_rest_is_still_missing_after_the_fill(sim, keys, redis, instruments):
+    # A stored open version newer than REST's receipt (another host's clock ahead): the confirmed row from REST
+    # does not replace it, so the candle is still not final and the gap stays open for a retry.
+    sub = subscribe(instruments["BTC-USDT"], "1m")
+    end = (datetime_to_ms(timezone.now()) // MINUTE - 5) * MINUTE
+    start = end - 4 * MINUTE
+    ahead = datetime_to_ms(timezone.now() + timedelta(days=1)) * 1000
+    Candle.objects.create(instrument=sub.instrument, timeframe=sub.timeframe, open_time=ms_to_datetime(start),
+                          open=Decimal(1), high=Decimal(1), low=Decimal(1), close=Decimal(1), vol=Decimal(0),
+                          vol_ccy=Decimal(0), confirmed=False, source="ws", version=ahead, updated_at=timezone.now())
+    gap = Gap.objects.create(subscription=sub, start=ms_to_datetime(start), end=ms_to_datetime(end), missing=5)
+
+    result = fill(sim, keys, redis, gap)
+
+    gap.refresh_from_db()
+    assert (result.state, result.written, gap.state, gap.missing) == (GapState.OPEN, 4, GapState.OPEN, 1)
+    assert (gap.start, gap.end) == (ms_to_datetime(start), ms_to_datetime(start))
+    assert_equals_truth(sim, sub, start + MINUTE, end)
+
+
+@pytest.mark.django_db
 def test_1D_candles_open_at_midnight_hong_kong_time(sim, keys, redis, instruments, listing):
     sub = subscribe(instruments["ETH-USDT"], "1D", backfill_from=listing - timedelta(days=2))
 

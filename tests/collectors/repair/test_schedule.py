@@ -115,6 +115,7 @@ def test_a_missed_confirm_and_holes_of_one_series_within_a_page_are_one_request(
     assert result.requests == {"history": 1}
     assert set(Gap.objects.values_list("state", flat=True)) == {GapState.FILLED}
     assert_exact(sim, "XRP-USDT", "1s", [newest] + [t for s, e in holes for t in range(s, e + 1, SECOND)])
+    assert int(redis.hget(keys.counters, "gaps_filled")) == 2
 
 
 def test_a_request_carries_every_repair_of_its_series_within_its_page(sim, instruments, keys, redis):
