@@ -15,7 +15,7 @@ Target (issue 2): the upsert reaches at least 0.5× the raw COPY's rows/s.
 
 `--strategies` measures the two strategies of the write path apart, at the sizes of a REST page and beyond: the
 CPU of the writing process and of its PostgreSQL backend per batch (1-row to 3,000-row batches that update stored
-candles), which is how `candles.storage.ARRAY_BATCH_MAX` was chosen.
+candles), which is how `candles.storage.JSON_BATCH_MAX` was chosen.
 
 `--compare-keys` also measures the choice made in candles.models.Candle: a composite primary key against
 a surrogate id plus a unique constraint, on a table of 1M rows.
@@ -207,12 +207,12 @@ def compare_strategies(sizes: tuple[int, ...] = (1, 5, 100, 300, 500, 1000, 3000
 
     print("\nstrategies of candles_upsert, CPU per batch (process + PostgreSQL backend):")
     version = 10
-    chosen = storage.ARRAY_BATCH_MAX
+    chosen = storage.JSON_BATCH_MAX
     try:
         for size in sizes:
             line = [f"  {size:>5} rows:"]
-            for name, limit in (("arrays", 10**9), ("staging", 0)):
-                storage.ARRAY_BATCH_MAX = limit
+            for name, limit in (("json", 10**9), ("staging", 0)):
+                storage.JSON_BATCH_MAX = limit
                 batches = max(3, min(200, 20_000 // size))
                 candles_upsert(rows=_make_rows(size, version))
                 version += 1
@@ -223,9 +223,9 @@ def compare_strategies(sizes: tuple[int, ...] = (1, 5, 100, 300, 500, 1000, 3000
                 own_ms = (time.process_time() - own) * 1000 / batches
                 backend_ms = (_backend_cpu_s() - backend) * 1000 / batches
                 line.append(f"{name} {own_ms:6.2f} + {backend_ms:6.2f} = {own_ms + backend_ms:6.2f} ms")
-            print("   ".join(line) + ("   (arrays chosen)" if size <= chosen else "   (staging chosen)"))
+            print("   ".join(line) + ("   (json chosen)" if size <= chosen else "   (staging chosen)"))
     finally:
-        storage.ARRAY_BATCH_MAX = chosen
+        storage.JSON_BATCH_MAX = chosen
 
 
 def main() -> None:
@@ -234,7 +234,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the median is reported (default 3)")
     parser.add_argument("--compare-keys", action="store_true", help="also compare primary key shapes")
     parser.add_argument("--strategies", action="store_true",
-                        help="also measure the write path's two strategies (arrays, staging) by batch size")
+                        help="also measure the write path's two strategies (json, staging) by batch size")
     args = parser.parse_args()
     if args.rows < 2 or args.rounds < 1:
         parser.error("--rows must be at least 2 and --rounds at least 1")

@@ -255,7 +255,7 @@ SELECT count(*) FILTER (WHERE v.reason IS NULL AND NOT s.confirmed AND s.source 
 # function COPY uses, so the same text is the same number (Decimals go as their str(), as COPY writes them); text a
 # cast refuses fails the statement, and the batch takes the staging path, which names the column at fault. An
 # empty quote volume is NULL, as in the staging path's text fallback.
-_ARRAY_ROWS = """(
+_JSON_ROWS = """(
     SELECT (u.n - 1)::integer AS seq, u.r->>0 AS inst_id, u.r->>1 AS bar, (u.r->>2)::bigint AS open_time_ms,
            (u.r->>3)::numeric AS open, (u.r->>4)::numeric AS high, (u.r->>5)::numeric AS low,
            (u.r->>6)::numeric AS close, (u.r->>7)::numeric AS vol, (u.r->>8)::numeric AS vol_ccy,
@@ -263,8 +263,8 @@ _ARRAY_ROWS = """(
            (u.r->>12)::bigint AS version
     FROM jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS u(r, n)
 )"""
-# Static text first, with its literal % doubled (the statement takes parameters), then the array source.
-_MERGE_ARRAYS = f"""
+# Static text first, with its literal % doubled (the statement takes parameters), then the JSON source.
+_MERGE_JSON = f"""
 WITH {_BAR_CONSTANTS},
 checked AS MATERIALIZED (
     SELECT s.seq, i.id AS instrument_id, bar.id AS timeframe_id, s.open_time_ms, s.open, s.high, s.low, s.close,
@@ -286,12 +286,12 @@ SELECT (SELECT count(*) FILTER (WHERE inserted) FROM merged),
        (SELECT count(*) FROM checked WHERE reason IS NULL AND NOT confirmed AND source = 'rest'),
        (SELECT coalesce(json_agg(json_build_array(seq, reason) ORDER BY seq), '[]')
         FROM checked WHERE reason IS NOT NULL)
-""".replace("%", "%%").replace("FROM candle_staging s", "FROM " + _ARRAY_ROWS + " s", 1)
+""".replace("%", "%%").replace("FROM candle_staging s", "FROM " + _JSON_ROWS + " s", 1)
 
-# Batches up to this many rows take the array strategy: for a REST page (1-300 rows) one statement instead of a
+# Batches up to this many rows take the JSON strategy: for a REST page (1-300 rows) one statement instead of a
 # temporary table, a COPY, a merge and a drop, a third of the CPU for one row. Past about 600 rows the staging
 # table's merge is the cheaper (bench/upsert.py --strategies).
-ARRAY_BATCH_MAX = 500
+JSON_BATCH_MAX = 500
 
 
 class _Merged(NamedTuple):
@@ -301,7 +301,7 @@ class _Merged(NamedTuple):
     rejected: list[tuple[int, str]]  # (index in the batch, reason), in index order
 
 
-def _merge_arrays(rows: Sequence[CandleRow]) -> _Merged | None:
+def _merge_json(rows: Sequence[CandleRow]) -> _Merged | None:
     """The batch merged in one statement; None when text in it is not a number (nothing was written then)."""
     try:
         # orjson writes plain tuples only, not NamedTuples; a Decimal goes as its str(), as COPY writes it, and
@@ -315,7 +315,7 @@ def _merge_arrays(rows: Sequence[CandleRow]) -> _Merged | None:
     guard = transaction.atomic() if inside else nullcontext()
     try:
         with guard, connection.cursor() as cursor:
-            cursor.execute(_MERGE_ARRAYS, params)
+            cursor.execute(_MERGE_JSON, params)
             inserted, updated, skipped_open_rest, invalid = cursor.fetchone()
     except (DataError, psycopg.DataError):  # the staging path names the bad column, or raises what is not that
         return None
@@ -365,7 +365,7 @@ def candles_upsert(*, rows: Sequence[CandleRow]) -> UpsertResult:
     result = UpsertResult(received=len(rows))
     if not rows:
         return result
-    merged = _merge_arrays(rows) if len(rows) <= ARRAY_BATCH_MAX else None
+    merged = _merge_json(rows) if len(rows) <= JSON_BATCH_MAX else None
     if merged is None:
         merged = _merge_staged(rows)
     result.inserted = merged.inserted

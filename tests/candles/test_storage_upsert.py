@@ -2,7 +2,7 @@
 
 State a test needs beforehand is stored through the ORM, so that most tests call the write path once
 and stay inside the per-test transaction. Every test runs on both strategies of the write path (one statement
-over arrays for small batches, a staging table for large ones), whatever the size of its batch.
+from one JSON parameter for small batches, a staging table for large ones), whatever the size of its batch.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ T0 = datetime(2024, 1, 16, 19, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
 
 
-@pytest.fixture(autouse=True, params=["arrays", "staging"])
+@pytest.fixture(autouse=True, params=["json", "staging"])
 def strategy(request, monkeypatch) -> str:
-    monkeypatch.setattr(storage, "ARRAY_BATCH_MAX", 10**9 if request.param == "arrays" else 0)
+    monkeypatch.setattr(storage, "JSON_BATCH_MAX", 10**9 if request.param == "json" else 0)
     return request.param
 
 
@@ -72,7 +72,7 @@ def test_each_strategy_writes_the_batch_its_own_way(btc, candle_row, strategy):
 
     staged = [q["sql"] for q in queries if "candle_staging" in q["sql"]]
     merged = [q["sql"] for q in queries if "INSERT INTO candles_candle" in q["sql"]]
-    assert (len(merged), bool(staged)) == ((1, False) if strategy == "arrays" else (1, True))
+    assert (len(merged), bool(staged)) == ((1, False) if strategy == "json" else (1, True))
     assert any("CREATE TEMPORARY TABLE candle_staging_text" in q["sql"] for q in fallback)
     assert [(r.index, "open" in r.reason) for r in result.rejected] == [(3, True)]
 
