@@ -108,5 +108,9 @@ def logging_config(*, level: str, fmt: str) -> dict[str, Any]:
         "loggers": {
             # SQL is logged at DEBUG by Django; keep it out even when the rest is at DEBUG.
             "django.db.backends": {"level": "INFO"},
+            # httpx and httpcore log every REST request at INFO: at OKX's budgets (30 a second) that is a line
+            # and its formatting per request, with nothing an operator acts on; failures are logged by our client.
+            "httpx": {"level": "WARNING"},
+            "httpcore": {"level": "WARNING"},
         },
     }
