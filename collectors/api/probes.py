@@ -101,26 +101,36 @@ def broker_url_probeable(url: str) -> bool:
     return urlsplit(url).scheme in REDIS_SCHEMES
 
 
+def probes_start(checks: dict[str, Callable[[], None]],
+                 timeout_s: float = PROBE_TIMEOUT_S) -> Callable[[], dict[str, Probe]]:
+    """Start the checks in parallel and return at once; calling the result waits for them, until `timeout_s`
+    after the start, so a caller can do other work meanwhile. Each check gives a Probe, failed when it raised
+    or did not finish in time."""
+    deadline = time.monotonic() + timeout_s
+    futures = {name: _executor.submit(_timed, name, check) for name, check in checks.items()}
+
+    def collect() -> dict[str, Probe]:
+        wait_for(futures.values(), timeout=max(0.0, deadline - time.monotonic()))
+        probes: dict[str, Probe] = {}
+        for name, future in futures.items():
+            if future.done():
+                probes[name] = future.result()
+            else:
+                probes[name] = Probe(name, False, None, f"no answer within {timeout_s:g} s")
+            if not probes[name].up:
+                logger.warning("health probe %s failed: %s", name, probes[name].error)
+        return probes
+
+    return collect
+
+
 def probes_run(checks: dict[str, Callable[[], None]], timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Probe]:
     """Run the checks in parallel; each gives a Probe, failed when it raised or did not finish in time."""
-    futures = {name: _executor.submit(_timed, name, check) for name, check in checks.items()}
-    wait_for(futures.values(), timeout=timeout_s)
-    probes: dict[str, Probe] = {}
-    for name, future in futures.items():
-        if future.done():
-            probes[name] = future.result()
-        else:
-            probes[name] = Probe(name, False, None, f"no answer within {timeout_s:g} s")
-        if not probes[name].up:
-            logger.warning("health probe %s failed: %s", name, probes[name].error)
-    return probes
+    return probes_start(checks, timeout_s)()
 
 
-def services_probe(names: Iterable[str] = ("database", "redis", "broker")) -> dict[str, Probe]:
-    """Probes of the project's PostgreSQL (default database), Redis (REDIS_URL) and broker (CELERY_BROKER_URL).
-
-    A broker that is not Redis is not probed here: its probe is reported up with `checked` False.
-    """
+def services_probe_start(names: Iterable[str] = ("database", "redis", "broker")) -> Callable[[], dict[str, Probe]]:
+    """`services_probe`, started: the probes run while the caller works, calling the result waits for them."""
     wanted = set(names)
     checks: dict[str, Callable[[], None]] = {}
     skipped: dict[str, Probe] = {}
@@ -136,4 +146,13 @@ def services_probe(names: Iterable[str] = ("database", "redis", "broker")) -> di
             scheme = urlsplit(broker_url).scheme or "?"
             skipped["broker"] = Probe("broker", True, None, f"not probed: a {scheme}:// broker, not Redis",
                                       checked=False)
-    return {**probes_run(checks), **skipped}
+    collect = probes_start(checks)
+    return lambda: {**collect(), **skipped}
+
+
+def services_probe(names: Iterable[str] = ("database", "redis", "broker")) -> dict[str, Probe]:
+    """Probes of the project's PostgreSQL (default database), Redis (REDIS_URL) and broker (CELERY_BROKER_URL).
+
+    A broker that is not Redis is not probed here: its probe is reported up with `checked` False.
+    """
+    return services_probe_start(names)()
