@@ -14,6 +14,7 @@ estimate minus the others above GAPS_COUNTED_EXACTLY rows.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -44,12 +45,16 @@ class Statement(Generic[T]):
 
 
 def statements_run(*statements: Statement) -> list[Any]:
-    """Each statement's rows as its `read` makes them, in order; one round trip inside one transaction.
-    Raises DatabaseError (a statement timing out included)."""
+    """Each statement's rows as its `read` makes them, in order, in one round trip. Raises DatabaseError (a
+    statement timing out included)."""
     sql = ";\n".join([f"SET LOCAL statement_timeout = {int(STATEMENT_TIMEOUT_MS)}", *(s.sql for s in statements)])
     params = [param for statement in statements for param in statement.params]
     results = []
-    with transaction.atomic(), connection.cursor() as cursor:
+    # Outside a transaction PostgreSQL runs one query string as one implicit transaction (SET LOCAL holds for
+    # all of it, a failure rolls it back), so no BEGIN and COMMIT round trips are needed; inside a caller's
+    # transaction a savepoint keeps a failure from aborting the caller's work.
+    block = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
+    with block, connection.cursor() as cursor:
         cursor.execute(sql, params)  # positioned on the SET's result; each nextset() moves to the next statement
         for statement in statements:
             cursor.nextset()
