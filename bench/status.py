@@ -4,7 +4,7 @@
         .venv/bin/python bench/status.py [--instruments 1000] [--gaps 100000] [--rounds 15]
 
 1. Uses the database of DATABASE_URL (created if missing, then `migrate`d) and Redis under a private key
-   prefix (`benchstatus:`, cleared at the start), so a running system's data is not touched.
+   prefix (`benchstatus:<database>:`, cleared at the start), so a running system's data is not touched.
 2. Builds --instruments instruments × every bar (27) = 27,000 subscriptions (status mix: mostly live, some
    stale, error, pending and paused), --gaps gap rows (a tenth unfinished, across the four priorities) and a
    channel status in Redis per active subscription (last message, last confirmed candle, some lagging or
@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-PREFIX = "benchstatus:"
+PREFIX = "benchstatus:"  # then the database's name: benches of several databases on one Redis stay apart
 SYMBOL_FORMAT = "BS{:04d}-USDT"
 URLS = {
     "/api/v1/status": "/api/v1/status",
@@ -53,8 +53,9 @@ URLS = {
 def _environment() -> None:
     # Production-like: DEBUG off (no query log, no debug pages), no throttling of the benchmark's requests.
     os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/okx_candles")
+    database = os.environ["DATABASE_URL"].rsplit("/", 1)[-1]
     os.environ.update({
-        "REDIS_KEY_PREFIX": PREFIX, "DEBUG": "0", "SECRET_KEY": "bench-status-not-secret",
+        "REDIS_KEY_PREFIX": f"{PREFIX}{database}:", "DEBUG": "0", "SECRET_KEY": "bench-status-not-secret",
         "ALLOWED_HOSTS": "localhost", "API_THROTTLE_ANON": "off", "API_THROTTLE_USER": "off", "LOG_LEVEL": "WARNING",
     })
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "okxproject.settings")
@@ -122,7 +123,7 @@ def build(instruments: int, gaps: int, rng: random.Random) -> None:
         cursor.execute("ANALYZE candles_subscription; ANALYZE candles_gap; ANALYZE candles_instrument")
 
     redis, keys = redis_client(), pipeline_keys()
-    doomed = list(redis.scan_iter(f"{PREFIX}*", count=1000))
+    doomed = list(redis.scan_iter(f"{os.environ['REDIS_KEY_PREFIX']}*", count=1000))
     for i in range(0, len(doomed), 1000):
         redis.delete(*doomed[i:i + 1000])
     now = time.time()

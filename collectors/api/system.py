@@ -29,7 +29,13 @@ from django.db.models import Count, Sum
 from redis import RedisError
 
 from candles.models import Gap, GapState, SubscriptionStatus
-from collectors.api.probes import Probe, services_probe, services_probe_start, status_redis
+from collectors.api.probes import (
+    REUSED_CONNECTION_MAX_AGE_S,
+    Probe,
+    services_probe,
+    services_probe_start,
+    status_redis,
+)
 from collectors.api.status_queries import (
     BAR_SPECS,
     OTHER_GAPS,
@@ -313,11 +319,12 @@ def system_status(*, examples: int = STATUS_EXAMPLES) -> SystemStatus:
     """The health plus a bounded summary for GET /status: subscription counts by state, the worst lags, the
     top problems, gaps by state and priority, collectors, the pipeline and the repair backlog.
 
-    The probes run while Redis is read (its client has short timeouts of its own); PostgreSQL is read once
-    its probe answered, in one round trip (`status_queries`); then the worst lags, in one more to Redis.
+    The probes run while Redis is read (its client has short timeouts of its own); PostgreSQL's probe keeps
+    its connection between calls (see `probes`). PostgreSQL is read once its probe answered, in one round
+    trip (`status_queries`); then the worst lags, in one more to Redis.
     Nothing here reads every channel status, and nothing runs per subscription in Python.
     """
-    collect_probes = services_probe_start()
+    collect_probes = services_probe_start(database_reuse_s=REUSED_CONNECTION_MAX_AGE_S)
     now = time.time()
     pipeline, collectors, redis_error = _pipeline_read(now)
     probes = collect_probes()
