@@ -79,8 +79,13 @@ class SubscriptionSummary:
 
 
 def _read_counts(rows: list[tuple]) -> tuple[dict[str, int], int]:
-    (_, active, paused), *not_live = rows
-    by_status = {status: n for status, n, _ in not_live if n}
+    by_status: dict[str, int] = {}
+    active = paused = 0
+    for status, n, m in rows:  # UNION ALL promises no order: the totals are the row without a status
+        if status is None:
+            active, paused = n, m
+        elif n:
+            by_status[status] = n
     live = active - sum(by_status.values())
     return ({SubscriptionStatus.LIVE: live} if live else {}) | by_status, paused
 
