@@ -4,13 +4,15 @@
         .venv/bin/python bench/status.py [--instruments 1000] [--gaps 100000] [--rounds 15]
 
 1. Uses the database of DATABASE_URL (created if missing, then `migrate`d) and Redis under a private key
-   prefix (`benchstatus:`, cleared at the start), so a running system's data is not touched.
+   prefix (`benchstatus:<database>:`, cleared at the start), so a running system's data is not touched.
 2. Builds --instruments instruments × every bar (27) = 27,000 subscriptions (status mix: mostly live, some
    stale, error, pending and paused), --gaps gap rows (a tenth unfinished, across the four priorities) and a
    channel status in Redis per active subscription (last message, last confirmed candle, some lagging or
    refused), a few collectors, counters and a repair-backlog report. Rows already built are reused.
 3. Requests each surface through Django's test Client as a superuser (DEBUG off, no throttling), --rounds
    times after two warm-ups, and prints p50/p95 latency, response size and queries per request.
+   `--only /api/v1/status` measures the surfaces whose name starts so; `--load 1.5` measures them while
+   busy-loop processes burn that many cores (the full firehose keeps about 1.5 of 2 cores busy).
 
 The targets (issue 14): /status p50 ≤ 100 ms and ≤ 100 KB; the admin index (the dashboard), the pipeline
 page, the subscription and the gap changelists p50 ≤ 500 ms each.
@@ -19,17 +21,21 @@ page, the subscription and the gap changelists p50 ≤ 500 ms each.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-PREFIX = "benchstatus:"
+PREFIX = "benchstatus:"  # then the database's name: benches of several databases on one Redis stay apart
 SYMBOL_FORMAT = "BS{:04d}-USDT"
 URLS = {
     "/api/v1/status": "/api/v1/status",
@@ -47,8 +53,9 @@ URLS = {
 def _environment() -> None:
     # Production-like: DEBUG off (no query log, no debug pages), no throttling of the benchmark's requests.
     os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/okx_candles")
+    database = os.environ["DATABASE_URL"].rsplit("/", 1)[-1]
     os.environ.update({
-        "REDIS_KEY_PREFIX": PREFIX, "DEBUG": "0", "SECRET_KEY": "bench-status-not-secret",
+        "REDIS_KEY_PREFIX": f"{PREFIX}{database}:", "DEBUG": "0", "SECRET_KEY": "bench-status-not-secret",
         "ALLOWED_HOSTS": "localhost", "API_THROTTLE_ANON": "off", "API_THROTTLE_USER": "off", "LOG_LEVEL": "WARNING",
     })
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "okxproject.settings")
@@ -129,7 +136,7 @@ def build(instruments: int, gaps: int, rng: random.Random) -> None:
         cursor.execute("ANALYZE candles_subscription; ANALYZE candles_gap; ANALYZE candles_instrument")
 
     redis, keys = redis_client(), pipeline_keys()
-    doomed = list(redis.scan_iter(f"{PREFIX}*", count=1000))
+    doomed = list(redis.scan_iter(f"{os.environ['REDIS_KEY_PREFIX']}*", count=1000))
     for i in range(0, len(doomed), 1000):
         redis.delete(*doomed[i:i + 1000])
     now = time.time()
@@ -186,7 +193,42 @@ def build(instruments: int, gaps: int, rng: random.Random) -> None:
         "requests": {"candles": 1200, "history": 8000}, "budget_per_s": {"candles": 20.0, "history": 10.0}}))
 
 
-def measure(rounds: int) -> list[tuple[str, float, float, int, int, int]]:
+# --- CPU load: the firehose's share of the machine, emulated ------------------------------------------------
+
+# One child: busy for `duty` of every 10 ms slice, asleep for the rest, until its deadline (so a bench that
+# dies leaves nothing burning for long).
+BUSY_LOOP = """
+import sys, time
+duty, deadline = float(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    start = time.monotonic()
+    while time.monotonic() - start < 0.01 * duty:
+        pass
+    time.sleep(0.01 * (1 - duty))
+"""
+
+
+@contextmanager
+def cpu_load(cores: float, max_seconds: float) -> Iterator[None]:
+    """`cores` cores kept busy by ceil(cores) child processes sharing the load evenly, stopped on exit."""
+    if cores <= 0:
+        yield
+        return
+    children = math.ceil(cores)
+    duty = cores / children
+    procs = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(duty), str(max_seconds)])
+             for _ in range(children)]
+    try:
+        time.sleep(0.5)  # let the scheduler see them before the first request
+        yield
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=10)
+
+
+def measure(rounds: int, urls: dict[str, str] = URLS) -> list[tuple[str, float, float, int, int, int]]:
     from django.contrib.auth import get_user_model
     from django.db import connection
     from django.test import Client
@@ -197,7 +239,7 @@ def measure(rounds: int) -> list[tuple[str, float, float, int, int, int]]:
     client = Client(HTTP_HOST="localhost")
     client.force_login(user)
     results = []
-    for name, url in URLS.items():
+    for name, url in urls.items():
         times, size, status = [], 0, 0
         for i in range(rounds + 2):
             with CaptureQueriesContext(connection) as queries:
@@ -219,6 +261,10 @@ def main() -> None:
     parser.add_argument("--instruments", type=int, default=1000)
     parser.add_argument("--gaps", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--only", action="append", default=[], metavar="SURFACE",
+                        help="measure only the surfaces whose name starts with this (repeatable)")
+    parser.add_argument("--load", type=float, default=0.0, metavar="CORES",
+                        help="keep this many cores busy with busy-loop processes while measuring")
     args = parser.parse_args()
     _environment()
     _create_database()
@@ -232,8 +278,13 @@ def main() -> None:
     build(args.instruments, args.gaps, random.Random(14))
     print(f"built {args.instruments} instruments × 27 bars, {args.gaps:,} gaps, channel statuses "
           f"in {time.perf_counter() - started:.1f} s")
+    urls = {name: url for name, url in URLS.items() if not args.only or name.startswith(tuple(args.only))}
+    if args.load:
+        print(f"under a synthetic load of {args.load:g} cores ({os.cpu_count()} on this machine)")
     print(f"{'surface':42} {'p50 ms':>8} {'p95 ms':>8} {'bytes':>10} {'queries':>8} {'HTTP':>5}")
-    for name, p50, p95, size, queries, status in measure(args.rounds):
+    with cpu_load(args.load, max_seconds=600):
+        results = measure(args.rounds, urls)
+    for name, p50, p95, size, queries, status in results:
         print(f"{name:42} {p50:8.1f} {p95:8.1f} {size:10,} {queries:8} {status:5}")
 
 

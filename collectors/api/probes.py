@@ -7,6 +7,9 @@ socket timeouts. A probe never raises.
 
 PostgreSQL is probed on a connection of its own (`SELECT 1`), not Django's: only a new connection can be
 given a connect timeout here, and it proves that the server accepts connections, which every worker needs.
+/health makes a new one on every probe; /status, polled by dashboards, keeps one between its probes for up
+to REUSED_CONNECTION_MAX_AGE_S (see `probe_connections`), so a server that stops accepting connections shows
+there within that time, and one that stops answering at once.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from collectors.api.probe_connections import connection_key, idle_connections
+
 logger = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 1.5
@@ -34,6 +39,8 @@ PROBE_TIMEOUT_S = 1.5
 DB_CONNECT_TIMEOUT_S = 2
 REDIS_TIMEOUT_S = 1.0
 REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
+# How long /status's probe keeps using one PostgreSQL connection before it makes a new one.
+REUSED_CONNECTION_MAX_AGE_S = 60.0
 
 # Shared by every request of the process; a hung probe holds one thread for its own timeout at most.
 _executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="health-probe")
@@ -81,10 +88,36 @@ def _database_params(alias: str) -> dict:
     return params
 
 
-def database_check(params: dict) -> Callable[[], None]:
+def database_check(params: dict, *, reuse_s: float = 0.0) -> Callable[[], None]:
+    """`SELECT 1` on a connection of the probe's own: a new one each time, or, with `reuse_s`, one kept between
+    probes until it is that many seconds old. A kept connection that fails (a restarted server, an idle
+    timeout) is replaced at once: only a new connection's failure fails the probe."""
+    key = connection_key(params)
+
     def check() -> None:
-        with psycopg.connect(**params, autocommit=True) as conn:
+        kept = idle_connections.take(key) if reuse_s > 0 else None
+        if kept is not None:
+            conn, made_at = kept
+            if time.monotonic() - made_at < reuse_s:
+                try:
+                    conn.execute("SELECT 1").fetchone()
+                except psycopg.Error:
+                    pass
+                else:
+                    idle_connections.give(key, conn, made_at)
+                    return
+            conn.close()
+        made_at = time.monotonic()
+        conn = psycopg.connect(**params, autocommit=True)
+        try:
             conn.execute("SELECT 1").fetchone()
+        except BaseException:
+            conn.close()
+            raise
+        if reuse_s > 0:
+            idle_connections.give(key, conn, made_at)
+        else:
+            conn.close()
 
     return check
 
@@ -101,31 +134,44 @@ def broker_url_probeable(url: str) -> bool:
     return urlsplit(url).scheme in REDIS_SCHEMES
 
 
+def probes_start(checks: dict[str, Callable[[], None]],
+                 timeout_s: float = PROBE_TIMEOUT_S) -> Callable[[], dict[str, Probe]]:
+    """Start the checks in parallel and return at once; calling the result waits for them, until `timeout_s`
+    after the start, so a caller can do other work meanwhile. Each check gives a Probe, failed when it raised
+    or did not finish in time."""
+    deadline = time.monotonic() + timeout_s
+    futures = {name: _executor.submit(_timed, name, check) for name, check in checks.items()}
+
+    def collect() -> dict[str, Probe]:
+        wait_for(futures.values(), timeout=max(0.0, deadline - time.monotonic()))
+        probes: dict[str, Probe] = {}
+        for name, future in futures.items():
+            if future.done():
+                probes[name] = future.result()
+            else:
+                probes[name] = Probe(name, False, None, f"no answer within {timeout_s:g} s")
+            if not probes[name].up:
+                logger.warning("health probe %s failed: %s", name, probes[name].error)
+        return probes
+
+    return collect
+
+
 def probes_run(checks: dict[str, Callable[[], None]], timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Probe]:
     """Run the checks in parallel; each gives a Probe, failed when it raised or did not finish in time."""
-    futures = {name: _executor.submit(_timed, name, check) for name, check in checks.items()}
-    wait_for(futures.values(), timeout=timeout_s)
-    probes: dict[str, Probe] = {}
-    for name, future in futures.items():
-        if future.done():
-            probes[name] = future.result()
-        else:
-            probes[name] = Probe(name, False, None, f"no answer within {timeout_s:g} s")
-        if not probes[name].up:
-            logger.warning("health probe %s failed: %s", name, probes[name].error)
-    return probes
+    return probes_start(checks, timeout_s)()
 
 
-def services_probe(names: Iterable[str] = ("database", "redis", "broker")) -> dict[str, Probe]:
-    """Probes of the project's PostgreSQL (default database), Redis (REDIS_URL) and broker (CELERY_BROKER_URL).
-
-    A broker that is not Redis is not probed here: its probe is reported up with `checked` False.
-    """
+def services_probe_start(
+    names: Iterable[str] = ("database", "redis", "broker"), *, database_reuse_s: float = 0.0,
+) -> Callable[[], dict[str, Probe]]:
+    """`services_probe`, started: the probes run while the caller works, calling the result waits for them.
+    `database_reuse_s`: see `database_check`."""
     wanted = set(names)
     checks: dict[str, Callable[[], None]] = {}
     skipped: dict[str, Probe] = {}
     if "database" in wanted:
-        checks["database"] = database_check(_database_params(DEFAULT_DB_ALIAS))
+        checks["database"] = database_check(_database_params(DEFAULT_DB_ALIAS), reuse_s=database_reuse_s)
     if "redis" in wanted:
         checks["redis"] = redis_check(settings.REDIS_URL)
     if "broker" in wanted:
@@ -136,4 +182,13 @@ def services_probe(names: Iterable[str] = ("database", "redis", "broker")) -> di
             scheme = urlsplit(broker_url).scheme or "?"
             skipped["broker"] = Probe("broker", True, None, f"not probed: a {scheme}:// broker, not Redis",
                                       checked=False)
-    return {**probes_run(checks), **skipped}
+    collect = probes_start(checks)
+    return lambda: {**collect(), **skipped}
+
+
+def services_probe(names: Iterable[str] = ("database", "redis", "broker")) -> dict[str, Probe]:
+    """Probes of the project's PostgreSQL (default database), Redis (REDIS_URL) and broker (CELERY_BROKER_URL).
+
+    A broker that is not Redis is not probed here: its probe is reported up with `checked` False.
+    """
+    return services_probe_start(names)()

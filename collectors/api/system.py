@@ -20,17 +20,36 @@ then anyway.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError
 from django.db.models import Count, Sum
 from redis import RedisError
 
-from candles.models import Gap, GapState, RepairPriority, Subscription, SubscriptionStatus
-from collectors.api.probes import Probe, services_probe, status_redis
-from collectors.api.subscriptions import Lag, bar_specs_by_code, limit_statements, worst_lags
+from candles.models import Gap, GapState, SubscriptionStatus
+from collectors.api.probes import (
+    REUSED_CONNECTION_MAX_AGE_S,
+    Probe,
+    services_probe,
+    services_probe_start,
+    status_redis,
+)
+from collectors.api.status_queries import (
+    BAR_SPECS,
+    OTHER_GAPS,
+    SUBSCRIPTION_COUNTS,
+    UNFINISHED_GAPS,
+    GapSummary,
+    SubscriptionSummary,
+    TroubledRow,
+    gaps_of,
+    statements_run,
+    summary_of,
+    troubled_examples,
+)
+from collectors.api.subscriptions import Lag, worst_lags
 from collectors.pipeline.connections import pipeline_keys
 from collectors.pipeline.status import CollectorStatus, collector_statuses, pipeline_overview
 
@@ -49,19 +68,6 @@ class Check:
     status: str  # pass, fail or unknown
     impact: str  # what its failure makes the system: unhealthy or degraded
     message: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class SubscriptionSummary:
-    """Active subscriptions by status, and a few of the troubled ones ("BTC-USDT 1m stale")."""
-
-    by_status: dict[str, int]
-    troubled: list[str] = field(default_factory=list)
-    paused: int = 0
-
-    @property
-    def active(self) -> int:
-        return sum(self.by_status.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,22 +96,9 @@ def _failed(probe: Probe, exc: Exception) -> Probe:
 
 
 def subscription_summary() -> SubscriptionSummary:
-    # One GROUP BY over (is_active, status): the counts cost one index scan, whatever the subscriptions.
-    by_status: dict[str, int] = {}
-    paused = 0
-    grouped = Subscription.objects.order_by().values("is_active", "status").annotate(n=Count("pk"))
-    for is_active, status, n in grouped.values_list("is_active", "status", "n"):
-        if is_active:
-            by_status[status] = n
-        else:
-            paused += n
-    active = Subscription.objects.filter(is_active=True).order_by()
-    troubled = [
-        f"{symbol} {bar} {status}" for symbol, bar, status in
-        active.filter(status__in=TROUBLED).order_by("instrument__inst_id", "timeframe__display_order")
-        .values_list("instrument__inst_id", "timeframe__code", "status")[:EXAMPLES]
-    ] if any(by_status.get(s) for s in TROUBLED) else []
-    return SubscriptionSummary(by_status, troubled, paused)
+    """Active subscriptions by status, paused ones, and the first few stale or in error (one round trip)."""
+    counts, examples = statements_run(SUBSCRIPTION_COUNTS, troubled_examples(TROUBLED, EXAMPLES))
+    return summary_of(counts, examples, EXAMPLES)
 
 
 def observe(*, now: float | None = None) -> Observation:
@@ -121,9 +114,7 @@ def observe(*, now: float | None = None) -> Observation:
     subscriptions = None
     if probes["database"].up:
         try:
-            with transaction.atomic():
-                limit_statements()
-                subscriptions = subscription_summary()
+            subscriptions = subscription_summary()
         except DatabaseError as exc:
             probes["database"] = _failed(probes["database"], exc)
     return Observation(now, probes, pipeline, subscriptions)
@@ -223,17 +214,6 @@ def _flush_check(pipeline: dict[str, Any], depth: int, interval: float) -> Check
 
 
 @dataclass(frozen=True, slots=True)
-class GapSummary:
-    open: int
-    filling: int
-    filled: int
-    unfillable: int
-    missing_candles: int  # in open and filling gaps
-    # Unfinished (open and filling) gaps by repair priority: {"confirm": {"gaps", "missing_candles"}, ...}
-    unfinished_by_priority: dict[str, dict[str, int]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
 class Troubled:
     """Active subscriptions of one status: how many, and the first few with their messages."""
 
@@ -253,8 +233,6 @@ class SystemStatus:
     repair: dict | None
 
 
-PRIORITY_NAMES = {RepairPriority.CONFIRM: "confirm", RepairPriority.OUTAGE: "outage",
-                  RepairPriority.HISTORY: "history", RepairPriority.OLD: "old"}
 # How many troubled subscriptions and lagging channels the summary names; the rest are counted, and listed
 # by GET /status/subscriptions?state=... page by page.
 STATUS_EXAMPLES = 10
@@ -269,47 +247,24 @@ def gap_counts() -> dict[str, tuple[int, int]]:
     return counts
 
 
-# Above this many gap rows (PostgreSQL's estimate), `filled` is estimated rather than counted: filled gaps stay
-# as the record and only accumulate, and counting them is a pass over the table on every request.
-GAPS_COUNTED_EXACTLY = 50_000
-
-
 def gap_summary() -> GapSummary:
-    """Gaps by state and unfinished gaps by priority, in three small queries: unfinished gaps are read along
-    their partial index, unfillable ones along the state index; filled ones are the table's row estimate
-    minus the others once the table is large (exact below GAPS_COUNTED_EXACTLY)."""
-    by_priority = {name: {"gaps": 0, "missing_candles": 0} for name in PRIORITY_NAMES.values()}
-    by_state = {GapState.OPEN: 0, GapState.FILLING: 0}
-    missing = 0
-    rows = (Gap.objects.filter(state__in=(GapState.OPEN, GapState.FILLING)).order_by()
-            .values("state", "priority").annotate(n=Count("pk"), m=Sum("missing"))
-            .values_list("state", "priority", "n", "m"))
-    for state, priority, n, m in rows:
-        figures = by_priority.setdefault(PRIORITY_NAMES.get(priority, str(priority)), {"gaps": 0, "missing_candles": 0})
-        figures["gaps"] += n
-        figures["missing_candles"] += m or 0
-        by_state[state] += n
-        missing += m or 0
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT (SELECT reltuples::bigint FROM pg_class WHERE oid = 'candles_gap'::regclass), "
-                       "(SELECT count(*) FROM candles_gap WHERE state = %s)", [GapState.UNFILLABLE])
-        estimate, unfillable = cursor.fetchone()
-    unfinished = by_state[GapState.OPEN] + by_state[GapState.FILLING]
-    if estimate is not None and estimate > GAPS_COUNTED_EXACTLY:
-        filled = max(0, estimate - unfinished - unfillable)
-    else:
-        filled = Gap.objects.filter(state=GapState.FILLED).count()
-    return GapSummary(by_state[GapState.OPEN], by_state[GapState.FILLING], filled, unfillable, missing, by_priority)
+    """Gaps by state and unfinished gaps by priority (one round trip; see `status_queries`)."""
+    return gaps_of(*statements_run(UNFINISHED_GAPS, OTHER_GAPS))
+
+
+def troubled_of(status: str, count: int, rows: list[TroubledRow], limit: int = STATUS_EXAMPLES) -> Troubled:
+    """`count` active subscriptions of `status`, named by the first `limit` of `rows` of that status."""
+    examples = [{"symbol": r.symbol, "timeframe": r.timeframe, "status_message": r.status_message}
+                for r in rows if r.status == status][:limit]
+    return Troubled(count, examples if count else [])
 
 
 def troubled(status: str, count: int, limit: int = STATUS_EXAMPLES) -> Troubled:
     """The first `limit` active subscriptions of `status` (none read when `count` says there are none)."""
     if not count:
         return Troubled(0, [])
-    rows = (Subscription.objects.filter(is_active=True, status=status)
-            .values_list("instrument__inst_id", "timeframe__code", "status_message")[:limit])
-    return Troubled(count, [{"symbol": symbol, "timeframe": bar, "status_message": message}
-                            for symbol, bar, message in rows])
+    [rows] = statements_run(troubled_examples([status], limit))
+    return troubled_of(status, count, rows, limit)
 
 
 def subscription_counts(summary: SubscriptionSummary) -> dict[str, Any]:
@@ -347,43 +302,63 @@ def problems_list(subscriptions: dict[str, Any] | None, errors: Troubled | None,
     return lines
 
 
+def _pipeline_read(now: float) -> tuple[dict[str, Any] | None, list[CollectorStatus] | None, RedisError | None]:
+    """The pipeline overview and the collectors, as far as Redis answered, and the error that stopped it."""
+    redis, keys = status_redis(), pipeline_keys()
+    try:
+        pipeline = pipeline_overview(redis, keys, now=now)
+    except RedisError as exc:
+        return None, None, exc
+    try:
+        return pipeline, collector_statuses(redis, keys, now=now), None
+    except RedisError as exc:
+        return pipeline, None, exc
+
+
 def system_status(*, examples: int = STATUS_EXAMPLES) -> SystemStatus:
     """The health plus a bounded summary for GET /status: subscription counts by state, the worst lags, the
     top problems, gaps by state and priority, collectors, the pipeline and the repair backlog.
 
-    A constant number of small queries (GROUP BYs and LIMITed reads) and one Redis round trip beyond the
-    overview's: nothing here reads every subscription or every channel status.
+    The probes run while Redis is read (its client has short timeouts of its own); PostgreSQL's probe keeps
+    its connection between calls (see `probes`). PostgreSQL is read once its probe answered, in one round
+    trip (`status_queries`); then the worst lags, in one more to Redis.
+    Nothing here reads every channel status, and nothing runs per subscription in Python.
     """
-    observation = observe()
-    probes, now = observation.probes, observation.now
-    collectors = lags = None
-    errors = stale = None
-    gaps = None
+    collect_probes = services_probe_start(database_reuse_s=REUSED_CONNECTION_MAX_AGE_S)
+    now = time.time()
+    pipeline, collectors, redis_error = _pipeline_read(now)
+    probes = collect_probes()
+    if not probes["redis"].up:
+        pipeline = collectors = None
+    elif redis_error is not None:
+        probes["redis"] = _failed(probes["redis"], redis_error)
+
+    summary = gaps = errors = stale = None
     specs: dict[str, Any] = {}
-    summary = observation.subscriptions
-    if summary is not None:
+    if probes["database"].up:
         try:
-            with transaction.atomic():
-                limit_statements()
-                gaps = gap_summary()
-                errors = troubled(SubscriptionStatus.ERROR, summary.by_status.get(SubscriptionStatus.ERROR, 0),
-                                  examples)
-                stale = troubled(SubscriptionStatus.STALE, summary.by_status.get(SubscriptionStatus.STALE, 0),
-                                 examples)
-                specs = bar_specs_by_code()
+            counts, rows, unfinished, other, specs = statements_run(
+                SUBSCRIPTION_COUNTS, troubled_examples(TROUBLED, max(examples, EXAMPLES)), UNFINISHED_GAPS,
+                OTHER_GAPS, BAR_SPECS)
         except DatabaseError as exc:
             probes["database"] = _failed(probes["database"], exc)
-            summary = gaps = errors = stale = None
-    if observation.pipeline is not None:
-        redis, keys = status_redis(), pipeline_keys()
+        else:
+            summary = summary_of(counts, rows, EXAMPLES)
+            gaps = gaps_of(unfinished, other)
+            errors = troubled_of(SubscriptionStatus.ERROR, summary.by_status.get(SubscriptionStatus.ERROR, 0), rows,
+                                 examples)
+            stale = troubled_of(SubscriptionStatus.STALE, summary.by_status.get(SubscriptionStatus.STALE, 0), rows,
+                                examples)
+
+    lags = None
+    if pipeline is not None and collectors is not None and summary is not None:
         try:
-            collectors = collector_statuses(redis, keys, now=now)
-            lags = worst_lags(redis, keys, specs, now=now, limit=examples) if summary is not None else None
+            lags = worst_lags(status_redis(), pipeline_keys(), specs, now=now, limit=examples)
         except RedisError as exc:
             probes["redis"] = _failed(probes["redis"], exc)
-            collectors = lags = None
+            collectors = None
+    observation = Observation(now, probes, pipeline, summary)
     counts = None if summary is None else subscription_counts(summary)
-    pipeline = observation.pipeline
     problems = {
         "top": problems_list(counts, errors, stale, gaps, pipeline, lags),
         "error": errors, "stale": stale,

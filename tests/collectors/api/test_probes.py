@@ -8,6 +8,7 @@ import pytest
 from django.db import connection
 from django.test import override_settings
 
+from collectors.api.probe_connections import idle_connections
 from collectors.api.probes import (
     PROBE_TIMEOUT_S,
     database_check,
@@ -76,3 +77,75 @@ def test_the_database_probe_uses_a_connection_of_its_own():
     before = connection.connection
     assert services_probe(names=["database"])["database"].up
     assert connection.connection is before
+
+
+# --- the connection /status keeps between its probes ---------------------------------------------------------
+
+
+@pytest.fixture
+def probe_params():
+    """The test database's parameters under an application name of this test's own; nothing kept after it."""
+    params = {**connection.get_connection_params(), "connect_timeout": 2, "application_name": "probe-reuse-test"}
+    yield params
+    idle_connections.close_all()
+
+
+def probe_backends(params: dict) -> list[int]:
+    with connection.cursor() as cursor:
+        # Inside the test's transaction PostgreSQL would show the activity as first read in it.
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", [params["application_name"]])
+        return sorted(pid for (pid,) in cursor.fetchall())
+
+
+@pytest.mark.django_db
+def test_a_kept_connection_answers_the_next_probes_and_a_new_one_is_not_kept(probe_params):
+    kept = database_check(probe_params, reuse_s=60)
+    kept()
+    [backend] = probe_backends(probe_params)
+    kept()
+    kept()
+
+    assert probe_backends(probe_params) == [backend]
+    idle_connections.close_all()
+    database_check(probe_params)()  # /health's probe: a new connection each time, closed after it
+    assert probe_backends(probe_params) == []
+
+
+@pytest.mark.django_db
+def test_a_kept_connection_that_went_away_is_replaced_without_failing_the_probe(probe_params):
+    check = database_check(probe_params, reuse_s=60)
+    check()
+    [gone] = probe_backends(probe_params)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [gone])
+    deadline = time.monotonic() + 5
+    while probe_backends(probe_params) == [gone] and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    assert probes_run({"database": check})["database"].up
+    [backend] = probe_backends(probe_params)
+    assert backend != gone
+
+
+@pytest.mark.django_db
+def test_a_kept_connection_is_made_anew_when_it_is_too_old(probe_params):
+    check = database_check(probe_params, reuse_s=0.05)
+    check()
+    [first] = probe_backends(probe_params)
+    time.sleep(0.06)
+    check()
+
+    [second] = probe_backends(probe_params)
+    assert second != first
+
+
+@pytest.mark.django_db
+def test_kept_connections_are_closed_before_django_creates_or_drops_a_database(probe_params):
+    database_check(probe_params, reuse_s=60)()
+    assert len(probe_backends(probe_params)) == 1
+
+    with connection._nodb_cursor():  # what the test runner opens to drop the test database
+        pass
+
+    assert probe_backends(probe_params) == []
