@@ -3,17 +3,22 @@
 Tests run against the real PostgreSQL. State that a test needs before it calls `candles_upsert` is stored
 through the ORM (`stored_candles`), so most tests call the write path once and stay inside pytest-django's
 per-test transaction.
+
+`make test` runs the suite in two pytest-xdist workers, each with a test database of its own; Redis keys are
+isolated per test by prefix (`tests.support.isolated_keys`) and ports of private servers per process
+(`tests.support.ports`).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 from django.db import connection
+from django.test import override_settings
 from django.utils import timezone
 
 from candles.bars import datetime_to_ms, ms_to_datetime
@@ -25,6 +30,20 @@ SEEDED_CODES = (
     "1s", "1m", "3m", "5m", "15m", "30m", "1H", "2H", "4H", "6H", "12H", "1D", "2D", "3D", "5D", "1W", "1M",
     "3M", "6Hutc", "12Hutc", "1Dutc", "2Dutc", "3Dutc", "5Dutc", "1Wutc", "1Mutc", "3Mutc",
 )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The chaos run first: it alone takes minutes, so a parallel worker that starts it late ends last."""
+    items.sort(key=lambda item: item.get_closest_marker("chaos") is None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fast_password_hashing() -> Iterator[None]:
+    """A cheap hasher: tests create users by the hundred, and PBKDF2's million rounds cost half a second each.
+
+    No test is about how passwords are hashed; production keeps Django's default."""
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
 
 
 def utc(*args: int) -> datetime:
