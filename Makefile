@@ -9,6 +9,8 @@ VENV_PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REQUIREMENTS := $(wildcard requirements/*.txt)
 PYTEST_ARGS ?=
+# Two workers (pytest-xdist), each with a test database of its own; PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
 FIREHOSE_ARGS ?=
 
 .PHONY: help venv services browser migrate run demo test lint bench-upsert bench-firehose bench
@@ -39,8 +41,8 @@ run: migrate ## Run the whole system in the foreground: web, collectors, workers
 demo: migrate ## The whole system against the OKX simulator, a few instruments in 1s and 1m
 	scripts/demo.sh
 
-test: services browser ## Run the test suite (extra pytest arguments: PYTEST_ARGS="-k foo")
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+test: services browser ## Run the test suite in two workers (PYTEST_ARGS="-k foo", PYTEST_WORKERS=0 for one)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: venv ## Lint with ruff
 	$(VENV)/bin/ruff check .
