@@ -10,6 +10,8 @@ STAMP := $(VENV)/.installed
 REQUIREMENTS := $(wildcard requirements/*.txt)
 PYTEST_ARGS ?=
 # Two workers (pytest-xdist), each with a test database of its own; PYTEST_WORKERS=0 runs in one process.
+# --dist load hands tests out in collection order, so each worker keeps pytest-django's order (transactional
+# tests empty the tables, so they come after the others); work stealing would not.
 PYTEST_WORKERS ?= 2
 FIREHOSE_ARGS ?=
 
@@ -42,7 +44,7 @@ demo: migrate ## The whole system against the OKX simulator, a few instruments i
 	scripts/demo.sh
 
 test: services browser ## Run the test suite in two workers (PYTEST_ARGS="-k foo", PYTEST_WORKERS=0 for one)
-	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist load $(PYTEST_ARGS)
 
 lint: venv ## Lint with ruff
 	$(VENV)/bin/ruff check .

@@ -43,13 +43,22 @@ SOLO_ELSEWHERE = frozenset({
 _ROOM = pytest.StashKey[Room]()
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Solo tests first, while the other worker starts up; then the chaos run, which alone takes minutes, so
-    that the worker running it does not end last."""
+    """After pytest-django's order (database tests, then transactional ones, which leave the tables empty, then
+    tests without a database): the chaos run first, as it alone takes minutes and a worker that started it late
+    would end last; solo tests last, where they wait for no long test of the other worker and leave no test
+    behind them that needs the seeded tables."""
     for item in items:
         if item.nodeid in SOLO_ELSEWHERE:  # tests/test_solo.py checks that each still exists
             item.add_marker(pytest.mark.solo)
-    items.sort(key=lambda item: (item.get_closest_marker("solo") is None, item.get_closest_marker("chaos") is None))
+
+    def place(item: pytest.Item) -> int:
+        if item.get_closest_marker("chaos"):
+            return 0
+        return 2 if item.get_closest_marker("solo") else 1
+
+    items.sort(key=place)
 
 
 def pytest_configure(config: pytest.Config) -> None:
