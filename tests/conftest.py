@@ -4,9 +4,9 @@ Tests run against the real PostgreSQL. State that a test needs before it calls `
 through the ORM (`stored_candles`), so most tests call the write path once and stay inside pytest-django's
 per-test transaction.
 
-`make test` runs the suite in two pytest-xdist workers, each with a test database of its own; Redis keys are
-isolated per test by prefix (`tests.support.isolated_keys`) and ports of private servers per process
-(`tests.support.ports`).
+`make test` runs the suite in pytest-xdist workers, each with a test database of its own; Redis keys are
+isolated per test by prefix (`tests.support.isolated_keys`), ports of private servers per process
+(`tests.support.ports`), and a test marked `solo` runs while the other workers wait (`tests.support.solo`).
 """
 
 from __future__ import annotations
