@@ -59,8 +59,8 @@ def test_a_port_another_process_holds_is_never_handed_out_until_it_lets_go(monke
         # The holder is gone: its ports can be claimed again (this process still holds its own).
         freed = claim_all()
         mine |= freed
-        assert freed
-        assert freed <= theirs
+        # Its ports are among them (other test workers may have let go of some ports meanwhile too).
+        assert len(freed & theirs) >= 190
     finally:
         if holder.poll() is None:
             holder.kill()
