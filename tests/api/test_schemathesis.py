@@ -9,6 +9,7 @@ documented schema. Bounded: a few dozen examples per operation, no deadline (the
 from __future__ import annotations
 
 import contextlib
+import json
 from decimal import Decimal
 
 import pytest
@@ -63,9 +64,18 @@ def seeded(db, instrument, stored_candles, django_user_model):
     return Token.objects.create(user=user).key
 
 
+# The schema as /api/schema/ served it to the first test: it depends on the code, not on the test's data, and
+# generating it costs half a second per test.
+_served_schema: dict[str, bytes] = {}
+
+
 @pytest.fixture
 def api_schema(seeded, settings_without_throttle):
-    raw = Client().get("/api/schema/?format=json").json()
+    if "json" not in _served_schema:
+        response = Client().get("/api/schema/?format=json")
+        assert response.status_code == 200
+        _served_schema["json"] = response.content
+    raw = json.loads(_served_schema["json"])  # a copy of its own: the examples below differ per test
     # Path ids of real subscriptions as examples, so GET/PATCH/DELETE /subscriptions/{id} also hit rows.
     ids = list(Subscription.objects.values_list("id", flat=True))
     for item in raw["paths"].values():

@@ -4,7 +4,6 @@ A broker that is down is an error message within seconds, never a hung page."""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -22,6 +21,7 @@ from collectors.admin import enqueue
 from collectors.pipeline.verify import verify_reports
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
 from okxproject.celery import app as celery_app
+from tests.support.ports import free_port as closed_port
 
 pytestmark = pytest.mark.django_db
 
@@ -218,12 +218,6 @@ def test_sync_from_okx_queues_the_instrument_sync(staff_client, keys, eager, sim
 
 
 # --- a broker that is down -----------------------------------------------------------------------------
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_a_broker_that_is_down_is_an_error_within_seconds_not_a_hang():

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from collectors.repair.detect import MAX_GAP_CANDLES
 from collectors.repair.reach import PAGE_CANDLES
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
 from okxproject.cli import iso
+from tests.support.ports import free_port as unused_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MINUTE = 60_000
@@ -99,12 +99,6 @@ def report(out: str) -> dict[str, int]:
     for name, count in re.findall(r"^  ([a-z][a-z ]+?) +([\d,]+)(?:  .*)?$", out, flags=re.MULTILINE):
         figures[name] = figures.get(name, 0) + int(count.replace(",", ""))
     return figures
-
-
-def unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def gap_states(inst_id: str, bar: str) -> list[tuple[str, int]]:

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +34,7 @@ from collectors.pipeline.keys import Keys
 from collectors.pipeline.runtime import CollectorRuntime, RuntimeConfig, SubscriptionSnapshot
 from collectors.pipeline.status import channel_statuses, collector_statuses, pipeline_overview
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
+from tests.support.ports import free_port as unused_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COLLECTOR_ID = "test-collector-1"
@@ -75,12 +75,6 @@ def wait_for(condition: Callable[[], object], timeout: float = 20.0, what: str =
             return value
         time.sleep(0.05)
     pytest.fail(f"timed out waiting for {what}")
-
-
-def unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from candles.models import Instrument
 from collectors.instruments import SyncResult, instruments_sync
 from collectors.okx.rest import OkxRestClient
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 # Five majors plus the simulator's REBASE-USDT (state `rebase`), each as SPOT and as SWAP.
@@ -43,12 +43,6 @@ def command(sim_url: str, *args: str) -> str:
     with override_settings(OKX_REST_URL=sim_url):
         call_command("sync_instruments", *args, stdout=out)
     return out.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.django_db

@@ -5,8 +5,9 @@
     with private_redis() as r:          # redis-server on its own port, no persistence unless asked
         r.url; r.stop(); r.start()
 
-Each picks a free port on 127.0.0.1, lives in a temporary directory, and stops itself when the block ends,
-killing only the process it started. A handle can also be rebuilt in a subprocess (`PrivatePostgres(...)`
+Each takes a port on 127.0.0.1 that no other test process can be given (`tests.support.ports`, so parallel
+test workers never collide), lives in a temporary directory, and stops itself when the block ends, killing
+only the process it started. A handle can also be rebuilt in a subprocess (`PrivatePostgres(...)`
 with the same directory and port) to stop and start the same server from there; only the context manager
 owns its cleanup.
 """
@@ -25,17 +26,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.support.ports import free_port, release_port
+
+__all__ = ["PrivatePostgres", "PrivateRedis", "free_port", "private_postgres", "private_redis"]
+
 PG_BIN = Path(os.environ.get("PRIVATE_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_USER = "postgres"
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 _START_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _port_open(port: int) -> bool:
@@ -168,6 +166,7 @@ def private_postgres(*, durable: bool = False, settings: dict[str, str] | None =
     finally:
         _stop_postgres(server)
         shutil.rmtree(root, ignore_errors=True)
+        release_port(server.port)
 
 
 def _stop_postgres(server: PrivatePostgres) -> None:
@@ -284,3 +283,4 @@ def private_redis(*, appendonly: bool = False) -> Iterator[PrivateRedis]:
             # Only when the clean stop failed: after it the pid may already belong to someone else.
             _kill_own(pid)
         shutil.rmtree(root, ignore_errors=True)
+        release_port(server.port)

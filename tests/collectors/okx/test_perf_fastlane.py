@@ -78,11 +78,11 @@ async def connect(url: str) -> FastLaneConnection:
                                     create_connection=FastLaneConnection)
 
 
-async def collect(url: str, expected: int) -> tuple[list[str | bytes], FastLaneConnection]:
+async def collect(url: str, expected: int, timeout_s: float = 10.0) -> tuple[list[str | bytes], FastLaneConnection]:
     ws = await connect(url)
     got: list[str | bytes] = []
     ws.start_fast_lane(got.append)
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(timeout_s):
         while len(got) < expected:
             await asyncio.sleep(0.01)
     return got, ws
@@ -125,6 +125,13 @@ def wire_of(messages) -> tuple[bytes, list[str | bytes]]:
 @given(MESSAGES, st.lists(st.integers(1, 700), min_size=1, max_size=40))
 def test_messages_arrive_whole_and_in_order_however_the_bytes_are_cut(messages, cuts):
     wire, expected = wire_of(messages)
+    pieces, pos = 0, 0
+    while pos < len(wire):
+        pos, pieces = pos + cuts[pieces % len(cuts)], pieces + 1
+    # Each piece is a write and a turn of the event loop on both ends (about 50 µs on an idle machine): a
+    # few megabytes cut into single bytes take longer than 10 s, and more on a busy machine. The guard only
+    # catches a hang, so it grows with the work.
+    timeout_s = 10.0 + pieces * 0.002
 
     async def script(reader, writer, protocol) -> None:
         pos, index = 0, 0
@@ -137,7 +144,7 @@ def test_messages_arrive_whole_and_in_order_however_the_bytes_are_cut(messages, 
 
     async def main() -> list[str | bytes]:
         async with raw_server(script) as url:
-            got, ws = await collect(url, len(expected))
+            got, ws = await collect(url, len(expected), timeout_s)
             await ws.close()
             return got
 

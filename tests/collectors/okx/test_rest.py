@@ -7,7 +7,6 @@ one test's budget into the next.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -26,6 +25,7 @@ from collectors.okx.rest import (
     _merge_page,
 )
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
+from tests.support.ports import free_port
 
 MINUTE = 60_000
 
@@ -288,12 +288,6 @@ def test_a_bad_parameter_is_a_permanent_error(sim):
     with pytest.raises(PermanentError) as raised:
         run(client_for(sim).candles("BTC-USDT", "7m"))
     assert raised.value.code == "51000"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_an_unreachable_server_is_retried_with_capped_jittered_backoff_then_raised():

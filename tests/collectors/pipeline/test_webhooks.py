@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from candles.models import Subscription
 from collectors.pipeline import webhooks
 from collectors.pipeline.webhooks import WebhookJob, webhook_deliver, webhook_jobs_for, webhook_signature
 from tests.conftest import build_row, utc
+from tests.support.ports import free_port
 
 SECRET = "receiver-and-sender-share-this"
 
@@ -82,12 +82,6 @@ def subscribe(btc, tf):
         return Subscription.objects.create(instrument=inst or btc, timeframe=tf(bar), **fields)
 
     return make
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- signatures and bodies -------------------------------------------------------------------------------
