@@ -41,21 +41,12 @@ from collectors.okx.messages import Channel  # noqa: E402
 from collectors.okx.pacing import ConnectionGate  # noqa: E402
 from collectors.okx.ws import ConnectionStatus, OkxWsClient, WsConfig, WsHandler  # noqa: E402
 from collectors.simulator.bars import ALL_BARS, BARS  # noqa: E402
+from collectors.simulator.arrivals import busiest_second  # noqa: E402
 
 PUSH_INTERVAL_S = 2.0
 OPEN_TIMEOUT_S = 300.0
 BUSY_LOOP = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
 
-
-def busiest_second(times: list[float]) -> int:
-    """The most events within any 1 s (this one and those of the second before it, as the simulator counts)."""
-    times = sorted(times)
-    most, first = 0, 0
-    for last, now in enumerate(times):
-        while times[first] <= now - 1.0:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
 
 
 class CountingHandler(WsHandler):

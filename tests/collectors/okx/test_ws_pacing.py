@@ -19,17 +19,8 @@ from collectors.okx.messages import Channel
 from collectors.okx.pacing import Attempt, ConnectionGate, next_start
 from collectors.okx.ws import OkxWsClient, WsConfig, WsHandler, connection_spacing
 from collectors.simulator import SimulatorConfig, run_in_thread
+from collectors.simulator.arrivals import busiest_second
 
-
-def busiest_second(times: list[float]) -> int:
-    """The most events within any 1 s: this one and those in the second before it, as the server counts."""
-    times = sorted(times)
-    most, first = 0, 0
-    for last, now in enumerate(times):
-        while times[first] <= now - 1.0:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
 
 
 def test_starts_are_spaced_to_leave_half_a_second_of_room_under_okx_limit():
