@@ -40,8 +40,8 @@ import websockets  # noqa: E402
 from collectors.okx.messages import Channel  # noqa: E402
 from collectors.okx.pacing import ConnectionGate  # noqa: E402
 from collectors.okx.ws import ConnectionStatus, OkxWsClient, WsConfig, WsHandler  # noqa: E402
-from collectors.simulator.bars import ALL_BARS, BARS  # noqa: E402
 from collectors.simulator.arrivals import busiest_second  # noqa: E402
+from collectors.simulator.bars import ALL_BARS, BARS  # noqa: E402
 
 PUSH_INTERVAL_S = 2.0
 OPEN_TIMEOUT_S = 300.0

@@ -22,7 +22,6 @@ from collectors.simulator import SimulatorConfig, run_in_thread
 from collectors.simulator.arrivals import busiest_second
 
 
-
 def test_starts_are_spaced_to_leave_half_a_second_of_room_under_okx_limit():
     assert connection_spacing(WsConfig(url="ws://x/")) == pytest.approx(0.5)
     assert connection_spacing(WsConfig(url="ws://x/", connect_jitter_margin_s=0.2)) == pytest.approx(0.4)
