@@ -34,12 +34,6 @@ SEEDED_CODES = (
     "3M", "6Hutc", "12Hutc", "1Dutc", "2Dutc", "3Dutc", "5Dutc", "1Wutc", "1Mutc", "3Mutc",
 )
 
-
-# Tests in files that others own, marked `solo` here until their files mark them themselves.
-SOLO_ELSEWHERE = frozenset({
-    # repair_run(budget_s=1.2) must do 15 units of REST work: with the other worker busy it does a third.
-    "tests/collectors/repair/test_schedule.py::test_under_a_saturated_budget_work_is_done_in_priority_order_without_a_429",
-})
 _ROOM = pytest.StashKey[Room]()
 
 
@@ -49,9 +43,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     tests without a database): the chaos run first, as it alone takes minutes and a worker that started it late
     would end last; solo tests last, where they wait for no long test of the other worker and leave no test
     behind them that needs the seeded tables."""
-    for item in items:
-        if item.nodeid in SOLO_ELSEWHERE:  # tests/test_solo.py checks that each still exists
-            item.add_marker(pytest.mark.solo)
 
     def place(item: pytest.Item) -> int:
         if item.get_closest_marker("chaos"):

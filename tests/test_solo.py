@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import SOLO_ELSEWHERE
 from tests.support.solo import Room
 
 
@@ -70,9 +68,3 @@ def test_a_waiting_solo_test_goes_before_tests_that_start_after_it(rooms):
     later.join(5)
     assert events == ["solo in", "solo out", "next in", "next out"]
 
-
-@pytest.mark.parametrize("nodeid", sorted(SOLO_ELSEWHERE))
-def test_every_test_marked_solo_from_the_conftest_still_exists(nodeid):
-    path, name = nodeid.split("::")
-    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
-    assert callable(getattr(module, name, None)), f"{nodeid} is gone: update SOLO_ELSEWHERE in tests/conftest.py"

@@ -152,6 +152,8 @@ def test_confirm_units_group_a_series_into_pages_from_its_newest_candle():
     assert [u.lane for u in units] == ["candles", "candles"]
 
 
+# repair_run(budget_s=1.2) must do 15 units of REST work: with another test worker busy it does a third.
+@pytest.mark.solo
 def test_under_a_saturated_budget_work_is_done_in_priority_order_without_a_429(sim, instruments, keys, redis):
     """More 1s work than /history-candles serves in a second: missed confirms, then outage gaps, then history,
     then old gaps, the most recent first within each, and nothing refused by OKX."""
