@@ -401,6 +401,8 @@ class _Batch(NamedTuple):
     leaves: list[int]  # oids of the leaves the rows belong in, made if they were missing
 
 
+# Open times any timestamp can hold (years 1 to 9999); the merge rejects the others, and they need no leaf.
+_MS_MIN, _MS_MAX = -62_135_596_800_000, 253_402_300_799_999
 # A batch whose open times of one bar span more leaves than this (a backfill mixed with live rows) gets leaves
 # only for the periods its rows fall in, not for every period between its first and last row.
 _SPAN_LEAVES_MAX = 4
@@ -434,7 +436,7 @@ def _batch_prepare(rows: Sequence[CandleRow], *, fresh: bool) -> _Batch:
             ms = _open_ms(ms)
             if ms is None:
                 continue
-        if type(bar) is not str:
+        if type(bar) is not str or not _MS_MIN <= ms <= _MS_MAX:
             continue
         horizon = horizons.get(bar)
         if horizon is not None and ms < horizon:
@@ -458,7 +460,8 @@ def _batch_prepare(rows: Sequence[CandleRow], *, fresh: bool) -> _Batch:
             starts = leaf_starts(bar, ms_to_datetime(low), ms_to_datetime(high) + _ONE_MS)
             if len(starts) > _SPAN_LEAVES_MAX:
                 times = (_open_ms(row[2]) for row in rows if row[1] == bar)
-                starts = sorted({leaf_range(bar, ms_to_datetime(ms))[0] for ms in times if ms is not None})
+                starts = sorted({leaf_range(bar, ms_to_datetime(ms))[0] for ms in times
+                                 if ms is not None and _MS_MIN <= ms <= _MS_MAX})
         except (OverflowError, ValueError):  # out of any timestamp's range: the merge says so
             continue
         needed[tf_id] = (bar, starts)

@@ -22,9 +22,10 @@ import pytest
 from django.db import connection
 from django.test import override_settings
 
+from candles.bar_catalog import bar_catalog_forget
 from candles.bars import datetime_to_ms, ms_to_datetime
 from candles.models import Candle, Instrument, Timeframe
-from candles.partitions import leaf_range, partitions_ensure
+from candles.partitions import coverage_forget, leaf_range, partitions_ensure
 from candles.storage import CandleRow
 from tests.support.solo import Room
 
@@ -72,6 +73,14 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return (yield)
     with room.exclusive() if item.get_closest_marker("solo") else room.shared():
         return (yield)
+
+
+@pytest.fixture(autouse=True)
+def fresh_partition_catalogue() -> None:
+    """Each test starts with this process's caches of bars and leaves empty: a leaf made in an earlier test's
+    transaction is gone with its rollback, and the write path would otherwise meet it missing and retry."""
+    coverage_forget()
+    bar_catalog_forget()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -128,11 +128,11 @@ def test_a_write_into_2019_lands_in_a_partition_made_for_it(btc):
 
 @pytest.mark.django_db
 def test_a_backfill_page_spread_over_years_gets_leaves_only_for_the_years_it_holds(btc):
-    rows = [build_row(utc(year, 1, 1, 0, 0), bar="1D") for year in (2001, 2011, 2021)]
+    rows = [build_row(utc(year, 1, 1, 0, 0), bar="1Dutc") for year in (2001, 2011, 2021)]
 
     assert candles_upsert(rows=rows).inserted == 3
 
-    made = {leaf.start.year for leaf in partition_list(bar="1D")}
+    made = {leaf.start.year for leaf in partition_list(bar="1Dutc")}
     assert {2001, 2011, 2021} <= made
     assert not made & {2002, 2010, 2012}
 
