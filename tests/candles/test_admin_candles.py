@@ -115,13 +115,14 @@ def test_the_candle_estimate_sums_the_live_rows_of_every_leaf(btc):
 @pytest.mark.django_db
 def test_a_long_window_is_read_from_its_newest_slice_that_fills_every_countable_page(staff_client, btc, monkeypatch):
     monkeypatch.setattr(BoundedCountPaginator, "count_bound", 2)  # 3 rows fill every page the list can show
-    candles_upsert(rows=[build_row(minutes_ago(m)) for m in (2, 3, 4, 7, 8, 180)])
+    times = {m: minutes_ago(m) for m in (2, 3, 4, 7, 8, 180)}
+    candles_upsert(rows=[build_row(moment) for moment in times.values()])
 
     body = staff_client.get(reverse(URL), {"window": "24h"}).content.decode()
 
     assert body.count('class="field-open_time') == 3  # the last five minutes' candles, newest first
     assert "2+ candles" in body
-    oldest = CandleRecord.objects.get(open_time=minutes_ago(180))
-    newest = CandleRecord.objects.get(open_time=minutes_ago(2))
+    oldest = CandleRecord.objects.get(open_time=times[180])
+    newest = CandleRecord.objects.get(open_time=times[2])
     assert newest.key in body
     assert oldest.key not in body
