@@ -170,7 +170,8 @@ REPAIR_ETA = Family(
 # --- gauges from PostgreSQL --------------------------------------------------------------------------------
 GAPS = Family(
     PREFIX + "gaps", "gauge",
-    "Gap records by state: open (to fill), filling, filled, unfillable (OKX has no candles there).",
+    "Gap records by state: open (to fill), filling, filled, unfillable (OKX has no candles there), expired "
+    "(behind the bar's retention horizon).",
     ("state",))
 GAP_MISSING = Family(
     PREFIX + "gap_missing_candles", "gauge",

@@ -195,6 +195,11 @@ WEBHOOK_SECRET = env_str("WEBHOOK_SECRET", "")
 WEBHOOK_TIMEOUT_S = env_float("WEBHOOK_TIMEOUT_S", 5.0, minimum=0.1)
 WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 6, minimum=1)
 
+# --- Storage (candle partitions, candles/partitions.py) ------------------------------------------
+# Longest a partition's DDL waits for a lock on its bar's table before it gives up and retries: the live
+# flush must never queue behind a CREATE/ATTACH that itself waits behind a long reader.
+STORAGE_LOCK_TIMEOUT_MS = env_int("STORAGE_LOCK_TIMEOUT_MS", 200, minimum=1)
+
 # --- Web -----------------------------------------------------------------------------------------
 WEB_HOST = env_str("WEB_HOST", "127.0.0.1")
 WEB_PORT = env_int("WEB_PORT", 8000, minimum=1)

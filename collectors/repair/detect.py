@@ -115,13 +115,15 @@ WHERE s.id = v.id
 # Series of one bar with candles closed since their watermark, with how many are stored there. The count is
 # a range probe of the candle key per series; the watermark filter keeps out every series with nothing new.
 # Moments come as epoch milliseconds: thousands of rows a run, and parsing timestamps was most of its time.
+# The bar is named as the constant it is, so that PostgreSQL prunes the other bars' partitions when it plans
+# (by the subscription's column, it pruned at run time over every leaf: 12.9 ms instead of 0.9 for 1m).
 _PAST_WATERMARKS = """
 SELECT s.id, s.instrument_id, floor(extract(epoch FROM s.detected_through) * 1000)::bigint,
        floor(extract(epoch FROM s.created_at) * 1000)::bigint,
        -- Rounded up: a watermark set to the end must be at or past it, or the series would come back every run.
        ceil(extract(epoch FROM i.expires_at) * 1000)::bigint, ceil(extract(epoch FROM i.delisted_at) * 1000)::bigint, (
     SELECT count(*) FROM candles_candle c
-    WHERE c.instrument_id = s.instrument_id AND c.timeframe_id = s.timeframe_id
+    WHERE c.instrument_id = s.instrument_id AND c.timeframe_id = %(timeframe)s
       AND c.open_time > s.detected_through
       AND c.open_time <= LEAST(%(end)s::timestamptz, s.detected_through + %(chunk)s * interval '1 second')
 ) AS stored

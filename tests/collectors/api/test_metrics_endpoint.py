@@ -130,9 +130,10 @@ def test_every_value_is_what_the_processes_wrote(client, system, django_assert_m
     assert value("okx_candles_rest_needed_candles") == 2
     assert value("okx_candles_last_flush_timestamp_seconds") == pytest.approx(system["flushed_at"], abs=1e-6)
     assert families["okx_candles_collectors"].by_label("state") == {"alive": 1, "dead": 1}
-    assert families["okx_candles_gaps"].by_label("state") == {"open": 2, "filling": 1, "filled": 3, "unfillable": 1}
+    assert families["okx_candles_gaps"].by_label("state") == {"open": 2, "filling": 1, "filled": 3, "unfillable": 1,
+                                                              "expired": 0}
     assert families["okx_candles_gap_missing_candles"].by_label("state") == {
-        "open": 15, "filling": 3, "filled": 21, "unfillable": 100}
+        "open": 15, "filling": 3, "filled": 21, "unfillable": 100, "expired": 0}
     assert families["okx_candles_subscriptions"].by_label("status") == {
         "pending": 1, "live": 2, "stale": 1, "error": 1, "paused": 1}
     assert families["okx_candles_metrics_source_up"].by_label("source") == {"redis": 1, "database": 1}
