@@ -436,8 +436,9 @@ class SlowReader(threading.Thread):
 
 def retire_oldest(days: list[datetime], now: datetime, *, reader_s: float = 0.0) -> tuple[float, object, str]:
     """Retention of `1s` shortened so exactly the oldest stored day is behind the horizon; then enforced."""
-    from candles.partitions import partition_list
     from candles.retention import retention_enforce
+
+    from candles.partitions import partition_list
 
     oldest = min(leaf.start for leaf in partition_list(bar="1s"))
     # The horizon (now − retention) a minute past the oldest day's end: that day goes, the next one stays.
