@@ -123,6 +123,7 @@ def migrate() -> None:
 def instruments_ensure(count: int) -> dict[str, int]:
     from candles.models import Instrument
 
+
     symbols = [SYMBOL_FORMAT.format(i) for i in range(count)]
     Instrument.objects.bulk_create(
         [Instrument(inst_id=s, inst_type="SPOT", base_ccy=s.split("-")[0], quote_ccy="USDT", tick_size="0.1",
@@ -482,21 +483,21 @@ def admin_pages(rounds: int) -> dict[str, list[float]]:
     from django.test import Client
 
     from candles.bar_catalog import timeframe_id
-    from candles.models import Instrument
 
     user_model = get_user_model()
     user = user_model.objects.filter(username="bench-storage").first() or user_model.objects.create_superuser(
         "bench-storage", "bench@example.invalid", "bench-storage-not-secret")
     client = Client()
     client.force_login(user)
-    instrument = Instrument.objects.get(inst_id=SYMBOL_FORMAT.format(0))
+    bar_1s = timeframe_id("1s")
+    day = (datetime.now(UTC) - timedelta(days=3)).date().isoformat()
     pages = {
-        "candle list (default window)": "/admin/candles/candlerecord/",
-        "candle list, one series (1s of one instrument)":
-            f"/admin/candles/candlerecord/?instrument__id__exact={instrument.pk}"
-            f"&timeframe__id__exact={timeframe_id('1s')}",
-        "candle list, filtered by bar (1s)": f"/admin/candles/candlerecord/?timeframe__id__exact={timeframe_id('1s')}",
-        "candle list, search": "/admin/candles/candlerecord/?q=BST03",
+        "candle list (its default window)": "/admin/candles/candlerecord/",
+        "candle list, one series (an instrument's 1s, any time)":
+            f"/admin/candles/candlerecord/?q={SYMBOL_FORMAT.format(0)}&timeframe__id__exact={bar_1s}",
+        "candle list, filtered by bar (1s)": f"/admin/candles/candlerecord/?timeframe__id__exact={bar_1s}",
+        f"candle list, one day ({day}, 1.04 M 1s candles)": f"/admin/candles/candlerecord/?window={day}",
+        "candle list, search (an instrument)": f"/admin/candles/candlerecord/?q={SYMBOL_FORMAT.format(3)}",
         "admin dashboard": "/admin/",
     }
     timings: dict[str, list[float]] = {}
