@@ -6,13 +6,14 @@ leaf), never from a count(*) over candles, so it costs a few milliseconds howeve
 
 from __future__ import annotations
 
-import logging
+import importlib.util
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from candles.retention import BarPlan, retention_plan
+from django.apps import apps
+from django.db.models import Count, Sum
 
-logger = logging.getLogger(__name__)
+from candles.retention import BarPlan, retention_plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,17 +39,16 @@ class BarStorage:
 
 
 def archive_totals() -> dict[str, tuple[int, int]] | None:
-    """(files, bytes) per bar from the Parquet archive; None when `candles.archive` is not installed."""
-    try:
-        from candles.archive import archive_totals as totals
-    except ImportError:
+    """(verified files, bytes) per bar in the Parquet archive; None when the archive is not installed."""
+    if importlib.util.find_spec("candles.archive") is None:
         return None
     try:
-        return totals()
-    except Exception:
-        # A figure on a dashboard must not take the page down with it.
-        logger.exception("archive totals could not be read")
+        archive_file = apps.get_model("candles", "ArchiveFile")
+    except LookupError:
         return None
+    rows = (archive_file.objects.filter(status="ok").order_by().values("timeframe__code")
+            .annotate(files=Count("pk"), bytes=Sum("bytes")))
+    return {row["timeframe__code"]: (row["files"], row["bytes"] or 0) for row in rows}
 
 
 def storage_by_bar(*, now: datetime) -> list[BarStorage]:

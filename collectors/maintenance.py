@@ -1,5 +1,5 @@
-"""Storage maintenance, one run: partitions made ahead, one closed partition compacted, partitions past their
-bar's retention retired, gap records behind the horizon expired and old ones pruned.
+"""Storage maintenance, one run: partitions made ahead, partitions past their bar's retention retired, one closed
+partition compacted, gap records behind the horizon expired and old ones pruned.
 
 The beat task `maintain_storage` and `manage.py maintain_storage` both call `storage_maintain`. A run holds a
 PostgreSQL session advisory lock: two runs never overlap, and the lock lasts exactly as long as the run's
@@ -85,7 +85,8 @@ def storage_maintain(*, now: datetime | None = None, progress: Progress | None =
         say("another maintenance run is under way; skipped")
         return MaintenanceResult(skipped=True)
     result = MaintenanceResult()
-    steps = (("premake", _premake), ("close-out", _close_out), ("retention", _retention),
+    # Retention before close-out: a partition past its horizon is dropped, not compacted first.
+    steps = (("premake", _premake), ("retention", _retention), ("close-out", _close_out),
              ("gap expiry", _expire), ("gap pruning", _prune))
     try:
         for name, step in steps:
