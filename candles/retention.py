@@ -31,8 +31,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -233,36 +233,28 @@ def _is_lock_timeout(exc: BaseException) -> bool:
     return getattr(cause, "sqlstate", None) == "55P03"
 
 
-@contextmanager
-def _lock_timeout() -> Iterator[None]:
-    """Statements inside give up waiting for a lock after STORAGE_LOCK_TIMEOUT_MS.
-
-    Session-level, not SET LOCAL: a concurrent detach cannot run in a transaction block. Reset afterwards, as
-    the connection is reused."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT set_config('lock_timeout', %s, false)", [f"{settings.STORAGE_LOCK_TIMEOUT_MS}ms"])
-    try:
-        yield
-    finally:
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("RESET lock_timeout")
-        except DatabaseError:
-            # The connection is broken; Django discards it, and the setting with it.
-            pass
-
-
 def _run(statement: sql.Composable, what: str) -> None:
+    """One DDL statement in autocommit, giving up after STORAGE_LOCK_TIMEOUT_MS of waiting for a lock.
+
+    The timeout is set for the session around the statement alone (a concurrent detach cannot run in a
+    transaction block, so SET LOCAL cannot scope it), and reset at once: the connection is reused, and the
+    archive in between must not give up on its own waits."""
     connection.ensure_connection()
+    text = statement.as_string(connection.connection)
     started = time.monotonic()
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(statement.as_string(connection.connection))
-    except DatabaseError as exc:
-        if _is_lock_timeout(exc):
-            raise _Skip(f"{what}: gave up waiting for a lock after {time.monotonic() - started:.2f} s "
-                        f"(lock_timeout {settings.STORAGE_LOCK_TIMEOUT_MS} ms); retried next run") from None
-        raise _Skip(f"{what}: {type(exc).__name__}: {exc}".strip()) from None
+    with connection.cursor() as cursor:
+        try:
+            cursor.execute("SELECT set_config('lock_timeout', %s, false)", [f"{settings.STORAGE_LOCK_TIMEOUT_MS}ms"])
+            cursor.execute(text)
+        except DatabaseError as exc:
+            if _is_lock_timeout(exc):
+                raise _Skip(f"{what}: gave up waiting for a lock after {time.monotonic() - started:.2f} s "
+                            f"(lock_timeout {settings.STORAGE_LOCK_TIMEOUT_MS} ms); retried next run") from None
+            raise _Skip(f"{what}: {type(exc).__name__}: {exc}".strip()) from None
+        finally:
+            # A broken connection is discarded by Django, and its setting with it.
+            with suppress(DatabaseError):
+                cursor.execute("RESET lock_timeout")
 
 
 def _mark(name: str, text: str) -> None:
@@ -306,12 +298,11 @@ def retention_enforce(*, now: datetime, progress: Progress | None = None) -> Ret
         raise RuntimeError("retention_enforce detaches concurrently, which cannot run inside a transaction")
     result = RetentionResult()
     plans = {plan.bar: plan for plan in retention_plan(now=now)}
-    with _lock_timeout():
-        for plan in plans.values():
-            _enforce_bar(plan, result.of(plan.bar), progress)
-        # What the loop detached, and what earlier runs detached and could not drop: archive and drop them.
-        for table in retired_tables():
-            _retire_table(table, plans.get(table.bar), result.of(table.bar), progress)
+    for plan in plans.values():
+        _enforce_bar(plan, result.of(plan.bar), progress)
+    # What the loop detached, and what earlier runs detached and could not drop: archive and drop them.
+    for table in retired_tables():
+        _retire_table(table, plans.get(table.bar), result.of(table.bar), progress)
     result.bars = {bar: counts for bar, counts in result.bars.items() if counts.busy}
     if result.bars:
         logger.info("retention: %s", result)
