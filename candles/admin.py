@@ -88,6 +88,17 @@ def human_seconds(seconds: int) -> str:
     return f"{seconds} s"
 
 
+def retention_label(retention: timedelta | None) -> str:
+    """How long a bar keeps its candles: "forever", "7 days", "36 hours", "90 min"."""
+    if retention is None:
+        return "forever"
+    seconds = int(retention.total_seconds())
+    for unit, size in (("days", 86400), ("hours", 3600), ("min", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
 def age_label(seconds: float) -> str:
     """A short age for status columns: "4 s", "12 min", "3 h", "2 d"."""
     seconds = max(0, int(seconds))
@@ -368,7 +379,7 @@ class TimeframeAdmin(admin.ModelAdmin):
 
     @admin.display(description="kept", ordering="retention")
     def kept(self, obj: Timeframe) -> str:
-        return "forever" if obj.retention is None else human_seconds(int(obj.retention.total_seconds()))
+        return retention_label(obj.retention)
 
     @admin.display(description="alignment")
     def alignment(self, obj: Timeframe) -> str:

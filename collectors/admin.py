@@ -47,7 +47,7 @@ from candles.admin import (
     SubscriptionAdmin,
     age_label,
     badge,
-    human_seconds,
+    retention_label,
 )
 from candles.bars import datetime_to_ms
 from candles.models import Gap, GapState, Instrument, Subscription, SubscriptionStatus
@@ -470,7 +470,7 @@ def storage_rows(now: float) -> list[dict[str, Any]]:
         overdue = bar.next_drop is not None and bar.next_drop <= moment
         rows.append({
             "bar": bar, "size": human_bytes(bar.bytes),
-            "kept": "forever" if bar.retention is None else human_seconds(int(bar.retention.total_seconds())),
+            "kept": retention_label(bar.retention),
             "next_drop": None if bar.next_drop is None
             else ("due now" if overdue else f"in {age_label((bar.next_drop - moment).total_seconds())}"),
             "overdue": overdue and bar.next_drop <= moment - STORAGE_OVERDUE_AFTER,
