@@ -384,7 +384,10 @@ def history_progress(db_url: str, bars: Iterable[str], channels_per_bar: int, st
 _STORED = """
 SELECT i.inst_id, t.code, (extract(epoch FROM c.open_time) * 1000)::bigint,
        c.open::text, c.high::text, c.low::text, c.close::text, c.vol::text, c.vol_ccy::text, c.vol_ccy_quote::text,
-       c.confirmed, c.source, extract(epoch FROM c.updated_at)::float8
+       c.confirmed, CASE c.source WHEN 'r' THEN 'rest' ELSE 'ws' END,
+       -- When the row's last write committed: the candle table keeps no update time (track_commit_timestamp
+       -- is on in this bench's own server).
+       extract(epoch FROM pg_xact_commit_timestamp(c.xmin))::float8
 FROM candles_candle c
 JOIN candles_instrument i ON i.id = c.instrument_id
 JOIN candles_timeframe t ON t.id = c.timeframe_id

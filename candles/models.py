@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import BrinIndex
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 
 from candles.bars import BarSpec, datetime_to_ms
-from candles.fields import ExactDecimalField
+from candles.fields import CandleSourceField, ExactDecimalField
 
 
 class InstrumentType(models.TextChoices):
@@ -77,6 +80,15 @@ class Timeframe(models.Model):
     rest_history = models.BooleanField("REST /history-candles", default=True)
     display_order = models.PositiveSmallIntegerField(default=0)
     is_active = models.BooleanField(default=True)
+    retention = models.DurationField(
+        null=True, blank=True,
+        help_text="How long candles of this bar are kept, counted back from now (e.g. 7 days). Empty: forever. "
+                  "Whole partitions go once they lie wholly behind the horizon, so a little more is kept.",
+    )
+    archive = models.BooleanField(
+        "archive before dropping", default=False,
+        help_text="Write a partition to Parquet before retention drops it.",
+    )
 
     class Meta:
         ordering = ["display_order"]
@@ -97,6 +109,10 @@ class Timeframe(models.Model):
     @property
     def is_calendar(self) -> bool:
         return self.months > 0
+
+    def horizon(self, now: datetime) -> datetime | None:
+        """The oldest open time still kept at `now` (None: kept forever): the one definition of the horizon."""
+        return None if self.retention is None else now - self.retention
 
     @property
     def alignment_label(self) -> str:
@@ -241,8 +257,12 @@ class Candle(models.Model):
     A composite primary key measured better than a surrogate id plus a unique constraint (one index
     instead of two: 13 % smaller, 60 % faster upserts, faster range reads; see bench/upsert.py
     --compare-keys). Django 5.2's admin cannot register composite keys, so the admin browses candles
-    through `CandleRecord`, a read-only view with a single-column key. The table's fillfactor is 90
-    (migration 0005) so the open candle, rewritten every flush, is updated in place (HOT).
+    through `CandleRecord`, a read-only view with a single-column key.
+
+    The table is partitioned by bar, then by open time (migration 0011, `candles/partitions.py`): an insert
+    needs the leaf of its open time to exist. `candles_upsert` makes it; any other insert (fixtures, tests)
+    calls `partitions_ensure` first. The row is compact (docs/storage-design.md §3): no `updated_at` (the
+    version is the receipt time) and the source in one byte.
     """
 
     pk = models.CompositePrimaryKey("instrument_id", "timeframe_id", "open_time")
@@ -265,14 +285,16 @@ class Candle(models.Model):
     # Absent in OKX's older 7-field payloads.
     vol_ccy_quote = ExactDecimalField(null=True)
     confirmed = models.BooleanField()
-    source = models.CharField(max_length=4, choices=CandleSource.choices)
+    source = CandleSourceField(choices=CandleSource.choices)
     # Receipt version (microseconds since the epoch when the row was received): the database refuses a
     # row older than the one it holds, even when a retried flush arrives after a newer one.
     version = models.BigIntegerField()
-    updated_at = models.DateTimeField()
 
     class Meta:
         indexes = [
+            # Per leaf: the admin's newest candles across every series, which no btree of the key gives.
+            # Rows arrive in time order, so the ranges stay tight (24 KB per leaf; docs/storage-design.md §5).
+            BrinIndex(fields=["open_time"], pages_per_range=32, name="candle_open_time_brin"),
             # The repair plane's queue of closed candles whose confirm push never came: it holds only the
             # unconfirmed rows (the open candle of each series, plus those), so reading it costs the backlog.
             models.Index(fields=["timeframe", "open_time"], include=["instrument"], condition=Q(confirmed=False),
@@ -289,7 +311,10 @@ class Candle(models.Model):
 
 
 class CandleRecord(models.Model):
-    """Read-only view of candles with a single-column key, for the admin only."""
+    """Read-only view of candles with a single-column key, for the admin only.
+
+    `source` is spelled out (`ws`/`rest`) and `updated_at` is the receipt time the version encodes.
+    """
 
     key = models.CharField(max_length=64, primary_key=True)
     instrument = models.ForeignKey(Instrument, on_delete=models.DO_NOTHING, related_name="+")
@@ -327,6 +352,7 @@ class GapState(models.TextChoices):
     FILLING = "filling"
     FILLED = "filled"
     UNFILLABLE = "unfillable"
+    EXPIRED = "expired", "expired by policy"
 
 
 class RepairPriority(models.IntegerChoices):

@@ -27,18 +27,20 @@ import base64
 import logging
 import operator
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import NamedTuple
 
 import orjson
 import psycopg
-from django.db import DataError, connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
+from django.utils import timezone
 
+from candles import bar_catalog
 from candles.bars import datetime_to_ms, ms_to_datetime
 from candles.models import Timeframe
+from candles.partitions import coverage_forget, leaf_range, leaf_starts, leaves_cover
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +94,9 @@ class UpsertResult:
     unchanged: int = 0
     # Open candles from REST, which are never stored.
     skipped_open_rest: int = 0
+    # Rows behind their bar's retention horizon (Timeframe.retention): not stored, and no partition is made
+    # for them (a dropped one never comes back).
+    expired: int = 0
     rejected: list[RejectedRow] = field(default_factory=list)
 
     @property
@@ -197,16 +202,17 @@ bar AS MATERIALIZED (
 )"""
 
 _CANDLE_COLUMNS = """instrument_id, timeframe_id, open_time, open, high, low, close, vol, vol_ccy, vol_ccy_quote,
-        confirmed, source, version, updated_at"""
+        confirmed, source, version"""
+# The table stores the source in one byte (candles.fields.CandleSourceField); batches speak ws/rest.
+_SOURCE_BYTE = "(CASE {s}source WHEN 'rest' THEN 'r' ELSE 'w' END)::\"char\""
 # The monotone rules, shared by both strategies: a confirmed candle is final, and otherwise only a newer version
 # replaces the stored one.
 _ON_CONFLICT = """ON CONFLICT (instrument_id, timeframe_id, open_time) DO UPDATE SET
         open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
         vol = EXCLUDED.vol, vol_ccy = EXCLUDED.vol_ccy, vol_ccy_quote = EXCLUDED.vol_ccy_quote,
-        confirmed = EXCLUDED.confirmed, source = EXCLUDED.source, version = EXCLUDED.version,
-        updated_at = EXCLUDED.updated_at
+        confirmed = EXCLUDED.confirmed, source = EXCLUDED.source, version = EXCLUDED.version
     WHERE EXCLUDED.version > c.version AND (EXCLUDED.confirmed OR NOT c.confirmed)
-    RETURNING (xmax = 0) AS inserted"""
+    RETURNING 1"""
 # Among the valid rows of a key that are stored at all, the one the database would keep: confirmed first, then
 # the newest version.
 _TWINS_ORDER = "{s}confirmed DESC, {s}version DESC"
@@ -216,16 +222,16 @@ WITH {bar_constants},
 merged AS (
     INSERT INTO candles_candle AS c ({columns})
     SELECT {distinct} i.id, bar.id, timestamptz 'epoch' + s.open_time_ms * interval '1 millisecond',
-           s.open, s.high, s.low, s.close, s.vol, s.vol_ccy, s.vol_ccy_quote, s.confirmed, s.source, s.version, now()
+           s.open, s.high, s.low, s.close, s.vol, s.vol_ccy, s.vol_ccy_quote, s.confirmed, {source}, s.version
     {checked}
     WHERE v.reason IS NULL AND (s.confirmed OR s.source = 'ws')
     {order}
     {on_conflict}
 )
-SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged
+SELECT count(*) FROM merged
 """
 _MERGE_UNIQUE = _MERGE.format(bar_constants=_BAR_CONSTANTS, checked=_CHECKED, distinct="", order="",
-                              columns=_CANDLE_COLUMNS, on_conflict=_ON_CONFLICT)
+                              columns=_CANDLE_COLUMNS, on_conflict=_ON_CONFLICT, source=_SOURCE_BYTE.format(s="s."))
 # ON CONFLICT cannot touch one row twice in a statement: a batch holding a key more than once keeps, among
 # its valid rows, the one the database would keep (confirmed first, then the newest version). The sort
 # costs, so batches without duplicates (the usual case) skip it.
@@ -233,7 +239,7 @@ _MERGE_DEDUPLICATED = _MERGE.format(
     bar_constants=_BAR_CONSTANTS, checked=_CHECKED,
     distinct="DISTINCT ON (i.id, bar.id, s.open_time_ms)",
     order="ORDER BY i.id, bar.id, s.open_time_ms, " + _TWINS_ORDER.format(s="s."),
-    columns=_CANDLE_COLUMNS, on_conflict=_ON_CONFLICT,
+    columns=_CANDLE_COLUMNS, on_conflict=_ON_CONFLICT, source=_SOURCE_BYTE.format(s="s."),
 )
 
 _NUMBERED_STAGING = """(
@@ -275,14 +281,13 @@ merged AS (
     INSERT INTO candles_candle AS c ({_CANDLE_COLUMNS})
     SELECT DISTINCT ON (instrument_id, timeframe_id, open_time_ms) instrument_id, timeframe_id,
            timestamptz 'epoch' + open_time_ms * interval '1 millisecond',
-           open, high, low, close, vol, vol_ccy, vol_ccy_quote, confirmed, source, version, now()
+           open, high, low, close, vol, vol_ccy, vol_ccy_quote, confirmed, {_SOURCE_BYTE.format(s="")}, version
     FROM checked
     WHERE reason IS NULL AND (confirmed OR source = 'ws')
     ORDER BY instrument_id, timeframe_id, open_time_ms, {_TWINS_ORDER.format(s="")}
     {_ON_CONFLICT}
 )
-SELECT (SELECT count(*) FILTER (WHERE inserted) FROM merged),
-       (SELECT count(*) FILTER (WHERE NOT inserted) FROM merged),
+SELECT (SELECT count(*) FROM merged),
        (SELECT count(*) FROM checked WHERE reason IS NULL AND NOT confirmed AND source = 'rest'),
        (SELECT coalesce(json_agg(json_build_array(seq, reason) ORDER BY seq), '[]')
         FROM checked WHERE reason IS NOT NULL)
@@ -301,7 +306,37 @@ class _Merged(NamedTuple):
     rejected: list[tuple[int, str]]  # (index in the batch, reason), in index order
 
 
-def _merge_json(rows: Sequence[CandleRow]) -> _Merged | None:
+# What the merge did, from the transaction's own statistics counters over the leaves it wrote to, read before
+# and after it: `RETURNING (xmax = 0)` cannot tell an insert from an update on a partitioned table in
+# PostgreSQL 15 ("cannot retrieve a system column"), and probing each key first cost a third of the rate
+# (docs/storage-design.md §1.3). 1–3.5 ms a batch.
+_COUNTERS = """
+SELECT coalesce(sum(pg_stat_get_xact_tuples_inserted(r)), 0)::bigint,
+       coalesce(sum(pg_stat_get_xact_tuples_updated(r)), 0)::bigint
+FROM unnest(%s::oid[]) AS r
+"""
+
+
+def _counters(cursor, leaves: list[int]) -> tuple[int, int]:
+    cursor.execute(_COUNTERS, [leaves])
+    return cursor.fetchone()
+
+
+def _split(written: int, before: tuple[int, int], after: tuple[int, int]) -> tuple[int, int]:
+    """(inserted, updated) of a merge that wrote `written` rows."""
+    inserted, updated = after[0] - before[0], after[1] - before[1]
+    if inserted + updated != written:
+        # A leaf this process does not know took rows (made again elsewhere since): the split cannot be told,
+        # the total can. The catalogue is read again for the next batch.
+        logger.info("candle merge: counters say %d + %d for %d rows written; catalogue reread",
+                    inserted, updated, written)
+        coverage_forget()
+        inserted = min(max(inserted, 0), written)
+        updated = written - inserted
+    return inserted, updated
+
+
+def _merge_json(rows: Sequence[CandleRow], leaves: list[int]) -> _Merged | None:
     """The batch merged in one statement; None when text in it is not a number (nothing was written then)."""
     try:
         # orjson writes plain tuples only, not NamedTuples; a Decimal goes as its str(), as COPY writes it, and
@@ -309,17 +344,17 @@ def _merge_json(rows: Sequence[CandleRow]) -> _Merged | None:
         params = {"rows": orjson.dumps(list(map(tuple, rows)), default=Decimal.__str__).decode()}
     except orjson.JSONEncodeError:  # an integer past 64 bits, a value of no candle type: COPY's turn to say
         return None
-    # A statement that fails inside the caller's transaction must not abort it: a savepoint only there. Alone
-    # (autocommit), the statement is its own transaction.
-    inside = connection.in_atomic_block or not connection.get_autocommit()
-    guard = transaction.atomic() if inside else nullcontext()
+    # One transaction (a savepoint inside the caller's) for the counters around the merge; a statement that
+    # fails then leaves the caller's transaction usable.
     try:
-        with guard, connection.cursor() as cursor:
+        with transaction.atomic(), connection.cursor() as cursor:
+            before = _counters(cursor, leaves)
             cursor.execute(_MERGE_JSON, params)
-            inserted, updated, skipped_open_rest, invalid = cursor.fetchone()
+            written, skipped_open_rest, invalid = cursor.fetchone()
+            after = _counters(cursor, leaves)
     except (DataError, psycopg.DataError):  # the staging path names the bad column, or raises what is not that
         return None
-    return _Merged(inserted, updated, skipped_open_rest, [tuple(item) for item in invalid])
+    return _Merged(*_split(written, before, after), skipped_open_rest, [tuple(item) for item in invalid])
 
 
 def _stage_text_fallback(cursor, rows: Sequence[CandleRow]) -> list[tuple[int, str]]:
@@ -331,7 +366,7 @@ def _stage_text_fallback(cursor, rows: Sequence[CandleRow]) -> list[tuple[int, s
     return cursor.fetchall()
 
 
-def _merge_staged(rows: Sequence[CandleRow]) -> _Merged:
+def _merge_staged(rows: Sequence[CandleRow], leaves: list[int]) -> _Merged:
     """The batch copied into a temporary staging table and merged from there, in one transaction."""
     has_duplicates = len(set(map(candle_key, rows))) < len(rows)
     with transaction.atomic(), connection.cursor() as cursor:
@@ -343,40 +378,150 @@ def _merge_staged(rows: Sequence[CandleRow]) -> _Merged:
             unparsable: list[tuple[int, str]] = []
         except psycopg.DataError:  # the COPY is not wrapped by Django, so psycopg's own class
             unparsable = _stage_text_fallback(cursor, rows)
+        before = _counters(cursor, leaves)
         cursor.execute(_MERGE_DEDUPLICATED if has_duplicates else _MERGE_UNIQUE)
-        inserted, updated = cursor.fetchone()
+        (written,) = cursor.fetchone()
+        after = _counters(cursor, leaves)
         skipped_open_rest, invalid = 0, []
         # Live flushes usually write every row; only a batch with rows left over needs the second pass
         # that says which were invalid and which were REST's open candles.
-        if inserted + updated < len(rows):
+        if written < len(rows):
             cursor.execute(_REPORT)
             skipped_open_rest, invalid = cursor.fetchone()
         # ON COMMIT DROP alone would leave the tables to a second call inside the same outer transaction.
         cursor.execute(_DROP_STAGING)
-    return _Merged(inserted, updated, skipped_open_rest, sorted(unparsable + [tuple(item) for item in invalid]))
+    return _Merged(*_split(written, before, after), skipped_open_rest,
+                   sorted(unparsable + [tuple(item) for item in invalid]))
+
+
+class _Batch(NamedTuple):
+    rows: Sequence[CandleRow]  # the rows to merge
+    positions: list[int] | None  # where they sit in the caller's batch, when expired rows were left out
+    expired: int
+    leaves: list[int]  # oids of the leaves the rows belong in, made if they were missing
+
+
+# Open times any timestamp can hold (years 1 to 9999); the merge rejects the others, and they need no leaf.
+_MS_MIN, _MS_MAX = -62_135_596_800_000, 253_402_300_799_999
+# A batch whose open times of one bar span more leaves than this (a backfill mixed with live rows) gets leaves
+# only for the periods its rows fall in, not for every period between its first and last row.
+_SPAN_LEAVES_MAX = 4
+_ONE_MS = timedelta(milliseconds=1)
+
+
+def _open_ms(value: object) -> int | None:
+    """An open time as the merge will read it, or None where it will reject the row anyway."""
+    if type(value) is int:
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _batch_prepare(rows: Sequence[CandleRow], *, fresh: bool) -> _Batch:
+    """Leave out the rows behind their bar's retention horizon, and make sure the others' leaves exist.
+
+    One pass over the rows for each bar's first and last open time. Rows are counted expired only against a
+    retention read just now (`fresh`), so an operator's lengthened retention never costs a row.
+    """
+    horizons = bar_catalog.horizons_ms(timezone.now(), fresh=fresh)
+    spans: dict[str, list[int]] = {}
+    expired: list[int] = []
+    for position, row in enumerate(rows):
+        bar, ms = row[1], row[2]
+        if type(ms) is not int:
+            ms = _open_ms(ms)
+            if ms is None:
+                continue
+        if type(bar) is not str or not _MS_MIN <= ms <= _MS_MAX:
+            continue
+        horizon = horizons.get(bar)
+        if horizon is not None and ms < horizon:
+            expired.append(position)
+            continue
+        span = spans.get(bar)
+        if span is None:
+            spans[bar] = [ms, ms]
+        elif ms < span[0]:
+            span[0] = ms
+        elif ms > span[1]:
+            span[1] = ms
+    if expired and not fresh:
+        return _batch_prepare(rows, fresh=True)
+    needed: dict[int, tuple[str, list[datetime]]] = {}
+    for bar, (low, high) in spans.items():
+        tf_id = bar_catalog.timeframe_id(bar)
+        if tf_id is None:  # the merge rejects the rows
+            continue
+        try:
+            starts = leaf_starts(bar, ms_to_datetime(low), ms_to_datetime(high) + _ONE_MS)
+            if len(starts) > _SPAN_LEAVES_MAX:
+                times = (_open_ms(row[2]) for row in rows if row[1] == bar)
+                starts = sorted({leaf_range(bar, ms_to_datetime(ms))[0] for ms in times
+                                 if ms is not None and _MS_MIN <= ms <= _MS_MAX})
+        except (OverflowError, ValueError):  # out of any timestamp's range: the merge says so
+            continue
+        needed[tf_id] = (bar, starts)
+    leaves = leaves_cover(needed)
+    if not expired:
+        return _Batch(rows, None, 0, leaves)
+    left_out = set(expired)
+    positions = [position for position in range(len(rows)) if position not in left_out]
+    return _Batch([rows[position] for position in positions], positions, len(expired), leaves)
+
+
+def _is_missing_leaf(exc: IntegrityError) -> bool:
+    return getattr(exc.__cause__, "sqlstate", None) == "23514" and "no partition of relation" in str(exc)
+
+
+def _write(rows: Sequence[CandleRow], *, fresh: bool) -> tuple[_Batch, _Merged]:
+    batch = _batch_prepare(rows, fresh=fresh)
+    if not batch.rows:
+        return batch, _Merged(0, 0, 0, [])
+    merged = _merge_json(batch.rows, batch.leaves) if len(batch.rows) <= JSON_BATCH_MAX else None
+    if merged is None:
+        merged = _merge_staged(batch.rows, batch.leaves)
+    return batch, merged
 
 
 def candles_upsert(*, rows: Sequence[CandleRow]) -> UpsertResult:
     """Write a batch of candles in one transaction; see the module docstring for the rules.
 
-    Invalid rows come back in `result.rejected` (and are logged); database errors propagate and roll the
-    whole batch back, so a caller that keeps the batch on failure loses nothing.
+    Invalid rows come back in `result.rejected` (and are logged); rows behind their bar's retention horizon
+    are counted in `result.expired` and not stored. Database errors propagate and roll the whole batch back,
+    so a caller that keeps the batch on failure loses nothing.
     """
     result = UpsertResult(received=len(rows))
     if not rows:
         return result
-    merged = _merge_json(rows) if len(rows) <= JSON_BATCH_MAX else None
-    if merged is None:
-        merged = _merge_staged(rows)
+    try:
+        batch, merged = _write(rows, fresh=False)
+    except IntegrityError as exc:
+        if not _is_missing_leaf(exc):
+            raise
+        # This process's catalogue was stale: a leaf it knew was rolled back, detached or dropped since.
+        coverage_forget()
+        batch, merged = _write(rows, fresh=True)
+    positions = batch.positions
     result.inserted = merged.inserted
     result.updated = merged.updated
     result.skipped_open_rest = merged.skipped_open_rest
-    result.rejected = [RejectedRow(seq, rows[seq], reason) for seq, reason in merged.rejected]
-    result.unchanged = len(rows) - len(result.rejected) - merged.skipped_open_rest - merged.inserted - merged.updated
+    result.expired = batch.expired
+    result.rejected = [
+        RejectedRow(index, rows[index], reason)
+        for index, reason in ((seq if positions is None else positions[seq], reason) for seq, reason in merged.rejected)
+    ]
+    result.unchanged = (len(rows) - len(result.rejected) - merged.skipped_open_rest - batch.expired
+                        - merged.inserted - merged.updated)
     for item in result.rejected[:20]:
         logger.warning("candle rejected: %s", item)
     if len(result.rejected) > 20:
         logger.warning("candle batch: %d more rows rejected", len(result.rejected) - 20)
+    if batch.expired:
+        logger.info("candle batch: %d rows behind their bar's retention horizon, not stored", batch.expired)
     return result
 
 
@@ -393,8 +538,8 @@ class CandleOut(NamedTuple):
     vol_ccy: Decimal
     vol_ccy_quote: Decimal | None
     confirmed: bool
-    source: str
-    updated_at: datetime
+    source: str  # "ws" or "rest"
+    version: int  # receipt time in microseconds since the epoch (the row keeps no separate update time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,22 +571,26 @@ def _decode_cursor(cursor: str, descending: bool) -> datetime:
 
 
 _LIST_COLUMNS = (
-    "open_time, open, high, low, close, vol, vol_ccy, vol_ccy_quote, confirmed, source, updated_at"
+    "open_time, open, high, low, close, vol, vol_ccy, vol_ccy_quote, confirmed, "
+    "CASE source WHEN 'r' THEN 'rest' ELSE 'ws' END, version"
 )
 
 
 def _list_query(
-    columns: str, *, instrument: int | str, timeframe: int | str, start: datetime | None, end: datetime | None,
+    columns: str, *, instrument: int | str, timeframe: int, start: datetime | None, end: datetime | None,
     confirmed: bool | None, descending: bool, limit: int, cursor: str | None,
 ) -> tuple[str, list[object]]:
-    """The series is given by ids, or by names (inst_id, bar code) resolved in the same statement."""
+    """The instrument is given by id, or by inst_id resolved in the same statement; the bar always by id.
+
+    The bar must be a constant for PostgreSQL to prune the other bars' partitions when it plans: by a subquery,
+    planning alone took 35 ms (docs/storage-design.md §1.6). Parameters reach the server as literals.
+    """
     if limit < 1:
         raise ValueError("limit must be at least 1")
     where = [
         "instrument_id = %s" if isinstance(instrument, int)
         else "instrument_id = (SELECT id FROM candles_instrument WHERE inst_id = %s)",
-        "timeframe_id = %s" if isinstance(timeframe, int)
-        else "timeframe_id = (SELECT id FROM candles_timeframe WHERE code = %s)",
+        "timeframe_id = %s",
     ]
     params: list[object] = [instrument, timeframe]
     if start is not None:
@@ -529,14 +678,19 @@ def candle_list_text(
 ) -> CandlePage:
     """`candle_list` for serving: plain tuples shaped as `CandleText`, no Decimal or datetime made in Python.
 
-    The series is given by ids, or by names (`inst_id`, `bar`, exact) resolved in the same statement, which
-    saves the lookups' round trips; unknown names then simply give an empty page. Same filters, order and
-    cursors as `candle_list`. The API builds its JSON and CSV rows from these tuples directly.
+    The series is given by ids, or by names (`inst_id`, `bar`, exact): the instrument is resolved in the same
+    statement, which saves a round trip, and the bar from this process's map of bars; unknown names simply
+    give an empty page. Same filters, order and cursors as `candle_list`. The API builds its JSON and CSV rows
+    from these tuples directly.
     """
     instrument = instrument_id if instrument_id is not None else inst_id
-    timeframe = timeframe_id if timeframe_id is not None else bar
-    if instrument is None or timeframe is None:
+    if instrument is None or (timeframe_id is None and bar is None):
         raise ValueError("give instrument_id or inst_id, and timeframe_id or bar")
+    timeframe = timeframe_id if timeframe_id is not None else bar_catalog.timeframe_id(bar)
+    if timeframe is None:
+        if cursor is not None:
+            _decode_cursor(cursor, descending)
+        return CandlePage(candles=[], next_cursor=None)
     sql, params = _list_query(
         _TEXT_COLUMNS, instrument=instrument, timeframe=timeframe, start=start, end=end,
         confirmed=confirmed, descending=descending, limit=limit, cursor=cursor,

@@ -199,12 +199,13 @@ WEBHOOK_SECRET = env_str("WEBHOOK_SECRET", "")
 WEBHOOK_TIMEOUT_S = env_float("WEBHOOK_TIMEOUT_S", 5.0, minimum=0.1)
 WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 6, minimum=1)
 
-# --- Storage: partitions, retention, gap records (docs/storage-design.md) ------------------------
-# Seconds between runs of the storage maintenance task (premake, close-out, retention, gap expiry and pruning).
-STORAGE_MAINTENANCE_INTERVAL_S = env_int("STORAGE_MAINTENANCE_INTERVAL_S", 600, minimum=10)
-# Milliseconds partition DDL waits for a lock before giving up until its next run: a DROP or DETACH queued behind
-# a slow reader would hold up every reader and writer of the bar queued behind it.
+# --- Storage: candle partitions, retention, gap records (candles/partitions.py, candles/retention.py) -------
+# Longest partition DDL (CREATE/ATTACH, DETACH, DROP) waits for a lock on its bar's table before it gives up and
+# is retried (at once, or by the next maintenance run): the live flush must never queue behind DDL that itself
+# waits behind a long reader.
 STORAGE_LOCK_TIMEOUT_MS = env_int("STORAGE_LOCK_TIMEOUT_MS", 200, minimum=1)
+# Seconds between runs of the storage maintenance task (premake, retention, close-out, gap expiry and pruning).
+STORAGE_MAINTENANCE_INTERVAL_S = env_int("STORAGE_MAINTENANCE_INTERVAL_S", 600, minimum=10)
 # Days finished gap records (filled, unfillable, expired) are kept before the maintenance task deletes them.
 GAP_KEEP_DAYS = env_int("GAP_KEEP_DAYS", 30, minimum=1)
 

@@ -14,17 +14,18 @@ from __future__ import annotations
 import itertools
 import tempfile
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from django.db import connection
 from django.test import override_settings
-from django.utils import timezone
 
+from candles.bar_catalog import bar_catalog_forget
 from candles.bars import datetime_to_ms, ms_to_datetime
 from candles.models import Candle, Instrument, Timeframe
+from candles.partitions import coverage_forget, leaf_range, partitions_ensure
 from candles.storage import CandleRow
 from tests.support.solo import Room
 
@@ -72,6 +73,14 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return (yield)
     with room.exclusive() if item.get_closest_marker("solo") else room.shared():
         return (yield)
+
+
+@pytest.fixture(autouse=True)
+def fresh_partition_catalogue() -> None:
+    """Each test starts with this process's caches of bars and leaves empty: a leaf made in an earlier test's
+    transaction is gone with its rollback, and the write path would otherwise meet it missing and retry."""
+    coverage_forget()
+    bar_catalog_forget()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -155,24 +164,31 @@ def btc(instrument) -> Instrument:
     return instrument("BTC-USDT")
 
 
+def ensure_leaves(code: str, open_times: Iterable[datetime]) -> None:
+    """Make the candle table's leaves that these open times of bar `code` fall in (inserts through the ORM do not
+    go through `candles_upsert`, which makes them itself)."""
+    for start in sorted({leaf_range(code, moment)[0] for moment in open_times}):
+        partitions_ensure(bar=code, start=start, end=start + timedelta(milliseconds=1))
+
+
 @pytest.fixture
 def stored_candles(tf):
     """`stored_candles(instrument, "1m", open_times, **fields)` stores candles through the ORM.
 
-    Field values default to those of `build_row`; returns the Candle objects in the order given.
+    Field values default to those of `build_row`; returns the Candle objects in the order given. The leaves the
+    candles need are made first.
     """
 
     def store(inst: Instrument, code: str, open_times: Iterable[datetime | int], **fields) -> list[Candle]:
         values = {
             "open": Decimal("100"), "high": Decimal("110"), "low": Decimal("90"), "close": Decimal("105"),
             "vol": Decimal("1.5"), "vol_ccy": Decimal("157.5"), "vol_ccy_quote": Decimal("157.5"),
-            "confirmed": True, "source": "ws", "version": 1_000, "updated_at": timezone.now(),
+            "confirmed": True, "source": "ws", "version": 1_000,
         }
         values.update(fields)
-        candles = [
-            Candle(instrument=inst, timeframe=tf(code), open_time=ms_to_datetime(as_ms(moment)), **values)
-            for moment in open_times
-        ]
+        times = [ms_to_datetime(as_ms(moment)) for moment in open_times]
+        ensure_leaves(code, times)
+        candles = [Candle(instrument=inst, timeframe=tf(code), open_time=moment, **values) for moment in times]
         return Candle.objects.bulk_create(candles)
 
     return store

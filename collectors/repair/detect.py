@@ -119,9 +119,10 @@ WHERE s.id = v.id
 # Series of one bar with candles closed since their watermark, with how many are stored there. The count is
 # a range probe of the candle key per series; the watermark filter keeps out every series with nothing new.
 # Moments come as epoch milliseconds: thousands of rows a run, and parsing timestamps was most of its time.
+# The bar is named as the constant it is, so that PostgreSQL prunes the other bars' partitions when it plans
+# (by the subscription's column, it pruned at run time over every leaf: 12.9 ms instead of 0.9 for 1m).
 # A watermark behind the bar's retention horizon counts from the horizon (%(floor)s, NULL for a bar kept forever):
 # candles behind it are dropped by policy, and recording them as gaps would only spend REST on them.
-# The bar is a constant (`c.timeframe_id = %(timeframe)s`), so the count reads the bar's partitions only.
 _PAST_WATERMARKS = """
 SELECT s.id, s.instrument_id, floor(extract(epoch FROM w.mark) * 1000)::bigint,
        floor(extract(epoch FROM s.created_at) * 1000)::bigint,

@@ -8,7 +8,6 @@ from decimal import Decimal
 import pytest
 from django.db import IntegrityError, transaction
 from django.test import override_settings
-from django.utils import timezone
 
 from candles.apps import check_utc_everywhere
 from candles.bars import datetime_to_ms
@@ -146,6 +145,9 @@ def test_the_candle_record_view_has_one_row_per_candle_keyed_by_instrument_bar_a
 
 @pytest.mark.django_db
 def test_a_candle_record_is_found_by_its_key(btc, stored_candles, tf):
-    (candle,) = stored_candles(btc, "1D", [datetime(2024, 1, 16, 16, tzinfo=UTC)], updated_at=timezone.now())
+    received = datetime(2024, 1, 16, 16, 0, 3, 250_000, tzinfo=UTC)
+    (candle,) = stored_candles(btc, "1D", [datetime(2024, 1, 16, 16, tzinfo=UTC)],
+                               version=datetime_to_ms(received) * 1000)
     record = CandleRecord.objects.get(key=f"{btc.pk}.{tf('1D').pk}.1705420800000")
-    assert (record.open_time, record.high, record.updated_at) == (candle.open_time, candle.high, candle.updated_at)
+    # The row keeps no update time: the view shows the receipt time its version encodes.
+    assert (record.open_time, record.high, record.updated_at) == (candle.open_time, candle.high, received)

@@ -16,7 +16,8 @@ from django.db import DataError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from candles import storage
-from candles.models import Candle
+from candles.bars import datetime_to_ms
+from candles.models import Candle, CandleRecord
 from candles.storage import CandleRow, candles_upsert
 from tests.conftest import build_row
 
@@ -97,7 +98,7 @@ def test_the_same_batch_written_twice_leaves_the_table_exactly_as_the_first_writ
 
     assert (first.inserted, first.updated) == (7, 0)
     assert (second.inserted, second.updated, second.unchanged, second.rejected) == (0, 0, 7, [])
-    assert candle_table() == after_first  # updated_at included: nothing was rewritten
+    assert candle_table() == after_first  # every column: nothing was rewritten
 
 
 @pytest.mark.django_db
@@ -240,14 +241,19 @@ def test_a_newer_confirmed_candle_corrects_an_older_confirmed_one_but_not_the_re
 
 
 @pytest.mark.django_db
-def test_an_update_moves_updated_at_and_an_unchanged_row_keeps_it(btc, candle_row, stored_candles):
-    old = datetime(2024, 1, 1, tzinfo=UTC)
-    stored_candles(btc, "1m", [at(0), at(1)], confirmed=False, version=10, updated_at=old)
+def test_an_update_moves_the_receipt_time_the_admin_shows_and_an_unchanged_row_keeps_it(
+    btc, candle_row, stored_candles
+):
+    # The row keeps no update time of its own: the version is the receipt time, and the admin's view reads it.
+    received = datetime(2024, 1, 16, 19, 0, 5, tzinfo=UTC)
+    version = datetime_to_ms(received) * 1000
+    stored_candles(btc, "1m", [at(0), at(1)], confirmed=False, version=version)
 
-    candles_upsert(rows=[candle_row(at(0), confirmed=False, version=11), candle_row(at(1), confirmed=False, version=9)])
+    candles_upsert(rows=[candle_row(at(0), confirmed=False, version=version + 1_000_000),
+                         candle_row(at(1), confirmed=False, version=version - 1)])
 
-    assert stored(btc, "1m", at(0)).updated_at > old
-    assert stored(btc, "1m", at(1)).updated_at == old
+    shown = {r.open_time: r.updated_at for r in CandleRecord.objects.filter(instrument=btc)}
+    assert shown == {at(0): received + timedelta(seconds=1), at(1): received}
 
 
 # --- REST ----------------------------------------------------------------------------------------

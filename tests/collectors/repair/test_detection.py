@@ -131,8 +131,8 @@ def _series(count: int, now) -> list[Subscription]:
     with connection.cursor() as cursor:
         cursor.execute("""
             INSERT INTO candles_candle (instrument_id, timeframe_id, open_time, open, high, low, close, vol, vol_ccy,
-                                        vol_ccy_quote, confirmed, source, version, updated_at)
-            SELECT i.id, %(tf)s, t, 1, 1, 1, 1, 0, 0, 0, true, 'ws', 1, now()
+                                        vol_ccy_quote, confirmed, source, version)
+            SELECT i.id, %(tf)s, t, 1, 1, 1, 1, 0, 0, 0, true, 'w', 1
             FROM unnest(%(ids)s::int[]) i(id) CROSS JOIN unnest(%(times)s::timestamptz[]) t
         """, {"tf": minute.pk, "ids": [i.pk for i in instruments],
               "times": [ms_to_datetime(end - MINUTE), ms_to_datetime(end)]})

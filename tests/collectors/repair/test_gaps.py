@@ -218,7 +218,7 @@ def test_a_candle_the_version_rule_kept_from_rest_is_still_missing_after_the_fil
     ahead = datetime_to_ms(timezone.now() + timedelta(days=1)) * 1000
     Candle.objects.create(instrument=sub.instrument, timeframe=sub.timeframe, open_time=ms_to_datetime(start),
                           open=Decimal(1), high=Decimal(1), low=Decimal(1), close=Decimal(1), vol=Decimal(0),
-                          vol_ccy=Decimal(0), confirmed=False, source="ws", version=ahead, updated_at=timezone.now())
+                          vol_ccy=Decimal(0), confirmed=False, source="ws", version=ahead)
     gap = Gap.objects.create(subscription=sub, start=ms_to_datetime(start), end=ms_to_datetime(end), missing=5)
 
     result = fill(sim, keys, redis, gap)

@@ -50,7 +50,7 @@ def store_unconfirmed(instrument: Instrument, bar: str, open_times: list[int]) -
     Candle.objects.bulk_create(
         Candle(instrument=instrument, timeframe=tf, open_time=ms_to_datetime(ms), open=Decimal(1), high=Decimal(2),
                low=Decimal(1), close=Decimal(1), vol=Decimal(0), vol_ccy=Decimal(0), vol_ccy_quote=Decimal(0),
-               confirmed=False, source="ws", version=1, updated_at=timezone.now())
+               confirmed=False, source="ws", version=1)
         for ms in open_times)
 
 
