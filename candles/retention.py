@@ -40,6 +40,8 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from psycopg import sql
 
+from candles import bar_catalog
+from candles.bars import ms_to_datetime
 from candles.models import Timeframe
 from candles.partitions import Leaf, bar_table, partition_list
 
@@ -207,9 +209,10 @@ def retention_plan(*, now: datetime) -> list[BarPlan]:
 def bar_horizon(bar: str, *, now: datetime) -> datetime | None:
     """The retention horizon of the bar with this exact code; None when it keeps everything or does not exist.
 
-    Read on every /data request: one primary-key-sized query, and an admin edit of the retention applies at once."""
-    timeframe = Timeframe.objects.filter(code=bar).only("pk", "code", "retention").first()
-    return None if timeframe is None else timeframe.horizon(now)
+    Asked on every /data request, so it comes from this process's catalogue of bars, not a query: an admin edit
+    of a retention reaches it within `bar_catalog.RETENTION_TTL_S`."""
+    horizon_ms = bar_catalog.horizons_ms(now).get(bar)
+    return None if horizon_ms is None else ms_to_datetime(horizon_ms)
 
 
 def iso_z(moment: datetime) -> str:
