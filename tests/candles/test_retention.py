@@ -18,12 +18,12 @@ from datetime import datetime, timedelta
 
 import psycopg
 import pytest
-from candles.partitions import partition_list, partitions_ensure
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from candles import retention
 from candles.models import Candle, Timeframe
+from candles.partitions import partition_list, partitions_ensure
 from candles.retention import RETIRED_MARK, retention_enforce, retention_plan, retired_tables
 from tests.conftest import utc
 
@@ -387,3 +387,18 @@ def test_while_archiving_is_unavailable_a_bar_that_archives_keeps_its_partitions
     assert (result.bars["1s"].detached, result.bars["1s"].failed) == (0, 1)
     assert leaf_names() == NAMES
     assert "CANDLE_ARCHIVE_DIR is not set" in caplog.text
+
+
+def test_with_the_real_archive_a_partition_is_dropped_only_after_its_files_are_verified(days, settings, tmp_path):
+    archive = pytest.importorskip("candles.archive", reason="the Parquet archive (candles/archive.py) is not installed")
+    settings.CANDLE_ARCHIVE_DIR = str(tmp_path / "archive")
+    set_policy("1s", RETENTION, archive=True)
+
+    result = retention_enforce(now=now_for(D1 + DAY))
+
+    counts = result.bars["1s"]
+    assert (counts.detached, counts.archived, counts.dropped, counts.failed) == (1, 1, 1, 0)
+    assert tables_named(NAMES) == NAMES[1:]
+    [file] = archive.archive_list(bar="1s")
+    assert (file.start, file.end, file.rows, file.status) == (D1, D1 + DAY, 2, "ok")
+    assert archive.archive_read(file.path).column("open_time").to_pylist() == [D1, D1 + DAY - SECOND]
