@@ -96,7 +96,9 @@ def ensure_candles(count: int) -> int:
     """At least `count` candles of BENCH-USDT 1m; loaded once with COPY, reused while enough are there."""
     from django.db import connection, transaction
 
+    from candles.bars import ms_to_datetime
     from candles.models import Instrument, Timeframe
+    from candles.partitions import partitions_ensure
 
     instrument, _ = Instrument.objects.get_or_create(inst_id=SYMBOL, defaults={"inst_type": "SPOT"})
     minute = Timeframe.objects.get(code="1m")
@@ -111,12 +113,13 @@ def ensure_candles(count: int) -> int:
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("DELETE FROM candles_candle WHERE instrument_id = %s AND timeframe_id = %s",
                        [instrument.pk, minute.pk])
+        # COPY bypasses candles_upsert, which makes the partitions a write needs: made here first.
+        partitions_ensure(bar="1m", start=ms_to_datetime(BASE_MS), end=ms_to_datetime(BASE_MS + count * 60_000))
         copy_sql = ("COPY candles_candle (instrument_id, timeframe_id, open_time, open, high, low, close, vol, "
-                    "vol_ccy, vol_ccy_quote, confirmed, source, version, updated_at) FROM STDIN")
+                    "vol_ccy, vol_ccy_quote, confirmed, source, version) FROM STDIN")
         with cursor.copy(copy_sql) as copy:
             for ms, o, h, lo, c, vol, vol_ccy, quote in _rows(count):
-                copy.write_row((instrument.pk, minute.pk, _iso(ms), o, h, lo, c, vol, vol_ccy, quote, True, "rest",
-                                1, "2020-01-01T00:00:00Z"))
+                copy.write_row((instrument.pk, minute.pk, _iso(ms), o, h, lo, c, vol, vol_ccy, quote, True, "r", 1))
         cursor.execute("ANALYZE candles_candle")
     print(f"loaded in {time.perf_counter() - started:.1f} s", flush=True)
     return count

@@ -79,7 +79,8 @@ class ChaosSystem:
             os.chown(pg_root, user.pw_uid, user.pw_gid)
         redis_root = self.run_dir / "redis"
         redis_root.mkdir()
-        self.pg = PrivatePostgres(pg_root, free_port())
+        # Commit times: the verdict's lag is close to commit (the candle row keeps no write time of its own).
+        self.pg = PrivatePostgres(pg_root, free_port(), settings={"track_commit_timestamp": "on"})
         self.redis = PrivateRedis(redis_root, free_port())
         self.sim_port = free_port()
         self.procs: dict[str, subprocess.Popen] = {}

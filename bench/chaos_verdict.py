@@ -6,8 +6,9 @@ very text of the ground truth (open, high, low, close, vol, volCcy, volCcyQuote)
 exact is *wrong*. *Duplicates* counts keys held by more than one row in the whole table: the composite
 primary key makes that impossible, and the count proves it.
 
-Lag is measured for candles whose stored row came from the WebSocket (source `ws`): `updated_at` (the
-`now()` of the transaction that wrote the confirmed version) minus the candle's close. Rows REST filled in
+Lag is measured for candles whose stored row came from the WebSocket (source `ws`): the commit time of the
+transaction that wrote the confirmed version (`track_commit_timestamp`, on in the run's own server) minus the
+candle's close. Rows REST filled in
 are not live data and have no lag. `calm` lag leaves out candles that closed during a fault, BEFORE_MARGIN_S
 before it (still on their way to a flush when it struck) or RECOVERY_MARGIN_S after it.
 """
@@ -33,7 +34,8 @@ Values = tuple[str | None, ...]  # open, high, low, close, vol, volCcy, volCcyQu
 _STORED = """
 SELECT i.inst_id, t.code, (extract(epoch FROM c.open_time) * 1000)::bigint,
        c.open::text, c.high::text, c.low::text, c.close::text, c.vol::text, c.vol_ccy::text, c.vol_ccy_quote::text,
-       c.confirmed, c.source, extract(epoch FROM c.updated_at)::float8
+       c.confirmed, CASE c.source WHEN 'r' THEN 'rest' ELSE 'ws' END,
+       extract(epoch FROM pg_xact_commit_timestamp(c.xmin))::float8
 FROM candles_candle c
 JOIN candles_instrument i ON i.id = c.instrument_id
 JOIN candles_timeframe t ON t.id = c.timeframe_id
@@ -81,7 +83,7 @@ class Verdict:
     missing_keys: list[Key] = field(default_factory=list)
     wrong: list[tuple[Key, str]] = field(default_factory=list)  # key, what differs
     lags: list[tuple[int, float]] = field(default_factory=list)  # (close_ms, seconds) of live candles
-    written: list[tuple[float, Key, str]] = field(default_factory=list)  # (updated_at, key, source) of exact rows
+    written: list[tuple[float, Key, str]] = field(default_factory=list)  # (committed at, key, source) of exact rows
 
     @property
     def missing(self) -> int:
@@ -126,16 +128,16 @@ def judge(db_url: str, truth: dict[Key, Values], window: Window, bars: Iterable[
             verdict.missing_keys.append(key)
             continue
         verdict.present += 1
-        *have, confirmed, source, updated_at = row
+        *have, confirmed, source, committed_at = row
         have = tuple(have)
         if have != want or not confirmed:
             verdict.wrong.append((key, _difference(have, want, confirmed, source)))
             continue
         verdict.exact += 1
-        verdict.written.append((updated_at, key, source))
+        verdict.written.append((committed_at, key, source))
         if source == "ws":
             closed = close_ms(key[1], key[2])
-            verdict.lags.append((closed, updated_at - closed / 1000))
+            verdict.lags.append((closed, committed_at - closed / 1000))
     verdict.missing_keys.sort()
     verdict.wrong.sort()
     return verdict

@@ -16,8 +16,8 @@ the collector reconnects by itself) it prints:
   the simulator's ground truth once the pipeline had time to settle;
 * lag from a candle's close (its confirm push) to its row being committed: p50 and p99, the commit time
   being the one PostgreSQL records (`track_commit_timestamp`, on in the private server; with `--database
-  machine`, whose server does not track it, the flush transaction's start, `updated_at`), split at the
-  collector's receipt (the row's version) and at the flush transaction's start;
+  machine`, whose server does not track it, there is no commit time and the lag reads NaN), split at the
+  collector's receipt (the row's version);
 * the collector process's memory (RSS) and the buffer depth (entries waiting for a flush), max and mean;
 * CPU seconds per unit of work of each process, from /proc/<pid>/stat (utime + stime, children included):
   collector µs/update, flush worker µs/row, simulator µs/push, and Redis, PostgreSQL (the whole server when
@@ -285,7 +285,7 @@ def run(args, procs, r, call_command, connection, Instrument, Subscription, Time
         redis_pid: int | None) -> None:
     call_command("migrate", verbosity=0)
     lag_clock = ("p50/p99 above: the rows' commit times (track_commit_timestamp)" if commit_timestamps(connection)
-                 else "not tracked by this server: the lag above ends at the transaction's start")
+                 else "not tracked by this server (the candle row keeps no write time): no commit lag")
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE candles_candle, candles_gap, candles_subscription CASCADE")
     bars = args.bars.split(",")
@@ -382,7 +382,6 @@ def run(args, procs, r, call_command, connection, Instrument, Subscription, Time
             settled_at = time.time()
         p50, p99 = quantiles([lag.committed for lag in lags])
         received_p50, received_p99 = quantiles([lag.received for lag in lags if lag.received == lag.received])
-        started_p50, started_p99 = quantiles([lag.started for lag in lags])
         print(f"step {step + 1}: push every {interval}s (offered {channels / interval:,.0f}/s): "
               f"accepted {accepted:,.0f} updates/s, committed {flushed:,.0f} rows/s; "
               f"1s candles checked {expected}, missing {missing} (after 8 s: {missing_first}; checked "
@@ -392,7 +391,6 @@ def run(args, procs, r, call_command, connection, Instrument, Subscription, Time
         runs = counters1.get("flush_runs", 0) - counters0.get("flush_runs", 0)
         took_ms = counters1.get("flush_duration_ms", 0) - counters0.get("flush_duration_ms", 0)
         print(f"  lag split: close to collector receipt p50 {received_p50:.2f}s p99 {received_p99:.2f}s; "
-              f"to the start of the flush's transaction p50 {started_p50:.2f}s p99 {started_p99:.2f}s; "
               f"to commit {lag_clock}", flush=True)
         if step == 0:
             # From when the subscriptions collect (`backfill_from`): every channel is subscribed by then.
@@ -448,7 +446,7 @@ def check_sample(port: int, connection, sample: list[str], window: tuple[int, in
             # its confirmed version (an unconfirmed one never replaces it).
             cursor.execute(
                 "SELECT (extract(epoch FROM c.open_time) * 1000)::bigint, c.open::text, c.high::text, c.low::text,"
-                " c.close::text, c.vol::text, c.source, c.version, extract(epoch FROM c.updated_at),"
+                " c.close::text, c.vol::text, CASE c.source WHEN 'r' THEN 'rest' ELSE 'ws' END, c.version,"
                 f" extract(epoch FROM {commit_time})"
                 " FROM candles_candle c JOIN candles_instrument i ON i.id = c.instrument_id"
                 " JOIN candles_timeframe t ON t.id = c.timeframe_id"
@@ -462,23 +460,21 @@ def check_sample(port: int, connection, sample: list[str], window: tuple[int, in
             if candle is None:
                 missing += 1
                 continue
-            *values, source, version, started, committed = candle
+            *values, source, version, committed = candle
             if [str(Decimal(value)) for value in values] != row[1:6]:
                 wrong += 1
             closed = int(row[0]) / 1000 + 1
             # The version is the collector's receipt time (µs): it splits the lag into "reaching the collector"
             # (the simulator's tick, the socket, the collector's loop) and "reaching PostgreSQL" (buffer, flush).
             received = version / 1e6 if source == "ws" else math.nan
-            started = float(started)
-            committed = float(committed) if committed is not None else started
-            lags.append(Lag(committed - closed, received - closed, started - closed))
+            committed = float(committed) if committed is not None else math.nan
+            lags.append(Lag(committed - closed, received - closed))
     return expected, missing, wrong, lags
 
 
 class Lag(NamedTuple):
-    committed: float  # the row's commit (its transaction's start where commit times are not tracked)
+    committed: float  # the row's commit (NaN where the server does not track commit times)
     received: float  # the collector's receipt of the confirm push (NaN for a row written from REST)
-    started: float  # the start of the flush's transaction (`updated_at`)
 
 
 def commit_timestamps(connection) -> bool:

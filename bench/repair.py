@@ -42,6 +42,7 @@ def _reset(instruments: int, minutes: int, now_ms: int) -> None:
 
     from candles.bars import ms_to_datetime
     from candles.models import Timeframe
+    from candles.partitions import partitions_ensure
 
     with connection.cursor() as cur:
         cur.execute("TRUNCATE candles_gap, candles_subscription, candles_candle, candles_instrument CASCADE")
@@ -63,11 +64,13 @@ def _reset(instruments: int, minutes: int, now_ms: int) -> None:
             count = max(1, min(minutes * 60 // max(tf.seconds, 1), 600)) if not tf.months else 1
             first = spec.advance(last, -(count - 1))
             times = [ms_to_datetime(last)] if tf.months else None
+            # A plain INSERT bypasses candles_upsert, which makes the partitions a write needs.
+            partitions_ensure(bar=tf.code, start=ms_to_datetime(first), end=ms_to_datetime(last + 1))
             cur.execute("""
                 INSERT INTO candles_candle (instrument_id, timeframe_id, open_time, open, high, low, close, vol,
-                    vol_ccy, vol_ccy_quote, confirmed, source, version, updated_at)
+                    vol_ccy, vol_ccy_quote, confirmed, source, version)
                 SELECT i.id, %(tf)s, t, 100.1, 100.2, 100.0, 100.1, 1.5, 150.15, 150.15,
-                       (%(code)s NOT IN ('1s', '1m') OR random() > 0.05 OR t = %(last)s), 'ws', 1, now()
+                       (%(code)s NOT IN ('1s', '1m') OR random() > 0.05 OR t = %(last)s), 'w', 1
                 FROM candles_instrument i
                 CROSS JOIN (SELECT unnest(%(times)s::timestamptz[]) AS t WHERE %(times)s IS NOT NULL
                             UNION ALL

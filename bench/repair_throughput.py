@@ -67,6 +67,7 @@ def _setup(rest_url: str, instruments: int, kind: str) -> list[tuple[str, str, i
 
     from candles.bars import datetime_to_ms, ms_to_datetime
     from candles.models import Gap, Instrument, RepairPriority, Subscription, Timeframe
+    from candles.partitions import partitions_ensure
     from collectors.simulator.instruments import spot_names
 
     now = timezone.now()
@@ -93,11 +94,16 @@ def _setup(rest_url: str, instruments: int, kind: str) -> list[tuple[str, str, i
                     open_ms = newest[bar] - k * page[bar]
                     rows.append((inst.pk, timeframes[bar].pk, ms_to_datetime(open_ms)))
                     expected.append((inst.inst_id, bar, open_ms))
+        # A plain INSERT bypasses candles_upsert, which makes the partitions a write needs.
+        for bar in ("1m", "1s"):
+            times = [t for _, tf_id, t in rows if tf_id == timeframes[bar].pk]
+            if times:
+                partitions_ensure(bar=bar, start=min(times), end=max(times) + timedelta(milliseconds=1))
         with connection.cursor() as cur:
             cur.executemany("""
                 INSERT INTO candles_candle (instrument_id, timeframe_id, open_time, open, high, low, close, vol,
-                    vol_ccy, vol_ccy_quote, confirmed, source, version, updated_at)
-                VALUES (%s, %s, %s, 1, 2, 1, 1, 0, 0, 0, false, 'ws', 1, now())
+                    vol_ccy, vol_ccy_quote, confirmed, source, version)
+                VALUES (%s, %s, %s, 1, 2, 1, 1, 0, 0, 0, false, 'w', 1)
             """, rows)
     else:
         gaps = []

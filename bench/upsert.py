@@ -125,13 +125,14 @@ def run_round(rows_total: int) -> tuple[float, float, dict]:
 
     ids = dict(Instrument.objects.filter(inst_id__startswith="BENCH-").values_list("inst_id", "id"))
     tf = Timeframe.objects.get(code=BAR).pk
+    # The table stores the source in one byte (candles.fields.CandleSourceField).
     resolved = [
         (ids[r.inst_id], tf, ms_to_datetime(r.open_time_ms), r.open, r.high, r.low, r.close, r.vol, r.vol_ccy,
-         r.vol_ccy_quote, r.confirmed, r.source, r.version, ms_to_datetime(r.open_time_ms))
+         r.vol_ccy_quote, r.confirmed, r.source[0], r.version)
         for r in batch
     ]
     columns = ("instrument_id, timeframe_id, open_time, open, high, low, close, vol, vol_ccy, vol_ccy_quote, "
-               "confirmed, source, version, updated_at")
+               "confirmed, source, version")
     with connection.cursor() as cursor:
         start = time.perf_counter()
         with cursor.copy(f"COPY bench_raw_copy ({columns}) FROM STDIN") as copy:

@@ -20,20 +20,18 @@ from django.contrib import admin, messages
 from django.contrib.admin import widgets as admin_widgets
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.db import connection, models, transaction
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.functional import cached_property
 from django.utils.html import format_html
 
-from candles import admin_rules  # noqa: F401  (registers the rules screen; kept in its own module)
+from candles import admin_candles, admin_rules  # noqa: F401  (register their screens; kept in their own modules)
+from candles.admin_counts import EstimatedCountPaginator
 from candles.bars import datetime_to_ms, ms_to_datetime
 from candles.models import (
-    CandleRecord,
     Gap,
     GapState,
     Instrument,
@@ -530,28 +528,6 @@ class SubscriptionAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/candles/subscription/subscribe.html", context)
 
 
-class EstimatedCountPaginator(Paginator):
-    """Counting every row of a large table on each page view is slow; an unfiltered list uses PostgreSQL's
-    row estimate of its table (candles, gaps), a filtered one the exact count."""
-
-    @cached_property
-    def count(self) -> int:
-        query = getattr(self.object_list, "query", None)
-        if query is not None and not query.where:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE relname = %s",
-                               [_counted_table(self.object_list.model)])
-                row = cursor.fetchone()
-            if row and row[0] > 100_000:
-                return row[0]
-        return super().count
-
-
-def _counted_table(model: type[models.Model]) -> str:
-    # CandleRecord is a view over the candle table: the table has the statistics.
-    return "candles_candle" if model is CandleRecord else model._meta.db_table
-
-
 @admin.register(Gap)
 class GapAdmin(admin.ModelAdmin):
     list_display = ("subscription", "start", "end", "missing", "state_badge", "priority", "attempts", "reason",
@@ -573,42 +549,3 @@ class GapAdmin(admin.ModelAdmin):
     @admin.display(description="state", ordering="state")
     def state_badge(self, obj: Gap):
         return badge(obj.state, GAP_COLOURS.get(obj.state, "#6e7781"))
-
-
-@admin.register(CandleRecord)
-class CandleAdmin(admin.ModelAdmin):
-    """Read-only: candles are written only by candles_upsert."""
-
-    list_display = ("instrument", "timeframe", "open_time", "open", "high", "low", "close", "vol",
-                    "confirmed", "source", "updated_at")
-    list_filter = ("timeframe", "confirmed", "source")
-    search_fields = ("instrument__inst_id__exact",)
-    search_help_text = "Exact instrument id, e.g. BTC-USDT"
-    date_hierarchy = "open_time"
-    ordering = ("-open_time", "instrument", "timeframe")
-    list_select_related = ("instrument", "timeframe")
-    paginator = EstimatedCountPaginator
-    show_full_result_count = False
-    list_per_page = 100
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def get_object(self, request: HttpRequest, object_id: str, from_field=None):
-        # The key is "<instrument id>.<timeframe id>.<open time ms>"; filtering on its parts uses the
-        # candle table's primary key instead of scanning the view's computed column.
-        try:
-            instrument_id, timeframe_id, open_ms = (int(part) for part in object_id.split("."))
-        except ValueError:
-            return None
-        return (
-            self.get_queryset(request)
-            .filter(instrument_id=instrument_id, timeframe_id=timeframe_id, open_time=ms_to_datetime(open_ms))
-            .first()
-        )

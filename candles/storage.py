@@ -14,7 +14,13 @@ staging table's create, copy and drop. The database enforces the rules:
 * otherwise only a newer version (receipt time) replaces the stored one, so a retried flush of an older
   batch cannot undo a newer write;
 * open candles from REST are not stored (REST caches lag; the open candle comes from the WebSocket);
-* within one batch, the same key keeps the valid row the database would keep by those same rules.
+* within one batch, the same key keeps the valid row the database would keep by those same rules;
+* rows behind their bar's retention horizon (`Timeframe.retention`) are not stored, and counted as expired.
+
+The table is partitioned by bar, then open time (candles/partitions.py), with no default partition: before
+the merge, the leaves the batch needs are made where this process does not know them already. What the merge
+inserted and what it updated is read from the transaction's statistics counters of those leaves (PostgreSQL
+15 refuses `RETURNING xmax` on a partitioned table).
 
 Numbers are copied straight into typed columns (or cast from the JSON's text by the same input functions), so
 PostgreSQL parses each value once. Only a batch that holds text which is not a number goes through a slower text

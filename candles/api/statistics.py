@@ -144,13 +144,22 @@ WITH pick AS (
     WHERE s.is_active
     ORDER BY s.instrument_id, t.months > 0, t.seconds < 60, t.seconds, t.months
 )
-SELECT p.inst_id, p.code, last.close, last.open_time, day.open, day.high, day.low, day.vol, day.quote
+SELECT p.inst_id, p.code, coalesce(recent.close, older.close), coalesce(recent.open_time, older.open_time),
+       day.open, day.high, day.low, day.vol, day.quote
 FROM pick p
+-- The last candle is looked for in the last day first: that bound prunes every older partition of the table
+-- when the statement is planned, where the bar alone (a column here, not a constant) prunes nothing until it
+-- runs, and then each series would open an index scan on every leaf of its bar.
 LEFT JOIN LATERAL (
     SELECT close, open_time FROM candles_candle c
-    WHERE c.instrument_id = p.instrument_id AND c.timeframe_id = p.timeframe_id
+    WHERE c.instrument_id = p.instrument_id AND c.timeframe_id = p.timeframe_id AND c.open_time >= %(since)s
     ORDER BY open_time DESC LIMIT 1
-) last ON true
+) recent ON true
+LEFT JOIN LATERAL (
+    SELECT close, open_time FROM candles_candle c
+    WHERE c.instrument_id = p.instrument_id AND c.timeframe_id = p.timeframe_id AND c.open_time < %(since)s
+    ORDER BY open_time DESC LIMIT 1
+) older ON recent.open_time IS NULL
 LEFT JOIN LATERAL (
     SELECT (SELECT open FROM candles_candle c
             WHERE c.instrument_id = p.instrument_id AND c.timeframe_id = p.timeframe_id AND c.open_time >= %(since)s

@@ -143,5 +143,15 @@ def test_the_overview_lists_every_actively_subscribed_symbol_from_its_shortest_b
     ]
 
 
+def test_the_overview_shows_the_last_price_of_a_symbol_that_has_not_traded_for_days(api, instrument, stored_candles):
+    eth = instrument("ETH-USDT")
+    subscriptions_create(inst_ids=["ETH-USDT"], bars=["1H"])
+    candle(stored_candles, eth, "1H", utc(2023, 12, 31, 23, 0), "2300", "2310", "2290", "2305.50", "3", "6900", "6900")
+
+    (line,) = api.get("/api/v1/market/overview").json()["symbols"]
+
+    assert (line["last_price"], line["last_time"], line["open_24h"]) == ("2305.50", "2023-12-31T23:00:00Z", None)
+
+
 def test_the_overview_without_subscriptions_is_empty(api, db):
     assert api.get("/api/v1/market/overview").json()["symbols"] == []
