@@ -209,7 +209,7 @@ class FirehoseSystem(ChaosSystem):
 
     def start_backfill_worker(self) -> None:
         # Beat runs on its own below, as scripts/run.sh starts it (the chaos run embeds it with -B).
-        self._celery("worker", "-Q", "backfill,webhooks,default", "-n", "worker@%h", "--concurrency", "2")
+        self._celery("worker", "-Q", "backfill,webhooks,default,storage", "-n", "worker@%h", "--concurrency", "2")
 
     def start_beat(self) -> None:
         self._spawn("beat", [sys.executable, "-m", "celery", "-A", "okxproject", "beat",

@@ -55,6 +55,7 @@ GAP_COLOURS = {
     GapState.FILLING: "#0969da",
     GapState.FILLED: "#1a7f37",
     GapState.UNFILLABLE: "#cf222e",
+    GapState.EXPIRED: "#57606a",
 }
 UNFINISHED_GAP_STATES = (GapState.OPEN, GapState.FILLING)
 
@@ -81,6 +82,17 @@ def badge(label: str, colour: str, title: str = ""):
 def human_seconds(seconds: int) -> str:
     for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size and seconds % size == 0:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
+def retention_label(retention: timedelta | None) -> str:
+    """How long a bar keeps its candles: "forever", "7 days", "36 hours", "90 min"."""
+    if retention is None:
+        return "forever"
+    seconds = int(retention.total_seconds())
+    for unit, size in (("days", 86400), ("hours", 3600), ("min", 60)):
+        if seconds % size == 0:
             return f"{seconds // size} {unit}"
     return f"{seconds} s"
 
@@ -313,17 +325,59 @@ class InstrumentAdmin(admin.ModelAdmin):
         return False
 
 
+# Longer than any history OKX has, and far from the dates PostgreSQL and Python cannot subtract it from.
+MAX_RETENTION = timedelta(days=100 * 366)
+
+
+class TimeframeForm(forms.ModelForm):
+    class Meta:
+        model = Timeframe
+        fields = ["code", "seconds", "months", "utc_offset_hours", "anchor", "rest_candles", "rest_history",
+                  "display_order", "is_active", "retention", "archive"]
+        help_texts = {
+            "retention": "How long candles of this bar are kept, as days and time: 7 00:00:00 is seven days. "
+                         "Empty keeps them forever. Whole partitions are dropped once their end is behind now "
+                         "minus this (a 1s partition is a day, a 1m one a month, longer bars' a year), so up to "
+                         "one partition more is kept. Shortening it drops data at the next maintenance run.",
+            "archive": "Write each partition to a verified Parquet file (CANDLE_ARCHIVE_DIR) before it is dropped. "
+                       "While archiving is unavailable, nothing of this bar is dropped.",
+        }
+
+    def clean_retention(self) -> timedelta | None:
+        retention = self.cleaned_data.get("retention")
+        if retention is None:
+            return None
+        if retention <= timedelta(0):
+            raise forms.ValidationError("The retention must be positive; leave it empty to keep candles forever.")
+        if retention > MAX_RETENTION:
+            raise forms.ValidationError("More than 100 years is not a retention; leave it empty to keep candles "
+                                        "forever.")
+        months = self.cleaned_data.get("months", getattr(self.instance, "months", 0)) or 0
+        seconds = self.cleaned_data.get("seconds", getattr(self.instance, "seconds", 0)) or 0
+        bar = timedelta(days=28 * months) if months else timedelta(seconds=seconds)
+        if retention < bar:
+            raise forms.ValidationError(f"Shorter than one bar ({human_seconds(int(bar.total_seconds()))}): no "
+                                        f"closed candle would be kept.")
+        return retention
+
+
 @admin.register(Timeframe)
 class TimeframeAdmin(admin.ModelAdmin):
-    list_display = ("code", "length", "alignment", "rest_candles", "rest_history", "display_order", "is_active")
+    form = TimeframeForm
+    list_display = ("code", "length", "alignment", "rest_candles", "rest_history", "kept", "archive",
+                    "display_order", "is_active")
     list_editable = ("is_active",)
-    list_filter = ("is_active", "utc_offset_hours", "rest_candles", "rest_history")
+    list_filter = ("is_active", "utc_offset_hours", "rest_candles", "rest_history", "archive")
     search_fields = ("code",)
     ordering = ("display_order",)
 
     @admin.display(description="length")
     def length(self, obj: Timeframe) -> str:
         return f"{obj.months} calendar month(s)" if obj.is_calendar else human_seconds(obj.seconds)
+
+    @admin.display(description="kept", ordering="retention")
+    def kept(self, obj: Timeframe) -> str:
+        return retention_label(obj.retention)
 
     @admin.display(description="alignment")
     def alignment(self, obj: Timeframe) -> str:

@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -32,7 +33,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin import widgets as admin_widgets
 from django.core.exceptions import PermissionDenied
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -46,11 +47,14 @@ from candles.admin import (
     SubscriptionAdmin,
     age_label,
     badge,
+    retention_label,
 )
 from candles.bars import datetime_to_ms
 from candles.models import Gap, GapState, Instrument, Subscription, SubscriptionStatus
+from candles.retention import human_bytes
+from candles.storage_stats import storage_by_bar
 from collectors import admin_tasks
-from collectors.api.subscriptions import bar_specs_by_code, worst_lags
+from collectors.api.subscriptions import bar_specs_by_code, limit_statements, worst_lags
 from collectors.api.system import gap_summary
 from collectors.instruments import DEFAULT_INST_TYPES, SYNCABLE_TYPES
 from collectors.okx.rest import CANDLES, HISTORY_CANDLES, INSTRUMENTS, Endpoint
@@ -285,7 +289,9 @@ class PipelineGapAdmin(GapAdmin):
     def fill_now(self, request: HttpRequest, queryset: QuerySet[Gap]) -> None:
         reopened = overlapping = 0
         to_fill: list[int] = []
-        for gap in queryset.exclude(state=GapState.FILLED):
+        # Filled gaps need nothing, and expired ones lie behind the retention horizon: their candles would be
+        # skipped by the write as soon as fetched.
+        for gap in queryset.exclude(state__in=[GapState.FILLED, GapState.EXPIRED]):
             if gap.state == GapState.UNFILLABLE:
                 try:
                     gap_retry(gap.pk, f"tried again by {request.user.get_username()}; was: {gap.reason}")
@@ -295,8 +301,10 @@ class PipelineGapAdmin(GapAdmin):
                 reopened += 1
             to_fill.append(gap.pk)
         skipped = queryset.filter(state=GapState.FILLED).count()
+        expired = queryset.filter(state=GapState.EXPIRED).count()
         notes = [f"{reopened} unfillable reopened"] if reopened else []
         notes += [f"{skipped} already filled, skipped"] if skipped else []
+        notes += [f"{expired} expired by the retention policy, skipped"] if expired else []
         notes += [f"{overlapping} overlap an unfinished gap, left"] if overlapping else []
         extra = f" ({'; '.join(notes)})" if notes else ""
         if not to_fill:
@@ -374,6 +382,9 @@ def flush_rate(keys: Keys, flushed_total: int, now: float) -> tuple[float | None
     return rate, window
 
 
+# A drop due longer ago than this (two maintenance runs missed) is shown as an alarm.
+STORAGE_OVERDUE_AFTER = timedelta(seconds=2 * settings.STORAGE_MAINTENANCE_INTERVAL_S)
+
 # Channels the dashboard names by their confirmation lag (the worst first).
 DASHBOARD_LAGS = 5
 
@@ -450,6 +461,36 @@ def _database_figures() -> dict[str, Any]:
     return {"gaps": gaps, "subscriptions": subscriptions, "specs": bar_specs_by_code()}
 
 
+def storage_rows(now: float) -> list[dict[str, Any]]:
+    """Per bar with partitions: retention, horizon, next drop, partitions, size, rows (from the catalogue and
+    statistics, no count) and the archive's files when the archive is installed."""
+    moment = datetime.fromtimestamp(now, UTC)
+    rows = []
+    for bar in storage_by_bar(now=moment):
+        overdue = bar.next_drop is not None and bar.next_drop <= moment
+        rows.append({
+            "bar": bar, "size": human_bytes(bar.bytes),
+            "kept": retention_label(bar.retention),
+            "next_drop": None if bar.next_drop is None
+            else ("due now" if overdue else f"in {age_label((bar.next_drop - moment).total_seconds())}"),
+            "overdue": overdue and bar.next_drop <= moment - STORAGE_OVERDUE_AFTER,
+            "archive_size": None if bar.archive_bytes is None else human_bytes(bar.archive_bytes),
+        })
+    return rows
+
+
+def _storage_figures(now: float) -> dict[str, Any]:
+    try:
+        with transaction.atomic():
+            limit_statements()
+            rows = storage_rows(now)
+    except DatabaseError as exc:
+        logger.warning("dashboard: storage figures unavailable: %s", exc)
+        return {"storage": None, "storage_error": f"{type(exc).__name__}: {exc}"}
+    return {"storage": rows, "storage_error": None,
+            "storage_archive": any(row["bar"].archive_files is not None for row in rows)}
+
+
 def dashboard_context(now: float | None = None) -> dict[str, Any]:
     """Everything the dashboard shows; Redis figures are replaced by a notice when Redis is unreachable.
 
@@ -459,7 +500,7 @@ def dashboard_context(now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     database = _database_figures()
     specs = database.pop("specs")
-    context: dict[str, Any] = {"pipeline_error": None, **database}
+    context: dict[str, Any] = {"pipeline_error": None, **database, **_storage_figures(now)}
     try:
         context["pipeline"] = _redis_figures(screen_redis(), pipeline_keys(), now, specs)
     except REDIS_DOWN as exc:

@@ -171,7 +171,7 @@ REPAIR_ETA = Family(
 GAPS = Family(
     PREFIX + "gaps", "gauge",
     "Gap records by state: open (to fill), filling, filled, unfillable (OKX has no candles there), expired "
-    "(behind the bar's retention horizon).",
+    "(behind the timeframe's retention horizon).",
     ("state",))
 GAP_MISSING = Family(
     PREFIX + "gap_missing_candles", "gauge",
@@ -181,6 +181,31 @@ SUBSCRIPTIONS = Family(
     PREFIX + "subscriptions", "gauge",
     "Subscriptions by status: pending, live, stale, error (active ones) and paused.",
     ("status",))
+
+# --- storage, from PostgreSQL's catalogue and statistics (docs/storage-design.md) -------------------------
+PARTITION_BYTES = Family(
+    PREFIX + "partition_bytes", "gauge",
+    "Bytes on disk of each timeframe's candle partitions, indexes included (and tables retention detached but "
+    "has not dropped yet).",
+    ("timeframe",))
+ROWS = Family(
+    PREFIX + "rows", "gauge",
+    "Candles stored per timeframe, from PostgreSQL's statistics (live tuples of its partitions; no count).",
+    ("timeframe",))
+RETENTION_HORIZON = Family(
+    PREFIX + "retention_horizon_seconds", "gauge",
+    "How far back each timeframe keeps candles: its retention, in seconds (the horizon is now minus this); "
+    "absent for timeframes kept forever.",
+    ("timeframe",))
+NEXT_DROP = Family(
+    PREFIX + "next_drop_timestamp_seconds", "gauge",
+    "When the next partition of each timeframe with a retention may be dropped (Unix time); in the past while "
+    "one waits for the maintenance task.",
+    ("timeframe",))
+PARTITIONS_DROPPED = Family(
+    PREFIX + "partitions_dropped_total", "counter",
+    "Candle partitions dropped by retention, per timeframe (counted in Redis by the maintenance task).",
+    ("timeframe",))
 
 # --- the scrape itself -------------------------------------------------------------------------------------
 SOURCE_UP = Family(
@@ -192,7 +217,8 @@ FAMILIES: tuple[Family, ...] = (
     *COUNTERS, FLUSH_DURATION, FLUSH_REQUEST_WAIT, BUFFER_ENTRIES, BUFFER_ALARM, DEAD_LETTERS_STORED, REST_NEEDED,
     LAST_FLUSH, REPAIR_BACKLOG, REPAIR_DRAIN, REPAIR_ETA,
     COLLECTORS, CHANNELS, CHANNEL_MESSAGE_AGE_MAX, CHANNEL_LAG_MAX, CHANNELS_UNCONFIRMED,
-    SUBSCRIPTION_MESSAGE_AGE, SUBSCRIPTION_LAG, GAPS, GAP_MISSING, SUBSCRIPTIONS, SOURCE_UP,
+    SUBSCRIPTION_MESSAGE_AGE, SUBSCRIPTION_LAG, GAPS, GAP_MISSING, SUBSCRIPTIONS,
+    PARTITION_BYTES, ROWS, RETENTION_HORIZON, NEXT_DROP, PARTITIONS_DROPPED, SOURCE_UP,
 )
 # Every family name exported, as it appears in the # TYPE lines (dashboards are checked against this list).
 METRIC_NAMES: tuple[str, ...] = tuple(family.name for family in FAMILIES)

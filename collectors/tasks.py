@@ -117,3 +117,12 @@ def check_health() -> None:
         buffer_alarm(redis=redis, keys=keys)  # logs a warning while the buffer is over BUFFER_ALARM_ENTRIES
     finally:
         lock.release()
+
+
+@shared_task(name="collectors.tasks.maintain_storage", ignore_result=True)
+def maintain_storage() -> str:
+    """Partitions made ahead, one closed out, those past their bar's retention retired, gap records behind the
+    horizon expired and old ones pruned. One run at a time (a run that finds another under way is skipped)."""
+    from collectors.maintenance import storage_maintain
+
+    return str(storage_maintain())

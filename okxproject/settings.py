@@ -137,6 +137,9 @@ CELERY_TASK_QUEUES = (
     Queue("flush"),
     Queue("backfill"),
     Queue("webhooks"),
+    # Storage maintenance (minutes at a time when it compacts or archives a partition): its own queue, so it can
+    # be given a worker of its own; the general worker consumes it too.
+    Queue("storage"),
 )
 CELERY_TASK_ROUTES = {
     "collectors.tasks.flush_buffer": {"queue": "flush"},
@@ -145,6 +148,7 @@ CELERY_TASK_ROUTES = {
     "collectors.tasks.deliver_webhook": {"queue": "webhooks"},
     "collectors.tasks.check_health": {"queue": "default"},
     "collectors.tasks.sync_instruments": {"queue": "default"},
+    "collectors.tasks.maintain_storage": {"queue": "storage"},
     # The admin's operator actions: long REST work goes where the shared REST budget is spent.
     "collectors.admin_tasks.backfill_range": {"queue": "backfill"},
     "collectors.admin_tasks.fill_range_gaps": {"queue": "backfill"},
@@ -195,10 +199,15 @@ WEBHOOK_SECRET = env_str("WEBHOOK_SECRET", "")
 WEBHOOK_TIMEOUT_S = env_float("WEBHOOK_TIMEOUT_S", 5.0, minimum=0.1)
 WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 6, minimum=1)
 
-# --- Storage (candle partitions, candles/partitions.py) ------------------------------------------
-# Longest a partition's DDL waits for a lock on its bar's table before it gives up and retries: the live
-# flush must never queue behind a CREATE/ATTACH that itself waits behind a long reader.
+# --- Storage: candle partitions, retention, gap records (candles/partitions.py, candles/retention.py) -------
+# Longest partition DDL (CREATE/ATTACH, DETACH, DROP) waits for a lock on its bar's table before it gives up and
+# is retried (at once, or by the next maintenance run): the live flush must never queue behind DDL that itself
+# waits behind a long reader.
 STORAGE_LOCK_TIMEOUT_MS = env_int("STORAGE_LOCK_TIMEOUT_MS", 200, minimum=1)
+# Seconds between runs of the storage maintenance task (premake, retention, close-out, gap expiry and pruning).
+STORAGE_MAINTENANCE_INTERVAL_S = env_int("STORAGE_MAINTENANCE_INTERVAL_S", 600, minimum=10)
+# Days finished gap records (filled, unfillable, expired) are kept before the maintenance task deletes them.
+GAP_KEEP_DAYS = env_int("GAP_KEEP_DAYS", 30, minimum=1)
 
 # --- Web -----------------------------------------------------------------------------------------
 WEB_HOST = env_str("WEB_HOST", "127.0.0.1")

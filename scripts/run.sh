@@ -88,7 +88,7 @@ start collectors "$CELERY" -A okxproject worker --collector -Q collectors -n "co
   --concurrency 1 --loglevel "$LOG_LEVEL"
 # Flush has a worker of its own: it must never wait behind a long backfill.
 start flush "$CELERY" -A okxproject worker -Q flush -n "flush@%h" --pool solo --loglevel "$LOG_LEVEL"
-start worker "$CELERY" -A okxproject worker -Q backfill,webhooks,default -n "worker@%h" --concurrency 2 \
+start worker "$CELERY" -A okxproject worker -Q backfill,webhooks,default,storage -n "worker@%h" --concurrency 2 \
   --loglevel "$LOG_LEVEL"
 start beat "$CELERY" -A okxproject beat --loglevel "$LOG_LEVEL"
 start flower "$CELERY" -A okxproject flower --address="$FLOWER_ADDR" --port="$FLOWER_PORT" \

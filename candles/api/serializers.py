@@ -82,11 +82,21 @@ class CandleSerializer(serializers.Serializer):
         ref_name = "Candle"
 
 
+class RetentionSerializer(serializers.Serializer):
+    horizon = serializers.DateTimeField(help_text="Candles opening before this instant are not kept for this bar.")
+
+    class Meta:
+        ref_name = "Retention"
+
+
 class CandlePageSerializer(serializers.Serializer):
     symbol = serializers.CharField()
     timeframe = serializers.CharField()
     count = serializers.IntegerField(help_text="Candles in this page.")
     next = serializers.URLField(allow_null=True, help_text="The next page (same filters), null on the last.")
+    retention = RetentionSerializer(
+        required=False, help_text="Only when the range reaches behind the bar's retention horizon (a bar with a "
+                                  "retention, and no start_time or one before the horizon): candles stop there.")
     candles = CandleSerializer(many=True)
 
 

@@ -7,8 +7,10 @@ rendered by orjson: no serializer per candle, no Decimal, no float.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 
 from django.http import StreamingHttpResponse
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.request import Request
@@ -19,8 +21,11 @@ from candles.api.lookups import instrument_or_404, symbol_not_found, timeframe_o
 from candles.api.params import SYMBOL_PATTERN, TIMEFRAME_PATTERN, Query, is_symbol, is_timeframe, time_range
 from candles.api.renderers import CsvRenderer, OrjsonRenderer
 from candles.api.serializers import CandlePageSerializer, LatestCandleSerializer
+from candles.bars import datetime_to_ms
+from candles.retention import bar_horizon, iso_z
 from candles.storage import CandlePage, InvalidCursor, candle_list_text
 from okxproject.api_errors import ApiError
+from okxproject.api_schema import ErrorEnvelopeSerializer
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
@@ -30,6 +35,8 @@ CSV_CHUNK = 5000
 CANDLE_KEYS = ("open_time", "open_time_ms", "open", "high", "low", "close", "volume", "volume_ccy",
                "volume_quote", "confirmed")
 CSV_HEADER = ",".join(CANDLE_KEYS) + "\n"
+# On a CSV answer whose range reaches behind the bar's retention horizon (JSON says it in the body).
+RETENTION_HEADER = "X-Retention-Horizon"
 
 SYMBOL_PARAM = OpenApiParameter(
     "symbol", {"type": "string", "pattern": f"^{SYMBOL_PATTERN}$"}, OpenApiParameter.PATH,
@@ -86,6 +93,15 @@ def _csv_lines(rows: list) -> str:
     )
 
 
+def expired_by_policy(symbol: str, timeframe: str, horizon: datetime) -> ApiError:
+    return ApiError(
+        f"{timeframe} candles are kept for a limited time: none before {iso_z(horizon)} is stored any more, and "
+        f"this range ends before it.", code="EXPIRED_BY_POLICY", status=410,
+        details={"symbol": symbol, "timeframe": timeframe, "horizon": iso_z(horizon),
+                 "horizon_ms": datetime_to_ms(horizon)},
+    )
+
+
 def _next_url(request: Request, cursor: str | None) -> str | None:
     if cursor is None:
         return None
@@ -102,11 +118,22 @@ class CandleDataView(APIView):
         summary="Candles of one instrument and bar",
         description="A page of candles (limit, start_time/end_time, sort, confirmed) with a `next` link, or "
                     "every matching candle as streamed CSV (format=csv or Accept: text/csv). Values are exact "
-                    "decimal strings. An empty range is a page with count 0, not an error.",
+                    "decimal strings. An empty range is a page with count 0, not an error.\n\n"
+                    "Bars with a retention (1s: 7 days by default) keep candles back to their horizon, now minus "
+                    "the retention. A range that ends before the horizon is 410 EXPIRED_BY_POLICY with the "
+                    "horizon in `details`; a range that reaches behind it (or has no start_time) serves what is "
+                    "stored and says where that stops: `retention.horizon` in JSON, the "
+                    f"{RETENTION_HEADER} header in CSV.",
         parameters=LIST_PARAMS,
         responses={
             (200, "application/json"): CandlePageSerializer,
-            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="Header " + CSV_HEADER.strip()),
+            (200, "text/csv"): OpenApiResponse(
+                OpenApiTypes.STR, description=f"Header {CSV_HEADER.strip()}. {RETENTION_HEADER}: the bar's "
+                                              "retention horizon, when the range reaches behind it."),
+            (410, "application/json"): OpenApiResponse(
+                ErrorEnvelopeSerializer,
+                description="EXPIRED_BY_POLICY: the range ends before the bar's retention horizon; details.horizon "
+                            "(ISO 8601) and details.horizon_ms say from when candles are kept."),
         },
         tags=["candles"],
     )
@@ -121,6 +148,15 @@ class CandleDataView(APIView):
         cursor = query.text("cursor", max_length=64)
         query.done()
         time_range(start, end)
+        horizon = bar_horizon(timeframe, now=timezone.now())
+        if horizon is not None and end is not None and end < horizon:
+            instrument_or_404(symbol)  # an unknown symbol is not found, whatever the range
+            raise expired_by_policy(symbol, timeframe, horizon)
+        # The range reaches behind the horizon: it is served from the horizon on, and the answer says so. Candles
+        # behind it that wait for their partition's drop are left out, so the answer does not change when it goes.
+        crossing = horizon is not None and (start is None or start < horizon)
+        if crossing:
+            start = horizon
         csv = request.accepted_renderer.format == "csv"
         chunk = (min(limit, CSV_CHUNK) if limit else CSV_CHUNK) if csv else (limit or DEFAULT_LIMIT)
 
@@ -139,14 +175,19 @@ class CandleDataView(APIView):
         if csv:
             response = StreamingHttpResponse(_stream_csv(page, read, limit), content_type="text/csv; charset=utf-8")
             response["Content-Disposition"] = f'attachment; filename="{symbol}_{timeframe}.csv"'
+            if crossing:
+                response[RETENTION_HEADER] = iso_z(horizon)
             return response
-        return Response({
+        body = {
             "symbol": symbol,
             "timeframe": timeframe,
             "count": len(page.candles),
             "next": _next_url(request, page.next_cursor),
-            "candles": candle_rows(page),
-        })
+        }
+        if crossing:
+            body["retention"] = {"horizon": iso_z(horizon)}
+        body["candles"] = candle_rows(page)
+        return Response(body)
 
 
 def _stream_csv(first: CandlePage, read, limit: int | None) -> Iterator[bytes]:

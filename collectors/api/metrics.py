@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
@@ -25,6 +26,7 @@ from redis import RedisError
 
 from candles.bars import BarSpec
 from candles.models import GapState, Subscription, SubscriptionStatus
+from candles.storage_stats import BarStorage, storage_by_bar
 from collectors import metrics as m
 from collectors.api.probes import status_redis
 from collectors.api.subscriptions import (
@@ -36,6 +38,7 @@ from collectors.api.subscriptions import (
     subscription_rows,
 )
 from collectors.api.system import gap_counts
+from collectors.maintenance import dropped_counts
 from collectors.pipeline.connections import pipeline_keys
 from collectors.pipeline.status import (
     BAR_FIGURES_COMMANDS,
@@ -69,6 +72,24 @@ def _read_database() -> tuple[dict[str, tuple[int, int]], dict[str, int], dict[s
         for is_active, status, n in grouped.values_list("is_active", "status", "n"):
             counts[status if is_active else PAUSED] += n
         return gap_counts(), counts, bar_specs_by_code()
+
+
+def _read_storage(now: float) -> list[BarStorage]:
+    """Per timeframe with partitions: sizes and live rows from the catalogue and statistics, horizons, next drop."""
+    with transaction.atomic():
+        limit_statements()
+        return storage_by_bar(now=datetime.fromtimestamp(now, UTC))
+
+
+def _storage_samples(samples: Samples, bars: list[BarStorage]) -> None:
+    for bar in bars:
+        labels = {"timeframe": bar.bar}
+        samples[m.PARTITION_BYTES].append(m.Sample(bar.bytes, labels))
+        samples[m.ROWS].append(m.Sample(bar.rows, labels))
+        if bar.retention is not None:
+            samples[m.RETENTION_HORIZON].append(m.Sample(bar.retention.total_seconds(), labels))
+        if bar.next_drop is not None:
+            samples[m.NEXT_DROP].append(m.Sample(round(bar.next_drop.timestamp(), 3), labels))
 
 
 def _read_redis(now: float, specs: dict[str, BarSpec]) -> tuple[dict, list[BarFigures]]:
@@ -126,6 +147,8 @@ def _pipeline_samples(samples: Samples, overview: dict) -> None:
             samples[m.REPAIR_DRAIN].append(m.Sample(rate, {"priority": priority}))
         if repair["eta_s"] is not None:
             samples[m.REPAIR_ETA].append(m.Sample(repair["eta_s"]))
+    for bar, dropped in sorted(dropped_counts(counters).items()):
+        samples[m.PARTITIONS_DROPPED].append(m.Sample(dropped, {"timeframe": bar}))
     alive, total = overview["collectors"]["alive"], overview["collectors"]["total"]
     samples[m.COLLECTORS] += [m.Sample(alive, {"state": "alive"}), m.Sample(total - alive, {"state": "dead"})]
 
@@ -182,6 +205,10 @@ def metrics_samples(*, now: float | None = None) -> Samples:
         database_up = True
         _last_specs = specs
         _database_samples(samples, gaps, subscriptions)
+        try:
+            _storage_samples(samples, _read_storage(now))
+        except DatabaseError as exc:
+            logger.warning("metrics: storage figures left out: %s: %s", type(exc).__name__, exc)
 
     redis_up = False
     try:

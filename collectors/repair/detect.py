@@ -12,8 +12,12 @@ Two ways in:
 
 Missing runs are cut into units of one REST page (`reach.PAGE_CANDLES` of the endpoint that serves them) so
 the scheduler can spend a request on each. Parts REST cannot serve (WebSocket-only bars, before listing, past
-retention) are recorded `unfillable` at once, with the reason. Unconfirmed closed candles are not gaps: the
-repair scheduler finds them through a partial index (`confirms`).
+OKX's retention) are recorded `unfillable` at once, with the reason. Unconfirmed closed candles are not gaps:
+the repair scheduler finds them through a partial index (`confirms`).
+
+Nothing is recorded behind a bar's own retention horizon (`Timeframe.horizon`): those candles are dropped by
+policy. Both ways in start at the horizon at the earliest; the maintenance task expires older gaps
+(`gap_state.gaps_expire`).
 """
 
 from __future__ import annotations
@@ -117,20 +121,23 @@ WHERE s.id = v.id
 # Moments come as epoch milliseconds: thousands of rows a run, and parsing timestamps was most of its time.
 # The bar is named as the constant it is, so that PostgreSQL prunes the other bars' partitions when it plans
 # (by the subscription's column, it pruned at run time over every leaf: 12.9 ms instead of 0.9 for 1m).
+# A watermark behind the bar's retention horizon counts from the horizon (%(floor)s, NULL for a bar kept forever):
+# candles behind it are dropped by policy, and recording them as gaps would only spend REST on them.
 _PAST_WATERMARKS = """
-SELECT s.id, s.instrument_id, floor(extract(epoch FROM s.detected_through) * 1000)::bigint,
+SELECT s.id, s.instrument_id, floor(extract(epoch FROM w.mark) * 1000)::bigint,
        floor(extract(epoch FROM s.created_at) * 1000)::bigint,
        -- Rounded up: a watermark set to the end must be at or past it, or the series would come back every run.
        ceil(extract(epoch FROM i.expires_at) * 1000)::bigint, ceil(extract(epoch FROM i.delisted_at) * 1000)::bigint, (
     SELECT count(*) FROM candles_candle c
     WHERE c.instrument_id = s.instrument_id AND c.timeframe_id = %(timeframe)s
-      AND c.open_time > s.detected_through
-      AND c.open_time <= LEAST(%(end)s::timestamptz, s.detected_through + %(chunk)s * interval '1 second')
+      AND c.open_time > w.mark
+      AND c.open_time <= LEAST(%(end)s::timestamptz, w.mark + %(chunk)s * interval '1 second')
 ) AS stored
 FROM candles_subscription s JOIN candles_instrument i ON i.id = s.instrument_id
-WHERE s.timeframe_id = %(timeframe)s AND s.is_active AND s.detected_through < %(end)s
-  AND (i.expires_at IS NULL OR s.detected_through < i.expires_at)
-  AND (i.delisted_at IS NULL OR s.detected_through < i.delisted_at)
+CROSS JOIN LATERAL (SELECT GREATEST(s.detected_through, %(floor)s::timestamptz) AS mark) w
+WHERE s.timeframe_id = %(timeframe)s AND s.is_active AND w.mark < %(end)s
+  AND (i.expires_at IS NULL OR w.mark < i.expires_at)
+  AND (i.delisted_at IS NULL OR w.mark < i.delisted_at)
 """
 
 # The missing open times of many series of one fixed-length bar, as runs: one statement for all of them.
@@ -206,6 +213,19 @@ def _start_watermarks(timeframes: dict[int, Timeframe], now: datetime) -> None:
         cursor.execute(_SET_WATERMARKS, {"ids": ids, "ws": marks})
 
 
+def _first_inside_horizon_ms(timeframe: Timeframe, now: datetime) -> int | None:
+    """The bar's first open time at or after its retention horizon; None when the bar keeps everything."""
+    horizon = timeframe.horizon(now)
+    return None if horizon is None else timeframe.spec.ceil(datetime_to_ms(horizon))
+
+
+def _watermark_floor(timeframe: Timeframe, now: datetime) -> datetime | None:
+    """The lowest watermark detection counts from: just before the first open time inside the horizon (a
+    watermark is the last open time looked at), so a candle opening exactly at the horizon is still looked at."""
+    first_ms = _first_inside_horizon_ms(timeframe, now)
+    return None if first_ms is None else ms_to_datetime(first_ms - 1)
+
+
 def _advance_bar(timeframe: Timeframe, now: datetime, settle: timedelta) -> DetectionResult:
     spec = timeframe.spec
     now_ms = datetime_to_ms(now)
@@ -213,7 +233,8 @@ def _advance_bar(timeframe: Timeframe, now: datetime, settle: timedelta) -> Dete
     # Calendar bars have a few candles a year: they need no chunks (a century stands for none).
     chunk_s = timeframe.seconds * DETECT_CHUNK_CANDLES if not timeframe.is_calendar else 100 * 366 * 86_400
     with connection.cursor() as cursor:
-        cursor.execute(_PAST_WATERMARKS, {"timeframe": timeframe.pk, "end": ms_to_datetime(end_ms), "chunk": chunk_s})
+        cursor.execute(_PAST_WATERMARKS, {"timeframe": timeframe.pk, "end": ms_to_datetime(end_ms), "chunk": chunk_s,
+                                          "floor": _watermark_floor(timeframe, now)})
         rows = cursor.fetchall()
     if not rows:
         return DetectionResult()
@@ -430,6 +451,9 @@ def _detect(
     listing = listing_open_ms(spec, instrument)
     if listing is not None:
         start_ms = max(start_ms, listing)
+    inside = _first_inside_horizon_ms(timeframe, now)
+    if inside is not None:  # behind the retention horizon candles are dropped by policy: nothing to record
+        start_ms = max(start_ms, inside)
     start_ms = spec.ceil(start_ms)
 
     end_ms = spec.last_closed(now_ms - int(settle.total_seconds() * 1000))

@@ -1,8 +1,11 @@
-"""Every change of a gap's state, in one place: record, claim, finish, reopen.
+"""Every change of a gap's state, in one place: record, claim, finish, reopen, expire, prune.
 
     open ──claim──▶ filling ──finish──▶ filled | unfillable
       ▲                │
       └────reopen──────┘  (a failed attempt, retried after a backoff)
+
+    open | filling ──expire──▶ expired   (wholly behind the bar's retention horizon: nothing to fill)
+    filled | unfillable | expired ──prune──▶ deleted, GAP_KEEP_DAYS after they finished
 
 Concurrency without locks: a conditional UPDATE claims a gap (whoever updates the row owns it), and a
 finish applies only while the worker still owns it (state `filling` and its attempt number).
@@ -12,14 +15,15 @@ from __future__ import annotations
 
 import itertools
 import logging
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Model
 from django.utils import timezone
 
-from candles.bars import BarSpec, ms_to_datetime
+from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
 from candles.models import Gap, GapState, Instrument, RepairPriority, Subscription, Timeframe
 from collectors.repair.reach import Range
 
@@ -162,5 +166,96 @@ def gap_retry(gap_id: int, reason: str) -> bool:
             state=GapState.OPEN, attempts=0, reason=reason[:2000], updated_at=timezone.now()))
 
 
-__all__ = ["FILLING_STALE_AFTER", "MAX_ATTEMPTS", "RETRY_BACKOFF", "RepairPriority", "gap_claim", "gap_finish",
-           "gap_narrow_and_finish", "gap_record", "gap_release", "gap_reopen", "gap_retry"]
+# --- the retention horizon and old records -------------------------------------------------------------
+
+# One bar's unfinished gaps wholly behind its horizon (%(first)s: the bar's first open time inside it). The
+# planner reaches them along gap_state_end_idx (unfinished gaps ending before the horizon) or through the bar's
+# subscriptions and the partial unique index on (subscription, start): either way the work follows the
+# gaps behind the horizon, not every gap or every subscription.
+_EXPIRE = """
+UPDATE candles_gap g SET state = 'expired', updated_at = %(now)s, reason = %(reason)s
+FROM candles_subscription s
+WHERE g.subscription_id = s.id AND s.timeframe_id = %(timeframe)s
+  AND g.state IN ('open', 'filling') AND g.start < %(first)s AND g."end" < %(first)s
+"""
+
+# One bar's open gaps reaching over its horizon lose their part behind it (`missing` can only shrink). Filling
+# ones belong to their worker until it hands them back; a later run trims them then. An unfinished gap that
+# already starts at the horizon (only after a detection race) stands for those candles: the crossing one is
+# left alone, and expires once it is wholly behind.
+_TRIM = """
+UPDATE candles_gap g SET start = %(first)s, updated_at = %(now)s,
+    missing = CASE WHEN %(seconds)s > 0
+                   THEN LEAST(g.missing, (extract(epoch FROM g."end" - %(first)s) / %(seconds)s)::bigint + 1)
+                   ELSE g.missing END
+FROM candles_subscription s
+WHERE g.subscription_id = s.id AND s.timeframe_id = %(timeframe)s
+  AND g.state = 'open' AND g.start < %(first)s AND g."end" >= %(first)s
+  AND NOT EXISTS (SELECT 1 FROM candles_gap o
+                  WHERE o.subscription_id = g.subscription_id AND o.start = %(first)s
+                    AND o.state IN ('open', 'filling'))
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryResult:
+    expired: int = 0  # gaps wholly behind their bar's horizon, now `expired`
+    trimmed: int = 0  # gaps reaching over it, now starting at it
+
+
+def gaps_expire(*, now: datetime) -> ExpiryResult:
+    """Unfinished gaps behind their bar's retention horizon: wholly behind → `expired`, so no REST is spent on
+    candles the policy drops; reaching over it → trimmed to start at the bar's first open time inside it (not
+    split: the part behind the horizon needs no record). Two set-based statements per bar with a retention;
+    safe to run twice."""
+    expired = trimmed = 0
+    moment = timezone.now()  # updated_at is wall-clock time, as everywhere else in this module
+    with transaction.atomic(), connection.cursor() as cursor:
+        for timeframe in Timeframe.objects.filter(retention__isnull=False).order_by("pk"):
+            horizon = timeframe.horizon(now)
+            if horizon is None:
+                continue
+            first = ms_to_datetime(timeframe.spec.ceil(datetime_to_ms(horizon)))
+            params = {"timeframe": timeframe.pk, "first": first, "now": moment,
+                      "seconds": 0 if timeframe.is_calendar else timeframe.seconds,
+                      "reason": f"behind the {timeframe.code} retention horizon ({first.isoformat()}): "
+                                f"expired by policy"}
+            cursor.execute(_EXPIRE, params)
+            expired += cursor.rowcount
+            cursor.execute(_TRIM, params)
+            trimmed += cursor.rowcount
+    if expired or trimmed:
+        logger.info("gaps: %d expired behind the retention horizon, %d trimmed to start at it", expired, trimmed)
+    return ExpiryResult(expired, trimmed)
+
+
+FINISHED_STATES = (GapState.FILLED, GapState.UNFILLABLE, GapState.EXPIRED)
+PRUNE_BATCH = 5_000
+
+_PRUNE = """
+DELETE FROM candles_gap WHERE id IN (
+    SELECT id FROM candles_gap WHERE state = ANY(%(states)s) AND updated_at < %(before)s LIMIT %(batch)s
+)
+"""
+
+
+def gaps_prune(*, older_than: datetime, batch: int = PRUNE_BATCH) -> int:
+    """Delete finished gaps (filled, unfillable, expired) that finished before `older_than`, in batches of
+    `batch` rows, each its own short transaction; returns how many. The table holds gaps, not candles: a
+    batched DELETE here is cheap."""
+    deleted = 0
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_PRUNE, {"states": list(FINISHED_STATES), "before": older_than, "batch": batch})
+            count = cursor.rowcount
+        deleted += count
+        if count < batch:
+            break
+    if deleted:
+        logger.info("gaps: %d finished gap records older than %s deleted", deleted, older_than.isoformat())
+    return deleted
+
+
+__all__ = ["FILLING_STALE_AFTER", "FINISHED_STATES", "MAX_ATTEMPTS", "RETRY_BACKOFF", "ExpiryResult",
+           "RepairPriority", "gap_claim", "gap_finish", "gap_narrow_and_finish", "gap_record", "gap_release",
+           "gap_reopen", "gap_retry", "gaps_expire", "gaps_prune"]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth import get_user_model
+from django.forms.models import model_to_dict
 from django.urls import reverse
 
+from candles.admin import TimeframeForm
 from candles.models import CandleRecord, Gap, Instrument, Subscription, SubscriptionStatus, Timeframe
 from candles.storage import CandleRow, candles_upsert
 
@@ -93,6 +97,56 @@ def test_a_timeframe_code_cannot_be_renamed_in_the_admin(staff_client):
     response = staff_client.get(reverse("admin:candles_timeframe_change", args=[tf.pk]))
     assert response.status_code == 200
     assert 'name="code"' not in response.content.decode()
+
+
+def timeframe_form(code: str, **changes) -> TimeframeForm:
+    tf = Timeframe.objects.get(code=code)
+    data = {**model_to_dict(tf), **changes}
+    data = {name: ("" if value is None else value) for name, value in data.items()}
+    return TimeframeForm(data=data, instance=tf)
+
+
+def test_retention_and_archive_are_edited_per_timeframe(staff_client):
+    form = timeframe_form("1m", retention="30 00:00:00", archive=True)
+
+    assert form.is_valid(), form.errors
+    form.save()
+
+    tf = Timeframe.objects.get(code="1m")
+    assert (tf.retention, tf.archive) == (timedelta(days=30), True)
+    listing = staff_client.get(reverse("admin:candles_timeframe_changelist")).content.decode()
+    assert "30 days" in listing
+    assert "forever" in listing  # the bars without a retention
+
+
+def test_an_empty_retention_keeps_candles_forever():
+    form = timeframe_form("1s", retention="")
+
+    assert form.is_valid(), form.errors
+    assert form.cleaned_data["retention"] is None
+
+
+@pytest.mark.parametrize(("code", "retention", "message"), [
+    ("1m", "-1 00:00:00", "must be positive"),
+    ("1m", "00:00:00", "must be positive"),
+    ("1m", "36600000 00:00:00", "More than 100 years"),
+    ("1H", "00:30:00", "Shorter than one bar"),
+    ("1M", "20 00:00:00", "Shorter than one bar"),
+])
+def test_a_negative_absurd_or_too_short_retention_is_a_clear_form_error(code, retention, message):
+    form = timeframe_form(code, retention=retention)
+
+    assert not form.is_valid()
+    assert message in " ".join(form.errors["retention"])
+
+
+def test_the_timeframe_change_page_explains_retention(staff_client):
+    tf = Timeframe.objects.get(code="1s")
+    page = staff_client.get(reverse("admin:candles_timeframe_change", args=[tf.pk])).content.decode()
+
+    assert 'name="retention"' in page
+    assert 'name="archive"' in page
+    assert "Empty keeps them forever" in page
 
 
 def test_a_non_staff_user_gets_nothing(client, stored_candle):

@@ -196,6 +196,22 @@ def test_1s_history_past_okx_retention_is_recorded_unfillable(okx, listing, monk
     assert stored("BTC-USDT", "1s", 0, 2**42) == truth(okx, "BTC-USDT", "1s", fetched_from, datetime_to_ms(end))
 
 
+def test_history_behind_the_bars_retention_horizon_is_not_fetched(okx, listing):
+    Timeframe.objects.filter(code="1s").update(retention=timedelta(days=1))
+    now = datetime.now(tz=listing.tzinfo).replace(microsecond=0)
+    start, end = now - timedelta(days=1, minutes=2), now - timedelta(days=1) + timedelta(minutes=2)
+
+    out, _ = run_backfill("BTC-USDT", "1s", "--from", iso(start), "--to", iso(end), "--quiet")
+
+    figures = report(out)
+    assert 0 < figures["unfillable"] < 241
+    assert figures["unfillable"] + figures["fetched"] == 241
+    assert figures["still missing"] == 0
+    assert re.search(r"^  unfillable +[\d,]+  behind the 1s retention horizon \(.*\); not kept$", out, re.MULTILINE)
+    horizon_ms = datetime_to_ms(end) - (figures["fetched"] - 1) * 1000
+    assert not Gap.objects.filter(subscription__timeframe__code="1s", start__lt=ms_to_datetime(horizon_ms)).exists()
+
+
 def test_it_uses_an_existing_subscription_active_or_not(okx, listing):
     subscription = Subscription.objects.create(instrument=Instrument.objects.get(inst_id="BTC-USDT"),
                                                timeframe=Timeframe.objects.get(code="1H"), is_active=True)

@@ -21,6 +21,7 @@ EXPECTED = {
     "okx-candles: detect gaps": ("collectors.tasks.detect_gaps", 10, "backfill", 10),
     "okx-candles: check health": ("collectors.tasks.check_health", 10, "default", 10),
     "okx-candles: sync instruments": ("collectors.tasks.sync_instruments", 600, "default", 600),
+    "okx-candles: maintain storage": ("collectors.tasks.maintain_storage", 600, "storage", 600),
 }
 
 
@@ -40,6 +41,7 @@ def snapshot() -> list[tuple]:
 @pytest.fixture
 def one_second_flush(settings):
     settings.FLUSH_INTERVAL_S = 1.0
+    settings.STORAGE_MAINTENANCE_INTERVAL_S = 600
     return settings
 
 

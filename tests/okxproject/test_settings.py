@@ -105,7 +105,8 @@ def test_env_choice_refuses_an_unknown_value(monkeypatch):
 def test_the_celery_app_is_configured_from_settings_with_its_queues():
     from okxproject.celery import app
 
-    assert {q.name for q in app.conf.task_queues} == {"default", "collectors", "flush", "backfill", "webhooks"}
+    assert {q.name for q in app.conf.task_queues} == {"default", "collectors", "flush", "backfill", "webhooks",
+                                                       "storage"}
     assert app.conf.task_default_queue == "default"
     assert app.conf.timezone == "UTC"
 

@@ -177,7 +177,7 @@ class Plan:
     now: datetime
     first_ms: int  # first open time asked for
     last_ms: int  # last open time asked for that had closed (DETECT_SETTLE before now)
-    life_first_ms: int  # the part OKX can have: between listing and expiry or delisting
+    life_first_ms: int  # the part to fetch: between listing (or the retention horizon) and expiry or delisting
     life_last_ms: int
     outside: dict[str, int] = field(default_factory=dict)  # reason -> candles outside that lifetime
 
@@ -198,6 +198,14 @@ class Plan:
                 listed = instrument.listed_at.strftime("%Y-%m-%d %H:%M:%S UTC")
                 if before:
                     outside[f"before {instrument.inst_id} was listed ({listed}); OKX has no candles there"] = before
+        horizon = timeframe.horizon(now)
+        if horizon is not None:
+            inside = spec.ceil(datetime_to_ms(horizon))
+            if inside > life_first:
+                behind = spec.count(life_first, min(last_ms, spec.previous(inside)))
+                life_first = inside
+                if behind:
+                    outside[f"behind the {timeframe.code} retention horizon ({iso(horizon)}); not kept"] = behind
         ends = [(m, what) for m, what in ((instrument.expires_at, "expired"), (instrument.delisted_at, "was delisted"))
                 if m is not None]
         if ends:
@@ -219,10 +227,11 @@ class Plan:
         return self.timeframe.spec.count(self.life_first_ms, self.life_last_ms)
 
     def present(self) -> int:
-        """Confirmed candles stored in the range (an unconfirmed row of a closed candle still needs REST)."""
+        """Confirmed candles stored in the part to fetch (an unconfirmed row of a closed candle still needs REST;
+        rows behind the retention horizon waiting for their partition's drop do not count)."""
         return Candle.objects.filter(
             instrument_id=self.instrument.pk, timeframe_id=self.timeframe.pk, confirmed=True,
-            open_time__gte=ms_to_datetime(self.first_ms), open_time__lte=ms_to_datetime(self.last_ms),
+            open_time__gte=ms_to_datetime(self.life_first_ms), open_time__lte=ms_to_datetime(self.life_last_ms),
         ).count()
 
     def unfillable(self, subscription: Subscription) -> dict[str, int]:

@@ -67,6 +67,10 @@ def declared_schedule() -> list[Periodic]:
         Periodic("sync instruments", "collectors.tasks.sync_instruments", 600, "default",
                  "Sync SPOT, SWAP and FUTURES instruments from OKX; subscription rules follow new listings and "
                  "expired or delisted instruments' subscriptions end."),
+        Periodic("maintain storage", "collectors.tasks.maintain_storage", settings.STORAGE_MAINTENANCE_INTERVAL_S,
+                 "storage",
+                 "Make candle partitions ahead, close out a finished one, drop those past their bar's retention "
+                 "(archived first where the bar archives), expire gaps behind the horizon, prune old gap records."),
     ]
 
 

@@ -45,7 +45,8 @@ def test_every_endpoint_of_the_candles_side_is_described(schema):
 def test_errors_are_documented_as_the_envelope_where_they_can_happen(schema):
     envelope = {"$ref": "#/components/schemas/ErrorEnvelope"}
     data = schema["paths"]["/api/v1/data/{symbol}/{timeframe}"]["get"]["responses"]
-    assert set(data) == {"200", "400", "401", "404", "406", "429"}
+    assert set(data) == {"200", "400", "401", "404", "406", "410", "429"}  # 410: behind the retention horizon
+    assert data["410"]["content"]["application/json"]["schema"] == envelope
     assert data["404"]["content"]["application/json"]["schema"] == envelope
     assert set(data["200"]["content"]) == {"application/json", "text/csv"}
     subscribe = schema["paths"]["/api/v1/subscribe"]["post"]["responses"]

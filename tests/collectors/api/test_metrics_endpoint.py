@@ -12,7 +12,9 @@ from django.conf import settings
 from django.test import override_settings
 from django.utils import timezone
 
+from candles.bars import ms_to_datetime
 from candles.models import Gap, GapState, Instrument, Subscription, SubscriptionStatus, Timeframe
+from candles.retention import retention_plan
 from collectors import metrics as m
 from tests.collectors.api.exposition import parse
 from tests.support.private_services import private_redis
@@ -103,7 +105,10 @@ def system(state, instrument) -> dict[str, float]:
 def test_every_value_is_what_the_processes_wrote(client, system, django_assert_max_num_queries):
     now, minute_ms = system["now"], system["minute_ms"]
     before = time.time()
-    with django_assert_max_num_queries(6):  # savepoint, statement timeout, subscriptions, gaps, bars, release
+    # savepoint, statement timeout, subscriptions, gaps, bars, release; then the storage figures apart (a failure
+    # there leaves the rest): savepoint, statement timeout, timeframes, partitions, retired tables, the archive's
+    # totals once it is installed, release
+    with django_assert_max_num_queries(13):
         families = scrape(client)
     after = time.time()
 
@@ -131,7 +136,7 @@ def test_every_value_is_what_the_processes_wrote(client, system, django_assert_m
     assert value("okx_candles_last_flush_timestamp_seconds") == pytest.approx(system["flushed_at"], abs=1e-6)
     assert families["okx_candles_collectors"].by_label("state") == {"alive": 1, "dead": 1}
     assert families["okx_candles_gaps"].by_label("state") == {"open": 2, "filling": 1, "filled": 3, "unfillable": 1,
-                                                              "expired": 0}
+                                                               "expired": 0}
     assert families["okx_candles_gap_missing_candles"].by_label("state") == {
         "open": 15, "filling": 3, "filled": 21, "unfillable": 100, "expired": 0}
     assert families["okx_candles_subscriptions"].by_label("status") == {
@@ -161,6 +166,29 @@ def test_every_value_is_what_the_processes_wrote(client, system, django_assert_m
     # No series per subscription unless asked for.
     assert families["okx_candles_subscription_last_message_age_seconds"].samples == {}
     assert families["okx_candles_subscription_lag_seconds"].samples == {}
+
+
+def test_storage_is_exported_per_timeframe_not_per_partition(client, state, btc, stored_candles):
+    now = time.time()
+    Timeframe.objects.filter(code="1m").update(retention=timedelta(days=400))
+    stored_candles(btc, "1m", [ms_to_datetime(int(now * 1000) // MINUTE_MS * MINUTE_MS - k * MINUTE_MS)
+                               for k in range(1, 4)])
+    state.counters(**{"partitions_dropped:1s": 3})
+    plans = {plan.bar: plan for plan in retention_plan(now=timezone.now())}
+
+    families = scrape(client)
+
+    sizes = families["okx_candles_partition_bytes"].by_label("timeframe")
+    assert set(sizes) == set(plans)  # one series per timeframe, however many partitions it has
+    assert len(plans["1m"].leaves) > 1
+    assert sizes["1m"] > 0
+    assert families["okx_candles_rows"].by_label("timeframe")["1m"] == plans["1m"].live_rows
+    horizons = families["okx_candles_retention_horizon_seconds"].by_label("timeframe")
+    assert horizons == {"1s": 7 * 86_400, "1m": 400 * 86_400}  # the others are kept forever: no series
+    drops = families["okx_candles_next_drop_timestamp_seconds"].by_label("timeframe")
+    assert set(drops) == {"1s", "1m"}
+    assert drops["1m"] == pytest.approx(plans["1m"].next_drop.timestamp(), abs=0.01)
+    assert families["okx_candles_partitions_dropped_total"].by_label("timeframe") == {"1s": 3}
 
 
 @override_settings(METRICS_PER_SUBSCRIPTION=True)
