@@ -417,12 +417,14 @@ def partition_close_out(*, now: datetime) -> str | None:
         raise RuntimeError("partition_close_out runs outside a transaction: REINDEX CONCURRENTLY and VACUUM")
     sql = _CATALOGUE.format(
         extra="",
+        # Not a leaf retention is about to retire (or failed to): rebuilding it would be work thrown away.
         where=" AND NOT i.inhdetachpending AND bounds.m[2]::timestamptz <= %s "
+              "AND (t.retention IS NULL OR bounds.m[2]::timestamptz > %s::timestamptz - t.retention) "
               "AND coalesce(obj_description(leaf.oid, 'pg_class'), '') NOT LIKE %s",
         order="6 DESC, t.display_order LIMIT 1",
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [now - CLOSE_OUT_AFTER, _CLOSED_OUT + "%"])
+        cursor.execute(sql, [now - CLOSE_OUT_AFTER, now, _CLOSED_OUT + "%"])
         row = cursor.fetchone()
         if row is None:
             return None

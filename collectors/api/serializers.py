@@ -133,6 +133,8 @@ class GapsSerializer(serializers.Serializer):
     filled = serializers.IntegerField(help_text="Exact up to 50,000 gap rows; above, PostgreSQL's row estimate of "
                                                 "the gap table minus the other states (filled gaps only accumulate).")
     unfillable = serializers.IntegerField()
+    expired = serializers.IntegerField(help_text="Gaps behind their bar's retention horizon (expired by policy): "
+                                                 "never filled, pruned after GAP_KEEP_DAYS.")
     missing_candles = serializers.IntegerField(help_text="Candles missing in open and filling gaps.")
     unfinished_by_priority = GapsByPrioritySerializer(help_text="Open and filling gaps by repair priority.")
 

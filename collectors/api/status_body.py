@@ -121,7 +121,8 @@ def _gaps(gaps: Any) -> dict[str, Any] | None:
     if gaps is None:
         return None
     return {"open": int(gaps.open), "filling": int(gaps.filling), "filled": int(gaps.filled),
-            "unfillable": int(gaps.unfillable), "missing_candles": int(gaps.missing_candles),
+            "unfillable": int(gaps.unfillable), "expired": int(gaps.expired),
+            "missing_candles": int(gaps.missing_candles),
             "unfinished_by_priority": _by_priority(gaps.unfinished_by_priority)}
 
 

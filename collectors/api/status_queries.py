@@ -8,7 +8,7 @@ transactions included): on a busy machine each one waits to be scheduled twice.
 
 What each statement reads is bounded by what is wrong, not by how many series exist, except the two counts
 that must be exact: every subscription row once (a plain count, the cheapest pass PostgreSQL has), and the
-unfinished and unfillable gaps along their indexes. Filled gaps, which only accumulate, are the table's
+unfinished, unfillable and expired gaps along their indexes. Filled gaps, which only accumulate, are the table's
 estimate minus the others above GAPS_COUNTED_EXACTLY rows.
 """
 
@@ -138,9 +138,10 @@ class GapSummary:
     missing_candles: int  # in open and filling gaps
     # Unfinished (open and filling) gaps by repair priority: {"confirm": {"gaps", "missing_candles"}, ...}
     unfinished_by_priority: dict[str, dict[str, int]] = field(default_factory=dict)
+    expired: int = 0  # behind their bar's retention horizon: never to be filled
 
 
-# Unfinished gaps along their partial index; unfillable ones along the state index; filled ones counted only
+# Unfinished gaps along their partial index; unfillable and expired ones along the state index; filled ones counted only
 # while the table is small (CASE runs its subquery only when the branch is taken).
 UNFINISHED_GAPS = Statement(
     "SELECT state, priority, count(*), coalesce(sum(missing), 0) FROM candles_gap "
@@ -148,12 +149,13 @@ UNFINISHED_GAPS = Statement(
     (GapState.OPEN, GapState.FILLING), lambda rows: rows)
 OTHER_GAPS = Statement(
     "SELECT reltuples::bigint, (SELECT count(*) FROM candles_gap WHERE state = %s), "
+    "(SELECT count(*) FROM candles_gap WHERE state = %s), "
     "CASE WHEN reltuples <= %s THEN (SELECT count(*) FROM candles_gap WHERE state = %s) END "
     "FROM pg_class WHERE oid = 'candles_gap'::regclass",
-    (GapState.UNFILLABLE, GAPS_COUNTED_EXACTLY, GapState.FILLED), lambda rows: rows[0])
+    (GapState.UNFILLABLE, GapState.EXPIRED, GAPS_COUNTED_EXACTLY, GapState.FILLED), lambda rows: rows[0])
 
 
-def gaps_of(unfinished: list[tuple], other: tuple[int, int, int | None]) -> GapSummary:
+def gaps_of(unfinished: list[tuple], other: tuple[int, int, int, int | None]) -> GapSummary:
     """The summary from the rows of UNFINISHED_GAPS and OTHER_GAPS."""
     by_priority = {name: {"gaps": 0, "missing_candles": 0} for name in PRIORITY_NAMES.values()}
     by_state = {GapState.OPEN: 0, GapState.FILLING: 0}
@@ -164,10 +166,11 @@ def gaps_of(unfinished: list[tuple], other: tuple[int, int, int | None]) -> GapS
         figures["missing_candles"] += m
         by_state[state] += n
         missing += m
-    estimate, unfillable, filled = other
+    estimate, unfillable, expired, filled = other
     if filled is None:  # a large table: the estimate counts every row, the exact counts take their part of it
-        filled = max(0, estimate - by_state[GapState.OPEN] - by_state[GapState.FILLING] - unfillable)
-    return GapSummary(by_state[GapState.OPEN], by_state[GapState.FILLING], filled, unfillable, missing, by_priority)
+        filled = max(0, estimate - by_state[GapState.OPEN] - by_state[GapState.FILLING] - unfillable - expired)
+    return GapSummary(by_state[GapState.OPEN], by_state[GapState.FILLING], filled, unfillable, missing, by_priority,
+                      expired)
 
 
 # --- bars --------------------------------------------------------------------------------------------------

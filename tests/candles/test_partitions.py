@@ -317,6 +317,20 @@ def test_close_out_rebuilds_and_freezes_one_closed_leaf_and_then_leaves_it_alone
     assert partition_close_out(now=now) != name
 
 
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_close_out_leaves_alone_a_leaf_that_retention_is_to_retire(btc):
+    # A month of its own: leaves outlive a test's rollback, and the test above closes out May 2003.
+    candles_upsert(rows=[build_row(utc(2003, 8, 1) + timedelta(minutes=m), version=1) for m in range(10)])
+    name = "candles_candle_1m_200308"
+    now = utc(2003, 9, 1) + partitions.CLOSE_OUT_AFTER
+    Timeframe.objects.filter(code="1m").update(retention=timedelta(days=1))  # its end is behind the horizon
+
+    assert partition_close_out(now=now) != name
+
+    Timeframe.objects.filter(code="1m").update(retention=None)
+    assert partition_close_out(now=now) == name
+
+
 @pytest.mark.django_db
 def test_close_out_refuses_to_run_inside_a_transaction():
     with pytest.raises(RuntimeError, match="outside a transaction"):

@@ -76,7 +76,7 @@ def test_the_system_status_shows_every_part(client, system):
     assert pipeline["last_flush"]["rows"] == 4
     assert pipeline["last_flush"]["at"] == iso(system["now"] - 0.5)
     assert {k: v for k, v in body["gaps"].items() if k != "unfinished_by_priority"} == {
-        "open": 1, "filling": 0, "filled": 1, "unfillable": 0, "missing_candles": 10}
+        "open": 1, "filling": 0, "filled": 1, "unfillable": 0, "expired": 0, "missing_candles": 10}
 
     alive, dead = body["collectors"]
     assert (alive["id"], alive["alive"], alive["shards"], alive["reconnects"]) == ("host-a:1", True, [0, 1], 2)

@@ -42,12 +42,12 @@ def test_no_subscriptions_count_as_none(db):
 def test_a_large_gap_table_estimates_the_filled_gaps_from_the_others():
     unfinished = [("open", 1, 3, 30), ("filling", 2, 2, 5)]
 
-    gaps = gaps_of(unfinished, (GAPS_COUNTED_EXACTLY * 2, 95, None))
+    gaps = gaps_of(unfinished, (GAPS_COUNTED_EXACTLY * 2, 95, 400, None))
 
-    assert (gaps.open, gaps.filling, gaps.unfillable, gaps.missing_candles) == (3, 2, 95, 35)
-    assert gaps.filled == GAPS_COUNTED_EXACTLY * 2 - 3 - 2 - 95
+    assert (gaps.open, gaps.filling, gaps.unfillable, gaps.expired, gaps.missing_candles) == (3, 2, 95, 400, 35)
+    assert gaps.filled == GAPS_COUNTED_EXACTLY * 2 - 3 - 2 - 95 - 400  # expired gaps are not filled ones
     assert gaps.unfinished_by_priority["confirm"] == {"gaps": 3, "missing_candles": 30}
-    assert gaps_of([], (10, 0, 7)).filled == 7  # counted exactly while the table is small
+    assert gaps_of([], (10, 0, 0, 7)).filled == 7  # counted exactly while the table is small
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
