@@ -30,7 +30,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
-from candles import admin_rules  # noqa: F401  (registers the rules screen; kept in its own module)
+from candles import admin_archives, admin_rules  # noqa: F401  (register the archive's and rules' screens)
 from candles.bars import datetime_to_ms, ms_to_datetime
 from candles.models import (
     CandleRecord,

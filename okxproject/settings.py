@@ -195,6 +195,11 @@ WEBHOOK_SECRET = env_str("WEBHOOK_SECRET", "")
 WEBHOOK_TIMEOUT_S = env_float("WEBHOOK_TIMEOUT_S", 5.0, minimum=0.1)
 WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 6, minimum=1)
 
+# --- Parquet archive (docs/archive.md) ----------------------------------------------------------------------
+# Directory of the archive of candle partitions (one Parquet file per bar per UTC day); empty: archiving is off.
+# Every worker that archives must see the same directory: shared storage when they run on several hosts.
+CANDLE_ARCHIVE_DIR = env_str("CANDLE_ARCHIVE_DIR", "").strip()
+
 # --- Web -----------------------------------------------------------------------------------------
 WEB_HOST = env_str("WEB_HOST", "127.0.0.1")
 WEB_PORT = env_int("WEB_PORT", 8000, minimum=1)
@@ -279,6 +284,7 @@ SPECTACULAR_SETTINGS = {
         "SubscriptionStatusEnum": "candles.models.SubscriptionStatus",
         # Instruments and rules share the choice set; one name for it.
         "InstrumentTypeEnum": "candles.models.InstrumentType",
+        "ArchiveStatusEnum": "candles.models.ArchiveStatus",
         "SystemHealthEnum": "collectors.api.serializers.STATUSES",
         "HealthCheckNameEnum": "collectors.api.system.CHECK_NAMES",
     },
