@@ -31,7 +31,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from itertools import pairwise
@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 from psycopg import sql
 
@@ -612,8 +612,12 @@ def archive_write(*, table: str, bar: str, start: datetime, end: datetime, direc
                           "error": "", "source_table": table, "verified_at": None})
             files.append(row)
 
+        # A COPY left early is cancelled, which aborts the transaction it runs in; inside a caller's transaction
+        # that must be a savepoint's only (retention calls this in autocommit, where each statement is its own).
+        guard = transaction.atomic() if connection.in_atomic_block else nullcontext()
         try:
-            _write_days(leaf, table, timeframe, start, end, root, expected, record)
+            with guard:
+                _write_days(leaf, table, timeframe, start, end, root, expected, record)
         except psycopg.Error as exc:
             raise ArchiveError(f"Reading {table} failed: {exc}") from exc
         if before_verify is not None:
