@@ -13,7 +13,8 @@ layout, the columns and how to read the files are in docs/archive.md.
 2. **Write.** `COPY (SELECT …) TO STDOUT (FORMAT csv)` streams the rows, ordered by day, instrument and open
    time; PostgreSQL formats every number once (`numeric::text`, exactly as stored) and pyarrow's CSV reader
    parses chunks of the stream, so memory stays bounded however large the leaf. Each day goes to a temporary
-   file, is fsynced and renamed into place, and gets its `ArchiveFile` row (status `written`).
+   file, is fsynced and renamed into place; when the COPY is over, each file in place gets its `ArchiveFile`
+   row (status `written`), also when a later day failed.
 3. **Verify.** Each file is read back, the same canonical text is rebuilt from its columns and hashed; the row
    counts and hashes must equal PostgreSQL's. Then the files are `ok`; otherwise all of this run's files are
    `failed` and `ArchiveVerificationError` says what differed.
@@ -453,7 +454,8 @@ class _Written:
 
 
 def _write_days(leaf: sql.Identifier, table: str, timeframe: Timeframe, start: datetime, end: datetime,
-                root: Path, expected: dict[date, DayDigest], on_file: Callable[[_Written], None]) -> list[_Written]:
+                root: Path, expected: dict[date, DayDigest], written: list[_Written]) -> None:
+    """Writes each day's file and appends it to `written` once it is in place (also when a later day fails)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -463,7 +465,6 @@ def _write_days(leaf: sql.Identifier, table: str, timeframe: Timeframe, start: d
     day_first = sql.SQL("(c.open_time AT TIME ZONE 'UTC')::date," if end - start > DAY else "")
     statement = _render(_COPY, source=sql.SQL(_SOURCE), table=leaf, timeframe=sql.Literal(timeframe.pk),
                         start=sql.Literal(start), end=sql.Literal(end), day_first=day_first)
-    written: list[_Written] = []
     current: _DayFile | None = None
     current_day: date | None = None
     rows = 0
@@ -475,7 +476,7 @@ def _write_days(leaf: sql.Identifier, table: str, timeframe: Timeframe, start: d
             for day, part in _split_by_day(raw):
                 if day != current_day:
                     if current is not None:
-                        written.append(_commit(current, current_day, on_file))
+                        written.append(_commit(current, current_day))
                     if day not in expected:
                         raise ArchiveError(f"Table {table} gained rows on {day} while it was archived.")
                     digest = expected[day]
@@ -493,7 +494,7 @@ def _write_days(leaf: sql.Identifier, table: str, timeframe: Timeframe, start: d
                 last_report = now
                 logger.info("archiving %s: %s rows so far (%.0f rows/s)", table, f"{rows:,}", rows / (now - started))
         if current is not None:
-            written.append(_commit(current, current_day, on_file))
+            written.append(_commit(current, current_day))
             current = None
     finally:
         # Ends the COPY now, not whenever the generator is collected, when a chunk failed mid-stream.
@@ -503,14 +504,10 @@ def _write_days(leaf: sql.Identifier, table: str, timeframe: Timeframe, start: d
     missing = sorted(set(expected) - {item.day for item in written})
     if missing:
         raise ArchiveError(f"Table {table} lost its rows of {', '.join(map(str, missing))} while it was archived.")
-    return written
 
 
-def _commit(day_file: _DayFile, day: date, on_file: Callable[[_Written], None]) -> _Written:
-    size = day_file.commit()
-    item = _Written(day, day_file.path, day_file.rows, size)
-    on_file(item)
-    return item
+def _commit(day_file: _DayFile, day: date) -> _Written:
+    return _Written(day, day_file.path, day_file.rows, day_file.commit())
 
 
 def _day_start(day: date) -> datetime:
@@ -605,26 +602,19 @@ def archive_write(*, table: str, bar: str, start: datetime, end: datetime, direc
         logger.info("archiving %s (%s, %s to %s) into %s", table, bar, start.date(), end.date(), root)
         expected = _sql_digests(leaf, table, timeframe, start, end)
         checksummed = time.monotonic()
-        files: list[ArchiveFile] = []
-
-        def record(item: _Written) -> None:
-            digest = expected[item.day]
-            row, _ = ArchiveFile.objects.update_or_create(
-                timeframe=timeframe, start=_day_start(item.day),
-                defaults={"end": _day_start(item.day) + DAY, "rows": item.rows, "instruments": len(digest.series),
-                          "inst_ids": [inst_id for inst_id, _rows, _digest in digest.series], "bytes": item.bytes,
-                          "path": str(item.path), "sha256": digest.sha256, "status": ArchiveStatus.WRITTEN,
-                          "error": "", "source_table": table, "verified_at": None})
-            files.append(row)
-
+        in_place: list[_Written] = []
         # A COPY left early is cancelled, which aborts the transaction it runs in; inside a caller's transaction
         # that must be a savepoint's only (retention calls this in autocommit, where each statement is its own).
         guard = transaction.atomic() if connection.in_atomic_block else nullcontext()
         try:
             with guard:
-                _write_days(leaf, table, timeframe, start, end, root, expected, record)
+                _write_days(leaf, table, timeframe, start, end, root, expected, in_place)
         except psycopg.Error as exc:
             raise ArchiveError(f"Reading {table} failed: {exc}") from exc
+        finally:
+            # Recorded once the COPY is over (the connection serves nothing else meanwhile), for every file renamed
+            # into place even if a later day failed: the rows must describe what is on disk.
+            files = [_record(item, timeframe, table, expected[item.day]) for item in in_place]
         written = time.monotonic()
         if before_verify is not None:
             before_verify([Path(item.path) for item in files])
@@ -648,6 +638,16 @@ def archive_write(*, table: str, bar: str, start: datetime, end: datetime, direc
                 "verified", table, len(files), f"{result.rows:,}", f"{result.bytes:,}", result.seconds,
                 result.checksum_s, result.write_s, result.verify_s)
     return result
+
+
+def _record(item: _Written, timeframe: Timeframe, table: str, digest: DayDigest) -> ArchiveFile:
+    row, _created = ArchiveFile.objects.update_or_create(
+        timeframe=timeframe, start=_day_start(item.day),
+        defaults={"end": _day_start(item.day) + DAY, "rows": item.rows, "instruments": len(digest.series),
+                  "inst_ids": [inst_id for inst_id, _rows, _digest in digest.series], "bytes": item.bytes,
+                  "path": str(item.path), "sha256": digest.sha256, "status": ArchiveStatus.WRITTEN, "error": "",
+                  "source_table": table, "verified_at": None})
+    return row
 
 
 def _mark_failed(files: list[ArchiveFile], problems: dict[date, list[str]]) -> None:
