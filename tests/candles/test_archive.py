@@ -245,8 +245,9 @@ def test_minutes_and_months_never_share_a_directory_even_on_case_insensitive_dis
 
 
 def test_a_large_leaf_is_streamed_in_chunks_and_verified_across_them(leaf, archive_dir, monkeypatch):
-    # Tiny chunks and read-back batches, so instruments and days straddle their boundaries.
+    # Tiny chunks, row groups and read-back batches, so instruments and days straddle their boundaries.
     monkeypatch.setattr(archive, "CSV_CHUNK_BYTES", 1_000)
+    monkeypatch.setattr(archive, "ROW_GROUP_ROWS", 30)
     monkeypatch.setattr(archive, "VERIFY_BATCH_ROWS", 7)
     rows = [Row(inst_id, DEC_1 + timedelta(minutes=37 * step), close=f"{100 + step}.{step % 10}0")
             for inst_id in ("BTC-USDT", "ETH-USDT", "SOL-USDT") for step in range(100)]
@@ -343,17 +344,18 @@ def test_a_table_of_another_bar_is_refused(leaf, archive_dir):
 
 def test_a_failure_while_writing_leaves_no_temporary_file_and_the_connection_usable(leaf, archive_dir, monkeypatch):
     monkeypatch.setattr(archive, "CSV_CHUNK_BYTES", 200)
+    monkeypatch.setattr(archive, "ROW_GROUP_ROWS", 5)
     name = leaf("candles_candle_1s_20261201", "1s", [Row("BTC-USDT", DEC_1 + timedelta(seconds=s)) for s in range(50)])
     calls = []
     real = archive._to_file_table
 
-    def disk_full_on_second_chunk(raw, schema):
+    def disk_full_on_second_row_group(raw, schema):
         calls.append(raw.num_rows)
         if len(calls) == 2:
             raise OSError(28, "No space left on device")
         return real(raw, schema)
 
-    monkeypatch.setattr(archive, "_to_file_table", disk_full_on_second_chunk)
+    monkeypatch.setattr(archive, "_to_file_table", disk_full_on_second_row_group)
 
     with pytest.raises(OSError, match="No space left"):
         archive_write(table=name, bar="1s", start=DEC_1, end=DEC_1 + DAY)
@@ -447,5 +449,7 @@ def test_a_second_archiver_of_the_same_bar_is_refused_while_the_first_runs(leaf,
 
         with pytest.raises(ArchiveBusy, match="Another process is archiving bar 1s"):
             archive_write(table=name, bar="1s", start=DEC_1, end=DEC_1 + DAY)
+        # Released by the holder, not by hanging up: its backend may outlive the closed connection a moment.
+        other.execute("SELECT pg_advisory_unlock(hashtext('okx_candles.archive'), %s)", [timeframe_id])
 
     assert archive_write(table=name, bar="1s", start=DEC_1, end=DEC_1 + DAY).rows == 4
