@@ -73,7 +73,7 @@ _TABLE_NAME = re.compile(r"(?:[a-z_][a-z0-9_$]{0,62}\.)?[a-z_][a-z0-9_$]{0,62}")
 
 
 class ArchiveError(Exception):
-    """Nothing was archived for certain: keep the leaf."""
+    """The table is not archived (or not verifiably): keep it."""
 
 
 class ArchiveDisabled(ArchiveError):
@@ -166,7 +166,7 @@ _SOURCE = "CASE c.source::text WHEN 'w' THEN 'ws' WHEN 'r' THEN 'rest' ELSE c.so
 _LINE = (r"concat_ws(',', (extract(epoch FROM c.open_time) * 1000000)::bigint, c.open, c.high, c.low, c.close, "
          r"c.vol, c.vol_ccy, coalesce(c.vol_ccy_quote::text, '\N'), CASE WHEN c.confirmed THEN 't' ELSE 'f' END, "
          + _SOURCE + r", c.version) || E'\n'")
-# Grouped by instrument first: with the primary key's order the sort is an incremental one per instrument.
+# One group per instrument and day: the most text string_agg holds at once is one instrument-day (8 MB for 1s).
 _DIGESTS = """
 SELECT g.day, g.timeframe_id, g.instrument_id, i.inst_id, g.rows, g.sha256
 FROM (
@@ -333,9 +333,10 @@ class _DayFile:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self.temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-        schema = schema.with_metadata({f"{META_PREFIX}{key}": value for key, value in metadata.items()})
         self.schema = schema
-        self.writer = pq.ParquetWriter(self.temporary, schema, compression="zstd")
+        self.writer = pq.ParquetWriter(
+            self.temporary, schema.with_metadata({f"{META_PREFIX}{key}": value for key, value in metadata.items()}),
+            compression="zstd")
         self.rows = 0
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
@@ -351,7 +352,7 @@ class _DayFile:
         import pyarrow as pa
 
         if self.pending:
-            table = _to_file_table(pa.concat_tables(self.pending), self.schema.remove_metadata())
+            table = _to_file_table(pa.concat_tables(self.pending), self.schema)
             self.pending, self.pending_rows = [], 0
             self.writer.write_table(table, row_group_size=table.num_rows)
             self.rows += table.num_rows
