@@ -28,7 +28,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from candles import admin_candles, admin_rules  # noqa: F401  (register their screens; kept in their own modules)
+from candles import admin_archives, admin_candles, admin_rules  # noqa: F401  (register their screens; kept in their own modules)
 from candles.admin_counts import EstimatedCountPaginator
 from candles.bars import datetime_to_ms, ms_to_datetime
 from candles.models import (

@@ -208,6 +208,10 @@ STORAGE_LOCK_TIMEOUT_MS = env_int("STORAGE_LOCK_TIMEOUT_MS", 200, minimum=1)
 STORAGE_MAINTENANCE_INTERVAL_S = env_int("STORAGE_MAINTENANCE_INTERVAL_S", 600, minimum=10)
 # Days finished gap records (filled, unfillable, expired) are kept before the maintenance task deletes them.
 GAP_KEEP_DAYS = env_int("GAP_KEEP_DAYS", 30, minimum=1)
+# --- Parquet archive (docs/archive.md) ----------------------------------------------------------------------
+# Directory of the archive of candle partitions (one Parquet file per bar per UTC day); empty: archiving is off.
+# Every worker that archives must see the same directory: shared storage when they run on several hosts.
+CANDLE_ARCHIVE_DIR = env_str("CANDLE_ARCHIVE_DIR", "").strip()
 
 # --- Web -----------------------------------------------------------------------------------------
 WEB_HOST = env_str("WEB_HOST", "127.0.0.1")
@@ -293,6 +297,7 @@ SPECTACULAR_SETTINGS = {
         "SubscriptionStatusEnum": "candles.models.SubscriptionStatus",
         # Instruments and rules share the choice set; one name for it.
         "InstrumentTypeEnum": "candles.models.InstrumentType",
+        "ArchiveStatusEnum": "candles.models.ArchiveStatus",
         "SystemHealthEnum": "collectors.api.serializers.STATUSES",
         "HealthCheckNameEnum": "collectors.api.system.CHECK_NAMES",
     },

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from candles.api import views_data, views_market, views_reference, views_rules, views_subscriptions
+from candles.api import views_archives, views_data, views_market, views_reference, views_rules, views_subscriptions
 
 urlpatterns = [
     path("subscribe", views_subscriptions.SubscribeView.as_view(), name="api-subscribe"),
@@ -17,4 +17,5 @@ urlpatterns = [
     path("market/overview", views_market.MarketOverviewView.as_view(), name="api-market-overview"),
     path("instruments", views_reference.InstrumentListView.as_view(), name="api-instruments"),
     path("timeframes", views_reference.TimeframeListView.as_view(), name="api-timeframes"),
+    path("archives", views_archives.ArchiveListView.as_view(), name="api-archives"),
 ]
