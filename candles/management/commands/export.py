@@ -32,8 +32,8 @@ CHUNK_ROWS = 5_000
 # Exit status of a run stopped by Ctrl-C, as shells report a process ended by SIGINT.
 INTERRUPTED = 130
 PARQUET_REFUSED = (
-    "--format parquet needs pyarrow, which okx-candles does not install (a large binary dependency for one "
-    "output format). Export csv and convert it where pyarrow is installed, keeping the exact decimal strings, "
+    "--format parquet is not built yet for one series. Whole days of a bar are archived as Parquet with exact "
+    "decimal strings (docs/archive.md, CANDLE_ARCHIVE_DIR); or export csv and convert it keeping the strings, "
     "e.g. pandas.read_csv(path, dtype=str).to_parquet(...)"
 )
 
@@ -60,8 +60,8 @@ WHERE instrument_id = %s AND timeframe_id = %s AND open_time >= %s AND open_time
 class Command(BaseCommand):
     help = (
         "Export the stored candles of one instrument and bar between two open times as CSV (UTF-8, header row, "
-        "oldest first, exact decimal strings), to a file or stdout. Only csv is supported: Parquet would need "
-        "pyarrow, which this project does not install."
+        "oldest first, exact decimal strings), to a file or stdout. Only csv is supported for now; whole days are "
+        "archived as Parquet (docs/archive.md)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -73,7 +73,7 @@ class Command(BaseCommand):
         parser.add_argument("--to", dest="end", required=True, metavar="TIME",
                             help=f"last open time (inclusive): {TIME_HELP}")
         parser.add_argument("--format", choices=("csv", "parquet"), default="csv",
-                            help="csv (default); parquet is refused: it would need pyarrow, not installed")
+                            help="csv (default); parquet is refused for now (whole days: docs/archive.md)")
         parser.add_argument("--output", "-o", default="-", metavar="FILE",
                             help="file to write (replaced only once complete); - for stdout (default)")
         parser.add_argument("--confirmed-only", action="store_true", help="leave out candles still open")
