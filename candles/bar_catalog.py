@@ -28,14 +28,15 @@ _loaded_at = float("-inf")
 
 def _load() -> dict[str, Timeframe]:
     global _bars, _loaded_at
-    bars = {tf.code: tf for tf in Timeframe.objects.only("id", "code", "retention")}
+    bars = {tf.code: tf for tf in Timeframe.objects.only("id", "code", "retention", "seconds", "months")}
     with _lock:
         _bars, _loaded_at = bars, time.monotonic()
     return bars
 
 
 def _current(*, max_age_s: float) -> dict[str, Timeframe]:
-    if time.monotonic() - _loaded_at > max_age_s:
+    # Never read yet: whatever the age asked for (inf − inf is not above inf).
+    if _loaded_at == float("-inf") or time.monotonic() - _loaded_at > max_age_s:
         return _load()
     return _bars
 
@@ -51,6 +52,15 @@ def timeframe_id(code: str) -> int | None:
 def timeframe_ids() -> dict[str, int]:
     """Every bar's id by code."""
     return {code: bar.pk for code, bar in _current(max_age_s=float("inf")).items()}
+
+
+def fixed_length_ms(timeframe_id: int) -> int | None:
+    """The length of a bar of fixed length (every bar but the calendar months) in milliseconds; None for a
+    calendar bar or an unknown id."""
+    for bar in _current(max_age_s=float("inf")).values():
+        if bar.pk == timeframe_id:
+            return None if bar.months else bar.seconds * 1000
+    return None
 
 
 def horizons_ms(now: datetime, *, fresh: bool = False) -> dict[str, int]:

@@ -346,3 +346,37 @@ def test_candle_list_text_pages_like_candle_list(fifty_minutes, descending):
         if cursor is None:
             break
     assert text_times == times
+
+
+@pytest.fixture
+def minutes_with_gaps(btc, stored_candles, tf):
+    """1m candles in runs far apart: gaps much longer than the span a page of five first reads."""
+    minutes = [*range(0, 10), *range(100, 105), 1000, *range(5000, 5004)]
+    for i in minutes:
+        stored_candles(btc, "1m", [at(i)], confirmed=i % 4 != 0)
+    return btc, tf("1m"), [at(i) for i in minutes]
+
+
+def pages_of_text(btc, timeframe, **filters) -> list[datetime]:
+    times, cursor = [], None
+    while True:
+        page = candle_list_text(instrument_id=btc.pk, timeframe_id=timeframe.pk, limit=5, cursor=cursor, **filters)
+        times += [ms_to_datetime(row[1]) for row in page.candles]
+        cursor = page.next_cursor
+        if cursor is None:
+            return times
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("descending", [False, True], ids=["ascending", "descending"])
+@pytest.mark.parametrize(("start", "end"), [(-30, None), (3, None), (None, 6000), (None, 102), (2, 5002)],
+                         ids=["from before", "from inside", "to after", "to inside", "both"])
+def test_pages_read_across_gaps_longer_than_a_page_and_miss_nothing(minutes_with_gaps, descending, start, end):
+    btc, minute, stored = minutes_with_gaps
+    bounds = {"start": None if start is None else at(start), "end": None if end is None else at(end)}
+    expected = [t for t in stored if (bounds["start"] is None or t >= bounds["start"])
+                and (bounds["end"] is None or t <= bounds["end"])]
+
+    assert pages_of_text(btc, minute, descending=descending, **bounds) == sorted(expected, reverse=descending)
+    only_closed = pages_of_text(btc, minute, descending=descending, confirmed=True, **bounds)
+    assert only_closed == [t for t in sorted(expected, reverse=descending) if (t - T0) // MINUTE % 4 != 0]
