@@ -178,8 +178,9 @@ ORDER BY i.id, t
 
 def shape_params(instrument_ids: list[int]) -> dict[str, list]:
     shapes = [SHAPES[n % len(SHAPES)] for n in range(len(instrument_ids))]
-    return {"instruments": instrument_ids, "bases": [s[0] for s in shapes], "ds": [s[1] for s in shapes],
-            "ls": [s[2] for s in shapes], "quiets": [s[3] for s in shapes], "units": [s[4] for s in shapes]}
+    return {"instruments": instrument_ids, "bases": [Decimal(str(s[0])) for s in shapes],
+            "ds": [s[1] for s in shapes], "ls": [s[2] for s in shapes], "quiets": [float(s[3]) for s in shapes],
+            "units": [Decimal(str(s[4])) for s in shapes]}
 
 
 _COLUMNS = ("instrument_id, timeframe_id, open_time, version, confirmed, source, open, high, low, close, vol, vol_ccy, "
