@@ -261,9 +261,12 @@ def churn_day_write(day: datetime, instrument_ids: list[int]) -> int:
     from candles.storage import CandleRow, candles_upsert
 
     name = leaf_name("1s", day)
-    if leaf_rows(name) == len(instrument_ids) * 86_400:
+    have = leaf_rows(name)
+    if have == len(instrument_ids) * 86_400:
         return 0
     with connection.cursor() as cursor:
+        if have >= 0:  # an interrupted churn: written anew, or its dead versions would count twice
+            cursor.execute(f"DROP TABLE {connection.ops.quote_name(name)}")
         cursor.execute(f"SELECT ci.inst_id, extract(epoch FROM q.t)::bigint * 1000, q.o::text, q.h::text, q.l::text, "
                        f"q.c::text, q.v::text, q.vc::text, q.vq::text FROM ({_ROWS_SELECT}) "
                        "AS q(id, tf, t, version, confirmed, source, o, h, l, c, v, vc, vq) "
@@ -313,7 +316,7 @@ def load(instruments: int, days: int, today: datetime) -> tuple[list[datetime], 
         log(f"  1s {day:%Y-%m-%d} loaded ({n}/{len(loaded)}, {time.monotonic() - started:.0f} s)")
     other = other_bars_load(loaded[0], today, ids)
     log(f"  {', '.join(OTHER_BARS)}: {other:,} candles added")
-    written = churn_day_write(churn, ids[:2])
+    written = churn_day_write(churn, ids)
     if written:
         log(f"  churn day {churn:%Y-%m-%d}: {written:,} row versions written through candles_upsert")
     with connection.cursor() as cursor:
