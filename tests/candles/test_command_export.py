@@ -181,7 +181,7 @@ def exact_1m(btc) -> None:
         ["1705431600000", "43000.10", "43100", "0.00000001", "43000.0", "0.00000001", "17447600.212916623", None,
          "1"],
         ["1705431660000", "43000.0", "43000.10", "42999.99", "43000.00", "0", "0.000", "1.50", "0"],
-    ])
+    ], source="ws")  # open candles are stored from the websocket only
 
 
 def test_parquet_to_a_file_keeps_every_digit_with_progress_and_no_partial_file(exact_1m, tmp_path):

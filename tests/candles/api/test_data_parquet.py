@@ -110,18 +110,22 @@ def test_the_file_shares_the_archive_encoding(api, exact):
 
 def test_every_candle_of_the_range_streams_out_row_group_by_row_group(api, btc, stored_candles, monkeypatch):
     monkeypatch.setattr(api_parquet, "ROW_GROUP_ROWS", 1000)
+    monkeypatch.setattr(api_parquet, "PAGE_ROWS", 1000)
     stored_candles(btc, "1m", [at(i) for i in range(6_200)])
 
     response = api.get(URL, {"format": "parquet", "sort": "asc"})
     chunks = list(response.streaming_content)
     data = b"".join(chunks)
 
-    # The magic bytes go out before any row group, each row group as it is complete, the footer last: bytes
-    # leave while rows are still being read, and the server holds one row group, not the file.
-    assert chunks[0] == b"PAR1"
-    assert len([chunk for chunk in chunks if chunk]) >= 8
+    # The magic bytes go out before any row is read, each row group once it holds ROW_GROUP_ROWS rows (the
+    # first page, of 5,000 as CSV's, is one group; then a group per 1,000-row page), the last group with the
+    # footer: bytes leave while rows are still being read, and the server never holds the file.
     parquet_file = pq.ParquetFile(io.BytesIO(data))
-    assert parquet_file.metadata.num_row_groups == 7
+    groups = [parquet_file.metadata.row_group(i).num_rows for i in range(parquet_file.num_row_groups)]
+    assert groups == [5000, 1000, 200]
+    assert chunks[0] == b"PAR1"
+    assert len(chunks) == 1 + len(groups)
+    assert chunks[-1].endswith(b"PAR1")
     assert parquet_file.read(columns=["open_time_ms"])["open_time_ms"].to_pylist() == [
         datetime_to_ms(at(i)) for i in range(6_200)]
     assert response["Content-Disposition"] == 'attachment; filename="BTC-USDT_1m.parquet"'
