@@ -1,4 +1,4 @@
-"""GET /data/{symbol}/{timeframe} (JSON pages or streamed CSV) and GET /data/{symbol}/{timeframe}/latest.
+"""GET /data/{symbol}/{timeframe} (JSON pages, streamed CSV or Parquet) and GET /data/{symbol}/{timeframe}/latest.
 
 Rows are built straight from the storage read's tuples (numbers already exact text from PostgreSQL) and
 rendered by orjson: no serializer per candle, no Decimal, no float.

@@ -4,6 +4,7 @@ polars; the same filters, order, limit and cursors as JSON and CSV; errors stay 
 from __future__ import annotations
 
 import io
+import urllib.request
 from datetime import timedelta
 from decimal import Decimal
 
@@ -173,3 +174,20 @@ def test_errors_of_a_parquet_request_are_json_envelopes(api, exact):
     response = api.get("/api/v1/data/ETH-USDT/1m", {"format": "parquet"})
     assert response.status_code == 404
     assert envelope_of(response)["error_code"] == "SYMBOL_NOT_FOUND"
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_pandas_reads_it_straight_from_the_url_and_polars_from_its_bytes(live_server, btc, stored_candles):
+    """docs/api.md's recipe against a real server. polars' URL reader asks for byte ranges, which a file written
+    while it is sent cannot serve, so the recipe hands it the bytes."""
+    stored_candles(btc, "1m", [at(i) for i in range(3)], close=Decimal("43000.10"), vol_ccy_quote=None)
+    url = live_server.url.replace("://localhost:", "://127.0.0.1:") + URL + "?format=parquet&sort=asc"
+
+    frame = pd.read_parquet(url)
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        polars_frame = pl.read_parquet(io.BytesIO(answer.read()))
+
+    assert frame["close"].map(Decimal).tolist() == [Decimal("43000.10")] * 3
+    assert frame["volume_quote"].isna().all()
+    assert polars_frame["close"].to_list() == ["43000.10"] * 3
+    assert polars_frame["open_time_ms"].to_list() == [datetime_to_ms(at(i)) for i in range(3)]
