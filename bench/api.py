@@ -10,7 +10,9 @@
    (default: one per worker, so latency is the server's and not a queue's) for --seconds per scenario
    (after a short warm-up), recording each request's latency. Scenarios, in one run on the same server:
    a trivial JSON view (GET /api/v1/health/live), /data/BENCH-USDT/1m?limit=100 and ?limit=1000 (the
-   newest candles, each response checked for its count).
+   newest candles, each response checked for its count), and the same 1000 candles as Parquet
+   (&format=parquet, each file's footer checked for its row count). Before measuring, the Parquet URL is read
+   once with pandas.read_parquet(url), and with polars from its bytes, as docs/api.md shows.
 4. Prints p50/p99 latency and requests/s per scenario (median over --rounds), and the targets:
    p50 ≤ 20 ms for 1000 candles; the 100-candle page at ≥ 0.5× the trivial view's requests/s.
 
@@ -42,6 +44,7 @@ SCENARIOS = {
     "trivial JSON (health/live)": ("/api/v1/health/live", None),
     "data limit=100": (f"/api/v1/data/{SYMBOL}/1m?limit=100", 100),
     "data limit=1000": (f"/api/v1/data/{SYMBOL}/1m?limit=1000", 1000),
+    "data limit=1000 parquet": (f"/api/v1/data/{SYMBOL}/1m?limit=1000&format=parquet", 1000),
 }
 
 
@@ -182,7 +185,9 @@ async def _load(url: str, expected: int | None, connections: int, seconds: float
     import httpx
 
     # The count is near the start of the body; finding it there keeps the client's CPU off the measurement.
-    marker = None if expected is None else f'"count":{expected},'.encode()
+    # A Parquet file's row count is in its footer, read without decoding any column.
+    parquet = "format=parquet" in url
+    marker = None if expected is None or parquet else f'"count":{expected},'.encode()
     latencies: list[float] = []
     errors = 0
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
@@ -201,6 +206,8 @@ async def _load(url: str, expected: int | None, connections: int, seconds: float
                 ok = response.status_code == 200
                 if ok and marker is not None:
                     ok = marker in response.content[:100]
+                if ok and parquet:
+                    ok = _parquet_rows(response.content) == expected
                 if sent >= measure_from:
                     if ok:
                         latencies.append(done - sent)
@@ -214,6 +221,34 @@ async def _load(url: str, expected: int | None, connections: int, seconds: float
         "p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else None,
         "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else None,
     }
+
+
+def _parquet_rows(data: bytes) -> int | None:
+    import io
+
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_metadata(io.BytesIO(data)).num_rows
+    except (OSError, ValueError):
+        return None
+
+
+def check_parquet_readers(url: str, expected: int) -> None:
+    """docs/api.md's way of reading format=parquet, on the real server: pandas straight from the URL; polars from
+    the bytes (its reader of URLs asks for byte ranges, which a file written while it is sent cannot serve)."""
+    import io
+
+    import httpx
+    import pandas as pd
+    import polars as pl
+
+    frame = pd.read_parquet(url)
+    polars_frame = pl.read_parquet(io.BytesIO(httpx.get(url, timeout=30).content))
+    if len(frame) != expected or polars_frame.height != expected or frame["open"].tolist() != \
+            polars_frame["open"].to_list():
+        raise SystemExit(f"reading {url} with pandas/polars gave {len(frame)}/{polars_frame.height} rows")
+    print(f"pandas.read_parquet(url) and polars.read_parquet(bytes) read {expected} candles from {url}", flush=True)
 
 
 def run_client(url: str, expected: int | None, connections: int, seconds: float) -> dict:
@@ -258,11 +293,13 @@ def main() -> None:
     server = start_server(port, args.workers)
     results: dict[str, list[dict]] = {name: [] for name in SCENARIOS}
     try:
+        parquet_path, parquet_rows = SCENARIOS["data limit=1000 parquet"]
+        check_parquet_readers(f"http://127.0.0.1:{port}{parquet_path}", parquet_rows)
         for round_no in range(args.rounds):
             for name, (path, expected) in SCENARIOS.items():
                 result = run_client(f"http://127.0.0.1:{port}{path}", expected, args.connections, args.seconds)
                 results[name].append(result)
-                print(f"round {round_no + 1} {name:28} {result['rps']:8.0f} req/s  p50 {result['p50_ms']:6.2f} ms"
+                print(f"round {round_no + 1} {name:30} {result['rps']:8.0f} req/s  p50 {result['p50_ms']:6.2f} ms"
                       f"  p99 {result['p99_ms']:6.2f} ms  errors {result['errors']}", flush=True)
     finally:
         stop_server(server)
@@ -273,11 +310,11 @@ def main() -> None:
     print()
     print(f"{stored:,} candles of {SYMBOL} 1m in {BENCH_DATABASE}; gunicorn {args.workers} sync workers; "
           f"{args.connections} connections; {args.rounds} rounds × {args.seconds:g} s; medians")
-    print(f"| {'scenario':28} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>6} |")
-    print(f"| {'-' * 28} | {'-' * 8}: | {'-' * 7}: | {'-' * 7}: | {'-' * 6}: |")
+    print(f"| {'scenario':30} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>6} |")
+    print(f"| {'-' * 30} | {'-' * 8}: | {'-' * 7}: | {'-' * 7}: | {'-' * 6}: |")
     for name in SCENARIOS:
         errors = sum(r["errors"] for r in results[name])
-        print(f"| {name:28} | {median(name, 'rps'):8.0f} | {median(name, 'p50_ms'):7.2f} | "
+        print(f"| {name:30} | {median(name, 'rps'):8.0f} | {median(name, 'p50_ms'):7.2f} | "
               f"{median(name, 'p99_ms'):7.2f} | {errors:6d} |")
     p50_1000 = median("data limit=1000", "p50_ms")
     ratio = statistics.median(

@@ -46,6 +46,7 @@ from django.utils import timezone
 from psycopg import sql
 
 from candles.models import ArchiveFile, ArchiveStatus, Timeframe
+from candles.parquet import META_PREFIX, decimal_text, dictionary_string, open_writer, time_type
 from okxproject.logs import log_context
 
 if TYPE_CHECKING:
@@ -58,7 +59,6 @@ COLUMNS = ("inst_id", "open_time", *NUMBERS, "confirmed", "source", "version")
 LEAF_COLUMNS = frozenset({"instrument_id", "timeframe_id", "open_time", "version", "confirmed", "source", *NUMBERS})
 # What a file's rows hash to is defined by this version of the canonical text (docs/archive.md).
 FORMAT_VERSION = "1"
-META_PREFIX = "okx_candles."
 NULL_TEXT = r"\N"
 
 # CSV bytes parsed at a time, and rows per row group. Parsed chunks are gathered into row groups: a 72k-row group
@@ -289,14 +289,15 @@ def archive_list(*, bar: str | None = None) -> list[ArchiveFile]:
 
 
 def _file_schema() -> pa.Schema:
+    """The archive's columns, in the encoding every Parquet file of the project shares (candles.parquet)."""
     import pyarrow as pa
 
     return pa.schema([
-        pa.field("inst_id", pa.dictionary(pa.int32(), pa.string()), nullable=False),
-        pa.field("open_time", pa.timestamp("ms", tz="UTC"), nullable=False),
-        *(pa.field(name, pa.string(), nullable=name == "vol_ccy_quote") for name in NUMBERS),
+        pa.field("inst_id", dictionary_string(), nullable=False),
+        pa.field("open_time", time_type(), nullable=False),
+        *(decimal_text(name, nullable=name == "vol_ccy_quote") for name in NUMBERS),
         pa.field("confirmed", pa.bool_(), nullable=False),
-        pa.field("source", pa.dictionary(pa.int32(), pa.string()), nullable=False),
+        pa.field("source", dictionary_string(), nullable=False),
         pa.field("version", pa.int64(), nullable=False),
     ])
 
@@ -318,7 +319,7 @@ def _to_file_table(raw: pa.Table, schema: pa.Schema) -> pa.Table:
     import pyarrow as pa
 
     # One dictionary per row group: chunks encoded apart would each bring their own.
-    arrays = [raw["inst_id"].combine_chunks().dictionary_encode(), raw["open_time"].cast(pa.timestamp("ms", tz="UTC")),
+    arrays = [raw["inst_id"].combine_chunks().dictionary_encode(), raw["open_time"].cast(time_type()),
               *(raw[name] for name in NUMBERS), raw["confirmed"], raw["source"].combine_chunks().dictionary_encode(),
               raw["version"]]
     return pa.Table.from_arrays(arrays, schema=schema)
@@ -328,15 +329,11 @@ class _DayFile:
     """One day's file: written under a temporary name, then made durable and renamed into place."""
 
     def __init__(self, path: Path, schema: pa.Schema, metadata: dict[str, str]) -> None:
-        import pyarrow.parquet as pq
-
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self.temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
         self.schema = schema
-        self.writer = pq.ParquetWriter(
-            self.temporary, schema.with_metadata({f"{META_PREFIX}{key}": value for key, value in metadata.items()}),
-            compression="zstd")
+        self.writer = open_writer(self.temporary, schema, metadata)
         self.rows = 0
         self.pending: list[pa.Table] = []
         self.pending_rows = 0

@@ -56,3 +56,17 @@ class CsvRenderer(BaseRenderer):
 
     def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
         raise NotImplementedError("CSV is streamed by the view itself")
+
+
+class ParquetRenderer(BaseRenderer):
+    """Lets content negotiation pick Parquet (`?format=parquet` or `Accept: application/vnd.apache.parquet`).
+
+    As with CSV, the view streams the file itself (candles.api.parquet) and errors are JSON envelopes.
+    """
+
+    media_type = "application/vnd.apache.parquet"
+    format = "parquet"
+    charset = None  # binary
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        raise NotImplementedError("Parquet is streamed by the view itself")

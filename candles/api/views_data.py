@@ -1,4 +1,4 @@
-"""GET /data/{symbol}/{timeframe} (JSON pages or streamed CSV) and GET /data/{symbol}/{timeframe}/latest.
+"""GET /data/{symbol}/{timeframe} (JSON pages, streamed CSV or Parquet) and GET /data/{symbol}/{timeframe}/latest.
 
 Rows are built straight from the storage read's tuples (numbers already exact text from PostgreSQL) and
 rendered by orjson: no serializer per candle, no Decimal, no float.
@@ -19,7 +19,8 @@ from rest_framework.views import APIView
 
 from candles.api.lookups import instrument_or_404, symbol_not_found, timeframe_or_error, unknown_timeframe
 from candles.api.params import SYMBOL_PATTERN, TIMEFRAME_PATTERN, Query, is_symbol, is_timeframe, time_range
-from candles.api.renderers import CsvRenderer, OrjsonRenderer
+from candles.api.parquet import parquet_response
+from candles.api.renderers import CsvRenderer, OrjsonRenderer, ParquetRenderer
 from candles.api.serializers import CandlePageSerializer, LatestCandleSerializer
 from candles.bars import datetime_to_ms
 from candles.retention import bar_horizon, iso_z
@@ -62,8 +63,9 @@ LIST_PARAMS = [
                      description="true: closed candles only; false: the open one(s) only; absent: both."),
     OpenApiParameter("cursor", {"type": "string", "maxLength": 64},
                      description="Opaque position from a `next` link; keep the other parameters unchanged."),
-    OpenApiParameter("format", {"type": "string", "enum": ["json", "csv"]},
-                     description="csv streams text/csv (as does Accept: text/csv)."),
+    OpenApiParameter("format", {"type": "string", "enum": ["json", "csv", "parquet"]},
+                     description="csv streams text/csv (as does Accept: text/csv); parquet streams one Parquet "
+                                 "file (as does Accept: application/vnd.apache.parquet)."),
 ]
 
 
@@ -111,7 +113,7 @@ def _next_url(request: Request, cursor: str | None) -> str | None:
 
 
 class CandleDataView(APIView):
-    renderer_classes = [OrjsonRenderer, CsvRenderer]
+    renderer_classes = [OrjsonRenderer, CsvRenderer, ParquetRenderer]
 
     @extend_schema(
         operation_id="data_list",
@@ -130,6 +132,10 @@ class CandleDataView(APIView):
             (200, "text/csv"): OpenApiResponse(
                 OpenApiTypes.STR, description=f"Header {CSV_HEADER.strip()}. {RETENTION_HEADER}: the bar's "
                                               "retention horizon, when the range reaches behind it."),
+            (200, "application/vnd.apache.parquet"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="One Parquet file (zstd): timestamp, open_time_ms, open, high, "
+                                                 "low, close, volume, volume_currency, volume_quote, confirm; "
+                                                 "numbers as exact decimal strings (docs/api.md)."),
             (410, "application/json"): OpenApiResponse(
                 ErrorEnvelopeSerializer,
                 description="EXPIRED_BY_POLICY: the range ends before the bar's retention horizon; details.horizon "
@@ -157,7 +163,7 @@ class CandleDataView(APIView):
         crossing = horizon is not None and (start is None or start < horizon)
         if crossing:
             start = horizon
-        csv = request.accepted_renderer.format == "csv"
+        csv = request.accepted_renderer.format in ("csv", "parquet")  # both stream every candle unless limited
         chunk = (min(limit, CSV_CHUNK) if limit else CSV_CHUNK) if csv else (limit or DEFAULT_LIMIT)
 
         def read(after: str | None, size: int) -> CandlePage:
@@ -172,6 +178,9 @@ class CandleDataView(APIView):
             # The read resolves the names itself; only an empty page needs to know whether they exist.
             instrument_or_404(symbol)
             timeframe_or_error(timeframe, status=404)
+        if request.accepted_renderer.format == "parquet":
+            return parquet_response(page, read, limit, symbol=symbol, timeframe=timeframe, descending=descending,
+                                    horizon=horizon if crossing else None, horizon_header=RETENTION_HEADER)
         if csv:
             response = StreamingHttpResponse(_stream_csv(page, read, limit), content_type="text/csv; charset=utf-8")
             response["Content-Disposition"] = f'attachment; filename="{symbol}_{timeframe}.csv"'

@@ -1,4 +1,4 @@
-"""`manage.py export`: stored candles as CSV, exact to the digit, streamed from the real PostgreSQL."""
+"""`manage.py export`: stored candles as CSV or Parquet, exact to the digit, streamed from the real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,10 +12,14 @@ from datetime import timedelta
 from io import StringIO
 from pathlib import Path
 
+import pandas as pd
+import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
+from candles import parquet
 from candles.bars import ms_to_datetime
 from candles.management.commands import export
 from candles.storage import candles_upsert
@@ -164,10 +168,94 @@ def test_an_empty_range_is_a_header_alone(okx_1h):
     assert re.fullmatch(r"BTC-USDT 1H: 0 rows in \d+\.\ds\n", err)
 
 
-def test_parquet_of_one_series_is_refused_pointing_to_the_archive(okx_1h):
-    with pytest.raises(CommandError, match=r"--format parquet is not built yet for one series"):
-        run_export("BTC-USDT", "1H", "--from", "2024-01-16", "--to", "2024-01-17", "--format", "parquet")
-    assert "Only csv is supported for now" in export.Command.help
+# --- parquet ----------------------------------------------------------------------------------------------
+
+PARQUET_COLUMNS = ["timestamp", "open_time_ms", "open", "high", "low", "close", "volume", "volume_currency",
+                   "volume_quote", "confirm"]
+
+
+@pytest.fixture
+def exact_1m(btc) -> None:
+    """Digits a float would lose, a NULL quote volume (OKX's 7-field rows) and a candle still open."""
+    store("BTC-USDT", "1m", [
+        ["1705431600000", "43000.10", "43100", "0.00000001", "43000.0", "0.00000001", "17447600.212916623", None,
+         "1"],
+        ["1705431660000", "43000.0", "43000.10", "42999.99", "43000.00", "0", "0.000", "1.50", "0"],
+    ], source="ws")  # open candles are stored from the websocket only
+
+
+def test_parquet_to_a_file_keeps_every_digit_with_progress_and_no_partial_file(exact_1m, tmp_path):
+    target = tmp_path / "btc-1m.parquet"
+
+    out, err = run_export("BTC-USDT", "1m", "--from", "2024-01-16", "--to", "2024-01-17", "--format", "parquet",
+                          "-o", str(target))
+
+    frame = pd.read_parquet(target)
+    assert list(frame.columns) == PARQUET_COLUMNS
+    assert frame.astype(object).where(frame.notna(), None).to_dict("records") == [
+        {"timestamp": pd.Timestamp("2024-01-16T19:00:00Z"), "open_time_ms": 1705431600000, "open": "43000.10",
+         "high": "43100", "low": "0.00000001", "close": "43000.0", "volume": "0.00000001",
+         "volume_currency": "17447600.212916623", "volume_quote": None, "confirm": True},
+        {"timestamp": pd.Timestamp("2024-01-16T19:01:00Z"), "open_time_ms": 1705431660000, "open": "43000.0",
+         "high": "43000.10", "low": "42999.99", "close": "43000.00", "volume": "0", "volume_currency": "0.000",
+         "volume_quote": "1.50", "confirm": False},
+    ]
+    assert pl.read_parquet(target)["volume_currency"].to_list() == ["17447600.212916623", "0.000"]
+    assert out.startswith(f"BTC-USDT 1m: 2 rows from 2024-01-16T00:00:00Z to 2024-01-17T00:00:00Z written to "
+                          f"{target} (0.0 MB) in ")
+    assert err.splitlines()[-1].startswith("BTC-USDT 1m: 2 of 2 rows (100%), ")
+    assert os.listdir(tmp_path) == ["btc-1m.parquet"]
+
+
+def test_parquet_has_the_api_encoding_and_says_what_it_holds(exact_1m, tmp_path):
+    target = tmp_path / "out.parquet"
+    run_export("BTC-USDT", "1m", "--from", "2024-01-16", "--to", "2024-01-17", "--format", "parquet", "--quiet",
+               "--confirmed-only", "-o", str(target))
+
+    assert pq.read_schema(target).remove_metadata() == parquet.candle_schema()
+    metadata = pq.read_metadata(target)
+    assert metadata.num_rows == 1  # the open candle left out
+    assert metadata.row_group(0).column(2).compression == "ZSTD"
+    assert {k.decode(): v.decode() for k, v in metadata.metadata.items() if k.startswith(b"okx_candles.")} == {
+        "okx_candles.format": "1", "okx_candles.symbol": "BTC-USDT", "okx_candles.bar": "1m",
+        "okx_candles.start": "2024-01-16T00:00:00Z", "okx_candles.end": "2024-01-17T00:00:00Z",
+        "okx_candles.sort": "asc", "okx_candles.confirmed_only": "true"}
+
+
+def test_parquet_streams_from_the_server_side_cursor_in_row_groups(btc, monkeypatch, tmp_path):
+    monkeypatch.setattr(export, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(export, "ROW_GROUP_ROWS", 30)  # 100 rows: 15 fetches gathered into row groups
+    start = ms_to_datetime(1_705_431_600_000)
+    candles_upsert(rows=[build_row(start + timedelta(minutes=i), close=f"{100 + i}.5", high="300")
+                         for i in reversed(range(100))])
+    target = tmp_path / "out.parquet"
+
+    run_export("BTC-USDT", "1m", "--from", iso_of(start), "--to", iso_of(start + timedelta(hours=5)), "--quiet",
+               "--format", "parquet", "-o", str(target))
+
+    parquet_file = pq.ParquetFile(target)
+    # Each group is written once it holds 30 rows (5 fetches of 7 = 35), the rest at the end.
+    assert [parquet_file.metadata.row_group(i).num_rows for i in range(parquet_file.num_row_groups)] == [
+        35, 35, 30]
+    assert parquet_file.read()["close"].to_pylist() == [f"{100 + i}.5" for i in range(100)]
+
+
+def test_parquet_to_stdout_goes_to_its_bytes_and_an_empty_range_is_a_file_without_rows(exact_1m):
+    stdout = io.BytesIO()
+    run_export("BTC-USDT", "1m", "--from", "2024-01-16", "--to", "2024-01-17", "--format", "parquet", "--quiet",
+               stdout=stdout)
+    assert pq.read_table(io.BytesIO(stdout.getvalue()))["open"].to_pylist() == ["43000.10", "43000.0"]
+
+    empty = io.BytesIO()
+    run_export("BTC-USDT", "1m", "--from", "2030-01-01", "--to", "2030-01-02", "--format", "parquet", "--quiet",
+               stdout=empty)
+    frame = pd.read_parquet(io.BytesIO(empty.getvalue()))
+    assert (list(frame.columns), len(frame)) == (PARQUET_COLUMNS, 0)
+
+
+def test_parquet_is_not_written_to_a_text_stream(exact_1m):
+    with pytest.raises(CommandError, match=r"--format parquet writes binary: give --output FILE"):
+        run_export("BTC-USDT", "1m", "--from", "2024-01-16", "--to", "2024-01-17", "--format", "parquet")
 
 
 @pytest.mark.parametrize(("args", "message"), [

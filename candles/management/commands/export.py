@@ -1,15 +1,19 @@
-"""Write the stored candles of one series as CSV, streamed from PostgreSQL.
+"""Write the stored candles of one series as CSV or Parquet, streamed from PostgreSQL.
 
-    manage.py export BTC-USDT 1m --from 2024-01-01 --to 2024-02-01 [--output FILE|-] [--confirmed-only]
+    manage.py export BTC-USDT 1m --from 2024-01-01 --to 2024-02-01 [--format csv|parquet] [--output FILE|-]
+                     [--confirmed-only]
 
 Rows come from a server-side cursor in chunks, oldest first, inside one read-only REPEATABLE READ
 transaction: memory stays flat however long the range, and the file is one consistent snapshot whose row
 count matches the one announced. Prices and volumes are PostgreSQL's own text of the stored numerics,
-digit for digit as OKX sent them; no float is ever involved.
+digit for digit as OKX sent them; no float is ever involved. Parquet has the encoding of the API's format=parquet and of
+the day archive (candles.parquet): the same strings, open times as timestamp[ms, UTC], zstd; each batch of
+fetched rows joins the row group being gathered, which is written once it holds parquet.ROW_GROUP_ROWS rows.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import time
@@ -21,20 +25,21 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
 
+from candles import parquet
 from candles.models import Instrument, Timeframe
-from okxproject.cli import TIME_HELP, Progress, iso, moment_option, raw_stream, series_lookup
+from okxproject.cli import TIME_HELP, Progress, is_tty, iso, moment_option, raw_stream, series_lookup
 
 HEADER = ("open_time", "open_time_ms", "open", "high", "low", "close", "volume", "volume_ccy", "volume_quote",
           "confirmed")
 # Rows per FETCH from the server-side cursor: large enough that round trips do not dominate, small enough
 # that memory does not grow with the range.
 CHUNK_ROWS = 5_000
+# Parquet rows per row group: what the writer holds before the group's bytes go to the file.
+ROW_GROUP_ROWS = parquet.ROW_GROUP_ROWS
 # Exit status of a run stopped by Ctrl-C, as shells report a process ended by SIGINT.
 INTERRUPTED = 130
-PARQUET_REFUSED = (
-    "--format parquet is not built yet for one series. Whole days of a bar are archived as Parquet with exact "
-    "decimal strings (docs/archive.md, CANDLE_ARCHIVE_DIR); or export csv and convert it keeping the strings, "
-    "e.g. pandas.read_csv(path, dtype=str).to_parquet(...)"
+PARQUET_NOT_TO_TEXT = (
+    "--format parquet writes binary: give --output FILE, or redirect stdout to a file or a pipe (not a terminal)"
 )
 
 # PostgreSQL builds each CSV line: it prints numerics exactly as stored, and the client only copies text
@@ -51,6 +56,14 @@ FROM candles_candle
 WHERE instrument_id = %s AND timeframe_id = %s AND open_time >= %s AND open_time <= %s {confirmed}
 ORDER BY open_time
 """
+# Parquet: the columns of candles.parquet.CANDLE_COLUMNS from open_time_ms on, numbers as their exact text.
+_SELECT_COLUMNS = """
+SELECT (extract(epoch FROM open_time) * 1000)::bigint, open::text, high::text, low::text, close::text, vol::text,
+       vol_ccy::text, vol_ccy_quote::text, confirmed
+FROM candles_candle
+WHERE instrument_id = %s AND timeframe_id = %s AND open_time >= %s AND open_time <= %s {confirmed}
+ORDER BY open_time
+"""
 _COUNT = """
 SELECT count(*) FROM candles_candle
 WHERE instrument_id = %s AND timeframe_id = %s AND open_time >= %s AND open_time <= %s {confirmed}
@@ -59,9 +72,9 @@ WHERE instrument_id = %s AND timeframe_id = %s AND open_time >= %s AND open_time
 
 class Command(BaseCommand):
     help = (
-        "Export the stored candles of one instrument and bar between two open times as CSV (UTF-8, header row, "
-        "oldest first, exact decimal strings), to a file or stdout. Only csv is supported for now; whole days are "
-        "archived as Parquet (docs/archive.md)."
+        "Export the stored candles of one instrument and bar between two open times, oldest first, as CSV (UTF-8, "
+        "header row) or Parquet (zstd; the API's format=parquet columns), prices and volumes as exact decimal "
+        "strings, to a file or stdout."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -73,7 +86,7 @@ class Command(BaseCommand):
         parser.add_argument("--to", dest="end", required=True, metavar="TIME",
                             help=f"last open time (inclusive): {TIME_HELP}")
         parser.add_argument("--format", choices=("csv", "parquet"), default="csv",
-                            help="csv (default); parquet is refused for now (whole days: docs/archive.md)")
+                            help="csv (default) or parquet (exact decimal strings, see docs/api.md)")
         parser.add_argument("--output", "-o", default="-", metavar="FILE",
                             help="file to write (replaced only once complete); - for stdout (default)")
         parser.add_argument("--confirmed-only", action="store_true", help="leave out candles still open")
@@ -81,17 +94,19 @@ class Command(BaseCommand):
 
     def handle(self, *args, symbol: str, timeframe: str, start: str, end: str, output: str, quiet: bool,
                confirmed_only: bool, **options: Any) -> None:
-        if options["format"] == "parquet":
-            raise CommandError(PARQUET_REFUSED)
+        as_parquet = options["format"] == "parquet"
+        binary_stdout = None
+        if as_parquet and output == "-":
+            binary_stdout = _binary_stdout(raw_stream(self.stdout))
         instrument, bar = series_lookup(symbol, timeframe, active_bar=False)
         first, last = moment_option("--from", start), moment_option("--to", end)
         if first > last:
             raise CommandError(f"--from {iso(first)} is after --to {iso(last)}")
-        query = _Query(instrument, bar, first, last, confirmed_only)
+        query = _Query(instrument, bar, first, last, confirmed_only, as_parquet=as_parquet)
         label = f"{instrument.inst_id} {bar.code}"
         started = time.monotonic()
         if output == "-":
-            rows = self._to_stdout(query)
+            rows = self._to_stdout(query, binary_stdout)
             if not quiet and rows is not None:
                 self.stderr.write(f"{label}: {rows:,} rows in {time.monotonic() - started:.1f}s",
                                   style_func=lambda text: text)
@@ -107,7 +122,7 @@ class Command(BaseCommand):
         # that looks whole.
         partial = path.with_name(f".{path.name}.partial")
         try:
-            handle = partial.open("w", encoding="utf-8")
+            handle = partial.open("wb") if query.as_parquet else partial.open("w", encoding="utf-8")
         except OSError as exc:
             raise CommandError(f"cannot write {path}: {exc.strerror}") from None
         try:
@@ -123,11 +138,12 @@ class Command(BaseCommand):
             raise
         return rows
 
-    def _to_stdout(self, query: _Query) -> int | None:
+    def _to_stdout(self, query: _Query, binary: Any = None) -> int | None:
         """Rows written, or None when the reader went away (`export … | head`), which is not an error."""
+        out = raw_stream(self.stdout) if binary is None else binary
         try:
-            rows = query.write(raw_stream(self.stdout))
-            raw_stream(self.stdout).flush()
+            rows = query.write(out)
+            out.flush()
         except BrokenPipeError:
             _silence_stdout()
             return None
@@ -136,16 +152,24 @@ class Command(BaseCommand):
 
 class _Query:
     def __init__(self, instrument: Instrument, timeframe: Timeframe, first: datetime, last: datetime,
-                 confirmed_only: bool) -> None:
+                 confirmed_only: bool, *, as_parquet: bool = False) -> None:
         self.params = [instrument.pk, timeframe.pk, first, last]
         self.confirmed = "AND confirmed" if confirmed_only else ""
+        self.as_parquet = as_parquet
+        self.metadata = {"symbol": instrument.inst_id, "bar": timeframe.code, "start": iso(first), "end": iso(last),
+                         "sort": "asc", "confirmed_only": "true" if confirmed_only else "false"}
 
     def write(self, out: Any, progress: Callable[[int], Progress] | None = None) -> int:
-        """Write the header and every row to `out`; return the number of rows.
+        """Write every row to `out` (text for CSV, with its header; binary for Parquet); return the number of rows.
 
         `progress(total)` makes the Progress to advance, when one is wanted (it costs a count first).
         """
-        out.write(",".join(HEADER) + "\n")
+        if self.as_parquet:
+            writer = parquet.CandleParquetWriter(out, metadata=self.metadata, row_group_rows=ROW_GROUP_ROWS)
+            select, write_rows = _SELECT_COLUMNS, writer.write
+        else:
+            out.write(",".join(HEADER) + "\n")
+            select, write_rows = _SELECT, lambda rows: out.write("".join(f"{line}\n" for (line,) in rows))
         written, shown = 0, None
         outermost = not connection.in_atomic_block
         with transaction.atomic():
@@ -159,15 +183,29 @@ class _Query:
             # Inside a transaction Django's chunked cursor is a server-side cursor WITHOUT HOLD: rows stream as
             # they are fetched (WITH HOLD, in autocommit, PostgreSQL would materialise them all first).
             with connection.chunked_cursor() as cursor:
-                cursor.execute(_SELECT.format(confirmed=self.confirmed), self.params)
+                cursor.execute(select.format(confirmed=self.confirmed), self.params)
                 while rows := cursor.fetchmany(CHUNK_ROWS):
-                    out.write("".join(f"{line}\n" for (line,) in rows))
+                    write_rows(rows)
                     written += len(rows)
                     if shown is not None:
                         shown.advance(len(rows))
+        if self.as_parquet:
+            writer.close()  # the last row group and the footer: only now is the file readable
         if shown is not None:
             shown.finish()
         return written
+
+
+def _binary_stdout(stream: Any) -> Any:
+    """Where Parquet goes when --output is -: the bytes under a text stdout, or stdout itself when it is binary.
+    Refused on a terminal (binary would garble it) and on a text stream with no bytes under it."""
+    if is_tty(stream):
+        raise CommandError(PARQUET_NOT_TO_TEXT)
+    if hasattr(stream, "buffer"):
+        return stream.buffer
+    if isinstance(stream, io.TextIOBase):
+        raise CommandError(PARQUET_NOT_TO_TEXT)
+    return stream
 
 
 def _silence_stdout() -> None:

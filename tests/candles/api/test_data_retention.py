@@ -3,8 +3,10 @@ behind it is served from the horizon on and says where that is."""
 
 from __future__ import annotations
 
+import io
 from datetime import datetime, timedelta
 
+import pyarrow.parquet as pq
 import pytest
 from django.utils import timezone
 
@@ -111,6 +113,17 @@ def test_csv_of_a_range_crossing_the_horizon_carries_it_in_a_header(api, horizon
     told = parse(response["X-Retention-Horizon"])
     assert horizon <= told < horizon + timedelta(minutes=1)
     assert len(b"".join(response.streaming_content).decode().splitlines()) == 1 + 3
+
+
+def test_parquet_of_a_range_crossing_the_horizon_carries_it_in_a_header_and_in_the_file(api, horizon):
+    response = api.get(URL, {"format": "parquet", "start_time": iso(horizon - timedelta(hours=1))})
+
+    assert response.status_code == 200
+    told = parse(response["X-Retention-Horizon"])
+    assert horizon <= told < horizon + timedelta(minutes=1)
+    data = io.BytesIO(b"".join(response.streaming_content))
+    assert pq.read_metadata(data).metadata[b"okx_candles.retention_horizon"] == response["X-Retention-Horizon"].encode()
+    assert pq.read_table(data).num_rows == 3
 
 
 def test_an_unknown_symbol_is_404_whatever_the_range(api, horizon):

@@ -48,7 +48,7 @@ def test_errors_are_documented_as_the_envelope_where_they_can_happen(schema):
     assert set(data) == {"200", "400", "401", "404", "406", "410", "429"}  # 410: behind the retention horizon
     assert data["410"]["content"]["application/json"]["schema"] == envelope
     assert data["404"]["content"]["application/json"]["schema"] == envelope
-    assert set(data["200"]["content"]) == {"application/json", "text/csv"}
+    assert set(data["200"]["content"]) == {"application/json", "text/csv", "application/vnd.apache.parquet"}
     subscribe = schema["paths"]["/api/v1/subscribe"]["post"]["responses"]
     assert {"200", "201", "400", "401", "403", "415", "429"} <= set(subscribe)
     assert "X-Request-ID" in data["200"]["headers"]
