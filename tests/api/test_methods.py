@@ -19,7 +19,8 @@ from tests.candles.api.fixtures import envelope_of
 
 pytestmark = pytest.mark.django_db
 
-METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "TRACE")
+# PROPFIND: a method no view knows (WebDAV) is refused the same way.
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "TRACE", "PROPFIND")
 # Path parameters that name existing things, so that the reads behind HEAD answer with data.
 PATH_VALUES = {"symbol": "BTC-USDT", "timeframe": "1m"}
 

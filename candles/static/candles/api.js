@@ -1,5 +1,5 @@
 // The chart's client of the REST API (/api/v1). It knows URLs, query parameters and the error envelope
-// {"error_code", "message", "details", "request_id", "timestamp"}; it knows nothing of the chart.
+// {"status": "error", "error_code", "message", "details", "request_id", "timestamp"}; it knows nothing of the chart.
 
 /** A failed call. `retryable` says whether waiting and asking again can help (API down, 5xx, 429). */
 export class ApiError extends Error {
