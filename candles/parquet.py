@@ -21,6 +21,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from candles.candle_shape import CANDLE_FIELDS
+
 if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -31,10 +33,9 @@ COMPRESSION = "zstd"
 # Version of the served file's columns, in its metadata (the archive has its own FORMAT_VERSION).
 FORMAT_VERSION = "1"
 
-# The served candle, in the order the API lists its fields. Rows given to CandleParquetWriter.write are in the
+# The served candle, the one shape of JSON, CSV and webhooks. Rows given to CandleParquetWriter.write are in the
 # same order from open_time_ms on (the timestamp is made from the milliseconds, so it is not given twice).
-CANDLE_COLUMNS = ("timestamp", "open_time_ms", "open", "high", "low", "close", "volume", "volume_currency",
-                  "volume_quote", "confirm")
+CANDLE_COLUMNS = CANDLE_FIELDS
 DECIMAL_COLUMNS = ("open", "high", "low", "close", "volume", "volume_currency", "volume_quote")
 # Rows gathered into one row group. A row group is what the writer holds in memory before its bytes go out, so
 # this bounds memory (about 10 MB of Arrow data at 65,536 rows); row groups much smaller than this make files

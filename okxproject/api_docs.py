@@ -15,9 +15,13 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils.decorators import method_decorator
 from django.views import View
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.views import SpectacularSwaggerView
+
+from okxproject.api_errors import error_response, json_bytes
 
 _METHODS = ("get", "post", "put", "patch", "delete")
 
@@ -88,7 +92,23 @@ def _components(schema: dict[str, Any]) -> list[dict[str, Any]]:
     return components
 
 
+# Exempt from CSRF because it changes nothing: a POST (or any write) is then 405 like on every other route
+# under /api/, rather than a CSRF failure.
+@method_decorator(csrf_exempt, name="dispatch")
 class ApiDocsView(View):
+    def http_method_not_allowed(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        # Django's own 405 is an empty text/html answer; under /api/ every error is the envelope.
+        return error_response(405, "METHOD_NOT_ALLOWED", f'Method "{request.method}" not allowed.',
+                              headers={"Allow": ", ".join(self._allowed_methods())})
+
+    def options(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        # As the DRF views under /api/ answer OPTIONS: JSON metadata and Allow (Django's own is an empty body).
+        response = HttpResponse(json_bytes({"name": "API reference", "description": "The OpenAPI schema for people.",
+                                            "renders": ["text/html"], "parses": []}),
+                                content_type="application/json")
+        response["Allow"] = ", ".join(self._allowed_methods())
+        return response
+
     def get(self, request: HttpRequest) -> HttpResponse:
         if settings.API_DOCS_SWAGGER_UI_DIST:
             return SpectacularSwaggerView.as_view(url_name="api-schema")(request)

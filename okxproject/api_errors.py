@@ -1,7 +1,10 @@
 """One error envelope for every error the API returns.
 
-    {"error_code": "SYMBOL_NOT_FOUND", "message": "...", "details": {...}, "request_id": "...",
+    {"status": "error", "error_code": "SYMBOL_NOT_FOUND", "message": "...", "details": {...}, "request_id": "...",
      "timestamp": "2024-01-16T19:00:00.123Z"}
+
+The fields are the v1 contract's `ErrorResponse` (original design); `status` is always "error", so a client can
+tell an error from a result by the body alone.
 
 Views raise `ApiError` (or any DRF exception); `exception_handler` (DRF's EXCEPTION_HANDLER) turns it into the
 envelope. Errors that happen outside a DRF view under /api/ (no route matched, an uncaught exception) get the
@@ -95,6 +98,7 @@ def error_response(
     headers: Mapping[str, str] | None = None,
 ) -> HttpResponse:
     body = {
+        "status": "error",
         "error_code": error_code,
         "message": message,
         "details": dict(details or {}),

@@ -18,6 +18,9 @@ from okxproject.api_access import ReadOpenWriteAuthenticated
 
 
 class ErrorEnvelopeSerializer(serializers.Serializer):
+    """The v1 contract's `ErrorResponse` (original design)."""
+
+    status = serializers.ChoiceField(choices=["error"], help_text='Always "error".')
     error_code = serializers.CharField(help_text="Stable machine-readable code, e.g. SYMBOL_NOT_FOUND.")
     message = serializers.CharField(help_text="What went wrong, for people.")
     details = serializers.DictField(help_text="Structured context: invalid fields, unknown names, retry time.")

@@ -270,6 +270,8 @@ REST_FRAMEWORK = {
     "NUM_PROXIES": env_int("API_NUM_PROXIES", 0, minimum=0),
     "DEFAULT_RENDERER_CLASSES": ["candles.api.renderers.OrjsonRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # OPTIONS metadata as JSON on every view, also those that render only text or CSV.
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "okxproject.api_negotiation.JsonOptionsNegotiation",
     "EXCEPTION_HANDLER": "okxproject.api_errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "okxproject.api_schema.EnvelopeAutoSchema",
     "DEFAULT_PAGINATION_CLASS": None,
@@ -284,7 +286,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": (
         "Exact OKX candlesticks (prices and volumes as decimal strings), subscriptions, instruments, "
         "statistics and the collectors' status. Every error is one JSON envelope: "
-        "{error_code, message, details, request_id, timestamp}."
+        "{status: \"error\", error_code, message, details, request_id, timestamp}."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,

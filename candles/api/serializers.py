@@ -1,6 +1,6 @@
 """Serializers: request validation, and the response shapes the OpenAPI schema documents.
 
-Candle rows are not serialized here (see candles.api.candle_rows: built straight from the read's tuples for
+Candle rows are not serialized here (see candles.candle_shape: built straight from the read's tuples for
 speed); `CandleSerializer` only documents their shape.
 """
 
@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from candles.api.params import parse_time
@@ -67,16 +67,18 @@ class ExactDecimalField(serializers.Field):
 
 
 class CandleSerializer(serializers.Serializer):
-    open_time = serializers.DateTimeField(help_text="Open time, ISO 8601 UTC.")
+    """The v1 contract's `CandleData` (original design), numbers as exact strings; see candles.candle_shape."""
+
+    timestamp = serializers.DateTimeField(help_text="Open time, ISO 8601 UTC.")
     open_time_ms = serializers.IntegerField(help_text="Open time in epoch milliseconds (OKX's ts).")
     open = serializers.CharField(help_text=EXACT)
     high = serializers.CharField(help_text=EXACT)
     low = serializers.CharField(help_text=EXACT)
     close = serializers.CharField(help_text=EXACT)
     volume = serializers.CharField(help_text="OKX vol: base currency (spot) or contracts (derivatives). " + EXACT)
-    volume_ccy = serializers.CharField(help_text="OKX volCcy: quote (spot) or base (derivatives). " + EXACT)
+    volume_currency = serializers.CharField(help_text="OKX volCcy: quote (spot) or base (derivatives). " + EXACT)
     volume_quote = serializers.CharField(allow_null=True, help_text="OKX volCcyQuote, null when OKX sent none.")
-    confirmed = serializers.BooleanField(help_text="True once the candle is closed (final).")
+    confirm = serializers.BooleanField(help_text="True once the candle is closed (final).")
 
     class Meta:
         ref_name = "Candle"
@@ -89,17 +91,44 @@ class RetentionSerializer(serializers.Serializer):
         ref_name = "Retention"
 
 
+class CandlePaginationSerializer(serializers.Serializer):
+    next = serializers.URLField(allow_null=True, help_text="The next page (same filters), null on the last.")
+    next_cursor = serializers.CharField(allow_null=True, help_text="The `cursor` parameter of the next page.")
+    has_more = serializers.BooleanField(help_text="False on the last page.")
+    limit = serializers.IntegerField(help_text="Candles per page asked for (or the default).")
+
+    class Meta:
+        ref_name = "CandlePagination"
+
+
+_CANDLE_EXAMPLE = {
+    "timestamp": "2024-01-16T19:00:00Z", "open_time_ms": 1705431600000, "open": "43000.10", "high": "43010",
+    "low": "42990.5", "close": "43005.00000001", "volume": "0.00000001", "volume_currency": "12.5",
+    "volume_quote": "12.5", "confirm": True,
+}
+
+
+@extend_schema_serializer(examples=[OpenApiExample("A page of one candle", response_only=True, value={
+    "symbol": "BTC-USDT", "timeframe": "1m", "count": 1, "data": [_CANDLE_EXAMPLE],
+    "pagination": {"next": "http://127.0.0.1:8000/api/v1/data/BTC-USDT/1m?limit=1&cursor=ZDE3MDU0MzE2MDAwMDA",
+                   "next_cursor": "ZDE3MDU0MzE2MDAwMDA", "has_more": True, "limit": 1},
+})])
 class CandlePageSerializer(serializers.Serializer):
+    """The v1 contract's `CandleDataResponse` (original design), plus `retention`."""
+
     symbol = serializers.CharField()
     timeframe = serializers.CharField()
     count = serializers.IntegerField(help_text="Candles in this page.")
-    next = serializers.URLField(allow_null=True, help_text="The next page (same filters), null on the last.")
+    data = CandleSerializer(many=True)
+    pagination = CandlePaginationSerializer()
     retention = RetentionSerializer(
         required=False, help_text="Only when the range reaches behind the bar's retention horizon (a bar with a "
                                   "retention, and no start_time or one before the horizon): candles stop there.")
-    candles = CandleSerializer(many=True)
 
 
+@extend_schema_serializer(examples=[OpenApiExample("The open candle", response_only=True, value={
+    "symbol": "BTC-USDT", "timeframe": "1m", "candle": {**_CANDLE_EXAMPLE, "confirm": False},
+})])
 class LatestCandleSerializer(serializers.Serializer):
     symbol = serializers.CharField()
     timeframe = serializers.CharField()

@@ -37,7 +37,9 @@ logger = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-OKX-Candles-Signature"
 ATTEMPT_HEADER = "X-OKX-Candles-Attempt"
 USER_AGENT = "okx-candles-webhooks/1"
-PRICE_FIELDS = ("open", "high", "low", "close", "vol", "vol_ccy", "vol_ccy_quote")
+# The body's name of each exact number (candles.candle_shape, as in the API and CSV) and the row's attribute.
+NUMBER_FIELDS = (("open", "open"), ("high", "high"), ("low", "low"), ("close", "close"), ("volume", "vol"),
+                 ("volume_currency", "vol_ccy"), ("volume_quote", "vol_ccy_quote"))
 MAX_ERROR_LENGTH = 1000
 
 _disabled_logged = False
@@ -109,17 +111,18 @@ def _iso_utc(open_time_ms: int) -> str:
 
 
 def webhook_body(row: CandleRow) -> bytes:
-    """The compact JSON body of one confirmed candle. Raises ValueError for a row that is not exact."""
+    """The compact JSON body of one confirmed candle: symbol, timeframe and the candle in the API's shape
+    (candles.candle_shape). Raises ValueError for a row that is not exact."""
     payload: dict[str, Any] = {
         "symbol": row.inst_id,
         "timeframe": row.bar,
-        "open_time": _iso_utc(row.open_time_ms),
+        "timestamp": _iso_utc(row.open_time_ms),
         "open_time_ms": row.open_time_ms,
     }
-    for name in PRICE_FIELDS:
-        value = getattr(row, name)
-        payload[name] = None if value is None and name == "vol_ccy_quote" else _decimal_text(value, name)
-    payload["confirmed"] = True
+    for name, attribute in NUMBER_FIELDS:
+        value = getattr(row, attribute)
+        payload[name] = None if value is None and name == "volume_quote" else _decimal_text(value, name)
+    payload["confirm"] = True
     return orjson.dumps(payload)
 
 

@@ -236,7 +236,7 @@ def test_it_draws_stored_candles_and_follows_new_ones_without_reload(subscribed,
 
     page.wait_candles(116)
     last = page.js("window.okxChart.lastCandle()")
-    assert (last["open_time_ms"], last["close"], last["confirmed"]) == (following.open_time_ms, "44005.2", False)
+    assert (last["open_time_ms"], last["close"], last["confirm"]) == (following.open_time_ms, "44005.2", False)
     assert page.js("window.notReloaded") is True
     assert "44005.2" in page.text("#legend")
     # The candle that was open on screen got its final version too.

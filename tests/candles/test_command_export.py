@@ -27,7 +27,7 @@ from tests.conftest import build_row
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "tests" / "collectors" / "okx" / "samples"
-HEADER = "open_time,open_time_ms,open,high,low,close,volume,volume_ccy,volume_quote,confirmed"
+HEADER = "timestamp,open_time_ms,open,high,low,close,volume,volume_currency,volume_quote,confirm"
 
 
 def okx_rows(name: str) -> list[list[str]]:

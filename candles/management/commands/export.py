@@ -26,11 +26,12 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
 
 from candles import parquet
+from candles.candle_shape import CANDLE_FIELDS
 from candles.models import Instrument, Timeframe
 from okxproject.cli import TIME_HELP, Progress, is_tty, iso, moment_option, raw_stream, series_lookup
 
-HEADER = ("open_time", "open_time_ms", "open", "high", "low", "close", "volume", "volume_ccy", "volume_quote",
-          "confirmed")
+# The columns of GET /data?format=csv, in the same order (the one candle shape of candles.candle_shape).
+HEADER = CANDLE_FIELDS
 # Rows per FETCH from the server-side cursor: large enough that round trips do not dominate, small enough
 # that memory does not grow with the range.
 CHUNK_ROWS = 5_000

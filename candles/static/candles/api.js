@@ -1,5 +1,5 @@
 // The chart's client of the REST API (/api/v1). It knows URLs, query parameters and the error envelope
-// {"error_code", "message", "details", "request_id", "timestamp"}; it knows nothing of the chart.
+// {"status": "error", "error_code", "message", "details", "request_id", "timestamp"}; it knows nothing of the chart.
 
 /** A failed call. `retryable` says whether waiting and asking again can help (API down, 5xx, 429). */
 export class ApiError extends Error {
@@ -63,12 +63,12 @@ export class ApiClient {
     return this.getAll("timeframes", {}, options);
   }
 
-  /** One page of candles: {symbol, timeframe, count, next, candles}. */
+  /** One page of candles: {symbol, timeframe, count, data, pagination: {next, next_cursor, has_more, limit}}. */
   candles(symbol, timeframe, params, options) {
     return this.getJson(this.url(candlePath(symbol, timeframe), params), options);
   }
 
-  /** A page named by a `next` link of a previous answer. */
+  /** A page named by a `pagination.next` link of a previous answer. */
   page(next, options) {
     return this.getJson(new URL(next, this.root), options);
   }

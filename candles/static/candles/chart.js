@@ -107,7 +107,7 @@ class CandleStore {
 
 function sameCandle(a, b) {
   return a.open === b.open && a.high === b.high && a.low === b.low && a.close === b.close
-    && a.volume === b.volume && a.confirmed === b.confirmed;
+    && a.volume === b.volume && a.confirm === b.confirm;
 }
 
 // lightweight-charts takes UTC timestamps in seconds.
@@ -269,7 +269,7 @@ class CandleChart {
       for (const [label, field] of [["O", "open"], ["H", "high"], ["L", "low"], ["C", "close"], ["V", "volume"]]) {
         parts.push(`<span>${label}&nbsp;<b class="${direction}">${escapeHtml(row[field])}</b></span>`);
       }
-      if (!row.confirmed) parts.push("<span class=\"open-candle\">open</span>");
+      if (!row.confirm) parts.push("<span class=\"open-candle\">open</span>");
     }
     this.legend.innerHTML = parts.join(" ");
   }
@@ -573,9 +573,9 @@ class Session {
   async loadNewest() {
     const page = await this.api.candles(this.symbol, this.timeframe, { sort: "desc", limit: PAGE_SIZE }, { signal: this.signal });
     if (this.signal.aborted) return;
-    const rows = page.candles.slice().reverse();
+    const rows = page.data.slice().reverse();
     this.chart.merge(rows);
-    this.historyDone = page.candles.length < PAGE_SIZE || !page.next;
+    this.historyDone = page.data.length < PAGE_SIZE || !page.pagination.next;
     if (rows.length === 0) {
       this.page.showNotice(`No candles stored yet for ${this.symbol} ${this.timeframe}.`,
         "They appear here as soon as the collectors store them; this page keeps looking.");
@@ -609,9 +609,9 @@ class Session {
       { start_time: fromMs, sort: "asc", limit: PAGE_SIZE }, { signal: this.signal });
     for (let pages = 1; ; pages += 1) {
       if (this.signal.aborted) return;
-      this.chart.merge(page.candles);
-      if (!page.next || pages >= CATCH_UP_MAX_PAGES) return;
-      page = await this.api.page(page.next, { signal: this.signal });
+      this.chart.merge(page.data);
+      if (!page.pagination.next || pages >= CATCH_UP_MAX_PAGES) return;
+      page = await this.api.page(page.pagination.next, { signal: this.signal });
     }
   }
 
@@ -621,7 +621,7 @@ class Session {
       const page = await this.api.candles(this.symbol, this.timeframe,
         { start_time: gap.first, end_time: gap.last, sort: "asc", limit: PAGE_SIZE }, { signal: this.signal });
       if (this.signal.aborted) return;
-      this.chart.merge(page.candles);
+      this.chart.merge(page.data);
     }
   }
 
@@ -638,8 +638,8 @@ class Session {
         const page = await this.api.candles(this.symbol, this.timeframe,
           { end_time: this.chart.store.first - 1, sort: "desc", limit: PAGE_SIZE }, { signal: this.signal });
         if (this.signal.aborted) return;
-        this.chart.merge(page.candles.slice().reverse());
-        this.historyDone = page.candles.length < PAGE_SIZE || !page.next;
+        this.chart.merge(page.data.slice().reverse());
+        this.historyDone = page.data.length < PAGE_SIZE || !page.pagination.next;
       });
     } catch (error) {
       if (error.name === "AbortError" || this.signal.aborted) return;

@@ -63,7 +63,8 @@ def envelope_of(response) -> dict:
     """The error envelope, checked for its shape and its request id against the response header."""
     assert response["Content-Type"] == "application/json", response["Content-Type"]
     body = response.json()
-    assert set(body) == {"error_code", "message", "details", "request_id", "timestamp"}, body
+    assert set(body) == {"status", "error_code", "message", "details", "request_id", "timestamp"}, body
+    assert body["status"] == "error"
     assert body["request_id"] == response["X-Request-ID"]
     assert isinstance(body["details"], dict)
     assert body["message"]

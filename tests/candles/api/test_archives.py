@@ -95,7 +95,7 @@ def test_bad_filters_are_400_in_the_error_envelope(api, files, query, code, fiel
     body = response.json()
     assert body["error_code"] == code
     assert field in body["details"]
-    assert set(body) == {"error_code", "message", "details", "request_id", "timestamp"}
+    assert set(body) == {"status", "error_code", "message", "details", "request_id", "timestamp"}
 
 
 def test_a_day_range_within_one_day_is_not_reversed(api, files):

@@ -35,7 +35,7 @@ def minutes(btc, stored_candles):
 
 def open_times(response) -> list[str]:
     assert response.status_code == 200, response.content
-    return [c["open_time"] for c in response.json()["candles"]]
+    return [c["timestamp"] for c in response.json()["data"]]
 
 
 def iso(i: int) -> str:
@@ -47,11 +47,11 @@ def test_a_candle_has_exactly_the_documented_shape_with_exact_decimal_strings(ap
                    close=Decimal("43000.0"), vol=Decimal("0.00000001"), vol_ccy=Decimal("17447600.212916623"),
                    vol_ccy_quote=None, confirmed=True)
     body = api.get(URL).json()
-    assert body == {"symbol": "BTC-USDT", "timeframe": "1m", "count": 1, "next": None, "candles": [{
-        "open_time": "2024-01-16T19:00:00Z", "open_time_ms": 1705431600000, "open": "43000.10", "high": "43100",
-        "low": "0.00000001", "close": "43000.0", "volume": "0.00000001", "volume_ccy": "17447600.212916623",
-        "volume_quote": None, "confirmed": True,
-    }]}
+    assert body == {"symbol": "BTC-USDT", "timeframe": "1m", "count": 1, "data": [{
+        "timestamp": "2024-01-16T19:00:00Z", "open_time_ms": 1705431600000, "open": "43000.10", "high": "43100",
+        "low": "0.00000001", "close": "43000.0", "volume": "0.00000001", "volume_currency": "17447600.212916623",
+        "volume_quote": None, "confirm": True,
+    }], "pagination": {"next": None, "next_cursor": None, "has_more": False, "limit": 100}}
 
 
 def test_by_default_the_newest_hundred_come_first(api, btc, stored_candles):
@@ -86,7 +86,8 @@ def test_the_confirmed_filter(api, minutes):
 
 def test_an_empty_range_is_an_empty_page_not_an_error(api, minutes):
     body = api.get(URL, {"start_time": "2030-01-01"}).json()
-    assert (body["count"], body["next"], body["candles"]) == (0, None, [])
+    assert (body["count"], body["data"], body["pagination"]["next"], body["pagination"]["has_more"]) == (
+        0, [], None, False)
 
 
 @pytest.mark.parametrize("sort", ["asc", "desc"])
@@ -94,9 +95,13 @@ def test_following_next_links_returns_every_candle_once_with_the_filters_kept(ap
     seen, url, pages = [], URL + f"?limit=7&sort={sort}&start_time={iso(3)}", 0
     while url:
         body = api.get(url).json()
-        seen += [c["open_time"] for c in body["candles"]]
-        url, pages = body["next"], pages + 1
+        seen += [c["timestamp"] for c in body["data"]]
+        pagination = body["pagination"]
+        url, pages = pagination["next"], pages + 1
+        assert pagination["has_more"] is (url is not None)
+        assert pagination["limit"] == 7
         if url:
+            assert parse_qs(urlsplit(url).query)["cursor"] == [pagination["next_cursor"]]
             assert url.startswith("http://testserver/api/v1/data/BTC-USDT/1m?")
             assert parse_qs(urlsplit(url).query)["start_time"] == [iso(3)]
     expected = [iso(i) for i in range(3, 30)]
@@ -107,8 +112,8 @@ def test_following_next_links_returns_every_candle_once_with_the_filters_kept(ap
 def test_1m_and_1M_are_different_bars(api, btc, stored_candles):
     stored_candles(btc, "1m", [utc(2024, 1, 31, 16, 0)])
     stored_candles(btc, "1M", [utc(2024, 1, 31, 16, 0)], close=Decimal("7"))  # 1M opens at 00:00 UTC+8
-    assert api.get("/api/v1/data/BTC-USDT/1M").json()["candles"][0]["close"] == "7"
-    assert api.get("/api/v1/data/BTC-USDT/1m").json()["candles"][0]["close"] == "105"
+    assert api.get("/api/v1/data/BTC-USDT/1M").json()["data"][0]["close"] == "7"
+    assert api.get("/api/v1/data/BTC-USDT/1m").json()["data"][0]["close"] == "105"
 
 
 def test_an_unknown_symbol_is_404_symbol_not_found(api, minutes):
@@ -173,21 +178,21 @@ def test_csv_streams_every_candle_of_the_range_beyond_any_page_size(api, btc, st
     rows = read_csv(api.get(URL, {"format": "csv", "sort": "asc"}))
     assert len(rows) == 6_200
     assert [r["open_time_ms"] for r in rows] == [str(datetime_to_ms(at(i))) for i in range(6_200)]
-    assert rows[0] == {"open_time": "2024-01-16T19:00:00Z", "open_time_ms": "1705431600000", "open": "100",
-                       "high": "110", "low": "90", "close": "105", "volume": "1.5", "volume_ccy": "157.5",
-                       "volume_quote": "", "confirmed": "true"}
+    assert rows[0] == {"timestamp": "2024-01-16T19:00:00Z", "open_time_ms": "1705431600000", "open": "100",
+                       "high": "110", "low": "90", "close": "105", "volume": "1.5", "volume_currency": "157.5",
+                       "volume_quote": "", "confirm": "true"}
 
 
 def test_csv_by_accept_header_with_filters_and_limit(api, minutes):
     rows = read_csv(api.get(URL, {"limit": 2, "confirmed": "true"}, HTTP_ACCEPT="text/csv"))
-    assert [r["open_time"] for r in rows] == [iso(28), iso(27)]
+    assert [r["timestamp"] for r in rows] == [iso(28), iso(27)]
     assert rows[0]["close"] == "100.28"
 
 
 def test_csv_of_an_empty_range_is_the_header_alone(api, minutes):
     response = api.get(URL, {"format": "csv", "start_time": "2030-01-01"})
     assert b"".join(response.streaming_content).decode() == (
-        "open_time,open_time_ms,open,high,low,close,volume,volume_ccy,volume_quote,confirmed\n")
+        "timestamp,open_time_ms,open,high,low,close,volume,volume_currency,volume_quote,confirm\n")
     assert response["Content-Disposition"] == 'attachment; filename="BTC-USDT_1m.csv"'
 
 
@@ -205,7 +210,7 @@ def test_errors_of_a_csv_request_are_json_envelopes(api, minutes):
 def test_latest_is_the_newest_candle_even_while_open(api, minutes):
     body = api.get(URL + "/latest").json()
     assert (body["symbol"], body["timeframe"]) == ("BTC-USDT", "1m")
-    assert (body["candle"]["open_time"], body["candle"]["confirmed"], body["candle"]["close"]) == (
+    assert (body["candle"]["timestamp"], body["candle"]["confirm"], body["candle"]["close"]) == (
         iso(29), False, "100.29")
 
 

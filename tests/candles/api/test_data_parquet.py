@@ -146,7 +146,7 @@ def test_by_accept_header_with_filters_limit_and_the_default_newest_first(api, b
 def test_a_cursor_from_a_json_page_continues_in_parquet(api, btc, stored_candles):
     stored_candles(btc, "1m", [at(i) for i in range(5)])
     first = api.get(URL, {"limit": 2, "sort": "asc"}).json()
-    cursor = first["next"].split("cursor=")[1]
+    cursor = first["pagination"]["next_cursor"]
 
     table = table_of(api.get(URL, {"format": "parquet", "sort": "asc", "cursor": cursor}))
 
@@ -166,7 +166,7 @@ def test_errors_of_a_parquet_request_are_json_envelopes(api, exact):
     assert envelope_of(response)["error_code"] == "VALIDATION_ERROR"
 
     # A cursor of the other order (from a newest-first page) read oldest first: refused before any byte is sent.
-    descending_cursor = api.get(URL, {"limit": 1}).json()["next"].split("cursor=")[1]
+    descending_cursor = api.get(URL, {"limit": 1}).json()["pagination"]["next_cursor"]
     response = api.get(URL, {"format": "parquet", "sort": "asc", "cursor": descending_cursor})
     assert response.status_code == 400
     assert envelope_of(response)["error_code"] == "INVALID_CURSOR"

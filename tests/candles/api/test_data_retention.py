@@ -75,8 +75,8 @@ def test_a_range_crossing_the_horizon_is_served_from_the_horizon_on_and_says_whe
     body = response.json()
     told = parse(body["retention"]["horizon"])
     assert horizon <= told < horizon + timedelta(minutes=1)
-    assert list(body) == ["symbol", "timeframe", "count", "next", "retention", "candles"]
-    served = [parse(c["open_time"]) for c in body["candles"]]
+    assert list(body) == ["symbol", "timeframe", "count", "data", "pagination", "retention"]
+    served = [parse(c["timestamp"]) for c in body["data"]]
     assert served == [whole_minute(horizon) + k * timedelta(minutes=10) for k in range(1, 4)]
 
 

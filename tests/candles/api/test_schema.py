@@ -53,7 +53,7 @@ def test_errors_are_documented_as_the_envelope_where_they_can_happen(schema):
     assert {"200", "201", "400", "401", "403", "415", "429"} <= set(subscribe)
     assert "X-Request-ID" in data["200"]["headers"]
     assert set(schema["components"]["schemas"]["ErrorEnvelope"]["properties"]) == {
-        "error_code", "message", "details", "request_id", "timestamp"}
+        "status", "error_code", "message", "details", "request_id", "timestamp"}
 
 
 def test_reads_are_documented_as_open_and_writes_as_needing_a_token(schema):

@@ -319,7 +319,7 @@ def test_an_unknown_symbol_is_symbol_not_found(client, keys, btc, symbol):
     body = response.json()
     assert body["error_code"] == "SYMBOL_NOT_FOUND"
     assert body["details"] == {"symbol": symbol}
-    assert set(body) == {"error_code", "message", "details", "request_id", "timestamp"}
+    assert set(body) == {"status", "error_code", "message", "details", "request_id", "timestamp"}
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -107,9 +107,9 @@ def test_jobs_carry_exact_decimal_strings_in_compact_json(webhook_settings, subs
     assert job.subscription_id == sub.pk
     assert job.url == "https://example.test/hook"
     assert job.body == (
-        b'{"symbol":"BTC-USDT","timeframe":"1m","open_time":"2024-01-16T19:00:00Z","open_time_ms":1705431600000,'
+        b'{"symbol":"BTC-USDT","timeframe":"1m","timestamp":"2024-01-16T19:00:00Z","open_time_ms":1705431600000,'
         b'"open":"42150.10","high":"42200.00","low":"0.00000001","close":"0.000000010",'
-        b'"vol":"123456789012345678.123456789","vol_ccy":"0","vol_ccy_quote":null,"confirmed":true}'
+        b'"volume":"123456789012345678.123456789","volume_currency":"0","volume_quote":null,"confirm":true}'
     )
 
 
@@ -135,7 +135,7 @@ def test_jobs_only_for_confirmed_rows_of_active_subscriptions_with_a_url_in_one_
     with django_assert_num_queries(1):
         jobs = webhook_jobs_for(rows)
 
-    assert [(j.subscription_id, orjson.loads(j.body)["open_time"]) for j in jobs] == [
+    assert [(j.subscription_id, orjson.loads(j.body)["timestamp"]) for j in jobs] == [
         (hooked.pk, "2024-01-01T00:00:00Z"), (hooked.pk, "2024-01-01T00:02:00Z"), (sol_sub.pk, "2024-01-01T00:00:00Z"),
     ]
     assert webhook_jobs_for([rows[1]]) == []

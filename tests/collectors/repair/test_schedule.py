@@ -209,7 +209,7 @@ def test_a_repaired_candle_reaches_the_webhook_like_a_live_one(sim, instruments,
     assert sorted(job.subscription_id for job in jobs) == [sub.pk] * 3
     bodies = sorted((orjson.loads(job.body) for job in jobs), key=lambda body: body["open_time_ms"])
     assert [body["open_time_ms"] for body in bodies] == [gap_end - MINUTE, gap_end, missed]
-    assert all(body["confirmed"] is True and body["symbol"] == "SOL-USDT" for body in bodies)
+    assert all(body["confirm"] is True and body["symbol"] == "SOL-USDT" for body in bodies)
 
 
 def test_a_second_run_while_one_holds_the_lock_is_skipped(keys, redis):
