@@ -178,7 +178,7 @@ _ISO = ("to_char(bucket AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') "
         "ELSE to_char(bucket AT TIME ZONE 'UTC', '.MS\"Z\"') END")
 
 # The inner read takes the source rows in open-time order with a row limit: at most `ratio` rows fall in one
-# bucket, so (k + 1) × ratio rows span at least k + 1 buckets and only the last can be cut short. The bar is a
+# bucket, so (k + 1) × ratio rows span at least k + 1 buckets and only the farthest can be cut short. The bar is a
 # constant timeframe_id and the range is bounded where the caller knows a bound, so leaves prune when planned.
 _PAGE = """
 SELECT {iso}, (extract(epoch FROM bucket) * 1000)::bigint,
@@ -260,6 +260,9 @@ def derived_list_text(
     hi = None if last is None else spec.following(last)
     rows: list[tuple] = []
     clip = True
+    # More rows a bucket than the ratio can only come from candles off the source grid (an anchor edited in the
+    # admin after they were stored); reading more rows then keeps a bucket from being cut forever.
+    slack = 1
     while len(rows) <= limit:
         need = limit + 1 - len(rows)
         window_lo, window_hi = lo, hi
@@ -276,10 +279,14 @@ def derived_list_text(
                 if hi is None or near_hi < hi:
                     window_hi, clipped = near_hi, True
         clip = False
-        row_limit = (need + 1) * bar.ratio
+        # One bucket more than the window holds: a window read whole is never taken for one the limit cut short.
+        row_limit = (need + 2) * bar.ratio * slack
         buckets = _read(bar, instrument, window_lo, window_hi, descending, row_limit)
         read = sum(b[-1] for b in buckets)
         cut = read >= row_limit
+        if cut and len(buckets) < 2:
+            slack *= 2
+            continue
         if cut:
             # The row limit may have split the farthest bucket: leave it for the next read, which starts at it.
             far_ms = buckets.pop()[1]
