@@ -24,6 +24,7 @@ from django.test import override_settings
 
 from candles.bar_catalog import bar_catalog_forget
 from candles.bars import datetime_to_ms, ms_to_datetime
+from candles.derived import derived_forget
 from candles.models import Candle, Instrument, Timeframe
 from candles.partitions import coverage_forget, leaf_range, partitions_ensure
 from candles.storage import CandleRow
@@ -81,6 +82,7 @@ def fresh_partition_catalogue() -> None:
     transaction is gone with its rollback, and the write path would otherwise meet it missing and retry."""
     coverage_forget()
     bar_catalog_forget()
+    derived_forget()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -18,6 +18,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from candles.api.candle_page import latest_body, page_body
+from candles.api.derived import annotate, derived_or_400
+from candles.api.derived import csv_header as derived_csv_header
+from candles.api.derived import csv_lines as derived_csv_lines
 from candles.api.lookups import instrument_or_404, symbol_not_found, timeframe_or_error, unknown_timeframe
 from candles.api.params import SYMBOL_PATTERN, TIMEFRAME_PATTERN, Query, is_symbol, is_timeframe, time_range
 from candles.api.parquet import parquet_response
@@ -26,6 +29,7 @@ from candles.api.serializers import CandlePageSerializer, LatestCandleSerializer
 from candles.bars import datetime_to_ms
 from candles.candle_shape import CANDLE_FIELDS as CANDLE_KEYS  # noqa: F401 (the name other modules import)
 from candles.candle_shape import CSV_HEADER, csv_lines
+from candles.derived import derived_list_text
 from candles.retention import bar_horizon, iso_z
 from candles.storage import CandlePage, InvalidCursor, candle_list_text
 from okxproject.api_errors import ApiError
@@ -121,6 +125,7 @@ class CandleDataView(APIView):
     )
     def get(self, request: Request, symbol: str, timeframe: str) -> Response | StreamingHttpResponse:
         require_series_names(symbol, timeframe)
+        derived = derived_or_400(timeframe)  # None for a bar OKX offers (stored); else the bar it is built from
         query = Query(request)
         limit = query.integer("limit", default=None, minimum=1, maximum=MAX_LIMIT)
         start = query.time("start_time")
@@ -130,7 +135,7 @@ class CandleDataView(APIView):
         cursor = query.text("cursor", max_length=64)
         query.done()
         time_range(start, end)
-        horizon = bar_horizon(timeframe, now=timezone.now())
+        horizon = bar_horizon(derived.source if derived else timeframe, now=timezone.now())
         if horizon is not None and end is not None and end < horizon:
             instrument_or_404(symbol)  # an unknown symbol is not found, whatever the range
             raise expired_by_policy(symbol, timeframe, horizon)
@@ -143,6 +148,9 @@ class CandleDataView(APIView):
         chunk = (min(limit, CSV_CHUNK) if limit else CSV_CHUNK) if csv else (limit or DEFAULT_LIMIT)
 
         def read(after: str | None, size: int) -> CandlePage:
+            if derived is not None:
+                return derived_list_text(inst_id=symbol, bar=derived, start=start, end=end, confirmed=confirmed,
+                                         descending=descending, limit=size, cursor=after)
             return candle_list_text(inst_id=symbol, bar=timeframe, start=start, end=end, confirmed=confirmed,
                                     descending=descending, limit=size, cursor=after)
 
@@ -153,27 +161,31 @@ class CandleDataView(APIView):
         if not page.candles:
             # The read resolves the names itself; only an empty page needs to know whether they exist.
             instrument_or_404(symbol)
-            timeframe_or_error(timeframe, status=404)
+            if derived is None:
+                timeframe_or_error(timeframe, status=404)
         if request.accepted_renderer.format == "parquet":
             return parquet_response(page, read, limit, symbol=symbol, timeframe=timeframe, descending=descending,
                                     horizon=horizon if crossing else None, horizon_header=RETENTION_HEADER)
         if csv:
-            response = StreamingHttpResponse(_stream_csv(page, read, limit), content_type="text/csv; charset=utf-8")
+            response = StreamingHttpResponse(_stream_csv(page, read, limit, derived is not None),
+                                             content_type="text/csv; charset=utf-8")
             response["Content-Disposition"] = f'attachment; filename="{symbol}_{timeframe}.csv"'
             if crossing:
                 response[RETENTION_HEADER] = iso_z(horizon)
             return response
-        return Response(page_body(request, symbol, timeframe, page, limit=chunk,
-                                  horizon=horizon if crossing else None))
+        body = page_body(request, symbol, timeframe, page, limit=chunk, horizon=horizon if crossing else None)
+        if derived is not None:
+            annotate(body, body["data"], derived, page)
+        return Response(body)
 
 
-def _stream_csv(first: CandlePage, read, limit: int | None) -> Iterator[bytes]:
+def _stream_csv(first: CandlePage, read, limit: int | None, derived: bool = False) -> Iterator[bytes]:
     """Header, then pages of rows until the range (or `limit` rows) is exhausted: memory stays one page."""
-    yield CSV_HEADER.encode()
+    yield (derived_csv_header(CSV_HEADER) if derived else CSV_HEADER).encode()
     page, left = first, limit
     while True:
         rows = page.candles if left is None else page.candles[:left]
-        yield csv_lines(rows).encode()
+        yield (derived_csv_lines(csv_lines, page, rows) if derived else csv_lines(rows)).encode()
         if left is not None:
             left -= len(rows)
         if page.next_cursor is None or left == 0:

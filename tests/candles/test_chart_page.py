@@ -379,9 +379,10 @@ def test_it_says_when_there_is_nothing_to_show_and_shows_data_once_there_is(subs
     assert page.errors
     assert all("404" in error for error in page.errors), page.errors
 
-    page = chart("?symbol=SOL-USDT&timeframe=5M")  # bars are case-sensitive: 5m exists, 5M does not
+    # Bars are case-sensitive: 5H is five hours (derived), 5h nothing (5M would be five months, derived).
+    page = chart("?symbol=SOL-USDT&timeframe=5h")
     page.wait("() => window.okxChart.state() === 'error'")
-    assert "Timeframe 5M does not exist." in page.text("#notice")
+    assert "Timeframe 5h does not exist." in page.text("#notice")
 
 
 def test_it_asks_to_sign_in_when_the_api_wants_authenticated_readers(settings, subscribed, chart):

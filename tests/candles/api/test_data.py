@@ -124,8 +124,9 @@ def test_an_unknown_symbol_is_404_symbol_not_found(api, minutes):
         assert envelope_of(response)["error_code"] == "SYMBOL_NOT_FOUND"
 
 
-def test_an_unknown_timeframe_is_404_invalid_timeframes(api, minutes):
-    for code in ("1h", "2m", "x" * 40, "1m%00"):
+def test_a_name_that_cannot_be_a_bar_is_404_invalid_timeframes(api, minutes):
+    # A name of bar shape that is neither stored nor derivable (1h) is 400: tests/candles/api/test_data_derived.py.
+    for code in ("x" * 40, "1m%00", "m1"):
         response = api.get(f"/api/v1/data/BTC-USDT/{code}")
         assert response.status_code == 404
         body = envelope_of(response)
