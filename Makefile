@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 3
 FIREHOSE_ARGS ?=
 
-.PHONY: help venv services browser migrate run demo test lint bench-upsert bench-firehose bench
+.PHONY: help venv services browser migrate run demo test lint bench-upsert bench-firehose bench-storage bench
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,5 +57,8 @@ bench-upsert: migrate ## Benchmark the candle upsert against a raw COPY
 bench-firehose: venv ## Issue 14's benchmark: 1,000 instruments x 27 bars, the whole system, 10 minutes (~20 min)
 	$(VENV_PY) bench/firehose.py $(FIREHOSE_ARGS)
 
-bench: migrate ## Every benchmark in one sitting (about 45 minutes; output in bench/results/)
+bench-storage: services ## Issue 15's benchmark: a month of 1s (31 M candles) in its own database (~15 min; STORAGE_ARGS=--reuse to keep it)
+	$(VENV_PY) bench/storage.py $(STORAGE_ARGS)
+
+bench: migrate ## Every benchmark in one sitting (about an hour; output in bench/results/)
 	bench/run_all.sh

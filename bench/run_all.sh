@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark of the project, one after the other, in one sitting (about 45 minutes on 2 cores).
+# Every benchmark of the project, one after the other, in one sitting (about an hour on 2 cores).
 # Each prints its own figures; the full output is kept in bench/results/<UTC time>.log for docs/benchmarks.md.
 # Run it on a quiet machine: the benchmarks measure throughput and latency on shared cores.
 set -euo pipefail
@@ -19,4 +19,5 @@ run "$PY" bench/rules.py
 run "$PY" bench/status_cost.py
 run "$PY" bench/chaos.py --minutes 10
 run "$PY" bench/firehose.py --minutes 10
+run "$PY" bench/storage.py --reuse
 echo "all figures in $LOG"
