@@ -50,7 +50,8 @@ SYMBOL_PARAM = OpenApiParameter(
 )
 TIMEFRAME_PARAM = OpenApiParameter(
     "timeframe", {"type": "string", "pattern": f"^{TIMEFRAME_PATTERN}$"}, OpenApiParameter.PATH,
-    description="OKX bar, case-sensitive (1m is a minute, 1M a month). Unknown: 404 INVALID_TIMEFRAMES.",
+    description="An OKX bar, case-sensitive (1m is a minute, 1M a month), or a bar derived from them such as 7m, "
+                "8H or 4Dutc (docs/api.md, Derived bars). A name that is neither: 400 INVALID_TIMEFRAMES.",
     examples=[OpenApiExample("1m", value="1m")],
 )
 TIME_DOC = "ISO 8601 (naive means UTC; in a query string send + as %2B) or epoch milliseconds; inclusive."
@@ -198,15 +199,27 @@ class LatestCandleView(APIView):
         operation_id="data_latest",
         summary="The newest candle of one instrument and bar, open or closed",
         parameters=[SYMBOL_PARAM, TIMEFRAME_PARAM],
-        responses={200: LatestCandleSerializer},
+        responses={
+            200: LatestCandleSerializer,
+            400: OpenApiResponse(ErrorEnvelopeSerializer,
+                                 description="INVALID_TIMEFRAMES: neither an OKX bar nor a derived bar name."),
+        },
         tags=["candles"],
     )
     def get(self, request: Request, symbol: str, timeframe: str) -> Response:
         require_series_names(symbol, timeframe)
-        page = candle_list_text(inst_id=symbol, bar=timeframe, descending=True, limit=1)
+        derived = derived_or_400(timeframe)
+        if derived is not None:
+            page = derived_list_text(inst_id=symbol, bar=derived, descending=True, limit=1)
+        else:
+            page = candle_list_text(inst_id=symbol, bar=timeframe, descending=True, limit=1)
         if not page.candles:
             instrument_or_404(symbol)
-            timeframe_or_error(timeframe, status=404)
+            if derived is None:
+                timeframe_or_error(timeframe, status=404)
             raise ApiError(f"No candle stored for {symbol} {timeframe} yet.", code="NO_DATA_FOUND",
                            status=404, details={"symbol": symbol, "timeframe": timeframe})
-        return Response(latest_body(symbol, timeframe, page))
+        body = latest_body(symbol, timeframe, page)
+        if derived is not None:
+            annotate(body, [body["candle"]], derived, page)
+        return Response(body)

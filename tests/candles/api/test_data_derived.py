@@ -56,6 +56,24 @@ def test_the_bucket_holding_the_open_candle_is_not_confirmed(api, minutes):
         "2024-01-16T19:46:00Z", "100.49", 1, False)
 
 
+def test_latest_of_a_derived_bar_is_its_newest_bucket_with_its_coverage(api, minutes):
+    body = page(api, "/api/v1/data/BTC-USDT/7m/latest")
+
+    assert (body["timeframe"], body["derived_from"]) == ("7m", "1m")
+    assert body["candle"] == page(api, "/api/v1/data/BTC-USDT/7m?limit=1")["data"][0]
+    assert (body["candle"]["constituents"], body["candle"]["expected"], body["candle"]["confirm"]) == (1, 7, False)
+
+
+def test_latest_of_a_derived_bar_with_nothing_stored_is_no_data_and_a_bad_name_is_400(api, minutes):
+    response = api.get("/api/v1/data/BTC-USDT/7H/latest")  # built from 1H: none stored
+    assert response.status_code == 404
+    assert envelope_of(response)["error_code"] == "NO_DATA_FOUND"
+
+    response = api.get("/api/v1/data/BTC-USDT/1h/latest")
+    assert response.status_code == 400
+    assert envelope_of(response)["error_code"] == "INVALID_TIMEFRAMES"
+
+
 @pytest.mark.parametrize("sort", ["asc", "desc"])
 def test_following_next_links_misses_nothing(api, minutes, sort):
     seen, url = [], f"/api/v1/data/BTC-USDT/7m?limit=2&sort={sort}&start_time=2024-01-16T19:00:00Z"
