@@ -312,6 +312,13 @@ def retention_enforce(*, now: datetime, progress: Progress | None = None) -> Ret
     return result
 
 
+def _skipped(skip: _Skip, bar: str, counts: BarCounts, progress: Progress | None, consequence: str = "") -> None:
+    """A step given up for now (a lock not had in time): counted as failed, logged, and retried by the next run."""
+    counts.failed += 1
+    logger.warning("retention: %s%s", skip, consequence)
+    _say(progress, f"  {bar}: {skip}")
+
+
 def _enforce_bar(plan: BarPlan, counts: BarCounts, progress: Progress | None) -> None:
     parent = bar_table(plan.bar)
     due = {leaf.name for leaf in plan.due}
@@ -323,9 +330,7 @@ def _enforce_bar(plan: BarPlan, counts: BarCounts, progress: Progress | None) ->
                 sql.Identifier(parent), sql.Identifier(leaf.name)), f"finalize the detach of {leaf.name}")
         except _Skip as skip:
             # A parent takes one pending detach at a time: no other leaf of this bar can go before it.
-            counts.failed += 1
-            logger.warning("retention: %s", skip)
-            _say(progress, f"  {plan.bar}: {skip}")
+            _skipped(skip, plan.bar, counts, progress)
             return
         counts.finalized += 1
         _say(progress, f"  {plan.bar}: finalized the pending detach of {leaf.name}")
@@ -346,9 +351,7 @@ def _enforce_bar(plan: BarPlan, counts: BarCounts, progress: Progress | None) ->
             _run(sql.SQL("ALTER TABLE {} DETACH PARTITION {} CONCURRENTLY").format(
                 sql.Identifier(parent), sql.Identifier(leaf.name)), f"detach {leaf.name}")
         except _Skip as skip:
-            counts.failed += 1
-            logger.warning("retention: %s", skip)
-            _say(progress, f"  {plan.bar}: {skip}")
+            _skipped(skip, plan.bar, counts, progress)
             return
         counts.detached += 1
         _say(progress, f"  {plan.bar}: detached {leaf.name} ({_range(leaf.start, leaf.end)})")
@@ -369,9 +372,7 @@ def _retire_table(table: RetiredTable, plan: BarPlan | None, counts: BarCounts, 
             _say(progress, f"  {table.bar}: archived {table.name}")
         _run(sql.SQL("DROP TABLE {}").format(sql.Identifier(table.name)), f"drop {table.name}")
     except _Skip as skip:
-        counts.failed += 1
-        logger.warning("retention: %s; the detached table stays until then", skip)
-        _say(progress, f"  {table.bar}: {skip}")
+        _skipped(skip, table.bar, counts, progress, "; the detached table stays until then")
         return
     counts.dropped += 1
     counts.bytes_freed += table.bytes
