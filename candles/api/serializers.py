@@ -250,7 +250,7 @@ class StatisticsValuesSerializer(serializers.Serializer):
     high = serializers.CharField(allow_null=True)
     low = serializers.CharField(allow_null=True)
     volume = serializers.CharField(allow_null=True, help_text="Sum of vol.")
-    volume_ccy = serializers.CharField(allow_null=True, help_text="Sum of volCcy.")
+    volume_currency = serializers.CharField(allow_null=True, help_text="Sum of volCcy (the candles' volume_currency).")
     volume_quote = serializers.CharField(allow_null=True, help_text="Sum of volCcyQuote (null if any is missing).")
     vwap = serializers.CharField(allow_null=True, help_text="Volume-weighted average price, 8 decimals.")
     vwap_method = serializers.ChoiceField(

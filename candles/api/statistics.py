@@ -72,7 +72,7 @@ class SeriesStatistics:
     high: Decimal | None
     low: Decimal | None
     volume: Decimal | None
-    volume_ccy: Decimal | None
+    volume_currency: Decimal | None
     volume_quote: Decimal | None
     vwap: Decimal | None
     vwap_method: str | None
@@ -84,7 +84,7 @@ class SeriesStatistics:
         return {
             "open": plain(self.open), "close": plain(self.close), "change": plain(self.change),
             "change_percent": plain(self.change_percent), "high": plain(self.high), "low": plain(self.low),
-            "volume": plain(self.volume), "volume_ccy": plain(self.volume_ccy),
+            "volume": plain(self.volume), "volume_currency": plain(self.volume_currency),
             "volume_quote": plain(self.volume_quote), "vwap": plain(self.vwap), "vwap_method": self.vwap_method,
             "candle_count": self.candle_count, "expected_candles": self.expected_candles,
             "completeness_percent": plain(self.completeness_percent),
@@ -98,13 +98,13 @@ def expected_candle_count(timeframe: Timeframe, start: datetime, end: datetime) 
     return spec.count(first, last)
 
 
-def _vwap(instrument: Instrument, volume: Decimal | None, volume_ccy: Decimal | None,
+def _vwap(instrument: Instrument, volume: Decimal | None, volume_currency: Decimal | None,
           volume_quote: Decimal | None, typical_sum: Decimal | None) -> tuple[Decimal | None, str | None]:
     # Spot: vol is base, volCcy quote. Derivatives: vol is contracts, volCcy base, volCcyQuote quote.
     if instrument.inst_type in _SPOT_LIKE:
-        base, quote = volume, volume_ccy
+        base, quote = volume, volume_currency
     else:
-        base, quote = volume_ccy, volume_quote
+        base, quote = volume_currency, volume_quote
     if base and quote is not None:
         return significant(_WIDE.divide(quote, base), VWAP_DIGITS), "quote_volume"
     if volume and typical_sum is not None:
@@ -118,15 +118,15 @@ def series_statistics(*, instrument: Instrument, timeframe: Timeframe, start: da
     with connection.cursor() as cursor:
         cursor.execute(_SERIES, {"instrument": instrument.pk, "timeframe": timeframe.pk, "start": start,
                                  "end": end})
-        first, last, high, low, volume, volume_ccy, volume_quote, typical_sum, count = cursor.fetchone()
+        first, last, high, low, volume, volume_currency, volume_quote, typical_sum, count = cursor.fetchone()
     listed_from = max(start, instrument.listed_at) if instrument.listed_at else start
     expected = expected_candle_count(timeframe, listed_from, end)
-    vwap, method = _vwap(instrument, volume, volume_ccy, volume_quote, typical_sum)
+    vwap, method = _vwap(instrument, volume, volume_currency, volume_quote, typical_sum)
     return SeriesStatistics(
         open=first, close=last,
         change=None if first is None else _WIDE.subtract(last, first),
         change_percent=percent_change(first, last),
-        high=high, low=low, volume=volume, volume_ccy=volume_ccy, volume_quote=volume_quote,
+        high=high, low=low, volume=volume, volume_currency=volume_currency, volume_quote=volume_quote,
         vwap=vwap, vwap_method=method, candle_count=count, expected_candles=expected,
         completeness_percent=(_WIDE.divide(Decimal(count * 100), Decimal(expected)).quantize(COMPLETENESS)
                               if expected else None),

@@ -48,7 +48,7 @@ def test_statistics_of_the_last_hour_are_exact(api, hour):
     vwap = Context(prec=18).plus(Context(prec=40).divide(Decimal("373.75"), Decimal("3.5"))).normalize()
     assert body["statistics"] == {
         "open": "100", "close": "91.5", "change": "-8.5", "change_percent": "-8.5000", "high": "120",
-        "low": "90", "volume": "3.5", "volume_ccy": "373.75", "volume_quote": None,
+        "low": "90", "volume": "3.5", "volume_currency": "373.75", "volume_quote": None,
         "vwap": format(vwap, "f"), "vwap_method": "quote_volume",
         "candle_count": 3, "expected_candles": 60, "completeness_percent": "5.00",
     }
