@@ -30,6 +30,7 @@ staging that names the bad column of each bad row. Measured choices are recorded
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import operator
 from collections.abc import Sequence
@@ -47,6 +48,7 @@ from candles import bar_catalog
 from candles.bars import datetime_to_ms, ms_to_datetime
 from candles.models import Timeframe
 from candles.partitions import coverage_forget, leaf_range, leaf_starts, leaves_cover
+from candles.stream import feed
 
 logger = logging.getLogger(__name__)
 
@@ -218,7 +220,19 @@ _ON_CONFLICT = """ON CONFLICT (instrument_id, timeframe_id, open_time) DO UPDATE
         vol = EXCLUDED.vol, vol_ccy = EXCLUDED.vol_ccy, vol_ccy_quote = EXCLUDED.vol_ccy_quote,
         confirmed = EXCLUDED.confirmed, source = EXCLUDED.source, version = EXCLUDED.version
     WHERE EXCLUDED.version > c.version AND (EXCLUDED.confirmed OR NOT c.confirmed)
-    RETURNING 1"""
+    RETURNING {returning}"""
+# What the merge hands back per written row while the live stream has listeners (candles/stream/feed.py): the
+# stored version as the stream serves it, text made by PostgreSQL as /data's is. Written with single % signs:
+# the JSON strategy's statement doubles them with the rest of its text.
+_FEED_ROW = (
+    "json_build_array(c.instrument_id, c.timeframe_id, (extract(epoch FROM c.open_time) * 1000)::bigint, "
+    "to_char(c.open_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') "
+    "|| CASE WHEN date_part('milliseconds', c.open_time)::int % 1000 = 0 THEN 'Z' "
+    "ELSE to_char(c.open_time AT TIME ZONE 'UTC', '.MS\"Z\"') END, "
+    "c.open::text, c.high::text, c.low::text, c.close::text, c.vol::text, c.vol_ccy::text, c.vol_ccy_quote::text, "
+    "c.confirmed, c.version) AS feed_row"
+)
+_FED_COUNT = "SELECT count(*), coalesce(json_agg(feed_row), '[]')::text FROM merged"
 # Among the valid rows of a key that are stored at all, the one the database would keep: confirmed first, then
 # the newest version.
 _TWINS_ORDER = "{s}confirmed DESC, {s}version DESC"
@@ -234,19 +248,27 @@ merged AS (
     {order}
     {on_conflict}
 )
-SELECT count(*) FROM merged
+{count}
 """
-_MERGE_UNIQUE = _MERGE.format(bar_constants=_BAR_CONSTANTS, checked=_CHECKED, distinct="", order="",
-                              columns=_CANDLE_COLUMNS, on_conflict=_ON_CONFLICT, source=_SOURCE_BYTE.format(s="s."))
+_PLAIN_COUNT = "SELECT count(*) FROM merged"
+
+
+def _merge_staged_sql(*, deduplicate: bool, fed: bool) -> str:
+    return _MERGE.format(
+        bar_constants=_BAR_CONSTANTS, checked=_CHECKED, columns=_CANDLE_COLUMNS, source=_SOURCE_BYTE.format(s="s."),
+        distinct="DISTINCT ON (i.id, bar.id, s.open_time_ms)" if deduplicate else "",
+        order="ORDER BY i.id, bar.id, s.open_time_ms, " + _TWINS_ORDER.format(s="s.") if deduplicate else "",
+        on_conflict=_ON_CONFLICT.format(returning=_FEED_ROW if fed else "1"),
+        count=_FED_COUNT if fed else _PLAIN_COUNT,
+    )
+
+
+# (deduplicate, fed) → statement.
 # ON CONFLICT cannot touch one row twice in a statement: a batch holding a key more than once keeps, among
 # its valid rows, the one the database would keep (confirmed first, then the newest version). The sort
 # costs, so batches without duplicates (the usual case) skip it.
-_MERGE_DEDUPLICATED = _MERGE.format(
-    bar_constants=_BAR_CONSTANTS, checked=_CHECKED,
-    distinct="DISTINCT ON (i.id, bar.id, s.open_time_ms)",
-    order="ORDER BY i.id, bar.id, s.open_time_ms, " + _TWINS_ORDER.format(s="s."),
-    columns=_CANDLE_COLUMNS, on_conflict=_ON_CONFLICT, source=_SOURCE_BYTE.format(s="s."),
-)
+_MERGE_STAGED = {(dedup, fed): _merge_staged_sql(deduplicate=dedup, fed=fed)
+                 for dedup in (False, True) for fed in (False, True)}
 
 _NUMBERED_STAGING = """(
     SELECT coalesce(seq, (row_number() OVER (ORDER BY ctid) - 1)::integer) AS seq, inst_id, bar, open_time_ms,
@@ -275,8 +297,10 @@ _JSON_ROWS = """(
            (u.r->>12)::bigint AS version
     FROM jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS u(r, n)
 )"""
-# Static text first, with its literal % doubled (the statement takes parameters), then the JSON source.
-_MERGE_JSON = f"""
+def _merge_json_sql(*, fed: bool) -> str:
+    """Static text first, with its literal % doubled (the statement takes parameters), then the JSON source."""
+    fed_rows = "(SELECT coalesce(json_agg(feed_row), '[]')::text FROM merged)" if fed else "NULL"
+    return f"""
 WITH {_BAR_CONSTANTS},
 checked AS MATERIALIZED (
     SELECT s.seq, i.id AS instrument_id, bar.id AS timeframe_id, s.open_time_ms, s.open, s.high, s.low, s.close,
@@ -291,13 +315,17 @@ merged AS (
     FROM checked
     WHERE reason IS NULL AND (confirmed OR source = 'ws')
     ORDER BY instrument_id, timeframe_id, open_time_ms, {_TWINS_ORDER.format(s="")}
-    {_ON_CONFLICT}
+    {_ON_CONFLICT.format(returning=_FEED_ROW if fed else "1")}
 )
 SELECT (SELECT count(*) FROM merged),
        (SELECT count(*) FROM checked WHERE reason IS NULL AND NOT confirmed AND source = 'rest'),
        (SELECT coalesce(json_agg(json_build_array(seq, reason) ORDER BY seq), '[]')
-        FROM checked WHERE reason IS NOT NULL)
+        FROM checked WHERE reason IS NOT NULL),
+       {fed_rows}
 """.replace("%", "%%").replace("FROM candle_staging s", "FROM " + _JSON_ROWS + " s", 1)
+
+
+_MERGE_JSON = {fed: _merge_json_sql(fed=fed) for fed in (False, True)}
 
 # Batches up to this many rows take the JSON strategy: for a REST page (1-300 rows) one statement instead of a
 # temporary table, a COPY, a merge and a drop, a third of the CPU for one row. Past about 600 rows the staging
@@ -310,6 +338,7 @@ class _Merged(NamedTuple):
     updated: int
     skipped_open_rest: int
     rejected: list[tuple[int, str]]  # (index in the batch, reason), in index order
+    feed: str | None = None  # the written rows for the live stream, a JSON array; None when nobody listens
 
 
 # What the merge did, from the transaction's own statistics counters over the leaves it wrote to, read before
@@ -342,7 +371,7 @@ def _split(written: int, before: tuple[int, int], after: tuple[int, int]) -> tup
     return inserted, updated
 
 
-def _merge_json(rows: Sequence[CandleRow], leaves: list[int]) -> _Merged | None:
+def _merge_json(rows: Sequence[CandleRow], leaves: list[int], fed: bool) -> _Merged | None:
     """The batch merged in one statement; None when text in it is not a number (nothing was written then)."""
     try:
         # orjson writes plain tuples only, not NamedTuples; a Decimal goes as its str(), as COPY writes it, and
@@ -355,12 +384,12 @@ def _merge_json(rows: Sequence[CandleRow], leaves: list[int]) -> _Merged | None:
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             before = _counters(cursor, leaves)
-            cursor.execute(_MERGE_JSON, params)
-            written, skipped_open_rest, invalid = cursor.fetchone()
+            cursor.execute(_MERGE_JSON[fed], params)
+            written, skipped_open_rest, invalid, feed = cursor.fetchone()
             after = _counters(cursor, leaves)
     except (DataError, psycopg.DataError):  # the staging path names the bad column, or raises what is not that
         return None
-    return _Merged(*_split(written, before, after), skipped_open_rest, [tuple(item) for item in invalid])
+    return _Merged(*_split(written, before, after), skipped_open_rest, [tuple(item) for item in invalid], feed)
 
 
 def _stage_text_fallback(cursor, rows: Sequence[CandleRow]) -> list[tuple[int, str]]:
@@ -372,7 +401,7 @@ def _stage_text_fallback(cursor, rows: Sequence[CandleRow]) -> list[tuple[int, s
     return cursor.fetchall()
 
 
-def _merge_staged(rows: Sequence[CandleRow], leaves: list[int]) -> _Merged:
+def _merge_staged(rows: Sequence[CandleRow], leaves: list[int], fed: bool) -> _Merged:
     """The batch copied into a temporary staging table and merged from there, in one transaction."""
     has_duplicates = len(set(map(candle_key, rows))) < len(rows)
     with transaction.atomic(), connection.cursor() as cursor:
@@ -385,8 +414,8 @@ def _merge_staged(rows: Sequence[CandleRow], leaves: list[int]) -> _Merged:
         except psycopg.DataError:  # the COPY is not wrapped by Django, so psycopg's own class
             unparsable = _stage_text_fallback(cursor, rows)
         before = _counters(cursor, leaves)
-        cursor.execute(_MERGE_DEDUPLICATED if has_duplicates else _MERGE_UNIQUE)
-        (written,) = cursor.fetchone()
+        cursor.execute(_MERGE_STAGED[has_duplicates, fed])
+        written, *feed = cursor.fetchone()
         after = _counters(cursor, leaves)
         skipped_open_rest, invalid = 0, []
         # Live flushes usually write every row; only a batch with rows left over needs the second pass
@@ -397,7 +426,7 @@ def _merge_staged(rows: Sequence[CandleRow], leaves: list[int]) -> _Merged:
         # ON COMMIT DROP alone would leave the tables to a second call inside the same outer transaction.
         cursor.execute(_DROP_STAGING)
     return _Merged(*_split(written, before, after), skipped_open_rest,
-                   sorted(unparsable + [tuple(item) for item in invalid]))
+                   sorted(unparsable + [tuple(item) for item in invalid]), feed[0] if feed else None)
 
 
 class _Batch(NamedTuple):
@@ -487,9 +516,11 @@ def _write(rows: Sequence[CandleRow], *, fresh: bool) -> tuple[_Batch, _Merged]:
     batch = _batch_prepare(rows, fresh=fresh)
     if not batch.rows:
         return batch, _Merged(0, 0, 0, [])
-    merged = _merge_json(batch.rows, batch.leaves) if len(batch.rows) <= JSON_BATCH_MAX else None
+    # Asked once a batch (a cached Redis read): with no stream client anywhere the merge returns a count only.
+    fed = feed.listening()
+    merged = _merge_json(batch.rows, batch.leaves, fed) if len(batch.rows) <= JSON_BATCH_MAX else None
     if merged is None:
-        merged = _merge_staged(batch.rows, batch.leaves)
+        merged = _merge_staged(batch.rows, batch.leaves, fed)
     return batch, merged
 
 
@@ -511,6 +542,10 @@ def candles_upsert(*, rows: Sequence[CandleRow]) -> UpsertResult:
         # This process's catalogue was stale: a leaf it knew was rolled back, detached or dropped since.
         coverage_forget()
         batch, merged = _write(rows, fresh=True)
+    if merged.feed is not None and merged.inserted + merged.updated:
+        # After the caller's outermost commit, never before: a stream client must not see a version that a
+        # rollback takes back. A rolled-back transaction drops the callback with it.
+        transaction.on_commit(functools.partial(feed.publish, merged.feed))
     positions = batch.positions
     result.inserted = merged.inserted
     result.updated = merged.updated
@@ -703,6 +738,23 @@ def candle_list_text(
     rows = rows[:limit]
     next_cursor = _encode_cursor(rows[-1][1], descending) if more else None
     return CandlePage(candles=rows, next_cursor=next_cursor)
+
+
+def candle_versions_text(*, instrument_id: int, timeframe_id: int, start_ms: int, limit: int) -> list[tuple]:
+    """Up to `limit` candles of one series from `start_ms` on, ascending: CandleText-shaped tuples followed by
+    each row's version (the live stream's replay, which must not send a version older than one it sent)."""
+    rows = _list_rows(_TEXT_COLUMNS + ", version", instrument=instrument_id, timeframe=timeframe_id,
+                      start=ms_to_datetime(start_ms), end=None, confirmed=None, descending=False, limit=limit,
+                      cursor=None)
+    return rows[:limit]
+
+
+def candle_newest_ms(*, instrument_id: int, timeframe_id: int) -> int | None:
+    """Open time (ms) of the series' newest stored candle; None when it has none."""
+    rows = _list_rows("(extract(epoch FROM open_time) * 1000)::bigint", instrument=instrument_id,
+                      timeframe=timeframe_id, start=None, end=None, confirmed=None, descending=True, limit=1,
+                      cursor=None)
+    return rows[0][0] if rows else None
 
 
 def _list_rows(

@@ -1,7 +1,26 @@
+"""The ASGI application: Django's HTTP views and the live candle stream (Django Channels) on one port.
+
+Served by uvicorn (`make run`, compose). Static files are served here only when SERVE_STATIC is on (local runs
+and the compose stack, which have no proxy in front).
+"""
+
 import os
 
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "okxproject.settings")
 
-application = get_asgi_application()
+# Django is set up before anything imports models (the stream's consumers do).
+django_application = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+
+from candles.stream.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter({
+    "http": ASGIStaticFilesHandler(django_application) if settings.SERVE_STATIC else django_application,
+    "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+})

@@ -228,6 +228,21 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+# The ASGI app (okxproject/asgi.py) serves static files itself when on: for local runs and a stack with no proxy
+# in front. Off behind a proxy or CDN that serves STATIC_ROOT.
+SERVE_STATIC = env_bool("SERVE_STATIC", True)
+
+# --- the live stream (ws://HOST/api/v1/stream, candles/stream/) -------------------------------------------
+# Feed entries (one a committed batch) Redis keeps for web processes that reconnect; past them they replay.
+STREAM_FEED_MAXLEN = env_int("STREAM_FEED_MAXLEN", 200, minimum=10)
+# Subscriptions one connection may hold.
+STREAM_MAX_SUBSCRIPTIONS = env_int("STREAM_MAX_SUBSCRIPTIONS", 100, minimum=1)
+# Frames waiting for one client before it counts as too slow and is closed (code 4008).
+STREAM_CLIENT_QUEUE = env_int("STREAM_CLIENT_QUEUE", 1000, minimum=2)
+# Candles a replay frame holds.
+STREAM_REPLAY_PAGE = env_int("STREAM_REPLAY_PAGE", 1000, minimum=1)
+# Live rows a subscription keeps while its replay reads; past them it reads them again after the replay.
+STREAM_PENDING_MAX = env_int("STREAM_PENDING_MAX", 20_000, minimum=1)
 
 # --- REST API -------------------------------------------------------------------------------------
 # Reads (GET) need authentication too when on; writes always do.
