@@ -42,11 +42,13 @@ def _same_site(scope: dict) -> bool:
     return bool(host) and validate_host(host, allowed)
 
 
-@database_sync_to_async
-def _token_valid(key: str) -> bool:
+def _token_exists(key: str) -> bool:
     from rest_framework.authtoken.models import Token
 
     return Token.objects.filter(key=key, user__is_active=True).exists()
+
+
+_token_valid = database_sync_to_async(_token_exists, thread_sensitive=False)
 
 
 async def may_read(scope: dict) -> bool:
@@ -58,4 +60,4 @@ async def may_read(scope: dict) -> bool:
     user = scope.get("user")
     if user is None or not _same_site(scope):
         return False
-    return bool(await database_sync_to_async(lambda: user.is_active and user.is_staff)())
+    return bool(await database_sync_to_async(lambda: user.is_active and user.is_staff, thread_sensitive=False)())

@@ -20,9 +20,11 @@ from candles.stream.subscription import Subscription
 
 logger = logging.getLogger(__name__)
 
-_resolve = database_sync_to_async(resolve_series)
-_newest = database_sync_to_async(newest_open_ms)
-_read = database_sync_to_async(read_page)
+# In the loop's thread pool, not Django's one thread for sync code: replays of many clients read in parallel
+# (each thread its own connection), and never queue behind the HTTP views this process also serves.
+_resolve = database_sync_to_async(resolve_series, thread_sensitive=False)
+_newest = database_sync_to_async(newest_open_ms, thread_sensitive=False)
+_read = database_sync_to_async(read_page, thread_sensitive=False)
 
 
 class StreamConsumer(AsyncWebsocketConsumer):

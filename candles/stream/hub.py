@@ -36,8 +36,9 @@ LISTENING_MARGIN_S = 0.25
 
 class Hub:
     def __init__(self) -> None:
+        # The socket waits longer than a blocking read, or every quiet feed would look like a lost Redis.
         self._redis = redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=5,
-                                                   health_check_interval=30)
+                                                   socket_timeout=READ_BLOCK_MS / 1000 + 10, health_check_interval=30)
         self._series: dict[tuple[int, int], set] = defaultdict(set)
         self._subscriptions = 0
         self._reader: asyncio.Task | None = None
