@@ -29,6 +29,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "okxproject.settings")
 from django.conf import settings
 host = settings.WEB_HOST
 print("WEB_ADDR=" + shlex.quote(f"[{host}]:{settings.WEB_PORT}" if ":" in host else f"{host}:{settings.WEB_PORT}"))
+print("WEB_HOST=" + shlex.quote(host))
+print("WEB_PORT=" + shlex.quote(str(settings.WEB_PORT)))
 print("FLOWER_ADDR=" + shlex.quote(settings.FLOWER_HOST))
 print("FLOWER_PORT=" + shlex.quote(str(settings.FLOWER_PORT)))
 print("LOG_LEVEL=" + shlex.quote(settings.LOG_LEVEL))
@@ -83,7 +85,10 @@ stop_all() {
 trap 'stop_all; exit 130' INT TERM
 trap stop_all EXIT
 
-start web "$PY" manage.py runserver "$WEB_ADDR" --noreload
+# The ASGI app on uvicorn: the REST API, the admin, the chart and the live stream (ws://…/api/v1/stream) on one
+# port. Access lines are off (every request of the chart would flood this console); errors still show.
+start web .venv/bin/uvicorn okxproject.asgi:application --host "$WEB_HOST" --port "$WEB_PORT" \
+  --ws websockets-sansio --lifespan off --no-access-log --log-level "$(echo "$LOG_LEVEL" | tr '[:upper:]' '[:lower:]')"
 start collectors "$CELERY" -A okxproject worker --collector -Q collectors -n "collectors@%h" --pool solo \
   --concurrency 1 --loglevel "$LOG_LEVEL"
 # Flush has a worker of its own: it must never wait behind a long backfill.
@@ -97,6 +102,7 @@ start flower "$CELERY" -A okxproject flower --address="$FLOWER_ADDR" --port="$FL
 cat <<EOF
 okx-candles is running:
   admin   http://$WEB_ADDR/admin/   (user admin; password above or in .local/admin-password)
+  stream  ws://$WEB_ADDR/api/v1/stream   (docs/stream.md)
   flower  http://$FLOWER_ADDR:$FLOWER_PORT/   (basic auth: FLOWER_BASIC_AUTH, default admin:<admin password>)
   OKX     ${OKX_WS_URL:-from settings}
 Ctrl-C stops everything.
