@@ -301,7 +301,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": (
         "Exact OKX candlesticks (prices and volumes as decimal strings), subscriptions, instruments, "
         "statistics and the collectors' status. Every error is one JSON envelope: "
-        "{status: \"error\", error_code, message, details, request_id, timestamp}."
+        "{status: \"error\", error_code, message, details, request_id, timestamp}. "
+        "Live candles: the WebSocket ws://HOST/api/v1/stream (docs/stream.md), the same candle shape as /data."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
