@@ -80,7 +80,7 @@ def run_writer(args: argparse.Namespace) -> None:
     from candles.storage import CandleRow, candles_upsert
 
     names = [f"S{k:04d}-USDT" for k in range(args.instruments)]
-    bars = [(tf.code, tf.spec) for tf in Timeframe.objects.all()]
+    bars = [(tf.code, tf.spec) for tf in Timeframe.objects.order_by("pk")]  # the order main() lists them in
     series = [(name, code, spec) for name in names for code, spec in bars][:args.rate]
     client = redis.Redis.from_url(settings.REDIS_URL)
     commits_key = settings.REDIS_KEY_PREFIX + "bench:commits"
@@ -113,7 +113,7 @@ def run_writer(args: argparse.Namespace) -> None:
 # --- the clients (this process) ------------------------------------------------------------------------------
 
 
-async def run_clients(url: str, n: int, per_client: int, names: list[str], bars: list[str], seconds: float,
+async def run_clients(url: str, n: int, per_client: int, series: list[tuple[str, str]], seconds: float,
                       redis_client, commits_key: str) -> dict:
     import orjson
     import websockets
@@ -126,12 +126,11 @@ async def run_clients(url: str, n: int, per_client: int, names: list[str], bars:
 
     async def one(k: int, ready: asyncio.Event, done: asyncio.Event) -> None:
         nonlocal frames, live
-        rng = random.Random(k)
-        args = [{"symbol": rng.choice(names), "timeframe": rng.choice(bars)} for _ in range(per_client)]
-        # Duplicate picks would subscribe once: make them distinct.
-        unique = {(a["symbol"], a["timeframe"]): a for a in args}
-        waiting = set(unique)
         try:
+            rng = random.Random(k)
+            picked = [{"symbol": symbol, "timeframe": bar} for symbol, bar in rng.sample(series, per_client)]
+            unique = {(a["symbol"], a["timeframe"]): a for a in picked}
+            waiting = set(unique)
             async with websockets.connect(url, max_size=None, open_timeout=60) as ws:
                 await ws.send(orjson.dumps({"op": "subscribe", "args": list(unique.values())}).decode())
                 while not done.is_set():
@@ -210,7 +209,9 @@ def main() -> None:
     from candles.models import Timeframe
 
     names = ensure_instruments(args.instruments)
-    bars = list(Timeframe.objects.values_list("code", flat=True))
+    bars = list(Timeframe.objects.order_by("pk").values_list("code", flat=True))
+    # The series the writer writes, in its order (clients subscribe to these only).
+    written = [(name, code) for name in names for code in bars][:args.rate]
     redis_client = redis.Redis.from_url(settings.REDIS_URL)
     commits_key = prefix + "bench:commits"
     env = {**os.environ, "DEBUG": "false", "SECRET_KEY": "bench-" + "x" * 50, "ALLOWED_HOSTS": "127.0.0.1",
@@ -235,16 +236,16 @@ def main() -> None:
             table = process_table()
             cpu_before = table.get(server.pid, (0, 0.0))[1]
             rows_at, t0 = int(redis_client.hget(commits_key, "rows") or 0), time.time()
-            result = asyncio.run(run_clients(url, n, args.series_per_client, names, bars, args.seconds,
+            result = asyncio.run(run_clients(url, n, args.series_per_client, written, args.seconds,
                                              redis_client, commits_key))
             wall = time.time() - t0
             cpu = process_table().get(server.pid, (0, 0.0))[1] - cpu_before
-            written = (int(redis_client.hget(commits_key, "rows") or 0) - rows_at) / wall
+            write_rate = (int(redis_client.hget(commits_key, "rows") or 0) - rows_at) / wall
             lat = result["latencies"]
             worst = max(lat, default=float("nan"))
             print(f"{n:>7} {quantile(lat, 0.5):>8.1f} {quantile(lat, 0.99):>8.1f} {worst:>8.1f}"
                   f" {result['candles'] / result['elapsed']:>10,.0f} {result['frames'] / result['elapsed']:>9,.0f}"
-                  f" {cpu / wall:>9.2f} {rss_mb(server.pid):>10.0f} {written:>10,.0f}  "
+                  f" {cpu / wall:>9.2f} {rss_mb(server.pid):>10.0f} {write_rate:>10,.0f}  "
                   f"{len(result['errors'])}{' ' + result['errors'][0][:80] if result['errors'] else ''}"
                   f"{f' ({unmatched} candles of no known commit)' if (unmatched := result['unmatched']) else ''}",
                   flush=True)

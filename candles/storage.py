@@ -221,18 +221,20 @@ _ON_CONFLICT = """ON CONFLICT (instrument_id, timeframe_id, open_time) DO UPDATE
         confirmed = EXCLUDED.confirmed, source = EXCLUDED.source, version = EXCLUDED.version
     WHERE EXCLUDED.version > c.version AND (EXCLUDED.confirmed OR NOT c.confirmed)
     RETURNING {returning}"""
-# What the merge hands back per written row while the live stream has listeners (candles/stream/feed.py): the
-# stored version as the stream serves it, text made by PostgreSQL as /data's is. Written with single % signs:
+# What the merge hands back per written row while the live stream has listeners (candles/stream/feed.py): a line
+# "instrument_id:timeframe_id<TAB>[JSON row]", the stored version as the stream serves it, text made by PostgreSQL
+# as /data's is. Written with single % signs:
 # the JSON strategy's statement doubles them with the rest of its text.
 _FEED_ROW = (
+    "c.instrument_id::text || ':' || c.timeframe_id::text || E'\\t' || "
     "json_build_array(c.instrument_id, c.timeframe_id, (extract(epoch FROM c.open_time) * 1000)::bigint, "
     "to_char(c.open_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') "
     "|| CASE WHEN date_part('milliseconds', c.open_time)::int % 1000 = 0 THEN 'Z' "
     "ELSE to_char(c.open_time AT TIME ZONE 'UTC', '.MS\"Z\"') END, "
     "c.open::text, c.high::text, c.low::text, c.close::text, c.vol::text, c.vol_ccy::text, c.vol_ccy_quote::text, "
-    "c.confirmed, c.version) AS feed_row"
+    "c.confirmed, c.version)::text AS feed_row"
 )
-_FED_COUNT = "SELECT count(*), coalesce(json_agg(feed_row), '[]')::text FROM merged"
+_FED_COUNT = "SELECT count(*), coalesce(string_agg(feed_row, E'\\n'), '') FROM merged"
 # Among the valid rows of a key that are stored at all, the one the database would keep: confirmed first, then
 # the newest version.
 _TWINS_ORDER = "{s}confirmed DESC, {s}version DESC"
@@ -299,7 +301,7 @@ _JSON_ROWS = """(
 )"""
 def _merge_json_sql(*, fed: bool) -> str:
     """Static text first, with its literal % doubled (the statement takes parameters), then the JSON source."""
-    fed_rows = "(SELECT coalesce(json_agg(feed_row), '[]')::text FROM merged)" if fed else "NULL"
+    fed_rows = "(SELECT coalesce(string_agg(feed_row, E'\\n'), '') FROM merged)" if fed else "NULL"
     return f"""
 WITH {_BAR_CONSTANTS},
 checked AS MATERIALIZED (
@@ -338,7 +340,7 @@ class _Merged(NamedTuple):
     updated: int
     skipped_open_rest: int
     rejected: list[tuple[int, str]]  # (index in the batch, reason), in index order
-    feed: str | None = None  # the written rows for the live stream, a JSON array; None when nobody listens
+    feed: str | None = None  # the written rows for the live stream (feed lines); None when nobody listens
 
 
 # What the merge did, from the transaction's own statistics counters over the leaves it wrote to, read before

@@ -6,10 +6,12 @@ stream as one entry: one Redis call a batch, no Python work per candle on the wr
 listening (the usual case of a collecting-only deployment) the write path does exactly what it did before.
 
 An entry holds `seq` (one more than the previous entry's: a reader that finds a jump knows it missed entries
-and replays from the database), `at` (the publisher's clock at commit, seconds since the epoch) and `rows`:
-`[instrument_id, timeframe_id, open_time_ms, timestamp, open, high, low, close, vol, vol_ccy, vol_ccy_quote,
-confirmed, version]` per written row, numbers as the stored numeric's text. The stream keeps the last
-STREAM_FEED_MAXLEN entries: enough for a web process to ride out a reconnect; beyond that it replays.
+and replays from the database), `at` (the publisher's clock at commit, seconds since the epoch) and `rows`: one
+line per written row, `instrument_id:timeframe_id<TAB>[instrument_id, timeframe_id, open_time_ms, timestamp, open,
+high, low, close, vol, vol_ccy, vol_ccy_quote, confirmed, version]`, numbers as the stored numeric's text. The
+key in front lets a reader pick the rows of the series it serves without decoding the others (a batch of 20,000
+rows is 4 MB of JSON, and a web process decodes only the lines of series its clients follow). The stream keeps the
+last STREAM_FEED_MAXLEN entries: enough for a web process to ride out a reconnect; beyond that it replays.
 
 Listening is a key that each web process with clients sets with a TTL and refreshes. A writer reads it at most
 every LISTENING_CACHE_S, so a web process that sets it waits that long (plus a margin) before it trusts that
@@ -23,6 +25,7 @@ import threading
 import time
 from functools import lru_cache
 
+import orjson
 import redis
 from django.conf import settings
 
@@ -39,6 +42,16 @@ local seq = redis.call("INCR", KEYS[2])
 redis.call("XADD", KEYS[1], "MAXLEN", "~", ARGV[1], "*", "seq", seq, "at", ARGV[2], "rows", ARGV[3])
 return seq
 """
+
+
+def series_key(instrument_id: int, timeframe_id: int) -> bytes:
+    """The key in front of a feed line."""
+    return f"{instrument_id}:{timeframe_id}".encode()
+
+
+def decode_rows(payload: bytes) -> list[list]:
+    """Every row of an entry's `rows`, decoded."""
+    return [orjson.loads(line.partition(b"\t")[2]) for line in payload.split(b"\n") if line]
 
 
 def feed_key() -> str:
@@ -99,16 +112,16 @@ _unpublished: list[str] = []
 UNPUBLISHED_MAX = 100
 
 
-def publish(rows_json: str) -> None:
+def publish(rows_text: str) -> None:
     """Append one committed batch's written rows to the feed. Never raises: the rows are committed already.
 
     A failure keeps the batch in this process and sends it first with the next batch; the stream's clients get
     those versions late, not never (and a reconnect with `since` reads them from the database anyway).
     """
-    if rows_json in ("[]", ""):
+    if not rows_text:
         return
     with _lock:
-        _unpublished.append(rows_json)
+        _unpublished.append(rows_text)
         if len(_unpublished) > UNPUBLISHED_MAX:
             dropped = _unpublished.pop(0)
             logger.error("stream feed: %d bytes of written candles dropped after %d failed publications; stream "

@@ -39,7 +39,7 @@ class Hub:
         # The socket waits longer than a blocking read, or every quiet feed would look like a lost Redis.
         self._redis = redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=5,
                                                    socket_timeout=READ_BLOCK_MS / 1000 + 10, health_check_interval=30)
-        self._series: dict[tuple[int, int], set] = defaultdict(set)
+        self._series: dict[bytes, set] = defaultdict(set)  # feed.series_key → its subscriptions
         self._subscriptions = 0
         self._reader: asyncio.Task | None = None
         self._keeper: asyncio.Task | None = None
@@ -47,7 +47,7 @@ class Hub:
         # Monotonic time from which every writer publishes (the key has been set since, without a lapse).
         self._listening_from: float | None = None
         self.entries = 0
-        self.rows = 0
+        self.rows = 0  # rows handed to subscriptions
         self.resyncs = 0
         self._suspect = False
         self._resyncing: asyncio.Task | None = None
@@ -57,11 +57,12 @@ class Hub:
     # --- subscriptions -------------------------------------------------------------------------------------
 
     def join(self, key: tuple[int, int], subscription) -> None:
-        self._series[key].add(subscription)
+        self._series[feed.series_key(*key)].add(subscription)
         self._subscriptions += 1
         self._start()
 
     def leave(self, key: tuple[int, int], subscription) -> None:
+        key = feed.series_key(*key)
         members = self._series.get(key)
         if members is None or subscription not in members:
             return
@@ -171,21 +172,22 @@ class Hub:
     def _dispatch(self, fields: dict) -> None:
         self.entries += 1
         self.last_commit_at = float(fields[b"at"])
-        if not self._series:
-            return
-        rows = orjson.loads(fields[b"rows"])
-        self.rows += len(rows)
         series = self._series
-        groups: dict[tuple[int, int], list] = {}
-        for row in rows:
-            key = (row[0], row[1])
+        if not series:
+            return
+        groups: dict[bytes, list] = {}
+        loads = orjson.loads
+        # Only the lines of followed series are decoded (feed.py: each line starts with its series key).
+        for line in fields[b"rows"].split(b"\n"):
+            key, _, body = line.partition(b"\t")
             if key in series:
                 group = groups.get(key)
                 if group is None:
-                    groups[key] = [row]
+                    groups[key] = [loads(body)]
                 else:
-                    group.append(row)
+                    group.append(loads(body))
         for key, group in groups.items():
+            self.rows += len(group)
             for subscription in tuple(series.get(key, ())):
                 try:
                     subscription.on_rows(group)

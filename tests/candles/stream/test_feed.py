@@ -3,7 +3,6 @@ each row as stored."""
 
 from __future__ import annotations
 
-import orjson
 import pytest
 import redis as redis_lib
 from django.conf import settings as django_settings
@@ -44,7 +43,8 @@ def test_a_committed_batch_is_one_entry_with_each_written_row_as_stored(btc, red
     write(row("BTC-USDT", "1m", T0_MS, close="104", version=6))  # older: not written, not published
     (entry,) = entries(redis)
     assert entry["seq"] == b"1"
-    rows = sorted(orjson.loads(entry["rows"]), key=lambda r: r[2])
+    rows = sorted(feed.decode_rows(entry["rows"]), key=lambda r: r[2])
+    assert entry["rows"].split(b"\n")[0].startswith(f"{btc.pk}:{rows[0][1]}\t".encode())
     assert rows[0] == [btc.pk, rows[0][1], T0_MS, "2024-01-16T19:00:00Z", "100", "110", "90", "105.50", "1.5",
                        "157.5", None, True, 7]
     assert [r[2] for r in rows] == [T0_MS, T0_MS + MINUTE_MS]
@@ -54,7 +54,7 @@ def test_a_large_batch_through_the_staging_table_is_published_too(btc, redis, st
     listen(redis)
     write(*(row("BTC-USDT", "1m", T0_MS + k * MINUTE_MS) for k in range(800)))
     (entry,) = entries(redis)
-    assert len(orjson.loads(entry["rows"])) == 800
+    assert len(feed.decode_rows(entry["rows"])) == 800
 
 
 def test_a_rolled_back_batch_is_never_published(btc, redis, stream_prefix):
@@ -80,4 +80,4 @@ def test_a_failed_publication_is_sent_with_the_next_one(btc, redis, stream_prefi
         settings.REDIS_URL = real_url
     assert entries(redis) == []
     write(row("BTC-USDT", "1m", T0_MS + MINUTE_MS))
-    assert [orjson.loads(e["rows"])[0][2] for e in entries(redis)] == [T0_MS, T0_MS + MINUTE_MS]
+    assert [feed.decode_rows(e["rows"])[0][2] for e in entries(redis)] == [T0_MS, T0_MS + MINUTE_MS]
