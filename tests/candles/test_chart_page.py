@@ -518,6 +518,29 @@ def test_after_the_server_drops_the_socket_the_page_reconnects_and_shows_what_wa
     assert all("WebSocket connection to" in error for error in page.errors), page.errors
 
 
+def test_an_error_from_the_stream_shows_its_message_and_the_page_subscribes_again(settings, subscribed, chart):
+    subscribed("BTC-USDT", "1m")
+    store(walk("BTC-USDT", "1m", every(T0_MS, 10)))
+    # The server turns the chart's subscription down with an error frame: a limit of no subscriptions at all.
+    settings.STREAM_MAX_SUBSCRIPTIONS = 0
+    page = chart("?symbol=BTC-USDT&timeframe=1m")
+    page.wait_candles(10)
+    page.wait("() => window.okxChart.state() === 'error'")
+    assert page.text("#status") == "error"
+    assert page.page.locator("#status").get_attribute("title") == "at most 0 subscriptions a connection"
+    page.wait("() => !document.querySelector('#banner').hidden")
+    assert page.text("#banner").startswith("Live updates stopped: at most 0 subscriptions a connection. Retrying in ")
+
+    settings.STREAM_MAX_SUBSCRIPTIONS = 100
+    in_thread(store, rows=[walk("BTC-USDT", "1m", every(T0_MS, 11))[-1]])
+    page.retry_now()
+    page.wait_candles(11, timeout_ms=5000)
+    page.wait("() => window.okxChart.state() === 'live'")
+    page.wait("() => document.querySelector('#banner').hidden")
+    assert page.text("#status") == "live"
+    assert page.errors == []
+
+
 def test_selectors_list_subscriptions_and_keep_the_url_in_sync(subscribed, chart):
     subscribed("BTC-USDT", "1m", "1H")
     subscribed("ETH-USDT", "1m")

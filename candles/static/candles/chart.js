@@ -504,7 +504,9 @@ class Page {
   showBanner(message, retryInMs) {
     const seconds = Math.max(1, Math.round((retryInMs ?? 0) / 1000));
     const when = retryInMs === null ? "" : ` Retrying in ${seconds} s.`;
-    this.banner.innerHTML = `${escapeHtml(message)}${when}
+    // Messages of the server do not always end a sentence.
+    const text = /[.!?]$/.test(message.trim()) ? message.trim() : `${message.trim()}.`;
+    this.banner.innerHTML = `${escapeHtml(text)}${when}
       <button type="button">Retry now</button>`;
     this.banner.hidden = false;
   }
