@@ -1,8 +1,10 @@
 """The chart page /chart/ in a real browser (Debian's chromium, headless, driven by Playwright).
 
-The page runs against Django's live server and the real API over PostgreSQL: candles stored here are
-fetched by the page's script, drawn by lightweight-charts, and followed live. Assertions read the page's
-own state through `window.okxChart` (what the chart holds) and the pixels the chart painted.
+The page runs against the project's ASGI app under uvicorn (`stream_server` of tests/candles/conftest.py, in a
+thread of this process) and the real API over PostgreSQL: candles stored here are fetched by the page's script,
+drawn by lightweight-charts, and followed live over the WebSocket stream, which the write path feeds at commit.
+Assertions read the page's own state through `window.okxChart` (what the chart holds), the pixels the chart
+painted, and the requests and WebSocket frames the browser saw.
 
 Playwright's sync API keeps an asyncio loop running in the test's thread while a browser is open, and
 Django refuses ORM calls from such a thread; so data is stored before the browser starts, and writes made
@@ -13,23 +15,29 @@ Set UPDATE_CHART_SCREENSHOT=1 to write docs/chart.png from the realistic dataset
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
+import threading
+import time
 from collections.abc import Callable, Container, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import ConsoleMessage, Page, sync_playwright
+from django.test import Client
+from playwright.sync_api import ConsoleMessage, Page, WebSocket, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from candles.bars import datetime_to_ms
 from candles.storage import CandleRow, candles_upsert
 from candles.subscriptions import subscriptions_create
-from tests.support import InThread, new_keys
+from tests.candles.conftest import StreamServer
+from tests.support import InThread
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
@@ -41,12 +49,6 @@ MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 # 2024-01-16 12:00 UTC
 T0_MS = 1_705_406_400_000
-
-
-@pytest.fixture(autouse=True)
-def private_redis_keys(settings):
-    # Subscribing nudges the collectors over Redis: on a channel of this test's own.
-    settings.REDIS_KEY_PREFIX = new_keys().prefix
 
 
 # --- data --------------------------------------------------------------------------------------------
@@ -115,19 +117,58 @@ def subscribed(instrument):
 # --- the browser -------------------------------------------------------------------------------------
 
 
+@dataclass
+class SocketLog:
+    """One WebSocket the page opened: what it sent and received (parsed JSON, or the text), and whether it closed."""
+
+    url: str
+    sent: list[Any] = field(default_factory=list)
+    received: list[Any] = field(default_factory=list)
+    closed: bool = False
+
+    def subscribes(self) -> list[dict]:
+        return [arg for message in self.sent if isinstance(message, dict) and message.get("op") == "subscribe"
+                for arg in message["args"]]
+
+    def data(self) -> list[dict]:
+        """Data frames received, in order."""
+        return [frame for frame in self.received if isinstance(frame, dict) and "data" in frame]
+
+
+def _parsed(payload: str | bytes) -> Any:
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return payload
+
+
 class ChartPage:
-    """One browser tab on /chart/, recording console errors and uncaught exceptions."""
+    """One browser tab on /chart/, recording console errors, uncaught exceptions, requests and WebSockets."""
 
     def __init__(self, page: Page, base_url: str) -> None:
         self.page = page
         self.base_url = base_url
         self.errors: list[str] = []
+        self.requests: list[str] = []
+        self.sockets: list[SocketLog] = []
         page.on("console", self._console)
         page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
+        page.on("request", lambda request: self.requests.append(request.url))
+        page.on("websocket", self._websocket)
 
     def _console(self, message: ConsoleMessage) -> None:
         if message.type == "error":
             self.errors.append(f"console: {message.text}")
+
+    def _websocket(self, socket: WebSocket) -> None:
+        log = SocketLog(socket.url)
+        socket.on("framesent", lambda payload: log.sent.append(_parsed(payload)))
+        socket.on("framereceived", lambda payload: log.received.append(_parsed(payload)))
+        socket.on("close", lambda _: setattr(log, "closed", True))
+        self.sockets.append(log)
+
+    def api_requests(self) -> list[str]:
+        return [url for url in self.requests if "/api/" in url]
 
     def open(self, query: str = "") -> ChartPage:
         response = self.page.goto(f"{self.base_url}/chart/{query}")
@@ -150,6 +191,28 @@ class ChartPage:
             pytest.fail(f"the chart holds {held} candles, not {count}, after {timeout_ms} ms "
                         f"(state {self.js('window.okxChart.state()')!r}, errors {self.errors})")
 
+    def until(self, condition: Callable[[], Any], what: str, timeout_ms: int = 5000) -> Any:
+        """Waits for a condition on what the test recorded (events arrive while Playwright waits)."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            found = condition()
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {what} after {timeout_ms} ms (state {self.js('window.okxChart.state()')!r}, "
+                            f"stream {self.js('window.okxChart.stream()')!r}, errors {self.errors})")
+            self.page.wait_for_timeout(20)
+
+    def wait_live(self) -> SocketLog:
+        """Waits until the stream is subscribed and its first data frame (the replay) has arrived."""
+        self.wait("() => window.okxChart.stream() === 'live'")
+        return self.until(lambda: self.sockets and self.sockets[-1].data() and self.sockets[-1],
+                          "data frame on the stream")
+
+    def retry_now(self) -> None:
+        """Presses the banner's Retry now, unless a retry that succeeded has taken the banner away already."""
+        self.js("() => document.querySelector('#banner:not([hidden]) button')?.click()")
+
     def text(self, selector: str) -> str:
         return self.page.locator(selector).inner_text()
 
@@ -171,27 +234,30 @@ class ChartPage:
 
 
 @pytest.fixture
-def chart(live_server) -> Iterator[Callable[..., ChartPage]]:
-    """`chart(query)` opens /chart/<query> in headless Chromium at 1280×720 and returns a ChartPage.
+def chart(stream_server: StreamServer) -> Iterator[Callable[..., ChartPage]]:
+    """`chart(query)` opens /chart/<query> in headless Chromium at 1280×720 and returns a ChartPage;
+    `before(chart_page)`, when given, runs before the page is loaded (routes, cookies).
 
-    The browser starts on the first call, after the test stored its data, and is closed before the
+    The site is served by uvicorn (HTTP and the WebSocket stream on one port, as in production). The browser
+    starts on the first call, after the test stored its data, and is closed before the server stops and the
     database is reset. Chromium must be installed: without it this fails, it does not skip.
     """
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"chromium is not installed at {CHROMIUM}: the chart page is tested in a real browser "
                     "(apt-get install -y chromium)")
-    # The live server binds the IPv4 loopback; naming it avoids a detour through ::1 for "localhost".
-    base_url = live_server.url.replace("://localhost:", "://127.0.0.1:")
     state: dict[str, Any] = {}
 
-    def open_chart(query: str = "") -> ChartPage:
+    def open_chart(query: str = "", before: Callable[[ChartPage], None] | None = None) -> ChartPage:
         if "browser" not in state:
             state["playwright"] = sync_playwright().start()
             state["browser"] = state["playwright"].chromium.launch(
                 executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
             )
-        page = state["browser"].new_page(viewport={"width": 1280, "height": 720})
-        return ChartPage(page, base_url).open(query)
+        chart_page = ChartPage(state["browser"].new_page(viewport={"width": 1280, "height": 720}),
+                               stream_server.http_url)
+        if before is not None:
+            before(chart_page)
+        return chart_page.open(query)
 
     yield open_chart
     if "browser" in state:
@@ -226,29 +292,39 @@ def test_it_draws_stored_candles_and_follows_new_ones_without_reload(subscribed,
     assert newest.close in legend
     assert newest.high in legend
     assert "open" in legend
-    page.wait("() => window.okxChart.state() === 'live'")
+
+    # After the first page is drawn the chart follows the stream on the page's own host, from its newest candle.
+    socket = page.wait_live()
+    assert page.js("window.okxChart.state()") == "live"
+    assert socket.url == page.base_url.replace("http://", "ws://") + "/api/v1/stream"
+    assert socket.subscribes() == [{"symbol": "BTC-USDT", "timeframe": "1m", "since": newest.open_time_ms}]
 
     page.js("window.notReloaded = true")
+    page.requests.clear()
     closing = newest._replace(close="43999.9", high="43999.9", confirmed=True, version=5_000)
     following = CandleRow("BTC-USDT", "1m", newest.open_time_ms + MINUTE_MS, "43999.9", "44010.0", "43990.5",
                           "44005.2", "2.5", "110013", "110013", False, "ws", 5_001)
     in_thread(store, rows=[closing, following])
 
-    page.wait_candles(116)
+    page.wait_candles(116, timeout_ms=2500)
     last = page.js("window.okxChart.lastCandle()")
     assert (last["open_time_ms"], last["close"], last["confirm"]) == (following.open_time_ms, "44005.2", False)
     assert page.js("window.notReloaded") is True
     assert "44005.2" in page.text("#legend")
     # The candle that was open on screen got its final version too.
     assert page.js("ms => window.okxChart.candle(ms)", closing.open_time_ms)["close"] == "43999.9"
+    # Both came over the stream: the page asked the API for nothing.
+    assert page.api_requests() == []
 
-    # Backfill fills the gap; the page asks for marked gaps again (every 30 s, here at once) and drops the mark.
+    # Backfill fills the gap while the page watches: the stream pushes those candles too, and the mark goes.
     in_thread(store, rows=walk("BTC-USDT", "1m", every(T0_MS, 55), seed=8, open_last=False)[50:])
-    page.js("window.okxChart.recheckGaps()")
-    page.wait_candles(121)
+    page.wait_candles(121, timeout_ms=2500)
     assert page.js("window.okxChart.gapCount()") == 0
     assert page.js("window.okxChart.gapMarkerCount()") == 0
     assert page.js("window.okxChart.lastCandle().open_time_ms") == following.open_time_ms
+    assert page.api_requests() == []
+    assert not [url for url in page.requests if "/latest" in url]
+    assert len(page.sockets) == 1
     assert page.errors == []
 
 
@@ -292,34 +368,175 @@ def test_gaps_of_calendar_bars_follow_months_of_the_bars_own_clock(subscribed, c
     assert page.errors == []
 
 
-def test_polling_pauses_while_the_tab_is_hidden(subscribed, chart):
+HIDE_TAB = """() => {
+    Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
+    Object.defineProperty(document, "visibilityState", { configurable: true, get: () => "hidden" });
+    document.dispatchEvent(new Event("visibilitychange"));
+}"""
+SHOW_TAB = """() => {
+    delete document.hidden;
+    delete document.visibilityState;
+    document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+
+def test_the_stream_is_closed_while_the_tab_is_hidden_and_resumes_when_shown(subscribed, chart):
     subscribed("BTC-USDT", "1m")
-    store(walk("BTC-USDT", "1m", every(T0_MS, 10)))
+    rows = walk("BTC-USDT", "1m", every(T0_MS, 10))
+    store(rows)
     page = chart("?symbol=BTC-USDT&timeframe=1m")
     page.wait_candles(10)
-    page.wait("() => window.okxChart.state() === 'live'")
-    calls: list[str] = []
-    page.page.on("request", lambda request: calls.append(request.url) if "/api/" in request.url else None)
+    first = page.wait_live()
 
     # What the browser reports when the user switches to another tab.
-    page.js("""() => {
-        Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
-        Object.defineProperty(document, "visibilityState", { configurable: true, get: () => "hidden" });
-        document.dispatchEvent(new Event("visibilitychange"));
-    }""")
+    page.js(HIDE_TAB)
     assert page.text("#status") == "paused (tab hidden)"
-    page.page.wait_for_timeout(1500)  # a poll already under way may finish
-    calls.clear()
+    page.until(lambda: first.closed, "closed stream while the tab is hidden", timeout_ms=3000)
+    page.requests.clear()
     page.page.wait_for_timeout(3000)
-    assert calls == []
+    assert page.requests == []
+    assert len(page.sockets) == 1
 
-    in_thread(store, rows=walk("BTC-USDT", "1m", every(T0_MS, 11))[-1:])
-    page.js("""() => {
-        delete document.hidden;
-        delete document.visibilityState;
-        document.dispatchEvent(new Event("visibilitychange"));
-    }""")
-    page.wait_candles(11, timeout_ms=3000)  # at once, not after the hidden tab's minute-long sleep
+    # Written while the tab is hidden: the final version of the open candle and the next one.
+    closing = rows[-1]._replace(close=rows[-1].high, confirmed=True, version=5_000)
+    following = walk("BTC-USDT", "1m", every(T0_MS, 11))[-1]
+    in_thread(store, rows=[closing, following])
+    page.js(SHOW_TAB)
+    page.wait_candles(11, timeout_ms=3000)  # at once, not after a hidden tab's sleep
+    assert page.js("ms => window.okxChart.candle(ms)", closing.open_time_ms)["confirm"] is True
+    # One new connection, resuming from the newest candle held when the tab was hidden; nothing polled.
+    assert len(page.sockets) == 2
+    assert page.sockets[1].subscribes() == [{"symbol": "BTC-USDT", "timeframe": "1m", "since": closing.open_time_ms}]
+    assert page.api_requests() == []
+    page.wait("() => window.okxChart.stream() === 'live'")
+    assert page.text("#status") == "live"
+    assert page.errors == []
+
+
+def test_switching_symbol_never_draws_candles_of_the_previous_series(subscribed, chart):
+    subscribed("BTC-USDT", "1m")
+    subscribed("ETH-USDT", "1m")
+    btc = walk("BTC-USDT", "1m", every(T0_MS, 30))
+    store(btc)
+    store(walk("ETH-USDT", "1m", every(T0_MS, 40), price="2500.0"))
+    page = chart("?symbol=BTC-USDT&timeframe=1m")
+    page.wait_candles(30)
+    btc_socket = page.wait_live()
+
+    # BTC-USDT keeps changing while the page switches away from it: its open candle gets a new version every
+    # few milliseconds, and candles open after ETH-USDT's newest one (a stale one would be appended).
+    stop = threading.Event()
+
+    def churn() -> int:
+        writes = 0
+        while not stop.is_set():
+            writes += 1
+            price = f"{43000 + writes % 500}.5"
+            update = btc[-1]._replace(close=price, high="99999.0", low="1.0", version=10_000 + writes)
+            opened = update._replace(open_time_ms=T0_MS + (40 + writes) * MINUTE_MS)
+            store([update, opened])
+            time.sleep(0.01)
+        return writes
+
+    writer = InThread(churn)
+    writer.start()
+    try:
+        page.until(lambda: len(btc_socket.data()) >= 5, "BTC-USDT pushes before the switch")
+        page.page.select_option("#symbol", "ETH-USDT")
+        page.wait_candles(40)
+        eth_socket = page.wait_live()
+        page.page.wait_for_timeout(1500)  # BTC-USDT goes on being written meanwhile
+    finally:
+        stop.set()
+        writer.finish()
+    assert writer.error is None, writer.error
+    assert writer.result > 20
+
+    # An ETH-USDT candle written now arrives; not one candle of BTC-USDT ever reached the ETH-USDT chart.
+    in_thread(store, rows=[walk("ETH-USDT", "1m", every(T0_MS, 41), price="2500.0")[-1]])
+    page.wait_candles(41, timeout_ms=2500)
+    assert page.js("window.okxChart.selection()") == {"symbol": "ETH-USDT", "timeframe": "1m"}
+    closes = [float(candle["close"]) for candle in page.js("window.okxChart.candles()")]
+    assert max(closes) < 10_000, [close for close in closes if close >= 10_000]
+    # The switch closed the BTC-USDT connection and opened one for ETH-USDT alone.
+    assert btc_socket.closed
+    assert eth_socket is not btc_socket
+    assert eth_socket.subscribes() == [{"symbol": "ETH-USDT", "timeframe": "1m", "since": T0_MS + 39 * MINUTE_MS}]
+    assert {(frame["arg"]["symbol"], frame["arg"]["timeframe"]) for frame in eth_socket.data()} == {("ETH-USDT", "1m")}
+    assert page.errors == []
+
+
+def test_after_the_server_drops_the_socket_the_page_reconnects_and_shows_what_was_written_meanwhile(
+    subscribed, chart, stream_server,
+):
+    subscribed("BTC-USDT", "1m")
+    # 60 minutes with 20–22 missing; the newest is still open.
+    rows = walk("BTC-USDT", "1m", every(T0_MS, 60), missing=range(20, 23))
+    store(rows)
+    page = chart("?symbol=BTC-USDT&timeframe=1m")
+    page.wait_candles(57)
+    first = page.wait_live()
+    assert page.js("window.okxChart.gapCount()") == 1
+
+    # The web process goes away: uvicorn closes the stream's socket (1012) on its way down.
+    stream_server.stop()
+    page.until(lambda: first.closed, "closed stream")
+    page.wait("() => window.okxChart.stream() === 'reconnecting'")
+    assert page.text("#status") == "reconnecting"
+
+    # Written while no server could push anything: the final version of the open candle, two new candles, and
+    # backfill of the gap (before the candle the page resumes from).
+    closing = rows[-1]._replace(close=rows[-1].high, confirmed=True, version=5_000)
+    later = walk("BTC-USDT", "1m", every(T0_MS, 62), seed=9)[-2:]
+    backfill = walk("BTC-USDT", "1m", every(T0_MS, 23), seed=8, open_last=False)[20:]
+    in_thread(store, rows=[closing, *later, *backfill])
+
+    # The reconnect finds nothing listening: the banner says so, with the server's absence as the reason.
+    page.wait("() => !document.querySelector('#banner').hidden", timeout_ms=8000)
+    assert "The live stream cannot be reached." in page.text("#banner")
+    assert page.js("window.okxChart.candleCount()") == 57
+
+    stream_server.start()
+    page.retry_now()  # "Retry now" instead of waiting out the backoff
+    page.wait_candles(59, timeout_ms=3000)
+    page.wait("() => window.okxChart.state() === 'live'")
+    page.wait("() => document.querySelector('#banner').hidden")
+    last = page.js("window.okxChart.lastCandle()")
+    assert (last["open_time_ms"], last["close"], last["confirm"]) == (later[-1].open_time_ms, later[-1].close, False)
+    assert page.js("ms => window.okxChart.candle(ms)", closing.open_time_ms)["confirm"] is True
+    # It resumed from the candle that was open when the socket dropped.
+    resumed = page.sockets[-1]
+    assert resumed.subscribes() == [{"symbol": "BTC-USDT", "timeframe": "1m", "since": closing.open_time_ms}]
+    assert not [url for url in page.requests if "/latest" in url]
+
+    # Backfill older than that is not replayed; the re-check of marked gaps (every 30 s, here at once) finds it.
+    assert page.js("window.okxChart.gapCount()") == 1
+    page.js("window.okxChart.recheckGaps()")
+    page.wait_candles(62)
+    assert page.js("window.okxChart.gapCount()") == 0
+    # The browser logs the refused connection attempts; the page adds nothing of its own.
+    assert all("WebSocket connection to" in error for error in page.errors), page.errors
+
+
+def test_an_error_from_the_stream_shows_its_message_and_the_page_subscribes_again(settings, subscribed, chart):
+    subscribed("BTC-USDT", "1m")
+    store(walk("BTC-USDT", "1m", every(T0_MS, 10)))
+    # The server turns the chart's subscription down with an error frame: a limit of no subscriptions at all.
+    settings.STREAM_MAX_SUBSCRIPTIONS = 0
+    page = chart("?symbol=BTC-USDT&timeframe=1m")
+    page.wait_candles(10)
+    page.wait("() => window.okxChart.state() === 'error'")
+    assert page.text("#status") == "error"
+    assert page.page.locator("#status").get_attribute("title") == "at most 0 subscriptions a connection"
+    page.wait("() => !document.querySelector('#banner').hidden")
+    assert page.text("#banner").startswith("Live updates stopped: at most 0 subscriptions a connection. Retrying in ")
+
+    settings.STREAM_MAX_SUBSCRIPTIONS = 100
+    in_thread(store, rows=[walk("BTC-USDT", "1m", every(T0_MS, 11))[-1]])
+    page.retry_now()
+    page.wait_candles(11, timeout_ms=5000)
+    page.wait("() => window.okxChart.state() === 'live'")
+    page.wait("() => document.querySelector('#banner').hidden")
     assert page.text("#status") == "live"
     assert page.errors == []
 
@@ -398,22 +615,47 @@ def test_it_asks_to_sign_in_when_the_api_wants_authenticated_readers(settings, s
 def test_an_unreachable_api_shows_a_banner_and_the_chart_recovers(subscribed, chart):
     subscribed("BTC-USDT", "1m")
     store(walk("BTC-USDT", "1m", every(T0_MS, 60)))
-    page = chart("?symbol=BTC-USDT&timeframe=1m")
-    page.wait_candles(60)
 
-    # The browser loses the API: every request to it fails at the network level.
-    page.page.route("**/api/v1/**", lambda route: route.abort("connectionrefused"))
+    # The browser cannot reach the candles: every request for them fails at the network level.
+    def unreachable(page: ChartPage) -> None:
+        page.page.route("**/api/v1/data/**", lambda route: route.abort("connectionrefused"))
+
+    page = chart("?symbol=BTC-USDT&timeframe=1m", before=unreachable)
     page.wait("() => !document.querySelector('#banner').hidden")
     assert "cannot be reached" in page.text("#banner")
     assert page.js("window.okxChart.state()") == "retrying"
     in_thread(store, rows=[walk("BTC-USDT", "1m", every(T0_MS, 61))[-1]])
 
-    page.page.unroute("**/api/v1/**")
-    page.page.click("#banner button")  # "Retry now" instead of waiting out the backoff
+    page.page.unroute("**/api/v1/data/**")
+    page.retry_now()  # "Retry now" instead of waiting out the backoff
     page.wait_candles(61)
     page.wait("() => document.querySelector('#banner').hidden")
-    assert page.js("window.okxChart.state()") == "live"
+    page.wait("() => window.okxChart.state() === 'live'")
     assert all("ERR_CONNECTION_REFUSED" in error for error in page.errors), page.errors
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "candles/stream/access.py compares the Origin's host *with its port* to ALLOWED_HOSTS, so the stream refuses "
+    "a staff session on any site served on an explicit port (here the test server's; :8000 of make run too)"))
+def test_with_read_authentication_a_staff_session_follows_the_stream(settings, subscribed, chart, django_user_model):
+    subscribed("BTC-USDT", "1m")
+    store(walk("BTC-USDT", "1m", every(T0_MS, 10)))
+    settings.API_READ_AUTH = True
+    staff = django_user_model.objects.create_user("watcher", password="not-used", is_staff=True)
+    client = Client()
+    client.force_login(staff)
+    session = client.cookies[settings.SESSION_COOKIE_NAME].value
+
+    def signed_in(page: ChartPage) -> None:
+        page.page.context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": session, "url": page.base_url}])
+
+    page = chart("?symbol=BTC-USDT&timeframe=1m", before=signed_in)
+    page.wait_candles(10)  # the REST API reads with the session
+    page.wait("() => ['live', 'refused'].includes(window.okxChart.stream())")
+    assert page.js("window.okxChart.stream()") == "live", page.text("#banner")
+    in_thread(store, rows=[walk("BTC-USDT", "1m", every(T0_MS, 11))[-1]])
+    page.wait_candles(11, timeout_ms=2500)
+    assert page.errors == []
 
 
 def test_a_realistic_day_of_minutes_with_a_gap(subscribed, chart, tmp_path):

@@ -1,5 +1,6 @@
 // The chart's client of the REST API (/api/v1). It knows URLs, query parameters and the error envelope
 // {"status": "error", "error_code", "message", "details", "request_id", "timestamp"}; it knows nothing of the chart.
+// Live updates do not come through here: chart.js follows the WebSocket stream (/api/v1/stream) itself.
 
 /** A failed call. `retryable` says whether waiting and asking again can help (API down, 5xx, 429). */
 export class ApiError extends Error {
@@ -71,17 +72,6 @@ export class ApiClient {
   /** A page named by a `pagination.next` link of a previous answer. */
   page(next, options) {
     return this.getJson(new URL(next, this.root), options);
-  }
-
-  /** The newest candle, open or closed, or null when none is stored yet. */
-  async latest(symbol, timeframe, options) {
-    try {
-      const body = await this.getJson(this.url(`${candlePath(symbol, timeframe)}/latest`), options);
-      return body.candle;
-    } catch (error) {
-      if (error instanceof ApiError && error.status === 404 && error.code === "NO_DATA_FOUND") return null;
-      throw error;
-    }
   }
 }
 

@@ -1,9 +1,13 @@
 // The live candlestick chart of /chart/: candles and volume of one subscribed symbol and bar, live from the
-// REST API, older history loaded while scrolling left, gaps between stored candles marked.
+// API, older history loaded while scrolling left, gaps between stored candles marked.
 //
-// Everything comes from /api/v1: subscriptions and timeframes fill the selectors, /data pages draw the
-// chart, /data/.../latest is polled every second while the tab is visible. Prices and volumes arrive as
-// exact decimal strings; they are parsed to numbers only to draw, and the legend shows the strings.
+// Subscriptions and timeframes fill the selectors and /data pages draw the chart (REST, /api/v1). Once the
+// newest page is drawn, the chart follows the live stream (WebSocket, /api/v1/stream on the page's own host):
+// it subscribes to the shown symbol and bar from the newest candle it drew, and every candle of every data
+// frame updates the chart. A dropped connection is opened again with backoff and resumes from the newest
+// candle held, so nothing is missed; the stream is closed while the tab is hidden and resumed when it is
+// shown. Prices and volumes arrive as exact decimal strings; they are parsed to numbers only to draw, and
+// the legend shows the strings.
 
 import {
   CandlestickSeries,
@@ -17,18 +21,32 @@ import {
 import { ApiClient, ApiError } from "./api.js";
 import { barStepper, decimalPlaces, findGaps } from "./bars.js";
 
-const POLL_MS = 1000;
 const PAGE_SIZE = 1000;
 // Older candles are fetched when fewer than this many loaded bars remain left of the visible range.
 const HISTORY_MARGIN_BARS = 50;
-// Bounded catch-up per poll, so a tab that slept for hours does not fetch everything in one tick.
-const CATCH_UP_MAX_PAGES = 10;
-// Marked gaps are asked for again now and then: backfill usually fills them within minutes.
+// Marked gaps are asked for again now and then: backfill that ran while the stream was away (before the
+// candle it resumed from) is not pushed again.
 const GAP_RECHECK_MS = 30_000;
 const GAP_RECHECK_MAX = 3;
 const CATALOGUE_REFRESH_MS = 60_000;
+// Backoff of REST retries and stream reconnects: 1 s, doubling, at most 30 s (reconnects with jitter).
 const RETRY_FIRST_MS = 1000;
 const RETRY_MAX_MS = 30_000;
+// A quiet stream is asked `ping` now and then; one that has said nothing for STREAM_DEAD_MS is given up.
+const STREAM_CHECK_MS = 10_000;
+const STREAM_PING_AFTER_MS = 20_000;
+const STREAM_DEAD_MS = 45_000;
+// A connection that was accepted and lived this long (or brought candles) resets the reconnect backoff.
+const STREAM_HEALTHY_MS = 10_000;
+// A resubscription starts at the oldest of this many newest candles that is still open, if any is.
+const RESUME_LOOKBACK = 10;
+// Close codes of the stream (candles/stream/protocol.py) that waiting does not cure: not allowed to read,
+// no stream at that address. The page tries again when told (Retry now, the tab shown again).
+const STREAM_REFUSED_CLOSE_CODES = new Set([4401, 4404]);
+// Errors about the series itself, as the REST API reports them: the chart cannot show it at all.
+const SERIES_ERROR_CODES = new Set(["SYMBOL_NOT_FOUND", "INVALID_TIMEFRAMES"]);
+// Sleeps that only a wake-up ends (the tab shown again, Retry now).
+const UNTIL_WOKEN_MS = 24 * 3_600_000;
 
 const COLORS = {
   background: "#131722",
@@ -309,6 +327,7 @@ function wakeSleepers() {
 class Page {
   constructor(root) {
     this.api = new ApiClient(root.dataset.apiRoot);
+    this.streamUrl = streamUrl(this.api.root);
     this.adminUrl = root.dataset.adminUrl;
     this.symbolSelect = root.querySelector("#symbol");
     this.timeframeSelect = root.querySelector("#timeframe");
@@ -329,9 +348,12 @@ class Page {
     });
     window.addEventListener("popstate", () => this.openFromUrl());
     document.addEventListener("visibilitychange", () => {
-      if (!document.hidden) wakeSleepers();
+      if (document.hidden) this.session?.pause();
+      else wakeSleepers();
       this.showState();
     });
+    // Back online: whatever waits to retry tries now.
+    window.addEventListener("online", () => wakeSleepers());
     this.banner.addEventListener("click", (event) => {
       if (event.target.matches("button")) wakeSleepers();
     });
@@ -351,7 +373,7 @@ class Page {
   }
 
   // Subscriptions added or paused elsewhere show up in the lists without a reload. Failures are left to
-  // the polling session, which reports outages.
+  // the session, which reports outages of the API and of the stream.
   async refreshCatalogue() {
     if (document.hidden) return;
     try {
@@ -460,8 +482,10 @@ class Page {
     this.session.run();
   }
 
-  setState(state) {
+  /** `detail` (why it is reconnecting or in error, e.g. the server's message) becomes the pill's tooltip. */
+  setState(state, detail = "") {
     this.state = state;
+    this.stateDetail = detail;
     this.showState();
   }
 
@@ -473,11 +497,16 @@ class Page {
     };
     this.status.dataset.state = state;
     this.status.textContent = labels[state] ?? state;
+    this.status.title = state === this.state ? this.stateDetail ?? "" : "";
   }
 
+  /** A red banner with a Retry now button; `retryInMs` null: no automatic retry is due. */
   showBanner(message, retryInMs) {
-    const seconds = Math.max(1, Math.round(retryInMs / 1000));
-    this.banner.innerHTML = `${escapeHtml(message)} Retrying in ${seconds} s.
+    const seconds = Math.max(1, Math.round((retryInMs ?? 0) / 1000));
+    const when = retryInMs === null ? "" : ` Retrying in ${seconds} s.`;
+    // Messages of the server do not always end a sentence.
+    const text = /[.!?]$/.test(message.trim()) ? message.trim() : `${message.trim()}.`;
+    this.banner.innerHTML = `${escapeHtml(text)}${when}
       <button type="button">Retry now</button>`;
     this.banner.hidden = false;
   }
@@ -520,9 +549,36 @@ async function retrying(page, signal, work) {
   }
 }
 
+// ---- the live stream -------------------------------------------------------------------------------------
+
+/** The stream's address on the API's host: ws://host/api/v1/stream for http://host/api/v1/ (wss: under https:). */
+function streamUrl(apiRoot) {
+  const url = new URL("stream", apiRoot);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  return url.href;
+}
+
+/** The wait before reconnecting after `failures` failed attempts in a row: 1 s doubling to 30 s, jittered. */
+function reconnectDelay(failures) {
+  const ceiling = Math.min(RETRY_FIRST_MS * 2 ** failures, RETRY_MAX_MS);
+  // Half of it fixed, half random: pages that lost the same server do not all come back at the same moment.
+  return ceiling / 2 + Math.random() * (ceiling / 2);
+}
+
+/** Why a connection ended, in words, from its close event. */
+function closeReason(event, opened) {
+  if (event.code === 1006) {
+    return opened ? "The connection to the live stream was lost." : "The live stream cannot be reached.";
+  }
+  return `The live stream closed the connection (${event.code}${event.reason ? `: ${event.reason}` : ""}).`;
+}
+
 // ---- one symbol and bar on screen ---------------------------------------------------------------------
 
-/** Loads and follows one symbol and bar until closed; a new selection starts a new session. */
+/**
+ * Loads and follows one symbol and bar until closed; a new selection starts a new session, with a stream
+ * connection of its own, so nothing of the previous selection can reach the chart.
+ */
 class Session {
   constructor(page, symbol, timeframe) {
     this.page = page;
@@ -534,12 +590,16 @@ class Session {
     this.historyDone = false;
     this.loadingOlder = false;
     this.gapsCheckedAt = performance.now();
+    // The stream: "off" (not yet), "connecting", "live" (subscribed), "reconnecting", "refused", "paused".
+    this.live = "off";
+    this.connection = null;
   }
 
   get signal() {
     return this.abort.signal;
   }
 
+  /** Ends the session: requests are aborted and the stream's connection is closed. */
   close() {
     this.abort.abort();
   }
@@ -547,17 +607,8 @@ class Session {
   async run() {
     try {
       await this.guard(() => this.loadNewest());
-      this.page.setState(this.chart.store.size ? "live" : "empty");
-      for (;;) {
-        if (document.hidden) {
-          // Polling pauses while the tab is hidden; showing it again wakes this sleep at once.
-          await sleep(60_000, this.signal);
-        } else {
-          await this.guard(() => this.poll());
-          await sleep(POLL_MS, this.signal);
-        }
-        if (this.signal.aborted) return;
-      }
+      this.recheckGapsNowAndThen();
+      await this.follow();
     } catch (error) {
       if (error.name === "AbortError" || this.signal.aborted) return;
       this.page.fail(error, this);
@@ -567,9 +618,11 @@ class Session {
   async guard(work) {
     await retrying(this.page, this.signal, work);
     if (this.signal.aborted) throw new DOMException("aborted", "AbortError");
+    // A REST retry may have said "reconnecting": while the stream is subscribed, the chart is live.
+    if (this.connection?.accepted) this.page.setState(this.chart.store.size ? "live" : "empty");
   }
 
-  /** The newest page of candles: what the chart opens on, and how an empty chart starts once data exists. */
+  /** The newest page of candles: what the chart opens on, and what the stream continues from. */
   async loadNewest() {
     const page = await this.api.candles(this.symbol, this.timeframe, { sort: "desc", limit: PAGE_SIZE }, { signal: this.signal });
     if (this.signal.aborted) return;
@@ -578,40 +631,220 @@ class Session {
     this.historyDone = page.data.length < PAGE_SIZE || !page.pagination.next;
     if (rows.length === 0) {
       this.page.showNotice(`No candles stored yet for ${this.symbol} ${this.timeframe}.`,
-        "They appear here as soon as the collectors store them; this page keeps looking.");
+        "They appear here as soon as the collectors store them.");
+      this.page.setState("empty");
     } else {
       this.page.hideNotice();
     }
   }
 
-  async poll() {
-    if (this.chart.store.size === 0) {
-      await this.loadNewest();
-      this.page.setState(this.chart.store.size ? "live" : "empty");
-      return;
+  /**
+   * Follows the live stream until the session closes: connect, subscribe, apply what comes; when the
+   * connection ends, connect again after a backoff and resume from the newest candle held. No connection
+   * while the tab is hidden.
+   */
+  async follow() {
+    let failures = 0;
+    for (;;) {
+      if (document.hidden) {
+        // Showing the tab again wakes this sleep at once.
+        this.live = "paused";
+        await sleep(UNTIL_WOKEN_MS, this.signal);
+        if (this.signal.aborted) return;
+        continue;
+      }
+      this.live = "connecting";
+      const outcome = await this.connect();
+      if (this.signal.aborted) return;
+      if (outcome.fatal) throw outcome.fatal;
+      if (outcome.paused) continue;
+      if (outcome.refused) {
+        // Not allowed (or no stream there): trying again only when asked, or when the tab is shown again.
+        this.live = "refused";
+        this.page.setState("error", outcome.message);
+        this.page.showBanner(`Live updates are refused: ${outcome.message}`, null);
+        await sleep(UNTIL_WOKEN_MS, this.signal);
+        if (this.signal.aborted) return;
+        continue;
+      }
+      failures = outcome.healthy ? 0 : failures + 1;
+      const wait = reconnectDelay(failures);
+      this.live = "reconnecting";
+      this.page.setState(outcome.serverError ? "error" : "retrying", outcome.message);
+      // A connection that worked and dropped is opened again without alarm; the banner says so once a
+      // reconnect has failed too, or when the server said what went wrong.
+      if (outcome.serverError) {
+        this.page.showBanner(`Live updates stopped: ${outcome.message}`, wait);
+      } else if (failures > 0) {
+        this.page.showBanner(outcome.message, wait);
+      }
+      await sleep(wait, this.signal);
+      if (this.signal.aborted) return;
     }
-    const candle = await this.api.latest(this.symbol, this.timeframe, { signal: this.signal });
-    if (this.signal.aborted || !candle) return;
-    const last = this.chart.store.last;
-    if (candle.open_time_ms === last) {
-      this.chart.merge([candle]);
-    } else if (candle.open_time_ms > last) {
-      // The candle on screen may have changed since (its final, confirmed version), and several may have
-      // opened: read everything from the last one shown on.
-      await this.catchUp(last);
-    }
-    if (performance.now() - this.gapsCheckedAt > GAP_RECHECK_MS) await this.recheckGaps();
-    this.page.setState("live");
   }
 
-  async catchUp(fromMs) {
-    let page = await this.api.candles(this.symbol, this.timeframe,
-      { start_time: fromMs, sort: "asc", limit: PAGE_SIZE }, { signal: this.signal });
-    for (let pages = 1; ; pages += 1) {
+  /**
+   * One connection to the stream: subscribe from `resumeFrom()` and apply every data frame of this series
+   * until the socket closes, the session closes or the tab is hidden. Resolves with what ended it: {message,
+   * healthy, serverError}, or {paused}, {refused, message}, {fatal: ApiError}.
+   */
+  connect() {
+    return new Promise((resolve) => {
+      if (this.signal.aborted) {
+        resolve({});
+        return;
+      }
+      let socket;
+      try {
+        socket = new WebSocket(this.page.streamUrl);
+      } catch (error) {
+        resolve({ message: `The live stream cannot be opened: ${error.message}`, healthy: false });
+        return;
+      }
+      const since = this.resumeFrom();
+      const now = performance.now();
+      const connection = {
+        accepted: false, candles: false, opened: false, serverError: null, startedAt: now, heardAt: now,
+      };
+      this.connection = connection;
+      let done = false;
+      const finish = (outcome) => {
+        if (done) return;
+        done = true;
+        clearInterval(watch);
+        this.signal.removeEventListener("abort", onAbort);
+        if (this.connection === connection) this.connection = null;
+        // Nothing of this socket reaches the chart any more, whatever is still in flight.
+        socket.onopen = socket.onmessage = socket.onerror = socket.onclose = null;
+        if (socket.readyState === WebSocket.OPEN) {
+          socket.close(1000);
+        } else if (socket.readyState === WebSocket.CONNECTING) {
+          // Closing a socket that is still connecting makes the browser log an error: close it once open.
+          socket.onopen = () => socket.close(1000);
+        }
+        const lived = performance.now() - connection.startedAt;
+        const worked = connection.accepted && connection.serverError === null;
+        resolve({
+          ...outcome,
+          serverError: connection.serverError !== null,
+          healthy: worked && (connection.candles || lived >= STREAM_HEALTHY_MS),
+        });
+      };
+      const onAbort = () => finish({});
+      this.signal.addEventListener("abort", onAbort, { once: true });
+      connection.pause = () => finish({ paused: true });
+      // A connection can die without a close event (a laptop asleep, a proxy gone): silence for too long ends it.
+      const watch = setInterval(() => {
+        const quiet = performance.now() - connection.heardAt;
+        if (quiet >= STREAM_DEAD_MS) {
+          finish({ message: "The live stream stopped answering." });
+        } else if (quiet >= STREAM_PING_AFTER_MS && socket.readyState === WebSocket.OPEN) {
+          socket.send("ping");
+        }
+      }, STREAM_CHECK_MS);
+
+      socket.onopen = () => {
+        connection.opened = true;
+        connection.heardAt = performance.now();
+        socket.send(JSON.stringify({
+          op: "subscribe", args: [{ symbol: this.symbol, timeframe: this.timeframe, since }],
+        }));
+      };
+      socket.onmessage = (event) => {
+        connection.heardAt = performance.now();
+        const outcome = this.receive(connection, event.data);
+        if (outcome) finish(outcome);
+      };
+      socket.onclose = (event) => {
+        const message = connection.serverError ?? closeReason(event, connection.opened);
+        finish(STREAM_REFUSED_CLOSE_CODES.has(event.code) ? { refused: true, message } : { message });
+      };
+    });
+  }
+
+  /** Handles one frame of the stream; returns how the connection ends when it must, or null. */
+  receive(connection, text) {
+    if (text === "pong") return null;
+    let frame;
+    try {
+      frame = JSON.parse(text);
+    } catch {
+      console.warn("chart: a stream frame that is not JSON", String(text).slice(0, 200));
+      return null;
+    }
+    // Every frame about a series names it: one of another symbol or bar is never drawn.
+    const arg = frame.arg;
+    if (arg && (arg.symbol !== this.symbol || arg.timeframe !== this.timeframe)) return null;
+    if (frame.event === "error") {
+      const message = String(frame.message || frame.error_code || "an error");
+      connection.serverError = message;
+      if (SERIES_ERROR_CODES.has(frame.error_code)) {
+        return { fatal: new ApiError(message, { status: 404, code: frame.error_code }) };
+      }
+      if (frame.error_code === "AUTHENTICATION_REQUIRED") return { refused: true, message };
+      // The subscription did not start, or stopped: connect again after a wait and subscribe afresh.
+      return { message };
+    }
+    if (!arg) return null;
+    if (frame.event === "subscribe") {
+      connection.accepted = true;
+      this.live = "live";
+      this.page.hideBanner();
+      this.page.setState(this.chart.store.size ? "live" : "empty");
+    } else if (Array.isArray(frame.data)) {
+      connection.candles = true;
+      this.apply(frame.data);
+    }
+    return null;
+  }
+
+  /**
+   * Candles of a data frame: a newer open time is appended, a known one replaced. Candles older than the
+   * oldest one loaded (backfill of history not on screen) are left for scrolling to load.
+   */
+  apply(rows) {
+    const first = this.chart.store.first;
+    const shown = first === undefined ? rows : rows.filter((row) => row.open_time_ms >= first);
+    if (shown.length < rows.length) this.historyDone = false;
+    const wasEmpty = this.chart.store.size === 0;
+    this.chart.merge(shown);
+    if (wasEmpty && this.chart.store.size) {
+      this.page.hideNotice();
+      this.page.setState("live");
+    }
+  }
+
+  /**
+   * Where a (re)subscription starts: the newest candle held, or an older one of the last few that is still
+   * open (its final version may have been written meanwhile); 0 when nothing is held.
+   */
+  resumeFrom() {
+    const { times, rows } = this.chart.store;
+    if (times.length === 0) return 0;
+    let since = times[times.length - 1];
+    for (let i = times.length - 2; i >= Math.max(0, times.length - RESUME_LOOKBACK); i -= 1) {
+      if (!rows.get(times[i]).confirm) since = times[i];
+    }
+    return since;
+  }
+
+  /** Closes the stream while the tab is hidden; `follow` connects again when it is shown. */
+  pause() {
+    this.connection?.pause();
+  }
+
+  async recheckGapsNowAndThen() {
+    for (;;) {
+      await sleep(GAP_RECHECK_MS, this.signal);
       if (this.signal.aborted) return;
-      this.chart.merge(page.data);
-      if (!page.pagination.next || pages >= CATCH_UP_MAX_PAGES) return;
-      page = await this.api.page(page.pagination.next, { signal: this.signal });
+      if (document.hidden || this.chart.gaps.length === 0) continue;
+      if (performance.now() - this.gapsCheckedAt < GAP_RECHECK_MS) continue;
+      try {
+        await this.guard(() => this.recheckGaps());
+      } catch (error) {
+        if (error.name === "AbortError" || this.signal.aborted) return;
+        console.warn("chart: gaps could not be checked again", error);
+      }
     }
   }
 
@@ -668,10 +901,14 @@ window.okxChart = {
   gapMarkerCount: () => page.chart.markers.markers().length,
   gaps: () => page.chart.gaps.map((gap) => ({ ...gap })),
   lastCandle: () => page.chart.store.lastRow,
+  candles: () => page.chart.store.all(),
   candle: (openTimeMs) => page.chart.store.rows.get(openTimeMs) ?? null,
   firstOpenTime: () => page.chart.store.first ?? null,
   selection: () => ({ symbol: page.session?.symbol ?? null, timeframe: page.session?.timeframe ?? null }),
   state: () => page.state,
+  // The stream of the chart on screen: "connecting", "live", "reconnecting", "refused", "paused" (or "off").
+  stream: () => page.session?.live ?? null,
+  streamUrl: page.streamUrl,
   historyDone: () => page.session?.historyDone ?? null,
   recheckGaps: () => page.session?.recheckGaps(),
   refreshCatalogue: () => page.refreshCatalogue(),

@@ -1,104 +1,21 @@
-"""A real uvicorn serving the project's ASGI app on 127.0.0.1, in a thread of the test process (so it reads the
-test database), and a WebSocket client that reads frames as the stream's users do."""
+"""A WebSocket client that reads frames as the stream's users do, and the write path's rows for the stream's tests.
+
+The server, `stream_server` (uvicorn serving the project's ASGI app in a thread of the test process, so it reads the
+test database), and `stream_prefix` live in tests/candles/conftest.py, shared with the chart page's browser tests."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import orjson
 import pytest
-import redis as redis_lib
-import uvicorn
 import websockets
-from asgiref.sync import SyncToAsync
-from django.conf import settings as django_settings
-from django.db import connections, transaction
+from django.db import transaction
 
 from candles.storage import CandleRow, candles_upsert
-from candles.stream import feed
-from tests.support.ports import free_port, release_port
-
-
-@dataclass
-class StreamServer:
-    url: str
-    server: uvicorn.Server
-
-
-@pytest.fixture
-def stream_prefix(settings) -> Iterator[str]:
-    """The feed's keys under a prefix of this test's own, removed afterwards."""
-    prefix = f"test:stream:{uuid.uuid4().hex}:"
-    settings.REDIS_KEY_PREFIX = prefix
-    feed.listening_forget()
-    yield prefix
-    feed.listening_forget()
-    client = redis_lib.Redis.from_url(django_settings.REDIS_URL)
-    stale = list(client.scan_iter(match=f"{prefix}*"))
-    if stale:
-        client.delete(*stale)
-    client.close()
-
-
-@pytest.fixture
-def stream_server(stream_prefix) -> Iterator[StreamServer]:
-    from okxproject.asgi import application
-
-    port = free_port()
-    config = uvicorn.Config(application, host="127.0.0.1", port=port, ws="websockets-sansio", lifespan="off",
-                            log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
-
-    workers = 4
-    executor = ThreadPoolExecutor(workers, thread_name_prefix="stream-db")
-
-    def close_pool_connections() -> None:
-        # Each pool thread holds its own connection: one task per thread (a barrier keeps any thread from taking
-        # two) closes them all, so the test database can be dropped at the end of the session.
-        barrier = threading.Barrier(workers)
-
-        def close() -> None:
-            barrier.wait(10)
-            connections.close_all()
-
-        for future in [executor.submit(close) for _ in range(workers)]:
-            future.result(15)
-
-    async def main() -> None:
-        asyncio.get_running_loop().set_default_executor(executor)
-        try:
-            await server.serve()
-        finally:
-            close_pool_connections()
-
-    def serve() -> None:
-        try:
-            asyncio.run(main())
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=serve, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield StreamServer(f"ws://127.0.0.1:{port}/api/v1/stream", server)
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        release_port(port)
-        # Django's one thread for sync code under ASGI (the session lookup of the auth middleware ran there)
-        # keeps its connection open; the test database must be droppable at the end of the session.
-        SyncToAsync.single_thread_executor.submit(connections.close_all).result(10)
 
 
 def write(*rows: CandleRow) -> None:
