@@ -9,6 +9,9 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "okxproject.settings")
+# Under ASGI each request runs its sync code in a thread of its own, so a connection kept for reuse would stay with
+# a thread nobody reuses: ASGI processes close theirs after each use unless DB_CONN_MAX_AGE says otherwise.
+os.environ.setdefault("DB_CONN_MAX_AGE", "0")
 
 # Django is set up before anything imports models (the stream's consumers do).
 django_application = get_asgi_application()

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.http.request import validate_host
+from django.http.request import split_domain_port, validate_host
 
 
 def _header(scope: dict, name: bytes) -> str | None:
@@ -37,9 +37,10 @@ def _same_site(scope: dict) -> bool:
     origin = _header(scope, b"origin")
     if not origin:
         return False
-    host = urlsplit(origin).netloc
+    # ALLOWED_HOSTS name hosts without ports, as Django matches a request's Host header.
+    domain, _ = split_domain_port(urlsplit(origin).netloc)
     allowed = settings.ALLOWED_HOSTS or ([".localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])
-    return bool(host) and validate_host(host, allowed)
+    return bool(domain) and validate_host(domain, allowed)
 
 
 def _token_exists(key: str) -> bool:

@@ -634,9 +634,6 @@ def test_an_unreachable_api_shows_a_banner_and_the_chart_recovers(subscribed, ch
     assert all("ERR_CONNECTION_REFUSED" in error for error in page.errors), page.errors
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "candles/stream/access.py compares the Origin's host *with its port* to ALLOWED_HOSTS, so the stream refuses "
-    "a staff session on any site served on an explicit port (here the test server's; :8000 of make run too)"))
 def test_with_read_authentication_a_staff_session_follows_the_stream(settings, subscribed, chart, django_user_model):
     subscribed("BTC-USDT", "1m")
     store(walk("BTC-USDT", "1m", every(T0_MS, 10)))
