@@ -706,6 +706,12 @@ _TEXT_COLUMNS = (
 )
 
 
+# The newest open time this process served per series: where the next newest page's first read may start.
+# Only a hint (a stale one costs a second read, never a wrong page); bounded, and cleared when full.
+_newest_seen: dict[tuple[int | str, int], int] = {}
+_NEWEST_SEEN_MAX = 50_000
+
+
 def candle_list_text(
     *,
     instrument_id: int | None = None,
@@ -734,8 +740,15 @@ def candle_list_text(
         if cursor is not None:
             _decode_cursor(cursor, descending)
         return CandlePage(candles=[], next_cursor=None)
+    newest_page = descending and start is None and end is None and cursor is None
+    series = (instrument, timeframe)
     rows = _list_rows(_TEXT_COLUMNS, instrument=instrument, timeframe=timeframe, start=start, end=end,
-                      confirmed=confirmed, descending=descending, limit=limit, cursor=cursor)
+                      confirmed=confirmed, descending=descending, limit=limit, cursor=cursor,
+                      newest_hint=_newest_seen.get(series) if newest_page else None)
+    if newest_page and rows:
+        if len(_newest_seen) >= _NEWEST_SEEN_MAX:
+            _newest_seen.clear()
+        _newest_seen[series] = rows[0][1]
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = _encode_cursor(rows[-1][1], descending) if more else None
@@ -761,7 +774,7 @@ def candle_newest_ms(*, instrument_id: int, timeframe_id: int) -> int | None:
 
 def _list_rows(
     columns: str, *, instrument: int | str, timeframe: int, start: datetime | None, end: datetime | None,
-    confirmed: bool | None, descending: bool, limit: int, cursor: str | None,
+    confirmed: bool | None, descending: bool, limit: int, cursor: str | None, newest_hint: int | None = None,
 ) -> list[tuple]:
     """Up to `limit` + 1 rows of the page, read first within the span `limit` + 1 bars can fill from where the
     page starts, then, only when that span held fewer (a gap, or the end of the data), beyond it.
@@ -774,6 +787,11 @@ def _list_rows(
     after = None if cursor is None else _decode_cursor(cursor, descending)
     known = [t for t in ((end, after) if descending else (start, after)) if t is not None]
     length_ms = bar_catalog.fixed_length_ms(timeframe)
+    if descending and not known and length_ms is not None and newest_hint is not None:
+        # The newest page again: from the newest open time this process last saw, the first read plans the leaves
+        # from there on only, not every leaf of the bar (planning all 24 monthly leaves of 1m cost 1.2 ms of a
+        # 100-candle page). Rows newer than the hint are read all the same (the read has no upper bound).
+        known = [ms_to_datetime(newest_hint + length_ms)]
     bound = None
     if known and length_ms is not None:
         # Whole milliseconds, as open times and cursors are: the two reads below meet exactly at the bound.

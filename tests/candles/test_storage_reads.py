@@ -380,3 +380,21 @@ def test_pages_read_across_gaps_longer_than_a_page_and_miss_nothing(minutes_with
     assert pages_of_text(btc, minute, descending=descending, **bounds) == sorted(expected, reverse=descending)
     only_closed = pages_of_text(btc, minute, descending=descending, confirmed=True, **bounds)
     assert only_closed == [t for t in sorted(expected, reverse=descending) if (t - T0) // MINUTE % 4 != 0]
+
+
+def test_the_newest_page_is_right_however_the_series_changed_since_the_last_one(fifty_minutes):
+    """The newest page starts its read where the previous newest page began (a hint, per process): newer candles,
+    and a hint past every stored candle, must change nothing in what a page holds."""
+    from candles.models import Candle
+
+    instrument, timeframe = fifty_minutes
+
+    def newest(limit: int) -> list[int]:
+        page = candle_list_text(instrument_id=instrument.pk, timeframe_id=timeframe.pk, descending=True, limit=limit)
+        return [row[1] for row in page.candles]
+
+    ms = [int(at(i).timestamp() * 1000) for i in range(50)]
+    assert newest(5) == ms[49:44:-1]
+    assert newest(20) == ms[49:29:-1]  # more than the hint's span: read on beyond it
+    Candle.objects.filter(instrument=instrument, open_time__gte=at(40)).delete()  # the hint is now past the data
+    assert newest(5) == ms[39:34:-1]
