@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 3
 FIREHOSE_ARGS ?=
 
-.PHONY: help venv services browser migrate run demo test lint bench-upsert bench-firehose bench-storage bench
+.PHONY: help venv services browser migrate run demo test lint bench-upsert bench-firehose bench-storage bench-stream bench
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -59,6 +59,9 @@ bench-firehose: venv ## Issue 14's benchmark: 1,000 instruments x 27 bars, the w
 
 bench-storage: services ## Issue 15's benchmark: a month of 1s (31 M candles) in its own database (~15 min; STORAGE_ARGS=--reuse to keep it)
 	$(VENV_PY) bench/storage.py $(STORAGE_ARGS)
+
+bench-stream: services ## Issue 16's benchmark: the live stream's commit → client latency at 30k versions/s, 1/100/500 clients (~4 min)
+	$(VENV_PY) bench/stream.py $(STREAM_ARGS)
 
 bench: migrate ## Every benchmark in one sitting (about an hour; output in bench/results/)
 	bench/run_all.sh

@@ -15,6 +15,7 @@ run "$PY" bench/upsert.py --rounds 5
 run "$PY" bench/client.py
 run "$PY" bench/pipeline.py --instruments 3000 --bars 1s,1m --intervals 0.2 --step-seconds 300
 run "$PY" bench/api.py
+run "$PY" bench/stream.py
 run "$PY" bench/rules.py
 run "$PY" bench/status_cost.py
 run "$PY" bench/chaos.py --minutes 10
