@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from candles.admin_counts import BoundedCountChangeList, BoundedCountPaginator
 from candles.bars import ms_to_datetime
-from candles.models import CandleRecord, Instrument
+from candles.models import CandleRecord, Instrument, PriceKind
 
 WINDOWS = {
     "15m": ("last 15 minutes", timedelta(minutes=15)),
@@ -159,7 +159,8 @@ class CandleAdmin(admin.ModelAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        instrument_id = Instrument.objects.filter(inst_id=term).values_list("id", flat=True).first()
+        instrument_id = (Instrument.objects.filter(inst_id=term, price=PriceKind.TRADE)
+                         .values_list("id", flat=True).first())
         if instrument_id is None:
             return queryset.none(), False
         return queryset.filter(instrument_id=instrument_id), False

@@ -203,7 +203,7 @@ def _read(bar: DerivedBar, instrument: int | str, lo: int | None, hi: int | None
           row_limit: int) -> list[tuple]:
     """Buckets of the source rows with lo ≤ open time < hi (ms), up to `row_limit` rows from the near end."""
     where = ["instrument_id = %s" if isinstance(instrument, int)
-             else "instrument_id = (SELECT id FROM candles_instrument WHERE inst_id = %s)",
+             else "instrument_id = (SELECT id FROM candles_instrument WHERE inst_id = %s AND price = 'trade')",
              "timeframe_id = %s"]
     where_params: list[object] = [instrument, bar.source_id]
     if lo is not None:

@@ -21,12 +21,36 @@ class InstrumentType(models.TextChoices):
     SWAP = "SWAP"
     FUTURES = "FUTURES"
     OPTION = "OPTION"
+    # An OKX index (BTC-USD, BTC-USDT: a derivative's `uly`), from /market/index-tickers: only index candles.
+    INDEX = "INDEX"
+
+
+class PriceKind(models.TextChoices):
+    """Which price a series' candles follow: OKX's trades, its mark price, or an index."""
+
+    TRADE = "trade"
+    MARK = "mark"
+    INDEX = "index"
+
+
+# The instrument types OKX publishes mark-price candles for.
+MARK_PRICE_TYPES = frozenset({InstrumentType.SWAP, InstrumentType.FUTURES, InstrumentType.OPTION})
 
 
 class Instrument(models.Model):
+    """A source of one price's candles: an OKX instrument's trades (`price` trade), its mark price (mark), or an
+    OKX index (index; inst_type INDEX).
+
+    A candle series is (this row, bar), so the candle table's key stays (instrument, timeframe, open time) for every
+    price kind: BTC-USDT-SWAP's mark candles live under the row (BTC-USDT-SWAP, mark), never beside its trade
+    candles, and the index BTC-USDT under (BTC-USDT, index), never beside the spot pair's. docs/price-kinds.md.
+    """
+
     # 4-byte key: it is part of every candle's primary key.
     id = models.AutoField(primary_key=True)
-    inst_id = models.CharField("instId", max_length=64, unique=True)
+    # Lookups by inst_id use the unique (inst_id, price) index.
+    inst_id = models.CharField("instId", max_length=64)
+    price = models.CharField(max_length=5, choices=PriceKind.choices, default=PriceKind.TRADE)
     inst_type = models.CharField("type", max_length=16, choices=InstrumentType.choices)
     base_ccy = models.CharField(max_length=32, blank=True)
     quote_ccy = models.CharField(max_length=32, blank=True)
@@ -44,14 +68,24 @@ class Instrument(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["inst_id"]
+        ordering = ["inst_id", "price"]
         indexes = [
             # Instrument lists in the admin and the API filter by type and state.
             models.Index(fields=["inst_type", "state"], name="instrument_type_state_idx"),
         ]
+        constraints = [
+            models.UniqueConstraint(fields=["inst_id", "price"], name="instrument_inst_id_price_uniq"),
+            # Index ids carry index candles only, and only indices do.
+            models.CheckConstraint(condition=Q(inst_type="INDEX", price="index") | (~Q(inst_type="INDEX")
+                                                                                   & ~Q(price="index")),
+                                   name="instrument_index_kind"),
+            # Mark candles exist only for derivatives.
+            models.CheckConstraint(condition=~Q(price="mark") | Q(inst_type__in=["SWAP", "FUTURES", "OPTION"]),
+                                   name="instrument_mark_derivatives"),
+        ]
 
     def __str__(self) -> str:
-        return self.inst_id
+        return self.inst_id if self.price == PriceKind.TRADE else f"{self.inst_id} ({self.price})"
 
 
 class Alignment(models.IntegerChoices):
@@ -280,8 +314,9 @@ class Candle(models.Model):
     high = ExactDecimalField()
     low = ExactDecimalField()
     close = ExactDecimalField()
-    vol = ExactDecimalField()
-    vol_ccy = ExactDecimalField()
+    # Empty for mark-price and index candles, which carry no volumes.
+    vol = ExactDecimalField(null=True)
+    vol_ccy = ExactDecimalField(null=True)
     # Absent in OKX's older 7-field payloads.
     vol_ccy_quote = ExactDecimalField(null=True)
     confirmed = models.BooleanField()
@@ -324,8 +359,8 @@ class CandleRecord(models.Model):
     high = ExactDecimalField()
     low = ExactDecimalField()
     close = ExactDecimalField()
-    vol = ExactDecimalField()
-    vol_ccy = ExactDecimalField()
+    vol = ExactDecimalField(null=True)
+    vol_ccy = ExactDecimalField(null=True)
     vol_ccy_quote = ExactDecimalField(null=True)
     confirmed = models.BooleanField()
     source = models.CharField(max_length=4, choices=CandleSource.choices)

@@ -59,6 +59,8 @@ def _filters(col: Callable[[str], str]) -> str:
         f" = {col('quote_ccy')})"
         f" AND ({col('settle_ccy')} = '' OR i.settle_ccy = {col('settle_ccy')})"
         f" AND ({col('inst_id_pattern')} = '' OR i.inst_id LIKE {like})"
+        # Rules select traded instruments; mark and index series get rules of their own (docs/price-kinds.md).
+        " AND i.price = 'trade'"
     )
 
 

@@ -69,16 +69,19 @@ class CandleRow(NamedTuple):
     high: Number
     low: Number
     close: Number
-    vol: Number
-    vol_ccy: Number
+    vol: Number | None
+    vol_ccy: Number | None
     vol_ccy_quote: Number | None
     confirmed: bool
     source: str  # "ws" or "rest"
     version: int  # receipt time in microseconds since the epoch; newer wins
+    # "trade", "mark" or "index": which of the instrument's series (candles.models.PriceKind). Mark and index
+    # candles have no volumes (vol and vol_ccy None).
+    price: str = "trade"
 
 
-# (inst_id, bar, open_time_ms) of a CandleRow, in C: a sort or set key for thousands of rows.
-candle_key = operator.itemgetter(0, 1, 2)
+# (inst_id, bar, open_time_ms, price) of a CandleRow, in C: a sort or set key for thousands of rows.
+candle_key = operator.itemgetter(0, 1, 2, 13)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +116,8 @@ class UpsertResult:
 
 
 _STAGING_COLUMNS = (
-    "inst_id, bar, open_time_ms, open, high, low, close, vol, vol_ccy, vol_ccy_quote, confirmed, source, version"
+    "inst_id, bar, open_time_ms, open, high, low, close, vol, vol_ccy, vol_ccy_quote, confirmed, source, version, "
+    "price"
 )
 
 # Temporary and dropped at commit: nothing survives on a pooled connection, and no WAL is written for it.
@@ -126,7 +130,7 @@ CREATE TEMPORARY TABLE candle_staging (
     seq integer,
     inst_id text, bar text, open_time_ms bigint,
     open numeric, high numeric, low numeric, close numeric, vol numeric, vol_ccy numeric, vol_ccy_quote numeric,
-    confirmed boolean, source text, version bigint
+    confirmed boolean, source text, version bigint, price text
 ) ON COMMIT DROP
 """
 _COPY_STAGING = f"COPY candle_staging ({_STAGING_COLUMNS}) FROM STDIN"
@@ -138,7 +142,7 @@ CREATE TEMPORARY TABLE candle_staging_text (
     seq integer GENERATED ALWAYS AS IDENTITY (MINVALUE 0 START WITH 0),
     inst_id text, bar text, open_time_ms text,
     open text, high text, low text, close text, vol text, vol_ccy text, vol_ccy_quote text,
-    confirmed text, source text, version text
+    confirmed text, source text, version text, price text
 ) ON COMMIT DROP
 """
 _COPY_TEXT_STAGING = f"COPY candle_staging_text ({_STAGING_COLUMNS}) FROM STDIN"
@@ -164,7 +168,7 @@ WITH parsed AS (
     INSERT INTO candle_staging (seq, {_STAGING_COLUMNS})
     SELECT seq, inst_id, bar, open_time_ms::bigint, open::numeric, high::numeric, low::numeric, close::numeric,
            vol::numeric, vol_ccy::numeric, NULLIF(vol_ccy_quote, '')::numeric, confirmed::boolean, source,
-           version::bigint
+           version::bigint, price
     FROM parsed WHERE reason IS NULL
 )
 SELECT seq, reason FROM parsed WHERE reason IS NOT NULL ORDER BY seq
@@ -174,10 +178,11 @@ _DROP_STAGING = "DROP TABLE IF EXISTS candle_staging, candle_staging_text"
 # Bar constants once per bar, not once per row (MATERIALIZED keeps the planner from inlining them).
 _CHECKED = """
 FROM candle_staging s
-LEFT JOIN candles_instrument i ON i.inst_id = s.inst_id
+LEFT JOIN candles_instrument i ON i.inst_id = s.inst_id AND i.price = coalesce(s.price, 'trade')
 LEFT JOIN bar ON bar.code = s.bar
 CROSS JOIN LATERAL (SELECT CASE
     WHEN i.id IS NULL THEN 'unknown instrument ' || coalesce(quote_literal(s.inst_id), 'NULL')
+        || CASE WHEN coalesce(s.price, 'trade') = 'trade' THEN '' ELSE ' (' || s.price || ' price)' END
     WHEN bar.id IS NULL THEN 'unknown bar ' || coalesce(quote_literal(s.bar), 'NULL')
     WHEN s.source IS NULL OR s.source NOT IN ('ws', 'rest') THEN 'source must be ws or rest'
     WHEN s.open_time_ms IS NULL THEN 'open time is missing'
@@ -187,8 +192,10 @@ CROSS JOIN LATERAL (SELECT CASE
     WHEN s.high IS NULL THEN 'high is missing'
     WHEN s.low IS NULL THEN 'low is missing'
     WHEN s.close IS NULL THEN 'close is missing'
-    WHEN s.vol IS NULL THEN 'vol is missing'
-    WHEN s.vol_ccy IS NULL THEN 'vol_ccy is missing'
+    WHEN i.price = 'trade' AND s.vol IS NULL THEN 'vol is missing'
+    WHEN i.price = 'trade' AND s.vol_ccy IS NULL THEN 'vol_ccy is missing'
+    WHEN i.price <> 'trade' AND coalesce(s.vol, s.vol_ccy, s.vol_ccy_quote) IS NOT NULL
+        THEN i.price || ' candles carry no volumes'
     -- PostgreSQL sorts NaN and Infinity above every finite number, and -Infinity below.
     WHEN greatest(s.open, s.high, s.low, s.close, s.vol, s.vol_ccy, s.vol_ccy_quote) >= 'Infinity'
         OR least(s.open, s.high, s.low, s.close) <= '-Infinity' THEN 'value is not a finite number'
@@ -274,7 +281,7 @@ _MERGE_STAGED = {(dedup, fed): _merge_staged_sql(deduplicate=dedup, fed=fed)
 
 _NUMBERED_STAGING = """(
     SELECT coalesce(seq, (row_number() OVER (ORDER BY ctid) - 1)::integer) AS seq, inst_id, bar, open_time_ms,
-           open, high, low, close, vol, vol_ccy, vol_ccy_quote, confirmed, source, version
+           open, high, low, close, vol, vol_ccy, vol_ccy_quote, confirmed, source, version, price
     FROM candle_staging
 )"""
 _REPORT = f"""
@@ -296,7 +303,7 @@ _JSON_ROWS = """(
            (u.r->>3)::numeric AS open, (u.r->>4)::numeric AS high, (u.r->>5)::numeric AS low,
            (u.r->>6)::numeric AS close, (u.r->>7)::numeric AS vol, (u.r->>8)::numeric AS vol_ccy,
            NULLIF(u.r->>9, '')::numeric AS vol_ccy_quote, (u.r->>10)::boolean AS confirmed, u.r->>11 AS source,
-           (u.r->>12)::bigint AS version
+           (u.r->>12)::bigint AS version, u.r->>13 AS price
     FROM jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS u(r, n)
 )"""
 def _merge_json_sql(*, fed: bool) -> str:
@@ -632,7 +639,7 @@ def _list_query(
         raise ValueError("limit must be at least 1")
     where = [
         "instrument_id = %s" if isinstance(instrument, int)
-        else "instrument_id = (SELECT id FROM candles_instrument WHERE inst_id = %s)",
+        else "instrument_id = (SELECT id FROM candles_instrument WHERE inst_id = %s AND price = 'trade')",
         "timeframe_id = %s",
     ]
     params: list[object] = [instrument, timeframe]

@@ -10,7 +10,7 @@ from datetime import datetime
 from django.db import connection, transaction
 from django.utils import timezone
 
-from candles.models import Instrument, Subscription, SubscriptionStatus, Timeframe
+from candles.models import Instrument, PriceKind, Subscription, SubscriptionStatus, Timeframe
 from candles.signals import subscriptions_changed
 
 logger = logging.getLogger(__name__)
@@ -55,8 +55,8 @@ def subscriptions_create(
     """
     inst_ids, bars = list(dict.fromkeys(inst_ids)), list(dict.fromkeys(bars))
     now = timezone.now()
-    instruments = {i.inst_id: i for i in Instrument.objects.filter(inst_id__in=inst_ids, state="live",
-                                                                   delisted_at__isnull=True)
+    instruments = {i.inst_id: i for i in Instrument.objects.filter(inst_id__in=inst_ids, price=PriceKind.TRADE,
+                                                                   state="live", delisted_at__isnull=True)
                    .exclude(expires_at__lte=now)}
     timeframes = {t.code: t for t in Timeframe.objects.filter(code__in=bars, is_active=True)}
     unknown = {"instruments": [i for i in inst_ids if i not in instruments],

@@ -24,7 +24,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from candles.bars import ms_to_datetime
-from candles.models import Instrument
+from candles.models import Instrument, PriceKind
 from candles.rules import MaterializeResult, rules_materialize
 from collectors.okx.rest import InstrumentInfo, OkxRestClient
 
@@ -96,7 +96,9 @@ def instruments_apply(*, listed: dict[str, list[InstrumentInfo]]) -> SyncResult:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK_KEY])
         existing = {
             row.inst_id: row
-            for row in Instrument.objects.filter(Q(inst_id__in=list(wanted)) | Q(inst_type__in=list(listed)))
+            # The traded instruments' rows; their mark-price and index rows are kept by their own sync.
+            for row in Instrument.objects.filter(Q(inst_id__in=list(wanted)) | Q(inst_type__in=list(listed)),
+                                                 price=PriceKind.TRADE)
         }
         to_create = [Instrument(inst_id=inst_id, **fields) for inst_id, fields in wanted.items()
                      if inst_id not in existing]

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 from django.core.management.base import CommandError
 
 from candles.bars import ms_to_datetime
-from candles.models import Instrument, Timeframe
+from candles.models import Instrument, PriceKind, Timeframe
 
 # Epoch milliseconds below this (1973-03-03) are almost surely epoch seconds typed by mistake.
 _MIN_PLAUSIBLE_MS = 100_000_000_000
@@ -69,7 +69,7 @@ def series_lookup(symbol: str, bar: str, *, active_bar: bool = True) -> tuple[In
 
     Both names are exact: instrument ids as OKX spells them, bars case-sensitive (`1m` is not `1M`).
     """
-    instrument = Instrument.objects.filter(inst_id=symbol).first()
+    instrument = Instrument.objects.filter(inst_id=symbol, price=PriceKind.TRADE).first()
     if instrument is None:
         similar = list(Instrument.objects.filter(inst_id__iexact=symbol).values_list("inst_id", flat=True)[:3])
         hint = f"; did you mean {' or '.join(similar)}?" if similar else "."

@@ -8,7 +8,7 @@ POST /subscribe too), so a client handles each with one code. Bars match exactly
 from __future__ import annotations
 
 from candles.api.params import is_symbol, is_timeframe
-from candles.models import Instrument, Timeframe
+from candles.models import Instrument, PriceKind, Timeframe
 from okxproject.api_errors import ApiError
 
 
@@ -25,7 +25,7 @@ def unknown_timeframe(code: str, *, status: int) -> ApiError:
 def instrument_or_404(symbol: str) -> Instrument:
     try:
         if is_symbol(symbol):
-            return Instrument.objects.get(inst_id=symbol)
+            return Instrument.objects.get(inst_id=symbol, price=PriceKind.TRADE)
     except Instrument.DoesNotExist:
         pass
     raise symbol_not_found(symbol)

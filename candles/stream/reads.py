@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from candles.bars import BarSpec, ms_to_datetime
 from candles.candle_shape import candle_dicts
 from candles.derived import DerivedBar, NotDerivable, derived_list_text, resolve
-from candles.models import Instrument, Timeframe
+from candles.models import Instrument, PriceKind, Timeframe
 from candles.storage import candle_newest_ms, candle_versions_text
 from candles.stream.protocol import INVALID_TIMEFRAMES, SYMBOL_NOT_FOUND, ProtocolError, StreamArg
 
@@ -30,7 +30,8 @@ class Series:
 
 def resolve_series(arg: StreamArg) -> Series:
     """The series an arg names; ProtocolError with the REST API's code when the symbol or bar does not exist."""
-    instrument_id = Instrument.objects.filter(inst_id=arg.symbol).values_list("id", flat=True).first()
+    instrument_id = (Instrument.objects.filter(inst_id=arg.symbol, price=PriceKind.TRADE)
+                     .values_list("id", flat=True).first())
     if instrument_id is None:
         raise ProtocolError(SYMBOL_NOT_FOUND, f"No instrument {arg.symbol!r}; symbols are OKX instrument ids, "
                                               "exact (BTC-USDT).", arg.echo())

@@ -21,7 +21,7 @@ from rest_framework.views import APIView
 
 from candles.api.pagination import PAGE_PARAMS, page_bounds, paginate
 from candles.api.params import Query
-from candles.models import Instrument, Subscription, SubscriptionStatus
+from candles.models import Instrument, PriceKind, Subscription, SubscriptionStatus
 from collectors.api.access import MetricsTokenAuthentication, MetricsTokenRequired
 from collectors.api.metrics import PAUSED, metrics_text
 from collectors.api.renderers import PrometheusTextRenderer
@@ -133,7 +133,7 @@ class SymbolStatusView(APIView):
     def get(self, request: Request, symbol: str) -> Response:
         instrument = None
         if SYMBOL.fullmatch(symbol):
-            instrument = Instrument.objects.filter(inst_id=symbol).first()
+            instrument = Instrument.objects.filter(inst_id=symbol, price=PriceKind.TRADE).first()
         if instrument is None:
             raise NotFoundError(f"No instrument {symbol!r} is known.", code="SYMBOL_NOT_FOUND",
                                 details={"symbol": symbol})

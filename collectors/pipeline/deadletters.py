@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from candles.bars import BarSpec
-from candles.models import Instrument, Timeframe
+from candles.models import Instrument, PriceKind, Timeframe
 from collectors.okx.messages import CandleUpdate, ProtocolError, parse_message
 from collectors.pipeline.buffer import PUT_NEWEST_LUA, encode_entry, pack_entries, receipt_version
 from collectors.pipeline.ingest import candle_problem
@@ -220,7 +220,7 @@ def dead_letters_reingest(
             continue
         parsed.append((letter, candles, version))
     known = set(Instrument.objects.filter(
-        inst_id__in={c.inst_id for _, candles, _ in parsed for c in candles}
+        inst_id__in={c.inst_id for _, candles, _ in parsed for c in candles}, price=PriceKind.TRADE,
     ).values_list("inst_id", flat=True))
 
     entries: list[tuple[str, str]] = []

@@ -193,7 +193,7 @@ Candidate = tuple[int, str, str, str, str]  # id, inst_id, bar, status, status_m
 _LIVE_OF_PAIRS = """
 SELECT s.id, i.inst_id, t.code, s.status, s.status_message
 FROM unnest(%(insts)s::text[], %(bars)s::text[]) AS p(inst_id, bar)
-JOIN candles_instrument i ON i.inst_id = p.inst_id
+JOIN candles_instrument i ON i.inst_id = p.inst_id AND i.price = 'trade'
 JOIN candles_timeframe t ON t.code = p.bar
 CROSS JOIN LATERAL (
   SELECT id, status, status_message FROM candles_subscription
@@ -206,7 +206,7 @@ WHERE i.delisted_at IS NULL AND (i.expires_at IS NULL OR i.expires_at > %(now)s)
 _ACTIVE_PAIRS = """
 SELECT i.inst_id, t.code
 FROM unnest(%(insts)s::text[], %(bars)s::text[]) AS p(inst_id, bar)
-JOIN candles_instrument i ON i.inst_id = p.inst_id
+JOIN candles_instrument i ON i.inst_id = p.inst_id AND i.price = 'trade'
 JOIN candles_timeframe t ON t.code = p.bar
 CROSS JOIN LATERAL (
   SELECT 1 FROM candles_subscription WHERE instrument_id = i.id AND timeframe_id = t.id AND is_active LIMIT 1

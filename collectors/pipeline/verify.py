@@ -27,7 +27,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
-from candles.models import Candle, Instrument, Timeframe
+from candles.models import Candle, Instrument, PriceKind, Timeframe
 from candles.storage import CandleRow, candles_upsert
 from collectors.okx.messages import CandleUpdate
 from collectors.okx.ratelimit import RedisRateLimiter
@@ -209,7 +209,7 @@ def candles_verify(
     """
     keys = keys or pipeline_keys()
     rest_url = rest_url or settings.OKX_REST_URL
-    instrument = Instrument.objects.get(inst_id=inst_id)
+    instrument = Instrument.objects.get(inst_id=inst_id, price=PriceKind.TRADE)
     timeframe = Timeframe.objects.get(code=bar)
     now_ms = datetime_to_ms(now or timezone.now())
     first, last = verifiable_range(instrument, timeframe, datetime_to_ms(start), datetime_to_ms(end), now_ms)

@@ -28,7 +28,7 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
-from candles.models import Subscription
+from candles.models import PriceKind, Subscription
 from candles.storage import CandleRow
 from collectors.okx.tls import tls_context
 
@@ -136,7 +136,8 @@ def webhook_jobs_for(rows: Iterable[CandleRow]) -> list[WebhookJob]:
     targets = {
         (inst_id, bar): (sub_id, url)
         for sub_id, inst_id, bar, url in Subscription.objects.filter(
-            is_active=True, instrument__inst_id__in=inst_ids, timeframe__code__in=bars,
+            is_active=True, instrument__inst_id__in=inst_ids, instrument__price=PriceKind.TRADE,
+            timeframe__code__in=bars,
         ).exclude(webhook_url="").values_list("id", "instrument__inst_id", "timeframe__code", "webhook_url")
     }
     jobs: list[WebhookJob] = []

@@ -40,7 +40,7 @@ READ_LIMIT = 20_000
 # Newest first, through the partial index of unconfirmed rows; only series someone collects.
 _UNCONFIRMED = """
 SELECT i.inst_id, (extract(epoch FROM c.open_time) * 1000)::bigint
-FROM candles_candle c JOIN candles_instrument i ON i.id = c.instrument_id
+FROM candles_candle c JOIN candles_instrument i ON i.id = c.instrument_id AND i.price = 'trade'
 WHERE c.timeframe_id = %(timeframe)s AND NOT c.confirmed
   AND c.open_time >= %(since)s AND c.open_time <= %(last)s
   AND EXISTS (SELECT 1 FROM candles_subscription s

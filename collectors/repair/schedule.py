@@ -29,7 +29,7 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
-from candles.models import Instrument, RepairPriority, Timeframe
+from candles.models import Instrument, PriceKind, RepairPriority, Timeframe
 from candles.storage import candles_upsert
 from collectors.okx.rest import RECENT_CANDLES, RECENT_MARGIN, PermanentError
 from collectors.pipeline.buffer import receipt_version
@@ -58,7 +58,8 @@ _DUE_GAPS = """
 SELECT g.id, g.priority, g.start, g."end", g.missing, i.inst_id, t.code
 FROM candles_gap g
 JOIN candles_subscription s ON s.id = g.subscription_id
-JOIN candles_instrument i ON i.id = s.instrument_id
+-- Trade series only until repair fetches mark and index candles from their own endpoints (docs/price-kinds.md).
+JOIN candles_instrument i ON i.id = s.instrument_id AND i.price = 'trade'
 JOIN candles_timeframe t ON t.id = s.timeframe_id
 WHERE g.state IN ('open', 'filling') AND s.is_active
   AND ((g.state = 'open' AND (g.attempts = 0
@@ -143,7 +144,8 @@ def _run(*, budget_s: float, now: datetime, rest_url: str, redis: Any, keys: Key
     queues = {lane: deque(batched(list(queue), PAGE_CANDLES, specs)) for lane, queue in queues.items()}
     # What every unit looks up, read once for the run: a query per unit for them was most of a unit's queries.
     instrument_ids = dict(Instrument.objects.filter(
-        inst_id__in={unit.inst_id for queue in queues.values() for unit in queue}).values_list("inst_id", "pk"))
+        inst_id__in={unit.inst_id for queue in queues.values() for unit in queue}, price=PriceKind.TRADE,
+    ).values_list("inst_id", "pk"))
     lookups = _Lookups(timeframes, instrument_ids)
 
     result = RepairRunResult()
@@ -248,7 +250,8 @@ def widened(unit: Unit, timeframe: Timeframe, *, now_ms: int, instrument_id: int
     spec = timeframe.spec
     low = spec.advance(unit.end_ms, -(PAGE_CANDLES[unit.lane] - 1))
     if instrument_id is None:
-        instrument_id = Instrument.objects.filter(inst_id=unit.inst_id).values_list("pk", flat=True).first()
+        instrument_id = (Instrument.objects.filter(inst_id=unit.inst_id, price=PriceKind.TRADE)
+                         .values_list("pk", flat=True).first())
     if instrument_id is None:
         return unit
     with connection.cursor() as cursor:

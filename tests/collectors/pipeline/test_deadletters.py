@@ -86,6 +86,7 @@ def test_a_frame_refused_for_a_bar_since_known_goes_to_the_buffer_versioned_at_i
     buffered = decode_entry(name, value)
     assert buffered == (
         "BTC-USDT", "1m", T0_MS, "100", "110", "90", "105", "1.5", "157.5", "157.5", False, "ws", 1_705_431_630_250_000,
+        "trade",
     )
     assert int(redis.hget(keys.counters, "dead_letters_reingested")) == 1
 

@@ -351,7 +351,7 @@ def test_rows_the_database_rejects_go_to_the_dead_letter_list_with_their_reason(
     assert orjson.loads(letters[0]["raw"]) == {
         "inst_id": "BTC-USDT", "bar": "1m", "open_time_ms": minute(1), "open": "100", "high": "80", "low": "90",
         "close": "105", "vol": "1.5", "vol_ccy": "157.5", "vol_ccy_quote": "157.5", "confirmed": True,
-        "source": "ws", "version": 11,
+        "source": "ws", "version": 11, "price": "trade",
     }
     assert all(letter["at"] == pytest.approx(time.time(), abs=30) for letter in letters)
     assert buffer.counters() == {"dead_letters": 3, "candles_flushed": 1, "flush_runs": 1}
