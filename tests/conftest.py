@@ -121,11 +121,13 @@ def build_row(
     confirmed: object = True,
     source: str = "ws",
     version: object = 1_000,
+    price: str = "trade",
 ) -> CandleRow:
     """A valid candle row unless told otherwise; `open_time` is a datetime or epoch milliseconds."""
     open_time_ms = open_time if isinstance(open_time, int) else datetime_to_ms(open_time)
     return CandleRow(
-        inst_id, bar, open_time_ms, open, high, low, close, vol, vol_ccy, vol_ccy_quote, confirmed, source, version
+        inst_id, bar, open_time_ms, open, high, low, close, vol, vol_ccy, vol_ccy_quote, confirmed, source, version,
+        price,
     )
 
 

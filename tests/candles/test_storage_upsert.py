@@ -591,3 +591,63 @@ def test_an_invalid_confirmed_twin_does_not_hide_a_valid_open_row_of_the_same_ke
     assert [r.index for r in result.rejected] == [1]
     assert result.inserted == 1
     assert stored(btc, "1m", at(0)).confirmed is False
+
+
+# --- price kinds: trade, mark and index candles -----------------------------------------------------
+
+
+@pytest.fixture
+def swap_and_index(instrument):
+    """BTC-USDT-SWAP's trade and mark series, and the index BTC-USDT beside the spot pair BTC-USDT."""
+    return {
+        "trade": instrument("BTC-USDT-SWAP", inst_type="SWAP"),
+        "mark": instrument("BTC-USDT-SWAP", inst_type="SWAP", price="mark"),
+        "spot": instrument("BTC-USDT"),
+        "index": instrument("BTC-USDT", inst_type="INDEX", price="index"),
+    }
+
+
+def mark_row(candle_row, open_time=at(0), *, inst_id="BTC-USDT-SWAP", price="mark", **fields):
+    volumes = {"vol": None, "vol_ccy": None, "vol_ccy_quote": None} | fields
+    return candle_row(open_time, inst_id=inst_id, price=price, **volumes)
+
+
+@pytest.mark.django_db
+def test_mark_and_trade_candles_of_one_instrument_and_bar_are_separate_series(swap_and_index, candle_row):
+    result = candles_upsert(rows=[
+        candle_row(at(0), inst_id="BTC-USDT-SWAP", close="105"),
+        mark_row(candle_row, close="104.9"),
+        candle_row(at(0), inst_id="BTC-USDT", close="106"),
+        mark_row(candle_row, inst_id="BTC-USDT", price="index", close="105.95"),
+    ])
+    assert (result.inserted, result.rejected) == (4, [])
+    trade, mark = stored(swap_and_index["trade"], "1m", at(0)), stored(swap_and_index["mark"], "1m", at(0))
+    assert (str(trade.close), str(trade.vol)) == ("105", "1.5")
+    assert (str(mark.close), mark.vol, mark.vol_ccy, mark.vol_ccy_quote) == ("104.9", None, None, None)
+    assert str(stored(swap_and_index["spot"], "1m", at(0)).close) == "106"
+    assert str(stored(swap_and_index["index"], "1m", at(0)).close) == "105.95"
+
+
+@pytest.mark.django_db
+def test_the_rules_of_trade_candles_hold_for_mark_candles(swap_and_index, candle_row):
+    candles_upsert(rows=[mark_row(candle_row, close="104", confirmed=True, version=10)])
+    again = candles_upsert(rows=[mark_row(candle_row, close="103", confirmed=False, version=20),
+                                 mark_row(candle_row, close="102", confirmed=True, version=5)])
+    assert (again.written, again.unchanged) == (0, 2)  # confirmed is final; older never replaces newer
+    assert str(stored(swap_and_index["mark"], "1m", at(0)).close) == "104"
+
+
+@pytest.mark.django_db
+def test_volumes_belong_to_trade_candles_only(swap_and_index, candle_row):
+    result = candles_upsert(rows=[
+        mark_row(candle_row, vol="1"),  # a mark candle with a volume
+        candle_row(at(1), inst_id="BTC-USDT-SWAP", vol=None),  # a trade candle without one
+        mark_row(candle_row, at(2), inst_id="BTC-USDT-SWAP-X"),  # no such mark series
+        mark_row(candle_row, at(3), inst_id="BTC-USDT", price="mark"),  # spot pairs have no mark price
+    ])
+    assert [(item.index, item.reason) for item in result.rejected] == [
+        (0, "mark candles carry no volumes"),
+        (1, "vol is missing"),
+        (2, "unknown instrument 'BTC-USDT-SWAP-X' (mark price)"),
+        (3, "unknown instrument 'BTC-USDT' (mark price)"),
+    ]
