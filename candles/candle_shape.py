@@ -34,9 +34,10 @@ def candle_dicts(rows: Iterable[Sequence]) -> list[dict]:
 
 
 def csv_lines(rows: Iterable[Sequence]) -> str:
-    """CSV rows (no header) of `CandleText`-shaped tuples: an absent quote volume is an empty field."""
+    """CSV rows (no header) of `CandleText`-shaped tuples: an absent volume (mark-price and index candles have
+    none; OKX's older rows no quote volume) is an empty field."""
     return "".join(
-        f"{r[0]},{r[1]},{r[2]},{r[3]},{r[4]},{r[5]},{r[6]},{r[7]},{'' if r[8] is None else r[8]},"
-        f"{'true' if r[9] else 'false'}\n"
+        f"{r[0]},{r[1]},{r[2]},{r[3]},{r[4]},{r[5]},{'' if r[6] is None else r[6]},{'' if r[7] is None else r[7]},"
+        f"{'' if r[8] is None else r[8]},{'true' if r[9] else 'false'}\n"
         for r in rows
     )

@@ -81,7 +81,8 @@ def candle_schema() -> pa.Schema:
     return pa.schema([
         pa.field("timestamp", time_type(), nullable=False),
         pa.field("open_time_ms", pa.int64(), nullable=False),
-        *(decimal_text(name, nullable=name == "volume_quote") for name in DECIMAL_COLUMNS),
+        # Volumes are null for mark-price and index candles (and volume_quote for OKX's older 7-field rows).
+        *(decimal_text(name, nullable=name.startswith("volume")) for name in DECIMAL_COLUMNS),
         pa.field("confirm", pa.bool_(), nullable=False),
     ])
 

@@ -29,7 +29,7 @@ def next_url(request: Request, cursor: str | None) -> str | None:
 
 
 def page_body(request: Request, symbol: str, timeframe: str, page: CandlePage, *, limit: int,
-              horizon: datetime | None = None) -> dict:
+              horizon: datetime | None = None, price: str = "trade") -> dict:
     body = {
         "symbol": symbol,
         "timeframe": timeframe,
@@ -44,8 +44,14 @@ def page_body(request: Request, symbol: str, timeframe: str, page: CandlePage, *
     }
     if horizon is not None:
         body["retention"] = {"horizon": iso_z(horizon)}
+    if price != "trade":
+        # Trade pages keep exactly the seed's keys; the others say which price they hold.
+        body["price"] = price
     return body
 
 
-def latest_body(symbol: str, timeframe: str, page: CandlePage) -> dict:
-    return {"symbol": symbol, "timeframe": timeframe, "candle": candle_dicts(page.candles[:1])[0]}
+def latest_body(symbol: str, timeframe: str, page: CandlePage, *, price: str = "trade") -> dict:
+    body = {"symbol": symbol, "timeframe": timeframe, "candle": candle_dicts(page.candles[:1])[0]}
+    if price != "trade":
+        body["price"] = price
+    return body

@@ -21,7 +21,14 @@ from candles.api.candle_page import latest_body, page_body
 from candles.api.derived import annotate, derived_or_400
 from candles.api.derived import csv_header as derived_csv_header
 from candles.api.derived import csv_lines as derived_csv_lines
-from candles.api.lookups import instrument_or_404, symbol_not_found, timeframe_or_error, unknown_timeframe
+from candles.api.lookups import (
+    PRICES,
+    instrument_or_404,
+    priced_series,
+    symbol_not_found,
+    timeframe_or_error,
+    unknown_timeframe,
+)
 from candles.api.params import SYMBOL_PATTERN, TIMEFRAME_PATTERN, Query, is_symbol, is_timeframe, time_range
 from candles.api.parquet import parquet_response
 from candles.api.renderers import CsvRenderer, OrjsonRenderer, ParquetRenderer
@@ -54,6 +61,15 @@ TIMEFRAME_PARAM = OpenApiParameter(
                 "8H or 4Dutc (docs/api.md, Derived bars). A name that is neither: 400 INVALID_TIMEFRAMES.",
     examples=[OpenApiExample("1m", value="1m")],
 )
+PRICE_PARAM = OpenApiParameter(
+    "price", {"type": "string", "enum": list(PRICES), "default": "trade"},
+    description="Which price's candles: trade (OKX's trades, the default), mark (the mark price of a SWAP, FUTURES "
+                "or OPTION instrument) or index (an OKX index such as BTC-USD). Mark and index candles carry no "
+                "volumes (null) and start at 1m. An instrument id with index, a spot pair with mark: 400 "
+                "INVALID_PRICE.",
+    examples=[OpenApiExample("trade", value="trade"), OpenApiExample("mark of BTC-USDT-SWAP", value="mark"),
+              OpenApiExample("index BTC-USD", value="index")],
+)
 TIME_DOC = "ISO 8601 (naive means UTC; in a query string send + as %2B) or epoch milliseconds; inclusive."
 LIST_PARAMS = [
     SYMBOL_PARAM,
@@ -69,6 +85,7 @@ LIST_PARAMS = [
     OpenApiParameter("cursor", {"type": "string", "maxLength": 64},
                      description="Opaque position: `pagination.next_cursor` of the previous page (which its "
                                  "`pagination.next` link carries); keep the other parameters unchanged."),
+    PRICE_PARAM,
     OpenApiParameter("format", {"type": "string", "enum": ["json", "csv", "parquet"]},
                      description="csv streams text/csv (as does Accept: text/csv); parquet streams one Parquet "
                                  "file (as does Accept: application/vnd.apache.parquet)."),
@@ -128,6 +145,7 @@ class CandleDataView(APIView):
         require_series_names(symbol, timeframe)
         derived = derived_or_400(timeframe)  # None for a bar OKX offers (stored); else the bar it is built from
         query = Query(request)
+        price = query.choice("price", PRICES, "trade")
         limit = query.integer("limit", default=None, minimum=1, maximum=MAX_LIMIT)
         start = query.time("start_time")
         end = query.time("end_time")
@@ -136,6 +154,7 @@ class CandleDataView(APIView):
         cursor = query.text("cursor", max_length=64)
         query.done()
         time_range(start, end)
+        series_id = priced_series(symbol, price, derived.source if derived else timeframe)
         horizon = bar_horizon(derived.source if derived else timeframe, now=timezone.now())
         if horizon is not None and end is not None and end < horizon:
             instrument_or_404(symbol)  # an unknown symbol is not found, whatever the range
@@ -148,12 +167,15 @@ class CandleDataView(APIView):
         csv = request.accepted_renderer.format in ("csv", "parquet")  # both stream every candle unless limited
         chunk = (min(limit, CSV_CHUNK) if limit else CSV_CHUNK) if csv else (limit or DEFAULT_LIMIT)
 
+        # Trade series by name (resolved in the read's own statement), mark and index ones by their row's id.
+        series = {"inst_id": symbol} if series_id is None else {"instrument_id": series_id}
+
         def read(after: str | None, size: int) -> CandlePage:
             if derived is not None:
-                return derived_list_text(inst_id=symbol, bar=derived, start=start, end=end, confirmed=confirmed,
-                                         descending=descending, limit=size, cursor=after)
-            return candle_list_text(inst_id=symbol, bar=timeframe, start=start, end=end, confirmed=confirmed,
-                                    descending=descending, limit=size, cursor=after)
+                return derived_list_text(bar=derived, start=start, end=end, confirmed=confirmed,
+                                         descending=descending, limit=size, cursor=after, **series)
+            return candle_list_text(bar=timeframe, start=start, end=end, confirmed=confirmed,
+                                    descending=descending, limit=size, cursor=after, **series)
 
         try:
             page = read(cursor, chunk)  # read before answering: a bad cursor is a 400, not a broken stream
@@ -174,7 +196,8 @@ class CandleDataView(APIView):
             if crossing:
                 response[RETENTION_HEADER] = iso_z(horizon)
             return response
-        body = page_body(request, symbol, timeframe, page, limit=chunk, horizon=horizon if crossing else None)
+        body = page_body(request, symbol, timeframe, page, limit=chunk, horizon=horizon if crossing else None,
+                         price=price)
         if derived is not None:
             annotate(body, body["data"], derived, page)
         return Response(body)
@@ -198,7 +221,7 @@ class LatestCandleView(APIView):
     @extend_schema(
         operation_id="data_latest",
         summary="The newest candle of one instrument and bar, open or closed",
-        parameters=[SYMBOL_PARAM, TIMEFRAME_PARAM],
+        parameters=[SYMBOL_PARAM, TIMEFRAME_PARAM, PRICE_PARAM],
         responses={
             200: LatestCandleSerializer,
             400: OpenApiResponse(ErrorEnvelopeSerializer,
@@ -209,17 +232,22 @@ class LatestCandleView(APIView):
     def get(self, request: Request, symbol: str, timeframe: str) -> Response:
         require_series_names(symbol, timeframe)
         derived = derived_or_400(timeframe)
+        query = Query(request)
+        price = query.choice("price", PRICES, "trade")
+        query.done()
+        series_id = priced_series(symbol, price, derived.source if derived else timeframe)
+        series = {"inst_id": symbol} if series_id is None else {"instrument_id": series_id}
         if derived is not None:
-            page = derived_list_text(inst_id=symbol, bar=derived, descending=True, limit=1)
+            page = derived_list_text(bar=derived, descending=True, limit=1, **series)
         else:
-            page = candle_list_text(inst_id=symbol, bar=timeframe, descending=True, limit=1)
+            page = candle_list_text(bar=timeframe, descending=True, limit=1, **series)
         if not page.candles:
             instrument_or_404(symbol)
             if derived is None:
                 timeframe_or_error(timeframe, status=404)
             raise ApiError(f"No candle stored for {symbol} {timeframe} yet.", code="NO_DATA_FOUND",
                            status=404, details={"symbol": symbol, "timeframe": timeframe})
-        body = latest_body(symbol, timeframe, page)
+        body = latest_body(symbol, timeframe, page, price=price)
         if derived is not None:
             annotate(body, [body["candle"]], derived, page)
         return Response(body)

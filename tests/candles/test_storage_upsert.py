@@ -607,9 +607,9 @@ def swap_and_index(instrument):
     }
 
 
-def mark_row(candle_row, open_time=at(0), *, inst_id="BTC-USDT-SWAP", price="mark", **fields):
+def mark_row(candle_row, open_time=None, *, inst_id="BTC-USDT-SWAP", price="mark", **fields):
     volumes = {"vol": None, "vol_ccy": None, "vol_ccy_quote": None} | fields
-    return candle_row(open_time, inst_id=inst_id, price=price, **volumes)
+    return candle_row(at(0) if open_time is None else open_time, inst_id=inst_id, price=price, **volumes)
 
 
 @pytest.mark.django_db
