@@ -16,7 +16,7 @@ from rest_framework import serializers
 
 from candles.api.params import parse_time
 from candles.bars import ms_to_datetime
-from candles.models import Instrument, InstrumentType, Subscription, Timeframe
+from candles.models import Instrument, InstrumentType, PriceKind, Subscription, Timeframe
 
 EXACT = "Exact decimal string, digits as OKX sent them (never a float)."
 
@@ -209,12 +209,21 @@ class InstrumentSerializer(serializers.ModelSerializer):
     type = serializers.ChoiceField(source="inst_type", choices=InstrumentType.choices)
     tick_size = ExactDecimalField(help_text=EXACT)
     lot_size = ExactDecimalField(help_text=EXACT)
+    prices = serializers.SerializerMethodField(
+        help_text="The price kinds whose candles this id has (the `price` parameter of /data): trade, plus mark "
+                  "for derivatives whose mark price is known; index for an index.")
 
     class Meta:
         model = Instrument
-        fields = ["symbol", "type", "base_ccy", "quote_ccy", "settle_ccy", "inst_family", "state", "tick_size",
-                  "lot_size", "listed_at", "expires_at", "delisted_at"]
+        fields = ["symbol", "type", "prices", "base_ccy", "quote_ccy", "settle_ccy", "inst_family", "state",
+                  "tick_size", "lot_size", "listed_at", "expires_at", "delisted_at"]
         read_only_fields = fields
+
+
+    def get_prices(self, instrument: Instrument) -> list[str]:
+        if instrument.price != PriceKind.TRADE:
+            return [instrument.price]
+        return ["trade", "mark"] if getattr(instrument, "has_mark", False) else ["trade"]
 
 
 class InstrumentPageSerializer(serializers.Serializer):

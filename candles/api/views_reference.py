@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.db.models import Exists, OuterRef
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -10,7 +11,7 @@ from rest_framework.views import APIView
 from candles.api.pagination import PAGE_PARAMS, page_bounds, paginate
 from candles.api.params import Query
 from candles.api.serializers import InstrumentPageSerializer, InstrumentSerializer, TimeframeListSerializer
-from candles.models import Instrument, InstrumentType, Timeframe
+from candles.models import Instrument, InstrumentType, PriceKind, Timeframe
 
 STATE_PATTERN = r"[a-z_]{1,32}"
 
@@ -37,7 +38,11 @@ class InstrumentListView(APIView):
         search = query.text("search", max_length=64)
         limit, offset = page_bounds(query)
         query.done()
-        instruments = Instrument.objects.order_by("inst_id")
+        # One entry per OKX id and kind of thing (an instrument, or an index); an instrument's mark-price series
+        # shows in its `prices`, not as an entry of its own.
+        instruments = (Instrument.objects.exclude(price=PriceKind.MARK).order_by("inst_id", "inst_type")
+                       .annotate(has_mark=Exists(Instrument.objects.filter(inst_id=OuterRef("inst_id"),
+                                                                           price=PriceKind.MARK))))
         if inst_type is not None:
             instruments = instruments.filter(inst_type=inst_type)
         if state is not None:

@@ -31,7 +31,7 @@ def test_instruments_come_in_id_order_with_exact_sizes(api, instruments):
     assert symbols(response) == ["BTC-USDT", "BTC-USDT-SWAP", "ETH-USDT", "LUNA-USDT"]
     first = response.json()["results"][0]
     assert first | {"listed_at": None} == {
-        "symbol": "BTC-USDT", "type": "SPOT", "base_ccy": "BTC", "quote_ccy": "USDT", "settle_ccy": "",
+        "symbol": "BTC-USDT", "type": "SPOT", "prices": ["trade"], "base_ccy": "BTC", "quote_ccy": "USDT", "settle_ccy": "",
         "inst_family": "", "state": "live", "tick_size": "0.1", "lot_size": "0.00000001", "listed_at": None,
         "expires_at": None, "delisted_at": None,
     }
@@ -66,3 +66,18 @@ def test_timeframes_list_every_bar_in_display_order_with_alignment(api, db):
     assert by_code["1m"] == {"code": "1m", "seconds": 60, "months": 0, "alignment": "UTC", "is_active": True}
     assert by_code["1M"] == {"code": "1M", "seconds": 0, "months": 1, "alignment": "UTC+8", "is_active": True}
     assert by_code["5D"]["is_active"] is False
+
+
+def test_an_instrument_lists_its_price_kinds_once_and_an_index_is_an_entry_of_its_own(api, instrument):
+    instrument("BTC-USDT-SWAP", inst_type="SWAP")
+    instrument("BTC-USDT-SWAP", inst_type="SWAP", price="mark")
+    instrument("ETH-USDT-SWAP", inst_type="SWAP")
+    instrument("BTC-USDT")
+    instrument("BTC-USDT", inst_type="INDEX", price="index")
+    results = api.get("/api/v1/instruments").json()["results"]
+    assert [(r["symbol"], r["type"], r["prices"]) for r in results] == [
+        ("BTC-USDT", "INDEX", ["index"]), ("BTC-USDT", "SPOT", ["trade"]),
+        ("BTC-USDT-SWAP", "SWAP", ["trade", "mark"]), ("ETH-USDT-SWAP", "SWAP", ["trade"]),
+    ]
+    indices = api.get("/api/v1/instruments", {"type": "INDEX"}).json()["results"]
+    assert [r["symbol"] for r in indices] == ["BTC-USDT"]
