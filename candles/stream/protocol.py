@@ -47,18 +47,26 @@ class ProtocolError(ValueError):
         self.arg = arg
 
 
+PRICES = ("trade", "mark", "index")
+INVALID_PRICE = "INVALID_PRICE"
+
+
 @dataclass(frozen=True, slots=True)
 class StreamArg:
     symbol: str
     timeframe: str
     since_ms: int | None = None
+    price: str = "trade"  # trade, mark or index candles (as /data's price parameter)
 
     @property
-    def key(self) -> tuple[str, str]:
-        return self.symbol, self.timeframe
+    def key(self) -> tuple[str, str, str]:
+        return self.symbol, self.timeframe, self.price
 
     def echo(self) -> dict:
-        return {"symbol": self.symbol, "timeframe": self.timeframe}
+        # Trade args echo exactly what a trade subscription always echoed; the others say their price.
+        if self.price == "trade":
+            return {"symbol": self.symbol, "timeframe": self.timeframe}
+        return {"symbol": self.symbol, "timeframe": self.timeframe, "price": self.price}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,13 +106,16 @@ def _arg(raw: object, op: str) -> StreamArg:
     if not isinstance(timeframe, str) or not _TIMEFRAME.fullmatch(timeframe):
         raise ProtocolError(INVALID_TIMEFRAMES if isinstance(timeframe, str) else INVALID_REQUEST,
                             f"timeframe must be a bar such as 1m, 1H or 7m, not {timeframe!r}", echo)
-    unknown = sorted(set(raw) - {"symbol", "timeframe", "since"})
+    unknown = sorted(set(raw) - {"symbol", "timeframe", "since", "price"})
     if unknown:
         raise ProtocolError(INVALID_REQUEST, f"unknown field(s) {', '.join(unknown)}; an arg has symbol, "
-                                             "timeframe and (subscribe only) since", echo)
+                                             "timeframe, price and (subscribe only) since", echo)
+    price = raw.get("price", "trade")
+    if price not in PRICES:
+        raise ProtocolError(INVALID_PRICE, f"price must be trade, mark or index, not {price!r}", echo)
     since = raw.get("since")
     if since is None:
-        return StreamArg(symbol, timeframe)
+        return StreamArg(symbol, timeframe, price=price)
     if op != "subscribe":
         raise ProtocolError(INVALID_REQUEST, "since belongs to subscribe only", echo)
     try:
@@ -113,7 +124,7 @@ def _arg(raw: object, op: str) -> StreamArg:
         raise ProtocolError(INVALID_SINCE, f"since {since!r} {exc}", echo) from None
     if not -62_135_596_800_000 <= since_ms <= 253_402_300_799_999:
         raise ProtocolError(INVALID_SINCE, f"since {since!r} is out of the supported range of dates", echo)
-    return StreamArg(symbol, timeframe, since_ms)
+    return StreamArg(symbol, timeframe, since_ms, price)
 
 
 def parse_request(text: str) -> Request:

@@ -10,7 +10,7 @@ from candles.candle_shape import candle_dicts
 from candles.derived import DerivedBar, NotDerivable, derived_list_text, resolve
 from candles.models import Instrument, PriceKind, Timeframe
 from candles.storage import candle_newest_ms, candle_versions_text
-from candles.stream.protocol import INVALID_TIMEFRAMES, SYMBOL_NOT_FOUND, ProtocolError, StreamArg
+from candles.stream.protocol import INVALID_PRICE, INVALID_TIMEFRAMES, SYMBOL_NOT_FOUND, ProtocolError, StreamArg
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,16 +29,23 @@ class Series:
 
 
 def resolve_series(arg: StreamArg) -> Series:
-    """The series an arg names; ProtocolError with the REST API's code when the symbol or bar does not exist."""
-    instrument_id = (Instrument.objects.filter(inst_id=arg.symbol, price=PriceKind.TRADE)
-                     .values_list("id", flat=True).first())
-    if instrument_id is None:
-        raise ProtocolError(SYMBOL_NOT_FOUND, f"No instrument {arg.symbol!r}; symbols are OKX instrument ids, "
-                                              "exact (BTC-USDT).", arg.echo())
+    """The series an arg names; ProtocolError with the REST API's code when the symbol or bar does not exist, or the
+    price kind does not apply (as /data's price parameter: INVALID_PRICE, mark and index from 1m)."""
     try:
         derived = resolve(arg.timeframe)
     except NotDerivable as exc:
         raise ProtocolError(INVALID_TIMEFRAMES, str(exc), arg.echo()) from None
+    if arg.price != PriceKind.TRADE and (derived.source if derived else arg.timeframe) == "1s":
+        raise ProtocolError(INVALID_TIMEFRAMES, f"OKX has no 1s {arg.price} candles: mark-price and index candles "
+                                                "start at 1m.", arg.echo())
+    kinds = dict(Instrument.objects.filter(inst_id=arg.symbol).values_list("price", "id"))
+    instrument_id = kinds.get(arg.price)
+    if instrument_id is None:
+        if kinds:
+            raise ProtocolError(INVALID_PRICE, f"{arg.symbol!r} has no {arg.price} candles (it has "
+                                               f"{', '.join(sorted(kinds))}).", arg.echo())
+        raise ProtocolError(SYMBOL_NOT_FOUND, f"No instrument {arg.symbol!r}; symbols are OKX instrument ids, "
+                                              "exact (BTC-USDT).", arg.echo())
     if derived is not None:
         return Series(arg.symbol, arg.timeframe, instrument_id, derived.source_id, derived.spec, derived)
     timeframe = Timeframe.objects.get(code=arg.timeframe)

@@ -31,7 +31,8 @@ def test_instruments_come_in_id_order_with_exact_sizes(api, instruments):
     assert symbols(response) == ["BTC-USDT", "BTC-USDT-SWAP", "ETH-USDT", "LUNA-USDT"]
     first = response.json()["results"][0]
     assert first | {"listed_at": None} == {
-        "symbol": "BTC-USDT", "type": "SPOT", "prices": ["trade"], "base_ccy": "BTC", "quote_ccy": "USDT", "settle_ccy": "",
+        "symbol": "BTC-USDT", "type": "SPOT", "prices": ["trade"], "base_ccy": "BTC", "quote_ccy": "USDT",
+        "settle_ccy": "",
         "inst_family": "", "state": "live", "tick_size": "0.1", "lot_size": "0.00000001", "listed_at": None,
         "expires_at": None, "delisted_at": None,
     }

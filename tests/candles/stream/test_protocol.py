@@ -73,3 +73,14 @@ def test_too_many_args_in_one_message():
     with pytest.raises(ProtocolError) as caught:
         parse_request(orjson.dumps({"op": "subscribe", "args": args}).decode())
     assert caught.value.code == TOO_MANY_SUBSCRIPTIONS
+
+
+def test_a_price_kind_per_arg_trade_by_default():
+    request = parse_request('{"op": "subscribe", "args": [{"symbol": "BTC-USDT-SWAP", "timeframe": "1m", '
+                            '"price": "mark"}, {"symbol": "BTC-USDT-SWAP", "timeframe": "1m"}]}')
+    assert [(a.price, a.echo()) for a in request.args] == [
+        ("mark", {"symbol": "BTC-USDT-SWAP", "timeframe": "1m", "price": "mark"}),
+        ("trade", {"symbol": "BTC-USDT-SWAP", "timeframe": "1m"})]
+    with pytest.raises(ProtocolError) as caught:
+        parse_request('{"op": "subscribe", "args": [{"symbol": "BTC-USD", "timeframe": "1m", "price": "last"}]}')
+    assert caught.value.code == "INVALID_PRICE"

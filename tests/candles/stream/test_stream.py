@@ -357,3 +357,23 @@ def test_another_websocket_path_is_refused_clearly(stream_client, stream_server)
     other = stream_client(stream_server.url.replace("/api/v1/stream", "/api/v1/streams"))
     assert other.wait_closed()[0] == 4404
     assert other.frames[0]["error_code"] == "NOT_FOUND"
+
+
+def test_mark_candles_stream_beside_trade_candles_and_never_mix_with_them(instrument, stream_client):
+    instrument("BTC-USDT-SWAP", inst_type="SWAP")
+    instrument("BTC-USDT-SWAP", inst_type="SWAP", price="mark")
+    client = stream_client()
+    client.subscribe({"symbol": "BTC-USDT-SWAP", "timeframe": "1m", "since": T0_MS, "price": "mark"},
+                     {"symbol": "BTC-USDT-SWAP", "timeframe": "1s", "price": "mark"},
+                     {"symbol": "BTC-USDT-SWAP", "timeframe": "1m", "price": "index"})
+    errors = client.wait_for(lambda f: len(client.events("error")) == 2 and client.events("error"), what="errors")
+    assert [e["error_code"] for e in errors] == ["INVALID_TIMEFRAMES", "INVALID_PRICE"]
+    assert client.events("subscribe") == [
+        {"event": "subscribe", "arg": {"symbol": "BTC-USDT-SWAP", "timeframe": "1m", "price": "mark"}}]
+    time.sleep(1.5)
+    write(row("BTC-USDT-SWAP", "1m", T0_MS, close="105"),  # a trade candle: not this subscription's
+          row("BTC-USDT-SWAP", "1m", T0_MS, close="104.5")._replace(vol=None, vol_ccy=None, price="mark"))
+    mark = {"symbol": "BTC-USDT-SWAP", "timeframe": "1m", "price": "mark"}
+    client.wait_for(lambda f: any(x.get("arg") == mark and "data" in x for x in f), what="the mark candle")
+    data = [c for x in client.frames if isinstance(x, dict) and x.get("arg") == mark for c in x.get("data", ())]
+    assert [(c["close"], c["volume"]) for c in data] == [("104.5", None)]
