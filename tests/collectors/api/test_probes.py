@@ -94,7 +94,9 @@ def probe_backends(params: dict) -> list[int]:
     with connection.cursor() as cursor:
         # Inside the test's transaction PostgreSQL would show the activity as first read in it.
         cursor.execute("SELECT pg_stat_clear_snapshot()")
-        cursor.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", [params["application_name"]])
+        # This worker's database only: parallel workers run the same probes under the same application name.
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = current_database()",
+                       [params["application_name"]])
         return sorted(pid for (pid,) in cursor.fetchall())
 
 
