@@ -43,6 +43,33 @@ DEFAULT_INST_TYPES = ("SPOT", "SWAP", "FUTURES")
 SYNCABLE_TYPES = ("SPOT", "MARGIN", "SWAP", "FUTURES")
 
 
+# Every derivative's mark-price series mirrors its instrument (OKX publishes mark-price candles for SWAP, FUTURES
+# and OPTION): one statement keeps the mark rows in step with the trade rows (created, updated, delisted alike),
+# touching only rows that differ. docs/price-kinds.md.
+_MIRROR_FIELDS = (*SYNCED_FIELDS, "delisted_at")
+_MIRROR_MARKS = f"""
+WITH mirrored AS (
+    INSERT INTO candles_instrument AS m (inst_id, price, {", ".join(_MIRROR_FIELDS)}, created_at, updated_at)
+    SELECT inst_id, 'mark', {", ".join(_MIRROR_FIELDS)}, %(now)s, %(now)s
+    FROM candles_instrument
+    WHERE price = 'trade' AND inst_type IN ('SWAP', 'FUTURES', 'OPTION')
+    ON CONFLICT (inst_id, price) DO UPDATE SET
+        {", ".join(f"{name} = EXCLUDED.{name}" for name in _MIRROR_FIELDS)}, updated_at = EXCLUDED.updated_at
+    WHERE ({", ".join(f"m.{name}" for name in _MIRROR_FIELDS)})
+          IS DISTINCT FROM ({", ".join(f"EXCLUDED.{name}" for name in _MIRROR_FIELDS)})
+    RETURNING 1
+)
+SELECT count(*) FROM mirrored
+"""
+
+
+def mark_series_mirror(*, now: datetime) -> int:
+    """Create or update the mark-price rows of every derivative; how many changed."""
+    with connection.cursor() as cursor:
+        cursor.execute(_MIRROR_MARKS, {"now": now})
+        return cursor.fetchone()[0]
+
+
 @dataclass(frozen=True, slots=True)
 class SyncResult:
     created: int = 0
@@ -112,6 +139,9 @@ def instruments_apply(*, listed: dict[str, list[InstrumentInfo]]) -> SyncResult:
         Instrument.objects.bulk_create(to_create, batch_size=500)
         Instrument.objects.bulk_update(to_update + to_delist, [*SYNCED_FIELDS, "delisted_at", "updated_at"],
                                        batch_size=500)
+        marks = mark_series_mirror(now=now)
+        if marks:
+            logger.info("mark-price series: %d created or updated", marks)
         subscriptions = rules_materialize(now=now)
     return SyncResult(
         created=len(to_create), updated=len(to_update), delisted=len(to_delist),

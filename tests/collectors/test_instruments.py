@@ -34,6 +34,11 @@ def sim() -> Iterator[ThreadedSimulator]:
         yield handle
 
 
+def trade_rows():
+    """The instruments' own rows (each derivative also has its mark-price row)."""
+    return Instrument.objects.filter(price="trade")
+
+
 def sync(sim: ThreadedSimulator, *inst_types: str) -> SyncResult:
     return instruments_sync(inst_types=list(inst_types or ("SPOT", "SWAP")), client=OkxRestClient(sim.rest_url))
 
@@ -48,13 +53,13 @@ def command(sim_url: str, *args: str) -> str:
 @pytest.mark.django_db
 def test_a_first_sync_creates_every_listed_instrument(sim):
     assert sync(sim) == SyncResult(created=12, updated=0, delisted=0, unchanged=0)
-    assert list(Instrument.objects.values_list("inst_id", flat=True)) == sorted(SPOT_IDS + SWAP_IDS)
+    assert list(trade_rows().values_list("inst_id", flat=True)) == sorted(SPOT_IDS + SWAP_IDS)
 
 
 @pytest.mark.django_db
 def test_fields_are_mapped_exactly(sim):
     sync(sim)
-    btc = Instrument.objects.get(inst_id="BTC-USDT")
+    btc = trade_rows().get(inst_id="BTC-USDT")
     listed = sim.simulator.market.instrument("BTC-USDT")
     assert (btc.inst_type, btc.base_ccy, btc.quote_ccy, btc.settle_ccy, btc.inst_family, btc.state) == (
         "SPOT", "BTC", "USDT", "", "", "live"
@@ -65,7 +70,7 @@ def test_fields_are_mapped_exactly(sim):
     assert btc.listed_at.utcoffset().total_seconds() == 0
     assert btc.expires_at is None
     assert btc.delisted_at is None
-    swap = Instrument.objects.get(inst_id="BTC-USDT-SWAP")
+    swap = trade_rows().get(inst_id="BTC-USDT-SWAP")
     assert (swap.inst_type, swap.settle_ccy, swap.inst_family, str(swap.lot_size)) == (
         "SWAP", "USDT", "BTC-USDT", "0.01"
     )
@@ -74,7 +79,7 @@ def test_fields_are_mapped_exactly(sim):
 @pytest.mark.django_db
 def test_an_unknown_state_is_stored_verbatim(sim):
     sync(sim)
-    assert Instrument.objects.get(inst_id="REBASE-USDT").state == "rebase"
+    assert trade_rows().get(inst_id="REBASE-USDT").state == "rebase"
 
 
 @pytest.mark.django_db
@@ -91,9 +96,9 @@ def test_changed_fields_are_updated_even_when_only_the_decimal_scale_differs(sim
     Instrument.objects.filter(inst_id="BTC-USDT").update(tick_size=Decimal("0.10"), state="suspend")
     Instrument.objects.filter(inst_id="ETH-USDT-SWAP").update(inst_family="")
     assert sync(sim) == SyncResult(created=0, updated=2, delisted=0, unchanged=10)
-    btc = Instrument.objects.get(inst_id="BTC-USDT")
+    btc = trade_rows().get(inst_id="BTC-USDT")
     assert (str(btc.tick_size), btc.state) == ("0.1", "live")
-    assert Instrument.objects.get(inst_id="ETH-USDT-SWAP").inst_family == "ETH-USDT"
+    assert trade_rows().get(inst_id="ETH-USDT-SWAP").inst_family == "ETH-USDT"
 
 
 @pytest.mark.django_db
@@ -102,20 +107,20 @@ def test_instruments_gone_from_a_synced_type_are_marked_delisted_once(sim, instr
     instrument("GONE-USDT-SWAP", inst_type="SWAP")
     futures = instrument("BTC-USD-261225", inst_type="FUTURES")
     assert sync(sim) == SyncResult(created=12, updated=0, delisted=2, unchanged=0)
-    gone = Instrument.objects.get(inst_id="GONE-USDT")
+    gone = trade_rows().get(inst_id="GONE-USDT")
     assert gone.delisted_at is not None
     # A type that was not synced says nothing about its instruments.
     futures.refresh_from_db()
     assert futures.delisted_at is None
     assert sync(sim).delisted == 0
-    assert Instrument.objects.get(inst_id="GONE-USDT").delisted_at == gone.delisted_at
+    assert trade_rows().get(inst_id="GONE-USDT").delisted_at == gone.delisted_at
 
 
 @pytest.mark.django_db
 def test_syncing_one_type_leaves_the_others_alone(sim, instrument):
     instrument("GONE-USDT-SWAP", inst_type="SWAP")
     assert sync(sim, "SPOT") == SyncResult(created=6, updated=0, delisted=0, unchanged=0)
-    assert Instrument.objects.get(inst_id="GONE-USDT-SWAP").delisted_at is None
+    assert trade_rows().get(inst_id="GONE-USDT-SWAP").delisted_at is None
 
 
 @pytest.mark.django_db
@@ -123,7 +128,7 @@ def test_an_instrument_that_comes_back_is_undelisted(sim):
     sync(sim)
     Instrument.objects.filter(inst_id="SOL-USDT").update(delisted_at=ms_to_datetime(0))
     assert sync(sim) == SyncResult(created=0, updated=1, delisted=0, unchanged=11)
-    assert Instrument.objects.get(inst_id="SOL-USDT").delisted_at is None
+    assert trade_rows().get(inst_id="SOL-USDT").delisted_at is None
 
 
 @pytest.mark.django_db
@@ -146,14 +151,14 @@ def test_the_command_syncs_spot_swap_and_futures_by_default_and_prints_a_summary
     assert "FUTURES: 0 listed" in output  # the simulator lists none
     assert "instruments: 12 created, 0 updated, 0 delisted, 0 unchanged" in output
     assert "subscriptions: 0 created" in output
-    assert Instrument.objects.count() == 12
+    assert trade_rows().count() == 12
 
 
 @pytest.mark.django_db
 def test_the_command_syncs_only_the_types_asked_for(sim):
     output = command(sim.rest_url, "--type", "SWAP")
     assert "SPOT" not in output
-    assert sorted(Instrument.objects.values_list("inst_id", flat=True)) == SWAP_IDS
+    assert sorted(trade_rows().values_list("inst_id", flat=True)) == SWAP_IDS
 
 
 @pytest.mark.django_db
@@ -168,7 +173,7 @@ def test_if_empty_does_nothing_when_instruments_are_stored(sim, instrument):
     output = command(sim.rest_url, "--if-empty")
     assert "1 instruments already stored; nothing to do" in output
     assert sim.simulator.stats()["rest_requests"] == 0
-    assert Instrument.objects.count() == 1
+    assert trade_rows().count() == 1
 
 
 @pytest.mark.django_db
@@ -198,3 +203,19 @@ def test_a_failing_sync_exits_non_zero_with_the_reason_on_stderr():
     assert result.returncode != 0
     assert f"instrument sync from {url} failed" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.django_db
+def test_every_derivative_gets_its_mark_price_series_mirroring_its_fields(sim):
+    sync(sim)
+    marks = Instrument.objects.filter(price="mark")
+    assert sorted(marks.values_list("inst_id", flat=True)) == SWAP_IDS
+    swap, mark = trade_rows().get(inst_id="ETH-USDT-SWAP"), marks.get(inst_id="ETH-USDT-SWAP")
+    fields = ("inst_type", "settle_ccy", "inst_family", "state", "tick_size", "listed_at", "expires_at")
+    assert [getattr(mark, f) for f in fields] == [getattr(swap, f) for f in fields]
+    before = list(marks.order_by("id").values())
+    sync(sim)
+    assert list(marks.order_by("id").values()) == before  # nothing changed, nothing written
+    trade_rows().filter(inst_id="ETH-USDT-SWAP").update(state="suspend")
+    sync(sim, "SPOT")  # the next sync of any type brings the mark rows in step
+    assert marks.get(inst_id="ETH-USDT-SWAP").state == "suspend"
