@@ -24,6 +24,12 @@ class SimulatorConfig:
     rest_candles_limit: tuple[int, float] = (40, 2.0)  # requests per period (s) per client IP
     rest_history_limit: tuple[int, float] = (20, 2.0)
     rest_instruments_limit: tuple[int, float] = (20, 2.0)  # per client IP and instType
+    # Mark-price and index candles, and the index list: budgets of their own, apart from the trade candles'.
+    rest_mark_candles_limit: tuple[int, float] = (20, 2.0)
+    rest_history_mark_limit: tuple[int, float] = (20, 2.0)
+    rest_index_candles_limit: tuple[int, float] = (20, 2.0)
+    rest_history_index_limit: tuple[int, float] = (10, 2.0)
+    rest_index_tickers_limit: tuple[int, float] = (20, 2.0)
     history_days: int = 30  # candles exist from listTime = now - history_days (whole UTC days)
     list_time_ms: int | None = None  # fixes listTime instead of deriving it from the clock
     write_buffer_limit: int = 16 * 2**20  # bytes queued for a slow reader before closing it with 4005

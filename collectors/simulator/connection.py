@@ -6,6 +6,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
@@ -15,7 +16,14 @@ from .ratelimit import SlidingWindow
 
 REQUESTS_PERIOD_S = 3600.0
 
-Channel = tuple[str, str]  # (instId, bar)
+
+class Channel(NamedTuple):
+    """A subscribed channel: candle{bar} of an instrument (price "trade"), mark-price-candle{bar} of a swap or
+    future ("mark") or index-candle{bar} of an index ("index")."""
+
+    inst_id: str
+    bar: str
+    price: str = "trade"
 
 
 class WsConnection:

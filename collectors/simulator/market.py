@@ -4,6 +4,8 @@ A candle is a short path of sub-steps drawn from a hash of (seed, instId, bar, o
 aggregate of all sub-steps; the open candle at a moment is the aggregate of the sub-steps begun by then, so
 every version stays inside the final high/low, volumes only grow, and the last version equals the truth.
 Opens and closes follow a smooth per-currency price curve, so a candle opens where the previous one closed.
+Mark-price and index candles (reference.py) derive from the same curve: `price="mark"` or `price="index"` in
+`truth`, `truth_range`, `current` and `first_open` selects them.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, NamedTuple
 
-from .bars import BARS, DAY_MS, Bar
+from .bars import BARS, DAY_MS, Bar, substeps_of
 from .decimals import scaled
 from .instruments import SWAP_LOT_DECIMALS, Instrument, build_instruments, make_instrument, stable_hash, unit
+from .reference import TRADE, Index, ReferencePrices, RowOf
 
 if TYPE_CHECKING:
     from .config import SimulatorConfig
 
 Clock = Callable[[], int]
+__all__ = ["CandlePath", "Market", "substeps_of", "wall_clock_ms"]
 
 # (period in ms, relative amplitude) of the waves that make up the price curve.
 _WAVES: tuple[tuple[int, float], ...] = (
@@ -48,11 +52,6 @@ class CandlePath(NamedTuple):  # a NamedTuple: built once per candle, 10x cheape
     lows: tuple[int, ...]
     vols: tuple[int, ...]
     quote_vols: tuple[int, ...]  # Σ lots × price ticks
-
-
-def substeps_of(bar: Bar) -> int:
-    # 1s candles change every 200 ms; longer ones in 12 steps (every 5 s for 1m): more steps cost CPU.
-    return 5 if bar.duration_ms == 1000 else 12
 
 
 class Market:
@@ -87,11 +86,17 @@ class Market:
         self._curve = lru_cache(maxsize=max(4_096, 8 * len(self.instruments)))(self._curve_ticks)
         self._lots: dict[str, float] = {}
         self._prices: dict[tuple[int, int], str] = {}
+        self.reference = ReferencePrices(self)  # mark-price and index series
 
     # --- lookup -----------------------------------------------------------------------------------
 
     def instrument(self, inst_id: str) -> Instrument | None:
         return self.instruments.get(inst_id)
+
+    @property
+    def indices(self) -> dict[str, Index]:
+        """The indices (index-candle instIds): every contract's `uly` and every spot pair's base-quote."""
+        return self.reference.indices
 
     # --- listings ---------------------------------------------------------------------------------
 
@@ -123,6 +128,7 @@ class Market:
             listed = make_instrument(self.seed, inst_id, list_time_ms=now // 1000 * 1000 if list_time_ms is None
                                      else list_time_ms, exp_time_ms=exp_time_ms, state=state)
             self.instruments[inst_id] = listed
+            self.reference.invalidate()
         self.gone.discard(inst_id)
         self._next_expiry = self._earliest_expiry()
         return listed
@@ -146,27 +152,43 @@ class Market:
             raise KeyError(f"unknown bar {bar_name!r}")
         return inst, bar
 
-    def first_open(self, inst_id: str, bar_name: str) -> int:
-        """Open time of the first candle: the one containing the listing moment."""
-        inst, bar = self._get(inst_id, bar_name)
-        return bar.floor(inst.list_time_ms)
+    def series(self, series_id: str, bar_name: str, price: str = TRADE) -> tuple[Bar, int, RowOf]:
+        """(bar, open time of the first candle, row function `(open_ms, substep, confirmed) -> row`) of a series:
+        an instrument's trade candles (9 fields), a swap's or future's mark-price candles or an index's candles
+        (6 fields). KeyError when there is no such series (unknown id or bar, a spot pair's mark, 1s marks)."""
+        if price != TRADE:
+            return self.reference.series(series_id, bar_name, price)
+        inst, bar = self._get(series_id, bar_name)
+
+        def row_of(open_ms: int, substep: int, confirmed: bool) -> list[str]:
+            return self.row(inst, bar, open_ms, substep, confirmed=confirmed)
+
+        return bar, bar.floor(inst.list_time_ms), row_of
+
+    def first_open(self, inst_id: str, bar_name: str, price: str = TRADE) -> int:
+        """Open time of the first candle: the one containing the listing moment (an index: its first instrument's)."""
+        return self.series(inst_id, bar_name, price)[1]
 
     # --- candles ----------------------------------------------------------------------------------
 
-    def truth(self, inst_id: str, bar_name: str, open_ms: int) -> list[str] | None:
-        """Final row of a closed candle (confirm "1"); None if not closed yet, misaligned or before listing."""
-        inst, bar = self._get(inst_id, bar_name)
-        if not bar.is_aligned(open_ms) or open_ms < bar.floor(inst.list_time_ms):
+    def truth(self, inst_id: str, bar_name: str, open_ms: int, price: str = TRADE) -> list[str] | None:
+        """Final row of a closed candle (confirm "1"); None if not closed yet, misaligned or before listing.
+
+        `price`: "trade" (9-field rows), "mark" (inst_id a swap or future) or "index" (inst_id an index)."""
+        bar, first_open, row_of = self.series(inst_id, bar_name, price)
+        if not bar.is_aligned(open_ms) or open_ms < first_open:
             return None
         if bar.next_open(open_ms) > self.clock():
             return None
-        return self.row(inst, bar, open_ms, substeps_of(bar), confirmed=True)
+        return row_of(open_ms, substeps_of(bar), True)
 
-    def truth_range(self, inst_id: str, bar_name: str, start_ms: int, end_ms: int) -> list[list[str]]:
-        """Closed candles with start <= ts <= end, oldest first."""
-        inst, bar = self._get(inst_id, bar_name)
+    def truth_range(
+        self, inst_id: str, bar_name: str, start_ms: int, end_ms: int, price: str = TRADE,
+    ) -> list[list[str]]:
+        """Closed candles with start <= ts <= end, oldest first (`price` as in `truth`)."""
+        bar, first_open, row_of = self.series(inst_id, bar_name, price)
         now = self.clock()
-        open_ms = max(bar.floor(inst.list_time_ms), bar.floor(start_ms))
+        open_ms = max(first_open, bar.floor(start_ms))
         if open_ms < start_ms:
             open_ms = bar.next_open(open_ms)
         rows: list[list[str]] = []
@@ -175,21 +197,33 @@ class Market:
             close_ms = bar.next_open(open_ms)
             if close_ms > now:
                 break
-            rows.append(self.row(inst, bar, open_ms, steps, confirmed=True))
+            rows.append(row_of(open_ms, steps, True))
             open_ms = close_ms
         return rows
 
-    def current(self, inst_id: str, bar_name: str, now_ms: int) -> list[str]:
-        """The open candle as of `now_ms` (confirm "0")."""
-        inst, bar = self._get(inst_id, bar_name)
+    def current(self, inst_id: str, bar_name: str, now_ms: int, price: str = TRADE) -> list[str]:
+        """The open candle as of `now_ms` (confirm "0"; `price` as in `truth`)."""
+        bar, first_open, row_of = self.series(inst_id, bar_name, price)
         open_ms = bar.floor(now_ms)
-        if open_ms < bar.floor(inst.list_time_ms):
+        if open_ms < first_open:
             raise ValueError(f"{inst_id} is not listed at {now_ms}")
-        return self.row(inst, bar, open_ms, self.substep_at(bar, open_ms, now_ms), confirmed=False)
+        return row_of(open_ms, self.substep_at(bar, open_ms, now_ms), False)
 
-    def prepare(self, inst_id: str, bar_name: str, open_ms: int) -> None:
+    def prepare(self, inst_id: str, bar_name: str, open_ms: int, price: str = TRADE) -> None:
         """Compute the candle opened at `open_ms` ahead of its pushes (it is kept for them)."""
-        self._path(inst_id, bar_name, open_ms)
+        if price == TRADE:
+            self._path(inst_id, bar_name, open_ms)
+        else:
+            self.reference.prepare(price, inst_id, bar_name, open_ms)
+
+    def path(self, inst_id: str, bar_name: str, open_ms: int) -> CandlePath:
+        """The sub-steps of a trade candle (kept for its pushes)."""
+        return self._path(inst_id, bar_name, open_ms)
+
+    def index_price(self, index_id: str, moment_ms: int) -> str:
+        """The index at a moment (what /market/index-tickers calls idxPx); KeyError for an unknown index."""
+        index = self.indices[index_id]
+        return self._price_text(self.reference.index_ticks(index_id, moment_ms), -index.tick_decimals)
 
     def substep_at(self, bar: Bar, open_ms: int, now_ms: int) -> int:
         """How many sub-steps of the candle opened at `open_ms` have begun at `now_ms` (1..K)."""
@@ -240,16 +274,20 @@ class Market:
 
     def _curve_ticks(self, inst_id: str, moment_ms: int) -> int:
         inst = self.instruments[inst_id]
-        phases = self._phases.get(inst.base_ccy)
+        return max(1, round(inst.base_price * self.curve_factor(inst.base_ccy, moment_ms) * 10**inst.tick_decimals))
+
+    def curve_factor(self, base_ccy: str, moment_ms: int) -> float:
+        """The price curve of a base currency relative to its base price (trade candles' opens, the index)."""
+        phases = self._phases.get(base_ccy)
         if phases is None:
-            phases = tuple(unit(self.seed, "phase", inst.base_ccy, k) * 2 * math.pi for k in range(len(_WAVES)))
-            self._phases[inst.base_ccy] = phases
+            phases = tuple(unit(self.seed, "phase", base_ccy, k) * 2 * math.pi for k in range(len(_WAVES)))
+            self._phases[base_ccy] = phases
         # Reduce the angle with integers first: exact, and no precision loss on huge arguments.
         x = sum(
             amplitude * math.sin(2 * math.pi * (moment_ms % period) / period + phase)
             for (period, amplitude), phase in zip(_WAVES, phases, strict=True)
         )
-        return max(1, round(inst.base_price * math.exp(x) * 10**inst.tick_decimals))
+        return math.exp(x)
 
     def _lots_per_second(self, inst: Instrument) -> float:
         lots = self._lots.get(inst.inst_id)

@@ -11,6 +11,8 @@ from typing import Any
 import orjson
 
 CANDLE_PREFIX = "candle"
+MARK_CANDLE_PREFIX = "mark-price-candle"
+INDEX_CANDLE_PREFIX = "index-candle"
 NOTICE_MSG = "The connection will soon be closed for a service upgrade. Please reconnect."
 TOO_FREQUENT_MSG = "Requests too frequent."
 

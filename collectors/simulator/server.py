@@ -1,8 +1,8 @@
 """The simulator's network side: one port serves OKX's REST paths, the candle WebSockets and /sim/ control.
 
-HTTP requests are read here (websockets' parser refuses bodies, and POST /sim/control has one); WebSocket
-upgrades go to websockets' sans-I/O ServerProtocol, and pushes are pre-encoded frames written straight to
-the transport, one write per connection per tick.
+HTTP requests are read here (websockets' parser refuses bodies, and POST /sim/control has one) and answered
+by web.py; WebSocket upgrades go to websockets' sans-I/O ServerProtocol, and pushes (pushes.py) are
+pre-encoded frames written straight to the transport, one write per connection per tick.
 """
 
 from __future__ import annotations
@@ -21,33 +21,25 @@ import orjson
 from websockets.server import ServerProtocol
 
 from . import messages, rest
-from .bars import Bar
 from .config import SimulatorConfig
 from .connection import Channel, WsConnection
 from .http import BadRequest, HttpRequest, encode_response, read_request
-from .market import Market, substeps_of, wall_clock_ms
+from .market import Market, wall_clock_ms
+from .pushes import ChannelFeed, PushLoop
 from .ratelimit import SlidingWindow
+from .reference import INDEX, MARK, NO_SECOND_BARS, TRADE, has_mark
+from .web import BUSINESS_PATH, PUBLIC_PATH, HttpEndpoints, rest_limits
 
 log = logging.getLogger(__name__)
 
-BUSINESS_PATH = "/ws/v5/business"
-PUBLIC_PATH = "/ws/v5/public"
 IDLE_REASON = "No data received in 30s"  # OKX's wording, whatever the configured timeout
 NOTICE_CLOSE_CODE = 1012  # service restart
 NOTICE_CLOSE_REASON = "Service upgrade"
 CHANNEL_CAP_CLOSE_CODE = 4008
 CHANNEL_CAP_REASON = "Too many channels subscribed on this connection"
-BUFFER_FULL_CLOSE_CODE = 4005
-BUFFER_FULL_REASON = "Server buffer full"
 HOUSEKEEPING_INTERVAL_S = 0.05
 MAX_REQUEST_BYTES = 64 * 1024  # OKX's limit on one subscribe/unsubscribe request
 MAX_REQUEST_ID_LENGTH = 32  # ids are up to 32 alphanumerics
-# A tick fires just after each multiple of push_interval: with 1s bars and push_interval 1, every tick sees
-# a fresh candle (and can confirm the previous one) instead of straddling the boundary.
-TICK_LAG_S = 0.003
-# After skipped ticks, at most this many closed candles of a channel are confirmed late; older ones are left
-# to REST, as after any outage.
-MAX_LATE_CONFIRMS = 30
 HANDSHAKE_LOG = 10_000  # upgrade arrivals kept for `handshake_arrivals`
 
 T = TypeVar("T")
@@ -71,44 +63,7 @@ class ServerInfo:
         return f"http://{self.host}:{self.port}"
 
 
-class ChannelFeed:
-    """Encoded frames of one channel, shared by every connection subscribed to it."""
-
-    __slots__ = ("_confirm", "_key", "_open", "_prefix", "_row", "bar", "inst_id", "name")
-
-    def __init__(self, inst_id: str, bar: Bar):
-        self.inst_id = inst_id
-        self.bar = bar
-        self.name = messages.CANDLE_PREFIX + bar.name
-        self._prefix = messages.push_prefix(self.name, inst_id)
-        self._key: tuple[int, int] = (-1, -1)
-        self._open = b""
-        self._row: list[str] = []
-        self._confirm: tuple[int, bytes | None] = (-1, None)
-
-    def open_frame(self, market: Market, open_ms: int, substep: int) -> bytes:
-        if self._key != (open_ms, substep):
-            self._row = market.row(market.instruments[self.inst_id], self.bar, open_ms, substep, confirmed=False)
-            self._open = messages.push_frame_of(self._prefix, self._row)
-            self._key = (open_ms, substep)
-        return self._open
-
-    def confirm_frame(self, market: Market, open_ms: int, omit_rate: float) -> bytes | None:
-        """The final push of the candle opened at `open_ms`, or None when this close is left out."""
-        if self._confirm[0] != open_ms:
-            frame = None
-            if not market.confirm_omitted(self.inst_id, self.bar.name, open_ms, omit_rate):
-                last = substeps_of(self.bar)
-                if self._key == (open_ms, last):  # its last open version went out already: the same numbers
-                    row = [*self._row[:-1], "1"]
-                else:
-                    row = market.row(market.instruments[self.inst_id], self.bar, open_ms, last, confirmed=True)
-                frame = messages.push_frame_of(self._prefix, row)
-            self._confirm = (open_ms, frame)
-        return self._confirm[1]
-
-
-class Simulator:
+class Simulator(PushLoop, HttpEndpoints):
     """An OKX-compatible server over a deterministic market. Control methods are safe from any thread."""
 
     def __init__(self, config: SimulatorConfig | None = None):
@@ -130,11 +85,7 @@ class Simulator:
         # and the last HANDSHAKE_LOG of all of them for `handshake_arrivals`.
         self._arrivals_by_peer: dict[str, deque[float]] = {}
         self._arrivals: deque[float] = deque(maxlen=HANDSHAKE_LOG)
-        self._rest_limits = {
-            rest.CANDLES_PATH: SlidingWindow(*self.config.rest_candles_limit),
-            rest.HISTORY_PATH: SlidingWindow(*self.config.rest_history_limit),
-            rest.INSTRUMENTS_PATH: SlidingWindow(*self.config.rest_instruments_limit),
-        }
+        self._rest_limits = rest_limits(self.config)
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -426,163 +377,29 @@ class Simulator:
             connection.close(CHANNEL_CAP_CLOSE_CODE, CHANNEL_CAP_REASON, self.config.close_timeout)
 
     def _known_channel(self, connection: WsConnection, channel_name: str, inst_id: Any) -> Channel | None:
-        if connection.public or not channel_name.startswith(messages.CANDLE_PREFIX) or not isinstance(inst_id, str):
+        """The channel a subscribe arg names, or None when OKX would answer 60018: candles live on /business;
+        candle{bar} takes a listed instrument, mark-price-candle{bar} a listed swap or future, index-candle{bar}
+        an index (not an instrument id); mark and index candles have no 1s bar."""
+        if connection.public or not isinstance(inst_id, str):
             return None
-        bar_name = channel_name[len(messages.CANDLE_PREFIX):]
-        if bar_name not in self.market.bars or not self.market.is_listed(inst_id, wall_clock_ms()):
+        market = self.market
+        parsed = _parse_channel_name(channel_name)
+        if parsed is None:
             return None
-        return (inst_id, bar_name)
+        price, bar_name = parsed
+        if bar_name not in market.bars or (price != TRADE and bar_name in NO_SECOND_BARS):
+            return None
+        if price == INDEX:
+            return Channel(inst_id, bar_name, INDEX) if inst_id in market.indices else None
+        if not market.is_listed(inst_id, wall_clock_ms()):
+            return None
+        if price == MARK and not has_mark(market.instruments[inst_id]):
+            return None
+        return Channel(inst_id, bar_name, price)
 
     def _error(self, connection: WsConnection, request_id: Any, code: str, msg: str) -> None:
         self._stats["errors_sent"] += 1
         connection.write(messages.error_frame(request_id, code, msg, connection.conn_id))
-
-    # --- pushes -----------------------------------------------------------------------------------
-
-    async def _push_loop(self) -> None:
-        interval = self.config.push_interval
-        previous: float | None = None
-        while True:
-            now = time.time()
-            tick = now // interval + 1
-            if previous is not None and tick > previous + 1:
-                if (previous + 1) * interval > now - interval:
-                    # The next tick is late by less than an interval (the last one ran long, or waited for
-                    # a core): it runs now. A load generator that drops what it could not send on time
-                    # offers less load exactly when the system is slow, and hides the slowness it caused.
-                    tick = previous + 1
-                else:
-                    # Ticks whose moment passed long ago (a starved or stopped process): nothing is pushed
-                    # for them, so a candle may close unseen by clients. Counted for load tests to tell apart.
-                    self._stats["ticks_skipped"] += int(tick - previous - 1)
-            previous = tick
-            await asyncio.sleep(max(0.0, tick * interval + TICK_LAG_S - now))
-            self._stats["ticks"] += 1
-            started, started_cpu = time.perf_counter(), time.process_time()
-            try:
-                now_ms = wall_clock_ms()
-                self._tick(now_ms)
-                self._prepare_next_candles(now_ms)
-            except Exception:
-                log.exception("simulator push tick failed")
-            # Wall time against CPU time: a tick much longer than its CPU waited for a core.
-            busy_ms = round((time.perf_counter() - started) * 1000)
-            self._stats["tick_busy_ms"] += busy_ms
-            self._stats["tick_cpu_ms"] += round((time.process_time() - started_cpu) * 1000)
-            self._stats["tick_busy_ms_max"] = max(self._stats["tick_busy_ms_max"], busy_ms)
-
-    def _feed(self, channel: Channel) -> ChannelFeed:
-        feed = self._feeds.get(channel)
-        if feed is None:
-            feed = self._feeds[channel] = ChannelFeed(channel[0], self.market.bars[channel[1]])
-            self._feeds_by_bar.setdefault(channel[1], []).append(feed)
-        return feed
-
-    def _prepare_next_candles(self, now_ms: int) -> None:
-        """Compute the next candle of a share of the channels each tick, so that a bar boundary is not a spike.
-
-        Every channel of a bar starts a new candle at the same moment; computing all those candles in the tick
-        that pushes them made that tick several times longer than the others, long enough to make the next
-        tick late (skipped). Spread over the ticks of the current candle, the same work is even.
-        """
-        interval_ms = max(1, round(self.config.push_interval * 1000))
-        market = self.market
-        for bar_name, feeds in self._feeds_by_bar.items():
-            bar = market.bars[bar_name]
-            open_ms = bar.floor(now_ms)
-            next_open = bar.next_open(open_ms)
-            ticks = max(1, (next_open - open_ms) // interval_ms)
-            index = min(ticks - 1, (now_ms - open_ms) // interval_ms)
-            count = len(feeds)
-            start, end = index * count // ticks, (index + 1) * count // ticks if index < ticks - 1 else count
-            for feed in feeds[start:end]:
-                market.prepare(feed.inst_id, bar_name, next_open)
-
-    def _tick(self, now_ms: int) -> None:
-        """One push per subscribed channel per connection; a confirm push first when a candle closed."""
-        market = self.market
-        omit_rate = self._confirm_omit_rate
-        opens: dict[str, tuple[int, int, int]] = {}  # bar -> (open, substep, previous open), once per tick
-        pushes = confirms = omitted = 0
-        gone = market.gone_at(now_ms)  # expired or delisted: their channels fall silent
-        for connection in list(self._connections):
-            if not connection.accepts_pushes:
-                continue
-            frames: list[bytes] = []
-            subscriptions = connection.subscriptions
-            for channel, last_open in subscriptions.items():
-                if gone and channel[0] in gone:
-                    continue
-                bar_name = channel[1]
-                moment = opens.get(bar_name)
-                if moment is None:
-                    bar = market.bars[bar_name]
-                    open_ms = bar.floor(now_ms)
-                    substep = market.substep_at(bar, open_ms, now_ms)
-                    moment = opens[bar_name] = (open_ms, substep, bar.prev_open(open_ms))
-                open_ms, substep, previous_open = moment
-                feed = self._feeds.get(channel) or self._feed(channel)
-                if last_open is not None and last_open != open_ms:
-                    if last_open != previous_open:
-                        # Ticks were skipped (a starved process) past whole candles: OKX would have pushed
-                        # each one, so their confirms go first, oldest first, a bounded number of them.
-                        frames.extend(self._late_confirms(feed, last_open, previous_open))
-                    confirm = feed.confirm_frame(market, previous_open, omit_rate)
-                    if confirm is None:
-                        omitted += 1
-                    else:
-                        frames.append(confirm)
-                        confirms += 1
-                frames.append(feed.open_frame(market, open_ms, substep))
-                subscriptions[channel] = open_ms
-            pushes += len(frames)
-            if connection.malformed_pending:
-                frames = self._interleave_malformed(connection, frames, now_ms)
-            if frames:
-                connection.write_many(frames)
-                if connection.transport.get_write_buffer_size() > self.config.write_buffer_limit:
-                    self._stats["buffer_full_closes"] += 1
-                    connection.close(BUFFER_FULL_CLOSE_CODE, BUFFER_FULL_REASON, self.config.close_timeout)
-        stats = self._stats
-        stats["pushes_sent"] += pushes
-        stats["confirms_sent"] += confirms
-        stats["confirms_omitted"] += omitted
-
-    def _late_confirms(self, feed: ChannelFeed, last_open: int, previous_open: int) -> list[bytes]:
-        """Confirm pushes of the candles from `last_open` up to (not including) `previous_open`."""
-        market, bar = self.market, feed.bar
-        frames: list[bytes] = []
-        open_ms = max(last_open, bar.floor(previous_open - MAX_LATE_CONFIRMS * (bar.duration_ms or 1)))
-        while open_ms < previous_open and len(frames) < MAX_LATE_CONFIRMS:
-            if market.confirm_omitted(feed.inst_id, bar.name, open_ms, self._confirm_omit_rate):
-                self._stats["confirms_omitted"] += 1
-            else:
-                row = market.row(market.instruments[feed.inst_id], bar, open_ms, substeps_of(bar), confirmed=True)
-                frames.append(messages.push_frame(feed.name, feed.inst_id, row))
-            open_ms = bar.next_open(open_ms)
-        self._stats["confirms_sent"] += len(frames)
-        self._stats["late_confirms"] += len(frames)
-        return frames
-
-    def _interleave_malformed(self, connection: WsConnection, frames: list[bytes], now_ms: int) -> list[bytes]:
-        inst_id, bar_name = next(iter(connection.subscriptions), ("BTC-USDT", "1m"))
-        bar = self.market.bars.get(bar_name)
-        kinds = messages.malformed_frames(
-            inst_id, messages.CANDLE_PREFIX + bar_name, bar.floor(now_ms) if bar else now_ms // 60_000 * 60_000
-        )
-        bad = []
-        for _ in range(connection.malformed_pending):
-            bad.append(kinds[connection.malformed_sent % len(kinds)])
-            connection.malformed_sent += 1
-        self._stats["malformed_sent"] += len(bad)
-        connection.malformed_pending = 0
-        mixed: list[bytes] = []
-        for index, frame in enumerate(frames):
-            mixed.append(frame)
-            if index < len(bad):
-                mixed.append(bad[index])
-        mixed.extend(bad[len(frames):])
-        return mixed
 
     # --- housekeeping -----------------------------------------------------------------------------
 
@@ -598,93 +415,20 @@ class Simulator:
                     self._stats["idle_closes"] += 1
                     connection.close(4004, IDLE_REASON, self.config.close_timeout)
 
-    # --- HTTP -------------------------------------------------------------------------------------
 
-    async def _http(self, request: HttpRequest, writer: asyncio.StreamWriter, peer: str) -> bool:
-        """Answer one plain HTTP request; returns whether the connection stays open."""
-        if request.path.startswith("/api/v5/"):
-            status, body = await self._rest(request, peer)
-        elif request.path.startswith("/sim/"):
-            status, body = self._sim_endpoint(request)
-        elif request.path in (BUSINESS_PATH, PUBLIC_PATH):
-            status, body = 426, orjson.dumps({"msg": "Upgrade Required", "code": "426"})
-        else:
-            status, body = 404, orjson.dumps({"msg": "Not Found", "code": "404"})
-        writer.write(encode_response(status, body, keep_alive=request.keep_alive))
-        await writer.drain()
-        return request.keep_alive
+# Longest prefix first: "mark-price-candle1m" must not read as the trade channel of bar "1m".
+_PRICES_BY_PREFIX = (
+    (messages.MARK_CANDLE_PREFIX, MARK), (messages.INDEX_CANDLE_PREFIX, INDEX), (messages.CANDLE_PREFIX, TRADE),
+)
 
-    async def _rest(self, request: HttpRequest, peer: str) -> rest.Answer:
-        self._stats["rest_requests"] += 1
-        if self._rest_429_left > 0:
-            self._rest_429_left -= 1
-            self._stats["rest_429s"] += 1
-            return rest.TOO_MANY_REQUESTS
-        delay, delays_left = self._rest_delay
-        if delays_left > 0:
-            self._rest_delay = (delay, delays_left - 1)
-            await asyncio.sleep(delay)
-        if request.method != "GET":
-            return 405, orjson.dumps({"msg": "Method Not Allowed", "code": "405"})
-        path, query = request.path, request.query
-        limiter = self._rest_limits.get(path)
-        if limiter is None:
-            return 404, orjson.dumps({"msg": "Not Found", "code": "404"})
-        key = (peer, query.get("instType", "")) if path == rest.INSTRUMENTS_PATH else peer
-        if not limiter.allow(key, time.monotonic()):
-            self._stats["rest_429s"] += 1
-            return rest.TOO_MANY_REQUESTS
-        if path == rest.INSTRUMENTS_PATH:
-            return rest.instruments(self.market, query)
-        return rest.candles(self.market, query, wall_clock_ms(), history=path == rest.HISTORY_PATH)
 
-    def _sim_endpoint(self, request: HttpRequest) -> rest.Answer:
-        try:
-            if request.path == "/sim/stats":
-                return 200, orjson.dumps(self.stats())
-            if request.path == "/sim/truth":
-                return self._sim_truth(request.query)
-            if request.path == "/sim/control":
-                params: dict[str, Any] = dict(request.query)
-                if request.body:
-                    body = orjson.loads(request.body)
-                    if not isinstance(body, dict):
-                        raise ValueError("the body must be a JSON object")
-                    params.update(body)
-                action = params.pop("action", None)
-                if not isinstance(action, str):
-                    raise ValueError("action is required")
-                params = {name: _coerce(value) for name, value in params.items()}
-                return 200, orjson.dumps({"ok": True, "result": self.control(action, **params)})
-        except (ValueError, TypeError, KeyError) as exc:
-            return 400, orjson.dumps({"ok": False, "error": str(exc)})
-        return 404, orjson.dumps({"ok": False, "error": f"no such endpoint {request.path}"})
-
-    def _sim_truth(self, query: dict[str, str]) -> rest.Answer:
-        inst_id, bar = query.get("instId", ""), query.get("bar", "1m")
-        if inst_id not in self.market.instruments or bar not in self.market.bars:
-            raise ValueError(f"unknown instId {inst_id!r} or bar {bar!r}")
-        start = int(query.get("start") or 0)
-        end = int(query.get("end") or wall_clock_ms())
-        return 200, orjson.dumps({"data": self.market.truth_range(inst_id, bar, start, end)})
+def _parse_channel_name(name: str) -> tuple[str, str] | None:
+    """(price, bar) of a candle channel's name, None for other channels."""
+    for prefix, price in _PRICES_BY_PREFIX:
+        if name.startswith(prefix):
+            return price, name[len(prefix):]
+    return None
 
 
 def _valid_request_id(request_id: Any) -> bool:
     return isinstance(request_id, str) and 0 < len(request_id) <= MAX_REQUEST_ID_LENGTH and request_id.isalnum()
-
-
-def _coerce(value: Any) -> Any:
-    """Query-string values arrive as text: turn numbers and booleans back into what the methods expect."""
-    if not isinstance(value, str):
-        return value
-    lowered = value.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    try:
-        return int(value)
-    except ValueError:
-        pass
-    try:
-        return float(value)
-    except ValueError:
-        return value

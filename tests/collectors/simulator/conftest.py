@@ -12,7 +12,10 @@ from collectors.simulator import SimulatorConfig, run_in_thread
 # Many tests share one client IP: limits high enough that only the tests about limits meet them.
 ROOMY = SimulatorConfig(
     seed=7, instruments=6, swaps=True, rest_candles_limit=(10_000, 1.0), rest_history_limit=(10_000, 1.0),
-    rest_instruments_limit=(10_000, 1.0), new_connections_per_second=1_000, push_interval=0.2,
+    rest_instruments_limit=(10_000, 1.0), rest_mark_candles_limit=(10_000, 1.0),
+    rest_history_mark_limit=(10_000, 1.0), rest_index_candles_limit=(10_000, 1.0),
+    rest_history_index_limit=(10_000, 1.0), rest_index_tickers_limit=(10_000, 1.0), new_connections_per_second=1_000,
+    push_interval=0.2,
 )
 
 
