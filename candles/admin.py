@@ -313,9 +313,9 @@ class BulkSubscribeForm(forms.Form):
 
 @admin.register(Instrument)
 class InstrumentAdmin(admin.ModelAdmin):
-    list_display = ("inst_id", "inst_type", "base_ccy", "quote_ccy", "settle_ccy", "state", "tick_size",
+    list_display = ("inst_id", "price", "inst_type", "base_ccy", "quote_ccy", "settle_ccy", "state", "tick_size",
                     "lot_size", "listed_at", "expires_at", "delisted_at")
-    list_filter = ("inst_type", "state", "quote_ccy")
+    list_filter = ("price", "inst_type", "state", "quote_ccy")
     search_fields = ("inst_id", "base_ccy", "quote_ccy", "inst_family")
     readonly_fields = ("created_at", "updated_at")
     list_per_page = 100
