@@ -95,9 +95,7 @@ def check_subscribable(channel: Channel) -> None:
         raise ValueError(f"{channel}: {channel.bar} candles exist for trade prices only, not {channel.price}")
 
 
-class CandleUpdate(NamedTuple):
-    """One row of a candle push (or of a REST page): the candle as OKX saw it at that moment."""
-
+class _CandleFields(NamedTuple):
     inst_id: str
     bar: str
     open_time_ms: int
@@ -109,21 +107,9 @@ class CandleUpdate(NamedTuple):
     vol_ccy: Decimal | None  # None for mark-price and index candles
     vol_ccy_quote: Decimal | None  # absent in OKX's older 7-field rows, and for mark-price and index candles
     confirmed: bool
-    price: str = TRADE  # one of PRICE_KINDS
-
-    @property
-    def channel(self) -> Channel:
-        return Channel(self.inst_id, self.bar, self.price)
 
 
-class CandleText(NamedTuple):
-    """A candle row whose numbers stay text, for hot paths that store them rather than compute with them.
-
-    Each number is a string that `Decimal` and PostgreSQL's `numeric` both read as the same finite value:
-    OKX's own strings when the row is all plain decimal notation (digits, `-`, `.`, `e`/`E`), else
-    `str(Decimal)` of each. Same fields and meaning as `CandleUpdate`; `exact()` gives that.
-    """
-
+class _CandleTextFields(NamedTuple):
     inst_id: str
     bar: str
     open_time_ms: int
@@ -135,11 +121,70 @@ class CandleText(NamedTuple):
     vol_ccy: str | None  # None for mark-price and index candles
     vol_ccy_quote: str | None
     confirmed: bool
-    price: str = TRADE  # one of PRICE_KINDS
+
+
+_PRICE_INDEX = len(_CandleFields._fields)  # where a mark or index candle keeps its price kind
+
+
+class _PricedRow:
+    """What `CandleUpdate` and `CandleText` add to their NamedTuple fields: the last field, `price`.
+
+    A trade candle is the 11-tuple it was before price kinds existed (equal to one built without `price`,
+    and it unpacks into the same 11 values); a mark or index candle is a 12-tuple ending with its kind, so it
+    is never equal to a trade candle. Read the kind as `.price`.
+    """
+
+    __slots__ = ()
+
+    @property
+    def price(self) -> str:
+        return self[_PRICE_INDEX] if len(self) > _PRICE_INDEX else TRADE
 
     @property
     def channel(self) -> Channel:
         return Channel(self.inst_id, self.bar, self.price)
+
+    def _asdict(self) -> dict[str, Any]:
+        return {**dict(zip(self._fields, self, strict=False)), "price": self.price}
+
+    def _replace(self, **changes: Any) -> Any:
+        return type(self)(**{**self._asdict(), **changes})
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self._asdict().items())})"
+
+
+class CandleUpdate(_PricedRow, _CandleFields):
+    """One row of a candle push (or of a REST page): the candle as OKX saw it at that moment.
+
+    Fields: inst_id, bar, open_time_ms, open, high, low, close, vol, vol_ccy, vol_ccy_quote, confirmed, and
+    last `price` (one of PRICE_KINDS, "trade" by default; see `_PricedRow`).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, inst_id: str, bar: str, open_time_ms: int, open: Decimal, high: Decimal, low: Decimal,
+                close: Decimal, vol: Decimal | None, vol_ccy: Decimal | None, vol_ccy_quote: Decimal | None,
+                confirmed: bool, price: str = TRADE) -> CandleUpdate:
+        fields = (inst_id, bar, open_time_ms, open, high, low, close, vol, vol_ccy, vol_ccy_quote, confirmed)
+        return tuple.__new__(cls, fields if price == TRADE else (*fields, _price_kind(price)))
+
+
+class CandleText(_PricedRow, _CandleTextFields):
+    """A candle row whose numbers stay text, for hot paths that store them rather than compute with them.
+
+    Each number is a string that `Decimal` and PostgreSQL's `numeric` both read as the same finite value:
+    OKX's own strings when the row is all plain decimal notation (digits, `-`, `.`, `e`/`E`), else
+    `str(Decimal)` of each. Same fields and meaning as `CandleUpdate`, `price` last; `exact()` gives that.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, inst_id: str, bar: str, open_time_ms: int, open: str, high: str, low: str, close: str,
+                vol: str | None, vol_ccy: str | None, vol_ccy_quote: str | None, confirmed: bool,
+                price: str = TRADE) -> CandleText:
+        fields = (inst_id, bar, open_time_ms, open, high, low, close, vol, vol_ccy, vol_ccy_quote, confirmed)
+        return tuple.__new__(cls, fields if price == TRADE else (*fields, _price_kind(price)))
 
     def exact(self) -> CandleUpdate:
         vol, vol_ccy, quote = self.vol, self.vol_ccy, self.vol_ccy_quote
@@ -148,6 +193,12 @@ class CandleText(NamedTuple):
             Decimal(self.close), None if vol is None else Decimal(vol), None if vol_ccy is None else Decimal(vol_ccy),
             None if quote is None else Decimal(quote), self.confirmed, self.price,
         )
+
+
+def _price_kind(price: str) -> str:
+    if price not in PRICE_KINDS:
+        raise ValueError(f"price must be one of {', '.join(PRICE_KINDS)}, not {price!r}")
+    return price
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,7 +368,7 @@ def parse_candle_row(inst_id: str, bar: str, row: Any, raw: str | bytes, price: 
                     # tuple.__new__ skips the namedtuple's Python-level __new__: same object, less work.
                     return _new_update(CandleUpdate, (
                         inst_id, bar, _int(ts), _D(row[1]), _D(row[2]), _D(row[3]), _D(row[4]), _D(row[5]),
-                        _D(row[6]), _D(quote) if quote else None, confirm == "1", TRADE,
+                        _D(row[6]), _D(quote) if quote else None, confirm == "1",
                     ))
                 except (InvalidOperation, ValueError):
                     pass
@@ -356,7 +407,7 @@ def parse_candle_text(inst_id: str, bar: str, row: Any, raw: str | bytes, price:
                         _D(quote)
                     return _new_update(CandleText, (
                         inst_id, bar, _int(row[0]), row[1], row[2], row[3], row[4], row[5], row[6], quote or None,
-                        confirm == "1", TRADE,
+                        confirm == "1",
                     ))
                 except (InvalidOperation, ValueError):
                     pass
@@ -390,6 +441,8 @@ def _parse_row_carefully(inst_id: str, bar: str, row: Any, raw: str | bytes) -> 
 def parse_price_row(inst_id: str, bar: str, price: str, row: Any, raw: str | bytes) -> CandleUpdate:
     """One `[ts, o, h, l, c, confirm]` row of a mark-price or index candle (`price` "mark" or "index"), as
     pushed or served by REST. Volumes are None. Fields after the sixth are ignored (see the module docs)."""
+    if price != MARK and price != INDEX:
+        raise ValueError(f"six-field rows are mark or index candles, not {price!r}")
     # The trade parser's fast path, for six fields.
     if type(row) is list and len(row) == 6:
         try:
@@ -411,6 +464,8 @@ def parse_price_row(inst_id: str, bar: str, price: str, row: Any, raw: str | byt
 
 def parse_price_text(inst_id: str, bar: str, price: str, row: Any, raw: str | bytes) -> CandleText:
     """`parse_price_row` with the numbers kept as text (as `parse_candle_text`): the same rows accepted."""
+    if price != MARK and price != INDEX:
+        raise ValueError(f"six-field rows are mark or index candles, not {price!r}")
     if type(row) is list and len(row) == 6:
         try:
             plain = not "".join(row).encode().translate(None, _PLAIN_CHARS)
@@ -435,8 +490,6 @@ def parse_price_text(inst_id: str, bar: str, price: str, row: Any, raw: str | by
 
 
 def _parse_price_row_carefully(inst_id: str, bar: str, price: str, row: Any, raw: str | bytes) -> CandleUpdate:
-    if price not in PRICE_KINDS or price == TRADE:
-        raise ValueError(f"not a price kind with six-field rows: {price!r}")
     if type(row) is not list or len(row) < 6:
         raise ProtocolError(f"{price} candle row must be a list of at least 6 strings: {row!r}", raw)
     ts = row[0]
@@ -504,7 +557,8 @@ def _known_row(arg: Any, raw: str | bytes) -> tuple[str, str, str]:
 
 def parse_message(raw: str | bytes, *, text: bool = False) -> list[Event]:
     """Typed events of one frame; a candle push yields one CandleUpdate per row of `data` (with `text`,
-    one CandleText).
+    one CandleText), of the price kind its channel names (`candle*` trade, `mark-price-candle*` mark,
+    `index-candle*` index).
 
     Raises ProtocolError (with the raw frame) for anything that is not valid OKX.
     """

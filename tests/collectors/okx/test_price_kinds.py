@@ -184,6 +184,16 @@ def test_existing_positional_construction_still_gives_a_trade_candle():
     update = CandleUpdate("BTC-USDT", "1m", 0, one, one, one, one, one, one, None, True)
     text = CandleText("BTC-USDT", "1m", 0, "1", "1", "1", "1", "1", "1", None, True)
     assert update.price == text.price == TRADE
+    # A trade candle is still the 11-tuple it was: code unpacking it (the collector's ingest does) keeps working.
+    _, bar, open_ms, *_numbers, confirmed = text
+    assert (bar, open_ms, confirmed) == ("1m", 0, True)
+    assert update == CandleUpdate("BTC-USDT", "1m", 0, one, one, one, one, one, one, None, True, TRADE)
+    assert len(update) == len(text) == 11
+    mark = parse_price_text("BTC-USDT-SWAP", "1m", MARK, ROW, "r")
+    assert len(mark) == len(mark.exact()) == 12
+    assert mark._asdict()["price"] == MARK
+    assert repr(mark).endswith("confirmed=False, price='mark')")
+    assert pickle.loads(pickle.dumps(mark)) == mark
     assert update.channel == Channel("BTC-USDT", "1m")
     assert text.exact() == update
     assert parse_candle_row("BTC-USDT", "1m", ["0", "1", "1", "1", "1", "1", "1", "", "1"], "r") == update
@@ -389,3 +399,12 @@ def test_a_60018_refusal_marks_that_channel_invalid_with_its_price_kind_and_the_
     assert {(c.channel, c.price, c.vol) for c in rec.candles} == {(mark, MARK, None), (index, INDEX, None),
                                                                    (trade, TRADE, "0")}
     assert sorted(rec.subscribed) == sorted([mark, index, trade])
+
+
+@pytest.mark.parametrize("price", [TRADE, "last"])
+def test_the_six_field_parsers_refuse_a_kind_without_six_field_rows(price):
+    for parse in (parse_price_row, parse_price_text):
+        with pytest.raises(ValueError, match="six-field rows are mark or index candles"):
+            parse("BTC-USD", "1m", price, ROW, "raw")
+    with pytest.raises(ValueError, match="six-field rows"):
+        parse_candle_row("BTC-USD", "1m", ROW, "raw", "last")
