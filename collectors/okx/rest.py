@@ -3,6 +3,10 @@
 Every request first takes a slot from a `RateLimiter` (OKX refuses over-limit requests rather than queueing
 them), then runs with capped exponential backoff and jitter on the errors OKX documents as transient.
 Candle rows are parsed by `messages.parse_candle_row`, the same parser the WebSocket path uses.
+
+Trade, mark-price and index candles (`price`, one of `messages.PRICE_KINDS`) each have their own pair of
+endpoints (latest 1,440 candles / older ones) and so their own rate budgets: the limiter key of a request is
+its endpoint's path (`Endpoint.budget`), as OKX counts each endpoint apart.
 """
 
 from __future__ import annotations
@@ -20,7 +24,18 @@ from typing import Any
 import httpx
 import orjson
 
-from collectors.okx.messages import CandleText, CandleUpdate, ProtocolError, parse_candle_row, parse_candle_text
+from collectors.okx.messages import (
+    INDEX,
+    MARK,
+    PRICE_KINDS,
+    TRADE,
+    TRADE_ONLY_BARS,
+    CandleText,
+    CandleUpdate,
+    ProtocolError,
+    parse_candle_row,
+    parse_candle_text,
+)
 from collectors.okx.ratelimit import Admission, LocalRateLimiter, RateLimiter
 from collectors.okx.tls import tls_context
 
@@ -35,12 +50,44 @@ class Endpoint:
     path: str
     limit: int  # requests per period, per IP
     period_s: float
+    max_rows: int | None = None  # OKX's cap on `limit` where a page must not ask for more
+
+    @property
+    def budget(self) -> str:
+        """The rate limiter's key for this endpoint's requests: OKX keeps one budget per endpoint."""
+        return self.path
 
 
 CANDLES = Endpoint("/api/v5/market/candles", 40, 2.0)
 HISTORY_CANDLES = Endpoint("/api/v5/market/history-candles", 20, 2.0)
+# Mark-price and index candles: six-field rows, at most 100 a page, budgets apart from the trade candles'.
+MARK_PRICE_CANDLES = Endpoint("/api/v5/market/mark-price-candles", 20, 2.0, max_rows=100)
+HISTORY_MARK_PRICE_CANDLES = Endpoint("/api/v5/market/history-mark-price-candles", 20, 2.0, max_rows=100)
+INDEX_CANDLES = Endpoint("/api/v5/market/index-candles", 20, 2.0, max_rows=100)
+HISTORY_INDEX_CANDLES = Endpoint("/api/v5/market/history-index-candles", 10, 2.0, max_rows=100)
+# The list of indices (`quoteCcy` USD, USDT, USDC or BTC).
+INDEX_TICKERS = Endpoint("/api/v5/market/index-tickers", 20, 2.0)
 # OKX counts this budget per instrument type, so the limiter key carries the type.
 INSTRUMENTS = Endpoint("/api/v5/public/instruments", 20, 2.0)
+
+# (latest candles, older candles) by price kind.
+CANDLE_ENDPOINTS: dict[str, tuple[Endpoint, Endpoint]] = {
+    TRADE: (CANDLES, HISTORY_CANDLES),
+    MARK: (MARK_PRICE_CANDLES, HISTORY_MARK_PRICE_CANDLES),
+    INDEX: (INDEX_CANDLES, HISTORY_INDEX_CANDLES),
+}
+# Every candle endpoint's rate budget, by a short name (as an operator would look for it).
+CANDLE_BUDGETS: dict[str, Endpoint] = {endpoint.path.rsplit("/", 1)[1]: endpoint
+                                       for pair in CANDLE_ENDPOINTS.values() for endpoint in pair}
+
+
+def candle_endpoint(price: str = TRADE, *, history: bool = False) -> Endpoint:
+    """The endpoint serving `price` candles: the latest 1,440, or with `history` the older ones."""
+    try:
+        recent, older = CANDLE_ENDPOINTS[price]
+    except KeyError:
+        raise ValueError(f"price must be one of {', '.join(PRICE_KINDS)}, not {price!r}") from None
+    return older if history else recent
 
 # /candles serves only the latest 1,440 candles (the open one included).
 RECENT_CANDLES = 1440
@@ -60,6 +107,9 @@ BAR_MS: dict[str, int] = {
 }
 WEBSOCKET_ONLY_BARS = frozenset({"5D", "5Dutc"})
 HISTORY_ONLY_BARS = frozenset({"1s"})
+# Bars the recent mark-price and index endpoints serve but their history endpoints do not (the documented
+# history bars stop at 1M/1Mutc). /candles holds 1,440 of them, centuries, so the walk never needs history.
+RECENT_ONLY_PRICE_BARS = frozenset({"3M", "3Mutc"})
 
 PERMANENT_CODES = frozenset({"51000", "51001"})  # bad parameter, instrument doesn't exist
 RATE_LIMIT_CODE = "50011"
@@ -82,7 +132,8 @@ class PermanentError(RestError):
 
 
 class UnsupportedBar(ValueError):
-    """A bar REST does not serve here (5D and 5Dutc are WebSocket-only; 1s is on history-candles only)."""
+    """A bar REST does not serve here (5D and 5Dutc are WebSocket-only; 1s is on history-candles only and has
+    no mark-price or index candles; 3M and 3Mutc are not on the mark-price and index history endpoints)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +149,15 @@ class InstrumentInfo:
     list_time_ms: int | None
     exp_time_ms: int | None
     state: str
+
+
+@dataclass(frozen=True, slots=True)
+class IndexTicker:
+    """One row of /market/index-tickers: an index (the `instId` of index candles) and its latest price."""
+
+    inst_id: str
+    idx_px: Decimal | None
+    ts_ms: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,69 +257,88 @@ class OkxRestClient:
         before: int | None = None,
         limit: int | None = None,
         history: bool = False,
+        price: str = TRADE,
     ) -> list[Candle]:
-        """One page of candles, newest first as OKX returns it. `after`/`before` are exclusive bounds."""
-        _check_bar(bar, history=history)
-        endpoint = HISTORY_CANDLES if history else CANDLES
-        params = {"instId": inst_id, "bar": bar, "limit": str(limit or self.page_limit)}
+        """One page of candles, newest first as OKX returns it. `after`/`before` are exclusive bounds.
+
+        `price` "mark" or "index" reads mark-price or index candles (six-field rows, volumes None) from their own
+        endpoints; `limit` is then capped at their 100 rows.
+        """
+        endpoint = candle_endpoint(price, history=history)
+        _check_bar(bar, history=history, price=price)
+        rows = limit or self.page_limit
+        if endpoint.max_rows is not None:
+            rows = min(rows, endpoint.max_rows)
+        params = {"instId": inst_id, "bar": bar, "limit": str(rows)}
         if after is not None:
             params["after"] = str(after)
         if before is not None:
             params["before"] = str(before)
-        data, raw = await self._get(endpoint, params, endpoint.path)
+        data, raw = await self._get(endpoint, params, endpoint.budget)
         if type(data) is not list:
             raise ProtocolError("candle data is not a list", raw)
         parse = self._parse_row
-        return [parse(inst_id, bar, row, raw) for row in data]
+        if price == TRADE:
+            return [parse(inst_id, bar, row, raw) for row in data]
+        return [parse(inst_id, bar, row, raw, price) for row in data]
 
     async def candle_range(
-        self, inst_id: str, bar: str, start_ms: int, end_ms: int, *, on_page: OnPage | None = None
+        self, inst_id: str, bar: str, start_ms: int, end_ms: int, *, on_page: OnPage | None = None,
+        price: str = TRADE,
     ) -> list[Candle]:
         """Every candle with start ≤ open time ≤ end, once each, oldest first.
 
         Walks back from `end_ms` page by page (`after` = oldest open time of the previous page). A short page
         is not the end (page caps differ between OKX versions and caches): only an empty page, or a page
         reaching `start_ms`, ends the walk. The newest row may be the open candle (`confirmed` False).
+        `price` "mark" or "index" walks the mark-price or index candles the same way, on their endpoints.
         """
-        _check_bar(bar, history=True)
+        recent_endpoint, history_endpoint = CANDLE_ENDPOINTS.get(price, (None, None))
+        if recent_endpoint is None:
+            raise ValueError(f"price must be one of {', '.join(PRICE_KINDS)}, not {price!r}")
+        _check_range_bar(bar, price)
         if end_ms < start_ms:
             return []
+        page_limit = min(self.page_limit, recent_endpoint.max_rows or self.page_limit)
+        # Bars the history endpoint does not serve: /candles holds all there is of them.
+        has_history = price == TRADE or bar not in RECENT_ONLY_PRICE_BARS
         found: dict[int, Candle] = {}
         after, pages = end_ms + 1, 0
         while True:
-            history = self._needs_history(bar, start_ms, after)
-            limit = self._page_size(bar, start_ms, after)
-            page = await self.candles(inst_id, bar, after=after, history=history, limit=limit)
-            if not page and not history:
+            history = has_history and self._needs_history(bar, start_ms, after, page_limit)
+            limit = self._page_size(bar, start_ms, after, page_limit)
+            page = await self.candles(inst_id, bar, after=after, history=history, limit=limit, price=price)
+            if not page and not history and has_history:
                 # /candles may hold fewer candles than promised; an empty page there is not proof of the end.
                 history = True
-                page = await self.candles(inst_id, bar, after=after, history=True, limit=limit)
+                page = await self.candles(inst_id, bar, after=after, history=True, limit=limit, price=price)
             pages += 1
             oldest = _merge_page(found, page, start_ms, after)
             if on_page is not None:
-                endpoint = HISTORY_CANDLES.path if history else CANDLES.path
+                endpoint = history_endpoint.path if history else recent_endpoint.path
                 on_page(PageProgress(endpoint, pages, len(page), len(found), oldest))
             if oldest is None or oldest <= start_ms:
                 return [found[ts] for ts in sorted(found)]
             after = oldest
 
-    def _page_size(self, bar: str, start_ms: int, after: int) -> int:
+    def _page_size(self, bar: str, start_ms: int, after: int, page_limit: int | None = None) -> int:
         """Rows to ask for below `after`: the open times down to `start_ms`, and one more so that the page reaches
         past it even when `start_ms` is not an open time (a page that stops short costs a second request).
 
         A repair of one candle then reads two rows, not a full page: OKX sends, and this client parses, only
         what the range holds. Calendar bars count with their shortest length, so never too few."""
+        page_limit = page_limit or self.page_limit
         length = BAR_MS.get(bar)
         if length is None:
-            return self.page_limit
-        return min(self.page_limit, (after - start_ms + length - 1) // length + 1)
+            return page_limit
+        return min(page_limit, (after - start_ms + length - 1) // length + 1)
 
-    def _needs_history(self, bar: str, start_ms: int, after: int) -> bool:
+    def _needs_history(self, bar: str, start_ms: int, after: int, page_limit: int | None = None) -> bool:
         """Whether the page below `after` reaches past what /candles serves."""
         length = BAR_MS.get(bar)
         if bar in HISTORY_ONLY_BARS or length is None:
             return True
-        lowest_needed = max(start_ms, after - self.page_limit * length)
+        lowest_needed = max(start_ms, after - (page_limit or self.page_limit) * length)
         horizon = self._now_ms() - (RECENT_CANDLES - RECENT_MARGIN) * length
         return lowest_needed < horizon
 
@@ -275,6 +354,24 @@ class OkxRestClient:
             raise ProtocolError("instrument data is not a list", raw)
         infos = (_parse_instrument(row, inst_type) for row in data if type(row) is dict)
         return [info for info in infos if info is not None]
+
+    # --- indices -----------------------------------------------------------------------------------
+
+    async def index_tickers(self, quote_ccy: str) -> list[IndexTicker]:
+        """The indices quoted in `quote_ccy` (OKX has USD, USDT, USDC and BTC ones), each with its latest price:
+        the `instId`s index candles take. Rows without an instId are skipped."""
+        data, raw = await self._get(INDEX_TICKERS, {"quoteCcy": quote_ccy}, INDEX_TICKERS.budget)
+        if type(data) is not list:
+            raise ProtocolError("index ticker data is not a list", raw)
+        tickers = []
+        for row in data:
+            if type(row) is not dict:
+                continue
+            inst_id = _text(row, "instId")
+            if inst_id is None:
+                continue
+            tickers.append(IndexTicker(inst_id, _decimal(row, "idxPx"), _epoch_ms(row, "ts")))
+        return tickers
 
     # --- requests --------------------------------------------------------------------------------
 
@@ -350,11 +447,20 @@ class OkxRestClient:
         return self._http
 
 
-def _check_bar(bar: str, *, history: bool) -> None:
+def _check_bar(bar: str, *, history: bool, price: str = TRADE) -> None:
+    _check_range_bar(bar, price)
+    if price == TRADE and bar in HISTORY_ONLY_BARS and not history:
+        raise UnsupportedBar(f"{bar} candles are served by history-candles only")
+    if price != TRADE and bar in RECENT_ONLY_PRICE_BARS and history:
+        endpoint = candle_endpoint(price, history=True).path.rsplit("/", 1)[1]
+        raise UnsupportedBar(f"{bar} candles are not served by {endpoint}")
+
+
+def _check_range_bar(bar: str, price: str) -> None:
     if bar in WEBSOCKET_ONLY_BARS:
         raise UnsupportedBar(f"{bar} candles are WebSocket-only; REST does not serve them")
-    if bar in HISTORY_ONLY_BARS and not history:
-        raise UnsupportedBar(f"{bar} candles are served by history-candles only")
+    if price != TRADE and bar in TRADE_ONLY_BARS:
+        raise UnsupportedBar(f"{bar} candles exist for trade prices only, not {price}")
 
 
 def _merge_page(found: dict[int, Candle], page: list[Candle], start_ms: int, after: int) -> int | None:

@@ -13,8 +13,9 @@ connection (a *link*) at a time. Around it:
 * any drop reconnects with capped exponential backoff and jitter and subscribes everything again;
 * notice 64008 opens the replacement link and subscribes it *before* the old one is closed, so no push
   is missed (duplicates during the overlap are harmless: the newest version of a candle wins downstream);
-* error 60018 (channel or instrument does not exist) marks the channel invalid: it is reported once and
-  not subscribed again until `clear_invalid` is called;
+* error 60018 (channel or instrument does not exist) marks the channel invalid: it is reported once, with
+  the `Channel` (its price kind included: OKX answers an instrument id on `index-candle*`, or a spot pair on
+  `mark-price-candle*`, with 60018), and not subscribed again until `clear_invalid` is called;
 * every state change and the counters go to the handler's `on_status`.
 """
 
@@ -48,6 +49,7 @@ from collectors.okx.messages import (
     SubscribeAck,
     UnsubscribeAck,
     build_requests,
+    check_subscribable,
     parse_message,
 )
 from collectors.okx.pacing import WINDOW_MARGIN_S, ConnectionGate
@@ -364,15 +366,24 @@ class OkxWsClient:
         return {c for shard in self._shards for c in shard.assigned}
 
     def set_channels(self, channels: Iterable[Channel]) -> None:
-        """Make `channels` the subscribed set (minus invalid ones), without reconnecting anything."""
+        """Make `channels` the subscribed set (minus invalid ones), without reconnecting anything.
+
+        Raises ValueError, changing nothing, if one of them is a channel OKX does not have (1s mark-price or
+        index candles: `messages.check_subscribable`)."""
         wanted = {c for c in channels if c not in self.invalid}
+        for channel in wanted:
+            check_subscribable(channel)
         current = self.channels
         self.remove(current - wanted)
         self.add(wanted - current)
 
     def add(self, channels: Iterable[Channel]) -> None:
+        """Subscribe `channels` too. Raises ValueError, adding none, if one of them is a channel OKX does not
+        have (`messages.check_subscribable`)."""
         current = self.channels  # once: the property builds a set of every channel (27,000 at full breadth)
         pending = sorted(c for c in set(channels) if c not in self.invalid and c not in current)
+        for channel in pending:
+            check_subscribable(channel)
         cap = self.config.channels_per_connection
         for shard in self._shards:
             room = cap - len(shard.assigned)
