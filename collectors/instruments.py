@@ -149,6 +149,61 @@ def instruments_apply(*, listed: dict[str, list[InstrumentInfo]]) -> SyncResult:
     )
 
 
+# The quote currencies OKX lists indices in (/market/index-tickers?quoteCcy=…).
+INDEX_QUOTES = ("USD", "USDT", "USDC", "BTC")
+
+
+@dataclass(frozen=True, slots=True)
+class IndexSyncResult:
+    created: int = 0
+    delisted: int = 0
+    relisted: int = 0
+    unchanged: int = 0
+
+    def __str__(self) -> str:
+        return (f"{self.created} created, {self.delisted} delisted, {self.relisted} listed again, "
+                f"{self.unchanged} unchanged")
+
+
+def indices_sync(*, client: OkxRestClient, quotes: Iterable[str] = INDEX_QUOTES) -> IndexSyncResult:
+    """Keep the INDEX rows (the ids index candles take) in step with OKX's index list. Raises the client's errors;
+    writes nothing then."""
+
+    async def fetch() -> dict[str, str]:
+        found: dict[str, str] = {}
+        async with client:
+            for quote in quotes:
+                for ticker in await client.index_tickers(quote):
+                    found.setdefault(ticker.inst_id, quote)
+        return found
+
+    return indices_apply(listed=asyncio.run(fetch()))
+
+
+def indices_apply(*, listed: dict[str, str]) -> IndexSyncResult:
+    """Create the indices OKX lists (index id → its quote currency), delist the ones it no longer lists."""
+    now = timezone.now()
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK_KEY])
+        existing = {row.inst_id: row for row in Instrument.objects.filter(price=PriceKind.INDEX)}
+        to_create = [
+            Instrument(inst_id=inst_id, price=PriceKind.INDEX, inst_type="INDEX", quote_ccy=quote,
+                       base_ccy=inst_id.split("-")[0], state="live")
+            for inst_id, quote in listed.items() if inst_id not in existing
+        ]
+        gone = [row for inst_id, row in existing.items() if inst_id not in listed and row.delisted_at is None]
+        back = [row for inst_id, row in existing.items() if inst_id in listed and row.delisted_at is not None]
+        for row in gone:
+            row.delisted_at, row.updated_at = now, now
+        for row in back:
+            row.delisted_at, row.updated_at = None, now
+        Instrument.objects.bulk_create(to_create, batch_size=500)
+        Instrument.objects.bulk_update(gone + back, ["delisted_at", "updated_at"], batch_size=500)
+    return IndexSyncResult(created=len(to_create), delisted=len(gone), relisted=len(back),
+                           unchanged=len(listed) - len(to_create) - len(back))
+
+
 def instruments_refresh(*, inst_types: Iterable[str] = DEFAULT_INST_TYPES, retries: int | None = None) -> SyncResult:
     """Sync `inst_types` from settings.OKX_REST_URL (the beat task's and the admin's job).
 
@@ -166,6 +221,12 @@ def instruments_refresh(*, inst_types: Iterable[str] = DEFAULT_INST_TYPES, retri
     finally:
         rest_stats_record(redis=redis_client(), keys=pipeline_keys(), stats=client.stats)
     logger.info("instruments synced from OKX: %s; subscriptions: %s", result, result.subscriptions)
+    index_client = OkxRestClient(settings.OKX_REST_URL, **options)
+    try:
+        indices = indices_sync(client=index_client)
+    finally:
+        rest_stats_record(redis=redis_client(), keys=pipeline_keys(), stats=index_client.stats)
+    logger.info("indices synced from OKX: %s", indices)
     return result
 
 

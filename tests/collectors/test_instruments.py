@@ -219,3 +219,25 @@ def test_every_derivative_gets_its_mark_price_series_mirroring_its_fields(sim):
     trade_rows().filter(inst_id="ETH-USDT-SWAP").update(state="suspend")
     sync(sim, "SPOT")  # the next sync of any type brings the mark rows in step
     assert marks.get(inst_id="ETH-USDT-SWAP").state == "suspend"
+
+
+@pytest.mark.django_db
+def test_indices_come_from_okx_s_index_list_as_instruments_of_their_own_kind(sim):
+    from collectors.instruments import IndexSyncResult, indices_apply, indices_sync
+
+    sync(sim)
+    listed = set(sim.simulator.market.indices)
+    result = indices_sync(client=OkxRestClient(sim.rest_url))
+    assert result == IndexSyncResult(created=len(listed))
+    indices = Instrument.objects.filter(price="index")
+    assert set(indices.values_list("inst_id", flat=True)) == listed
+    assert set(indices.values_list("inst_type", flat=True)) == {"INDEX"}
+    # BTC-USDT is a spot pair and an index: two rows, two series.
+    assert "BTC-USDT" in listed
+    assert sorted(Instrument.objects.filter(inst_id="BTC-USDT").values_list("inst_type", "price")) == [
+        ("INDEX", "index"), ("SPOT", "trade")]
+    assert indices_sync(client=OkxRestClient(sim.rest_url)) == IndexSyncResult(unchanged=len(listed))
+    gone = sorted(listed)[0]
+    result = indices_apply(listed={name: "USDT" for name in listed - {gone}})
+    assert (result.delisted, indices.get(inst_id=gone).delisted_at is not None) == (1, True)
+    assert indices_sync(client=OkxRestClient(sim.rest_url)).relisted == 1

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from candles.models import Instrument
-from collectors.instruments import DEFAULT_INST_TYPES, SYNCABLE_TYPES, instruments_sync
+from collectors.instruments import DEFAULT_INST_TYPES, SYNCABLE_TYPES, indices_sync, instruments_sync
 from collectors.okx.messages import ProtocolError
 from collectors.okx.rest import OkxRestClient, RestError
 from collectors.pipeline.connections import pipeline_keys, redis_client
@@ -48,6 +48,14 @@ class Command(BaseCommand):
             rest_stats_record(redis=redis_client(), keys=pipeline_keys(), stats=client.stats)
         self.stdout.write(self.style.SUCCESS(f"instruments: {result}"))
         self.stdout.write(f"subscriptions: {result.subscriptions}")
+        index_client = OkxRestClient(url, max_retries=max(0, options["retries"]))
+        try:
+            indices = indices_sync(client=index_client)
+        except (RestError, ProtocolError) as exc:
+            raise CommandError(f"index sync from {url} failed: {exc}") from exc
+        finally:
+            rest_stats_record(redis=redis_client(), keys=pipeline_keys(), stats=index_client.stats)
+        self.stdout.write(self.style.SUCCESS(f"indices: {indices}"))
 
     def _fetched(self, inst_type: str, count: int) -> None:
         self.stdout.write(f"  {inst_type}: {count} listed")
