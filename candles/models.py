@@ -277,7 +277,13 @@ class Subscription(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.instrument_id and self.instrument.inst_id} {self.timeframe_id and self.timeframe.code}"
+        return f"{self.instrument_id and self.instrument} {self.timeframe_id and self.timeframe.code}"
+
+    def clean(self) -> None:
+        # The admin's form: OKX has no 1s mark-price or index candles (the API never offers them either).
+        if (self.instrument_id and self.timeframe_id and self.instrument.price != PriceKind.TRADE
+                and self.timeframe.code == "1s"):
+            raise ValidationError({"timeframe": f"OKX has no 1s {self.instrument.price} candles: they start at 1m."})
 
 
 class CandleSource(models.TextChoices):

@@ -151,3 +151,30 @@ def test_a_candle_record_is_found_by_its_key(btc, stored_candles, tf):
     record = CandleRecord.objects.get(key=f"{btc.pk}.{tf('1D').pk}.1705420800000")
     # The row keeps no update time: the view shows the receipt time its version encodes.
     assert (record.open_time, record.high, record.updated_at) == (candle.open_time, candle.high, received)
+
+
+@pytest.mark.django_db
+def test_a_mark_or_index_series_cannot_be_subscribed_in_1s(instrument, tf):
+    from django.core.exceptions import ValidationError
+
+    from candles.models import Subscription
+
+    mark = instrument("BTC-USDT-SWAP", inst_type="SWAP", price="mark")
+    with pytest.raises(ValidationError, match="no 1s mark candles"):
+        Subscription(instrument=mark, timeframe=tf("1s")).clean()
+    Subscription(instrument=mark, timeframe=tf("1m")).clean()
+    Subscription(instrument=instrument("BTC-USDT-SWAP", inst_type="SWAP"), timeframe=tf("1s")).clean()
+
+
+@pytest.mark.django_db
+def test_index_rows_are_indices_and_mark_rows_derivatives(instrument):
+    from django.db import IntegrityError, transaction
+
+    for bad in ({"inst_type": "SPOT", "price": "mark"}, {"inst_type": "SPOT", "price": "index"},
+                {"inst_type": "INDEX", "price": "trade"}):
+        with pytest.raises(IntegrityError), transaction.atomic():
+            instrument("BTC-USDT", **bad)
+    instrument("BTC-USDT")
+    instrument("BTC-USDT", inst_type="INDEX", price="index")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        instrument("BTC-USDT")  # one row per id and price kind
