@@ -26,7 +26,8 @@ from django.utils import timezone
 from candles.bars import ms_to_datetime
 from candles.models import Instrument, PriceKind
 from candles.rules import MaterializeResult, rules_materialize
-from collectors.okx.rest import InstrumentInfo, OkxRestClient
+from collectors.okx.messages import ProtocolError as OkxProtocolError
+from collectors.okx.rest import InstrumentInfo, OkxRestClient, RestError
 
 logger = logging.getLogger(__name__)
 
@@ -223,10 +224,13 @@ def instruments_refresh(*, inst_types: Iterable[str] = DEFAULT_INST_TYPES, retri
     logger.info("instruments synced from OKX: %s; subscriptions: %s", result, result.subscriptions)
     index_client = OkxRestClient(settings.OKX_REST_URL, **options)
     try:
-        indices = indices_sync(client=index_client)
+        # The instruments are synced and committed whatever happens here: a failed index list waits for the next
+        # run, and says so.
+        logger.info("indices synced from OKX: %s", indices_sync(client=index_client))
+    except (RestError, OkxProtocolError) as exc:
+        logger.error("index sync from OKX failed, retried with the next instrument sync: %s", exc)
     finally:
         rest_stats_record(redis=redis_client(), keys=pipeline_keys(), stats=index_client.stats)
-    logger.info("indices synced from OKX: %s", indices)
     return result
 
 

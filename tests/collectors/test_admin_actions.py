@@ -211,9 +211,10 @@ def test_sync_from_okx_queues_the_instrument_sync(staff_client, keys, eager, sim
     assert messages_of(response) == [
         "Queued a sync of SPOT, SWAP, FUTURES instruments from OKX; they appear here when it is done (see Flower)."]
     assert Instrument.objects.filter(inst_type="SPOT", delisted_at__isnull=True).count() == 4  # + REBASE-USDT
-    assert Instrument.objects.filter(inst_type="SWAP").count() == 4
+    assert Instrument.objects.filter(inst_type="SWAP", price="trade").count() == 4
+    assert Instrument.objects.filter(inst_type="SWAP", price="mark").count() == 4  # their mark-price series
     assert Instrument.objects.get(inst_id="GONE-USDT").delisted_at is not None
-    assert Instrument.objects.get(inst_id="BTC-USD-250328").delisted_at is None
+    assert Instrument.objects.get(inst_id="BTC-USD-250328", price="trade").delisted_at is None
     assert staff_client.get(url).status_code == 405
 
 

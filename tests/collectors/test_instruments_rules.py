@@ -113,5 +113,6 @@ def test_the_sync_task_syncs_the_default_types(monkeypatch):
     asked = []
     monkeypatch.setattr("collectors.instruments.instruments_sync",
                         lambda *, inst_types, client: asked.append(inst_types) or instruments_apply(listed={}))
+    monkeypatch.setattr("collectors.instruments.indices_sync", lambda *, client: asked.append("indices"))
     tasks.sync_instruments()
-    assert asked == [["SPOT", "SWAP", "FUTURES"]]
+    assert asked == [["SPOT", "SWAP", "FUTURES"], "indices"]
