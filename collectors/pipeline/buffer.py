@@ -22,7 +22,7 @@ import orjson
 
 from candles.storage import CandleRow
 from collectors.okx.messages import CandleText, CandleUpdate
-from collectors.pipeline.keys import Keys, candle_field, split_candle_field
+from collectors.pipeline.keys import Keys, candle_field, split_candle_field, split_priced_bar
 
 # KEYS[1] = live hash; ARGV[1] = the entries packed by `pack_entries`. Returns how many entries were written.
 # One argument rather than two per entry: redis-py's packing of thousands of arguments was a tenth of the
@@ -60,13 +60,16 @@ def receipt_version() -> int:
     return time.time_ns() // 1000
 
 
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
 def encode_entry(update: CandleUpdate, version: int) -> tuple[str, str]:
-    """The buffer field and value of a candle update."""
-    quote = None if update.vol_ccy_quote is None else str(update.vol_ccy_quote)
+    """The buffer field and value of a candle update (volumes null for mark-price and index candles)."""
     row = orjson.dumps([str(update.open), str(update.high), str(update.low), str(update.close),
-                        str(update.vol), str(update.vol_ccy), quote]).decode()
+                        _text(update.vol), _text(update.vol_ccy), _text(update.vol_ccy_quote)]).decode()
     value = f"{version}|{1 if update.confirmed else 0}|{row}"
-    return candle_field(update.inst_id, update.bar, update.open_time_ms), value
+    return candle_field(update.inst_id, update.bar, update.open_time_ms, update.price), value
 
 
 def encode_text_entry(candle: CandleText, version: int) -> tuple[str, str]:
@@ -76,8 +79,14 @@ def encode_text_entry(candle: CandleText, version: int) -> tuple[str, str]:
     which JSON escapes, so this is the text orjson would write, at a third of the cost.
     """
     quote = "null" if candle.vol_ccy_quote is None else f'"{candle.vol_ccy_quote}"'
+    if candle.vol is None:  # a mark-price or index candle: no volumes
+        value = (f'{version}|{1 if candle.confirmed else 0}|["{candle.open}","{candle.high}","{candle.low}",'
+                 f'"{candle.close}",null,null,null]')
+        return candle_field(candle.inst_id, candle.bar, candle.open_time_ms, candle.price), value
     value = (f'{version}|{1 if candle.confirmed else 0}|["{candle.open}","{candle.high}","{candle.low}",'
              f'"{candle.close}","{candle.vol}","{candle.vol_ccy}",{quote}]')
+    if len(candle) > 11:  # a kind other than trade (the hot trade path never gets here)
+        return candle_field(candle.inst_id, candle.bar, candle.open_time_ms, candle.price), value
     return f"{candle.inst_id}|{candle.bar}|{candle.open_time_ms}", value
 
 
@@ -90,7 +99,12 @@ def decode_entry(field: str | bytes, value: str | bytes) -> CandleRow:
     inst_id, bar, open_ms = split_candle_field(field)
     version, confirmed, row = value.split("|", 2)
     o, h, low, c, vol, vol_ccy, quote = orjson.loads(row)
-    return CandleRow(inst_id, bar, open_ms, o, h, low, c, vol, vol_ccy, quote, confirmed == "1", "ws", int(version))
+    if ":" not in bar:
+        return CandleRow(inst_id, bar, open_ms, o, h, low, c, vol, vol_ccy, quote, confirmed == "1", "ws",
+                         int(version))
+    bar, price = split_priced_bar(bar)
+    return CandleRow(inst_id, bar, open_ms, o, h, low, c, vol, vol_ccy, quote, confirmed == "1", "ws", int(version),
+                     price)
 
 
 def pack_entries(entries: Iterable[tuple[str, str]]) -> str:

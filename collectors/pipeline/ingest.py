@@ -36,21 +36,23 @@ def candle_problem(update: CandleUpdate, spec: BarSpec | None, now_ms: int) -> s
         return HIGH_BELOW
     if lo > o or lo > c:
         return LOW_ABOVE
-    if update.vol < 0 or update.vol_ccy < 0 or (update.vol_ccy_quote is not None and update.vol_ccy_quote < 0):
+    # Mark-price and index candles have no volumes (None).
+    if any(v is not None and v < 0 for v in (update.vol, update.vol_ccy, update.vol_ccy_quote)):
         return NEGATIVE_VOLUME
     return _time_problem(update.bar, update.open_time_ms, spec, now_ms)
 
 
 def candle_text_problem(candle: CandleText, spec: BarSpec | None, now_ms: int) -> str | None:
     """`candle_problem` of a CandleText: Decimals of the four prices only, volumes by their sign."""
-    _, bar, open_ms, o, h, lo, c, vol, vol_ccy, quote, _ = candle
+    # A mark-price or index candle is one field longer (its kind) and has no volumes.
+    _, bar, open_ms, o, h, lo, c, vol, vol_ccy, quote, _ = candle[:11]
     o, h, lo, c = Decimal(o), Decimal(h), Decimal(lo), Decimal(c)
     if h < o or h < c or h < lo:
         return HIGH_BELOW
     if lo > o or lo > c:
         return LOW_ABOVE
     # Without a minus sign a number is not negative; with one it may still be zero ("-0").
-    if (vol[0] == "-" or vol_ccy[0] == "-" or (quote is not None and quote[0] == "-")) and (
+    if vol is not None and (vol[0] == "-" or vol_ccy[0] == "-" or (quote is not None and quote[0] == "-")) and (
             Decimal(vol) < 0 or Decimal(vol_ccy) < 0 or (quote is not None and Decimal(quote) < 0)):
         return NEGATIVE_VOLUME
     return _time_problem(bar, open_ms, spec, now_ms)

@@ -115,10 +115,19 @@ class Keys:
         return f"{self.prefix}control"
 
 
-def candle_field(inst_id: str, bar: str, open_time_ms: int) -> str:
-    return f"{inst_id}|{bar}|{open_time_ms}"
+def candle_field(inst_id: str, bar: str, open_time_ms: int, price: str = "trade") -> str:
+    """`inst|bar|open_ms`; a mark-price or index candle's bar part names its kind (`BTC-USDT-SWAP|mark:1m|…`), so
+    the field keeps its three parts and never equals the trade candle's."""
+    return f"{inst_id}|{bar}|{open_time_ms}" if price == "trade" else f"{inst_id}|{price}:{bar}|{open_time_ms}"
 
 
 def split_candle_field(field: str) -> tuple[str, str, int]:
+    """(inst_id, bar part, open_ms): the bar part carries a mark or index candle's kind (`split_priced_bar`)."""
     inst_id, bar, open_ms = field.rsplit("|", 2)
     return inst_id, bar, int(open_ms)
+
+
+def split_priced_bar(bar_part: str) -> tuple[str, str]:
+    """(bar, price) of a field's bar part: `mark:1m` → ("1m", "mark"), `1m` → ("1m", "trade")."""
+    price, _, bar = bar_part.rpartition(":")
+    return bar, price or "trade"

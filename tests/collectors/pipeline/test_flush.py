@@ -13,7 +13,8 @@ import orjson
 import pytest
 from django.db import DatabaseError
 
-from candles.models import Instrument
+from candles.bars import ms_to_datetime
+from candles.models import Candle, Instrument
 from candles.storage import CandleRow, candles_upsert
 from collectors.okx.messages import CandleUpdate
 from collectors.pipeline.connections import redis_client
@@ -478,3 +479,32 @@ def test_buffer_alarm_counts_live_and_taken_entries_and_warns_above_the_limit(bt
     with caplog.at_level(logging.WARNING, logger="collectors.pipeline.flush"):
         assert buffer_alarm(redis=buffer.redis, keys=buffer.keys) == (3, True)
     assert "buffer holds 3 entries, above the alarm level 2" in caplog.text
+
+
+# --- price kinds ---------------------------------------------------------------------------------------
+
+
+def test_mark_and_trade_versions_of_one_candle_are_separate_buffer_entries_and_rows(eth, buffer):
+    from decimal import Decimal
+
+    from collectors.okx.messages import CandleText, CandleUpdate
+    from collectors.pipeline.buffer import decode_entry, encode_entry, encode_text_entry
+
+    Instrument.objects.create(inst_id="ETH-USDT-SWAP", inst_type="SWAP", price="mark")
+    trade = candle_update(minute(0), inst_id="ETH-USDT-SWAP", close="105")
+    mark = CandleUpdate("ETH-USDT-SWAP", "1m", minute(0), Decimal("100"), Decimal("110"), Decimal("90"),
+                        Decimal("104.9"), None, None, None, True, price="mark")
+    field, value = encode_entry(mark, 7)
+    assert field == f"ETH-USDT-SWAP|mark:1m|{minute(0)}"
+    assert encode_entry(trade, 7)[0] == f"ETH-USDT-SWAP|1m|{minute(0)}"  # trade fields are as they always were
+    text = CandleText("ETH-USDT-SWAP", "1m", minute(0), "100", "110", "90", "104.9", None, None, None, True,
+                      price="mark")
+    assert encode_text_entry(text, 7) == (field, value)  # the hot path writes the same entry
+    assert decode_entry(field, value) == CandleRow("ETH-USDT-SWAP", "1m", minute(0), "100", "110", "90", "104.9",
+                                                   None, None, None, True, "ws", 7, "mark")
+
+    buffer.put_many([(trade, 10), (mark, 10)])
+    result = flush(buffer)
+    assert (result.taken, result.written, result.rejected) == (2, 2, 0)
+    rows = dict(Candle.objects.filter(open_time=ms_to_datetime(minute(0))).values_list("instrument__price", "close"))
+    assert {price: str(close) for price, close in rows.items()} == {"trade": "105", "mark": "104.9"}
