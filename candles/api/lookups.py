@@ -8,7 +8,8 @@ POST /subscribe too), so a client handles each with one code. Bars match exactly
 from __future__ import annotations
 
 from candles.api.params import is_symbol, is_timeframe
-from candles.models import MARK_PRICE_TYPES, Instrument, PriceKind, Timeframe
+from candles.models import Instrument, PriceKind, Timeframe
+from candles.price_series import PriceSeriesError, price_series_id
 from okxproject.api_errors import ApiError
 
 
@@ -42,37 +43,15 @@ def timeframe_or_error(code: str, *, status: int = 404) -> Timeframe:
 
 
 PRICES = ("trade", "mark", "index")
-# Bars that mark-price and index candles exist in: OKX's from 1m up (no 1s).
-_NO_MARK_OR_INDEX_BARS = frozenset({"1s"})
 
 
 def priced_series(symbol: str, price: str, bar_source: str) -> int | None:
     """The instrument row whose `price` candles the request reads: None for trade (the reads resolve the symbol
-    themselves, in the same statement); the row's id for mark and index.
-
-    400 INVALID_PRICE when the symbol exists but cannot have that price's candles (an instrument id with
-    price=index, a spot pair with price=mark), or the bar is below OKX's 1m for those kinds; 404 SYMBOL_NOT_FOUND
-    when nothing of that name exists.
-    """
+    themselves, in the same statement); the row's id for mark and index. The API's errors of
+    `candles.price_series.price_series_id`."""
     if price == PriceKind.TRADE:
         return None
-    if bar_source in _NO_MARK_OR_INDEX_BARS:
-        raise ApiError(f"OKX has no {bar_source} {price} candles: mark-price and index candles start at 1m.",
-                       code="INVALID_TIMEFRAMES", status=400,
-                       details={"invalid_timeframes": [bar_source], "price": price})
-    rows = dict(Instrument.objects.filter(inst_id=symbol).values_list("price", "id"))
-    if price in rows:
-        return rows[price]
-    if not rows:
-        raise symbol_not_found(symbol)
-    trade_type = Instrument.objects.filter(inst_id=symbol, price=PriceKind.TRADE).values_list(
-        "inst_type", flat=True).first()
-    if price == PriceKind.INDEX:
-        reason = (f"{symbol!r} is an instrument, not an index: index ids are underlyings such as BTC-USD "
-                  "(GET /api/v1/instruments?type=INDEX lists them).")
-    elif trade_type not in MARK_PRICE_TYPES:
-        reason = f"{symbol!r} is {trade_type or 'an index'}: OKX publishes mark prices for SWAP, FUTURES and OPTION."
-    else:
-        raise ApiError(f"No mark-price series for {symbol!r} is known yet (it appears with the next instrument "
-                       "sync).", code="SYMBOL_NOT_FOUND", status=404, details={"symbol": symbol, "price": price})
-    raise ApiError(reason, code="INVALID_PRICE", status=400, details={"symbol": symbol, "price": price})
+    try:
+        return price_series_id(symbol, price, bar_source)
+    except PriceSeriesError as exc:
+        raise ApiError(str(exc), code=exc.code, status=404 if exc.not_found else 400, details=exc.details) from None

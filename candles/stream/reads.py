@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from candles.bars import BarSpec, ms_to_datetime
 from candles.candle_shape import candle_dicts
 from candles.derived import DerivedBar, NotDerivable, derived_list_text, resolve
-from candles.models import Instrument, PriceKind, Timeframe
+from candles.models import Timeframe
+from candles.price_series import PriceSeriesError, price_series_id
 from candles.storage import candle_newest_ms, candle_versions_text
-from candles.stream.protocol import INVALID_PRICE, INVALID_TIMEFRAMES, SYMBOL_NOT_FOUND, ProtocolError, StreamArg
+from candles.stream.protocol import INVALID_TIMEFRAMES, ProtocolError, StreamArg
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,17 +36,10 @@ def resolve_series(arg: StreamArg) -> Series:
         derived = resolve(arg.timeframe)
     except NotDerivable as exc:
         raise ProtocolError(INVALID_TIMEFRAMES, str(exc), arg.echo()) from None
-    if arg.price != PriceKind.TRADE and (derived.source if derived else arg.timeframe) == "1s":
-        raise ProtocolError(INVALID_TIMEFRAMES, f"OKX has no 1s {arg.price} candles: mark-price and index candles "
-                                                "start at 1m.", arg.echo())
-    kinds = dict(Instrument.objects.filter(inst_id=arg.symbol).values_list("price", "id"))
-    instrument_id = kinds.get(arg.price)
-    if instrument_id is None:
-        if kinds:
-            raise ProtocolError(INVALID_PRICE, f"{arg.symbol!r} has no {arg.price} candles (it has "
-                                               f"{', '.join(sorted(kinds))}).", arg.echo())
-        raise ProtocolError(SYMBOL_NOT_FOUND, f"No instrument {arg.symbol!r}; symbols are OKX instrument ids, "
-                                              "exact (BTC-USDT).", arg.echo())
+    try:
+        instrument_id = price_series_id(arg.symbol, arg.price, derived.source if derived else arg.timeframe)
+    except PriceSeriesError as exc:
+        raise ProtocolError(exc.code, str(exc), arg.echo()) from None
     if derived is not None:
         return Series(arg.symbol, arg.timeframe, instrument_id, derived.source_id, derived.spec, derived)
     timeframe = Timeframe.objects.get(code=arg.timeframe)
