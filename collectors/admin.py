@@ -61,7 +61,7 @@ from collectors.okx.rest import CANDLES, HISTORY_CANDLES, INSTRUMENTS, Endpoint
 from collectors.pipeline.connections import pipeline_keys
 from collectors.pipeline.deadletters import dead_letters_count, dead_letters_newest, dead_letters_reingest
 from collectors.pipeline.health import subscription_health
-from collectors.pipeline.keys import Keys
+from collectors.pipeline.keys import Keys, priced_bar
 from collectors.pipeline.repair_report import PRIORITIES
 from collectors.pipeline.status import ChannelStatus, channel_statuses, collector_statuses, pipeline_overview
 from collectors.pipeline.verify import verify_reports
@@ -153,7 +153,7 @@ def live_statuses(
     redis: Any, keys: Keys, subscriptions: list[Subscription], now: float
 ) -> dict[int, LiveStatus]:
     """Each active subscription's status as the health task would set it now, from its channel in Redis."""
-    pairs = [(sub.instrument.inst_id, sub.timeframe.code) for sub in subscriptions]
+    pairs = [(sub.instrument.inst_id, priced_bar(sub.timeframe.code, sub.instrument.price)) for sub in subscriptions]
     channels: dict[tuple[str, str], ChannelStatus] = channel_statuses(redis, keys, pairs)
     statuses = {}
     for sub, pair in zip(subscriptions, pairs, strict=True):

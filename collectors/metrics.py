@@ -129,31 +129,31 @@ CHANNELS = Family(
     PREFIX + "channels", "gauge",
     "Channels per timeframe by state: fresh (a message within HEALTH_STALE_AFTER_S), quiet (the last message "
     "is older) or refused (OKX refused the subscription).",
-    ("timeframe", "state"))
+    ("timeframe", "state", "price"))
 CHANNEL_MESSAGE_AGE_MAX = Family(
     PREFIX + "channel_last_message_age_max_seconds", "gauge",
     "Seconds since the last WebSocket push of the quietest channel of each timeframe (absent when no channel "
     "of it has had a message).",
-    ("timeframe",))
+    ("timeframe", "price"))
 CHANNEL_LAG_MAX = Family(
     PREFIX + "channel_lag_max_seconds", "gauge",
     "Seconds the oldest closed candle has waited for its confirmed push, worst channel of each timeframe "
     "(0 when every channel's last closed candle is confirmed; absent before any confirmed candle).",
-    ("timeframe",))
+    ("timeframe", "price"))
 CHANNELS_UNCONFIRMED = Family(
     PREFIX + "channels_unconfirmed", "gauge",
     "Channels of each timeframe whose newest closed candle has no confirmed push yet (their lag is above 0).",
-    ("timeframe",))
+    ("timeframe", "price"))
 SUBSCRIPTION_MESSAGE_AGE = Family(
     PREFIX + "subscription_last_message_age_seconds", "gauge",
     "Seconds since the last WebSocket push of an active subscription's channel (only with "
     "METRICS_PER_SUBSCRIPTION=true).",
-    ("symbol", "timeframe"))
+    ("symbol", "timeframe", "price"))
 SUBSCRIPTION_LAG = Family(
     PREFIX + "subscription_lag_seconds", "gauge",
     "Seconds the oldest closed candle of an active subscription has waited for its confirmed push "
     "(0 when the last closed candle is confirmed; only with METRICS_PER_SUBSCRIPTION=true).",
-    ("symbol", "timeframe"))
+    ("symbol", "timeframe", "price"))
 REPAIR_BACKLOG = Family(
     PREFIX + "repair_backlog_candles", "gauge",
     "Candles waiting for REST repair, by priority (confirm, outage, history, old), from the repair "

@@ -39,7 +39,9 @@ from collectors.api.subscriptions import (
 )
 from collectors.api.system import gap_counts
 from collectors.maintenance import dropped_counts
+from collectors.okx.messages import TRADE
 from collectors.pipeline.connections import pipeline_keys
+from collectors.pipeline.keys import split_priced_bar
 from collectors.pipeline.status import (
     BAR_FIGURES_COMMANDS,
     OVERVIEW_COMMANDS,
@@ -49,6 +51,7 @@ from collectors.pipeline.status import (
     channel_statuses,
     overview_parse,
     overview_queue,
+    priced_bars,
 )
 
 logger = logging.getLogger(__name__)
@@ -98,10 +101,10 @@ def _read_redis(now: float, specs: dict[str, BarSpec]) -> tuple[dict, list[BarFi
     overview_queue(pipe, keys, now)
     fresh_since = now - settings.HEALTH_STALE_AFTER_S
     now_ms = int(now * 1000)
-    bars = list(specs)
+    bars = priced_bars(specs)
     for bar in bars:
         bar_figures_queue(pipe, keys, bar, fresh_since=fresh_since,
-                          newest_closed_open=specs[bar].last_closed(now_ms))
+                          newest_closed_open=specs[split_priced_bar(bar)[0]].last_closed(now_ms))
     replies = pipe.execute()
     overview = overview_parse(replies[:OVERVIEW_COMMANDS], now)
     figures = [bar_figures_parse(bar, replies[OVERVIEW_COMMANDS + i * BAR_FIGURES_COMMANDS:][:BAR_FIGURES_COMMANDS])
@@ -115,7 +118,7 @@ def _subscription_rows(now: float) -> list[SubscriptionRow]:
         limit_statements()
         records = subscription_records(with_gaps=False)
     channels = channel_statuses(status_redis(), pipeline_keys(),
-                                [(r.symbol, r.timeframe) for r in records if r.active])
+                                [r.channel_key for r in records if r.active])
     return subscription_rows(records, channels, now)
 
 
@@ -164,14 +167,16 @@ def _database_samples(samples: Samples, gaps: dict[str, tuple[int, int]], subscr
 def _bar_samples(samples: Samples, figures: list[BarFigures], specs: dict[str, BarSpec], now: float) -> None:
     now_ms = int(now * 1000)
     for bar in figures:
-        labels = {"timeframe": bar.bar}
+        if bar.price != TRADE and not bar.channels:
+            continue  # a kind's bar nobody collects: no series (trade bars are always shown, as before kinds)
+        labels = {"timeframe": bar.timeframe, "price": bar.price}
         samples[m.CHANNELS] += [m.Sample(bar.fresh, {**labels, "state": "fresh"}),
                                 m.Sample(bar.quiet, {**labels, "state": "quiet"}),
                                 m.Sample(bar.refused, {**labels, "state": "refused"})]
         if bar.oldest_message_at is not None:
             samples[m.CHANNEL_MESSAGE_AGE_MAX].append(
                 m.Sample(round(max(0.0, now - bar.oldest_message_at), 3), labels))
-        lag = confirmation_lag_s(specs[bar.bar], bar.oldest_confirmed_open, now_ms)
+        lag = confirmation_lag_s(specs[bar.timeframe], bar.oldest_confirmed_open, now_ms)
         if lag is not None:
             samples[m.CHANNEL_LAG_MAX].append(m.Sample(lag, labels))
         samples[m.CHANNELS_UNCONFIRMED].append(m.Sample(bar.unconfirmed, labels))
@@ -181,7 +186,7 @@ def _subscription_samples(samples: Samples, rows: list[SubscriptionRow]) -> None
     for row in rows:
         if not row.active:
             continue
-        labels = {"symbol": row.symbol, "timeframe": row.timeframe}
+        labels = {"symbol": row.symbol, "timeframe": row.timeframe, "price": row.price}
         if row.last_message_age_s is not None:
             samples[m.SUBSCRIPTION_MESSAGE_AGE].append(m.Sample(row.last_message_age_s, labels))
         if row.lag_s is not None:

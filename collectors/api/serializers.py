@@ -228,6 +228,7 @@ class SubscriptionStatusSerializer(serializers.Serializer):
                                           help_text="Reconnects of the collector serving the channel, since it "
                                                     "started.")
     collector = serializers.CharField(allow_null=True)
+    price = serializers.CharField(help_text="The series' price kind: trade, mark (mark price) or index.")
 
 
 class SubscriptionStatesSerializer(serializers.Serializer):
@@ -252,12 +253,14 @@ class LagSerializer(serializers.Serializer):
     timeframe = serializers.CharField()
     lag_s = serializers.FloatField(help_text="Seconds the oldest closed candle has waited for its confirmed push.")
     last_confirmed_open_time = serializers.DateTimeField(allow_null=True)
+    price = serializers.CharField(help_text="The series' price kind: trade, mark (mark price) or index.")
 
 
 class TroubledExampleSerializer(serializers.Serializer):
     symbol = serializers.CharField()
     timeframe = serializers.CharField()
     status_message = serializers.CharField()
+    price = serializers.CharField(help_text="The series' price kind: trade, mark (mark price) or index.")
 
 
 class TroubledSerializer(serializers.Serializer):

@@ -151,14 +151,15 @@ def _subscriptions(counts: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def _lag(lag: Lag) -> dict[str, Any]:
     return {"symbol": str(lag.symbol), "timeframe": str(lag.timeframe), "lag_s": float(lag.lag_s),
-            "last_confirmed_open_time": _iso(lag.last_confirmed_open_time)}
+            "last_confirmed_open_time": _iso(lag.last_confirmed_open_time), "price": str(lag.price)}
 
 
 def _troubled(troubled: Troubled | None) -> dict[str, Any] | None:
     if troubled is None:
         return None
     return {"count": int(troubled.count), "examples": [
-        {"symbol": str(e["symbol"]), "timeframe": str(e["timeframe"]), "status_message": str(e["status_message"])}
+        {"symbol": str(e["symbol"]), "timeframe": str(e["timeframe"]), "status_message": str(e["status_message"]),
+         "price": str(e.get("price", "trade"))}
         for e in troubled.examples]}
 
 

@@ -106,13 +106,25 @@ class TroubledRow:
     timeframe: str
     status_message: str
     display_order: int
+    price: str = "trade"
+
+    @property
+    def series(self) -> str:
+        """`BTC-USDT 1m`, or `BTC-USDT-SWAP 1m mark` for a series of another price kind."""
+        return series_name(self.symbol, self.timeframe, self.price)
+
+
+def series_name(symbol: str, timeframe: str, price: str = "trade") -> str:
+    """A series as people read it: `BTC-USDT 1m`, `BTC-USDT-SWAP 1m mark`, `BTC-USD 1H index`."""
+    return f"{symbol} {timeframe}" if price == "trade" else f"{symbol} {timeframe} {price}"
 
 
 def troubled_examples(statuses: Sequence[str], limit: int) -> Statement[list[TroubledRow]]:
     """The first `limit` active subscriptions of each status, all of them by symbol and bar (the model's order,
     in the database's collation), so the first few of several statuses are the first rows."""
-    one = ("(SELECT s.status, i.inst_id, t.code, s.status_message, t.display_order FROM candles_subscription s "
-           "JOIN candles_instrument i ON i.id = s.instrument_id JOIN candles_timeframe t ON t.id = s.timeframe_id "
+    one = ("(SELECT s.status, i.inst_id, t.code, s.status_message, t.display_order, i.price "
+           "FROM candles_subscription s JOIN candles_instrument i ON i.id = s.instrument_id "
+           "JOIN candles_timeframe t ON t.id = s.timeframe_id "
            "WHERE s.is_active AND s.status = %s ORDER BY i.inst_id, t.display_order LIMIT %s)")
     return Statement(f"SELECT * FROM ({' UNION ALL '.join([one] * len(statuses))}) AS troubled "
                      "ORDER BY inst_id, display_order",
@@ -123,7 +135,7 @@ def troubled_examples(statuses: Sequence[str], limit: int) -> Statement[list[Tro
 def summary_of(counts: tuple[dict[str, int], int], examples: list[TroubledRow], limit: int) -> SubscriptionSummary:
     """The summary from SUBSCRIPTION_COUNTS and the troubled examples (in their order)."""
     by_status, paused = counts
-    return SubscriptionSummary(by_status, [f"{r.symbol} {r.timeframe} {r.status}" for r in examples[:limit]], paused)
+    return SubscriptionSummary(by_status, [f"{r.series} {r.status}" for r in examples[:limit]], paused)
 
 
 # --- gaps --------------------------------------------------------------------------------------------------

@@ -27,8 +27,8 @@ from candles.bars import BarSpec
 from candles.models import Gap, GapState, Subscription, Timeframe
 from collectors.api.probes import status_redis
 from collectors.pipeline.connections import pipeline_keys
-from collectors.pipeline.keys import Keys
-from collectors.pipeline.status import ChannelStatus, channel_statuses
+from collectors.pipeline.keys import Keys, priced_bar, split_priced_bar
+from collectors.pipeline.status import ChannelStatus, channel_statuses, priced_bars
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class SubscriptionRow:
     lag_s: float | None = None
     reconnects: int | None = None
     collector: str | None = None
+    price: str = "trade"  # the series' price kind: trade, mark or index
 
 
 def epoch_s_to_datetime(seconds: float | None) -> datetime | None:
@@ -108,10 +109,16 @@ class SubscriptionRecord:
     status_message: str
     open_gaps: int = 0
     missing_candles: int = 0
+    price: str = "trade"
+
+    @property
+    def channel_key(self) -> tuple[str, str]:
+        """The (inst_id, priced bar) its channel's status is kept under (`keys.priced_bar`)."""
+        return self.symbol, priced_bar(self.timeframe, self.price)
 
 
 RECORD_FIELDS = ("pk", "instrument__inst_id", "timeframe__code", "timeframe_id", "is_active", "status",
-                 "status_message")
+                 "status_message", "instrument__price")
 
 
 def subscription_records(
@@ -138,8 +145,8 @@ def subscription_records(
                 per_subscription.values_list("subscription_id", "n", "m")}
     specs = bar_specs()
     return [
-        SubscriptionRecord(symbol, bar, specs[timeframe_id], active, status, message, *gaps.get(pk, (0, 0)))
-        for pk, symbol, bar, timeframe_id, active, status, message in rows
+        SubscriptionRecord(symbol, bar, specs[timeframe_id], active, status, message, *gaps.get(pk, (0, 0)), price)
+        for pk, symbol, bar, timeframe_id, active, status, message, price in rows
     ]
 
 
@@ -148,7 +155,7 @@ def subscription_row(record: SubscriptionRecord, channel: ChannelStatus | None, 
     r = record
     if channel is None:
         return SubscriptionRow(r.symbol, r.timeframe, r.active, r.status, r.status_message, r.open_gaps,
-                               r.missing_candles)
+                               r.missing_candles, price=r.price)
     confirmed_open = channel.last_confirmed_open
     return SubscriptionRow(
         r.symbol, r.timeframe, r.active, r.status, r.status_message, r.open_gaps, r.missing_candles,
@@ -159,13 +166,14 @@ def subscription_row(record: SubscriptionRecord, channel: ChannelStatus | None, 
         lag_s=confirmation_lag_s(r.spec, confirmed_open, int(now * 1000)),
         reconnects=channel.reconnects,
         collector=channel.collector,
+        price=r.price,
     )
 
 
 def subscription_rows(
     records: list[SubscriptionRecord], channels: dict[tuple[str, str], ChannelStatus] | None, now: float,
 ) -> list[SubscriptionRow]:
-    return [subscription_row(r, None if channels is None else channels.get((r.symbol, r.timeframe)), now)
+    return [subscription_row(r, None if channels is None else channels.get(r.channel_key), now)
             for r in records]
 
 
@@ -174,7 +182,7 @@ def _with_channels(records: list[SubscriptionRecord], now: float) -> tuple[list[
     if not records:
         return [], True
     try:
-        channels = channel_statuses(status_redis(), pipeline_keys(), pairs=[(r.symbol, r.timeframe) for r in records])
+        channels = channel_statuses(status_redis(), pipeline_keys(), pairs=[r.channel_key for r in records])
     except RedisError as exc:
         logger.warning("channel statuses could not be read: %s: %s", type(exc).__name__, exc)
         return subscription_rows(records, None, now), False
@@ -204,29 +212,31 @@ class Lag:
     timeframe: str
     lag_s: float
     last_confirmed_open_time: datetime | None
+    price: str = "trade"
 
 
 def worst_lags(redis: Any, keys: Keys, specs: dict[str, BarSpec], *, now: float, limit: int) -> list[Lag]:
     """The `limit` channels whose closed candles have waited longest for a confirmed push (lag > 0 only).
 
     Reads the `limit` oldest entries of each bar's `Keys.channel_confirmed` ZSET (one round trip, at most
-    bars × limit entries): a bar's worst lags are its oldest last-confirmed open times, so the cost does not
-    grow with the number of instruments.
+    bars × limit entries, each price kind's bars apart): a bar's worst lags are its oldest last-confirmed open
+    times, so the cost does not grow with the number of instruments.
     """
     if limit <= 0 or not specs:
         return []
-    bars = list(specs)
+    bars = priced_bars(specs)
     pipe = redis.pipeline(transaction=False)
     for bar in bars:
         pipe.zrange(keys.channel_confirmed(bar), 0, limit - 1, withscores=True)
     now_ms = int(now * 1000)
     lags: list[Lag] = []
-    for bar, entries in zip(bars, pipe.execute(), strict=True):
+    for part, entries in zip(bars, pipe.execute(), strict=True):
+        bar, price = split_priced_bar(part)
         for member, score in entries:
             confirmed_open = int(score)
             lag = confirmation_lag_s(specs[bar], confirmed_open, now_ms)
             if lag:
                 symbol = member.decode("utf-8", "replace") if isinstance(member, bytes) else str(member)
-                lags.append(Lag(symbol, bar, lag, epoch_s_to_datetime(confirmed_open / 1000)))
-    lags.sort(key=lambda lag: (-lag.lag_s, lag.symbol, lag.timeframe))
+                lags.append(Lag(symbol, bar, lag, epoch_s_to_datetime(confirmed_open / 1000), price))
+    lags.sort(key=lambda lag: (-lag.lag_s, lag.symbol, lag.timeframe, lag.price))
     return lags[:limit]

@@ -45,6 +45,7 @@ from collectors.api.status_queries import (
     SubscriptionSummary,
     TroubledRow,
     gaps_of,
+    series_name,
     statements_run,
     summary_of,
     troubled_examples,
@@ -254,7 +255,7 @@ def gap_summary() -> GapSummary:
 
 def troubled_of(status: str, count: int, rows: list[TroubledRow], limit: int = STATUS_EXAMPLES) -> Troubled:
     """`count` active subscriptions of `status`, named by the first `limit` of `rows` of that status."""
-    examples = [{"symbol": r.symbol, "timeframe": r.timeframe, "status_message": r.status_message}
+    examples = [{"symbol": r.symbol, "timeframe": r.timeframe, "price": r.price, "status_message": r.status_message}
                 for r in rows if r.status == status][:limit]
     return Troubled(count, examples if count else [])
 
@@ -280,7 +281,7 @@ def problems_list(subscriptions: dict[str, Any] | None, errors: Troubled | None,
     lines: list[str] = []
 
     def named(t: Troubled) -> str:
-        shown = "; ".join(f"{e['symbol']} {e['timeframe']}" for e in t.examples[:3])
+        shown = "; ".join(series_name(e["symbol"], e["timeframe"], e["price"]) for e in t.examples[:3])
         return f" ({shown}{'; ...' if t.count > 3 else ''})" if shown else ""
 
     if pipeline is not None and subscriptions and subscriptions["active"] and not pipeline["collectors"]["alive"]:

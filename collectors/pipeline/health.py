@@ -44,7 +44,7 @@ from django.conf import settings
 from django.db import connection
 
 from candles.models import Subscription, SubscriptionStatus, Timeframe
-from collectors.pipeline.keys import Keys
+from collectors.pipeline.keys import Keys, priced_bar, split_priced_bar
 from collectors.pipeline.status import (
     ChannelStatus,
     Garbled,
@@ -52,6 +52,7 @@ from collectors.pipeline.status import (
     channel_field,
     channel_statuses,
     parse_channel_row,
+    priced_bars,
     split_channel_field,
 )
 
@@ -184,16 +185,18 @@ def subscription_health(channel: ChannelStatus | None, *, now: float, stale_afte
 
 
 NOT_LIVE = (SubscriptionStatus.PENDING, SubscriptionStatus.STALE, SubscriptionStatus.ERROR)
-SUBSCRIPTION_FIELDS = ("id", "instrument__inst_id", "timeframe__code", "status", "status_message")
-Candidate = tuple[int, str, str, str, str]  # id, inst_id, bar, status, status_message
+SUBSCRIPTION_FIELDS = ("id", "instrument__inst_id", "timeframe__code", "instrument__price", "status",
+                       "status_message")
+# id, inst_id, priced bar (`keys.priced_bar`: `1m`, `mark:1m`), status, status_message
+Candidate = tuple[int, str, str, str, str]
 
-# The live subscriptions among (inst_id, bar) pairs, of instruments not ended (as `_active` below). The LATERAL
-# subquery (its LIMIT keeps it from being flattened) looks each pair up in the unique (instrument, timeframe)
+# The live subscriptions among (inst_id, bar, price) series, of instruments not ended (as `_active` below). The
+# LATERAL subquery (its LIMIT keeps it from being flattened) looks each up in the unique (instrument, timeframe)
 # index: a plain join was planned as a hash join over every subscription once the pairs were a thousand.
 _LIVE_OF_PAIRS = """
-SELECT s.id, i.inst_id, t.code, s.status, s.status_message
-FROM unnest(%(insts)s::text[], %(bars)s::text[]) AS p(inst_id, bar)
-JOIN candles_instrument i ON i.inst_id = p.inst_id AND i.price = 'trade'
+SELECT s.id, i.inst_id, t.code, i.price, s.status, s.status_message
+FROM unnest(%(insts)s::text[], %(bars)s::text[], %(prices)s::text[]) AS p(inst_id, bar, price)
+JOIN candles_instrument i ON i.inst_id = p.inst_id AND i.price = p.price
 JOIN candles_timeframe t ON t.code = p.bar
 CROSS JOIN LATERAL (
   SELECT id, status, status_message FROM candles_subscription
@@ -202,11 +205,11 @@ CROSS JOIN LATERAL (
 WHERE i.delisted_at IS NULL AND (i.expires_at IS NULL OR i.expires_at > %(now)s)
 """.strip()
 
-# Which of the (inst_id, bar) pairs an active subscription wants (looked up as above).
+# Which of the (inst_id, bar, price) series an active subscription wants (looked up as above).
 _ACTIVE_PAIRS = """
-SELECT i.inst_id, t.code
-FROM unnest(%(insts)s::text[], %(bars)s::text[]) AS p(inst_id, bar)
-JOIN candles_instrument i ON i.inst_id = p.inst_id AND i.price = 'trade'
+SELECT i.inst_id, t.code, i.price
+FROM unnest(%(insts)s::text[], %(bars)s::text[], %(prices)s::text[]) AS p(inst_id, bar, price)
+JOIN candles_instrument i ON i.inst_id = p.inst_id AND i.price = p.price
 JOIN candles_timeframe t ON t.code = p.bar
 CROSS JOIN LATERAL (
   SELECT 1 FROM candles_subscription WHERE instrument_id = i.id AND timeframe_id = t.id AND is_active LIMIT 1
@@ -223,10 +226,18 @@ def _active(now: float) -> Any:
 
 
 def _pairs_query(sql: str, pairs: list[tuple[str, str]], **params: Any) -> list[tuple]:
-    insts, bars = zip(*pairs, strict=True)
+    """Runs `sql` on (inst_id, priced bar) pairs, given to it as three arrays (inst_id, bar, price)."""
+    insts = [inst_id for inst_id, _ in pairs]
+    bars, prices = zip(*(split_priced_bar(bar) for _, bar in pairs), strict=True)
     with connection.cursor() as cursor:
-        cursor.execute(sql, {"insts": list(insts), "bars": list(bars), **params})
+        cursor.execute(sql, {"insts": insts, "bars": list(bars), "prices": list(prices), **params})
         return cursor.fetchall()
+
+
+def _candidate(row: tuple) -> Candidate:
+    """(id, inst_id, bar, price, status, message) → a Candidate, whose bar part names a kind other than trade."""
+    sub_id, inst_id, bar, price, status, message = row
+    return sub_id, inst_id, priced_bar(bar, price), status, message
 
 
 def _suspect_pairs(redis: Any, keys: Keys, bars: list[str], cutoff: float) -> list[tuple[str, str]]:
@@ -250,8 +261,8 @@ def _audit_batch(redis: Any, keys: Keys, now: float, size: int) -> list[Candidat
         return []
     after = int(redis.hget(keys.health_audit, "subscription") or 0)
     live = _active(now).filter(status=SubscriptionStatus.LIVE).values_list(*SUBSCRIPTION_FIELDS)
-    batch = list(live.filter(id__gt=after).order_by("id")[:size]
-                 .union(live.filter(id__lte=after).order_by("id")[:size], all=True)[:size])
+    batch = [_candidate(row) for row in live.filter(id__gt=after).order_by("id")[:size]
+             .union(live.filter(id__lte=after).order_by("id")[:size], all=True)[:size]]
     wrapped = [row[0] for row in batch if row[0] <= after]
     if batch:
         redis.hset(keys.health_audit, "subscription", max(wrapped) if wrapped else max(row[0] for row in batch))
@@ -275,14 +286,14 @@ def _unseen(redis: Any, keys: Keys, rows: list[Candidate], cutoff: float) -> lis
 def subscriptions_health_update(*, redis: Any, keys: Keys, now: float, result: HealthResult) -> None:
     """Part (a): set the status of the active subscriptions whose channel's status may have changed."""
     stale_after_s = settings.HEALTH_STALE_AFTER_S
-    bars = list(Timeframe.objects.order_by().values_list("code", flat=True))
-    suspects = _suspect_pairs(redis, keys, bars, now - stale_after_s)
-    candidates: dict[int, Candidate] = {
-        row[0]: row for row in _active(now).filter(status__in=NOT_LIVE).values_list(*SUBSCRIPTION_FIELDS)}
+    codes = Timeframe.objects.order_by().values_list("code", flat=True)
+    suspects = _suspect_pairs(redis, keys, priced_bars(codes), now - stale_after_s)
+    candidates: dict[int, Candidate] = {row[0]: _candidate(row) for row in
+                                        _active(now).filter(status__in=NOT_LIVE).values_list(*SUBSCRIPTION_FIELDS)}
     if suspects:
         for row in _pairs_query(_LIVE_OF_PAIRS, suspects, live=SubscriptionStatus.LIVE,
                                 now=datetime.fromtimestamp(now, UTC)):
-            candidates[row[0]] = row
+            candidates[row[0]] = _candidate(row)
     audit = [row for row in _audit_batch(redis, keys, now, settings.HEALTH_AUDIT_BATCH) if row[0] not in candidates]
     result.audited = len(audit)
     for row in _unseen(redis, keys, audit, now - stale_after_s):
@@ -325,7 +336,7 @@ def channel_statuses_prune(*, redis: Any, keys: Keys, now: float, result: Health
             continue  # left for a human to see: the readers log it
     if not read:
         return
-    wanted = set(_pairs_query(_ACTIVE_PAIRS, list(read)))
+    wanted = {(inst_id, priced_bar(bar, price)) for inst_id, bar, price in _pairs_query(_ACTIVE_PAIRS, list(read))}
     unwanted = _by_bar(pair for pair in read if pair not in wanted and _parses(read[pair]))
     if not unwanted:
         return

@@ -12,7 +12,7 @@ import time
 from django.conf import settings
 from django.db import close_old_connections
 
-from candles.models import PriceKind, Subscription, Timeframe
+from candles.models import Subscription, Timeframe
 from collectors.okx.messages import Channel
 from collectors.pipeline.connections import async_redis_client, pipeline_keys
 from collectors.pipeline.runtime import CollectorRuntime, RuntimeConfig, SubscriptionSnapshot
@@ -24,12 +24,12 @@ def load_subscription_snapshot() -> SubscriptionSnapshot:
     """Active subscriptions and the bar specs (runs in a worker thread of the runtime)."""
     close_old_connections()  # a long-lived thread must not keep a connection the server has dropped
     try:
-        # Trade channels only, until the runtime carries the price kind of a channel (docs/price-kinds.md).
-        pairs = Subscription.objects.filter(is_active=True, instrument__price=PriceKind.TRADE).values_list(
-            "instrument__inst_id", "timeframe__code")
+        rows = Subscription.objects.filter(is_active=True).values_list(
+            "instrument__inst_id", "timeframe__code", "instrument__price")
         # Interned: the database returns a string per row, so one instrument's id came 27 times (once per
         # bar) and each bar's code once per instrument; interned, the channels share one copy of each.
-        channels = frozenset(Channel(sys.intern(inst_id), sys.intern(bar)) for inst_id, bar in pairs)
+        channels = frozenset(Channel(sys.intern(inst_id), sys.intern(bar), sys.intern(price))
+                             for inst_id, bar, price in rows)
         specs = {tf.code: tf.spec for tf in Timeframe.objects.all()}
     finally:
         close_old_connections()

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from candles.bars import BarSpec
 from collectors.okx.messages import CandleText, CandleUpdate
 from collectors.pipeline.buffer import dead_letter_record, encode_text_entry, pack_entries, receipt_version
-from collectors.pipeline.keys import Keys
+from collectors.pipeline.keys import Keys, channel_parts
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,10 @@ def _time_problem(bar: str, open_time_ms: int, spec: BarSpec | None, now_ms: int
     return None
 
 
+# A channel as a plain tuple: equal to, and hashing like, `collectors.okx.messages.Channel`.
+ChannelKey = tuple[str, ...]
+
+
 class Written(NamedTuple):
     entries: int  # buffer entries sent
     confirmed: int  # of which final (confirmed) versions: closed candles now waiting for a flush
@@ -92,12 +96,13 @@ class Ingest:
     pending: dict[str, str] = field(default_factory=dict)
     pending_confirmed: set[str] = field(default_factory=set)
     dead: list[bytes] = field(default_factory=list)
-    # By (inst_id, bar): a plain tuple, equal to the Channel of the same pair, built without its constructor.
-    channels: dict[tuple[str, str], ChannelTrack] = field(default_factory=dict)
+    # By channel: a plain tuple equal to the candle's Channel ((inst_id, bar), or (inst_id, bar, kind) for a
+    # mark-price or index candle), built without its constructor.
+    channels: dict[ChannelKey, ChannelTrack] = field(default_factory=dict)
     # The channels that had a message, and those whose last confirmed candle moved, since the status tick
     # last took them: the tick publishes these, not every channel.
-    seen: dict[tuple[str, str], ChannelTrack] = field(default_factory=dict)
-    confirmed_moved: dict[tuple[str, str], ChannelTrack] = field(default_factory=dict)
+    seen: dict[ChannelKey, ChannelTrack] = field(default_factory=dict)
+    confirmed_moved: dict[ChannelKey, ChannelTrack] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=lambda: {"messages": 0, "dead_letters": 0, "missed_confirms": 0,
                                                               "flush_requests_sent": 0})
 
@@ -107,7 +112,9 @@ class Ingest:
         now_ms = version // 1000
         self.counters["messages"] += 1
         inst_id, bar, open_ms = candle.inst_id, candle.bar, candle.open_time_ms
-        channel = (inst_id, bar)
+        # A plain tuple equal to the candle's Channel, built without its constructor: (inst_id, bar) for a trade
+        # candle, (inst_id, bar, kind) for a mark-price or index candle, so the two never share a track.
+        channel = (inst_id, bar) if len(candle) == 11 else (inst_id, bar, candle[11])
         track = self.channels.get(channel)
         if track is None:
             track = self.channels[channel] = ChannelTrack()
@@ -115,7 +122,7 @@ class Ingest:
         self.seen[channel] = track
         problem = candle_text_problem(candle, self.specs.get(bar), now_ms)
         if problem is not None:
-            self.dead_letter(problem, raw, f"{inst_id}|{bar}")
+            self.dead_letter(problem, raw, "|".join(channel_parts(channel)))
             return
         confirmed = candle.confirmed
         if open_ms > track.open_ms:
@@ -138,13 +145,13 @@ class Ingest:
         if key not in self.pending_confirmed:  # a late unconfirmed copy never replaces the confirmed version
             self.pending[key] = value
 
-    def take_changes(self) -> tuple[dict[tuple[str, str], ChannelTrack], dict[tuple[str, str], ChannelTrack]]:
+    def take_changes(self) -> tuple[dict[ChannelKey, ChannelTrack], dict[ChannelKey, ChannelTrack]]:
         """The channels seen and those whose confirmed candle moved since the last call; both start afresh."""
         seen, confirmed, self.seen, self.confirmed_moved = self.seen, self.confirmed_moved, {}, {}
         return seen, confirmed
 
-    def give_back_changes(self, seen: dict[tuple[str, str], ChannelTrack],
-                          confirmed: dict[tuple[str, str], ChannelTrack]) -> None:
+    def give_back_changes(self, seen: dict[ChannelKey, ChannelTrack],
+                          confirmed: dict[ChannelKey, ChannelTrack]) -> None:
         """Changes taken but not published (Redis away): published with the next ones. A track holds the
         newest figures, so either copy of an entry will do."""
         self.seen.update(seen)

@@ -115,10 +115,24 @@ class Keys:
         return f"{self.prefix}control"
 
 
+def priced_bar(bar: str, price: str = "trade") -> str:
+    """The bar part of a series' Redis names: `1m` for trade candles, `mark:1m` / `index:1m` for the other kinds.
+
+    Every per-bar key (`channel_seen`, `channel_confirmed`, `channel_refused`) and every `inst|bar…` field takes
+    this part, so a mark or index series has entries of its own beside the trade series of the same id and bar,
+    and the trade names (all that existed before price kinds) are unchanged."""
+    return bar if price == "trade" else f"{price}:{bar}"
+
+
+def channel_parts(channel: tuple[str, ...]) -> tuple[str, str]:
+    """(inst_id, priced bar) of a channel (`collectors.okx.messages.Channel` or the plain tuple equal to it)."""
+    return (channel[0], channel[1]) if len(channel) == 2 else (channel[0], f"{channel[2]}:{channel[1]}")
+
+
 def candle_field(inst_id: str, bar: str, open_time_ms: int, price: str = "trade") -> str:
     """`inst|bar|open_ms`; a mark-price or index candle's bar part names its kind (`BTC-USDT-SWAP|mark:1m|…`), so
     the field keeps its three parts and never equals the trade candle's."""
-    return f"{inst_id}|{bar}|{open_time_ms}" if price == "trade" else f"{inst_id}|{price}:{bar}|{open_time_ms}"
+    return f"{inst_id}|{priced_bar(bar, price)}|{open_time_ms}"
 
 
 def split_candle_field(field: str) -> tuple[str, str, int]:

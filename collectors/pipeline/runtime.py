@@ -38,7 +38,7 @@ from collectors.okx.messages import Channel, ErrorEvent, ProtocolError
 from collectors.okx.ws import ConnectionStatus, OkxWsClient, WsConfig, WsHandler
 from collectors.pipeline.buffer import PUT_NEWEST_LUA
 from collectors.pipeline.ingest import Ingest
-from collectors.pipeline.keys import Keys
+from collectors.pipeline.keys import Keys, channel_parts
 from collectors.pipeline.status_writer import ChannelStatusWriter, RowState
 
 logger = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class SubscriptionSnapshot:
 
 def shard_of(channel: Channel, shards: int) -> int:
     """Stable across processes and restarts (unlike hash())."""
-    return zlib.crc32(f"{channel.inst_id}|{channel.bar}".encode()) % shards
+    return zlib.crc32("|".join(channel_parts(channel)).encode()) % shards
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,8 +19,9 @@ from typing import Any
 import orjson
 from django.conf import settings
 
+from collectors.okx.messages import PRICE_KINDS, TRADE, TRADE_ONLY_BARS
 from collectors.okx.ws import ConnectionStatus  # the shape the runtime publishes
-from collectors.pipeline.keys import Keys
+from collectors.pipeline.keys import Keys, priced_bar, split_priced_bar
 from collectors.pipeline.repair_report import repair_report_decode
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,15 @@ class ChannelStatus:
     error: str | None  # OKX's code and message when the channel was refused
     collector: str | None
     reconnects: int = 0
+
+    # `bar` is the status keys' bar part (`keys.priced_bar`): `1m`, or `mark:1m` for a mark-price channel.
+    @property
+    def timeframe(self) -> str:
+        return split_priced_bar(self.bar)[0]
+
+    @property
+    def price(self) -> str:
+        return split_priced_bar(self.bar)[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +311,26 @@ class BarFigures:
     oldest_message_at: float | None  # epoch seconds: the quietest channel's last message
     oldest_confirmed_open: int | None  # epoch ms: the open time of the most lagging last confirmed candle
     unconfirmed: int  # channels whose last confirmed candle opened before `newest_closed_open`
+
+    @property
+    def timeframe(self) -> str:
+        return split_priced_bar(self.bar)[0]
+
+    @property
+    def price(self) -> str:
+        return split_priced_bar(self.bar)[1]
+
+    @property
+    def channels(self) -> int:
+        return self.fresh + self.quiet + self.refused
+
+
+def priced_bars(codes: Iterable[str]) -> list[str]:
+    """The bar part of every status key a collector may write for these bar codes: the code itself for trade
+    channels, then `mark:<code>` and `index:<code>` for the bars those kinds have (all but `1s`)."""
+    codes = list(codes)
+    return codes + [priced_bar(code, price) for price in PRICE_KINDS if price != TRADE for code in codes
+                    if code not in TRADE_ONLY_BARS]
 
 
 # Commands `bar_figures_queue` puts on a pipeline per bar.

@@ -14,6 +14,9 @@ A channel whose subscription is gone (it left the active subscriptions, not mere
 has its row and its entries deleted. A channel handed to another collector (a shard lost or released) keeps
 them: the new owner rewrites the row, and if nobody takes it up its last message ages until the health task
 calls it stale. With no change and no message, a tick queues nothing.
+
+A mark-price or index channel is written under its priced bar (`keys.priced_bar`: `mark:1m`), so its row
+(`BTC-USDT-SWAP|mark:1m`) and its ZSETs (`status:seen:mark:1m`) are its own, beside the trade channel's.
 """
 
 from __future__ import annotations
@@ -25,15 +28,15 @@ from typing import Any
 import orjson
 
 from collectors.okx.messages import Channel
-from collectors.pipeline.ingest import ChannelTrack
-from collectors.pipeline.keys import Keys
+from collectors.pipeline.ingest import ChannelKey, ChannelTrack
+from collectors.pipeline.keys import Keys, channel_parts
 
 # Entries per ZADD: at most this many in one command, so that Redis serves other clients between them.
 ZADD_CHUNK = 2_000
 
 # (state, error): "subscribed", "pending" or "invalid", and OKX's code and message for an invalid channel.
 RowState = tuple[str, str | None]
-Tracks = dict[tuple[str, str], ChannelTrack]
+Tracks = dict[ChannelKey, ChannelTrack]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,13 +101,15 @@ class ChannelStatusWriter:
         for channel, track in seen.items():  # every channel, when all had a message: kept inline
             at = track.last_message_at
             if at is not None and channel in carried:
-                inst_id, bar = channel
+                # A mark or index channel's bar part names its kind (keys.priced_bar): ZSETs of their own.
+                inst_id, bar = channel if len(channel) == 2 else channel_parts(channel)
                 args = seen_by_bar.get(bar)
                 if args is None:
                     args = seen_by_bar[bar] = []
                 args += (repr(at).encode(), inst_id.encode())
-        for (inst_id, bar), track in confirmed.items():
-            if track.last_confirmed_open is not None and (inst_id, bar) in carried:
+        for channel, track in confirmed.items():
+            if track.last_confirmed_open is not None and channel in carried:
+                inst_id, bar = channel_parts(channel)
                 _entry(confirmed_by_bar, bar, inst_id, str(track.last_confirmed_open))
         rows: dict[str, str] = {}
         refused: dict[str, list[str]] = {}
@@ -117,13 +122,13 @@ class ChannelStatusWriter:
             previous = self.written.get(channel)
             if row_state == previous:
                 continue
-            inst_id, bar = channel
+            inst_id, bar = channel_parts(channel)
             rows[f"{inst_id}|{bar}"] = channel_row(*row_state, self.collector_id)
             written[channel] = row_state
             (refused if row_state[0] == "invalid" else accepted).setdefault(bar, []).append(inst_id)
             if previous is None:
                 # Taken up (again): its entries may have been deleted when the subscription ended earlier.
-                track = tracks.get((inst_id, bar))
+                track = tracks.get(channel)
                 if track is not None and track.last_message_at is not None:
                     _entry(seen_by_bar, bar, inst_id, repr(track.last_message_at))
                 if track is not None and track.last_confirmed_open is not None:
@@ -156,7 +161,7 @@ class ChannelStatusWriter:
     def _queue_deletions(self, pipe: Any, ended: Iterable[Channel]) -> None:
         by_bar: dict[str, list[str]] = {}
         fields = []
-        for inst_id, bar in ended:
+        for inst_id, bar in map(channel_parts, ended):
             by_bar.setdefault(bar, []).append(inst_id)
             fields.append(f"{inst_id}|{bar}")
         if fields:

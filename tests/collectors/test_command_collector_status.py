@@ -210,7 +210,7 @@ def test_json_gives_the_readers_data_with_ages(running, r, keys):
     assert rows[("ETH-USDT", "1s")] == {
         "symbol": "ETH-USDT", "bar": "1s", "subscription": "paused", "status": "pending", "status_message": None,
         "state": None, "collector": None, "last_message_at": None, "last_message_age_s": None,
-        "last_confirmed_open": None, "confirmed_lag_s": None, "reconnects": 0, "error": None,
+        "last_confirmed_open": None, "confirmed_lag_s": None, "reconnects": 0, "error": None, "price": "trade",
     }
     assert data["pipeline"]["dead_letters"] >= 1
     assert data["pipeline"]["last_flush"]["rows"] >= 1

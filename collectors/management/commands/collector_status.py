@@ -34,13 +34,16 @@ from candles.bars import BarSpec
 from candles.models import Instrument, Subscription, SubscriptionStatus, Timeframe
 from collectors.api.subscriptions import worst_lags
 from collectors.api.system import subscription_counts, subscription_summary, troubled
+from collectors.okx.messages import PRICE_KINDS
 from collectors.pipeline.connections import pipeline_keys, redis_client
+from collectors.pipeline.keys import priced_bar, split_priced_bar
 from collectors.pipeline.status import (
     ChannelStatus,
     CollectorStatus,
     channel_statuses,
     collector_statuses,
     pipeline_overview,
+    priced_bars,
 )
 from okxproject.cli import duration, is_tty, raw_stream, redacted_url
 
@@ -176,8 +179,9 @@ def status_snapshot(*, symbol: str | None = None, state: str | None = None, bar:
                          for name in (SubscriptionStatus.ERROR, SubscriptionStatus.STALE)}
         listed = Subscription.objects.all() if symbol is None else Subscription.objects.filter(
             instrument__inst_id=symbol)
-        subscriptions = list(listed.values_list(
-            "instrument__inst_id", "timeframe__code", "is_active", "status", "status_message")) if detail else []
+        subscriptions = [(inst_id, priced_bar(bar, price), *rest) for inst_id, bar, price, *rest in listed.values_list(
+            "instrument__inst_id", "timeframe__code", "instrument__price", "is_active", "status", "status_message",
+        )] if detail else []
     except DatabaseError as exc:
         raise Unavailable(f"PostgreSQL is unreachable: {exc}".strip()) from None
     try:
@@ -185,7 +189,7 @@ def status_snapshot(*, symbol: str | None = None, state: str | None = None, bar:
         if not detail:
             channel_map = {}
         elif symbol is not None:  # the instrument's channels only: a row and two scores for each of its bars
-            channel_map = channel_statuses(redis, keys, [(symbol, code) for code in timeframes])
+            channel_map = channel_statuses(redis, keys, [(symbol, bar) for bar in priced_bars(timeframes)])
         else:
             channel_map = channel_statuses(redis, keys)
     except RedisError as exc:
@@ -194,7 +198,8 @@ def status_snapshot(*, symbol: str | None = None, state: str | None = None, bar:
         "at": now,
         "collectors": [_collector(c, now) for c in collectors],
         "subscriptions": counts,
-        "worst_lags": [{"symbol": lag.symbol, "bar": lag.timeframe, "confirmed_lag_s": lag.lag_s} for lag in lags],
+        "worst_lags": [{"symbol": lag.symbol, "bar": lag.timeframe, "price": lag.price, "confirmed_lag_s": lag.lag_s}
+                       for lag in lags],
         "troubled": {name: {"count": t.count, "examples": t.examples} for name, t in troubled_rows.items()},
         "pipeline": overview,
     }
@@ -227,20 +232,28 @@ def _channels(
     symbol: str | None,
     now: float,
 ) -> list[dict[str, Any]]:
-    """One row per (instrument, bar) that has a channel status, a subscription, or both."""
+    """One row per (instrument, price kind, bar) that has a channel status, a subscription, or both. Both are
+    keyed by (inst_id, priced bar): `1m`, or `mark:1m` for a mark-price channel (`keys.priced_bar`)."""
     subscribed = {(inst_id, bar): (active, status, message) for inst_id, bar, active, status, message in subscriptions}
     order = {code: tf.display_order for code, tf in timeframes.items()}
-    pairs = sorted(set(channels) | set(subscribed), key=lambda p: (p[0], order.get(p[1], 1 << 16), p[1]))
+    kind_order = {kind: n for n, kind in enumerate(PRICE_KINDS)}
+
+    def sort_key(pair: tuple[str, str]) -> tuple:
+        bar, price = split_priced_bar(pair[1])
+        return pair[0], kind_order.get(price, len(PRICE_KINDS)), order.get(bar, 1 << 16), bar
+
     rows = []
-    for inst_id, bar in pairs:
+    for inst_id, part in sorted(set(channels) | set(subscribed), key=sort_key):
         if symbol is not None and inst_id != symbol:
             continue
-        channel = channels.get((inst_id, bar))
-        active, status, message = subscribed.get((inst_id, bar), (None, None, None))
+        channel = channels.get((inst_id, part))
+        active, status, message = subscribed.get((inst_id, part), (None, None, None))
+        bar, price = split_priced_bar(part)
         tf = timeframes.get(bar)
         rows.append({
             "symbol": inst_id,
             "bar": bar,
+            "price": price,
             "subscription": None if active is None else ("active" if active else "paused"),
             "status": status,
             "status_message": message or None,
@@ -301,13 +314,15 @@ def render(snapshot: dict[str, Any]) -> str:
         counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
         lines.append(f"Channels: {len(channels)} ({counts})" if channels else "Channels: none")
     if channels:
-        lines += table(
-            ("SYMBOL", "BAR", "SUBSCRIPTION", "STATE", "LAST MESSAGE", "CONFIRMED LAG", "RECONNECTS", "ERROR"),
-            [(row["symbol"], row["bar"], _subscription(row), row["state"] or NONE, _ago(row["last_message_age_s"]),
-              _since(row["confirmed_lag_s"]), _int(row["reconnects"]), row["error"] or NONE)
-             for row in channels],
-            numeric={6},
-        )
+        # The PRICE column only when a row is of another kind than trade: a trade-only system reads as before.
+        priced = any(row["price"] != "trade" for row in channels)
+        headers = ("SYMBOL", *(("PRICE",) if priced else ()), "BAR", "SUBSCRIPTION", "STATE", "LAST MESSAGE",
+                   "CONFIRMED LAG", "RECONNECTS", "ERROR")
+        lines += table(headers, [
+            (row["symbol"], *((row["price"],) if priced else ()), row["bar"], _subscription(row), row["state"] or NONE,
+             _ago(row["last_message_age_s"]), _since(row["confirmed_lag_s"]), _int(row["reconnects"]),
+             row["error"] or NONE)
+            for row in channels], numeric={7 if priced else 6})
     lines.append("")
     lines.append(_summary(snapshot["pipeline"]))
     repair = snapshot["pipeline"].get("repair")
@@ -332,8 +347,10 @@ def _subscriptions_summary(snapshot: dict[str, Any]) -> list[str]:
             lines.append(f"  {name}: {shown}{more}")
     if snapshot["worst_lags"]:
         lines.append("Worst confirmation lags:")
-        lines += ["  " + line for line in table(("SYMBOL", "BAR", "CONFIRMED LAG"), [
-            (lag["symbol"], lag["bar"], _since(lag["confirmed_lag_s"])) for lag in snapshot["worst_lags"]])]
+        priced = any(lag["price"] != "trade" for lag in snapshot["worst_lags"])
+        lines += ["  " + line for line in table(("SYMBOL", *(("PRICE",) if priced else ()), "BAR", "CONFIRMED LAG"), [
+            (lag["symbol"], *((lag["price"],) if priced else ()), lag["bar"], _since(lag["confirmed_lag_s"]))
+            for lag in snapshot["worst_lags"]])]
     lines.append("")
     return lines
 

@@ -146,7 +146,7 @@ def test_every_value_is_what_the_processes_wrote(client, system, django_assert_m
     # Per timeframe, every timeframe: channels by state.
     channels = families["okx_candles_channels"].samples
     assert len(channels) == 3 * Timeframe.objects.count()
-    by_bar = {bar: {state: value("okx_candles_channels", timeframe=bar, state=state)
+    by_bar = {bar: {state: value("okx_candles_channels", timeframe=bar, state=state, price="trade")
                     for state in ("fresh", "quiet", "refused")} for bar in ("1m", "1H", "1D", "1s")}
     assert by_bar == {"1m": {"fresh": 1, "quiet": 1, "refused": 0}, "1H": {"fresh": 0, "quiet": 0, "refused": 0},
                       "1D": {"fresh": 0, "quiet": 0, "refused": 1}, "1s": {"fresh": 0, "quiet": 0, "refused": 0}}
@@ -166,6 +166,32 @@ def test_every_value_is_what_the_processes_wrote(client, system, django_assert_m
     # No series per subscription unless asked for.
     assert families["okx_candles_subscription_last_message_age_seconds"].samples == {}
     assert families["okx_candles_subscription_lag_seconds"].samples == {}
+
+
+def test_mark_and_index_channels_are_counted_apart_from_trade_ones(client, state):
+    now = time.time()
+    minute_ms = int(now * 1000) // MINUTE_MS * MINUTE_MS
+    state.channel("BTC-USDT-SWAP", "1m", last_message_at=now - 1, last_confirmed_open=minute_ms - MINUTE_MS)
+    state.channel("BTC-USDT-SWAP", "mark:1m", last_message_at=now - 1, last_confirmed_open=minute_ms - MINUTE_MS)
+    state.channel("ETH-USDT-SWAP", "mark:1m", last_message_at=now - 500, last_confirmed_open=minute_ms - MINUTE_MS)
+    state.channel("BTC-USD", "index:1H", last_message_at=None, last_confirmed_open=None, state="invalid",
+                  error="60018 no such channel")
+
+    families = scrape(client)
+
+    channels = families["okx_candles_channels"]
+    assert channels.value(timeframe="1m", state="fresh", price="trade") == 1
+    assert channels.value(timeframe="1m", state="quiet", price="trade") == 0
+    assert channels.value(timeframe="1m", state="fresh", price="mark") == 1
+    assert channels.value(timeframe="1m", state="quiet", price="mark") == 1
+    assert channels.value(timeframe="1H", state="refused", price="index") == 1
+    # A kind's bar nobody collects has no series; every trade bar has its three, as before price kinds.
+    kinds = {(labels["timeframe"], labels["price"]) for labels in (dict(key[1]) for key in channels.samples)}
+    assert {(bar, price) for bar, price in kinds if price != "trade"} == {("1m", "mark"), ("1H", "index")}
+    assert {bar for bar, price in kinds if price == "trade"} == set(Timeframe.objects.values_list("code", flat=True))
+    ages = families["okx_candles_channel_last_message_age_max_seconds"]
+    assert ages.value(timeframe="1m", price="mark") >= 500
+    assert ages.value(timeframe="1m", price="trade") < 100
 
 
 def test_storage_is_exported_per_timeframe_not_per_partition(client, state, btc, stored_candles):
@@ -201,7 +227,7 @@ def test_per_subscription_gauges_come_when_asked_for(client, system):
     ages = families["okx_candles_subscription_last_message_age_seconds"].samples
     lags = families["okx_candles_subscription_lag_seconds"].samples
     key = {"btc": ("BTC-USDT", "1m"), "odd": (ODD, "1m")}
-    series = {name: frozenset({"symbol": s, "timeframe": t}.items()) for name, (s, t) in key.items()}
+    series = {name: frozenset({"symbol": s, "timeframe": t, "price": "trade"}.items()) for name, (s, t) in key.items()}
     # Only active subscriptions whose channel reported a message (age) or a confirmed candle (lag).
     assert {labels for _, labels in ages} == set(series.values())
     assert {labels for _, labels in lags} == set(series.values())

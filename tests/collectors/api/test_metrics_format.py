@@ -109,7 +109,7 @@ def test_a_full_exposition_is_read_by_prometheus_client_as_written():
     assert {f.name + ("_total" if f.type == "counter" else "") for f in families.values()} == set(m.METRIC_NAMES)
     assert families["okx_candles_flush_duration_seconds"].type == "summary"
     lag = families["okx_candles_subscription_lag_seconds"].samples[0]
-    assert (lag.labels, lag.value) == ({"symbol": 'x"y', "timeframe": 'x"y'}, 3.0)
+    assert (lag.labels, lag.value) == ({"symbol": 'x"y', "timeframe": 'x"y', "price": 'x"y'}, 3.0)
 
 
 def test_the_documentation_describes_every_metric():

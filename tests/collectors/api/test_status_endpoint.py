@@ -95,7 +95,8 @@ def test_the_system_status_shows_every_part(client, system):
     assert lag["last_confirmed_open_time"] == iso((system["minute_ms"] - 5 * MINUTE_MS) / 1000)
     problems = body["problems"]
     assert problems["stale"] == {"count": 1, "examples": [
-        {"symbol": "ETH-USDT", "timeframe": "1m", "status_message": "no message since 2024-01-16T19:00:00Z"}]}
+        {"symbol": "ETH-USDT", "timeframe": "1m", "status_message": "no message since 2024-01-16T19:00:00Z",
+         "price": "trade"}]}
     assert problems["error"] == {"count": 0, "examples": []}
     assert problems["gaps_by_priority"]["outage"] == {"gaps": 1, "missing_candles": 10}
     assert problems["dead_letters"] == 1
