@@ -67,6 +67,8 @@ CONFIRM_OMIT_RATE = 0.05
 SPLIT = (0.6, 0.3, 0.1)  # SPOT, SWAP, FUTURES
 LIVE_TIMEOUT_S = 300.0
 JUDGED_BARS = ("1m", "5m", "15m")
+PRICE_KINDS = ("trade", "mark", "index")
+TRADE_ONLY_BARS = frozenset({"1s"})  # OKX's mark-price and index candles start at 1m
 EXACT_WITHIN_S = 120.0
 MISSED_WITHIN_S = 300.0
 MISSED_SAMPLE = 20
@@ -76,6 +78,10 @@ REPORT_EVERY_S = 30.0
 CANDLES_BUDGET_PER_S = 40 / 2
 HISTORY_BUDGET_PER_S = 20 / 2
 HISTORY_PAGE = 300
+# Every candle endpoint's budget as OKX publishes it (the simulator's defaults), per client IP.
+REST_BUDGETS = {"candles": "40/2 s", "history-candles": "20/2 s", "mark-price-candles": "20/2 s",
+                "history-mark-price-candles": "20/2 s", "index-candles": "20/2 s",
+                "history-index-candles": "10/2 s", "index-tickers": "20/2 s"}
 # Targets of issue 14.
 TARGET_CREATE_S = 5.0
 TARGET_LIVE_S = 60.0
@@ -114,6 +120,11 @@ class Output:
 
 
 # --- the system -------------------------------------------------------------------------------------
+
+
+def kind_bars(bars: Iterable[str], price: str) -> tuple[str, ...]:
+    """The bars a kind of candle comes in: every one for trade candles, all but `1s` for mark and index."""
+    return tuple(bar for bar in bars if price == "trade" or bar not in TRADE_ONLY_BARS)
 
 
 def split_counts(total: int) -> tuple[int, int, int]:
@@ -232,12 +243,16 @@ class FirehoseSystem(ChaosSystem):
         else:
             super().restart(name)
 
-    def instruments(self) -> list[str]:
-        """Every listed live instrument of the three types (what an operator would subscribe)."""
+    def instruments(self, price: str = "trade") -> list[str]:
+        """Every listed live instrument of the three types (what an operator would subscribe): their trade rows,
+        or with `price` "mark" the mark-price rows (SWAP and FUTURES), with "index" every index."""
+        types = ("INDEX",) if price == "index" else ("SWAP", "FUTURES") if price == "mark" else \
+            ("SPOT", "SWAP", "FUTURES")
         with psycopg.connect(self.db_url, autocommit=True) as conn:
             rows = conn.execute(
                 "SELECT inst_id FROM candles_instrument WHERE state = 'live' AND delisted_at IS NULL "
-                "AND inst_type IN ('SPOT', 'SWAP', 'FUTURES') ORDER BY id").fetchall()
+                "AND (expires_at IS NULL OR expires_at > now()) AND price = %s AND inst_type = ANY(%s) ORDER BY id",
+                [price, list(types)]).fetchall()
         return [inst_id for (inst_id,) in rows]
 
     def _wait_http(self, url: str, what: str, timeout_s: float = 60.0) -> None:
@@ -324,13 +339,15 @@ def tree_rss_mb(pid: int) -> float:
 
 def live_channels(client: redis.Redis, since: float) -> tuple[int, int]:
     """(channels that had a message after `since`, channels the collectors report at all). A channel that had a
-    message was subscribed; the per-bar `seen` indexes are counted, no channel's row is read."""
-    from collectors.pipeline.keys import Keys
+    message was subscribed; the per-bar `seen` indexes (a kind's own: `mark:1m`) are counted, no channel's row
+    is read."""
+    from collectors.pipeline.keys import Keys, priced_bar
 
     keys = Keys(prefix=KEY_PREFIX)
     pipe = client.pipeline(transaction=False)
-    for bar in ALL_BARS:
-        pipe.zcount(keys.channel_seen(bar), since, "+inf")
+    for price in PRICE_KINDS:
+        for bar in kind_bars(ALL_BARS, price):
+            pipe.zcount(keys.channel_seen(priced_bar(bar, price)), since, "+inf")
     pipe.hlen(keys.channel_status)
     *live, total = pipe.execute()
     return sum(live), total
@@ -353,8 +370,8 @@ def wait_live(client: redis.Redis, channels: int, since: float, out: Output) -> 
         time.sleep(0.5)
 
 
-def history_progress(db_url: str, bars: Iterable[str], channels_per_bar: int, start_ms: int, subscribed_ms: int
-                     ) -> dict[str, tuple[int, int]]:
+def history_progress(db_url: str, bars: Iterable[str], channels_per_bar: dict[str, int], start_ms: int,
+                     subscribed_ms: int) -> dict[str, tuple[int, int]]:
     """Per bar: (confirmed candles stored, candles expected) of the requested history: every candle that opened
     at or after backfill_from and closed by the subscription (the live feed brings the later ones)."""
     expected: dict[str, tuple[int, int, int]] = {}
@@ -367,7 +384,7 @@ def history_progress(db_url: str, bars: Iterable[str], channels_per_bar: int, st
         while spec.next_open(open_ms) <= subscribed_ms:
             count, last = count + 1, open_ms
             open_ms = spec.next_open(open_ms)
-        expected[bar] = (count * channels_per_bar, first, last)
+        expected[bar] = (count * channels_per_bar[bar], first, last)
     stored: dict[str, int] = {}
     with psycopg.connect(db_url, autocommit=True) as conn:
         for bar, (count, first, last) in expected.items():
@@ -392,10 +409,10 @@ FROM candles_candle c
 JOIN candles_instrument i ON i.id = c.instrument_id
 JOIN candles_timeframe t ON t.id = c.timeframe_id
 WHERE t.code = %s AND c.open_time >= to_timestamp(%s / 1000.0) AND c.open_time <= to_timestamp(%s / 1000.0)
-  AND (%s::text[] IS NULL OR i.inst_id = ANY(%s::text[]))
+  AND i.price = %s AND (%s::text[] IS NULL OR i.inst_id = ANY(%s::text[]))
 """
 
-Key = tuple[str, str, int]
+Key = tuple[str, str, int, str]  # inst_id, bar, open time (ms), price kind
 
 
 @dataclass
@@ -422,37 +439,41 @@ def closed_inside(bar: str, open_ms: int, start_ms: int, end_ms: int) -> bool:
     return start_ms <= BARS[bar].next_open(open_ms) <= end_ms
 
 
-def fetch_truth(sim_url: str, channels: Iterable[tuple[str, str]], start_ms: int, end_ms: int
-                ) -> dict[Key, tuple[str, ...]]:
-    """The simulator's final rows (/sim/truth) of the candles of `channels` that closed within [start, end]."""
+def fetch_truth(sim_url: str, channels: Iterable[tuple[str, str, str]], start_ms: int, end_ms: int
+                ) -> dict[Key, tuple[str | None, ...]]:
+    """The simulator's final rows (/sim/truth) of the candles of `channels` ((inst_id, bar, price kind)) that
+    closed within [start, end], as the store holds them: a mark or index candle's volumes are NULL."""
 
-    def one(channel: tuple[str, str]) -> list[tuple[Key, tuple[str, ...]]]:
-        inst_id, bar = channel
+    def one(channel: tuple[str, str, str]) -> list[tuple[Key, tuple[str | None, ...]]]:
+        inst_id, bar, price = channel
         # From the candle open at `start` - 1 ms: the first that closes at `start` or later.
         first_open = BARS[bar].floor(start_ms - 1)
-        query = urllib.parse.urlencode({"instId": inst_id, "bar": bar, "start": first_open, "end": end_ms})
+        query = urllib.parse.urlencode({"instId": inst_id, "bar": bar, "start": first_open, "end": end_ms,
+                                        "price": price})
         with urllib.request.urlopen(f"{sim_url}/sim/truth?{query}", timeout=60) as response:
             rows = json.load(response)["data"]
-        return [((inst_id, bar, int(row[0])), tuple(row[1:8])) for row in rows
+        return [((inst_id, bar, int(row[0]), price),
+                 tuple(row[1:8]) if price == "trade" else (*row[1:5], None, None, None)) for row in rows
                 if closed_inside(bar, int(row[0]), start_ms, end_ms)]
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         return {key: values for part in pool.map(one, sorted(channels)) for key, values in part}
 
 
-def judge(db_url: str, truth: dict[Key, tuple[str, ...]], within_s: float, inst_ids: list[str] | None
-          ) -> dict[str, Judged]:
-    """Per bar: candles exact (confirmed, every number the truth's text) and written within `within_s` of close."""
-    by_bar: dict[str, list[Key]] = defaultdict(list)
+def judge(db_url: str, truth: dict[Key, tuple[str | None, ...]], within_s: float, inst_ids: list[str] | None
+          ) -> dict[tuple[str, str], Judged]:
+    """Per (bar, price kind): candles exact (confirmed, every number the truth's text) and written within
+    `within_s` of close."""
+    by_bar: dict[tuple[str, str], list[Key]] = defaultdict(list)
     for key in truth:
-        by_bar[key[1]].append(key)
-    results: dict[str, Judged] = {}
+        by_bar[key[1], key[3]].append(key)
+    results: dict[tuple[str, str], Judged] = {}
     with psycopg.connect(db_url, autocommit=True) as conn:
-        for bar, keys in by_bar.items():
+        for (bar, price), keys in by_bar.items():
             first, last = min(k[2] for k in keys), max(k[2] for k in keys)
-            rows = conn.execute(_STORED, [bar, first, last, inst_ids, inst_ids]).fetchall()
-            stored = {(r[0], r[1], r[2]): r[3:] for r in rows}
-            result = results[bar] = Judged(expected=len(keys))
+            rows = conn.execute(_STORED, [bar, first, last, price, inst_ids, inst_ids]).fetchall()
+            stored = {(r[0], r[1], r[2], price): r[3:] for r in rows}
+            result = results[bar, price] = Judged(expected=len(keys))
             for key in sorted(keys):
                 row = stored.get(key)
                 closed_s = BARS[bar].next_open(key[2]) / 1000
@@ -469,7 +490,7 @@ def judge(db_url: str, truth: dict[Key, tuple[str, ...]], within_s: float, inst_
                     result.exact_late += 1
                     why = f"exact {row[9] - closed_s:.0f} s after its close (source {row[8]})"
                 if len(result.examples) < 5:
-                    result.examples.append(f"{key[0]} {bar} {key[2]}: {why}")
+                    result.examples.append(f"{key[0]} {bar} {price} {key[2]}: {why}")
     return results
 
 
@@ -495,6 +516,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rule-body", default=None,
                         help='JSON of the POST /api/v1/rules request ("{bars}" and "{backfill_from}" are filled '
                              "in); default: " + json.dumps(DEFAULT_RULE_BODY).replace("%", "%%"))
+    parser.add_argument("--mark", action="store_true",
+                        help="also every SWAP and FUTURES mark-price series in every bar it has (all but 1s)")
+    parser.add_argument("--index", action="store_true",
+                        help="also every index (as /market/index-tickers lists them) in every bar but 1s")
     parser.add_argument("--keep", action="store_true", help="leave the run directory (logs, data) behind")
     args = parser.parse_args(argv)
     args.bars = tuple(ALL_BARS) if args.bars == "all" else tuple(b for b in args.bars.split(",") if b)
@@ -555,11 +580,21 @@ def run(args: argparse.Namespace, system: FirehoseSystem, out: Output) -> int:
             f"simulator :{system.sim_port}, web :{system.web_port}, flower :{system.flower_port}); instruments "
             f"synced and live: {dict(kinds)}")
     client = redis.Redis.from_url(system.redis.url, socket_timeout=10)
+    # The series of each kind asked for: trade always; mark and index with --mark / --index.
+    series = {"trade": instruments}
+    for price in ("mark", "index"):
+        if getattr(args, price):
+            series[price] = system.instruments(price)
+    bars_of = {price: kind_bars(bars, price) for price in series}
+    per_bar = {bar: sum(len(ids) for price, ids in series.items() if bar in bars_of[price]) for bar in bars}
+    if len(series) > 1:
+        out.say("price kinds: " + ", ".join(f"{price} {len(ids)} series x {len(bars_of[price])} bars"
+                                            for price, ids in series.items()))
 
     # --- subscriptions -----------------------------------------------------------------------------
     start = time.time()
     backfill_from = datetime.fromtimestamp(start - HISTORY_S, tz=UTC)
-    channels = len(instruments) * len(bars)
+    channels = sum(len(ids) * len(bars_of[price]) for price, ids in series.items())
     rule_s, rule_note = subscribe_by_rule(system, rule_body(args.rule_body, bars, backfill_from))
     rule_done = time.time()
     api_started = time.time()
@@ -574,6 +609,20 @@ def run(args: argparse.Namespace, system: FirehoseSystem, out: Output) -> int:
             f"{body['created']}, reactivated {body['reactivated']}, unchanged {body['unchanged']}")
     if rule_note:
         out.say(rule_note)
+    kind_api_s: dict[str, float] = {}
+    for price, ids in series.items():
+        if price == "trade":
+            continue
+        began_kind = time.time()
+        status, body, size = http_json("POST", f"{system.web_url}/api/v1/subscribe", {
+            "symbols": ids, "timeframes": list(bars_of[price]), "backfill_from": backfill_from.isoformat(),
+            "price": price}, token=system.token)
+        kind_api_s[price] = time.time() - began_kind
+        if status not in (200, 201):
+            raise RuntimeError(f"POST /api/v1/subscribe price={price} answered {status}: {str(body)[:500]}")
+        out.say(f"POST /api/v1/subscribe price={price}: {status} in {kind_api_s[price]:.2f} s: created "
+                f"{body['created']}, reactivated {body['reactivated']}, unchanged {body['unchanged']}")
+        subscribed = time.time()
 
     # --- until every channel is live -----------------------------------------------------------------
     if rule_s is not None:
@@ -587,7 +636,7 @@ def run(args: argparse.Namespace, system: FirehoseSystem, out: Output) -> int:
     samples = Samples()
     start_ms, subscribed_ms = int((start - HISTORY_S) * 1000), int(subscribed * 1000)
     run_until = live_at + args.minutes * 60
-    measure(system, client, samples, out, bars, len(instruments), start_ms, subscribed_ms, subscribed,
+    measure(system, client, samples, out, bars, per_bar, start_ms, subscribed_ms, subscribed,
             until=run_until, cpu=True)
     settle_until = run_until + args.settle
     if args.wait_for_15m:
@@ -599,16 +648,18 @@ def run(args: argparse.Namespace, system: FirehoseSystem, out: Output) -> int:
             settle_until += extra
     if settle_until > run_until:
         out.say(f"measured period over; {settle_until - run_until:.0f} s more so the last candles can be judged")
-        measure(system, client, samples, out, bars, len(instruments), start_ms, subscribed_ms, subscribed,
+        measure(system, client, samples, out, bars, per_bar, start_ms, subscribed_ms, subscribed,
                 until=settle_until, cpu=False)
     judged_end_ms = int(time.time() * 1000)
     out.say(judging_rule(live_at, judged_end_ms))
 
     # --- the verdict -------------------------------------------------------------------------------
     sim_stats = http_json("GET", f"{system.sim_url}/sim/stats")[1]
-    exact = judge_closed(system, instruments, bars, live_at, judged_end_ms)
+    exact = judge_closed(system, series, bars_of, live_at, judged_end_ms)
     missed = judge_missed(system, instruments, bars, live_at, judged_end_ms, args.seed)
     report(out, args, system, samples, sim_stats, rule_s, api_s, live_s, exact, missed, len(instruments), channels)
+    if len(series) > 1:
+        report_kinds(out, series, bars_of, kind_api_s, sim_stats, exact)
     if system.unexpected_exits:
         out.say("processes that exited unexpectedly: "
                 + ", ".join(f"{name} (code {code})" for name, code in system.unexpected_exits))
@@ -646,7 +697,8 @@ def subscribe_by_rule(system: FirehoseSystem, body: dict[str, Any]) -> tuple[flo
 
 
 def measure(system: FirehoseSystem, client: redis.Redis, samples: Samples, out: Output, bars: tuple[str, ...],
-            instruments: int, start_ms: int, subscribed_ms: int, subscribed: float, *, until: float, cpu: bool) -> None:
+            instruments: dict[str, int], start_ms: int, subscribed_ms: int, subscribed: float, *, until: float,
+            cpu: bool) -> None:
     """Sample until `until`: CPU and collector RSS every second, /status every 5 s, backlog and REST every 30 s."""
     pids = system.pids()
     if cpu:
@@ -690,7 +742,7 @@ def time_status(system: FirehoseSystem, samples: Samples) -> None:
 
 
 def progress_report(system: FirehoseSystem, client: redis.Redis, samples: Samples, out: Output,
-                    bars: tuple[str, ...], instruments: int, start_ms: int, subscribed_ms: int,
+                    bars: tuple[str, ...], instruments: dict[str, int], start_ms: int, subscribed_ms: int,
                     subscribed: float) -> None:
     """Every 30 s: REST requests per class, the repair backlog by priority, the requested history's progress."""
     now = time.time()
@@ -713,6 +765,10 @@ def progress_report(system: FirehoseSystem, client: redis.Redis, samples: Sample
     out.say(f"t+{now - subscribed:.0f} s: REST candles {rest.get('rest_candles', 0)}, history-candles "
             f"{rest.get('rest_history-candles', 0)}, 429s {stats.get('rest_429s', 0)}{rates}; repair backlog "
             + (describe_backlog(backlog) if backlog else "absent (no repair:backlog in Redis)"))
+    others = {endpoint: rest.get(f"rest_{endpoint}", 0) for endpoint in REST_BUDGETS
+              if endpoint not in ("candles", "history-candles")}
+    if any(others.values()):
+        out.say("  REST of the other kinds: " + ", ".join(f"{name} {count}" for name, count in others.items()))
     progress = history_progress(system.db_url, bars, instruments, start_ms, subscribed_ms)
     pending = []
     for bar, (have, want) in progress.items():
@@ -756,15 +812,15 @@ def quarter_hour_wait(live_at: float, judged_until: float, bars: Iterable[str]) 
     return max(0.0, first_close + EXACT_WITHIN_S - judged_until), first_close
 
 
-def judge_closed(system: FirehoseSystem, instruments: list[str], bars: tuple[str, ...], live_at: float,
-                 end_ms: int) -> dict[str, Judged]:
-    """Closed 1m/5m/15m candles, by `closed_inside`: closed after every channel was live and ≥ 120 s before
-    the end."""
-    judged = [bar for bar in JUDGED_BARS if bar in bars]
-    if not judged:
+def judge_closed(system: FirehoseSystem, series: dict[str, list[str]], bars_of: dict[str, tuple[str, ...]],
+                 live_at: float, end_ms: int) -> dict[tuple[str, str], Judged]:
+    """Closed 1m/5m/15m candles of every kind, by `closed_inside`: closed after every channel was live and
+    ≥ 120 s before the end."""
+    channels = [(inst_id, bar, price) for price, ids in series.items() for inst_id in ids
+                for bar in JUDGED_BARS if bar in bars_of[price]]
+    if not channels:
         return {}
-    truth = fetch_truth(system.sim_url, [(i, b) for i in instruments for b in judged], int(live_at * 1000),
-                        end_ms - int(EXACT_WITHIN_S * 1000))
+    truth = fetch_truth(system.sim_url, channels, int(live_at * 1000), end_ms - int(EXACT_WITHIN_S * 1000))
     return judge(system.db_url, truth, EXACT_WITHIN_S, None)
 
 
@@ -775,12 +831,12 @@ def judge_missed(system: FirehoseSystem, instruments: list[str], bars: tuple[str
     if "1s" not in bars:
         return None
     sample = sorted(instruments, key=lambda inst_id: unit("firehose-sample", inst_id))[:MISSED_SAMPLE]
-    truth = fetch_truth(system.sim_url, [(i, "1s") for i in sample], int(live_at * 1000),
+    truth = fetch_truth(system.sim_url, [(i, "1s", "trade") for i in sample], int(live_at * 1000),
                         end_ms - int(MISSED_WITHIN_S * 1000))
     # The simulator decides by hash which confirms it leaves out (Market.confirm_omitted): the same here.
     missed = {key: values for key, values in truth.items()
               if unit(seed, "omit", key[0], "1s", key[2]) < CONFIRM_OMIT_RATE}
-    return judge(system.db_url, missed, MISSED_WITHIN_S, sample).get("1s", Judged())
+    return judge(system.db_url, missed, MISSED_WITHIN_S, sample).get(("1s", "trade"), Judged())
 
 
 def report(out: Output, args: argparse.Namespace, system: FirehoseSystem, samples: Samples, sim_stats: dict,
@@ -838,11 +894,11 @@ def report(out: Output, args: argparse.Namespace, system: FirehoseSystem, sample
     if samples.status_errors:
         out.say(f"  /api/v1/status failures: {dict(samples.status_errors)}")
     for bar in JUDGED_BARS:
-        if bar in args.bars and bar not in exact:
+        if bar in args.bars and (bar, "trade") not in exact:
             out.figure(f"closed {bar} candles exact within {EXACT_WITHIN_S:g} s of their close",
                        "none closed in the judged window (run longer)", "100 %", None)
-        if bar in exact:
-            j = exact[bar]
+        if (bar, "trade") in exact:
+            j = exact[bar, "trade"]
             out.figure(f"closed {bar} candles exact within {EXACT_WITHIN_S:g} s of their close",
                        f"{j.exact_in_time}/{j.expected} ({_pct(j.share())})", "100 %",
                        j.expected > 0 and j.exact_in_time == j.expected)
@@ -873,6 +929,37 @@ def report(out: Output, args: argparse.Namespace, system: FirehoseSystem, sample
         else:
             value = "not complete" if done is None else f"{done:.0f} s for {wanted} candles (±30 s sampling)"
         out.figure(f"requested history complete: {bar}", value, "reported", None)
+
+
+def report_kinds(out: Output, series: dict[str, list[str]], bars_of: dict[str, tuple[str, ...]],
+                 api_s: dict[str, float], sim_stats: dict, exact: dict[tuple[str, str], Judged]) -> None:
+    """The price kinds' own figures (issue 17): channels, subscription time, REST use by endpoint and budget,
+    and each kind's closed candles judged at close + 120 s."""
+    out.say("price kinds:")
+    for price, ids in series.items():
+        out.figure(f"channels: {price}", f"{len(ids) * len(bars_of[price]):,} ({len(ids)} series x "
+                   f"{len(bars_of[price])} bars)", "reported", None)
+    for price, took in api_s.items():
+        out.figure(f"subscribe: API, price={price} (one request)", f"{took:.2f} s", f"<= {TARGET_CREATE_S:g} s",
+                   took <= TARGET_CREATE_S)
+    for endpoint, budget in REST_BUDGETS.items():
+        count = sim_stats.get(f"rest_{endpoint}", 0)
+        out.figure(f"REST requests: {endpoint}", f"{count} ({sim_stats.get(f'rest_429_{endpoint}', 0)} 429s)",
+                   f"budget {budget}", None)
+    for price in series:
+        for bar in JUDGED_BARS:
+            if bar not in bars_of[price]:
+                continue
+            j = exact.get((bar, price))
+            if j is None:
+                out.figure(f"closed {bar} {price} candles exact within {EXACT_WITHIN_S:g} s",
+                           "none closed in the judged window (run longer)", "100 %", None)
+                continue
+            out.figure(f"closed {bar} {price} candles exact within {EXACT_WITHIN_S:g} s",
+                       f"{j.exact_in_time}/{j.expected} ({_pct(j.share())}); late {j.exact_late}, wrong {j.wrong}, "
+                       f"missing {j.missing}", "100 %", j.expected > 0 and j.exact_in_time == j.expected)
+            for example in j.examples:
+                out.say(f"    {example}")
 
 
 def _hms(moment: float) -> str:
