@@ -122,22 +122,23 @@ RECORD_FIELDS = ("pk", "instrument__inst_id", "timeframe__code", "timeframe_id",
 
 
 def subscription_records(
-    *, instrument_id: int | None = None, with_gaps: bool = True, subscriptions: QuerySet | None = None,
+    *, instrument_id: int | list[int] | None = None, with_gaps: bool = True, subscriptions: QuerySet | None = None,
 ) -> list[SubscriptionRecord]:
     """Every subscription (of one instrument, or of the `subscriptions` queryset, e.g. one page of a filtered
     list), by symbol and bar order. Three queries at most; gaps are counted only for the subscriptions read."""
     if subscriptions is None:
         subscriptions = Subscription.objects.all()
-    if instrument_id is not None:
-        subscriptions = subscriptions.filter(instrument_id=instrument_id)
+    instrument_ids = [instrument_id] if isinstance(instrument_id, int) else instrument_id
+    if instrument_ids is not None:
+        subscriptions = subscriptions.filter(instrument_id__in=instrument_ids)
     rows = list(subscriptions.values_list(*RECORD_FIELDS))
     if not rows:
         return []
     gaps: dict[int, tuple[int, int]] = {}
     if with_gaps:
         unfinished = Gap.objects.filter(state__in=UNFINISHED_GAPS)
-        if instrument_id is not None:
-            unfinished = unfinished.filter(subscription__instrument_id=instrument_id)
+        if instrument_ids is not None:
+            unfinished = unfinished.filter(subscription__instrument_id__in=instrument_ids)
         elif subscriptions.query.is_sliced or subscriptions.query.where:
             unfinished = unfinished.filter(subscription_id__in=[row[0] for row in rows])
         per_subscription = unfinished.order_by().values("subscription_id").annotate(n=Count("pk"), m=Sum("missing"))
@@ -198,8 +199,9 @@ def subscription_page_rows(ids: list[int], *, now: float) -> tuple[list[Subscrip
     return _with_channels(records, now)
 
 
-def instrument_subscription_rows(*, instrument_id: int, now: float) -> tuple[list[SubscriptionRow], bool]:
-    """One instrument's subscriptions with their channels, and whether Redis could be read for them."""
+def instrument_subscription_rows(*, instrument_id: int | list[int], now: float) -> tuple[list[SubscriptionRow], bool]:
+    """The subscriptions of one instrument row, or of several (an id's trade, mark-price and index rows), with
+    their channels, and whether Redis could be read for them."""
     with transaction.atomic():
         limit_statements()
         records = subscription_records(instrument_id=instrument_id)

@@ -122,7 +122,9 @@ class SymbolStatusView(APIView):
     @extend_schema(
         tags=[TAG], operation_id="status_symbol_retrieve",
         summary="One instrument's subscriptions: status, last message, last confirmed candle, lag, reconnects",
-        description="The symbol is OKX's instId, exact and case-sensitive. A known instrument without "
+        description="The symbol is OKX's instId, exact and case-sensitive. Its subscriptions of every price kind "
+                    "are listed, each row naming its `price` (a swap's trade and mark-price series; for a name "
+                    "such as BTC-USDT, the spot pair's trades and the index). A known instrument without "
                     "subscriptions has an empty `timeframes` list; an unknown one is 404 SYMBOL_NOT_FOUND.",
         responses={
             200: SymbolStatusSerializer,
@@ -131,13 +133,13 @@ class SymbolStatusView(APIView):
         },
     )
     def get(self, request: Request, symbol: str) -> Response:
-        instrument = None
-        if SYMBOL.fullmatch(symbol):
-            instrument = Instrument.objects.filter(inst_id=symbol, price=PriceKind.TRADE).first()
-        if instrument is None:
+        rows_of_id = list(Instrument.objects.filter(inst_id=symbol)) if SYMBOL.fullmatch(symbol) else []
+        if not rows_of_id:
             raise NotFoundError(f"No instrument {symbol!r} is known.", code="SYMBOL_NOT_FOUND",
                                 details={"symbol": symbol})
-        rows, live = instrument_subscription_rows(instrument_id=instrument.pk, now=time.time())
+        # The instrument described is the traded one when there is one (an index alone describes itself).
+        instrument = next((row for row in rows_of_id if row.price == PriceKind.TRADE), rows_of_id[0])
+        rows, live = instrument_subscription_rows(instrument_id=[row.pk for row in rows_of_id], now=time.time())
         return Response(SymbolStatusSerializer({
             "symbol": instrument.inst_id, "inst_type": instrument.inst_type, "state": instrument.state,
             "delisted_at": instrument.delisted_at, "timestamp": timezone.now(), "live_status_available": live,
