@@ -213,7 +213,7 @@ class PipelineSubscriptionAdmin(SubscriptionAdmin):
                         "version newer than the fetch is kept). Nothing is deleted. The counts appear on the "
                         "admin index.",
             queue=lambda sub, start_ms, end_ms: enqueue(admin_tasks.verify_range, sub.instrument.inst_id,
-                                                        sub.timeframe.code, start_ms, end_ms),
+                                                        sub.timeframe.code, start_ms, end_ms, sub.instrument.price),
             done="a re-verification", where="see Flower and the reports on the admin index.",
         )
 
