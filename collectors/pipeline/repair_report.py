@@ -4,12 +4,13 @@ The scheduler writes one JSON string on every run (the contract):
 
     {"updated_at": <epoch s>, "backlog": {"confirm"|"outage"|"history"|"old": {"candles": int, "units": int}},
      "drained_per_s": {<priority>: float}, "eta_s": float | null,
-     "requests": {<endpoint>: int}, "budget_per_s": {<endpoint>: float}, "left": {<endpoint>: int}}
+     "requests": {<endpoint>: int}, "budget_per_s": {<endpoint>: float},
+     "queued": {<endpoint>: int}, "left": {<endpoint>: int}}
 
 Endpoints are named one by one, each with its own budget: "candles" and "history" (trade candles' /candles and
 /history-candles), then "mark-price-candles", "history-mark-price-candles", "index-candles" and
-"history-index-candles" (docs/price-kinds.md). `left` is the units the run handed to an endpoint's lane and did
-not reach before its deadline.
+"history-index-candles" (docs/price-kinds.md). `queued` is the units the run handed to an endpoint's lane (its
+share of the backlog, up to what its budget serves in a run), `left` those it did not reach before its deadline.
 
 This module only reads it. A missing key is "no report yet" (None, silently: the scheduler may not run);
 a value that does not parse or lacks the shape is None with a warning, so a status page never fails on it.
@@ -59,7 +60,7 @@ def repair_report_parse(raw: bytes | str) -> dict:
         raise ValueError("not a JSON object")
     backlog_raw, drained_raw = _section(data, "backlog"), _section(data, "drained_per_s")
     requests_raw, budget_raw = _section(data, "requests"), _section(data, "budget_per_s")
-    left_raw = _section(data, "left")
+    queued_raw, left_raw = _section(data, "queued"), _section(data, "left")
     backlog = {}
     for priority in PRIORITIES:
         entry = backlog_raw.get(priority, {})
@@ -75,6 +76,7 @@ def repair_report_parse(raw: bytes | str) -> dict:
         "eta_s": None if eta is None else float(_number(eta, "eta_s")),
         "requests": {e: int(_number(requests_raw.get(e, 0), f"requests.{e}")) for e in REPORT_ENDPOINTS},
         "budget_per_s": {e: float(_number(budget_raw.get(e, 0), f"budget_per_s.{e}")) for e in REPORT_ENDPOINTS},
+        "queued": {e: int(_number(queued_raw.get(e, 0), f"queued.{e}")) for e in REPORT_ENDPOINTS},
         "left": {e: int(_number(left_raw.get(e, 0), f"left.{e}")) for e in REPORT_ENDPOINTS},
     }
 

@@ -43,11 +43,11 @@ def gap_backlog() -> dict[int, tuple[int, int]]:
 
 def repair_report_write(
     *, redis: Any, keys: Keys, confirm_candles: int, confirm_units: int, gaps: dict[int, tuple[int, int]],
-    repaired: dict[int, int], requests: dict[str, int], left: dict[str, int] | None = None,
-    now_s: float | None = None,
+    repaired: dict[int, int], requests: dict[str, int], queued: dict[str, int] | None = None,
+    left: dict[str, int] | None = None, now_s: float | None = None,
 ) -> dict[str, Any]:
-    """Write the run's report (`Keys.repair_backlog`) and return it; `repaired` is candles by priority, `requests`
-    and `left` (units the run handed to an endpoint's lane but did not reach) by endpoint."""
+    """Write the run's report (`Keys.repair_backlog`) and return it; `repaired` is candles by priority; `requests`,
+    `queued` (units the run handed to an endpoint's lane) and `left` (those it did not reach) by endpoint."""
     now_s = time.time() if now_s is None else now_s
     previous = repair_report_read(redis=redis, keys=keys) or {}
     elapsed = now_s - float(previous.get("updated_at", now_s))
@@ -70,6 +70,7 @@ def repair_report_write(
     report = {
         "updated_at": now_s, "backlog": backlog, "drained_per_s": rates, "eta_s": eta,
         "requests": {lane: int(requests.get(lane, 0)) for lane in LANES}, "budget_per_s": BUDGET_PER_S,
+        "queued": {lane: int((queued or {}).get(lane, 0)) for lane in LANES},
         "left": {lane: int((left or {}).get(lane, 0)) for lane in LANES},
         "repaired": {PRIORITY_NAMES[p]: n for p, n in repaired.items()},
     }

@@ -152,6 +152,7 @@ def _run(*, budget_s: float, now: datetime, rest_url: str, redis: Any, keys: Key
     # What every unit looks up, read once for the run: a query per unit for them was most of a unit's queries.
     # (Units carry their Instrument row: gaps and unconfirmed candles are read with it.)
     lookups = _Lookups(timeframes)
+    queued = {lane: len(queue) for lane, queue in queues.items()}
 
     result = RepairRunResult()
     tally = threading.Lock()
@@ -181,7 +182,7 @@ def _run(*, budget_s: float, now: datetime, rest_url: str, redis: Any, keys: Key
             confirm_units=confirms.unread_units + sum(
                 1 for q in queues.values() for u in q if u.priority == RepairPriority.CONFIRM),
             gaps=gap_backlog(), repaired=dict(result.repaired), requests=dict(result.requests),
-            left={lane: len(queue) for lane, queue in queues.items()},
+            queued=queued, left={lane: len(queue) for lane, queue in queues.items()},
         )
     except Exception:
         logger.exception("repair report not written")

@@ -19,6 +19,8 @@ REPORT = {
                  "index-candles": 1, "history-index-candles": 4},
     "budget_per_s": {"candles": 20.0, "history": 10.0, "mark-price-candles": 10.0, "history-mark-price-candles": 10.0,
                      "index-candles": 10.0, "history-index-candles": 5.0},
+    "queued": {"candles": 3, "history": 112, "mark-price-candles": 2, "history-mark-price-candles": 23,
+               "index-candles": 1, "history-index-candles": 4},
     "left": {"candles": 0, "history": 12, "mark-price-candles": 0, "history-mark-price-candles": 3,
              "index-candles": 0, "history-index-candles": 0},
 }

@@ -111,6 +111,8 @@ def test_a_missed_mark_confirm_is_repaired_through_its_own_endpoint_and_counted_
     assert report["requests"]["mark-price-candles"] == 1
     assert report["requests"]["candles"] == report["requests"]["history"] == 0
     assert report["budget_per_s"]["mark-price-candles"] == 10.0
+    assert (report["queued"]["mark-price-candles"], report["left"]["mark-price-candles"]) == (1, 0)
+    assert report["queued"]["candles"] == report["queued"]["history"] == 0
     assert sim.simulator.stats()["rest_429s"] == 0
 
 
