@@ -32,7 +32,7 @@ from django.utils import timezone
 from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
 from candles.models import Instrument, RepairPriority, Timeframe
 from candles.storage import candles_upsert
-from collectors.okx.rest import RECENT_CANDLES, RECENT_MARGIN, PermanentError
+from collectors.okx.rest import RECENT_CANDLES, RECENT_MARGIN, PermanentError, UnsupportedBar
 from collectors.pipeline.buffer import receipt_version
 from collectors.pipeline.connections import pipeline_keys, redis_client
 from collectors.pipeline.keys import Keys
@@ -290,9 +290,10 @@ def _repair(unit: Unit, *, fetch: Callable, redis: Any, keys: Keys, on_written: 
     unit = widened(unit, lookups.timeframes[unit.bar], now_ms=datetime_to_ms(timezone.now() - CONFIRM_SETTLE))
     try:
         updates = fetch(unit.inst_id, unit.bar, unit.start_ms, unit.end_ms, unit.price)
-    except PermanentError as exc:
-        # The instrument is gone (51001) or the request is refused: asking again at once cannot help. Each gap
-        # settles as its own fill would (unfillable for 51001), the confirms wait.
+    except (PermanentError, UnsupportedBar) as exc:
+        # The instrument is gone (51001), the request is refused, or OKX has no such candles (a `1s` mark or index
+        # gap recorded by hand): asking again at once cannot help. Each gap settles as its own fill would
+        # (unfillable for 51001 and for a bar REST does not serve), the confirms wait.
         logger.warning("repair of %s %s %s refused: %s", unit.inst_id, unit.price, unit.bar, exc)
         confirms_retry_later(redis=redis, keys=keys, inst_id=unit.inst_id, bar=unit.bar, open_times=unit.wanted,
                              price=unit.price)

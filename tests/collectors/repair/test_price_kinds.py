@@ -206,3 +206,19 @@ def test_detection_cuts_an_index_series_holes_into_pages_of_its_endpoint(rows):
              for price in ("index", "trade")}
     assert sizes == {"index": [49, 100, 100], "trade": [249]}
     assert not Gap.objects.filter(state=GapState.UNFILLABLE).exists()
+
+
+def test_a_1s_gap_of_a_mark_series_is_unfillable_at_once_and_asks_rest_nothing(sim, rows, keys, redis):
+    """OKX has no 1s mark candles (a subscription refuses them; this one was made by hand)."""
+    sub = subscribe(rows["BTC-USDT-SWAP", "mark"], "1s")
+    end = recent_closed(5)
+    gap = Gap.objects.create(subscription=sub, start=ms_to_datetime(end - 9_000), end=ms_to_datetime(end), missing=10)
+
+    result = repair_run(budget_s=2, redis=redis, keys=keys)
+
+    gap.refresh_from_db()
+    assert (gap.state, gap.reason) == (GapState.UNFILLABLE, "OKX has no 1s mark candles (they start at 1m)")
+    assert result.failures == 0
+    assert not result.requests
+    assert sim.simulator.stats()["rest_requests"] == 0
+
