@@ -57,7 +57,7 @@ from collectors import admin_tasks
 from collectors.api.subscriptions import bar_specs_by_code, limit_statements, worst_lags
 from collectors.api.system import gap_summary
 from collectors.instruments import DEFAULT_INST_TYPES, SYNCABLE_TYPES
-from collectors.okx.rest import CANDLES, HISTORY_CANDLES, INSTRUMENTS, Endpoint
+from collectors.okx.rest import CANDLE_BUDGETS, INDEX_TICKERS, INSTRUMENTS, Endpoint
 from collectors.pipeline.connections import pipeline_keys
 from collectors.pipeline.deadletters import dead_letters_count, dead_letters_newest, dead_letters_reingest
 from collectors.pipeline.health import subscription_health
@@ -213,7 +213,7 @@ class PipelineSubscriptionAdmin(SubscriptionAdmin):
                         "version newer than the fetch is kept). Nothing is deleted. The counts appear on the "
                         "admin index.",
             queue=lambda sub, start_ms, end_ms: enqueue(admin_tasks.verify_range, sub.instrument.inst_id,
-                                                        sub.timeframe.code, start_ms, end_ms),
+                                                        sub.timeframe.code, start_ms, end_ms, sub.instrument.price),
             done="a re-verification", where="see Flower and the reports on the admin index.",
         )
 
@@ -339,7 +339,9 @@ class BudgetUse:
 
 def _budget_endpoints() -> list[tuple[str, Endpoint, str]]:
     """(label, endpoint, limiter key) of every REST budget the client keeps (see OkxRestClient._get)."""
-    budgets = [("candles", CANDLES, CANDLES.path), ("history-candles", HISTORY_CANDLES, HISTORY_CANDLES.path)]
+    # Every candle endpoint (trade, mark-price and index; latest and older candles) keeps a budget of its own.
+    budgets = [(name, endpoint, endpoint.budget) for name, endpoint in CANDLE_BUDGETS.items()]
+    budgets.append(("index-tickers", INDEX_TICKERS, INDEX_TICKERS.budget))
     budgets += [(f"instruments {t}", INSTRUMENTS, f"{INSTRUMENTS.path}:{t}") for t in SYNCABLE_TYPES]
     return budgets
 

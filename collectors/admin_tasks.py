@@ -71,21 +71,22 @@ def fill_gap(gap_id: int) -> str:
 
 
 @shared_task(name="collectors.admin_tasks.verify_range", ignore_result=True)
-def verify_range(inst_id: str, bar: str, start_ms: int, end_ms: int) -> dict:
-    """Compare [start, end] with OKX REST and rewrite differences; the report is kept for the dashboard."""
+def verify_range(inst_id: str, bar: str, start_ms: int, end_ms: int, price: str = "trade") -> dict:
+    """Compare [start, end] of the `price` series of `inst_id` (trade, mark or index) with OKX REST and rewrite
+    differences; the report is kept for the dashboard."""
     from candles.bars import ms_to_datetime
     from collectors.pipeline.verify import NotVerifiable, candles_verify, verify_report_save
 
     keys = pipeline_keys()
     try:
         report = candles_verify(inst_id=inst_id, bar=bar, start=ms_to_datetime(start_ms),
-                                end=ms_to_datetime(end_ms), keys=keys, budget_s=RUN_BUDGET_S)
+                                end=ms_to_datetime(end_ms), keys=keys, budget_s=RUN_BUDGET_S, price=price)
     except NotVerifiable as exc:
-        logger.warning("verify %s %s: %s", inst_id, bar, exc)
+        logger.warning("verify %s %s %s: %s", inst_id, price, bar, exc)
         return {"error": str(exc)}
     verify_report_save(redis_client(), keys, report)
     if report.next_start_ms is not None:
-        verify_range.apply_async((inst_id, bar, report.next_start_ms, end_ms), countdown=1)
+        verify_range.apply_async((inst_id, bar, report.next_start_ms, end_ms, price), countdown=1)
     return report.as_dict()
 
 

@@ -64,12 +64,19 @@ def moment_option(option: str, text: str) -> datetime:
         raise CommandError(f"{option}: {exc}") from None
 
 
-def series_lookup(symbol: str, bar: str, *, active_bar: bool = True) -> tuple[Instrument, Timeframe]:
-    """The instrument and timeframe named on the command line, or a CommandError that says what to do.
+def series_lookup(symbol: str, bar: str, *, active_bar: bool = True,
+                  price: str = PriceKind.TRADE) -> tuple[Instrument, Timeframe]:
+    """The instrument row and timeframe named on the command line, or a CommandError that says what to do.
 
-    Both names are exact: instrument ids as OKX spells them, bars case-sensitive (`1m` is not `1M`).
+    Both names are exact: instrument ids as OKX spells them, bars case-sensitive (`1m` is not `1M`). `price` picks
+    which of the id's series (trade, mark or index; docs/price-kinds.md).
     """
-    instrument = Instrument.objects.filter(inst_id=symbol, price=PriceKind.TRADE).first()
+    instrument = Instrument.objects.filter(inst_id=symbol, price=price).first()
+    if instrument is None and price != PriceKind.TRADE:
+        kinds = sorted(Instrument.objects.filter(inst_id=symbol).values_list("price", flat=True))
+        if kinds:
+            raise CommandError(f"{symbol!r} has no {price} series (it has: {', '.join(kinds)}); mark prices are "
+                               f"of SWAP, FUTURES and OPTION instruments, index series of index ids such as BTC-USD")
     if instrument is None:
         similar = list(Instrument.objects.filter(inst_id__iexact=symbol).values_list("inst_id", flat=True)[:3])
         hint = f"; did you mean {' or '.join(similar)}?" if similar else "."

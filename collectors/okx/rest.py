@@ -15,6 +15,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -224,6 +225,9 @@ class OkxRestClient:
         # pool wait): the limiter counts it as reaching OKX at any moment until it completes.
         self._longest_request_s = 4 * timeout
         self.stats: dict[str, int] = {"requests": 0, "retries": 0, "rate_limited": 0}
+        # Requests (retries included) by endpoint path: each endpoint has its own budget, and callers that spend
+        # several (the repair, over trade, mark-price and index candles) report each apart.
+        self.requests_by_endpoint: Counter[str] = Counter()
         self._http = http
         self._owns_http = http is None
         self._now_ms = now_ms or (lambda: time.time_ns() // 1_000_000)
@@ -381,6 +385,7 @@ class OkxRestClient:
             admission = await self.limiter.acquire(limit_key, endpoint.limit, endpoint.period_s + self.rate_margin_s,
                                                    longest_s=self._longest_request_s)
             self.stats["requests"] += 1
+            self.requests_by_endpoint[endpoint.path] += 1
             try:
                 return await self._attempt(endpoint.path, params)
             except _Transient as failure:

@@ -4,11 +4,17 @@ The scheduler writes one JSON string on every run (the contract):
 
     {"updated_at": <epoch s>, "backlog": {"confirm"|"outage"|"history"|"old": {"candles": int, "units": int}},
      "drained_per_s": {<priority>: float}, "eta_s": float | null,
-     "requests": {"candles": int, "history": int}, "budget_per_s": {"candles": float, "history": float}}
+     "requests": {<endpoint>: int}, "budget_per_s": {<endpoint>: float},
+     "queued": {<endpoint>: int}, "left": {<endpoint>: int}}
+
+Endpoints are named one by one, each with its own budget: "candles" and "history" (trade candles' /candles and
+/history-candles), then "mark-price-candles", "history-mark-price-candles", "index-candles" and
+"history-index-candles" (docs/price-kinds.md). `queued` is the units the run handed to an endpoint's lane (its
+share of the backlog, up to what its budget serves in a run), `left` those it did not reach before its deadline.
 
 This module only reads it. A missing key is "no report yet" (None, silently: the scheduler may not run);
 a value that does not parse or lacks the shape is None with a warning, so a status page never fails on it.
-Missing priorities read as zero, so readers can always show all four rows.
+Missing priorities and endpoints read as zero, so readers can always show every row.
 """
 
 from __future__ import annotations
@@ -24,7 +30,11 @@ from collectors.pipeline.keys import Keys
 logger = logging.getLogger(__name__)
 
 PRIORITIES = ("confirm", "outage", "history", "old")
+# The trade candles' endpoints: the /status API's repair section names these two.
 ENDPOINTS = ("candles", "history")
+# The mark-price and index candles' endpoints, each a budget of its own.
+PRICE_ENDPOINTS = ("mark-price-candles", "history-mark-price-candles", "index-candles", "history-index-candles")
+REPORT_ENDPOINTS = ENDPOINTS + PRICE_ENDPOINTS
 
 
 def _number(value: Any, name: str) -> float:
@@ -50,6 +60,7 @@ def repair_report_parse(raw: bytes | str) -> dict:
         raise ValueError("not a JSON object")
     backlog_raw, drained_raw = _section(data, "backlog"), _section(data, "drained_per_s")
     requests_raw, budget_raw = _section(data, "requests"), _section(data, "budget_per_s")
+    queued_raw, left_raw = _section(data, "queued"), _section(data, "left")
     backlog = {}
     for priority in PRIORITIES:
         entry = backlog_raw.get(priority, {})
@@ -63,8 +74,10 @@ def repair_report_parse(raw: bytes | str) -> dict:
         "backlog": backlog,
         "drained_per_s": {p: float(_number(drained_raw.get(p, 0), f"drained_per_s.{p}")) for p in PRIORITIES},
         "eta_s": None if eta is None else float(_number(eta, "eta_s")),
-        "requests": {e: int(_number(requests_raw.get(e, 0), f"requests.{e}")) for e in ENDPOINTS},
-        "budget_per_s": {e: float(_number(budget_raw.get(e, 0), f"budget_per_s.{e}")) for e in ENDPOINTS},
+        "requests": {e: int(_number(requests_raw.get(e, 0), f"requests.{e}")) for e in REPORT_ENDPOINTS},
+        "budget_per_s": {e: float(_number(budget_raw.get(e, 0), f"budget_per_s.{e}")) for e in REPORT_ENDPOINTS},
+        "queued": {e: int(_number(queued_raw.get(e, 0), f"queued.{e}")) for e in REPORT_ENDPOINTS},
+        "left": {e: int(_number(left_raw.get(e, 0), f"left.{e}")) for e in REPORT_ENDPOINTS},
     }
 
 

@@ -1,6 +1,7 @@
 """Re-verify stored candles against OKX REST, and rewrite the ones that differ.
 
-`candles_verify` walks a range of one instrument and bar in units of VERIFY_UNIT_CANDLES: it fetches the
+`candles_verify` walks a range of one series (an instrument row of one price kind — trade, mark or index — and a
+bar) in units of VERIFY_UNIT_CANDLES: it fetches the
 unit's closed candles through the REST client (drawing on the REST budget every worker shares in Redis),
 compares them digit for digit with the stored rows, and writes the missing and differing ones through
 `candles_upsert` as confirmed REST rows. The database's version rule decides, as for every other write:
@@ -29,7 +30,7 @@ from django.utils import timezone
 from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
 from candles.models import Candle, Instrument, PriceKind, Timeframe
 from candles.storage import CandleRow, candles_upsert
-from collectors.okx.messages import CandleUpdate
+from collectors.okx.messages import TRADE_ONLY_BARS, CandleUpdate
 from collectors.okx.ratelimit import RedisRateLimiter
 from collectors.okx.rest import WEBSOCKET_ONLY_BARS, OkxRestClient
 from collectors.pipeline.buffer import receipt_version
@@ -70,6 +71,7 @@ class VerifyReport:
     samples: list[str] = field(default_factory=list)  # a few differences, for the operator
     next_start_ms: int | None = None  # where to continue when the time budget ran out; None: done
     at: float = field(default_factory=time.time)
+    price: str = PriceKind.TRADE  # which of the instrument's series: trade, mark or index
 
     @property
     def start(self) -> datetime:
@@ -89,7 +91,8 @@ class VerifyReport:
     def __str__(self) -> str:
         span = f"{ms_to_datetime(self.start_ms).isoformat()} to {ms_to_datetime(self.end_ms).isoformat()}"
         more = "" if self.done else f"; continues from {ms_to_datetime(self.next_start_ms).isoformat()}"
-        return (f"{self.inst_id} {self.bar} {span}: {self.checked} checked, {self.matching} matching, "
+        kind = "" if self.price == PriceKind.TRADE else f" {self.price}"
+        return (f"{self.inst_id}{kind} {self.bar} {span}: {self.checked} checked, {self.matching} matching, "
                 f"{self.missing} missing, {self.different} different, {self.extra} extra; {self.written} "
                 f"written, {self.kept} kept by the version rule, {self.rejected} rejected{more}")
 
@@ -101,6 +104,8 @@ def verifiable_range(
     REST retention) to the newest closed candle. Raises NotVerifiable when nothing is left."""
     if timeframe.code in WEBSOCKET_ONLY_BARS or not (timeframe.rest_candles or timeframe.rest_history):
         raise NotVerifiable(f"OKX REST does not serve {timeframe.code} candles")
+    if instrument.price != PriceKind.TRADE and timeframe.code in TRADE_ONLY_BARS:
+        raise NotVerifiable(f"OKX has no {timeframe.code} {instrument.price} candles (they start at 1m)")
     spec = timeframe.spec
     first = spec.ceil(start_ms)
     if instrument.listed_at is not None:
@@ -121,15 +126,16 @@ def _unit_end(spec: BarSpec, start_ms: int, last_ms: int) -> int:
 
 
 async def _fetch(rest_url: str, keys: Keys, inst_id: str, bar: str, start_ms: int, end_ms: int,
-                 stats: dict[str, int]) -> list[CandleUpdate]:
-    """The range's candles from REST; the client's request tallies are copied into `stats`, also on failure."""
+                 stats: dict[str, int], price: str = PriceKind.TRADE) -> list[CandleUpdate]:
+    """The range's `price` candles from REST, through that kind's endpoints (and so its own budget); the client's
+    request tallies are copied into `stats`, also on failure."""
     aredis = async_redis_client()  # asyncio clients belong to one event loop: a new one per asyncio.run
     try:
         limiter = RedisRateLimiter(aredis, prefix=keys.prefix + "ratelimit:")
         client = OkxRestClient(rest_url, limiter=limiter, max_retries=REST_MAX_RETRIES)
         try:
             async with client:
-                return await client.candle_range(inst_id, bar, start_ms, end_ms)
+                return await client.candle_range(inst_id, bar, start_ms, end_ms, price=price)
         finally:
             stats.update(client.stats)
     finally:
@@ -150,7 +156,8 @@ def _verify_unit(report: VerifyReport, instrument: Instrument, timeframe: Timefr
                  rest_url: str, keys: Keys) -> None:
     stats: dict[str, int] = {}
     try:
-        updates = asyncio.run(_fetch(rest_url, keys, instrument.inst_id, timeframe.code, start_ms, end_ms, stats))
+        updates = asyncio.run(_fetch(rest_url, keys, instrument.inst_id, timeframe.code, start_ms, end_ms, stats,
+                                     instrument.price))
     finally:
         rest_stats_record(redis=redis_client(), keys=keys, stats=stats)  # the metrics count every request
     closed = {u.open_time_ms: u for u in updates if u.confirmed and start_ms <= u.open_time_ms <= end_ms}
@@ -179,7 +186,7 @@ def _verify_unit(report: VerifyReport, instrument: Instrument, timeframe: Timefr
             report.samples.append(f"{ms_to_datetime(open_ms).isoformat()} {what}")
         rewrite.append(CandleRow(
             update.inst_id, update.bar, open_ms, update.open, update.high, update.low, update.close, update.vol,
-            update.vol_ccy, update.vol_ccy_quote, True, "rest", version,
+            update.vol_ccy, update.vol_ccy_quote, True, "rest", version, instrument.price,
         ))
     report.checked += len(closed)
     report.extra += sum(1 for open_ms in stored if open_ms not in closed)
@@ -200,8 +207,12 @@ def candles_verify(
     keys: Keys | None = None,
     budget_s: float | None = None,
     now: datetime | None = None,
+    price: str = PriceKind.TRADE,
 ) -> VerifyReport:
     """Compare stored candles of [start, end] with OKX REST, rewrite the differences, and report the counts.
+
+    `price` names the series of `inst_id` (trade, mark or index): its candles are fetched from that kind's
+    endpoints and compared with that row's (mark-price and index candles have no volumes on either side).
 
     The range is narrowed to closed candles REST serves (`verifiable_range`). With `budget_s`, stops after the
     unit that used it up; `report.next_start_ms` says where to go on. Raises NotVerifiable, REST errors
@@ -209,13 +220,13 @@ def candles_verify(
     """
     keys = keys or pipeline_keys()
     rest_url = rest_url or settings.OKX_REST_URL
-    instrument = Instrument.objects.get(inst_id=inst_id, price=PriceKind.TRADE)
+    instrument = Instrument.objects.get(inst_id=inst_id, price=price)
     timeframe = Timeframe.objects.get(code=bar)
     now_ms = datetime_to_ms(now or timezone.now())
     first, last = verifiable_range(instrument, timeframe, datetime_to_ms(start), datetime_to_ms(end), now_ms)
     spec = timeframe.spec
     deadline = None if budget_s is None else time.monotonic() + budget_s
-    report = VerifyReport(inst_id, bar, first, first)
+    report = VerifyReport(inst_id, bar, first, first, price=instrument.price)
     unit_start = first
     while unit_start <= last:
         unit_end = _unit_end(spec, unit_start, last)

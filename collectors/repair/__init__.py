@@ -6,9 +6,11 @@ A repair goes through these modules in order:
                  (`Subscription.detected_through`), for every series at once; missing runs become `Gap` rows.
 2. `confirms`  — the other half of the work: closed candles stored without their confirm push, read from a
                  partial index that holds only unconfirmed rows.
-3. `reach`     — what OKX REST can serve (listing, retention, WebSocket-only bars) and through which endpoint.
-4. `schedule`  — one scheduler spends both REST budgets in priority order (missed confirms, outage gaps,
-                 requested history, old gaps), one page-sized request per unit of work.
+3. `reach`     — what OKX REST can serve (listing, retention, WebSocket-only bars, `1s` trades only) and through
+                 which endpoint (each price kind has its own pair).
+4. `schedule`  — one scheduler spends every candle endpoint's REST budget (trade, mark-price and index candles,
+                 latest and older: six) in priority order (missed confirms, outage gaps, requested history,
+                 old gaps), one page-sized request per unit of work.
 5. `fill`      — one unit: fetch, write through `candles_upsert`, settle the gap (`gap_state` owns its states).
 6. `report`    — the backlog by priority, its drain rate and ETA, for status, the admin and /metrics.
 

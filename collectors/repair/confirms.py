@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,8 +22,9 @@ from django.db import connection
 
 from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
 from candles.models import RepairPriority, Timeframe
+from collectors.okx.messages import TRADE, TRADE_ONLY_BARS
 from collectors.pipeline.keys import Keys, candle_field
-from collectors.repair.reach import PAGE_CANDLES, lane_for, rest_serves
+from collectors.repair.reach import PAGE_CANDLES, PRICE_LANES, lane_for, rest_serves
 
 # The flush writes a confirm push about a second after it arrived: until then the candle looks unconfirmed.
 CONFIRM_SETTLE = timedelta(seconds=3)
@@ -37,10 +38,11 @@ READ_FIRST = 1_000
 READ_GROWTH = 8
 READ_LIMIT = 20_000
 
-# Newest first, through the partial index of unconfirmed rows; only series someone collects.
+# Newest first, through the partial index of unconfirmed rows; only series someone collects. Every price kind:
+# the instrument row says which (docs/price-kinds.md), and so which endpoints repair it.
 _UNCONFIRMED = """
-SELECT i.inst_id, (extract(epoch FROM c.open_time) * 1000)::bigint
-FROM candles_candle c JOIN candles_instrument i ON i.id = c.instrument_id AND i.price = 'trade'
+SELECT c.instrument_id, i.inst_id, i.price, (extract(epoch FROM c.open_time) * 1000)::bigint
+FROM candles_candle c JOIN candles_instrument i ON i.id = c.instrument_id
 WHERE c.timeframe_id = %(timeframe)s AND NOT c.confirmed
   AND c.open_time >= %(since)s AND c.open_time <= %(last)s
   AND EXISTS (SELECT 1 FROM candles_subscription s
@@ -73,21 +75,25 @@ class Unit:
     wanted: tuple[int, ...] = ()  # open times of unconfirmed candles it confirms
     gap_ids: tuple[int, ...] = ()  # gaps it fills
     missing: int = 0  # candles it repairs
+    # Which of the instrument's series (trade, mark, index): the endpoints it is fetched from and the rows it
+    # writes. An inst_id alone names two series (a swap's trades and its mark; a spot pair and its index).
+    price: str = TRADE
+    instrument_id: int | None = None  # the Instrument row, when the unit's source knows it
 
     @property
     def order(self) -> tuple[int, int]:
         return (self.priority, -self.newest_ms)
 
     @property
-    def series(self) -> tuple[str, str]:
-        return (self.inst_id, self.bar)
+    def series(self) -> tuple[str, str, str]:
+        return (self.inst_id, self.bar, self.price)
 
     def merged(self, other: Unit) -> Unit:
         """One request for both: the span of the two, in the place of the first (the higher in the order)."""
-        return Unit(self.priority, self.lane, self.newest_ms, self.inst_id, self.bar,
-                    min(self.start_ms, other.start_ms), max(self.end_ms, other.end_ms),
-                    tuple(sorted(set(self.wanted) | set(other.wanted))), self.gap_ids + other.gap_ids,
-                    self.missing + other.missing)
+        return replace(self, start_ms=min(self.start_ms, other.start_ms), end_ms=max(self.end_ms, other.end_ms),
+                       wanted=tuple(sorted(set(self.wanted) | set(other.wanted))),
+                       gap_ids=self.gap_ids + other.gap_ids, missing=self.missing + other.missing,
+                       instrument_id=self.instrument_id or other.instrument_id)
 
 
 @dataclass
@@ -137,30 +143,35 @@ def confirm_backlog(*, now: datetime, redis: Any, keys: Keys, units_wanted: int 
     return backlog
 
 
-def _units(timeframe: Timeframe, rows: Sequence[tuple[str, int]], waiting: set[str], now_ms: int) -> list[Unit]:
-    by_series: dict[str, list[int]] = {}
+def _units(timeframe: Timeframe, rows: Sequence[tuple[int, str, str, int]], waiting: set[str],
+           now_ms: int) -> list[Unit]:
+    by_series: dict[tuple[int, str, str], list[int]] = {}
     code = timeframe.code
-    for inst_id, open_ms in rows:
-        if not waiting or candle_field(inst_id, code, open_ms) not in waiting:
-            by_series.setdefault(inst_id, []).append(open_ms)
+    for instrument_id, inst_id, price, open_ms in rows:
+        if price != TRADE and code in TRADE_ONLY_BARS:
+            continue  # no such candles at OKX: nothing to ask for
+        if not waiting or candle_field(inst_id, code, open_ms, price) not in waiting:
+            by_series.setdefault((instrument_id, inst_id, price), []).append(open_ms)
     spec = timeframe.spec
-    return [unit for inst_id, open_times in by_series.items()
-            for unit in confirm_units(spec, inst_id, open_times, now_ms)]
+    return [unit for (instrument_id, inst_id, price), open_times in by_series.items()
+            for unit in confirm_units(spec, inst_id, open_times, now_ms, price=price, instrument_id=instrument_id)]
 
 
-def confirm_units(spec: BarSpec, inst_id: str, open_times: Sequence[int], now_ms: int) -> Iterator[Unit]:
+def confirm_units(spec: BarSpec, inst_id: str, open_times: Sequence[int], now_ms: int, *, price: str = TRADE,
+                  instrument_id: int | None = None) -> Iterator[Unit]:
     """The open times of one series grouped into REST pages, the newest first: a request ending at the newest
-    candle repairs every other one within a page below it."""
+    candle repairs every other one within a page below it. `price` picks the endpoints (and so the page sizes)."""
+    history_page = PAGE_CANDLES[PRICE_LANES[price][1]]
     pending = sorted(set(open_times), reverse=True)
     while pending:
         newest = pending[0]
-        lane = lane_for(spec, spec.advance(newest, -(PAGE_CANDLES["history"] - 1)), now_ms)
+        lane = lane_for(spec, spec.advance(newest, -(history_page - 1)), now_ms, price)
         size = PAGE_CANDLES[lane]
         lowest = spec.advance(newest, -(size - 1))
         group = [ms for ms in pending if ms >= lowest]
         pending = pending[len(group):]
         yield Unit(RepairPriority.CONFIRM, lane, newest, inst_id, spec.code, group[-1], newest,
-                   wanted=tuple(sorted(group)), missing=len(group))
+                   wanted=tuple(sorted(group)), missing=len(group), price=price, instrument_id=instrument_id)
 
 
 def _waiting(redis: Any, keys: Keys) -> set[str]:
@@ -174,9 +185,11 @@ def _waiting(redis: Any, keys: Keys) -> set[str]:
     return {m.decode() if isinstance(m, bytes) else m for m in members}
 
 
-def confirms_retry_later(*, redis: Any, keys: Keys, inst_id: str, bar: str, open_times: Sequence[int]) -> None:
-    """Park candles REST did not return confirmed, so the next runs spend the budget elsewhere first."""
+def confirms_retry_later(*, redis: Any, keys: Keys, inst_id: str, bar: str, open_times: Sequence[int],
+                         price: str = TRADE) -> None:
+    """Park candles REST did not return confirmed, so the next runs spend the budget elsewhere first. Members are
+    the buffer's candle fields (`inst|mark:1m|open_ms` for a mark candle): one series' never parks another's."""
     if not open_times:
         return
     until = time.time() + RETRY_AFTER.total_seconds()
-    redis.zadd(keys.repair_retry, {candle_field(inst_id, bar, ms): until for ms in open_times})
+    redis.zadd(keys.repair_retry, {candle_field(inst_id, bar, ms, price): until for ms in open_times})

@@ -10,9 +10,11 @@ Two ways in:
   never a pass of per-series work over every subscription.
 * `gaps_detect` looks at one subscription over a range an operator names (the backfill command, the admin).
 
-Missing runs are cut into units of one REST page (`reach.PAGE_CANDLES` of the endpoint that serves them) so
-the scheduler can spend a request on each. Parts REST cannot serve (WebSocket-only bars, before listing, past
-OKX's retention) are recorded `unfillable` at once, with the reason. Unconfirmed closed candles are not gaps:
+Missing runs are cut into units of one REST page (`reach.PAGE_CANDLES` of the endpoint that serves them: a mark
+or index series has its own, with pages of 100) so the scheduler can spend a request on each. Every price kind is
+detected alike: a series is a subscription of one Instrument row, and the bar calendar is the bar's. Parts REST
+cannot serve (WebSocket-only bars, `1s` of a mark or index series, before listing, past OKX's retention) are
+recorded `unfillable` at once, with the reason. Unconfirmed closed candles are not gaps:
 the repair scheduler finds them through a partial index (`confirms`).
 
 Nothing is recorded behind a bar's own retention horizon (`Timeframe.horizon`): those candles are dropped by
@@ -33,7 +35,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
-from candles.models import Candle, Gap, GapState, Instrument, RepairPriority, Subscription, Timeframe
+from candles.models import Candle, Gap, GapState, Instrument, PriceKind, RepairPriority, Subscription, Timeframe
 from candles.storage import candle_missing_ranges
 from collectors.repair.gap_state import gap_record
 from collectors.repair.reach import (
@@ -67,11 +69,12 @@ OLD_AFTER = timedelta(hours=6)
 _DETECT_LOCK_NAMESPACE = 0x67617073  # "gaps"
 
 
-def gap_units(spec: BarSpec, rng: Range, now_ms: int) -> Iterator[Range]:
-    """`rng` cut into units of one REST page each, sized for the endpoint each unit's start reaches."""
+def gap_units(spec: BarSpec, rng: Range, now_ms: int, price: str = PriceKind.TRADE) -> Iterator[Range]:
+    """`rng` cut into units of one REST page each, sized for the endpoint each unit's start reaches (the `price`
+    kind's own endpoints)."""
     start = rng.start_ms
     while start <= rng.end_ms:
-        size = min(MAX_GAP_CANDLES, PAGE_CANDLES[lane_for(spec, start, now_ms)])
+        size = min(MAX_GAP_CANDLES, PAGE_CANDLES[lane_for(spec, start, now_ms, price)])
         last = min(rng.end_ms, spec.advance(start, size - 1))
         yield Range(start, last, rng.reason)
         start = spec.following(last)
@@ -127,7 +130,8 @@ _PAST_WATERMARKS = """
 SELECT s.id, s.instrument_id, floor(extract(epoch FROM w.mark) * 1000)::bigint,
        floor(extract(epoch FROM s.created_at) * 1000)::bigint,
        -- Rounded up: a watermark set to the end must be at or past it, or the series would come back every run.
-       ceil(extract(epoch FROM i.expires_at) * 1000)::bigint, ceil(extract(epoch FROM i.delisted_at) * 1000)::bigint, (
+       ceil(extract(epoch FROM i.expires_at) * 1000)::bigint, ceil(extract(epoch FROM i.delisted_at) * 1000)::bigint,
+       i.price, (
     SELECT count(*) FROM candles_candle c
     WHERE c.instrument_id = s.instrument_id AND c.timeframe_id = %(timeframe)s
       AND c.open_time > w.mark
@@ -169,6 +173,7 @@ class _Series:
     last_ms: int  # last open time this run accounts for
     watermark_ms: int  # where the watermark moves when this run has recorded every hole
     stored: int
+    price: str = PriceKind.TRADE  # the instrument row's kind: which endpoints (and page sizes) serve it
 
 
 def detection_advance(*, now: datetime | None = None, settle: timedelta = DETECT_SETTLE) -> DetectionResult:
@@ -241,7 +246,7 @@ def _advance_bar(timeframe: Timeframe, now: datetime, settle: timedelta) -> Dete
 
     complete: list[_Series] = []
     incomplete: list[_Series] = []
-    for sub_id, inst_pk, mark_ms, created_ms, expires_ms, delisted_ms, stored in rows:
+    for sub_id, inst_pk, mark_ms, created_ms, expires_ms, delisted_ms, price, stored in rows:
         first_ms = spec.ceil(mark_ms + 1)
         last_ms = end_ms if timeframe.is_calendar else min(end_ms, spec.floor(mark_ms + chunk_s * 1000))
         watermark_ms = last_ms
@@ -249,7 +254,7 @@ def _advance_bar(timeframe: Timeframe, now: datetime, settle: timedelta) -> Dete
         if ends and spec.floor(min(ends)) <= last_ms:
             # The instrument's last candle: past it there is nothing to wait for, and the watermark says so.
             last_ms, watermark_ms = spec.floor(min(ends)), min(ends)
-        series = _Series(sub_id, inst_pk, created_ms, first_ms, last_ms, watermark_ms, stored)
+        series = _Series(sub_id, inst_pk, created_ms, first_ms, last_ms, watermark_ms, stored, price)
         (complete if stored >= spec.count(first_ms, last_ms) else incomplete).append(series)
 
     holes = _holes(timeframe, incomplete) if incomplete else {}
@@ -289,7 +294,8 @@ def _holes(timeframe: Timeframe, series: Sequence[_Series]) -> dict[int, list[Ra
     return holes
 
 
-def _pages(spec: BarSpec, parts: Sequence[Range], now_ms: int) -> Iterator[tuple[Range, int]]:
+def _pages(spec: BarSpec, parts: Sequence[Range], now_ms: int,
+           price: str = PriceKind.TRADE) -> Iterator[tuple[Range, int]]:
     """(unit, candles missing in it): holes of one series, oldest first, gathered into REST pages.
 
     Scattered holes within one page are one gap (a `1s` channel pushed every 2 s misses every other candle:
@@ -305,10 +311,10 @@ def _pages(spec: BarSpec, parts: Sequence[Range], now_ms: int) -> Iterator[tuple
                 current = None
             yield part, spec.count(part.start_ms, part.end_ms)
             continue
-        for piece in gap_units(spec, part, now_ms):
+        for piece in gap_units(spec, part, now_ms, price):
             count = spec.count(piece.start_ms, piece.end_ms)
             if current is not None:
-                size = min(MAX_GAP_CANDLES, PAGE_CANDLES[lane_for(spec, current.start_ms, now_ms)])
+                size = min(MAX_GAP_CANDLES, PAGE_CANDLES[lane_for(spec, current.start_ms, now_ms, price)])
                 if spec.count(current.start_ms, piece.end_ms) <= size:
                     current, missing = Range(current.start_ms, piece.end_ms), missing + count
                     continue
@@ -323,18 +329,17 @@ def _record(timeframe: Timeframe, series: Sequence[_Series], holes: dict[int, li
     """Gap rows for the holes, page-sized, in one INSERT; parts REST cannot serve are unfillable at once."""
     spec = timeframe.spec
     now_ms = datetime_to_ms(now)
-    served = rest_serves(timeframe)
     # Only series with holes need their instrument (listing and retention limits): a query for those alone.
     instruments = Instrument.objects.in_bulk({s.instrument_id for s in series if s.id in holes})
     gaps: list[Gap] = []
     for s in series:
         if s.id not in holes:
             continue
-        limits = (reach_limits(timeframe, instruments[s.instrument_id], now_ms) if served
-                  else [(spec.following(s.last_ms), not_served_reason(timeframe))])
+        limits = (reach_limits(timeframe, instruments[s.instrument_id], now_ms) if rest_serves(timeframe, s.price)
+                  else [(spec.following(s.last_ms), not_served_reason(timeframe, s.price))])
         created_at = ms_to_datetime(s.created_ms)
         parts = [part for hole in holes[s.id] for part in partition(spec, hole, limits)]
-        for unit, missing in _pages(spec, parts, now_ms):
+        for unit, missing in _pages(spec, parts, now_ms, s.price):
             end = ms_to_datetime(unit.end_ms)
             gaps.append(Gap(
                 subscription_id=s.id, start=ms_to_datetime(unit.start_ms), end=end, missing=missing,
@@ -465,10 +470,10 @@ def _detect(
     if start_ms > end_ms:
         return []
 
-    if rest_serves(timeframe):
+    if rest_serves(timeframe, instrument.price):
         limits = reach_limits(timeframe, instrument, now_ms)
     else:
-        limits = [(spec.following(end_ms), not_served_reason(timeframe))]
+        limits = [(spec.following(end_ms), not_served_reason(timeframe, instrument.price))]
 
     created: list[Gap] = []
     with transaction.atomic():
@@ -485,7 +490,7 @@ def _detect(
             for piece in subtract(spec, missing, covered):
                 for part in partition(spec, piece, limits):
                     # Unfillable parts cost no REST work, so they stay whole.
-                    units = [part] if part.reason else gap_units(spec, part, now_ms)
+                    units = [part] if part.reason else gap_units(spec, part, now_ms, instrument.price)
                     for unit in units:
                         priority = gap_priority(ms_to_datetime(unit.end_ms), created_at=subscription.created_at,
                                                 now=now)

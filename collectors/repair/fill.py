@@ -22,7 +22,7 @@ from django.utils import timezone
 from redis import RedisError
 
 from candles.bars import datetime_to_ms
-from candles.models import Gap, GapState
+from candles.models import Gap, GapState, PriceKind
 from candles.storage import CandleRow, UpsertResult, candle_missing_ranges, candles_upsert
 from collectors.okx.rest import Candle, PermanentError, UnsupportedBar
 from collectors.pipeline.buffer import receipt_version
@@ -43,8 +43,9 @@ from okxproject.logs import log_context
 logger = logging.getLogger(__name__)
 
 OnWritten = Callable[[list[CandleRow]], object]
-# (inst_id, bar, first open time, last open time) -> every candle REST has in that range, oldest first.
-Fetch = Callable[[str, str, int, int], list[Candle]]
+# (inst_id, bar, first open time, last open time, price kind) -> every candle of that kind REST has in that range,
+# oldest first, from the kind's own endpoints.
+Fetch = Callable[[str, str, int, int, str], list[Candle]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +95,9 @@ def gap_fill(
 
 def shared_budget_fetch(rest_url: str | None, keys: Keys) -> Fetch:
     """A `Fetch` that makes a client on the shared budget for each call (for one-off fills)."""
-    def fetch(inst_id: str, bar: str, start_ms: int, end_ms: int) -> list[Candle]:
+    def fetch(inst_id: str, bar: str, start_ms: int, end_ms: int, price: str) -> list[Candle]:
         return asyncio.run(with_rest_client(rest_url or settings.OKX_REST_URL, keys,
-                                            lambda c: c.candle_range(inst_id, bar, start_ms, end_ms)))
+                                            lambda c: c.candle_range(inst_id, bar, start_ms, end_ms, price=price)))
     return fetch
 
 
@@ -105,12 +106,14 @@ def _fill_claimed(gap: Gap, *, redis: Any, keys: Keys, now: datetime, fetch: Fet
     subscription = gap.subscription
     instrument, timeframe = subscription.instrument, subscription.timeframe
     start_ms, end_ms = datetime_to_ms(gap.start), datetime_to_ms(gap.end)
-    label = f"gap {gap.pk} {instrument.inst_id} {timeframe.code} {Range(start_ms, end_ms).fmt()}"
+    price = instrument.price
+    kind = "" if price == PriceKind.TRADE else f" {price}"
+    label = f"gap {gap.pk} {instrument.inst_id}{kind} {timeframe.code} {Range(start_ms, end_ms).fmt()}"
 
-    if not rest_serves(timeframe):
-        return _settle_unfillable(gap, label, not_served_reason(timeframe))
+    if not rest_serves(timeframe, price):
+        return _settle_unfillable(gap, label, not_served_reason(timeframe, price))
     try:
-        updates = fetch(instrument.inst_id, timeframe.code, start_ms, end_ms)
+        updates = fetch(instrument.inst_id, timeframe.code, start_ms, end_ms, price)
         # A gap's range may hold stored candles between its holes: those already final are not written again,
         # nor announced again to the webhooks.
         final = _confirmed_open_times(instrument.pk, timeframe.pk, gap.start, gap.end)

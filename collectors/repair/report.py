@@ -14,15 +14,14 @@ from typing import Any
 from django.db import connection
 
 from candles.models import RepairPriority
-from collectors.okx.rest import CANDLES, HISTORY_CANDLES
 from collectors.pipeline.keys import Keys
 from collectors.pipeline.repair_report import repair_report_read
-from collectors.repair.reach import CANDLES_LANE, HISTORY_LANE
+from collectors.repair.reach import LANE_ENDPOINTS, LANES
 
 PRIORITY_NAMES = {RepairPriority.CONFIRM: "confirm", RepairPriority.OUTAGE: "outage",
                   RepairPriority.HISTORY: "history", RepairPriority.OLD: "old"}
-BUDGET_PER_S = {CANDLES_LANE: CANDLES.limit / CANDLES.period_s,
-                HISTORY_LANE: HISTORY_CANDLES.limit / HISTORY_CANDLES.period_s}
+# Requests per second each endpoint's budget allows, by lane (trade, mark-price and index candles each have two).
+BUDGET_PER_S = {lane: LANE_ENDPOINTS[lane].limit / LANE_ENDPOINTS[lane].period_s for lane in LANES}
 # Weight of the newest run in the drain rate.
 RATE_WEIGHT = 0.3
 
@@ -44,9 +43,11 @@ def gap_backlog() -> dict[int, tuple[int, int]]:
 
 def repair_report_write(
     *, redis: Any, keys: Keys, confirm_candles: int, confirm_units: int, gaps: dict[int, tuple[int, int]],
-    repaired: dict[int, int], requests: dict[str, int], now_s: float | None = None,
+    repaired: dict[int, int], requests: dict[str, int], queued: dict[str, int] | None = None,
+    left: dict[str, int] | None = None, now_s: float | None = None,
 ) -> dict[str, Any]:
-    """Write the run's report (`Keys.repair_backlog`) and return it; `repaired` is candles by priority."""
+    """Write the run's report (`Keys.repair_backlog`) and return it; `repaired` is candles by priority; `requests`,
+    `queued` (units the run handed to an endpoint's lane) and `left` (those it did not reach) by endpoint."""
     now_s = time.time() if now_s is None else now_s
     previous = repair_report_read(redis=redis, keys=keys) or {}
     elapsed = now_s - float(previous.get("updated_at", now_s))
@@ -68,7 +69,9 @@ def repair_report_write(
     eta = 0.0 if waiting == 0 else (round(waiting / draining, 1) if draining > 0 else None)
     report = {
         "updated_at": now_s, "backlog": backlog, "drained_per_s": rates, "eta_s": eta,
-        "requests": dict(requests), "budget_per_s": BUDGET_PER_S,
+        "requests": {lane: int(requests.get(lane, 0)) for lane in LANES}, "budget_per_s": BUDGET_PER_S,
+        "queued": {lane: int((queued or {}).get(lane, 0)) for lane in LANES},
+        "left": {lane: int((left or {}).get(lane, 0)) for lane in LANES},
         "repaired": {PRIORITY_NAMES[p]: n for p, n in repaired.items()},
     }
     redis.set(keys.repair_backlog, json.dumps(report))

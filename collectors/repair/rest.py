@@ -97,10 +97,11 @@ def rest_stats_record(*, redis: Any, keys: Keys, stats: dict[str, int]) -> None:
 
 
 def rest_rows(updates: Sequence[Candle], version: int) -> list[CandleRow]:
-    """Closed candles only: REST caches lag, the open candle comes from the WebSocket."""
+    """Closed candles only: REST caches lag, the open candle comes from the WebSocket. Each row keeps its candle's
+    price kind (mark-price and index ones without volumes), so it is written to that series' row."""
     return [
         CandleRow(u.inst_id, u.bar, u.open_time_ms, u.open, u.high, u.low, u.close, u.vol, u.vol_ccy,
-                  u.vol_ccy_quote, True, "rest", version)
+                  u.vol_ccy_quote, True, "rest", version, u.price)
         for u in updates
         if u.confirmed
     ]
@@ -111,7 +112,8 @@ def dead_letter_rejected(redis: Any, keys: Keys, result: UpsertResult) -> None:
     if not result.rejected:
         return
     records = [
-        dead_letter_record(f"REST row refused: {i.reason}", str(list(i.row)), f"{i.row.inst_id}|{i.row.bar}")
+        dead_letter_record(f"REST row refused: {i.reason}", str(list(i.row)),
+                           f"{i.row.inst_id}|{_bar_part(i.row.bar, i.row.price)}")
         for i in result.rejected
     ]
     pipe = redis.pipeline(transaction=False)
@@ -119,3 +121,8 @@ def dead_letter_rejected(redis: Any, keys: Keys, result: UpsertResult) -> None:
     pipe.ltrim(keys.dead_letters, 0, DEAD_LETTER_MAX - 1)
     pipe.hincrby(keys.counters, "dead_letters", len(records))
     pipe.execute()
+
+
+def _bar_part(bar: str, price: str) -> str:
+    """A series' bar as the buffer's fields name it (`mark:1m` for a mark series; `1m` for trades)."""
+    return bar if price == "trade" else f"{price}:{bar}"

@@ -1,9 +1,10 @@
-"""The repair scheduler: one run spends both OKX REST budgets, in priority order, one page per request.
+"""The repair scheduler: one run spends every OKX REST candle budget, in priority order, one page per request.
 
 Work comes as units of one request each (`confirms.Unit`): closed candles whose confirm push never came
 (newest first), then unfinished gaps by priority (outages, requested history, old holes; the most recent
-first within each). Each unit belongs to the endpoint that serves it: `1s` and anything older than the latest
-1,440 candles to /history-candles (10 requests/s), the rest to /candles (20 requests/s). Each endpoint has a
+first within each). Each unit belongs to the endpoint that serves it: trade candles of `1s` and anything older
+than the latest 1,440 candles to /history-candles, the rest to /candles; mark-price and index candles likewise to
+their own pair of endpoints (docs/price-kinds.md), each with its own budget (`reach.LANES`). Each endpoint has a
 lane of worker threads taking units in order; the Redis-shared rate limiter sets the pace, so every worker of
 every host together stays inside OKX's budgets and gets no 429.
 
@@ -20,7 +21,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -29,9 +30,9 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
-from candles.models import Instrument, PriceKind, RepairPriority, Timeframe
+from candles.models import Instrument, RepairPriority, Timeframe
 from candles.storage import candles_upsert
-from collectors.okx.rest import RECENT_CANDLES, RECENT_MARGIN, PermanentError
+from collectors.okx.rest import RECENT_CANDLES, RECENT_MARGIN, PermanentError, UnsupportedBar
 from collectors.pipeline.buffer import receipt_version
 from collectors.pipeline.connections import pipeline_keys, redis_client
 from collectors.pipeline.keys import Keys
@@ -39,27 +40,26 @@ from collectors.pipeline.locks import RedisLock
 from collectors.repair.confirms import CONFIRM_SETTLE, Unit, confirm_backlog, confirms_retry_later
 from collectors.repair.fill import OnWritten, gap_fill, gaps_filled_record, notify_written
 from collectors.repair.gap_state import FILLING_STALE_AFTER, RETRY_BACKOFF
-from collectors.repair.reach import CANDLES_LANE, HISTORY_LANE, PAGE_CANDLES
+from collectors.repair.reach import ENDPOINT_LANES, LANES, PAGE_CANDLES, PRICE_LANES
 from collectors.repair.report import BUDGET_PER_S, PRIORITY_NAMES, gap_backlog, repair_report_write
 from collectors.repair.rest import dead_letter_rejected, rest_rows, shared_rest_client
 
 logger = logging.getLogger(__name__)
 
-LANES = (CANDLES_LANE, HISTORY_LANE)
 # Requests in flight per lane: enough to keep a budget busy through each request's latency (OKX answers in
 # tens of milliseconds; 20 requests/s at 100 ms each need two).
 WORKERS_PER_LANE = 3
 # Units handed to a lane per run beyond what its budget can serve in the run: a spare for skipped ones.
 SPARE_UNITS = 20
 
-# Unfinished gaps of active series whose turn it is, in the scheduler's order, for one endpoint's lane:
-# open ones that never failed or waited out their backoff, and `filling` ones whose worker died.
+# Unfinished gaps of active series whose turn it is, in the scheduler's order, for one endpoint's lane (a price
+# kind, latest or older candles): open ones that never failed or waited out their backoff, and `filling` ones
+# whose worker died. Calendar bars are on the latest-candles endpoints (1,440 of them are centuries).
 _DUE_GAPS = """
-SELECT g.id, g.priority, g.start, g."end", g.missing, i.inst_id, t.code
+SELECT g.id, g.priority, g.start, g."end", g.missing, i.inst_id, t.code, i.id
 FROM candles_gap g
 JOIN candles_subscription s ON s.id = g.subscription_id
--- Trade series only until repair fetches mark and index candles from their own endpoints (docs/price-kinds.md).
-JOIN candles_instrument i ON i.id = s.instrument_id AND i.price = 'trade'
+JOIN candles_instrument i ON i.id = s.instrument_id AND i.price = %(price)s
 JOIN candles_timeframe t ON t.id = s.timeframe_id
 WHERE g.state IN ('open', 'filling') AND s.is_active
   AND ((g.state = 'open' AND (g.attempts = 0
@@ -72,20 +72,27 @@ LIMIT %(limit)s
 """
 
 
+# Each lane's price kind and whether it is the older-candles endpoint.
+_LANE_KINDS: dict[str, tuple[str, bool]] = {
+    lane: (price, lane == pair[1]) for price, pair in PRICE_LANES.items() for lane in pair
+}
+
+
 def gaps_due(*, lane: str, limit: int, now: datetime) -> list[Unit]:
     """The next `limit` gaps of one lane, in priority order, as units."""
+    price, history = _LANE_KINDS[lane]
     params = {"now": now, "backoff": RETRY_BACKOFF.total_seconds(), "stale": now - FILLING_STALE_AFTER,
-              "recent": RECENT_CANDLES - RECENT_MARGIN, "history": lane == HISTORY_LANE, "limit": limit}
+              "recent": RECENT_CANDLES - RECENT_MARGIN, "history": history, "price": price, "limit": limit}
     with connection.cursor() as cursor:
         cursor.execute(_DUE_GAPS, params)
         rows = cursor.fetchall()
     return [Unit(priority, lane, datetime_to_ms(end), inst_id, bar, datetime_to_ms(start), datetime_to_ms(end),
-                 gap_ids=(gap_id,), missing=missing)
-            for gap_id, priority, start, end, missing, inst_id, bar in rows]
+                 gap_ids=(gap_id,), missing=missing, price=price, instrument_id=instrument_id)
+            for gap_id, priority, start, end, missing, inst_id, bar, instrument_id in rows]
 
 
 def gaps_next(*, limit: int, now: datetime | None = None) -> list[int]:
-    """Ids of the gaps due now, both lanes together, in priority order (for operators' tools)."""
+    """Ids of the gaps due now, every lane together, in priority order (for operators' tools)."""
     now = now or timezone.now()
     units = [unit for lane in LANES for unit in gaps_due(lane=lane, limit=limit, now=now)]
     units.sort(key=lambda u: (u.priority, -u.newest_ms, -u.gap_ids[0]))
@@ -97,7 +104,7 @@ class RepairRunResult:
     skipped: bool = False
     units: int = 0
     repaired: Counter = field(default_factory=Counter)  # candles written, by priority
-    requests: Counter = field(default_factory=Counter)  # REST requests, by lane
+    requests: Counter = field(default_factory=Counter)  # REST requests, by endpoint (its lane's name)
     failures: int = 0
     report: dict[str, Any] | None = None
 
@@ -143,10 +150,9 @@ def _run(*, budget_s: float, now: datetime, rest_url: str, redis: Any, keys: Key
     specs = {code: tf.spec for code, tf in timeframes.items()}
     queues = {lane: deque(batched(list(queue), PAGE_CANDLES, specs)) for lane, queue in queues.items()}
     # What every unit looks up, read once for the run: a query per unit for them was most of a unit's queries.
-    instrument_ids = dict(Instrument.objects.filter(
-        inst_id__in={unit.inst_id for queue in queues.values() for unit in queue}, price=PriceKind.TRADE,
-    ).values_list("inst_id", "pk"))
-    lookups = _Lookups(timeframes, instrument_ids)
+    # (Units carry their Instrument row: gaps and unconfirmed candles are read with it.)
+    lookups = _Lookups(timeframes)
+    queued = {lane: len(queue) for lane, queue in queues.items()}
 
     result = RepairRunResult()
     tally = threading.Lock()
@@ -159,7 +165,7 @@ def _run(*, budget_s: float, now: datetime, rest_url: str, redis: Any, keys: Key
 
     threads = [
         threading.Thread(target=_lane_worker, name=f"repair-{lane}-{n}", daemon=True,
-                         args=(queue, deadline, rest_url, redis, keys, on_written, record, result.requests, lane,
+                         args=(queue, deadline, rest_url, redis, keys, on_written, record, result.requests,
                                lookups))
         for lane, queue in queues.items() if queue
         for n in range(min(workers, len(queue)))
@@ -176,6 +182,7 @@ def _run(*, budget_s: float, now: datetime, rest_url: str, redis: Any, keys: Key
             confirm_units=confirms.unread_units + sum(
                 1 for q in queues.values() for u in q if u.priority == RepairPriority.CONFIRM),
             gaps=gap_backlog(), repaired=dict(result.repaired), requests=dict(result.requests),
+            queued=queued, left={lane: len(queue) for lane, queue in queues.items()},
         )
     except Exception:
         logger.exception("repair report not written")
@@ -187,14 +194,17 @@ def _run(*, budget_s: float, now: datetime, rest_url: str, redis: Any, keys: Key
 
 def _lane_worker(queue: deque[Unit], deadline: float, rest_url: str, redis: Any, keys: Keys,
                  on_written: OnWritten | None, record: Callable[[int, int, bool], None], requests: Counter,
-                 lane: str, lookups: _Lookups) -> None:
+                 lookups: _Lookups) -> None:
     """Take units of one lane in order until the deadline, through one client on this thread's event loop."""
     runner = asyncio.Runner()
     context = shared_rest_client(rest_url, keys)
     tally: Counter = Counter()  # gaps filled, recorded once at the end: not a Redis call per gap
+    client = None
     try:
         client = runner.run(context.__aenter__())
-        fetch = lambda inst_id, bar, start, end: runner.run(client.candle_range(inst_id, bar, start, end))  # noqa: E731
+
+        def fetch(inst_id: str, bar: str, start: int, end: int, price: str) -> list:
+            return runner.run(client.candle_range(inst_id, bar, start, end, price=price))
         while time.monotonic() < deadline:
             try:
                 unit = queue.popleft()
@@ -208,8 +218,12 @@ def _lane_worker(queue: deque[Unit], deadline: float, rest_url: str, redis: Any,
                 logger.exception("repair of %s %s %d..%d failed; it stays queued", unit.inst_id, unit.bar,
                                  unit.start_ms, unit.end_ms)
                 record(unit.priority, 0, True)
-        requests[lane] += client.stats["requests"]
     finally:
+        if client is not None:
+            # By the endpoint each request went to: a latest-candles unit may step onto the older endpoint when
+            # its page there comes back empty, and that request drew on the other budget.
+            for path, count in client.requests_by_endpoint.items():
+                requests[ENDPOINT_LANES.get(path, path)] += count
         gaps_filled_record(redis=redis, keys=keys, count=tally["gaps_filled"])
         try:
             runner.run(context.__aexit__(None, None, None))
@@ -237,7 +251,6 @@ WHERE c.instrument_id = %(instrument)s AND c.timeframe_id = %(timeframe)s AND NO
 @dataclass(frozen=True, slots=True)
 class _Lookups:
     timeframes: dict[str, Timeframe]
-    instrument_ids: dict[str, int]
 
 
 def widened(unit: Unit, timeframe: Timeframe, *, now_ms: int, instrument_id: int | None = None) -> Unit:
@@ -250,7 +263,9 @@ def widened(unit: Unit, timeframe: Timeframe, *, now_ms: int, instrument_id: int
     spec = timeframe.spec
     low = spec.advance(unit.end_ms, -(PAGE_CANDLES[unit.lane] - 1))
     if instrument_id is None:
-        instrument_id = (Instrument.objects.filter(inst_id=unit.inst_id, price=PriceKind.TRADE)
+        instrument_id = unit.instrument_id
+    if instrument_id is None:
+        instrument_id = (Instrument.objects.filter(inst_id=unit.inst_id, price=unit.price)
                          .values_list("pk", flat=True).first())
     if instrument_id is None:
         return unit
@@ -266,22 +281,22 @@ def widened(unit: Unit, timeframe: Timeframe, *, now_ms: int, instrument_id: int
     gap_ids = unit.gap_ids + tuple(gap_id for kind, gap_id, _, _ in rows if kind == "gap")
     wanted = set(unit.wanted) | {datetime_to_ms(start) for kind, _, start, _ in rows if kind == "confirm"}
     start = min([unit.start_ms, *(datetime_to_ms(start) for _, _, start, _ in rows)])
-    return Unit(unit.priority, unit.lane, unit.newest_ms, unit.inst_id, unit.bar, start, unit.end_ms,
-                tuple(sorted(wanted)), gap_ids, unit.missing)
+    return replace(unit, start_ms=start, wanted=tuple(sorted(wanted)), gap_ids=gap_ids)
 
 
 def _repair(unit: Unit, *, fetch: Callable, redis: Any, keys: Keys, on_written: OnWritten | None,
             lookups: _Lookups, tally: Counter) -> int:
     """Carry out one unit, grown to its page; the candles it wrote."""
-    unit = widened(unit, lookups.timeframes[unit.bar], now_ms=datetime_to_ms(timezone.now() - CONFIRM_SETTLE),
-                   instrument_id=lookups.instrument_ids.get(unit.inst_id))
+    unit = widened(unit, lookups.timeframes[unit.bar], now_ms=datetime_to_ms(timezone.now() - CONFIRM_SETTLE))
     try:
-        updates = fetch(unit.inst_id, unit.bar, unit.start_ms, unit.end_ms)
-    except PermanentError as exc:
-        # The instrument is gone (51001) or the request is refused: asking again at once cannot help. Each gap
-        # settles as its own fill would (unfillable for 51001), the confirms wait.
-        logger.warning("repair of %s %s refused: %s", unit.inst_id, unit.bar, exc)
-        confirms_retry_later(redis=redis, keys=keys, inst_id=unit.inst_id, bar=unit.bar, open_times=unit.wanted)
+        updates = fetch(unit.inst_id, unit.bar, unit.start_ms, unit.end_ms, unit.price)
+    except (PermanentError, UnsupportedBar) as exc:
+        # The instrument is gone (51001), the request is refused, or OKX has no such candles (a `1s` mark or index
+        # gap recorded by hand): asking again at once cannot help. Each gap settles as its own fill would
+        # (unfillable for 51001 and for a bar REST does not serve), the confirms wait.
+        logger.warning("repair of %s %s %s refused: %s", unit.inst_id, unit.price, unit.bar, exc)
+        confirms_retry_later(redis=redis, keys=keys, inst_id=unit.inst_id, bar=unit.bar, open_times=unit.wanted,
+                             price=unit.price)
         for gap_id in unit.gap_ids:
             gap_fill(gap_id=gap_id, fetch=_raising(exc), redis=redis, keys=keys, on_written=on_written, tally=tally)
         return 0
@@ -297,18 +312,18 @@ def _repair(unit: Unit, *, fetch: Callable, redis: Any, keys: Keys, on_written: 
     dead_letter_rejected(redis, keys, result)
     notify_written(on_written, rows)
     confirms_retry_later(redis=redis, keys=keys, inst_id=unit.inst_id, bar=unit.bar,
-                         open_times=sorted(wanted - {row.open_time_ms for row in rows}))
+                         open_times=sorted(wanted - {row.open_time_ms for row in rows}), price=unit.price)
     return written + result.written
 
 
 def _within(updates: list) -> Callable:
-    def fetch(inst_id: str, bar: str, start_ms: int, end_ms: int) -> list:
+    def fetch(inst_id: str, bar: str, start_ms: int, end_ms: int, price: str) -> list:
         return [u for u in updates if start_ms <= u.open_time_ms <= end_ms]
     return fetch
 
 
 def _raising(error: Exception) -> Callable:
-    def fetch(inst_id: str, bar: str, start_ms: int, end_ms: int) -> list:
+    def fetch(inst_id: str, bar: str, start_ms: int, end_ms: int, price: str) -> list:
         raise error
     return fetch
 
@@ -320,7 +335,7 @@ def batched(units: list[Unit], pages: dict[str, int], specs: dict[str, BarSpec])
     not two: the budget is counted in requests, so each request carries all it can.
     """
     out: list[Unit | None] = []
-    where: dict[tuple[str, str], list[int]] = {}
+    where: dict[tuple[str, str, str], list[int]] = {}
     for unit in units:
         spec = specs.get(unit.bar)
         placed = False

@@ -1,10 +1,12 @@
 """Fetch the history of one series from OKX REST, with progress, resumable after Ctrl-C.
 
     manage.py backfill BTC-USDT 1m --from 2024-01-01 [--to 2024-02-01T12:00:00Z] [--quiet]
+    manage.py backfill BTC-USDT-SWAP 1m --price mark --from 2024-01-01   (mark-price candles; index: BTC-USD)
 
 The work is recorded before anything is fetched: `gaps_detect` stores the missing runs of the range as
 Gap rows (units of one REST page each), then `gap_fill` fills them one by one through the
-REST budget every worker shares in Redis, writing through `candles_upsert`. An interrupted run leaves
+REST budget every worker shares in Redis, writing through `candles_upsert`. A mark-price or index series
+(`--price`) is fetched from its own endpoints, on their own budgets. An interrupted run leaves
 whole units written and the others open, so the same command run again detects nothing new where
 candles are stored and fills what is left.
 """
@@ -31,12 +33,12 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from candles.bars import datetime_to_ms, ms_to_datetime
-from candles.models import Candle, Gap, GapState, Instrument, Subscription, Timeframe
-from collectors.okx.rest import WEBSOCKET_ONLY_BARS
+from candles.models import Candle, Gap, GapState, Instrument, PriceKind, Subscription, Timeframe
 from collectors.pipeline.connections import redis_client
 from collectors.repair.detect import DETECT_SETTLE, gaps_detect
 from collectors.repair.fill import GapFillResult, gap_fill
 from collectors.repair.gap_state import gap_release
+from collectors.repair.reach import not_served_reason, rest_serves
 from okxproject.cli import TIME_HELP, Progress, is_tty, iso, moment_option, raw_stream, redacted_url, series_lookup
 
 # Exit status of a run stopped by Ctrl-C, as shells report a process ended by SIGINT.
@@ -61,14 +63,16 @@ class Command(BaseCommand):
                             help=f"first open time: {TIME_HELP}")
         parser.add_argument("--to", dest="end", metavar="TIME",
                             help=f"last open time (default: now; never later than the last closed candle): {TIME_HELP}")
+        parser.add_argument("--price", choices=PriceKind.values, default=PriceKind.TRADE,
+                            help="which series of SYMBOL: trade candles (default), its mark price (SWAP, FUTURES, "
+                                 "OPTION) or an index (SYMBOL an index id such as BTC-USD)")
         parser.add_argument("--quiet", action="store_true", help="no progress display (the final report stays)")
 
     def handle(self, *args, symbol: str, timeframe: str, start: str, end: str | None, quiet: bool,
-               verbosity: int, **options) -> None:
-        instrument, bar = series_lookup(symbol, timeframe)
-        if bar.code in WEBSOCKET_ONLY_BARS or not (bar.rest_candles or bar.rest_history):
-            raise CommandError(f"OKX REST does not serve {bar.code} candles (WebSocket only): there is nothing to "
-                               f"backfill them from")
+               verbosity: int, price: str = PriceKind.TRADE, **options) -> None:
+        instrument, bar = series_lookup(symbol, timeframe, price=price)
+        if not rest_serves(bar, price):
+            raise CommandError(f"{not_served_reason(bar, price)}: there is nothing to backfill them from")
         now = timezone.now()
         first = moment_option("--from", start)
         last = moment_option("--to", end) if end is not None else now
@@ -80,14 +84,15 @@ class Command(BaseCommand):
 
         plan = Plan.of(instrument, bar, first, min(last, now), now)
         if plan.expected == 0:
-            self.stdout.write(f"no {bar.code} candle of {instrument.inst_id} opens between {iso(first)} and "
+            self.stdout.write(f"no {bar.code} candle of {_series_name(instrument)} opens between {iso(first)} and "
                               f"{iso(last)} and has closed; nothing to do")
             return
-        self.stdout.write(f"{instrument.inst_id} {bar.code} from {iso(ms_to_datetime(plan.first_ms))} "
+        self.stdout.write(f"{_series_name(instrument)} {bar.code} from {iso(ms_to_datetime(plan.first_ms))} "
                           f"to {iso(ms_to_datetime(plan.last_ms))}: {plan.expected:,} candles")
 
         resume = shlex.join(["manage.py", "backfill", symbol, timeframe, "--from", start,
-                             *(["--to", end] if end is not None else [])])
+                             *(["--to", end] if end is not None else []),
+                             *(["--price", price] if price != PriceKind.TRADE else [])])
         with _logger_levels(_CHATTY_LOGGERS, _log_level(verbosity)):
             run = self._run(plan, quiet=quiet)
         self._report(plan, run)
@@ -106,7 +111,7 @@ class Command(BaseCommand):
         run = Run(started=time.monotonic())
         subscription, created = _subscription_for(plan.instrument, plan.timeframe)
         if created:
-            self.stdout.write(f"no subscription of {plan.instrument.inst_id} {plan.timeframe.code}: the work is "
+            self.stdout.write(f"no subscription of {_series_name(plan.instrument)} {plan.timeframe.code}: the work is "
                               f"recorded on a new paused one (resume it to collect live)")
         run.present_before = plan.present()
         # Recorded before fetching: from here on, an interruption loses no knowledge of what is missing.
@@ -123,7 +128,7 @@ class Command(BaseCommand):
         run.pending = sum(gap.missing for gap in work)
         stderr = raw_stream(self.stderr)
         progress = Progress(total=run.pending, unit="candles", stream=stderr, quiet=quiet or not work,
-                            label=f"{plan.instrument.inst_id} {plan.timeframe.code}")
+                            label=f"{_series_name(plan.instrument)} {plan.timeframe.code}")
         with _StopRequests(_notice_fd(stderr), tty=is_tty(stderr)) as stop:
             for gap in work:
                 if stop.requested:
@@ -279,6 +284,11 @@ def _check_redis() -> None:
     except RedisError as exc:
         raise CommandError(f"Redis at {redacted_url(settings.REDIS_URL)} is unreachable ({exc}); the REST rate "
                            f"budget every worker shares lives there. Start Redis or set REDIS_URL.") from None
+
+
+def _series_name(instrument: Instrument) -> str:
+    """The instrument id, and its series' kind when that is not trades (`BTC-USDT-SWAP mark`)."""
+    return instrument.inst_id if instrument.price == PriceKind.TRADE else f"{instrument.inst_id} {instrument.price}"
 
 
 def _subscription_for(instrument: Instrument, timeframe: Timeframe) -> tuple[Subscription, bool]:
