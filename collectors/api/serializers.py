@@ -13,6 +13,7 @@ from rest_framework import serializers
 
 from collectors.api.subscriptions import epoch_s_to_datetime
 from collectors.api.system import CHECK_NAMES, DEGRADED, FAIL, HEALTHY, PASS, UNHEALTHY, UNKNOWN
+from collectors.pipeline.repair_report import PRICE_ENDPOINTS
 
 STATUSES = (HEALTHY, DEGRADED, UNHEALTHY)
 
@@ -159,13 +160,22 @@ class RepairRatesSerializer(serializers.Serializer):
 
 
 class EndpointCountsSerializer(serializers.Serializer):
+    """Trade candles' `candles` and `history`, then the mark-price and index endpoints by OKX's names."""
+
     candles = serializers.IntegerField()
     history = serializers.IntegerField()
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # OKX's endpoint names have hyphens, which no class attribute can.
+        return {**super().get_fields(), **{name: serializers.IntegerField() for name in PRICE_ENDPOINTS}}
 
 
 class EndpointRatesSerializer(serializers.Serializer):
     candles = serializers.FloatField()
     history = serializers.FloatField()
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {**super().get_fields(), **{name: serializers.FloatField() for name in PRICE_ENDPOINTS}}
 
 
 class RepairSerializer(serializers.Serializer):

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from collectors.api.subscriptions import Lag, epoch_s_to_datetime
 from collectors.api.system import CHECK_NAMES, Check, SystemStatus, Troubled
-from collectors.pipeline.repair_report import ENDPOINTS, PRIORITIES
+from collectors.pipeline.repair_report import PRIORITIES, REPORT_ENDPOINTS
 from collectors.pipeline.status import CollectorStatus
 
 PRIORITY_KEYS = ("confirm", "outage", "history", "old")  # GapsByPrioritySerializer's fields
@@ -179,8 +179,8 @@ def _repair(repair: dict[str, Any] | None) -> dict[str, Any] | None:
                     for p in PRIORITIES},
         "drained_per_s": {p: float(repair["drained_per_s"][p]) for p in PRIORITIES},
         "eta_s": _float(repair["eta_s"]),
-        "requests": {e: int(repair["requests"][e]) for e in ENDPOINTS},
-        "budget_per_s": {e: float(repair["budget_per_s"][e]) for e in ENDPOINTS},
+        "requests": {e: int(repair["requests"][e]) for e in REPORT_ENDPOINTS},
+        "budget_per_s": {e: float(repair["budget_per_s"][e]) for e in REPORT_ENDPOINTS},
     }
 
 
