@@ -250,7 +250,8 @@ class SubscriptionRule(models.Model):
         if trade_only:
             raise ValidationError({"bars": ValidationError(
                 "OKX has no %(codes)s %(price)s candles: mark-price and index candles start at 1m.",
-                code="trade_only_bars", params={"codes": ", ".join(trade_only), "price": self.price},
+                code="trade_only_bars", params={"codes": ", ".join(trade_only), "price": self.price,
+                                                "trade_only": trade_only},
             )})
 
     def _clean_price(self) -> None:
