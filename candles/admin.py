@@ -395,7 +395,8 @@ class TimeframeAdmin(admin.ModelAdmin):
 class SubscriptionAdmin(admin.ModelAdmin):
     list_display = ("instrument", "timeframe", "status_badge", "last_confirmed", "completeness_24h", "open_gaps",
                     "backfill_from", "updated_at")
-    list_filter = ("is_active", "status", "timeframe", "instrument__inst_type", "instrument__quote_ccy")
+    list_filter = ("is_active", "status", "timeframe", "instrument__price", "instrument__inst_type",
+                   "instrument__quote_ccy")
     search_fields = ("instrument__inst_id",)
     list_select_related = ("instrument", "timeframe")
     autocomplete_fields = ("instrument",)

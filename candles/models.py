@@ -244,15 +244,15 @@ class SubscriptionRule(models.Model):
                                                            code="inactive_bars",
                                                            params={"codes": ", ".join(inactive)})})
         # Imported here: candles.price_series reads these models.
-        from candles.price_series import TRADE_ONLY_BARS
+        from candles.price_series import PriceSeriesError, price_bars_check
 
-        trade_only = [code for code in self.bars if code in TRADE_ONLY_BARS] if self.price != PriceKind.TRADE else []
-        if trade_only:
+        try:
+            price_bars_check(self.price, self.bars)
+        except PriceSeriesError as exc:
             raise ValidationError({"bars": ValidationError(
-                "OKX has no %(codes)s %(price)s candles: mark-price and index candles start at 1m.",
-                code="trade_only_bars", params={"codes": ", ".join(trade_only), "price": self.price,
-                                                "trade_only": trade_only},
-            )})
+                str(exc), code="trade_only_bars",
+                params={"trade_only": exc.details["invalid_timeframes"], "price": self.price},
+            )}) from None
 
     def _clean_price(self) -> None:
         """The filters a price kind can match: mark rows are derivatives, index rows the INDEX type only."""
