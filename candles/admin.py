@@ -36,10 +36,12 @@ from candles.models import (
     GapState,
     Instrument,
     InstrumentType,
+    PriceKind,
     Subscription,
     SubscriptionStatus,
     Timeframe,
 )
+from candles.price_series import PriceSeriesError
 from candles.signals import subscriptions_changed
 from candles.subscriptions import UnknownNames, subscriptions_create
 
@@ -225,8 +227,14 @@ def subscribable_instruments() -> QuerySet[Instrument]:
 
 
 class InstrumentFilterForm(forms.Form):
-    """Narrows the instruments offered by the bulk subscribe page (sent with GET, carried along in the POST)."""
+    """Narrows the instruments offered by the bulk subscribe page (sent with GET, carried along in the POST).
 
+    `price` picks which rows are offered and subscribed: every instrument id has a trade row, a derivative a mark
+    row too, an index an index row only (docs/price-kinds.md); empty means trade, as before price kinds.
+    """
+
+    price = forms.ChoiceField(label="series", required=False, choices=[
+        ("", "trade (OKX's trades)"), (PriceKind.MARK, "mark price"), (PriceKind.INDEX, "index")])
     inst_type = forms.ChoiceField(label="type", required=False)
     quote_ccy = forms.ChoiceField(label="quote currency", required=False)
     q = forms.CharField(label="search", required=False, max_length=64)
@@ -245,6 +253,7 @@ class InstrumentFilterForm(forms.Form):
         if not self.is_valid():
             return instruments.none()
         data = self.cleaned_data
+        instruments = instruments.filter(price=self.price_kind())
         if data["inst_type"]:
             instruments = instruments.filter(inst_type=data["inst_type"])
         if data["quote_ccy"]:
@@ -255,6 +264,10 @@ class InstrumentFilterForm(forms.Form):
                 Q(inst_id__icontains=term) | Q(base_ccy__iexact=term) | Q(inst_family__icontains=term)
             )
         return instruments.order_by("inst_id")
+
+    def price_kind(self) -> str:
+        """The series kind chosen (trade unless mark or index); call after is_valid."""
+        return self.cleaned_data.get("price") or PriceKind.TRADE
 
 
 class BulkSubscribeForm(forms.Form):
@@ -395,7 +408,8 @@ class TimeframeAdmin(admin.ModelAdmin):
 class SubscriptionAdmin(admin.ModelAdmin):
     list_display = ("instrument", "timeframe", "status_badge", "last_confirmed", "completeness_24h", "open_gaps",
                     "backfill_from", "updated_at")
-    list_filter = ("is_active", "status", "timeframe", "instrument__inst_type", "instrument__quote_ccy")
+    list_filter = ("is_active", "status", "timeframe", "instrument__price", "instrument__inst_type",
+                   "instrument__quote_ccy")
     search_fields = ("instrument__inst_id",)
     list_select_related = ("instrument", "timeframe")
     autocomplete_fields = ("instrument",)
@@ -502,8 +516,11 @@ class SubscriptionAdmin(admin.ModelAdmin):
                 result = subscriptions_create(
                     inst_ids=data["inst_ids"], bars=[tf.code for tf in data["timeframes"]],
                     backfill_from=data["backfill_from"], webhook_url=data["webhook_url"] or "",
+                    price=filters.price_kind(),
                 )
             except UnknownNames as exc:  # an instrument delisted or a bar deactivated since the page was drawn
+                form.add_error(None, str(exc))
+            except PriceSeriesError as exc:  # 1s ticked for mark-price or index series
                 form.add_error(None, str(exc))
             else:
                 self.message_user(

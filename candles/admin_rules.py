@@ -29,8 +29,8 @@ class SubscriptionRuleForm(forms.ModelForm):
 
     class Meta:
         model = SubscriptionRule
-        fields = ["name", "description", "is_active", "inst_type", "quote_ccy", "settle_ccy", "inst_id_pattern",
-                  "all_bars", "bars", "backfill_from", "webhook_url"]
+        fields = ["name", "description", "is_active", "price", "inst_type", "quote_ccy", "settle_ccy",
+                  "inst_id_pattern", "all_bars", "bars", "backfill_from", "webhook_url"]
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -45,15 +45,15 @@ class SubscriptionRuleForm(forms.ModelForm):
 @admin.register(SubscriptionRule)
 class SubscriptionRuleAdmin(admin.ModelAdmin):
     form = SubscriptionRuleForm
-    list_display = ("name", "is_active", "instruments_filter", "bars_label", "held", "updated_at")
-    list_filter = ("is_active", "inst_type")
+    list_display = ("name", "is_active", "price", "instruments_filter", "bars_label", "held", "updated_at")
+    list_filter = ("is_active", "price", "inst_type")
     search_fields = ("name", "description", "inst_id_pattern")
     readonly_fields = ("created_at", "updated_at")
     actions = ("apply_rules", "activate", "deactivate")
     fieldsets = (
         (None, {"fields": ("name", "description", "is_active")}),
-        ("Instruments (every filter that is set must match)",
-         {"fields": ("inst_type", "quote_ccy", "settle_ccy", "inst_id_pattern")}),
+        ("Series: the price kind, then instruments (every filter that is set must match)",
+         {"fields": ("price", "inst_type", "quote_ccy", "settle_ccy", "inst_id_pattern")}),
         ("Bars", {"fields": ("all_bars", "bars")}),
         ("Subscriptions it creates", {"fields": ("backfill_from", "webhook_url")}),
         (None, {"fields": ("created_at", "updated_at")}),

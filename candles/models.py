@@ -191,7 +191,13 @@ class SubscriptionRule(models.Model):
         "instId pattern", max_length=64, blank=True, validators=[validate_inst_id_pattern],
         help_text="Glob: * any run, ? one character (BTC-*, *-USDT-SWAP). Empty: every instId.",
     )
-    all_bars = models.BooleanField("all active bars", default=False)
+    # Which price's series it subscribes: the instrument rows of this kind (docs/price-kinds.md). Mark and index
+    # rules name their instruments as trade rules do; an index's quote is its id's second part (BTC-USD: USD).
+    price = models.CharField(max_length=5, choices=PriceKind.choices, default=PriceKind.TRADE,
+                             help_text="trade: OKX's trades; mark: the mark price of SWAP, FUTURES and OPTION; "
+                                       "index: OKX's indices (BTC-USD). Mark and index have no 1s bar.")
+    all_bars = models.BooleanField("all active bars", default=False,
+                                   help_text="Every active bar, now and later (mark and index: all but 1s).")
     # Codes rather than foreign keys: the API and the CLI speak codes, and the materializing SQL matches them
     # with `= ANY`. Unknown codes are refused on the way in (candles.rules.rule_validate).
     bars = ArrayField(models.CharField(max_length=8, db_collation="C"), default=list, blank=True,
@@ -219,6 +225,7 @@ class SubscriptionRule(models.Model):
         self.settle_ccy = self.settle_ccy.strip().upper()
         self.inst_id_pattern = self.inst_id_pattern.strip().upper()
         self.bars = list(dict.fromkeys(code.strip() for code in self.bars or [] if code.strip()))
+        self._clean_price()
         if self.all_bars:
             return
         if not self.bars:
@@ -236,6 +243,35 @@ class SubscriptionRule(models.Model):
             raise ValidationError({"bars": ValidationError("Bars not collected (inactive): %(codes)s.",
                                                            code="inactive_bars",
                                                            params={"codes": ", ".join(inactive)})})
+        # Imported here: candles.price_series reads these models.
+        from candles.price_series import PriceSeriesError, price_bars_check
+
+        try:
+            price_bars_check(self.price, self.bars)
+        except PriceSeriesError as exc:
+            raise ValidationError({"bars": ValidationError(
+                str(exc), code="trade_only_bars",
+                params={"trade_only": exc.details["invalid_timeframes"], "price": self.price},
+            )}) from None
+
+    def _clean_price(self) -> None:
+        """The filters a price kind can match: mark rows are derivatives, index rows the INDEX type only."""
+        if self.price == PriceKind.MARK and self.inst_type and self.inst_type not in MARK_PRICE_TYPES:
+            raise ValidationError({"inst_type": ValidationError(
+                "OKX publishes mark prices for SWAP, FUTURES and OPTION only: leave the type empty or choose one "
+                "of them.", code="no_mark_price")})
+        if self.price == PriceKind.INDEX:
+            if self.inst_type and self.inst_type != InstrumentType.INDEX:
+                raise ValidationError({"inst_type": ValidationError(
+                    "Index candles come from indices only: leave the type empty or choose INDEX.",
+                    code="not_an_index")})
+            if self.settle_ccy:
+                raise ValidationError({"settle_ccy": ValidationError(
+                    "An index has no settlement currency: leave it empty (the quote currency is the index id's "
+                    "second part, BTC-USD: USD).", code="index_not_settled")})
+        if self.price == PriceKind.TRADE and self.inst_type == InstrumentType.INDEX:
+            raise ValidationError({"inst_type": ValidationError(
+                "An index has no trades: a rule of INDEX instruments takes price index.", code="index_not_traded")})
 
 
 class Subscription(models.Model):

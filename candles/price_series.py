@@ -5,6 +5,8 @@ docs/price-kinds.md: a series is an Instrument row of one price kind (trade, mar
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from candles.models import MARK_PRICE_TYPES, Instrument, PriceKind
 
 # Bars mark-price and index candles do not come in: OKX's start at 1m.
@@ -21,6 +23,14 @@ class PriceSeriesError(ValueError):
         self.not_found = not_found
 
 
+def price_bars_check(price: str, bars: Iterable[str]) -> None:
+    """PriceSeriesError INVALID_TIMEFRAMES when `price` candles do not come in some of `bars` (1s: trade only)."""
+    refused = [bar for bar in dict.fromkeys(bars) if bar in TRADE_ONLY_BARS] if price != PriceKind.TRADE else []
+    if refused:
+        raise PriceSeriesError("INVALID_TIMEFRAMES", f"OKX has no {', '.join(refused)} {price} candles: mark-price "
+                               "and index candles start at 1m.", {"invalid_timeframes": refused, "price": price})
+
+
 def price_series_id(symbol: str, price: str, bar_source: str) -> int:
     """The id of the row whose `price` candles `symbol` has, for a bar stored as (or built from) `bar_source`.
 
@@ -29,9 +39,7 @@ def price_series_id(symbol: str, price: str, bar_source: str) -> int:
     (not_found) when nothing of that name, or no such series yet, exists.
     """
     details = {"symbol": symbol, "price": price}
-    if price != PriceKind.TRADE and bar_source in TRADE_ONLY_BARS:
-        raise PriceSeriesError("INVALID_TIMEFRAMES", f"OKX has no {bar_source} {price} candles: mark-price and "
-                               "index candles start at 1m.", {"invalid_timeframes": [bar_source], "price": price})
+    price_bars_check(price, [bar_source])
     rows = dict(Instrument.objects.filter(inst_id=symbol).values_list("price", "id"))
     if price in rows:
         return rows[price]

@@ -5,6 +5,11 @@ times its bars. `rules_materialize` turns every active rule into subscriptions w
 statements, whatever the number of pairs: its cost is one pass over the matching pairs in SQL, never a
 Python loop per subscription.
 
+A rule has a price kind (`price`: trade, mark or index; docs/price-kinds.md) and matches the instrument rows of
+that kind only: "every SWAP × mark × {1m, 1H}" subscribes the swaps' mark-price series and none of their trade
+series, "every USD index × 1m" (price index, quote USD) the indices quoted in USD. Mark and index series have no
+1s bar: a rule of them never lists it, and "all bars" means every active bar but 1s.
+
 Ownership (`Subscription.rule`) and overlap, the semantics in one place:
 
 * A subscription made by hand (API, admin, CLI) is explicit (`rule` null). No rule creates, changes, pauses
@@ -33,6 +38,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from candles.models import Subscription, SubscriptionRule
+from candles.price_series import TRADE_ONLY_BARS
 from candles.signals import subscriptions_changed
 from candles.subscriptions import subscriptions_end_finished
 
@@ -48,20 +54,29 @@ _COLLECTABLE = "i.state = 'live' AND i.delisted_at IS NULL AND (i.expires_at IS 
 def _filters(col: Callable[[str], str]) -> str:
     """The instrument filters of a rule whose values `col(name)` gives (rule columns, or query parameters).
 
+    The rule's price kind picks the instrument rows of that kind (docs/price-kinds.md): a mark rule matches the
+    derivatives' mark rows, an index rule the INDEX rows, never the trade rows of the same ids.
     Swaps and futures have no quote currency in OKX's list; their instId's second part is it (BTC-USDT-SWAP is
-    quoted in USDT). The glob becomes a LIKE pattern: `_` is escaped first (OKX ids contain it), then `*`
+    quoted in USDT). So is an index's (BTC-USD is quoted in USD): the sync stores the quote it was listed under,
+    which need not be the id's. The glob becomes a LIKE pattern: `_` is escaped first (OKX ids contain it), then `*`
     and `?` turn into `%` and `_`; the model refuses `%`, `[` and `\\`, so nothing else needs escaping.
     """
     like = f"replace(replace(replace({col('inst_id_pattern')}, '_', '\\_'), '*', '%%'), '?', '_')"
     return (
         f"({col('inst_type')} = '' OR i.inst_type = {col('inst_type')})"
-        f" AND ({col('quote_ccy')} = '' OR COALESCE(NULLIF(i.quote_ccy, ''), split_part(i.inst_id, '-', 2))"
-        f" = {col('quote_ccy')})"
+        f" AND ({col('quote_ccy')} = '' OR CASE WHEN i.inst_type = 'INDEX' THEN split_part(i.inst_id, '-', 2)"
+        f" ELSE COALESCE(NULLIF(i.quote_ccy, ''), split_part(i.inst_id, '-', 2)) END = {col('quote_ccy')})"
         f" AND ({col('settle_ccy')} = '' OR i.settle_ccy = {col('settle_ccy')})"
         f" AND ({col('inst_id_pattern')} = '' OR i.inst_id LIKE {like})"
-        # Rules select traded instruments; mark and index series get rules of their own (docs/price-kinds.md).
-        " AND i.price = 'trade'"
+        f" AND i.price = {col('price')}"
     )
+
+
+def _bars(col: Callable[[str], str]) -> str:
+    """The active bars of a rule: its list, or every active bar; mark and index series have no 1s."""
+    trade_only = ", ".join(f"'{code}'" for code in sorted(TRADE_ONLY_BARS))
+    return (f"t.is_active AND ({col('all_bars')} OR t.code = ANY({col('bars')}))"
+            f" AND ({col('price')} = 'trade' OR t.code NOT IN ({trade_only}))")
 
 
 # Every pair some active rule matches, once, with the rule that should hold it: the one holding it already,
@@ -71,7 +86,7 @@ SELECT DISTINCT ON (i.id, t.id) i.id AS instrument_id, t.id AS timeframe_id, r.i
        r.backfill_from, r.webhook_url
 FROM candles_subscriptionrule r
 JOIN candles_instrument i ON {_filters(lambda name: f"r.{name}")}
-JOIN candles_timeframe t ON t.is_active AND (r.all_bars OR t.code = ANY(r.bars))
+JOIN candles_timeframe t ON {_bars(lambda name: f"r.{name}")}
 LEFT JOIN candles_subscription s ON s.instrument_id = i.id AND s.timeframe_id = t.id
 WHERE r.is_active AND {_COLLECTABLE}
 ORDER BY i.id, t.id, (r.id IS NOT DISTINCT FROM s.rule_id) DESC, r.id
@@ -124,7 +139,7 @@ SELECT (SELECT count(*) FROM upserted WHERE created),
 _MATCHES = f"""
 SELECT count(DISTINCT i.id), count(*)
 FROM candles_instrument i
-JOIN candles_timeframe t ON t.is_active AND (%(all_bars)s OR t.code = ANY(%(bars)s::varchar[]))
+JOIN candles_timeframe t ON {_bars(lambda name: "%(bars)s::varchar[]" if name == "bars" else f"%({name})s")}
 WHERE {_COLLECTABLE} AND {_filters(lambda name: f"%({name})s")}
 """
 
@@ -190,7 +205,7 @@ def rules_materialize(*, now: datetime | None = None, deleting: Collection[int] 
 def rule_matches(*, rule: SubscriptionRule, now: datetime | None = None) -> RuleMatch:
     """What `rule` matches now (instruments, and pairs with its bars), whether it is saved or active or not."""
     params: dict[str, Any] = {
-        name: getattr(rule, name) for name in ("inst_type", "quote_ccy", "settle_ccy", "inst_id_pattern")
+        name: getattr(rule, name) for name in ("inst_type", "quote_ccy", "settle_ccy", "inst_id_pattern", "price")
     }
     params.update(all_bars=rule.all_bars, bars=list(rule.bars or []), now=now or timezone.now())
     with connection.cursor() as cursor:
@@ -199,8 +214,8 @@ def rule_matches(*, rule: SubscriptionRule, now: datetime | None = None) -> Rule
     return RuleMatch(instruments=instruments, pairs=pairs)
 
 
-RULE_FIELDS = ("name", "description", "inst_type", "quote_ccy", "settle_ccy", "inst_id_pattern", "all_bars",
-               "bars", "backfill_from", "webhook_url", "is_active")
+RULE_FIELDS = ("name", "description", "price", "inst_type", "quote_ccy", "settle_ccy", "inst_id_pattern",
+               "all_bars", "bars", "backfill_from", "webhook_url", "is_active")
 
 
 def rule_create(*, name: str, bars: list[str] | None = None, all_bars: bool = False, **fields: Any) -> RuleOutcome:

@@ -11,6 +11,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from candles.models import Instrument, PriceKind, Subscription, SubscriptionStatus, Timeframe
+from candles.price_series import PriceSeriesError, price_bars_check, price_series_id
 from candles.signals import subscriptions_changed
 
 logger = logging.getLogger(__name__)
@@ -44,23 +45,32 @@ class SubscribeResult:
 
 
 def subscriptions_create(
-    *, inst_ids: Iterable[str], bars: Iterable[str], backfill_from: datetime | None = None, webhook_url: str = ""
+    *, inst_ids: Iterable[str], bars: Iterable[str], backfill_from: datetime | None = None, webhook_url: str = "",
+    price: str = PriceKind.TRADE,
 ) -> SubscribeResult:
-    """Subscribe every instrument × bar; idempotent for existing pairs (a paused one is resumed).
+    """Subscribe every instrument × bar of the `price` series (trade, mark or index; docs/price-kinds.md);
+    idempotent for existing pairs (a paused one is resumed).
 
     Instruments must be known and live; bars must be active, matched verbatim (`1m` is not `1M`). The pairs
     become explicit: a rule that held one lets go of it (see candles.rules). Set-based whatever the number of
     pairs: one INSERT … ON CONFLICT DO NOTHING for the new ones, one UPDATE for the paused ones, one read of
     them all; the collectors are nudged once after commit.
+
+    Raises, in this order (the order of the reads' checks): PriceSeriesError INVALID_TIMEFRAMES for 1s with mark
+    or index; PriceSeriesError INVALID_PRICE (details `invalid_symbols`) for symbols that cannot have `price`
+    candles (an instrument id with index, a spot pair with mark); UnknownNames for the rest.
     """
     inst_ids, bars = list(dict.fromkeys(inst_ids)), list(dict.fromkeys(bars))
+    price_bars_check(price, bars)
     now = timezone.now()
-    instruments = {i.inst_id: i for i in Instrument.objects.filter(inst_id__in=inst_ids, price=PriceKind.TRADE,
+    instruments = {i.inst_id: i for i in Instrument.objects.filter(inst_id__in=inst_ids, price=price,
                                                                    state="live", delisted_at__isnull=True)
                    .exclude(expires_at__lte=now)}
     timeframes = {t.code: t for t in Timeframe.objects.filter(code__in=bars, is_active=True)}
     unknown = {"instruments": [i for i in inst_ids if i not in instruments],
                "timeframes": [b for b in bars if b not in timeframes]}
+    if price != PriceKind.TRADE and unknown["instruments"]:
+        _refuse_other_kinds(unknown["instruments"], price)
     if any(unknown.values()):
         raise UnknownNames(unknown)
     instrument_ids = [i.pk for i in instruments.values()]
@@ -100,6 +110,24 @@ def subscriptions_create(
             else:
                 result.unchanged.append(sub)
     return result
+
+
+def _refuse_other_kinds(inst_ids: list[str], price: str) -> None:
+    """PriceSeriesError INVALID_PRICE naming every one of `inst_ids` (none of them a live `price` series) that
+    exists but cannot have `price` candles, with the reads' reasons; the others are merely unknown or not live.
+
+    A few queries per symbol, spent only on a refused request."""
+    refused: dict[str, str] = {}
+    for inst_id in inst_ids:
+        try:
+            # The bar does not matter any more: price_bars_check passed.
+            price_series_id(inst_id, price, "1m")
+        except PriceSeriesError as exc:
+            if exc.code == "INVALID_PRICE":
+                refused[inst_id] = str(exc)
+    if refused:
+        raise PriceSeriesError("INVALID_PRICE", " ".join(refused.values()),
+                               {"price": price, "invalid_symbols": list(refused)})
 
 
 _INSERT_MISSING = """
@@ -160,15 +188,17 @@ WHERE s.instrument_id = i.id AND s.is_active
 """
 
 
-def subscriptions_pause(*, inst_id: str, bars: Iterable[str] | None = None) -> list[Subscription]:
-    """Stop collecting the active subscriptions of one instrument (all its bars, or only `bars`).
+def subscriptions_pause(
+    *, inst_id: str, bars: Iterable[str] | None = None, price: str = PriceKind.TRADE
+) -> list[Subscription]:
+    """Stop collecting the active subscriptions of one instrument's `price` series (all its bars, or only `bars`).
 
     The rows stay (paused, like the admin's pause), so subscribing again resumes them with their settings;
     candles stay too. Returns the subscriptions paused, empty when none was active; the collectors are
     nudged after commit.
     """
     active = Subscription.objects.select_related("instrument", "timeframe").filter(
-        instrument__inst_id=inst_id, is_active=True,
+        instrument__inst_id=inst_id, instrument__price=price, is_active=True,
     )
     if bars is not None:
         active = active.filter(timeframe__code__in=list(bars))

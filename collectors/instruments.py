@@ -160,6 +160,8 @@ class IndexSyncResult:
     delisted: int = 0
     relisted: int = 0
     unchanged: int = 0
+    # What index rules did with the change (docs/price-kinds.md); not part of equality, as in SyncResult.
+    subscriptions: MaterializeResult = field(default_factory=MaterializeResult, compare=False)
 
     def __str__(self) -> str:
         return (f"{self.created} created, {self.delisted} delisted, {self.relisted} listed again, "
@@ -182,7 +184,8 @@ def indices_sync(*, client: OkxRestClient, quotes: Iterable[str] = INDEX_QUOTES)
 
 
 def indices_apply(*, listed: dict[str, str]) -> IndexSyncResult:
-    """Create the indices OKX lists (index id → its quote currency), delist the ones it no longer lists."""
+    """Create the indices OKX lists (index id → its quote currency), delist the ones it no longer lists; when any
+    came or went, the subscription rules follow in the same transaction (a new USD index joins "every USD index")."""
     now = timezone.now()
     with transaction.atomic():
         with connection.cursor() as cursor:
@@ -201,8 +204,9 @@ def indices_apply(*, listed: dict[str, str]) -> IndexSyncResult:
             row.delisted_at, row.updated_at = None, now
         Instrument.objects.bulk_create(to_create, batch_size=500)
         Instrument.objects.bulk_update(gone + back, ["delisted_at", "updated_at"], batch_size=500)
+        subscriptions = rules_materialize(now=now) if to_create or gone or back else MaterializeResult()
     return IndexSyncResult(created=len(to_create), delisted=len(gone), relisted=len(back),
-                           unchanged=len(listed) - len(to_create) - len(back))
+                           unchanged=len(listed) - len(to_create) - len(back), subscriptions=subscriptions)
 
 
 def instruments_refresh(*, inst_types: Iterable[str] = DEFAULT_INST_TYPES, retries: int | None = None) -> SyncResult:

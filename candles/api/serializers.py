@@ -138,9 +138,15 @@ class LatestCandleSerializer(serializers.Serializer):
 # --- subscriptions --------------------------------------------------------------------------------------
 
 
+SUBSCRIPTION_PRICE_HELP = ("Which price's series: trade (OKX's trades), mark (the mark price of a SWAP, FUTURES or "
+                           "OPTION instrument) or index (an OKX index such as BTC-USD).")
+
+
 class SubscriptionSerializer(serializers.ModelSerializer):
     symbol = serializers.CharField(source="instrument.inst_id")
     timeframe = serializers.CharField(source="timeframe.code")
+    price = serializers.ChoiceField(source="instrument.price", choices=PriceKind.choices,
+                                    help_text=SUBSCRIPTION_PRICE_HELP)
     backfill_from = InstantField(allow_null=True)
     webhook_url = serializers.CharField(help_text="Receiver of a signed POST per confirmed candle; empty: none.")
     rule = serializers.IntegerField(source="rule_id", allow_null=True,
@@ -148,7 +154,7 @@ class SubscriptionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Subscription
-        fields = ["id", "symbol", "timeframe", "is_active", "status", "status_message", "backfill_from",
+        fields = ["id", "symbol", "timeframe", "price", "is_active", "status", "status_message", "backfill_from",
                   "webhook_url", "webhook_failures", "webhook_last_error", "rule", "created_at", "updated_at"]
         read_only_fields = fields
 
@@ -160,6 +166,11 @@ class SubscribeRequestSerializer(serializers.Serializer):
                                        help_text="Receives a signed POST per confirmed candle.")
     backfill_from = PastInstantField(required=False, allow_null=True, default=None,
                                      help_text="Fetch history from this instant on.")
+    price = serializers.ChoiceField(
+        choices=PriceKind.choices, required=False, default=PriceKind.TRADE,
+        help_text=SUBSCRIPTION_PRICE_HELP + " The default is trade. Mark and index have no 1s (400 "
+                  "INVALID_TIMEFRAMES); a symbol without such a series (an instrument id with index, a spot pair "
+                  "with mark) is 400 INVALID_PRICE.")
 
     def get_fields(self):
         # Limits are read per request (not at import), so settings apply as configured, in the schema too.

@@ -7,7 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from candles.api.serializers import InstantField, PastInstantField
-from candles.models import InstrumentType, SubscriptionRule
+from candles.models import InstrumentType, PriceKind, SubscriptionRule
 
 ALL_BARS = "all"
 
@@ -29,14 +29,23 @@ class BarsField(serializers.Field):
         return ALL_BARS if rule.all_bars else list(rule.bars)
 
 
+PRICE_HELP = ("Which series of the matching instruments: trade (OKX's trades, the default), mark (the mark price; "
+              "type empty or SWAP, FUTURES, OPTION) or index (OKX's indices such as BTC-USD; type empty or INDEX, "
+              "quote the id's second part). Mark and index have no 1s bar; `all` bars means every active bar but "
+              "1s for them.")
+
+
 class RuleWriteSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     description = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
+    # Not given: trade on create, unchanged on PATCH.
+    price = serializers.ChoiceField(choices=PriceKind.choices, required=False, help_text=PRICE_HELP)
     # The model's choice set exactly, so the schema has one InstTypeEnum (blank allowed: every type).
     inst_type = serializers.ChoiceField(choices=InstrumentType.choices, required=False, allow_blank=True,
                                         help_text="Empty: every type.")
     quote_ccy = serializers.CharField(max_length=32, required=False, allow_blank=True,
-                                      help_text="Empty: any. A swap's or future's is its instId's second part.")
+                                      help_text="Empty: any. A swap's, future's or index's is its id's second "
+                                                "part.")
     settle_ccy = serializers.CharField(max_length=32, required=False, allow_blank=True)
     inst_id_pattern = serializers.CharField(max_length=64, required=False, allow_blank=True,
                                             help_text="Glob: * any run, ? one character (BTC-*, *-USDT-SWAP).")
@@ -53,6 +62,7 @@ class RuleWriteSerializer(serializers.Serializer):
 
 class RuleSerializer(serializers.ModelSerializer):
     bars = BarsField(source="*")
+    price = serializers.ChoiceField(choices=PriceKind.choices, help_text=PRICE_HELP)
     inst_type = serializers.ChoiceField(choices=InstrumentType.choices, allow_blank=True,
                                         help_text="Empty: every type.")
     backfill_from = InstantField(allow_null=True)
@@ -62,8 +72,9 @@ class RuleSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = SubscriptionRule
-        fields = ["id", "name", "description", "inst_type", "quote_ccy", "settle_ccy", "inst_id_pattern", "bars",
-                  "backfill_from", "webhook_url", "is_active", "active_subscriptions", "created_at", "updated_at"]
+        fields = ["id", "name", "description", "price", "inst_type", "quote_ccy", "settle_ccy", "inst_id_pattern",
+                  "bars", "backfill_from", "webhook_url", "is_active", "active_subscriptions", "created_at",
+                  "updated_at"]
         read_only_fields = fields
 
 

@@ -38,13 +38,16 @@ def _rules():
 
 
 def invalid_rule(exc: DjangoValidationError) -> ApiError:
-    """The rule's validation errors as the API's 400: INVALID_TIMEFRAMES for unknown bars (as POST /subscribe
-    says it), VALIDATION_ERROR with the errors by field otherwise."""
+    """The rule's validation errors as the API's 400: INVALID_TIMEFRAMES for unknown bars and for 1s with mark or
+    index (as POST /subscribe says them), VALIDATION_ERROR with the errors by field otherwise."""
     errors = exc.error_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.error_list}
     for error in errors.get("bars", []):
         if error.code == "unknown_bars":
             return ApiError(f"Invalid rule: {error.message % error.params}", code="INVALID_TIMEFRAMES",
                             details={"invalid_timeframes": error.params["unknown"]})
+        if error.code == "trade_only_bars":
+            return ApiError(f"Invalid rule: {error.message % error.params}", code="INVALID_TIMEFRAMES",
+                            details={"invalid_timeframes": error.params["trade_only"], "price": error.params["price"]})
     details = {name: [message for error in field_errors for message in error.messages]
                for name, field_errors in errors.items()}
     summary = "; ".join(f"{name}: {' '.join(messages)}" for name, messages in details.items())
@@ -67,6 +70,10 @@ RULE_EXAMPLES = [
                    value={"name": "usdt", "quote_ccy": "USDT", "bars": "all"}),
     OpenApiExample("BTC-USDT in 1s", request_only=True,
                    value={"name": "btc-1s", "inst_id_pattern": "BTC-USDT", "bars": ["1s"]}),
+    OpenApiExample("Every SWAP's mark price in 1m and 1H", request_only=True,
+                   value={"name": "swap-marks", "price": "mark", "inst_type": "SWAP", "bars": ["1m", "1H"]}),
+    OpenApiExample("Every USD index in 1m", request_only=True,
+                   value={"name": "usd-indices", "price": "index", "quote_ccy": "USD", "bars": ["1m"]}),
 ]
 
 
@@ -84,10 +91,12 @@ class RuleListView(APIView):
         operation_id="rules_create",
         summary="Declare a rule; its subscriptions are created at once",
         description="Instruments that are live and match every given filter (type, quote and settle currency, "
-                    "instId glob) × the bars. 201 with what it matches now and what materializing did. A rule "
+                    "instId glob) × the bars, in the series of the rule's `price` (trade by default; mark or "
+                    "index). 201 with what it matches now and what materializing did. A rule "
                     "that matches no instrument now is saved (it waits for a listing) with a warning in "
-                    "`warnings`. 400 VALIDATION_ERROR for a malformed rule (details by field), "
-                    "INVALID_TIMEFRAMES for unknown bars.",
+                    "`warnings`. 400 VALIDATION_ERROR for a malformed rule (details by field; e.g. a mark rule of "
+                    "SPOT, an index rule of SWAP), INVALID_TIMEFRAMES for unknown bars and for 1s with mark or "
+                    "index.",
         request=RuleWriteSerializer, responses={201: RuleOutcomeSerializer}, examples=RULE_EXAMPLES,
         tags=["rules"],
     )

@@ -7,7 +7,9 @@ says retry, up to WEBHOOK_MAX_ATTEMPTS; a failure of the last attempt is recorde
 (`webhook_failures`, `webhook_last_error`) and a later success resets the streak.
 
 Receivers verify `X-OKX-Candles-Signature: sha256=<hex HMAC-SHA256 of the raw body with the shared secret>`.
-A retried delivery carries the same body, so (symbol, timeframe, open_time_ms) identifies duplicates.
+A retried delivery carries the same body, so (symbol, price, timeframe, open_time_ms) identifies duplicates.
+A mark-price or index candle's body names its kind (`"price": "mark"`) and has null volumes; a trade candle's
+body is the seed's, without `price` (docs/price-kinds.md).
 Webhooks are off while WEBHOOK_SECRET is empty: no unsigned request ever leaves.
 """
 
@@ -111,44 +113,49 @@ def _iso_utc(open_time_ms: int) -> str:
 
 
 def webhook_body(row: CandleRow) -> bytes:
-    """The compact JSON body of one confirmed candle: symbol, timeframe and the candle in the API's shape
-    (candles.candle_shape). Raises ValueError for a row that is not exact."""
-    payload: dict[str, Any] = {
-        "symbol": row.inst_id,
-        "timeframe": row.bar,
-        "timestamp": _iso_utc(row.open_time_ms),
-        "open_time_ms": row.open_time_ms,
-    }
+    """The compact JSON body of one confirmed candle: symbol, timeframe, the price kind unless trade, and the
+    candle in the API's shape (candles.candle_shape). Raises ValueError for a row that is not exact."""
+    payload: dict[str, Any] = {"symbol": row.inst_id, "timeframe": row.bar}
+    if row.price != PriceKind.TRADE:
+        # As the API's pages: only a mark or index body adds it, so a trade body stays byte for byte the seed's.
+        payload["price"] = row.price
+    payload |= {"timestamp": _iso_utc(row.open_time_ms), "open_time_ms": row.open_time_ms}
+    # Mark-price and index candles carry no volumes; trade candles always have vol and vol_ccy.
+    optional = {"volume_quote"} if row.price == PriceKind.TRADE else {"volume", "volume_currency", "volume_quote"}
     for name, attribute in NUMBER_FIELDS:
         value = getattr(row, attribute)
-        payload[name] = None if value is None and name == "volume_quote" else _decimal_text(value, name)
+        payload[name] = None if value is None and name in optional else _decimal_text(value, name)
     payload["confirm"] = True
     return orjson.dumps(payload)
 
 
 def webhook_jobs_for(rows: Iterable[CandleRow]) -> list[WebhookJob]:
-    """One job per confirmed row and active subscription with a webhook URL; one query for all rows."""
+    """One job per confirmed row and active subscription with a webhook URL, of every price kind (a row's series
+    is its instrument id, price kind and bar); one query for all rows."""
     confirmed = [row for row in rows if row.confirmed is True]
     if not confirmed or not webhooks_enabled():
         return []
     inst_ids = {row.inst_id for row in confirmed}
     bars = {row.bar for row in confirmed}
+    prices = {row.price for row in confirmed}
     targets = {
-        (inst_id, bar): (sub_id, url)
-        for sub_id, inst_id, bar, url in Subscription.objects.filter(
-            is_active=True, instrument__inst_id__in=inst_ids, instrument__price=PriceKind.TRADE,
+        (inst_id, price, bar): (sub_id, url)
+        for sub_id, inst_id, price, bar, url in Subscription.objects.filter(
+            is_active=True, instrument__inst_id__in=inst_ids, instrument__price__in=prices,
             timeframe__code__in=bars,
-        ).exclude(webhook_url="").values_list("id", "instrument__inst_id", "timeframe__code", "webhook_url")
+        ).exclude(webhook_url="").values_list("id", "instrument__inst_id", "instrument__price", "timeframe__code",
+                                              "webhook_url")
     }
     jobs: list[WebhookJob] = []
     for row in confirmed:
-        target = targets.get((row.inst_id, row.bar))
+        target = targets.get((row.inst_id, row.price, row.bar))
         if target is None:
             continue
         try:
             body = webhook_body(row)
         except ValueError as exc:
-            logger.error("webhook for %s %s %s not sent: %s", row.inst_id, row.bar, row.open_time_ms, exc)
+            logger.error("webhook for %s %s %s %s not sent: %s", row.inst_id, row.price, row.bar, row.open_time_ms,
+                         exc)
             continue
         jobs.append(WebhookJob(subscription_id=target[0], url=target[1], body=body))
     return jobs

@@ -27,7 +27,8 @@ def market(instrument):
 
 
 def form(**fields) -> dict:
-    return {"name": "swaps", "description": "", "is_active": "on", "inst_type": "", "quote_ccy": "",
+    # What a browser posts for the untouched form: the price select's default, trade, included.
+    return {"name": "swaps", "description": "", "is_active": "on", "price": "trade", "inst_type": "", "quote_ccy": "",
             "settle_ccy": "", "inst_id_pattern": "", "backfill_from_0": "", "backfill_from_1": "",
             "webhook_url": "", **fields}
 
@@ -59,6 +60,9 @@ def test_saving_a_rule_subscribes_what_it_matches_and_says_so(staff_client, mark
     ({"bars": ["1h"]}, "bars"),  # not a choice: 1H is an hour, 1h does not exist
     ({"bars": ["1m"], "inst_id_pattern": "BTC-%"}, "inst_id_pattern"),
     ({"bars": ["1m"], "webhook_url": "nope"}, "webhook_url"),
+    ({"bars": ["1s"], "price": "mark"}, "bars"),  # mark and index candles start at 1m
+    ({"bars": ["1m"], "price": "index", "inst_type": "SWAP"}, "inst_type"),
+    ({"bars": ["1m"], "price": "bogus"}, "price"),
 ])
 def test_a_bad_rule_is_a_form_error(staff_client, market, fields, field_name):
     response = staff_client.post(reverse(ADD), form(**fields))
@@ -66,6 +70,17 @@ def test_a_bad_rule_is_a_form_error(staff_client, market, fields, field_name):
     assert field_name in response.context["adminform"].form.errors
     assert not SubscriptionRule.objects.exists()
     assert not Subscription.objects.exists()
+
+
+def test_a_mark_rule_subscribes_the_mark_series_and_the_list_shows_its_price(staff_client, market, instrument):
+    instrument("BTC-USDT-SWAP", inst_type="SWAP", settle_ccy="USDT", price="mark")
+    staff_client.post(reverse(ADD), form(price="mark", inst_type="SWAP", bars=["1m"]))
+
+    assert set(Subscription.objects.values_list("instrument__inst_id", "instrument__price", "timeframe__code")) == {
+        ("BTC-USDT-SWAP", "mark", "1m")}
+    changelist = reverse("admin:candles_subscriptionrule_changelist")
+    assert [staff_client.get(changelist, {"price__exact": price}).context["cl"].result_count
+            for price in ("mark", "trade")] == [1, 0]
 
 
 def test_a_rule_matching_nothing_is_saved_with_a_warning(staff_client, market):

@@ -54,11 +54,23 @@ def test_a_rule_matching_nothing_warns_on_stderr(market):
     (["add", "x", "--bar", "1m", "--pattern", "BTC-%"], "inst_id_pattern: An instId pattern"),
     (["add", "x", "--bar", "1m", "--backfill-from", "soon"], "--backfill-from: 'soon' is neither"),
     (["remove", "nope"], "no rule 'nope' (rules: none)"),
+    (["add", "x", "--price", "mark", "--bar", "1s"], "bars: OKX has no 1s mark candles"),
+    (["add", "x", "--price", "mark", "--type", "SPOT", "--bar", "1m"], "inst_type: OKX publishes mark prices for"),
 ])
 def test_bad_input_is_a_clear_command_error(market, args, message):
     with pytest.raises(CommandError, match=message.replace("(", r"\(").replace(")", r"\)")):
         rules(*args)
     assert not SubscriptionRule.objects.exists()
+
+
+def test_add_a_mark_rule_and_list_shows_its_price(market, instrument):
+    instrument("BTC-USDT-SWAP", inst_type="SWAP", settle_ccy="USDT", price="mark")
+    out, _ = rules("add", "swap-marks", "--price", "mark", "--type", "SWAP", "--bar", "1m", "--bar", "1H")
+
+    assert "matches 1 instruments (2 pairs); subscriptions: 2 created" in out
+    assert set(Subscription.objects.values_list("instrument__price", flat=True)) == {"mark"}
+    header, row = rules("list")[0].splitlines()
+    assert (header.split()[2], row.split()[2]) == ("price", "mark")
 
 
 def test_remove_ends_the_rules_subscriptions_and_apply_is_idempotent(market):

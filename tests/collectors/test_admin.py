@@ -454,6 +454,24 @@ def test_every_instrument_matching_the_filter_can_be_subscribed_at_once(staff_cl
         ("BTC-USDT", "1M"), ("ETH-USDT", "1M")}
 
 
+def test_the_subscribe_page_offers_and_subscribes_the_series_of_one_price_kind(staff_client, universe, instrument):
+    mark = instrument("BTC-USDT-SWAP", inst_type="SWAP", settle_ccy="USDT", price="mark")
+    instrument("BTC-USD", inst_type="INDEX", price="index", quote_ccy="USD")
+    url = reverse(SUBSCRIBE)
+
+    assert offered(staff_client.get(url)) == ["BTC-USDT", "BTC-USDT-SWAP", "ETH-USDC", "ETH-USDT"]  # trade rows
+    assert offered(staff_client.get(url, {"price": "mark"})) == ["BTC-USDT-SWAP (mark)"]
+    assert offered(staff_client.get(url, {"price": "index"})) == ["BTC-USD (index)"]
+    response = staff_client.post(url, {"price": "mark", "instruments": [mark.pk], "timeframes": ["1m", "1H"]})
+
+    assert "2 created" in text(response)
+    assert set(Subscription.objects.values_list("instrument_id", "timeframe__code")) == {(mark.pk, "1m"),
+                                                                                        (mark.pk, "1H")}
+    one_second = staff_client.post(url, {"price": "mark", "instruments": [mark.pk], "timeframes": ["1s"]})
+    assert "OKX has no 1s mark candles" in text(one_second)
+    assert Subscription.objects.count() == 2
+
+
 def test_bad_subscribe_requests_are_refused_with_a_reason(staff_client, universe, monkeypatch):
     url = reverse(SUBSCRIBE)
     nothing = staff_client.post(url, {"timeframes": ["1m"]})

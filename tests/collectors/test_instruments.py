@@ -16,7 +16,7 @@ from django.core.management.base import CommandError
 from django.test import override_settings
 
 from candles.bars import ms_to_datetime
-from candles.models import Instrument
+from candles.models import Instrument, Subscription
 from collectors.instruments import SyncResult, instruments_sync
 from collectors.okx.rest import OkxRestClient
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
@@ -241,3 +241,18 @@ def test_indices_come_from_okx_s_index_list_as_instruments_of_their_own_kind(sim
     result = indices_apply(listed={name: "USDT" for name in listed - {gone}})
     assert (result.delisted, indices.get(inst_id=gone).delisted_at is not None) == (1, True)
     assert indices_sync(client=OkxRestClient(sim.rest_url)).relisted == 1
+
+
+@pytest.mark.django_db
+def test_an_index_rule_follows_the_index_list_at_once():
+    from candles.rules import rule_create
+    from collectors.instruments import indices_apply
+
+    rule_create(name="usd indices", price="index", quote_ccy="USD", bars=["1m"])
+    created = indices_apply(listed={"BTC-USD": "USD", "ETH-USD": "USD", "BTC-USDT": "USDT"})
+    assert created.subscriptions.created == 2
+    gone = indices_apply(listed={"BTC-USD": "USD", "BTC-USDT": "USDT"})
+
+    assert (gone.delisted, gone.subscriptions.finished) == (1, 1)
+    assert set(Subscription.objects.values_list("instrument__inst_id", "instrument__price", "is_active")) == {
+        ("BTC-USD", "index", True), ("ETH-USD", "index", False)}

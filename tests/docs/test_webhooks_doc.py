@@ -20,6 +20,14 @@ def test_the_example_body_is_what_a_confirmed_candle_is_sent_as():
     assert webhook_body(row) == body
 
 
+def test_the_mark_price_example_is_what_a_confirmed_mark_candle_is_sent_as():
+    body = re.search(r"^\s*(\{\"symbol\".*\"price\":\"mark\".*\})$", DOC, re.M).group(1).encode()
+    row = build_row(1_795_482_000_000, inst_id="BTC-USDT-SWAP", open=Decimal("43010.2"), high=Decimal("43105.5"),
+                    low=Decimal("42995.1"), close=Decimal("43051"), vol=None, vol_ccy=None, vol_ccy_quote=None,
+                    price="mark")
+    assert webhook_body(row) == body
+
+
 def test_the_example_signature_matches_the_body_and_the_named_secret():
     body = re.search(r"^(\{\"symbol\".*\})$", DOC, re.M).group(1).encode()
     header = re.search(rf"^{SIGNATURE_HEADER}: (sha256=[0-9a-f]{{64}})$", DOC, re.M).group(1)

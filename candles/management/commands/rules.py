@@ -8,7 +8,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from candles.models import InstrumentType, SubscriptionRule
+from candles.models import InstrumentType, PriceKind, SubscriptionRule
 from candles.rules import RuleOutcome, rule_create, rule_delete, rule_matches, rules_materialize
 from okxproject.cli import moment_option
 
@@ -16,6 +16,8 @@ EXAMPLES = """examples:
   manage.py rules add swaps --type SWAP --bar 1m --bar 1H
   manage.py rules add usdt --quote USDT --all-bars
   manage.py rules add btc-1s --pattern BTC-USDT --bar 1s --backfill-from 2026-11-01
+  manage.py rules add swap-marks --price mark --type SWAP --bar 1m --bar 1H
+  manage.py rules add usd-indices --price index --quote USD --bar 1m
   manage.py rules list
   manage.py rules remove swaps
   manage.py rules apply
@@ -38,10 +40,13 @@ class Command(BaseCommand):
         actions.add_parser("list", help="the rules, with what each matches now and the subscriptions it holds")
         add = actions.add_parser("add", help="declare a rule and subscribe what it matches at once")
         add.add_argument("name", help="a unique name")
+        add.add_argument("--price", default=PriceKind.TRADE, choices=PriceKind.values,
+                         help="which series: trade (default), mark (SWAP, FUTURES, OPTION) or index (BTC-USD); "
+                              "mark and index have no 1s")
         add.add_argument("--type", dest="inst_type", default="", choices=InstrumentType.values,
                          help="instrument type (default: every type)")
         add.add_argument("--quote", dest="quote_ccy", default="",
-                         help="quote currency, e.g. USDT (a swap's or future's is its instId's second part)")
+                         help="quote currency, e.g. USDT (a swap's, future's or index's is its id's second part)")
         add.add_argument("--settle", dest="settle_ccy", default="", help="settle currency, e.g. USDT")
         add.add_argument("--pattern", dest="inst_id_pattern", default="",
                          help="instId glob: * any run, ? one character (BTC-*, *-USDT-SWAP); default: all")
@@ -66,12 +71,12 @@ class Command(BaseCommand):
         if not rules:
             self.stdout.write("no rules")
             return
-        rows = [("name", "active", "type", "quote", "settle", "pattern", "bars", "matches", "held")]
+        rows = [("name", "active", "price", "type", "quote", "settle", "pattern", "bars", "matches", "held")]
         for rule in rules:
             matches = rule_matches(rule=rule)
             held = rule.subscriptions.filter(is_active=True).count()
-            rows.append((rule.name, "yes" if rule.is_active else "no", rule.inst_type or "*", rule.quote_ccy or "*",
-                         rule.settle_ccy or "*", rule.inst_id_pattern or "*",
+            rows.append((rule.name, "yes" if rule.is_active else "no", rule.price, rule.inst_type or "*",
+                         rule.quote_ccy or "*", rule.settle_ccy or "*", rule.inst_id_pattern or "*",
                          "all" if rule.all_bars else ",".join(rule.bars),
                          f"{matches.instruments} × bars = {matches.pairs}", str(held)))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -79,7 +84,7 @@ class Command(BaseCommand):
             self.stdout.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
     def _add(self, *, name: str, backfill_from: str | None, inactive: bool, **options) -> None:
-        fields = {key: options[key] for key in ("inst_type", "quote_ccy", "settle_ccy", "inst_id_pattern",
+        fields = {key: options[key] for key in ("price", "inst_type", "quote_ccy", "settle_ccy", "inst_id_pattern",
                                                 "all_bars", "bars", "webhook_url", "description")}
         try:
             outcome = rule_create(

@@ -155,3 +155,68 @@ def test_subscriptions_name_the_rule_that_holds_them(api, token_api, rule_id):
     assert {(r["symbol"], r["timeframe"], r["rule"]) for r in rows} == {
         ("BTC-USDT", "1m", None), ("BTC-USDT-SWAP", "1m", rule_id), ("BTC-USDT-SWAP", "1H", rule_id),
         ("ETH-USDT-SWAP", "1m", rule_id), ("ETH-USDT-SWAP", "1H", rule_id)}
+
+
+# --- price kinds (docs/price-kinds.md) ------------------------------------------------------------------
+
+
+@pytest.fixture
+def priced_market(market, instrument):
+    """The market's swaps with their mark rows, and two indices."""
+    for inst_id in ("BTC-USDT-SWAP", "ETH-USDT-SWAP"):
+        instrument(inst_id, inst_type="SWAP", settle_ccy="USDT", price="mark")
+    instrument("BTC-USD", inst_type="INDEX", price="index", quote_ccy="USD")
+    instrument("BTC-USDT", inst_type="INDEX", price="index", quote_ccy="USDT")
+
+
+def active_series() -> set[tuple[str, str, str]]:
+    return set(Subscription.objects.filter(is_active=True).values_list(
+        "instrument__inst_id", "instrument__price", "timeframe__code"))
+
+
+def test_a_mark_rule_subscribes_mark_series_and_says_its_price(api, token_api, priced_market):
+    response = token_api.post(RULES, {"name": "swap marks", "price": "mark", "inst_type": "SWAP",
+                                      "bars": ["1m", "1H"]}, format="json")
+
+    assert response.status_code == 201, response.content
+    assert response.json()["rule"]["price"] == "mark"
+    assert active_series() == {(i, "mark", b) for i in ("BTC-USDT-SWAP", "ETH-USDT-SWAP") for b in ("1m", "1H")}
+    rows = api.get("/api/v1/subscriptions", {"limit": 10}).json()["results"]
+    assert {(r["symbol"], r["price"], r["timeframe"]) for r in rows} == active_series()
+
+
+def test_an_index_rule_by_quote_and_a_rule_without_price_is_trade(token_api, priced_market):
+    index = token_api.post(RULES, {"name": "usd", "price": "index", "quote_ccy": "USD", "bars": ["1m"]},
+                           format="json")
+    trade = token_api.post(RULES, {"name": "btc", "inst_id_pattern": "BTC-USDT", "bars": ["1m"]}, format="json")
+
+    assert (index.json()["rule"]["price"], trade.json()["rule"]["price"]) == ("index", "trade")
+    assert active_series() == {("BTC-USD", "index", "1m"), ("BTC-USDT", "trade", "1m")}
+
+
+def test_patching_the_price_keeps_the_other_filters(token_api, rule_id, priced_market):
+    response = token_api.patch(f"{RULES}/{rule_id}", {"price": "mark"}, format="json")
+
+    assert response.status_code == 200, response.content
+    assert (response.json()["rule"]["price"], response.json()["rule"]["inst_type"]) == ("mark", "SWAP")
+    assert active_series() == {(i, "mark", b) for i in ("BTC-USDT-SWAP", "ETH-USDT-SWAP") for b in ("1m", "1H")}
+
+
+@pytest.mark.parametrize(("payload", "code", "details"), [
+    ({"price": "bogus", "bars": ["1m"]}, "VALIDATION_ERROR", "price"),
+    ({"price": "mark", "inst_type": "SPOT", "bars": ["1m"]}, "VALIDATION_ERROR", "inst_type"),
+    ({"price": "index", "inst_type": "SWAP", "bars": ["1m"]}, "VALIDATION_ERROR", "inst_type"),
+    ({"price": "index", "settle_ccy": "USDT", "bars": ["1m"]}, "VALIDATION_ERROR", "settle_ccy"),
+    ({"price": "mark", "bars": ["1s", "1m"]}, "INVALID_TIMEFRAMES", {"invalid_timeframes": ["1s"], "price": "mark"}),
+])
+def test_a_rule_its_price_cannot_have_is_400(token_api, priced_market, payload, code, details):
+    response = token_api.post(RULES, {"name": "x", **payload}, format="json")
+
+    assert response.status_code == 400, response.content
+    envelope = envelope_of(response)
+    assert envelope["error_code"] == code
+    if isinstance(details, dict):
+        assert envelope["details"] == details
+    else:
+        assert details in envelope["details"]  # the field named
+    assert not SubscriptionRule.objects.exists()

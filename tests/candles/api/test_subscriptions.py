@@ -264,7 +264,7 @@ def test_one_subscription_reads_by_id(api, sub):
     response = api.get(f"/api/v1/subscriptions/{sub.pk}")
     assert response.status_code == 200
     assert response.json() | {"created_at": None, "updated_at": None} == {
-        "id": sub.pk, "symbol": "BTC-USDT", "timeframe": "1m", "is_active": True, "status": "pending",
+        "id": sub.pk, "symbol": "BTC-USDT", "timeframe": "1m", "price": "trade", "is_active": True, "status": "pending",
         "status_message": "", "backfill_from": None, "webhook_url": "", "webhook_failures": 0,
         "webhook_last_error": "", "rule": None, "created_at": None, "updated_at": None,
     }

@@ -508,3 +508,28 @@ def test_mark_and_trade_versions_of_one_candle_are_separate_buffer_entries_and_r
     assert (result.taken, result.written, result.rejected) == (2, 2, 0)
     rows = dict(Candle.objects.filter(open_time=ms_to_datetime(minute(0))).values_list("instrument__price", "close"))
     assert {price: str(close) for price, close in rows.items()} == {"trade": "105", "mark": "104.9"}
+
+
+def test_a_flushed_mark_candle_makes_the_webhook_job_of_the_mark_subscription(eth, buffer, settings):
+    from decimal import Decimal
+
+    from candles.models import Subscription, Timeframe
+    from collectors.okx.messages import CandleUpdate
+    from collectors.pipeline.webhooks import webhook_jobs_for
+
+    settings.WEBHOOK_SECRET = "s"
+    mark_row = Instrument.objects.create(inst_id="ETH-USDT-SWAP", inst_type="SWAP", price="mark")
+    one_minute = Timeframe.objects.get(code="1m")
+    Subscription.objects.create(instrument=eth, timeframe=one_minute, webhook_url="https://a.test/trade")
+    mark_sub = Subscription.objects.create(instrument=mark_row, timeframe=one_minute,
+                                           webhook_url="https://a.test/mark")
+    buffer.put(CandleUpdate("ETH-USDT-SWAP", "1m", minute(0), Decimal("100"), Decimal("110"), Decimal("90"),
+                            Decimal("104.9"), None, None, None, True, price="mark"), version=10)
+    jobs = []
+
+    flush(buffer, on_committed=lambda rows: jobs.extend(webhook_jobs_for(rows)))
+
+    [job] = jobs
+    assert (job.subscription_id, job.url) == (mark_sub.pk, "https://a.test/mark")
+    body = orjson.loads(job.body)
+    assert (body["symbol"], body["price"], body["close"], body["volume"]) == ("ETH-USDT-SWAP", "mark", "104.9", None)

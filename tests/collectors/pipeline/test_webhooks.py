@@ -154,6 +154,51 @@ def test_a_row_that_is_not_exact_is_logged_and_left_out(webhook_settings, subscr
     assert "high is not finite" in caplog.text
 
 
+def test_a_mark_candle_goes_to_the_mark_subscription_and_its_body_says_price_mark(
+    webhook_settings, subscribe, instrument, django_assert_num_queries
+):
+    swap = instrument("BTC-USDT-SWAP", inst_type="SWAP")
+    mark = instrument("BTC-USDT-SWAP", inst_type="SWAP", price="mark")
+    index = instrument("BTC-USD", inst_type="INDEX", price="index")
+    trade_sub = subscribe("1m", inst=swap, webhook_url="https://a.test/trade")
+    mark_sub = subscribe("1m", inst=mark, webhook_url="https://a.test/mark")
+    index_sub = subscribe("1m", inst=index, webhook_url="https://a.test/index")
+    none = {"vol": None, "vol_ccy": None, "vol_ccy_quote": None}
+    rows = [build_row(utc(2024, 1, 16, 19, 0), inst_id="BTC-USDT-SWAP", close="105.25", price="mark", **none),
+            build_row(utc(2024, 1, 16, 19, 0), inst_id="BTC-USDT-SWAP", close="105"),
+            build_row(utc(2024, 1, 16, 19, 0), inst_id="BTC-USD", close="104.5", price="index", **none)]
+
+    with django_assert_num_queries(1):
+        jobs = webhook_jobs_for(rows)
+
+    assert [(job.subscription_id, job.url) for job in jobs] == [
+        (mark_sub.pk, "https://a.test/mark"), (trade_sub.pk, "https://a.test/trade"),
+        (index_sub.pk, "https://a.test/index")]
+    assert jobs[0].body == (
+        b'{"symbol":"BTC-USDT-SWAP","timeframe":"1m","price":"mark","timestamp":"2024-01-16T19:00:00Z",'
+        b'"open_time_ms":1705431600000,"open":"100","high":"110","low":"90","close":"105.25","volume":null,'
+        b'"volume_currency":null,"volume_quote":null,"confirm":true}'
+    )
+    assert "price" not in orjson.loads(jobs[1].body)  # a trade body is the seed's, byte for byte
+    assert orjson.loads(jobs[2].body)["price"] == "index"
+
+
+def test_a_mark_candle_without_a_mark_subscription_sends_nothing(webhook_settings, subscribe, instrument):
+    subscribe("1m", inst=instrument("BTC-USDT-SWAP", inst_type="SWAP"), webhook_url="https://a.test/trade")
+    instrument("BTC-USDT-SWAP", inst_type="SWAP", price="mark")
+    mark_row = build_row(inst_id="BTC-USDT-SWAP", price="mark", vol=None, vol_ccy=None, vol_ccy_quote=None)
+
+    assert webhook_jobs_for([mark_row]) == []
+
+
+def test_a_trade_candle_without_volumes_is_not_exact_and_left_out(webhook_settings, subscribe, caplog):
+    subscribe("1m", webhook_url="https://a.test/1m")
+
+    with caplog.at_level(logging.ERROR, logger="collectors.pipeline.webhooks"):
+        assert webhook_jobs_for([build_row(vol=None)]) == []
+    assert "volume is not an exact decimal" in caplog.text
+
+
 def test_webhooks_are_off_without_a_secret_and_say_so_once(settings, subscribe, caplog, monkeypatch):
     settings.WEBHOOK_SECRET = ""
     monkeypatch.setattr(webhooks, "_disabled_logged", False)
@@ -185,6 +230,18 @@ def test_a_delivery_is_signed_so_the_receiver_can_verify_it(webhook_settings, su
     assert orjson.loads(request["body"])["close"] == "105.50"
     assert request["headers"]["Content-Type"] == "application/json"
     assert request["headers"]["X-OKX-Candles-Attempt"] == "1"
+
+
+def test_a_mark_candle_is_delivered_signed_like_a_trade_one(webhook_settings, subscribe, instrument, receiver):
+    mark = instrument("BTC-USDT-SWAP", inst_type="SWAP", price="mark")
+    subscribe("1m", inst=mark, webhook_url=receiver.url)
+    [job] = webhook_jobs_for([build_row(inst_id="BTC-USDT-SWAP", price="mark", vol=None, vol_ccy=None,
+                                        vol_ccy_quote=None)])
+
+    assert webhook_deliver(**job.as_task_kwargs(), attempt=1).ok
+    [request] = receiver.requests
+    assert request["signed"]
+    assert orjson.loads(request["body"])["price"] == "mark"
 
 
 def test_a_receiver_with_another_secret_refuses_and_the_delivery_retries(webhook_settings, subscribe, receiver):
