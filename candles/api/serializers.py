@@ -66,6 +66,9 @@ class ExactDecimalField(serializers.Field):
 # --- candles -----------------------------------------------------------------------------------------------
 
 
+NO_VOLUME = " Null on mark-price and index candles, which have no volumes."
+
+
 class CandleSerializer(serializers.Serializer):
     """The v1 contract's `CandleData` (original design), numbers as exact strings; see candles.candle_shape."""
 
@@ -75,9 +78,12 @@ class CandleSerializer(serializers.Serializer):
     high = serializers.CharField(help_text=EXACT)
     low = serializers.CharField(help_text=EXACT)
     close = serializers.CharField(help_text=EXACT)
-    volume = serializers.CharField(help_text="OKX vol: base currency (spot) or contracts (derivatives). " + EXACT)
-    volume_currency = serializers.CharField(help_text="OKX volCcy: quote (spot) or base (derivatives). " + EXACT)
-    volume_quote = serializers.CharField(allow_null=True, help_text="OKX volCcyQuote, null when OKX sent none.")
+    volume = serializers.CharField(allow_null=True, help_text="OKX vol: base currency (spot) or contracts "
+                                                              "(derivatives). " + EXACT + NO_VOLUME)
+    volume_currency = serializers.CharField(allow_null=True, help_text="OKX volCcy: quote (spot) or base "
+                                                                       "(derivatives). " + EXACT + NO_VOLUME)
+    volume_quote = serializers.CharField(allow_null=True, help_text="OKX volCcyQuote, null when OKX sent none."
+                                                                    + NO_VOLUME)
     confirm = serializers.BooleanField(help_text="True once the candle is closed (final).")
 
     class Meta:
@@ -106,13 +112,45 @@ _CANDLE_EXAMPLE = {
     "low": "42990.5", "close": "43005.00000001", "volume": "0.00000001", "volume_currency": "12.5",
     "volume_quote": "12.5", "confirm": True,
 }
+_NO_VOLUMES = {"volume": None, "volume_currency": None, "volume_quote": None}
+# One example per price kind: the same open time, so a reader sees the three series of one minute side by side.
+_KIND_EXAMPLES = {
+    "trade": ("BTC-USDT", _CANDLE_EXAMPLE),
+    "mark": ("BTC-USDT-SWAP", {**_CANDLE_EXAMPLE, "open": "43012.4", "high": "43020.1", "low": "43001.7",
+                               "close": "43015.2", **_NO_VOLUMES}),
+    "index": ("BTC-USD", {**_CANDLE_EXAMPLE, "open": "42998.61", "high": "43008.9", "low": "42989.35",
+                           "close": "43003.07", **_NO_VOLUMES}),
+}
+_KIND_TITLES = {"trade": "trade candles (the default)", "mark": "mark-price candles (price=mark)",
+                "index": "index candles (price=index)"}
 
 
-@extend_schema_serializer(examples=[OpenApiExample("A page of one candle", response_only=True, value={
-    "symbol": "BTC-USDT", "timeframe": "1m", "count": 1, "data": [_CANDLE_EXAMPLE],
-    "pagination": {"next": "http://127.0.0.1:8000/api/v1/data/BTC-USDT/1m?limit=1&cursor=ZDE3MDU0MzE2MDAwMDA",
-                   "next_cursor": "ZDE3MDU0MzE2MDAwMDA", "has_more": True, "limit": 1},
-})])
+def _page_example(price: str) -> OpenApiExample:
+    symbol, candle = _KIND_EXAMPLES[price]
+    query = "" if price == "trade" else f"price={price}&"
+    body = {
+        "symbol": symbol, "timeframe": "1m", "count": 1, "data": [candle],
+        "pagination": {"next": f"http://127.0.0.1:8000/api/v1/data/{symbol}/1m?{query}limit=1"
+                               "&cursor=ZDE3MDU0MzE2MDAwMDA",
+                       "next_cursor": "ZDE3MDU0MzE2MDAwMDA", "has_more": True, "limit": 1},
+    }
+    if price != "trade":
+        body["price"] = price
+    return OpenApiExample(f"A page of one candle: {symbol}, {_KIND_TITLES[price]}", response_only=True, value=body)
+
+
+def _latest_example(price: str) -> OpenApiExample:
+    symbol, candle = _KIND_EXAMPLES[price]
+    body = {"symbol": symbol, "timeframe": "1m", "candle": {**candle, "confirm": False}}
+    if price != "trade":
+        body["price"] = price
+    return OpenApiExample(f"The open candle: {symbol}, {_KIND_TITLES[price]}", response_only=True, value=body)
+
+
+PAGE_PRICE_HELP = "Only on mark-price and index pages: which price's candles these are (trade pages omit it)."
+
+
+@extend_schema_serializer(examples=[_page_example(price) for price in _KIND_EXAMPLES])
 class CandlePageSerializer(serializers.Serializer):
     """The v1 contract's `CandleDataResponse` (original design), plus `retention`."""
 
@@ -124,15 +162,15 @@ class CandlePageSerializer(serializers.Serializer):
     retention = RetentionSerializer(
         required=False, help_text="Only when the range reaches behind the bar's retention horizon (a bar with a "
                                   "retention, and no start_time or one before the horizon): candles stop there.")
+    price = serializers.ChoiceField(choices=PriceKind.choices, required=False, help_text=PAGE_PRICE_HELP)
 
 
-@extend_schema_serializer(examples=[OpenApiExample("The open candle", response_only=True, value={
-    "symbol": "BTC-USDT", "timeframe": "1m", "candle": {**_CANDLE_EXAMPLE, "confirm": False},
-})])
+@extend_schema_serializer(examples=[_latest_example(price) for price in _KIND_EXAMPLES])
 class LatestCandleSerializer(serializers.Serializer):
     symbol = serializers.CharField()
     timeframe = serializers.CharField()
     candle = CandleSerializer()
+    price = serializers.ChoiceField(choices=PriceKind.choices, required=False, help_text=PAGE_PRICE_HELP)
 
 
 # --- subscriptions --------------------------------------------------------------------------------------

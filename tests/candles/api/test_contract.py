@@ -176,7 +176,9 @@ def test_every_error_is_the_seed_s_error_response_with_status_error(api, candles
 def test_the_openapi_schema_documents_the_contract(api):
     schema = orjson.loads(api.get("/api/schema/?format=json").content)["components"]["schemas"]
 
-    assert set(schema["CandlePage"]["properties"]) == SEED_CANDLE_DATA_RESPONSE | {"retention"}
+    # Added beside the seed's names, never required: a trade page has exactly the seed's keys.
+    assert set(schema["CandlePage"]["properties"]) == SEED_CANDLE_DATA_RESPONSE | {"retention", "price"}
+    assert {"retention", "price"}.isdisjoint(schema["CandlePage"]["required"])
     assert set(schema["CandlePagination"]["properties"]) == PAGINATION
     assert set(schema["Candle"]["properties"]) == CANDLE
     assert set(schema["ErrorEnvelope"]["properties"]) == SEED_ERROR_RESPONSE

@@ -83,3 +83,28 @@ def test_bad_price_requests_are_clear_errors(client, series, symbol, bar, query,
     body = response.json()
     assert (body["status"], body["error_code"]) == ("error", code)
     assert body["message"]
+
+
+def _schema_examples(client, path: str) -> dict[str, dict]:
+    schema = client.get("/api/schema/?format=json").json()
+    content = schema["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
+    return {example["value"].get("price", "trade"): example["value"] for example in content["examples"].values()}
+
+
+def _shape(body: dict, candle: dict) -> tuple:
+    """What a client is written against: the body's keys, the candle's keys, and which volumes are null."""
+    return list(body), list(candle), [key for key, value in candle.items() if value is None]
+
+
+SYMBOL_OF_KIND = {"trade": "BTC-USDT-SWAP", "mark": "BTC-USDT-SWAP", "index": "BTC-USD"}
+
+
+@pytest.mark.parametrize("path", ["/api/v1/data/{symbol}/{timeframe}", "/api/v1/data/{symbol}/{timeframe}/latest"])
+def test_the_openapi_shows_an_example_of_each_kind_shaped_as_served(client, series, path):
+    examples = _schema_examples(client, path)
+    assert set(examples) == {"trade", "mark", "index"}
+    for price, example in examples.items():
+        url = path.format(symbol=SYMBOL_OF_KIND[price], timeframe="1m") + f"?price={price}&limit=1"
+        served = client.get(url).json()
+        pick = (lambda body: body["data"][0]) if "data" in served else (lambda body: body["candle"])
+        assert _shape(example, pick(example)) == _shape(served, pick(served)), price
