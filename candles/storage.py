@@ -10,9 +10,10 @@ staging table's create, copy and drop. The database enforces the rules:
 * a row is validated in SQL (known instrument and bar, decimal numbers, high ≥ max(open, close),
   low ≤ min(open, close), volumes ≥ 0, open time on the bar's boundary); an invalid row is reported
   with its index and reason, and the valid rows of the batch still land;
-* a confirmed candle is never replaced by an unconfirmed one;
-* otherwise only a newer version (receipt time) replaces the stored one, so a retried flush of an older
-  batch cannot undo a newer write;
+* a confirmed candle is never replaced by an unconfirmed one, and replaces an open one;
+* between two open versions the data decides (cumulative volume, then high, then low), and only states it
+  cannot order fall back to the version (receipt time), so a retried flush of an older batch, or a second
+  collector of the same shard on a host with another clock, cannot undo a newer write;
 * open candles from REST are not stored (REST caches lag; the open candle comes from the WebSocket);
 * within one batch, the same key keeps the valid row the database would keep by those same rules;
 * rows behind their bar's retention horizon (`Timeframe.retention`) are not stored, and counted as expired.
@@ -220,13 +221,32 @@ _CANDLE_COLUMNS = """instrument_id, timeframe_id, open_time, open, high, low, cl
         confirmed, source, version"""
 # The table stores the source in one byte (candles.fields.CandleSourceField); batches speak ws/rest.
 _SOURCE_BYTE = "(CASE {s}source WHEN 'rest' THEN 'r' ELSE 'w' END)::\"char\""
-# The monotone rules, shared by both strategies: a confirmed candle is final, and otherwise only a newer version
-# replaces the stored one.
+# The monotone rules, shared by both strategies (docs/architecture.md, "Merging by the data"): a confirmed candle is
+# final (another confirmed version replaces it only when newer: a REST re-confirmation); a confirmed candle
+# replaces an open one whatever their versions; between two open versions the data decides, because two
+# collectors of one shard (COLLECTOR_REPLICAS) stamp versions with two hosts' clocks: OKX's cumulative volume only
+# grows while a candle is open, its high only rises and its low only falls. Only states the data cannot order
+# (same volume, high and low: in a trade candle that is the same state) fall back to the version. The stored
+# version still only grows (the live stream sends a version only when it is newer than the one it sent), and a
+# version that changes nothing (the same push through the second collector) writes nothing: every number is
+# compared as its text, so a re-sent state is a no-op while a changed figure, even 1.0 for 1.00, is written.
 _ON_CONFLICT = """ON CONFLICT (instrument_id, timeframe_id, open_time) DO UPDATE SET
         open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
         vol = EXCLUDED.vol, vol_ccy = EXCLUDED.vol_ccy, vol_ccy_quote = EXCLUDED.vol_ccy_quote,
-        confirmed = EXCLUDED.confirmed, source = EXCLUDED.source, version = EXCLUDED.version
-    WHERE EXCLUDED.version > c.version AND (EXCLUDED.confirmed OR NOT c.confirmed)
+        confirmed = EXCLUDED.confirmed, source = EXCLUDED.source,
+        version = greatest(EXCLUDED.version, c.version + 1)
+    WHERE (EXCLUDED.confirmed, EXCLUDED.open::text, EXCLUDED.high::text, EXCLUDED.low::text, EXCLUDED.close::text,
+           EXCLUDED.vol::text, EXCLUDED.vol_ccy::text, EXCLUDED.vol_ccy_quote::text)
+        IS DISTINCT FROM (c.confirmed, c.open::text, c.high::text, c.low::text, c.close::text, c.vol::text,
+                          c.vol_ccy::text, c.vol_ccy_quote::text)
+      AND CASE
+        WHEN c.confirmed THEN EXCLUDED.confirmed AND EXCLUDED.version > c.version
+        WHEN EXCLUDED.confirmed THEN true
+        WHEN EXCLUDED.vol <> c.vol THEN EXCLUDED.vol > c.vol
+        WHEN EXCLUDED.high <> c.high THEN EXCLUDED.high > c.high
+        WHEN EXCLUDED.low <> c.low THEN EXCLUDED.low < c.low
+        ELSE EXCLUDED.version > c.version
+    END
     RETURNING {returning}"""
 # What the merge hands back per written row while the live stream has listeners (candles/stream/feed.py): a line
 # "instrument_id:timeframe_id<TAB>[JSON row]", the stored version as the stream serves it, text made by PostgreSQL
@@ -242,9 +262,10 @@ _FEED_ROW = (
     "c.confirmed, c.version)::text AS feed_row"
 )
 _FED_COUNT = "SELECT count(*), coalesce(string_agg(feed_row, E'\\n'), '') FROM merged"
-# Among the valid rows of a key that are stored at all, the one the database would keep: confirmed first, then
-# the newest version.
-_TWINS_ORDER = "{s}confirmed DESC, {s}version DESC"
+# Among the valid rows of a key that are stored at all, the one the database would keep: confirmed first (the
+# newest of those), then the open one furthest on by the data (volume, high, low), then the newest version.
+_TWINS_ORDER = ("{s}confirmed DESC, CASE WHEN {s}confirmed THEN {s}version END DESC NULLS LAST, "
+                "{s}vol DESC NULLS LAST, {s}high DESC, {s}low ASC, {s}version DESC")
 
 _MERGE = """
 WITH {bar_constants},

@@ -1,7 +1,7 @@
 """The Redis live buffer between the collectors and PostgreSQL.
 
-One entry per (instrument, bar, open time) in a hash; a newer version of a candle replaces the older one
-(and an unconfirmed version never replaces a confirmed one), the same rule the database applies, so the
+One entry per (instrument, bar, open time) in a hash; a version further on replaces the older one (a confirmed
+version is final; between open versions the data decides: see PUT_NEWEST_LUA), the rule the database applies, so the
 buffer's size is bounded by the number of candles open in a flush interval, not by the push rate.
 
 A flush *takes* the whole hash by renaming it (atomic), writes it, and deletes the taken copy only after
@@ -27,9 +27,52 @@ from collectors.pipeline.keys import Keys, candle_field, split_candle_field, spl
 # KEYS[1] = live hash; ARGV[1] = the entries packed by `pack_entries`. Returns how many entries were written.
 # One argument rather than two per entry: redis-py's packing of thousands of arguments was a tenth of the
 # collector's time; Redis parses the lengths for less than that.
+#
+# Which of two versions of a candle to keep is the database's rule (candles/storage.py, `_ON_CONFLICT`): a
+# confirmed version is final, a confirmed one replaces an open one, and between two open versions the data
+# decides (cumulative volume, then high, then low), the version (a receipt time, from the clock of whichever
+# collector of the shard received it) only where the data cannot; a re-sent identical state writes nothing.
+# Numbers are compared exactly as decimal text (`dec_cmp`); OKX's are plain non-negative decimals, anything else
+# is compared as a Lua number. The JSON row's first fields are always quoted strings or null (encode_entry).
 PUT_NEWEST_LUA = """
+local find, sub, match, rep = string.find, string.sub, string.match, string.rep
+local function dec_cmp(a, b)
+  if a == b then return 0 end
+  local ai, af = match(a, "^0*(%d*)%.?(%d*)$")
+  local bi, bf = match(b, "^0*(%d*)%.?(%d*)$")
+  if not ai or not bi then
+    local x, y = tonumber(a), tonumber(b)
+    if x == nil or y == nil or x == y then return 0 end
+    return x < y and -1 or 1
+  end
+  if #ai ~= #bi then return #ai < #bi and -1 or 1 end
+  if ai ~= bi then return ai < bi and -1 or 1 end
+  if #af < #bf then af = af .. rep("0", #bf - #af) else bf = bf .. rep("0", #af - #bf) end
+  if af == bf then return 0 end
+  return af < bf and -1 or 1
+end
+local ROW = '^%d+|%d|%["[^"]*","([^"]*)","([^"]*)","[^"]*",([^,]*),'
+local function replaces(new, old)
+  local new_v, new_c, new_row = match(new, "^(%d+)|(%d)|(.*)$")
+  local old_v, old_c, old_row = match(old, "^(%d+)|(%d)|(.*)$")
+  if new_c == old_c and new_row == old_row then return false end
+  if old_c == "1" then return new_c == "1" and tonumber(new_v) > tonumber(old_v) end
+  if new_c == "1" then return true end
+  local new_h, new_l, new_vol = match(new, ROW)
+  local old_h, old_l, old_vol = match(old, ROW)
+  if new_h and old_h then
+    if new_vol ~= "null" and old_vol ~= "null" then
+      local d = dec_cmp(sub(new_vol, 2, -2), sub(old_vol, 2, -2))
+      if d ~= 0 then return d > 0 end
+    end
+    local d = dec_cmp(new_h, old_h)
+    if d ~= 0 then return d > 0 end
+    d = dec_cmp(new_l, old_l)
+    if d ~= 0 then return d < 0 end
+  end
+  return tonumber(new_v) > tonumber(old_v)
+end
 local data, pos, written = ARGV[1], 1, 0
-local find, sub, match = string.find, string.sub, string.match
 while pos <= #data do
   local colon = find(data, ":", pos, true)
   local stop = colon + tonumber(sub(data, pos, colon - 1))
@@ -37,16 +80,8 @@ while pos <= #data do
   colon = find(data, ":", stop + 1, true)
   pos = colon + tonumber(sub(data, stop + 1, colon - 1)) + 1
   local value = sub(data, colon + 1, pos - 1)
-  local new_v, new_c = match(value, "^(%d+)|(%d)|")
   local old = redis.call("HGET", KEYS[1], field)
-  local keep_old = false
-  if old then
-    local old_v, old_c = match(old, "^(%d+)|(%d)|")
-    if tonumber(new_v) <= tonumber(old_v) or (new_c == "0" and old_c == "1") then
-      keep_old = true
-    end
-  end
-  if not keep_old then
+  if not old or replaces(value, old) then
     redis.call("HSET", KEYS[1], field, value)
     written = written + 1
   end

@@ -130,7 +130,7 @@ def test_counts_add_up_over_a_mixed_batch(btc, candle_row, stored_candles):
     stored_candles(btc, "1m", [at(1)], confirmed=False, version=10)
     rows = [
         candle_row(at(0), confirmed=False, version=20),  # unchanged: confirmed stays
-        candle_row(at(1), confirmed=False, version=20),  # updated: newer open candle
+        candle_row(at(1), confirmed=False, version=20, vol="2"),  # updated: further on (more volume)
         candle_row(at(2)),  # inserted
         candle_row(at(3), source="rest", confirmed=False),  # skipped: open candle from REST
         candle_row(at(4), high="1"),  # rejected
@@ -214,13 +214,63 @@ def test_a_confirmed_candle_with_a_newer_version_replaces_an_open_one(btc, candl
 
 
 @pytest.mark.django_db
-def test_an_open_candle_is_not_replaced_by_a_confirmed_row_with_an_older_version(btc, candle_row, stored_candles):
+def test_a_confirmed_row_replaces_an_open_candle_whatever_its_version(btc, candle_row, stored_candles):
+    # Two collectors of one shard stamp versions with two clocks: the confirm of the one whose clock is behind
+    # must still close the candle the other left open. The stored version still grows.
     stored_candles(btc, "1m", [T0], confirmed=False, version=10, close=Decimal("105"))
 
     result = candles_upsert(rows=[candle_row(T0, confirmed=True, version=9, close="107")])
 
-    assert (result.updated, result.unchanged) == (0, 1)
-    assert (stored(btc, "1m", T0).confirmed, stored(btc, "1m", T0).close) == (False, Decimal("105"))
+    assert (result.updated, result.unchanged) == (1, 0)
+    row = stored(btc, "1m", T0)
+    assert (row.confirmed, row.close, row.version) == (True, Decimal("107"), 11)
+
+
+@pytest.mark.django_db
+def test_between_open_versions_the_volume_decides_not_the_receipt_time(btc, candle_row, stored_candles):
+    stored_candles(btc, "1m", [at(0), at(1)], confirmed=False, version=100, vol=Decimal("2"))
+
+    result = candles_upsert(rows=[
+        candle_row(at(0), confirmed=False, version=50, vol="2.5", close="106"),  # further on, older clock
+        candle_row(at(1), confirmed=False, version=900, vol="1.9", close="104"),  # behind, newer clock
+    ])
+
+    assert (result.updated, result.unchanged) == (1, 1)
+    assert (stored(btc, "1m", at(0)).close, stored(btc, "1m", at(0)).version) == (Decimal("106"), 101)
+    assert (stored(btc, "1m", at(1)).close, stored(btc, "1m", at(1)).version) == (Decimal("105"), 100)
+
+
+@pytest.mark.django_db
+def test_a_mark_candle_without_volume_is_ordered_by_its_high_then_its_low(candle_row, instrument, stored_candles):
+    mark = instrument("BTC-USDT-SWAP", inst_type="SWAP", price="mark")
+    none = {"vol": None, "vol_ccy": None, "vol_ccy_quote": None}
+    stored_candles(mark, "1m", [at(0), at(1), at(2), at(3)], confirmed=False, version=100, **none)
+
+    def row(minute: int, version: int, **fields) -> CandleRow:
+        return candle_row(at(minute), inst_id="BTC-USDT-SWAP", price="mark", confirmed=False, version=version,
+                          **none, **fields)
+
+    candles_upsert(rows=[
+        row(0, 50, high="111", close="111"),  # a higher high: further on
+        row(1, 900, high="109", low="89", close="100"),  # a lower high: behind, whatever its low
+        row(2, 50, low="89", close="89"),  # the same high, a lower low: further on
+        row(3, 90, close="101"),  # the same range: only the version can say, and it is older
+    ])
+
+    closes = [stored(mark, "1m", at(minute)).close for minute in range(4)]
+    assert closes == [Decimal("111"), Decimal("105"), Decimal("89"), Decimal("105")]
+
+
+@pytest.mark.django_db
+def test_a_re_sent_identical_state_writes_nothing_but_a_changed_text_is_written(btc, candle_row, stored_candles):
+    stored_candles(btc, "1m", [at(0), at(1)], confirmed=True, version=100, close=Decimal("105.0"))
+
+    result = candles_upsert(rows=[candle_row(at(0), version=200, close="105.0"),  # the other replica's copy
+                                  candle_row(at(1), version=200, close="105.00", source="rest")])
+
+    assert (result.updated, result.unchanged) == (1, 1)
+    assert stored(btc, "1m", at(0)).version == 100
+    assert (str(stored(btc, "1m", at(1)).close), stored(btc, "1m", at(1)).version) == ("105.00", 200)
 
 
 @pytest.mark.django_db
@@ -249,8 +299,9 @@ def test_an_update_moves_the_receipt_time_the_admin_shows_and_an_unchanged_row_k
     version = datetime_to_ms(received) * 1000
     stored_candles(btc, "1m", [at(0), at(1)], confirmed=False, version=version)
 
-    candles_upsert(rows=[candle_row(at(0), confirmed=False, version=version + 1_000_000),
-                         candle_row(at(1), confirmed=False, version=version - 1)])
+    # A new close at the same volume, high and low: the data cannot order them, so the version does.
+    candles_upsert(rows=[candle_row(at(0), confirmed=False, version=version + 1_000_000, close="106"),
+                         candle_row(at(1), confirmed=False, version=version - 1, close="104")])
 
     shown = {r.open_time: r.updated_at for r in CandleRecord.objects.filter(instrument=btc)}
     assert shown == {at(0): received + timedelta(seconds=1), at(1): received}

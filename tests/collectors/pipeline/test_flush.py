@@ -140,17 +140,24 @@ def test_rows_are_written_in_chunks_and_all_land(btc, buffer):
 
 
 def test_the_buffer_keeps_the_newest_version_of_each_candle(btc, buffer):
-    newer, older = candle_update(minute(0), close="107", confirmed=False), candle_update(minute(0), close="101")
+    # "Newest" by the data: two collectors of one shard stamp versions with two clocks.
+    newer = candle_update(minute(0), close="107", vol="1.5", confirmed=False)
+    older = candle_update(minute(0), close="101", vol="1.2", confirmed=False)
     final = candle_update(minute(1), close="108")
     late_open = candle_update(minute(1), close="109", confirmed=False)
+    open_then_confirmed = candle_update(minute(2), close="104", confirmed=False), candle_update(minute(2), close="103")
 
     assert buffer.put(newer, version=200) == 1
-    assert buffer.put(older, version=100) == 0  # an older version written later does not replace
+    assert buffer.put(older, version=300) == 0  # less volume: an older state, whatever its receipt time
+    assert buffer.put(newer, version=400) == 0  # the same state again writes nothing
     assert buffer.put(final, version=300) == 1
     assert buffer.put(late_open, version=400) == 0  # unconfirmed never replaces confirmed
+    assert buffer.put(open_then_confirmed[0], version=500) == 1
+    assert buffer.put(open_then_confirmed[1], version=450) == 1  # the confirm closes it, whatever its version
     flush(buffer)
 
-    assert stored() == {key(newer): expected(newer, 200), key(final): expected(final, 300)}
+    assert stored() == {key(newer): expected(newer, 200), key(final): expected(final, 300),
+                        key(open_then_confirmed[1]): expected(open_then_confirmed[1], 450)}
 
 
 def test_entries_written_in_one_call_keep_their_fields_and_values_whatever_their_characters(redis, keys, buffer):
