@@ -179,6 +179,10 @@ REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "okx:")
 # Subscriptions are hashed into this many shards; each shard is owned by one collector through a lease.
 COLLECTOR_SHARDS = env_int("COLLECTOR_SHARDS", 8, minimum=1)
 COLLECTOR_LEASE_TTL_S = env_float("COLLECTOR_LEASE_TTL_S", 15.0, minimum=1.0)
+# Collectors holding each shard at once: 2 is a hot standby (docs/architecture.md, "Hot standby").
+COLLECTOR_REPLICAS = env_int("COLLECTOR_REPLICAS", 1, minimum=1)
+# The host a collector names in its leases (replicas of a shard prefer different hosts); default: hostname.
+COLLECTOR_HOST = env_str("COLLECTOR_HOST", "")
 COLLECTOR_RECONCILE_S = env_float("COLLECTOR_RECONCILE_S", 5.0, minimum=0.5)
 # 300 (the upper end of what collectors in the wild keep): new connections are paced at 2 a second, so the
 # whole of OKX (27,000 channels) takes 90 connections, 45 s, instead of 135 and 68 s.

@@ -64,7 +64,8 @@ PENDING_MESSAGE = "waiting for the first message"
 TRANSITIONS_LOGGED = 20
 SUBSCRIBING_MESSAGE = "subscribing"
 
-# KEYS[1] = collectors ZSET, KEYS[2] = the collector's hash, KEYS[3..] = shard leases to check.
+# KEYS[1] = collectors ZSET, KEYS[2] = the collector's hash, KEYS[3] = the lease hosts HASH,
+# KEYS[4..] = shard lease slots to check.
 # ARGV[1] = collector id, ARGV[2] = heartbeat cutoff (epoch seconds).
 # Returns -1 when the collector heartbeat since (it is alive: nothing is removed), else the leases released.
 REMOVE_DEAD_COLLECTOR_LUA = """
@@ -74,8 +75,9 @@ if score and tonumber(score) >= tonumber(ARGV[2]) then
 end
 redis.call("ZREM", KEYS[1], ARGV[1])
 redis.call("DEL", KEYS[2])
+redis.call("HDEL", KEYS[3], ARGV[1])
 local released = 0
-for i = 3, #KEYS do
+for i = 4, #KEYS do
   if redis.call("GET", KEYS[i]) == ARGV[1] then
     redis.call("DEL", KEYS[i])
     released = released + 1
@@ -388,8 +390,8 @@ def dead_collectors_remove(
     remove = redis.register_script(REMOVE_DEAD_COLLECTOR_LUA)
     for collector_id in dead:
         shards = set(range(settings.COLLECTOR_SHARDS)) | _shards_of(redis, keys, collector_id)
-        lease_keys = [keys.lease(n) for n in sorted(shards)]
-        released = remove(keys=[keys.collectors, keys.collector(collector_id), *lease_keys],
+        lease_keys = [key for n in sorted(shards) for key in keys.lease_slots(n, settings.COLLECTOR_REPLICAS)]
+        released = remove(keys=[keys.collectors, keys.collector(collector_id), keys.lease_hosts, *lease_keys],
                           args=[collector_id, repr(cutoff)])
         if released < 0:
             logger.info("collector %s heartbeat again; left alone", collector_id)

@@ -39,6 +39,7 @@ def load_subscription_snapshot() -> SubscriptionSnapshot:
 def runtime_from_settings(collector_id: str = "") -> CollectorRuntime:
     config = RuntimeConfig(
         ws_url=settings.OKX_WS_URL, keys=pipeline_keys(), shards=settings.COLLECTOR_SHARDS,
+        replicas=settings.COLLECTOR_REPLICAS, host=settings.COLLECTOR_HOST,
         lease_ttl_s=settings.COLLECTOR_LEASE_TTL_S, reconcile_s=settings.COLLECTOR_RECONCILE_S,
         dead_letter_max=settings.DEAD_LETTER_MAX,
         channels_per_connection=settings.COLLECTOR_CHANNELS_PER_CONNECTION,

@@ -106,8 +106,19 @@ class Keys:
         """HASH of one collector's status (connections, counters), with a TTL."""
         return f"{self.prefix}collector:{collector_id}"
 
-    def lease(self, shard: int) -> str:
-        return f"{self.prefix}lease:shard:{shard}"
+    def lease(self, shard: int, slot: int = 0) -> str:
+        """STRING: the collector id holding slot `slot` of a shard (COLLECTOR_REPLICAS slots per shard), with a
+        TTL. Slot 0 keeps the name it had before replicas, so a deployment of one replica reads as before."""
+        return f"{self.prefix}lease:shard:{shard}" if slot == 0 else f"{self.prefix}lease:shard:{shard}:{slot}"
+
+    def lease_slots(self, shard: int, replicas: int) -> list[str]:
+        return [self.lease(shard, slot) for slot in range(replicas)]
+
+    @property
+    def lease_hosts(self) -> str:
+        """HASH collector id → the host it runs on, written with its leases: assignment spreads a shard's
+        replicas over hosts, and the dashboard says which host holds each."""
+        return f"{self.prefix}lease:hosts"
 
     @property
     def control(self) -> str:

@@ -43,48 +43,132 @@ from collectors.pipeline.status_writer import ChannelStatusWriter, RowState
 
 logger = logging.getLogger(__name__)
 
-# KEYS[1] = the collectors ZSET, KEYS[2] = this collector's status HASH, KEYS[3 + n] = the lease of shard n;
+# KEYS[1] = the collectors ZSET, KEYS[2] = this collector's status HASH, KEYS[3] = the lease hosts HASH,
+# KEYS[4 + shard * R + slot] = the lease of that slot of that shard (R = replicas per shard);
 # ARGV[1] = collector id, ARGV[2] = now (s), ARGV[3] = heartbeats older than this (s) are not live,
-# ARGV[4] = lease TTL (ms), ARGV[5..] = shards held. Returns {owned, lost, released, taken}, each a list of
-# shard numbers. The status's `shards` field is written here, with the leases: a reader never sees a shard
-# listed by two collectors because one of them had not republished its status yet.
+# ARGV[4] = lease TTL (ms), ARGV[5] = R, ARGV[6] = this collector's host, ARGV[7..] = shards held.
+# Returns {owned, lost, released, taken, primary}, each a list of shard numbers (primary: the owned shards whose
+# slot 0 this collector holds). The status's `shards` field is written here, with the leases: a reader never
+# sees a shard listed by a collector that no longer holds it because it had not republished its status yet.
+#
+# The rules: a collector holds at most one slot of a shard (two replicas are never one collector); its fair
+# share is its part of its host's part of every slot (shards × R ÷ live hosts ÷ the host's live collectors; with
+# one replica, shards ÷ live collectors, as before replicas), at most one per shard; it takes free slots of
+# shards none of whose holders runs on its host first, and gives up first, beyond its share, slots of shards
+# that another of its host's collectors also holds, so replicas spread over hosts as collectors come and go.
+# Slot 0 is the primary (it writes the channels' status rows): a replica finding slot 0 free moves there, so a
+# shard that has a collector has a primary. A slot still holding this collector's id (a restart under the same
+# id) is adopted at once instead of waiting for its TTL.
 LEASES_LUA = """
-local cid, ttl = ARGV[1], ARGV[4]
+local cid, ttl, replicas, host = ARGV[1], ARGV[4], tonumber(ARGV[5]), ARGV[6]
 redis.call("ZADD", KEYS[1], ARGV[2], cid)
-local live = math.max(1, redis.call("ZCOUNT", KEYS[1], ARGV[3], "+inf"))
-local shards = #KEYS - 2
-local fair = math.ceil(shards / live)
-local owned, lost, released, taken = {}, {}, {}, {}
-for i = 5, #ARGV do
+redis.call("HSET", KEYS[3], cid, host)
+local shards = (#KEYS - 3) / replicas
+local fair
+if replicas == 1 then
+  fair = math.ceil(shards / math.max(1, redis.call("ZCOUNT", KEYS[1], ARGV[3], "+inf")))
+else
+  -- Each live host's part of the slots, shared by its collectors. Live here: a heartbeat within one TTL (this
+  -- script beats three times a TTL; a collector silent longer has lost its leases too), so a dead one's slots
+  -- count as free for the others as soon as they lapse.
+  local recent = tonumber(ARGV[2]) - tonumber(ttl) / 1000
+  local per_host, hosts = {}, 0
+  for _, id in ipairs(redis.call("ZRANGEBYSCORE", KEYS[1], recent, "+inf")) do
+    local at = (id == cid) and host or (redis.call("HGET", KEYS[3], id) or id)
+    if not per_host[at] then per_host[at] = 0; hosts = hosts + 1 end
+    per_host[at] = per_host[at] + 1
+  end
+  fair = math.min(shards, math.ceil(shards * replicas / hosts / per_host[host]))
+end
+local function lease(shard, slot) return KEYS[4 + shard * replicas + slot] end
+local function slot_of(shard)
+  for slot = 0, replicas - 1 do
+    if redis.call("GET", lease(shard, slot)) == cid then return slot end
+  end
+  return nil
+end
+local function shares_host(shard)
+  for slot = 0, replicas - 1 do
+    local holder = redis.call("GET", lease(shard, slot))
+    if holder and holder ~= cid and redis.call("HGET", KEYS[3], holder) == host then return true end
+  end
+  return false
+end
+local colocated = {}
+for shard = 0, shards - 1 do colocated[shard] = shares_host(shard) end
+local held, lost, released, taken = {}, {}, {}, {}
+local slots = {}
+for i = 7, #ARGV do
   local shard = tonumber(ARGV[i])
-  if redis.call("GET", KEYS[shard + 3]) == cid then
-    redis.call("PEXPIRE", KEYS[shard + 3], ttl)
-    table.insert(owned, shard)
+  local slot = slot_of(shard)
+  if slot then
+    slots[shard] = slot
+    table.insert(held, shard)
   else
     table.insert(lost, shard)
   end
 end
-table.sort(owned)
-while #owned > fair do
-  local shard = table.remove(owned)
-  redis.call("DEL", KEYS[shard + 3])
-  table.insert(released, shard)
-end
 for shard = 0, shards - 1 do
-  if #owned >= fair then break end
-  if redis.call("SET", KEYS[shard + 3], cid, "NX", "PX", ttl) then
-    table.insert(owned, shard)
-    table.insert(taken, shard)
+  if slots[shard] == nil then
+    local slot = slot_of(shard)
+    if slot then slots[shard] = slot; table.insert(held, shard) end
   end
 end
+-- Beyond the fair share: give up co-located shards first, then the highest-numbered.
+local owned = {}
+for _, shard in ipairs(held) do table.insert(owned, shard) end
+table.sort(owned, function(a, b)
+  if colocated[a] ~= colocated[b] then return colocated[b] end
+  return a < b
+end)
+while #owned > fair do
+  local shard = table.remove(owned)
+  redis.call("DEL", lease(shard, slots[shard]))
+  slots[shard] = nil
+  table.insert(released, shard)
+end
+for pass = 1, 2 do
+  for shard = 0, shards - 1 do
+    if #owned >= fair then break end
+    if slots[shard] == nil and (pass == 2 or not colocated[shard]) then
+      for slot = 0, replicas - 1 do
+        if redis.call("SET", lease(shard, slot), cid, "NX", "PX", ttl) then
+          slots[shard] = slot
+          table.insert(owned, shard)
+          table.insert(taken, shard)
+          break
+        end
+      end
+    end
+  end
+end
+local primary = {}
+for _, shard in ipairs(owned) do
+  local slot = slots[shard]
+  if slot > 0 and redis.call("SET", lease(shard, 0), cid, "NX", "PX", ttl) then
+    redis.call("DEL", lease(shard, slot))
+    slot = 0
+    slots[shard] = 0
+  end
+  redis.call("PEXPIRE", lease(shard, slot), ttl)
+  if slot == 0 then table.insert(primary, shard) end
+end
 table.sort(owned)
+table.sort(primary)
 redis.call("HSET", KEYS[2], "shards", "[" .. table.concat(owned, ",") .. "]")
 redis.call("PEXPIRE", KEYS[2], 3 * ttl)
-return {owned, lost, released, taken}
+return {owned, lost, released, taken, primary}
 """
+# KEYS = the slots of one shard; ARGV[1] = collector id: delete the slot this collector holds.
 RELEASE_LUA = """
-if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
-return 0
+local released = 0
+for i = 1, #KEYS do
+  if redis.call("GET", KEYS[i]) == ARGV[1] then
+    redis.call("DEL", KEYS[i])
+    released = released + 1
+  end
+end
+return released
 """
 
 
@@ -104,21 +188,26 @@ class LeaseChange:
     owned: list[int]  # shards held after the call
     lost: list[int]  # held before, no longer ours (expired, or taken over)
     released: list[int]  # given up beyond the fair share
-    taken: list[int]  # free shards newly taken
+    taken: list[int]  # free slots newly taken (or adopted: still ours from before a restart)
+    primary: list[int]  # owned shards whose slot 0 is ours: this collector writes their channels' status rows
 
 
 async def leases_balance(
-    script: Callable, keys: Keys, *, collector_id: str, shards: int, ttl_s: float, held: set[int]
+    script: Callable, keys: Keys, *, collector_id: str, shards: int, ttl_s: float, held: set[int],
+    replicas: int = 1, host: str | None = None,
 ) -> LeaseChange:
     """Heartbeat, renew the `held` leases and move to the fair share, in one round trip (`LEASES_LUA`).
 
     `script` is LEASES_LUA registered on an asyncio Redis client. A collector is live while its heartbeat is
-    younger than three lease TTLs.
+    younger than three lease TTLs. With `replicas` > 1 each shard has that many slots, each held by a
+    different collector, preferably on different hosts (`host`, by default this machine's name).
     """
     now = time.time()
+    slots = [keys.lease(shard, slot) for shard in range(shards) for slot in range(replicas)]
     result = await script(
-        keys=[keys.collectors, keys.collector(collector_id), *(keys.lease(shard) for shard in range(shards))],
-        args=[collector_id, now, now - 3 * ttl_s, int(ttl_s * 1000), *sorted(held)],
+        keys=[keys.collectors, keys.collector(collector_id), keys.lease_hosts, *slots],
+        args=[collector_id, now, now - 3 * ttl_s, int(ttl_s * 1000), replicas, host or socket.gethostname(),
+              *sorted(held)],
     )
     return LeaseChange(*([int(shard) for shard in part] for part in result))
 
@@ -128,6 +217,9 @@ class RuntimeConfig:
     ws_url: str
     keys: Keys
     shards: int = 8
+    # Collectors holding each shard at once (hot standby: 2). Both write the same buffer; the data orders them.
+    replicas: int = 1
+    host: str = ""
     lease_ttl_s: float = 15.0
     reconcile_s: float = 5.0
     write_interval_s: float = 0.1
@@ -143,6 +235,10 @@ class RuntimeConfig:
     def __post_init__(self) -> None:
         if not self.collector_id:
             self.collector_id = f"{socket.gethostname()}:{os.getpid()}"
+        if not self.host:
+            self.host = socket.gethostname()
+        if self.replicas < 1:
+            raise ValueError(f"replicas must be at least 1, got {self.replicas}")
 
 
 class _Handler(WsHandler):
@@ -194,7 +290,8 @@ class CollectorRuntime:
         )
         self.snapshot: SubscriptionSnapshot | None = None
         self.owned: set[int] = set()
-        self._collected: tuple[frozenset[Channel], frozenset[int]] | None = None
+        self.primary: set[int] = set()
+        self._collected: tuple[frozenset[Channel], frozenset[int], frozenset[int]] | None = None
         self.invalid: dict[Channel, str] = {}
         self.subscribed_since: dict[Channel, float] = {}
         self.started_at = time.time()
@@ -237,7 +334,8 @@ class CollectorRuntime:
             await self._write()
         with contextlib.suppress(Exception):
             for shard in list(self.owned):
-                await self._release(keys=[self.keys.lease(shard)], args=[self.config.collector_id])
+                await self._release(keys=self.keys.lease_slots(shard, self.config.replicas),
+                                    args=[self.config.collector_id])
             await self.redis.zrem(self.keys.collectors, self.config.collector_id)
             await self.redis.delete(self.keys.collector(self.config.collector_id))
         with contextlib.suppress(Exception):
@@ -311,18 +409,24 @@ class CollectorRuntime:
         if self.snapshot is None:
             return
         subscribed, owned = self.snapshot.channels, frozenset(self.owned)
-        if self._collected is not None and self._collected[0] is subscribed and self._collected[1] == owned:
+        primary = owned if self.config.replicas == 1 else frozenset(self.primary)
+        if self._collected is not None and self._collected[0] is subscribed and self._collected[1:] == (owned,
+                                                                                                        primary):
             return  # the same subscriptions (`reconcile` keeps the object) and shards: nothing to move
-        self._collected = (subscribed, owned)
+        self._collected = (subscribed, owned, primary)
         shards = self.config.shards
         carried = frozenset(c for c in subscribed if shard_of(c, shards) in owned)
         self.client.set_channels(carried)
-        self.status_writer.carry(carried, subscribed)
+        # With replicas, the status rows of a channel come from one of its collectors (the primary), so two
+        # views (one reconnecting, one live) never take turns in the row; both keep its last-message times.
+        rows = carried if primary == owned else frozenset(c for c in carried if shard_of(c, shards) in primary)
+        self.status_writer.carry(carried, subscribed, rows=rows)
 
     async def _balance_leases(self) -> None:
         cid = self.config.collector_id
         change = await leases_balance(self._leases, self.keys, collector_id=cid, shards=self.config.shards,
-                                      ttl_s=self.config.lease_ttl_s, held=self.owned)
+                                      ttl_s=self.config.lease_ttl_s, held=self.owned,
+                                      replicas=self.config.replicas, host=self.config.host)
         for shard in change.lost:
             logger.warning("collector %s lost the lease of shard %d", cid, shard)
         for shard in change.released:
@@ -330,6 +434,7 @@ class CollectorRuntime:
         for shard in change.taken:
             logger.info("collector %s took shard %d", cid, shard)
         self.owned = set(change.owned)
+        self.primary = set(change.primary)
 
     async def _listen_for_nudges(self) -> None:
         while True:

@@ -65,16 +65,22 @@ class ChannelStatusWriter:
         self.keys = keys
         self.collector_id = collector_id
         self.carried: Set[Channel] = frozenset()
+        self.rows: Set[Channel] = frozenset()  # the carried channels whose status rows this collector writes
         self.written: dict[Channel, RowState] = {}  # rows as this collector last wrote them
         self.dirty: set[Channel] = set()  # rows that may have changed since the last tick
         self.ended: set[Channel] = set()  # subscriptions gone: rows and entries to delete
 
-    def carry(self, channels: Set[Channel], subscribed: Set[Channel]) -> None:
+    def carry(self, channels: Set[Channel], subscribed: Set[Channel], rows: Set[Channel] | None = None) -> None:
         """The channels this collector carries from now on (refused ones included); `subscribed` is every
-        active subscription's channel, whichever collector carries it."""
+        active subscription's channel, whichever collector carries it. `rows` (default: all carried) are those
+        whose status rows this collector writes: with replicas, the channels of the shards it is primary of."""
+        rows = channels if rows is None else rows
         added, dropped = channels - self.carried, self.carried - channels
         self.carried = channels
-        self.dirty |= added
+        self.dirty |= added | (rows - self.rows)
+        for channel in self.rows - rows:
+            self.written.pop(channel, None)  # another replica writes its row now; rewrite it if it comes back
+        self.rows = rows
         self.ended -= added
         for channel in dropped:
             self.written.pop(channel, None)
@@ -115,8 +121,9 @@ class ChannelStatusWriter:
         refused: dict[str, list[str]] = {}
         accepted: dict[str, list[str]] = {}
         written: dict[Channel, RowState] = {}
+        row_channels = self.rows
         for channel in dirty:
-            if channel not in carried:
+            if channel not in row_channels:
                 continue
             row_state = state_of(channel)
             previous = self.written.get(channel)
