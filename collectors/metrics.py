@@ -125,6 +125,13 @@ COLLECTORS = Family(
     PREFIX + "collectors", "gauge",
     "Collectors registered in Redis, by state: alive (recent heartbeat) or dead (not yet removed).",
     ("state",))
+SHARD_REPLICAS = Family(
+    PREFIX + "shard_replicas", "gauge",
+    "Collectors holding each shard now (hot standby: as many as COLLECTOR_REPLICAS; fewer means one more "
+    "death costs REST repairs).",
+    ("shard",))
+SHARD_REPLICAS_WANTED = Family(
+    PREFIX + "shard_replicas_wanted", "gauge", "COLLECTOR_REPLICAS: collectors wanted per shard.")
 CHANNELS = Family(
     PREFIX + "channels", "gauge",
     "Channels per timeframe by state: fresh (a message within HEALTH_STALE_AFTER_S), quiet (the last message "
@@ -216,7 +223,8 @@ SOURCE_UP = Family(
 FAMILIES: tuple[Family, ...] = (
     *COUNTERS, FLUSH_DURATION, FLUSH_REQUEST_WAIT, BUFFER_ENTRIES, BUFFER_ALARM, DEAD_LETTERS_STORED, REST_NEEDED,
     LAST_FLUSH, REPAIR_BACKLOG, REPAIR_DRAIN, REPAIR_ETA,
-    COLLECTORS, CHANNELS, CHANNEL_MESSAGE_AGE_MAX, CHANNEL_LAG_MAX, CHANNELS_UNCONFIRMED,
+    COLLECTORS, SHARD_REPLICAS, SHARD_REPLICAS_WANTED,
+    CHANNELS, CHANNEL_MESSAGE_AGE_MAX, CHANNEL_LAG_MAX, CHANNELS_UNCONFIRMED,
     SUBSCRIPTION_MESSAGE_AGE, SUBSCRIPTION_LAG, GAPS, GAP_MISSING, SUBSCRIPTIONS,
     PARTITION_BYTES, ROWS, RETENTION_HORIZON, NEXT_DROP, PARTITIONS_DROPPED, SOURCE_UP,
 )

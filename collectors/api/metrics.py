@@ -154,6 +154,10 @@ def _pipeline_samples(samples: Samples, overview: dict) -> None:
         samples[m.PARTITIONS_DROPPED].append(m.Sample(dropped, {"timeframe": bar}))
     alive, total = overview["collectors"]["alive"], overview["collectors"]["total"]
     samples[m.COLLECTORS] += [m.Sample(alive, {"state": "alive"}), m.Sample(total - alive, {"state": "dead"})]
+    shards = overview["shards"]
+    samples[m.SHARD_REPLICAS] += [m.Sample(len(held), {"shard": str(shard)})
+                                  for shard, held in enumerate(shards.holders)]
+    samples[m.SHARD_REPLICAS_WANTED].append(m.Sample(shards.replicas))
 
 
 def _database_samples(samples: Samples, gaps: dict[str, tuple[int, int]], subscriptions: dict[str, int]) -> None:

@@ -49,6 +49,8 @@ class HealthChecksSerializer(serializers.Serializer):
     redis = HealthCheckSerializer(help_text="Redis (REDIS_URL) answers PING.")
     broker = HealthCheckSerializer(help_text="The Celery broker (CELERY_BROKER_URL) answers PING, when it is Redis.")
     collectors = HealthCheckSerializer(help_text="A collector is alive whenever subscriptions are active.")
+    replicas = HealthCheckSerializer(help_text="With COLLECTOR_REPLICAS > 1: every shard is held by that many "
+                                               "collectors while subscriptions are active (hot standby).")
     buffer = HealthCheckSerializer(help_text="Buffered candles stay at or below BUFFER_ALARM_ENTRIES.")
     flush = HealthCheckSerializer(help_text="A flush ran within 10 × FLUSH_INTERVAL_S while candles wait.")
     subscriptions = HealthCheckSerializer(help_text="No active subscription is stale or in error.")
@@ -107,6 +109,21 @@ class LastFlushSerializer(serializers.Serializer):
     duration_ms = serializers.FloatField(allow_null=True)
 
 
+class ShardHolderSerializer(serializers.Serializer):
+    slot = serializers.IntegerField(help_text="0: the primary, which writes the channels' status rows.")
+    collector = serializers.CharField()
+    host = serializers.CharField(allow_null=True, help_text="The host the collector named in its leases.")
+
+
+class ShardsSerializer(serializers.Serializer):
+    replicas = serializers.IntegerField(help_text="COLLECTOR_REPLICAS: collectors wanted per shard.")
+    shards = serializers.IntegerField(help_text="COLLECTOR_SHARDS.")
+    short = serializers.ListField(child=serializers.IntegerField(),
+                                  help_text="Shards held by fewer collectors than `replicas`.")
+    holders = serializers.ListField(child=ShardHolderSerializer(many=True),
+                                    help_text="Per shard (by number), the collectors holding it, slot 0 first.")
+
+
 class PipelineSerializer(serializers.Serializer):
     buffer = BufferSerializer()
     dead_letters = serializers.IntegerField(help_text="Entries on the dead-letter list.")
@@ -114,6 +131,7 @@ class PipelineSerializer(serializers.Serializer):
                                                      "repair report's confirm backlog when there is one.")
     last_flush = LastFlushSerializer(allow_null=True, help_text="null until a flush has committed.")
     counters = NumberMapField(help_text="Every counter in Redis by name (see docs/status-and-metrics.md).")
+    shards = ShardsSerializer(help_text="Which collectors hold each shard, on which host (hot standby).")
 
 
 class GapFiguresSerializer(serializers.Serializer):

@@ -41,6 +41,7 @@ def status_document(report: SystemStatus, *, detail_url: str) -> dict[str, Any]:
         },
         "pipeline": None if pipeline is None else {
             **pipeline, "buffer": {**pipeline["buffer"], "alarm_entries": settings.BUFFER_ALARM_ENTRIES},
+            "shards": pipeline["shards"].as_dict(),
         },
         "gaps": report.gaps,
         "collectors": report.collectors,
@@ -107,7 +108,15 @@ def _pipeline(pipeline: dict[str, Any] | None) -> dict[str, Any] | None:
             "duration_ms": _float(flush.get("duration_ms")),
         },
         "counters": dict(pipeline["counters"]),
+        "shards": _shards(pipeline["shards"]),
     }
+
+
+def _shards(shards: dict[str, Any]) -> dict[str, Any]:
+    return {"replicas": int(shards["replicas"]), "shards": int(shards["shards"]),
+            "short": [int(n) for n in shards["short"]],
+            "holders": [[{"slot": int(h["slot"]), "collector": str(h["collector"]), "host": _str(h["host"])}
+                         for h in held] for held in shards["holders"]]}
 
 
 def _by_priority(figures: dict[str, dict[str, int]] | None) -> dict[str, Any] | None:

@@ -11,6 +11,8 @@ The rule (also in docs/status-and-metrics.md):
   - the last flush is older than FLUSH_STALE_INTERVALS × FLUSH_INTERVAL_S while the buffer is not empty
     (or no flush was ever recorded while it is not empty);
   - an active subscription is `stale` or `error` (as marked by the health task);
+  - with COLLECTOR_REPLICAS > 1, a shard is held by fewer collectors than that while subscriptions are
+    active (the hot standby is gone: one more death costs candles that REST must repair);
 * **healthy** otherwise.
 
 A check that cannot be evaluated because Redis or PostgreSQL is down is `unknown`; the system is unhealthy
@@ -58,7 +60,7 @@ HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
 PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
 # A flush normally runs every FLUSH_INTERVAL_S; this many intervals without one (with work waiting) is a stall.
 FLUSH_STALE_INTERVALS = 10
-CHECK_NAMES = ("database", "redis", "broker", "collectors", "buffer", "flush", "subscriptions")
+CHECK_NAMES = ("database", "redis", "broker", "collectors", "replicas", "buffer", "flush", "subscriptions")
 TROUBLED = (SubscriptionStatus.STALE, SubscriptionStatus.ERROR)
 EXAMPLES = 5
 
@@ -161,6 +163,8 @@ def health_evaluate(
         else:
             checks.append(Check("collectors", PASS, DEGRADED, f"{alive} alive of {total} registered"))
 
+    checks.append(_replicas_check(pipeline, subs))
+
     if pipeline is None:
         checks.append(Check("buffer", UNKNOWN, DEGRADED, "needs Redis"))
         checks.append(Check("flush", UNKNOWN, DEGRADED, "needs Redis"))
@@ -195,6 +199,23 @@ def health_evaluate(
     else:
         status = HEALTHY
     return Health(status, by_name)
+
+
+def _replicas_check(pipeline: dict[str, Any] | None, subs: SubscriptionSummary | None) -> Check:
+    if pipeline is None or subs is None:
+        return Check("replicas", UNKNOWN, DEGRADED, "needs Redis and PostgreSQL")
+    shards = pipeline["shards"]
+    wanted = shards.replicas
+    if wanted == 1:
+        return Check("replicas", PASS, DEGRADED, "one collector per shard (COLLECTOR_REPLICAS=1)")
+    short = shards.short
+    if not subs.active or not short:
+        return Check("replicas", PASS, DEGRADED, f"every shard on {wanted} collectors" if subs.active
+                     else "no active subscription")
+    named = ", ".join(f"shard {shard} on {len(shards.holders[shard])}" for shard in short[:5])
+    return Check("replicas", FAIL, DEGRADED,
+                 f"{_plural(len(short), 'shard')} of {len(shards.holders)} below {wanted} collectors "
+                 f"({named}{', ...' if len(short) > 5 else ''})")
 
 
 def _flush_check(pipeline: dict[str, Any], depth: int, interval: float) -> Check:

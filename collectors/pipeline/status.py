@@ -476,8 +476,62 @@ def _numbers(raw: dict[Any, Any], what: str) -> dict[str, int | float]:
     return dict(sorted(numbers.items()))
 
 
+# --- shard replicas ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ShardHolder:
+    slot: int  # 0: the primary (writes the channels' status rows)
+    collector: str
+    host: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ShardReplicas:
+    """Who holds each shard: `holders[shard]` lists the filled slots, slot 0 first."""
+
+    replicas: int  # COLLECTOR_REPLICAS: slots per shard
+    holders: list[list[ShardHolder]]
+
+    @property
+    def short(self) -> list[int]:
+        """Shards held by fewer collectors than `replicas` (none held included)."""
+        return [shard for shard, held in enumerate(self.holders) if len(held) < self.replicas]
+
+    def as_dict(self) -> dict:
+        return {"replicas": self.replicas, "shards": len(self.holders), "short": self.short,
+                "holders": [[{"slot": h.slot, "collector": h.collector, "host": h.host} for h in held]
+                            for held in self.holders]}
+
+
+def replicas_queue(pipe: Any, keys: Keys, shards: int, replicas: int) -> None:
+    """Queue the two reads of `replicas_parse`: every lease slot (one MGET) and the collectors' hosts."""
+    pipe.mget([keys.lease(shard, slot) for shard in range(shards) for slot in range(replicas)])
+    pipe.hgetall(keys.lease_hosts)
+
+
+def replicas_parse(replies: Sequence[Any], replicas: int) -> ShardReplicas:
+    slots, hosts_raw = replies
+    hosts = {_text(cid): _text(host) for cid, host in (hosts_raw or {}).items()}
+    holders: list[list[ShardHolder]] = []
+    for start in range(0, len(slots), replicas):
+        held = [ShardHolder(slot, _text(cid), hosts.get(_text(cid)))
+                for slot, cid in enumerate(slots[start:start + replicas]) if cid is not None]
+        holders.append(held)
+    return ShardReplicas(replicas, holders)
+
+
+def shard_replicas(redis: Any, keys: Keys, shards: int | None = None, replicas: int | None = None) -> ShardReplicas:
+    """Who holds each shard's slots, and on which host, in one round trip (shards × replicas keys: a handful)."""
+    shards = settings.COLLECTOR_SHARDS if shards is None else shards
+    replicas = settings.COLLECTOR_REPLICAS if replicas is None else replicas
+    pipe = redis.pipeline(transaction=False)
+    replicas_queue(pipe, keys, shards, replicas)
+    return replicas_parse(pipe.execute(), replicas)
+
+
 # Commands `overview_queue` puts on a pipeline; their replies are what `overview_parse` reads.
-OVERVIEW_COMMANDS = 8
+OVERVIEW_COMMANDS = 10
 
 
 def overview_queue(pipe: Any, keys: Keys, now: float, lease_ttl_s: float | None = None) -> None:
@@ -490,11 +544,12 @@ def overview_queue(pipe: Any, keys: Keys, now: float, lease_ttl_s: float | None 
     pipe.zcard(keys.collectors)
     pipe.zcount(keys.collectors, alive_after(now, lease_ttl_s), "+inf")
     pipe.get(keys.repair_backlog)
+    replicas_queue(pipe, keys, settings.COLLECTOR_SHARDS, settings.COLLECTOR_REPLICAS)
 
 
 def overview_parse(replies: Sequence[Any], now: float) -> dict:
     """The overview from the replies of the `OVERVIEW_COMMANDS` commands `overview_queue` queued."""
-    live, taken, dead_letters, counters, last_flush_raw, total, alive, repair_raw = replies
+    live, taken, dead_letters, counters, last_flush_raw, total, alive, repair_raw, *slots = replies
     last_flush: dict[str, Any] | None = None
     if last_flush_raw:
         flush_numbers = _numbers(last_flush_raw, "last flush fields")
@@ -513,6 +568,7 @@ def overview_parse(replies: Sequence[Any], now: float) -> dict:
         "counters": _numbers(counters, "counters"),
         "last_flush": last_flush,
         "collectors": {"alive": int(alive), "total": int(total)},
+        "shards": replicas_parse(slots, settings.COLLECTOR_REPLICAS),
     }
 
 
@@ -522,7 +578,7 @@ def pipeline_overview(redis: Any, keys: Keys, now: float | None = None, lease_tt
     {"buffer": {"live", "taken", "depth"}, "dead_letters", "rest_needed", "repair": report | None,
      "counters": {name: n},
      "last_flush": {"at", "rows", "written", "rejected", "duration_ms", "age_s"} | None,
-     "collectors": {"alive", "total"}}
+     "collectors": {"alive", "total"}, "shards": ShardReplicas}
     """
     now = time.time() if now is None else now
     pipe = redis.pipeline(transaction=False)

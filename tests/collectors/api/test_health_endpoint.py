@@ -20,11 +20,12 @@ from collectors.api.system import (
     health_evaluate,
 )
 from collectors.pipeline.connections import pipeline_keys
+from collectors.pipeline.status import ShardHolder, ShardReplicas
 from tests.collectors.api.servers import closed_port, silent_server
 from tests.support.private_services import private_redis
 
 pytestmark = pytest.mark.django_db
-CHECKS = ["database", "redis", "broker", "collectors", "buffer", "flush", "subscriptions"]
+CHECKS = ["database", "redis", "broker", "collectors", "replicas", "buffer", "flush", "subscriptions"]
 
 
 def subscribe(inst, bar: str = "1m", **fields) -> Subscription:
@@ -222,11 +223,14 @@ def down(name: str) -> Probe:
 
 
 def observation(*, database=True, redis=True, broker=True, alive=1, depth=0, flush_age=1.0,
-                subscriptions=None) -> Observation:
+                subscriptions=None, replicas=1, held=(1,)) -> Observation:
+    """`held`: per shard, how many of its `replicas` slots a collector holds."""
     probes = {"database": (up if database else down)("database"), "redis": (up if redis else down)("redis"),
               "broker": (up if broker else down)("broker")}
     pipeline = {"buffer": {"live": depth, "taken": 0, "depth": depth}, "collectors": {"alive": alive, "total": alive},
-                "last_flush": None if flush_age is None else {"age_s": flush_age}} if redis else None
+                "last_flush": None if flush_age is None else {"age_s": flush_age},
+                "shards": ShardReplicas(replicas, [[ShardHolder(slot, f"c{slot}", "h") for slot in range(n)]
+                                                   for n in held])} if redis else None
     subs = SubscriptionSummary(subscriptions or {"live": 1}) if database else None
     return Observation(time.time(), probes, pipeline, subs)
 
@@ -248,8 +252,47 @@ def observation(*, database=True, redis=True, broker=True, alive=1, depth=0, flu
     (observation(subscriptions={"pending": 2}), HEALTHY, []),
     (observation(alive=0, depth=500, flush_age=60, subscriptions={"error": 1}), DEGRADED,
      ["collectors", "buffer", "flush", "subscriptions"]),
+    (observation(replicas=2, held=(2, 2)), HEALTHY, []),
+    (observation(replicas=2, held=(2, 1)), DEGRADED, ["replicas"]),  # the hot standby of shard 1 is gone
+    (observation(replicas=2, held=(1, 0), subscriptions={"pending": 0}), HEALTHY, []),  # nothing to collect
+    (observation(replicas=1, held=(1, 1)), HEALTHY, []),
 ])
 def test_the_rule(case, expected, failing):
     result = health_evaluate(case, buffer_alarm_entries=100, flush_interval_s=1.0)
 
     assert (result.status, result.failing) == (expected, failing)
+
+
+def hold(state, shard: int, slot: int, collector_id: str, host: str) -> None:
+    """A lease slot held, as the collectors' lease script leaves it."""
+    state.r.set(state.keys.lease(shard, slot), collector_id, px=60_000)
+    state.r.hset(state.keys.lease_hosts, collector_id, host)
+
+
+@override_settings(COLLECTOR_REPLICAS=2, COLLECTOR_SHARDS=2)
+def test_a_shard_on_one_replica_degrades_the_system_and_two_on_each_is_healthy(client, running, state):
+    state.collector("c2")
+    for shard in (0, 1):
+        hold(state, shard, 0, "c1", "host-a")
+    hold(state, 0, 1, "c2", "host-b")
+
+    status, body = health(client)
+    assert (status, body["status"], body["failing"]) == (503, DEGRADED, ["replicas"])
+    assert body["checks"]["replicas"]["message"] == "1 shard of 2 below 2 collectors (shard 1 on 1)"
+
+    hold(state, 1, 1, "c2", "host-b")
+    status, body = health(client)
+    assert (status, body["status"], body["checks"]["replicas"]["message"]) == (
+        200, HEALTHY, "every shard on 2 collectors")
+
+
+@override_settings(COLLECTOR_REPLICAS=2, COLLECTOR_SHARDS=2)
+def test_the_status_lists_each_shard_s_collectors_and_hosts(client, running, state):
+    hold(state, 0, 0, "c1", "host-a")
+    hold(state, 0, 1, "c2", "host-b")
+
+    shards = client.get("/api/v1/status").json()["pipeline"]["shards"]
+
+    assert shards == {"replicas": 2, "shards": 2, "short": [1],
+                      "holders": [[{"slot": 0, "collector": "c1", "host": "host-a"},
+                                   {"slot": 1, "collector": "c2", "host": "host-b"}], []]}

@@ -250,9 +250,11 @@ def test_a_scrape_reads_redis_without_locks_or_key_scans(client, state, r, btc):
 
     stats = {name.removeprefix("cmdstat_"): figures for name, figures in r.info("commandstats").items()}
     used = set(stats) - {"config|resetstat", "info"}
-    assert used <= {"hlen", "llen", "get", "hgetall", "zcard", "zcount", "zrange", "scard"}, used
-    # The counters and the last flush; never a channel's status (its indexes give counts and heads).
-    assert stats["hgetall"]["calls"] == 2
+    # mget: the shards' lease slots, a fixed handful of keys (COLLECTOR_SHARDS × COLLECTOR_REPLICAS).
+    assert used <= {"hlen", "llen", "get", "mget", "hgetall", "zcard", "zcount", "zrange", "scard"}, used
+    # The counters, the last flush and the collectors' hosts; never a channel's status (its indexes give counts
+    # and heads).
+    assert stats["hgetall"]["calls"] == 3
 
 
 def test_counters_that_never_moved_are_zero(client, keys):
@@ -307,3 +309,14 @@ def test_a_client_that_accepts_only_json_is_told_so_in_json(client, keys):
 
     assert response.status_code == 406
     assert response.json()["error_code"] == "NOT_ACCEPTABLE"
+
+
+@override_settings(COLLECTOR_REPLICAS=2, COLLECTOR_SHARDS=3)
+def test_the_collectors_holding_each_shard_are_exported_beside_the_replicas_wanted(client, r, keys):
+    for shard, slot, collector_id in [(0, 0, "a"), (0, 1, "b"), (1, 0, "b")]:
+        r.set(keys.lease(shard, slot), collector_id, px=60_000)
+
+    families = scrape(client)
+
+    assert families["okx_candles_shard_replicas"].by_label("shard") == {"0": 2, "1": 1, "2": 0}
+    assert families["okx_candles_shard_replicas_wanted"].value() == 2
