@@ -63,7 +63,13 @@ from collectors.pipeline.deadletters import dead_letters_count, dead_letters_new
 from collectors.pipeline.health import subscription_health
 from collectors.pipeline.keys import Keys, priced_bar
 from collectors.pipeline.repair_report import PRIORITIES
-from collectors.pipeline.status import ChannelStatus, channel_statuses, collector_statuses, pipeline_overview
+from collectors.pipeline.status import (
+    ChannelStatus,
+    ShardReplicas,
+    channel_statuses,
+    collector_statuses,
+    pipeline_overview,
+)
 from collectors.pipeline.verify import verify_reports
 from collectors.repair.gap_state import gap_retry
 
@@ -435,7 +441,20 @@ def _redis_figures(redis: Any, keys: Keys, now: float, specs: dict[str, Any]) ->
         "worst_lags": [{"lag": lag, "label": age_label(lag.lag_s)}
                        for lag in worst_lags(redis, keys, specs, now=now, limit=DASHBOARD_LAGS)],
         "repair": None if repair is None else repair_rows(repair, now),
+        "shards": shard_rows(overview["shards"]),
     }
+
+
+def shard_rows(shards: ShardReplicas) -> dict[str, Any] | None:
+    """With a hot standby (COLLECTOR_REPLICAS > 1), per shard the collector in each slot and its host."""
+    if shards.replicas == 1:
+        return None
+    short = set(shards.short)
+    rows = [{"shard": shard, "short": shard in short,
+             "slots": [next((h for h in held if h.slot == slot), None) for slot in range(shards.replicas)]}
+            for shard, held in enumerate(shards.holders)]
+    return {"replicas": shards.replicas, "rows": rows, "short": len(short),
+            "slot_names": ["primary", *("standby" for _ in range(1, shards.replicas))]}
 
 
 def repair_rows(report: dict, now: float) -> dict[str, Any]:

@@ -128,6 +128,33 @@ def test_the_index_shows_collectors_buffer_flush_dead_letters_rest_budget_and_ga
     assert reverse("admin:candles_subscription_changelist") in text(response)
 
 
+def test_with_a_hot_standby_the_dashboard_shows_each_shard_s_primary_standby_and_hosts(
+    staff_client, redis, keys, settings
+):
+    settings.COLLECTOR_REPLICAS, settings.COLLECTOR_SHARDS = 2, 2
+    now = time.time()
+    put_collector(redis, keys, "c-a", now, [0, 1])
+    for shard, slot, collector_id in [(0, 0, "c-a"), (0, 1, "c-b"), (1, 0, "c-a")]:
+        redis.set(keys.lease(shard, slot), collector_id, px=60_000)
+    redis.hset(keys.lease_hosts, mapping={"c-a": "host-a", "c-b": "host-b"})
+
+    response = staff_client.get(reverse("admin:index"))
+
+    module = re.search(r'id="shards">(.*?)</table>', text(response), re.S)
+    assert module, "no shards table"
+    rows = [" ".join(re.sub(r"<[^>]+>", " ", row).split())
+            for row in re.findall(r"<tr[^>]*>(.*?)</tr>", module.group(1), re.S)]
+    assert rows == ["shard primary standby", "0 c-a on host-a c-b on host-b", "1 short c-a on host-a –"]
+    assert "1 short of a replica" in module.group(1)
+    assert re.search(r"c-a</td>\s*<td>host-a</td>", text(response))  # the collectors table names the host
+
+
+def test_with_one_replica_the_dashboard_has_no_shards_table(staff_client, redis, keys):
+    put_collector(redis, keys, "c-a", time.time(), [0])
+
+    assert 'id="shards"' not in text(staff_client.get(reverse("admin:index")))
+
+
 def test_the_flush_rate_is_the_counter_growth_since_an_earlier_view(staff_client, redis, keys, btc):
     LiveBuffer(redis, keys).put_many([(candle_update(T0_MS + i * MINUTE), 1) for i in range(4)])
     buffer_flush(redis=redis, keys=keys)

@@ -234,6 +234,32 @@ def test_nothing_running_says_how_to_start_a_collector(keys):
                    "Buffer depth 0 (live 0, being flushed 0); dead letters 0; REST queue 0; no flush yet\n")
 
 
+def test_with_a_hot_standby_each_shard_shows_its_primary_and_standby_and_their_hosts(keys, r, settings):
+    settings.COLLECTOR_REPLICAS, settings.COLLECTOR_SHARDS = 2, 3
+    for shard, slot, collector_id in [(0, 0, "c-a"), (0, 1, "c-b"), (1, 0, "c-b"), (1, 1, "c-a"), (2, 0, "c-a")]:
+        r.set(keys.lease(shard, slot), collector_id, px=60_000)
+    r.hset(keys.lease_hosts, mapping={"c-a": "host-a", "c-b": "host-b"})
+
+    out = run_status()
+
+    assert "Shards: 3 × 2 replicas, 1 short of a replica" in out
+    assert section(out, "Shards:") == [
+        ["SHARD", "PRIMARY", "STANDBY"],
+        ["0", "c-a on host-a", "c-b on host-b"],
+        ["1", "c-b on host-b", "c-a on host-a"],
+        ["2", "c-a on host-a", "-", "SHORT"],
+    ]
+    shards = json.loads(run_status("--json"))["pipeline"]["shards"]
+    assert (shards["replicas"], shards["short"], shards["holders"][2]) == (
+        2, [2], [{"slot": 0, "collector": "c-a", "host": "host-a"}])
+
+
+def test_one_replica_shows_no_shard_table(keys, r):
+    r.set(keys.lease(0), "c-a", px=60_000)
+
+    assert "Shards:" not in run_status()
+
+
 def test_redis_down_is_a_clear_error(keys, settings):
     settings.REDIS_URL = f"redis://:secret@127.0.0.1:{unused_port()}/0"
 

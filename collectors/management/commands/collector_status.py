@@ -201,7 +201,7 @@ def status_snapshot(*, symbol: str | None = None, state: str | None = None, bar:
         "worst_lags": [{"symbol": lag.symbol, "bar": lag.timeframe, "price": lag.price, "confirmed_lag_s": lag.lag_s}
                        for lag in lags],
         "troubled": {name: {"count": t.count, "examples": t.examples} for name, t in troubled_rows.items()},
-        "pipeline": overview,
+        "pipeline": {**overview, "shards": overview["shards"].as_dict()},
     }
     if detail:
         rows = _channels(channel_map, subscriptions, timeframes, symbol, now)
@@ -304,6 +304,7 @@ def render(snapshot: dict[str, Any]) -> str:
              for c in collectors],
             numeric={4, 5, 6, 7},
         )
+    lines += _replicas(snapshot["pipeline"]["shards"])
     lines.append("")
     lines += _subscriptions_summary(snapshot)
     channels = snapshot.get("channels")
@@ -331,6 +332,23 @@ def render(snapshot: dict[str, Any]) -> str:
         eta = "not draining" if repair["eta_s"] is None else f"drained in about {duration(repair['eta_s'])}"
         lines.append(f"Repair backlog (candles): {backlog}; {eta}")
     return "\n".join(lines) + "\n"
+
+
+def _replicas(shards: dict[str, Any]) -> list[str]:
+    """With a hot standby (COLLECTOR_REPLICAS > 1), who holds each shard and on which host; else nothing."""
+    wanted = shards["replicas"]
+    if wanted == 1:
+        return []
+    short = shards["short"]
+    lines = ["", f"Shards: {shards['shards']} × {wanted} replicas, "
+                 + (f"{len(short)} short of a replica" if short else "every one held")]
+    slots = ("PRIMARY", *(f"STANDBY {n}" if wanted > 2 else "STANDBY" for n in range(1, wanted)))
+    rows = []
+    for shard, held in enumerate(shards["holders"]):
+        by_slot = {h["slot"]: f"{h['collector']} on {h['host'] or 'an unknown host'}" for h in held}
+        rows.append((str(shard), *(by_slot.get(slot, NONE) for slot in range(wanted)),
+                     "SHORT" if shard in short else ""))
+    return lines + table(("SHARD", *slots, ""), rows, numeric={0})
 
 
 def _subscriptions_summary(snapshot: dict[str, Any]) -> list[str]:
