@@ -9,43 +9,30 @@ the test can tell the difference).
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import redis as redis_lib
 from django.db import connection
 
-from candles.bars import datetime_to_ms, ms_to_datetime
-from candles.models import Candle, Gap, Instrument, Subscription, Timeframe
+from candles.bars import ms_to_datetime
+from candles.models import Gap, Instrument, Subscription, Timeframe
 from collectors.pipeline.flush import buffer_flush
 from collectors.pipeline.keys import Keys
 from collectors.repair.detect import detection_advance
 from collectors.repair.schedule import repair_run
 from collectors.simulator import SimulatorConfig, run_in_thread
+from tests.support.standby import ROOT, collector_command, collector_env, held_by, wait_for, wrong_candles
 
-ROOT = Path(__file__).resolve().parents[3]
 INSTRUMENTS = ("BTC-USDT", "ETH-USDT", "SOL-USDT")
 SHARDS, TTL_S = 2, 2.0
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -77,35 +64,12 @@ def sim(settings):
 
 def collector(name: str, replicas: int, keys: Keys, sim, settings) -> subprocess.Popen:
     db = connection.settings_dict
-    env = {**os.environ, "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-           "REDIS_URL": settings.REDIS_URL, "REDIS_KEY_PREFIX": keys.prefix, "OKX_WS_URL": sim.ws_url,
-           "COLLECTOR_REPLICAS": str(replicas), "COLLECTOR_SHARDS": str(SHARDS), "COLLECTOR_LEASE_TTL_S": str(TTL_S),
-           "COLLECTOR_RECONCILE_S": "0.5", "COLLECTOR_HOST": f"host-{name}", "LOG_LEVEL": "WARNING"}
+    env = collector_env(database_url=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+                        redis_url=settings.REDIS_URL, prefix=keys.prefix, ws_url=sim.ws_url, replicas=replicas,
+                        shards=SHARDS, ttl_s=TTL_S, host=f"host-{name}")
     # A session of its own, so the SIGKILL reaches this process only (never the test's).
-    return subprocess.Popen([sys.executable, "manage.py", "run_collector", "--id", name, "--skip-checks"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-
-
-def held_by(r: redis_lib.Redis, keys: Keys, replicas: int) -> list[set[str]]:
-    return [{v.decode() for v in r.mget(keys.lease_slots(shard, replicas)) if v} for shard in range(SHARDS)]
-
-
-def exact_window(sim, start_ms: int, end_ms: int) -> list[str]:
-    """The 1s candles of the window that are not the simulator's truth (missing, open or different)."""
-    tf = Timeframe.objects.get(code="1s")
-    wrong = []
-    for inst_id in INSTRUMENTS:
-        stored = {datetime_to_ms(c.open_time): c for c in Candle.objects.filter(
-            instrument__inst_id=inst_id, instrument__price="trade", timeframe=tf,
-            open_time__gte=ms_to_datetime(start_ms), open_time__lte=ms_to_datetime(end_ms))}
-        for row in sim.simulator.market.truth_range(inst_id, "1s", start_ms, end_ms):
-            c = stored.get(int(row[0]))
-            numbers = None if c is None else [str(v) for v in (c.open, c.high, c.low, c.close, c.vol, c.vol_ccy,
-                                                                  c.vol_ccy_quote)]
-            if c is None or not c.confirmed or numbers != row[1:8]:
-                wrong.append(f"{inst_id} {row[0]}: stored {numbers} confirmed {c and c.confirmed}, truth {row[1:8]}")
-    return wrong
+    return subprocess.Popen(collector_command(name), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
 
 
 @pytest.mark.parametrize("replicas", [2, 1])
@@ -119,7 +83,7 @@ def test_a_collector_killed_with_a_standby_costs_no_candle_no_gap_and_no_rest_re
     procs = {name: collector(name, replicas, keys, sim, settings) for name in ("a", "b")[:replicas]}
     try:
         names = set(procs)
-        wait_for(lambda: all(held == names for held in held_by(r, keys, replicas)), 30,
+        wait_for(lambda: all(held == names for held in held_by(r, keys, SHARDS, replicas)), 30,
                  f"{replicas} collectors on every shard")
         wait_for(lambda: sim.simulator.stats()["subscriptions"] == replicas * len(INSTRUMENTS), 30,
                  "every channel subscribed by every replica")
@@ -142,7 +106,7 @@ def test_a_collector_killed_with_a_standby_costs_no_candle_no_gap_and_no_rest_re
         repair_run(budget_s=2.0)
         rest_after = sim.simulator.stats()["rest_requests"]
         gaps = Gap.objects.count()
-        wrong = exact_window(sim, start_ms, end_ms)
+        wrong = wrong_candles(sim.simulator.market, INSTRUMENTS, "1s", start_ms, end_ms)
     finally:
         for proc in procs.values():
             if proc.poll() is None:
