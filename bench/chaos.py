@@ -1,7 +1,7 @@
 """The whole system under a schedule of faults, judged by the simulator's ground truth.
 
     .venv/bin/python bench/chaos.py --minutes 10 [--instruments 200] [--bars 1s,1m,5m] [--seed 7]
-                                    [--fault-every S] [--heal-timeout 120] [--keep]
+                                    [--fault-every S] [--heal-timeout 120] [--replicas 2] [--keep]
 
 Starts, all on 127.0.0.1 ports of its own and in a temporary directory: a private PostgreSQL and Redis, the
 OKX simulator, and the workers as `make run` does (collectors, flush, backfill/default/webhooks with beat).
@@ -38,7 +38,9 @@ import psycopg  # noqa: E402
 import redis  # noqa: E402
 
 from bench.chaos_faults import (  # noqa: E402
+    BEFORE_MARGIN_S,
     FAULT_KINDS,
+    RECOVERY_MARGIN_S,
     AppliedFault,
     FaultRunner,
     Simulator,
@@ -73,6 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds per fault slot (default: period / kinds, within 10..30 s)")
     parser.add_argument("--heal-timeout", type=float, default=120.0,
                         help="seconds after the last fault to wait for every candle (default 120)")
+    parser.add_argument("--replicas", type=int, default=1, choices=(1, 2, 3),
+                        help="COLLECTOR_REPLICAS: collectors workers holding every shard (2: hot standby)")
     parser.add_argument("--keep", action="store_true", help="leave the run directory (logs, data) behind")
     args = parser.parse_args(argv)
     args.bars = tuple(bar for bar in args.bars.split(",") if bar)
@@ -93,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         say(f"chaos: {exc}")
         return 2
     run_dir = Path(tempfile.mkdtemp(prefix="okx-chaos-"))
-    system = ChaosSystem(SystemConfig(run_dir=run_dir, instruments=args.instruments, bars=args.bars, seed=args.seed))
+    system = ChaosSystem(SystemConfig(run_dir=run_dir, instruments=args.instruments, bars=args.bars, seed=args.seed,
+                                      replicas=args.replicas))
     closed = False
 
     def close() -> None:
@@ -129,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, plan, system: ChaosSystem) -> tuple[Verdict, float]:
     say(f"chaos: {args.instruments} instruments x {','.join(args.bars)} "
         f"({args.instruments * len(args.bars)} channels), seed {args.seed}, {len(plan)} faults, one every "
-        f"{args.fault_every:g} s; run directory {system.run_dir}")
+        f"{args.fault_every:g} s, {args.replicas} collector(s) per shard; run directory {system.run_dir}")
     started = time.time()
     instruments = system.start()
     say(f"system up in {time.time() - started:.0f} s: PostgreSQL :{system.pg.port}, Redis :{system.redis.port}, "
@@ -139,8 +144,11 @@ def run(args: argparse.Namespace, plan, system: ChaosSystem) -> tuple[Verdict, f
     window_start_ms = math.ceil(time.time()) * 1000
     say(f"all {len(channels)} channels live after {time.time() - started:.0f} s; window and faults start now")
 
-    runner = FaultRunner(system, Simulator(system.sim_url), log=say)
+    runner = FaultRunner(system, Simulator(system.sim_url), log=say, slot_s=args.fault_every)
     applied = runner.run(plan, window_start_ms / 1000)
+    if runner.kill_rest_requests:
+        say(f"REST requests from each collector kill to the next fault: "
+            f"{', '.join(map(str, runner.kill_rest_requests))} (target with replicas: 0)")
     faults_over = applied[-1].ended
     window = Window(window_start_ms, int(faults_over * 1000))
     say(f"faults over; window {(window.end_ms - window.start_ms) / 1000:.0f} s; waiting up to "
@@ -209,9 +217,26 @@ def report(system: ChaosSystem, verdict: Verdict, heal_s: float, applied: list[A
         gaps = conn.execute("SELECT state, count(*), coalesce(sum(missing), 0) FROM candles_gap GROUP BY state "
                             "ORDER BY state").fetchall()
     say("gaps: " + (", ".join(f"{state} {n} ({missing} candles)" for state, n, missing in gaps) or "none"))
+    kills = [fault for fault in applied if fault.kind == "kill_collector"]
+    if kills:
+        opened = [kill_gaps(system, kill) for kill in kills]
+        say(f"collector kills: {len(kills)}, gaps {sum(n for n, _ in opened)} candles {sum(m for _, m in opened)} "
+            f"(gaps recorded for candles that closed from {BEFORE_MARGIN_S:g} s before each kill to "
+            f"{RECOVERY_MARGIN_S:g} s after its restart: the kill's cost, to repair over REST)")
     if system.unexpected_exits:
         say("processes that exited unexpectedly (restarted): "
             + ", ".join(f"{name} (code {code})" for name, code in system.unexpected_exits))
+
+
+def kill_gaps(system: ChaosSystem, kill: AppliedFault) -> tuple[int, int]:
+    """(gaps, candles missing) recorded for candles that closed around a collector kill."""
+    with psycopg.connect(system.db_url, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT count(*), coalesce(sum(g.missing), 0) FROM candles_gap g "
+            "JOIN candles_subscription s ON s.id = g.subscription_id JOIN candles_timeframe t ON t.id = s.timeframe_id "
+            "WHERE g.start <= to_timestamp(%s) AND g.\"end\" + t.seconds * interval '1 second' >= to_timestamp(%s)",
+            [kill.ended + RECOVERY_MARGIN_S, kill.started - BEFORE_MARGIN_S],
+        ).fetchone()
 
 
 if __name__ == "__main__":

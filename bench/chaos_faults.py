@@ -30,7 +30,7 @@ FAULT_KINDS: dict[str, str] = {
     "rest_429": "every REST request answers HTTP 429 / 50011 for a while (a rate-limit window)",
     "rest_slow": "every REST request is answered 3 s late for a while",
     "malformed": "5 malformed frames on every WebSocket, between the pushes",
-    "kill_collector": "SIGKILL the collectors worker, restart it after a pause",
+    "kill_collector": "SIGKILL a collectors worker (with replicas, each in turn), restart it after a pause",
     "kill_flush": "SIGKILL the flush worker mid-flush (while it holds the flush lock), restart it after a pause",
     "redis_down": "stop Redis (SHUTDOWN NOSAVE: what it held is gone), start it again",
     "postgres_down": "stop PostgreSQL (alternately fast and immediate, i.e. crash), start it again",
@@ -117,25 +117,43 @@ class FaultRunner:
     system: ChaosSystem
     sim: Simulator
     log: Callable[[str], None] = print
+    slot_s: float = 30.0  # the schedule's seconds per fault: a kill's REST count runs to the end of its slot
     applied: list[AppliedFault] = field(default_factory=list)
     _postgres_stops: int = 0
+    _collector_kills: int = 0
+    # REST requests the simulator served from each collector kill to the start of the next fault: what the
+    # kill cost (with a hot standby, nothing but what other faults' repairs left running into that slot).
+    kill_rest_requests: list[int] = field(default_factory=list)
 
     def run(self, plan: list[PlannedFault], start: float) -> list[AppliedFault]:
+        self._pending_kill_rest: int | None = None
         for fault in plan:
             delay = start + fault.at_s - time.time()
             if delay > 0:
                 time.sleep(delay)
+            self._count_kill_rest()
             self._supervise()
             began = time.time()
             self.log(f"{_clock(began)} +{began - start:6.1f}s fault {fault.kind}"
                      f"{f' for {fault.duration_s:g} s' if fault.duration_s else ''}: {FAULT_KINDS[fault.kind]}")
+            rest_before = self.sim.stats()["rest_requests"] if fault.kind == "kill_collector" else None
             note = getattr(self, f"_{fault.kind}")(fault.duration_s) or ""
             ended = time.time()
+            if rest_before is not None:
+                self._pending_kill_rest = rest_before
             self.applied.append(AppliedFault(fault.kind, began, ended, note))
             self.log(f"{_clock(ended)} +{ended - start:6.1f}s   {fault.kind} over after {ended - began:.1f} s"
                      f"{f': {note}' if note else ''}")
+        if self._pending_kill_rest is not None:
+            time.sleep(max(0.0, self.slot_s - (time.time() - self.applied[-1].started)))
+        self._count_kill_rest()
         self._supervise()
         return self.applied
+
+    def _count_kill_rest(self) -> None:
+        if self._pending_kill_rest is not None:
+            self.kill_rest_requests.append(self.sim.stats()["rest_requests"] - self._pending_kill_rest)
+            self._pending_kill_rest = None
 
     def _supervise(self) -> None:
         for restarted in self.system.supervise():
@@ -185,7 +203,10 @@ class FaultRunner:
         return ""
 
     def _kill_collector(self, duration: float) -> str:
-        return self._kill_and_restart("collectors", duration)
+        names = self.system.config.collectors
+        name = names[self._collector_kills % len(names)]
+        self._collector_kills += 1
+        return f"{name}: " + self._kill_and_restart(name, duration)
 
     def _kill_flush(self, duration: float) -> str:
         # Mid-flush is the case that matters: the lock and the taken batch stay behind in Redis.
@@ -233,19 +254,24 @@ class FaultRunner:
         deadline = time.time() + duration
         took = set()
         while time.time() < deadline:
-            took |= {shard for shard, owner in self._lease_owners().items() if owner.startswith("collectors-b@")}
+            took |= {shard for shard, owners in self._lease_owners().items()
+                     if any(owner.startswith("collectors-b@") for owner in owners)}
             time.sleep(0.5)
         self.system.stop("collectors-b")
         return f"collectors-b held shards {sorted(took) or 'none'}"
 
-    def _lease_owners(self) -> dict[int, str]:
+    def _lease_owners(self) -> dict[int, set[str]]:
+        """Per shard, the collectors holding one of its slots (COLLECTOR_REPLICAS of them)."""
+        replicas = self.system.config.replicas
         with self._redis() as client:
             try:
                 owners = {}
                 for shard in range(int(self.system.env["COLLECTOR_SHARDS"])):
-                    owner = client.get(f"{KEY_PREFIX}lease:shard:{shard}")
-                    if owner:
-                        owners[shard] = owner.decode()
+                    slots = [f"{KEY_PREFIX}lease:shard:{shard}", *(f"{KEY_PREFIX}lease:shard:{shard}:{n}"
+                                                                  for n in range(1, replicas))]
+                    held = {owner.decode() for owner in client.mget(slots) if owner}
+                    if held:
+                        owners[shard] = held
                 return owners
             except redis.RedisError:
                 return {}

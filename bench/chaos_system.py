@@ -56,6 +56,13 @@ class SystemConfig:
     bars: tuple[str, ...]
     seed: int
     log_level: str = "INFO"
+    # COLLECTOR_REPLICAS: with 2, two collectors workers hold every shard (hot standby).
+    replicas: int = 1
+
+    @property
+    def collectors(self) -> list[str]:
+        """The collectors workers the system runs: `collectors`, then `collectors-2`, ... one per replica."""
+        return ["collectors", *(f"collectors-{n}" for n in range(2, self.replicas + 1))]
 
 
 class ProcessFailed(RuntimeError):
@@ -97,6 +104,7 @@ class ChaosSystem:
             "LOG_LEVEL": config.log_level,
             "PYTHONUNBUFFERED": "1",
             **SYSTEM_SETTINGS,
+            "COLLECTOR_REPLICAS": str(config.replicas),
         }
         self.env.pop("CELERY_RESULT_BACKEND", None)
 
@@ -123,7 +131,8 @@ class ChaosSystem:
         self.manage("setup_periodic_tasks")
         self.start_flush()
         self.start_backfill_worker()
-        self.start_collector("collectors")
+        for name in self.config.collectors:
+            self.start_collector(name)
         instruments = self.instruments()
         # After the collector is up, as an operator would subscribe in a running system.
         self.manage("subscribe", *instruments, *[arg for bar in self.config.bars for arg in ("-t", bar)])

@@ -92,6 +92,15 @@ TARGET_STATUS_KB = 100.0
 SYSTEM_PROCESSES = ("web", "collectors", "flush", "worker", "beat", "flower", "redis", "postgres")
 
 
+def collector_names(replicas: int) -> list[str]:
+    """The collectors workers: `collectors`, then `collectors-2` ... (COLLECTOR_REPLICAS: the hot standby)."""
+    return ["collectors", *(f"collectors-{n}" for n in range(2, replicas + 1))]
+
+
+def system_processes(replicas: int) -> tuple[str, ...]:
+    return (*SYSTEM_PROCESSES[:2], *collector_names(replicas)[1:], *SYSTEM_PROCESSES[2:])
+
+
 # --- output -----------------------------------------------------------------------------------------
 
 
@@ -169,6 +178,7 @@ class FirehoseSystem(ChaosSystem):
             "API_MAX_TIMEFRAMES": str(max(10, len(args.bars))),
             "API_THROTTLE_ANON": "off",
             "API_THROTTLE_USER": "off",
+            "COLLECTOR_REPLICAS": str(args.replicas),
         })
         self.token = ""
 
@@ -207,7 +217,8 @@ class FirehoseSystem(ChaosSystem):
         self.start_flush()
         self.start_backfill_worker()
         self.start_beat()
-        self.start_collector("collectors")
+        for name in collector_names(self.args.replicas):
+            self.start_collector(name)
         self.start_web()
         self.start_flower()
         self._wait_http(f"{self.web_url}/api/v1/health/live", "web")
@@ -307,6 +318,7 @@ class Samples:
     cpu_started_at: float = 0.0
     cpu_ended_at: float = 0.0
     collector_rss_mb: list[float] = field(default_factory=list)
+    standby_rss_mb: list[float] = field(default_factory=list)  # collectors-2, with --replicas 2
     status_ms: list[float] = field(default_factory=list)
     status_bytes: list[int] = field(default_factory=list)
     status_errors: Counter[int] = field(default_factory=Counter)
@@ -520,6 +532,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also every SWAP and FUTURES mark-price series in every bar it has (all but 1s)")
     parser.add_argument("--index", action="store_true",
                         help="also every index (as /market/index-tickers lists them) in every bar but 1s")
+    parser.add_argument("--replicas", type=int, default=1, choices=(1, 2),
+                        help="COLLECTOR_REPLICAS: 2 runs a second collectors worker on every shard (hot standby) "
+                             "and reports its CPU and memory")
     parser.add_argument("--keep", action="store_true", help="leave the run directory (logs, data) behind")
     args = parser.parse_args(argv)
     args.bars = tuple(ALL_BARS) if args.bars == "all" else tuple(b for b in args.bars.split(",") if b)
@@ -718,6 +733,9 @@ def measure(system: FirehoseSystem, client: redis.Redis, samples: Samples, out: 
         collector = pids.get("collectors")
         if collector:
             samples.collector_rss_mb.append(tree_rss_mb(collector))
+        standby = pids.get("collectors-2")
+        if standby:
+            samples.standby_rss_mb.append(tree_rss_mb(standby))
         if now >= next_status:
             next_status = now + STATUS_EVERY_S
             time_status(system, samples)
@@ -855,8 +873,9 @@ def report(out: Output, args: argparse.Namespace, system: FirehoseSystem, sample
     span = max(1e-9, samples.cpu_ended_at - samples.cpu_started_at)
     cores = {name: (samples.cpu_last.get(name, 0.0) - samples.cpu_start.get(name, 0.0)) / span
              for name in samples.cpu_last}
-    together = sum(cores.get(name, 0.0) for name in SYSTEM_PROCESSES)
-    for name in SYSTEM_PROCESSES:
+    processes = system_processes(system.args.replicas)
+    together = sum(cores.get(name, 0.0) for name in processes)
+    for name in processes:
         out.figure(f"CPU cores: {name}", f"{cores.get(name, 0.0):.3f}", "", None)
     out.figure("CPU cores: the system together (simulator excluded)", f"{together:.3f}", f"<= {TARGET_CORES:g}",
                together <= TARGET_CORES)
@@ -866,6 +885,11 @@ def report(out: Output, args: argparse.Namespace, system: FirehoseSystem, sample
     out.figure("collector memory (RSS of the worker's tree), max / last",
                f"{max(rss, default=0):.0f} / {rss[-1] if rss else 0:.0f} MB", f"<= {TARGET_COLLECTOR_MB:g} MB",
                bool(rss) and max(rss) <= TARGET_COLLECTOR_MB)
+    if system.args.replicas > 1:
+        standby = samples.standby_rss_mb
+        out.figure("the second replica (collectors-2): CPU cores, RSS max / last",
+                   f"{cores.get('collectors-2', 0.0):.3f}; {max(standby, default=0):.0f} / "
+                   f"{standby[-1] if standby else 0:.0f} MB", "reported", None)
     out.figure("OKX 429s (simulator: REST, WebSocket handshakes)",
                f"{sim_stats.get('rest_429s', 0)}, {sim_stats.get('handshakes_rejected', 0)}", "0",
                sim_stats.get("rest_429s", 0) == 0 and sim_stats.get("handshakes_rejected", 0) == 0)

@@ -1,7 +1,7 @@
-"""bench/chaos.py --minutes 2: the whole system through every kind of fault, then every candle exact.
+"""bench/chaos.py --minutes 2 --replicas 2: the whole system through every kind of fault, then every candle exact.
 
-The run starts its own PostgreSQL, Redis, simulator and workers (see docs/chaos.md) and takes about three
-minutes on two cores. Deselect it with `-m "not chaos"`.
+The run starts its own PostgreSQL, Redis, simulator and workers (see docs/chaos.md), two collectors on every shard
+(the hot standby), and takes about three minutes on two cores. Deselect it with `-m "not chaos"`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def run_chaos(*args: str, timeout_s: float) -> tuple[int, str, str]:
 
 def test_two_minutes_of_every_fault_leave_no_candle_missing_or_wrong_and_the_system_heals_within_a_minute():
     returncode, stdout, stderr = run_chaos("--minutes", "2", "--instruments", str(INSTRUMENTS), "--seed", "7",
-                                           "--heal-timeout", "75", timeout_s=330)
+                                           "--heal-timeout", "75", "--replicas", "2", timeout_s=330)
     tail = "\n".join((stdout + stderr).splitlines()[-60:])
     verdict = VERDICT.fullmatch(stdout.strip().splitlines()[-1] if stdout.strip() else "")
     assert verdict, tail
@@ -56,3 +56,8 @@ def test_two_minutes_of_every_fault_leave_no_candle_missing_or_wrong_and_the_sys
     applied = re.search(r"^faults applied: (.*)$", stdout, re.MULTILINE)
     assert applied, tail
     assert all(f"{kind} x" in applied.group(1) and f"{kind} x0" not in applied.group(1) for kind in FAULT_KINDS)
+    # The hot standby: killing a collector opened no hole for REST to repair.
+    kills = re.search(r"^collector kills: (\d+), gaps (\d+) candles (\d+)", stdout, re.MULTILINE)
+    assert kills, tail
+    assert int(kills.group(1)) >= 1, tail
+    assert (int(kills.group(2)), int(kills.group(3))) == (0, 0), tail
