@@ -40,9 +40,10 @@ def flush_buffer(requested: bool = False, requested_at: float | None = None) -> 
 
 
 def enqueue_webhooks(rows) -> None:
-    from collectors.pipeline.webhooks import webhook_jobs_for
+    from collectors.pipeline.connections import pipeline_keys, redis_client
+    from collectors.pipeline.webhooks import webhook_jobs_for, webhook_jobs_unsent
 
-    for job in webhook_jobs_for(rows):
+    for job in webhook_jobs_unsent(redis_client(), pipeline_keys(), webhook_jobs_for(rows)):
         deliver_webhook.delay(**job.as_task_kwargs())
 
 

@@ -114,6 +114,10 @@ class Keys:
     def lease_slots(self, shard: int, replicas: int) -> list[str]:
         return [self.lease(shard, slot) for slot in range(replicas)]
 
+    def webhook_sent(self, subscription_id: int, digest: str) -> str:
+        """STRING with a TTL: this body was queued for this subscription's webhook (deliver once per body)."""
+        return f"{self.prefix}webhook:sent:{subscription_id}:{digest}"
+
     @property
     def lease_hosts(self) -> str:
         """HASH collector id → the host it runs on, written with its leases: assignment spreads a shard's

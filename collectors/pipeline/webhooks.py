@@ -1,8 +1,9 @@
 """Webhooks: a POST of every confirmed candle to the URL of its subscription, signed with HMAC-SHA256.
 
 The flush builds jobs for the confirmed rows it wrote (`webhook_jobs_for`, one query for the whole batch)
-and enqueues one delivery task per job on the "webhooks" queue after commit. Each delivery
-(`webhook_deliver`) POSTs once and says what to do next: the task retries with backoff while the outcome
+and enqueues one delivery task per job on the "webhooks" queue after commit, once per body
+(`webhook_jobs_unsent`: the two collectors of a hot standby, and a retried flush, send the same confirm twice).
+Each delivery (`webhook_deliver`) POSTs once and says what to do next: the task retries with backoff while the outcome
 says retry, up to WEBHOOK_MAX_ATTEMPTS; a failure of the last attempt is recorded on the subscription
 (`webhook_failures`, `webhook_last_error`) and a later success resets the streak.
 
@@ -33,6 +34,7 @@ from django.utils import timezone
 from candles.models import PriceKind, Subscription
 from candles.storage import CandleRow
 from collectors.okx.tls import tls_context
+from collectors.pipeline.keys import Keys
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +161,26 @@ def webhook_jobs_for(rows: Iterable[CandleRow]) -> list[WebhookJob]:
             continue
         jobs.append(WebhookJob(subscription_id=target[0], url=target[1], body=body))
     return jobs
+
+
+# How long a delivered body is remembered: longer than any flush retry or replica lag, short enough to stay small.
+SENT_TTL_S = 6 * 3600
+
+
+def webhook_jobs_unsent(redis: Any, keys: Keys, jobs: list[WebhookJob], ttl_s: int = SENT_TTL_S) -> list[WebhookJob]:
+    """The jobs whose (subscription, body) was not queued before: a claim per job, SET NX with a TTL.
+
+    With a hot standby (COLLECTOR_REPLICAS=2) both collectors deliver each confirm push, and their copies can
+    reach two flushes; a flush retried after a failure carries its confirmed rows again. The same candle's same
+    body then goes once. A changed body (a REST correction of a confirmed candle) is a new delivery."""
+    if not jobs:
+        return []
+    with redis.pipeline(transaction=False) as pipe:
+        for job in jobs:
+            pipe.set(keys.webhook_sent(job.subscription_id, hashlib.sha256(job.body).hexdigest()[:32]), 1,
+                     nx=True, ex=ttl_s)
+        claimed = pipe.execute()
+    return [job for job, fresh in zip(jobs, claimed, strict=True) if fresh]
 
 
 def _post(url: str, body: bytes, attempt: int) -> int:

@@ -345,3 +345,23 @@ def test_a_job_travels_through_json_as_task_kwargs():
     kwargs = orjson.loads(orjson.dumps(job.as_task_kwargs()))
 
     assert kwargs == {"subscription_id": 7, "url": "https://a.test/", "body": '{"open":"1.10"}'}
+
+
+def test_the_same_confirmed_candle_from_two_replicas_or_flushes_is_queued_once_and_a_correction_again(
+    webhook_settings, subscribe
+):
+    from collectors.pipeline.connections import redis_client
+    from collectors.pipeline.webhooks import webhook_jobs_unsent
+    from tests.support import isolated_keys
+
+    subscribe("1m", webhook_url="http://127.0.0.1:9/hook")
+    row = build_row(utc(2024, 1, 16, 19, 0), close="105")
+    redis = redis_client()
+    with isolated_keys(redis) as keys:
+        first = webhook_jobs_unsent(redis, keys, webhook_jobs_for([row]))
+        again = webhook_jobs_unsent(redis, keys, webhook_jobs_for([row]))  # the standby's copy, a later flush
+        corrected = webhook_jobs_unsent(redis, keys, webhook_jobs_for([build_row(utc(2024, 1, 16, 19, 0),
+                                                                                 close="104")]))
+
+    assert (len(first), again, len(corrected)) == (1, [], 1)
+    assert orjson.loads(corrected[0].body)["close"] == "104"
