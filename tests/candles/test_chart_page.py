@@ -780,8 +780,10 @@ def test_a_swap_overlays_its_mark_price_and_index_live_on_the_same_connection(sw
     trade_last = page.js("window.okxChart.lastCandle()")
     page.requests.clear()
     next_ms = T0_MS + 60 * MINUTE_MS
-    mark_next = marks[-1]._replace(open_time_ms=next_ms, close="43111.1", high="43111.1", version=9_000)
-    index_next = indices[-1]._replace(open_time_ms=next_ms, close="42888.8", low="42888.8", version=9_001)
+    mark_next = marks[-1]._replace(open_time_ms=next_ms, open="43100.0", high="43111.1", low="43100.0",
+                                   close="43111.1", version=9_000)
+    index_next = indices[-1]._replace(open_time_ms=next_ms, open="42900.0", high="42900.0", low="42888.8",
+                                      close="42888.8", version=9_001)
     in_thread(store, rows=[mark_next])
     in_thread(store, rows=[index_next])
     page.wait("() => window.okxChart.overlays().mark.count === 61 && window.okxChart.overlays().index.count === 41")
