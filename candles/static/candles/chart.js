@@ -782,7 +782,7 @@ class Session {
     if (!this.overlayInfo) return;
     const available = kind === "mark" ? this.overlayInfo.mark : Boolean(this.overlayInfo.index);
     const problem = overlayBarProblem(this.page.timeframes.get(this.timeframe) ?? { code: this.timeframe });
-    const socket = this.connection?.accepted ? this.connection.socket : null;
+    const socket = this.connection?.opened ? this.connection.socket : null;
     if (!on || !available || problem) {
       if (!this.overlayOn[kind]) return;
       this.overlayOn[kind] = false;
@@ -805,8 +805,9 @@ class Session {
       console.warn("chart: the", kind, "overlay could not be loaded", error);
       return;
     }
-    // Already following the stream: this connection takes the overlay too, from the newest candle loaded.
-    const live = this.connection?.accepted ? this.connection.socket : null;
+    // A connection already open takes the overlay too, from the newest candle loaded (subscribing again when
+    // its first subscribe carried it already only starts it over).
+    const live = this.connection?.opened ? this.connection.socket : null;
     if (this.overlayOn[kind] && live?.readyState === WebSocket.OPEN) {
       live.send(JSON.stringify({ op: "subscribe", args: [this.overlayArg(kind, this.resumeFrom())] }));
     }
