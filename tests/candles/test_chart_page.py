@@ -760,6 +760,17 @@ def test_a_swap_overlays_its_mark_price_and_index_live_on_the_same_connection(sw
         {"symbol": "BTC-USDT-SWAP", "timeframe": "1m", "since": trades[-1].open_time_ms},
         {"symbol": "BTC-USDT-SWAP", "timeframe": "1m", "price": "mark", "since": marks[-1].open_time_ms},
     ]
+    # The line is painted in the mark colour (#ce93d8).
+    mark_pixels = page.js("""() => {
+        const canvas = window.okxChart.screenshot();
+        const { data } = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
+        let count = 0;
+        for (let i = 0; i < data.length; i += 4) {
+            if (Math.abs(data[i] - 206) + Math.abs(data[i + 1] - 147) + Math.abs(data[i + 2] - 216) < 30) count += 1;
+        }
+        return count;
+    }""")
+    assert mark_pixels > 300, mark_pixels
     legend = page.text("#legend")
     assert "mark BTC-USDT-SWAP" in legend
     assert marks[-1].close in legend
