@@ -820,6 +820,13 @@ def test_a_swap_overlays_its_mark_price_and_index_live_on_the_same_connection(sw
     assert not spot.page.locator("#overlay-index").is_visible()
     assert spot.js("window.okxChart.overlays().mark.on") is False
     assert spot.sockets[-1].subscribes() == [{"symbol": "BTC-USDT", "timeframe": "1m", "since": times[-1]}]
+
+    # Choosing the swap there: the page asks /instruments what it has, and turns on what the URL still asks for.
+    spot.page.select_option("#symbol", "BTC-USDT-SWAP")
+    spot.wait("() => window.okxChart.overlays().mark.count === 61 && window.okxChart.overlays().index.count === 41")
+    assert spot.page.locator("#overlay-mark").is_visible()
+    assert spot.page.locator("#overlay-index input").is_checked()
+    assert any("/instruments?" in url and "type=INDEX" in url for url in spot.api_requests())
     assert spot.errors == []
 
 
