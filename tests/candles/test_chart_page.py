@@ -672,3 +672,170 @@ def test_a_realistic_day_of_minutes_with_a_gap(subscribed, chart, tmp_path):
     if os.environ.get("UPDATE_CHART_SCREENSHOT") == "1":
         DOCS_SCREENSHOT.write_bytes(shot.read_bytes())
     assert page.errors == []
+
+
+# --- mark-price and index overlays -------------------------------------------------------------------
+
+
+def priced(rows: list[CandleRow], price: str, inst_id: str | None = None) -> list[CandleRow]:
+    """`rows` as mark or index candles (no volumes), of `inst_id` when given."""
+    return [row._replace(inst_id=inst_id or row.inst_id, vol=None, vol_ccy=None, vol_ccy_quote=None, price=price)
+            for row in rows]
+
+
+@pytest.fixture
+def swap(instrument):
+    """BTC-USDT-SWAP with its mark row, the index BTC-USDT, and the spot pair BTC-USDT."""
+
+    def make(*, index: bool = True) -> None:
+        instrument("BTC-USDT")
+        fields = {"inst_type": "SWAP", "settle_ccy": "USDT", "inst_family": "BTC-USDT"}
+        instrument("BTC-USDT-SWAP", **fields)
+        instrument("BTC-USDT-SWAP", price="mark", **fields)
+        if index:
+            instrument("BTC-USDT", inst_type="INDEX", price="index")
+
+    return make
+
+
+def _overlays_script(html: str) -> dict:
+    start = html.index('<script id="chart-overlays" type="application/json">') + len(
+        '<script id="chart-overlays" type="application/json">')
+    return json.loads(html[start:html.index("</script>", start)])
+
+
+def test_the_view_offers_mark_and_index_toggles_for_a_swap_and_none_for_a_spot_pair(swap):
+    swap()
+    html = Client().get("/chart/?symbol=BTC-USDT-SWAP&timeframe=1m").content.decode()
+    assert _overlays_script(html) == {"symbol": "BTC-USDT-SWAP", "mark": True, "index": "BTC-USDT"}
+    assert '<label id="overlay-mark" class="overlay overlay-mark">' in html
+    assert '<label id="overlay-index" class="overlay overlay-index">' in html
+
+    spot = Client().get("/chart/?symbol=BTC-USDT&timeframe=1m").content.decode()
+    assert _overlays_script(spot) == {"symbol": "BTC-USDT", "mark": False, "index": None}
+    assert '<label id="overlay-mark" class="overlay overlay-mark" hidden>' in spot
+    assert '<label id="overlay-index" class="overlay overlay-index" hidden>' in spot
+
+    # Without a symbol the script learns everything from the API: nothing is embedded, the toggles are hidden.
+    bare = Client().get("/chart/").content.decode()
+    assert 'id="chart-overlays"' not in bare
+    assert '<label id="overlay-mark" class="overlay overlay-mark" hidden>' in bare
+
+
+def test_the_view_offers_no_index_toggle_when_the_index_is_not_known(swap):
+    swap(index=False)
+    html = Client().get("/chart/?symbol=BTC-USDT-SWAP&timeframe=1m").content.decode()
+    assert _overlays_script(html) == {"symbol": "BTC-USDT-SWAP", "mark": True, "index": None}
+    assert '<label id="overlay-index" class="overlay overlay-index" hidden>' in html
+
+
+def test_a_swap_overlays_its_mark_price_and_index_live_on_the_same_connection(swap, chart):
+    swap()
+    subscriptions_create(inst_ids=["BTC-USDT-SWAP"], bars=["1m"])
+    subscriptions_create(inst_ids=["BTC-USDT"], bars=["1m"])
+    times = every(T0_MS, 60)
+    trades = walk("BTC-USDT-SWAP", "1m", times)
+    marks = priced(walk("BTC-USDT-SWAP", "1m", times, price="43010.0", seed=11), "mark")
+    # The index starts later: its line covers what is stored, within the range the chart loaded.
+    indices = priced(walk("BTC-USDT", "1m", times, price="42990.0", seed=12), "index")[20:]
+    store(trades)
+    store(marks)
+    store(indices)
+    store(walk("BTC-USDT", "1m", times, seed=13))
+
+    # The mark overlay asked for by the URL is on from the start and rides on the chart's first subscribe.
+    page = chart("?symbol=BTC-USDT-SWAP&timeframe=1m&mark=1")
+    page.wait_candles(60)
+    page.wait("() => window.okxChart.overlays().mark.count === 60")
+    assert page.page.locator("#overlay-mark").is_visible()
+    assert page.page.locator("#overlay-index").is_visible()
+    assert page.page.locator("#overlay-mark input").is_checked()
+    assert not page.page.locator("#overlay-index input").is_checked()
+    overlay = page.js("window.okxChart.overlays().mark")
+    assert (overlay["on"], overlay["symbol"], overlay["last"]) == (True, "BTC-USDT-SWAP", marks[-1].close)
+    assert [row["close"] for row in page.js("window.okxChart.overlayCandles('mark')")] == [r.close for r in marks]
+    assert any("price=mark" in url and "/data/BTC-USDT-SWAP/1m" in url for url in page.api_requests())
+    socket = page.wait_live()
+    assert socket.subscribes() == [
+        {"symbol": "BTC-USDT-SWAP", "timeframe": "1m", "since": trades[-1].open_time_ms},
+        {"symbol": "BTC-USDT-SWAP", "timeframe": "1m", "price": "mark", "since": marks[-1].open_time_ms},
+    ]
+    # The line is painted in the mark colour (#ce93d8).
+    mark_pixels = page.js("""() => {
+        const canvas = window.okxChart.screenshot();
+        const { data } = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
+        let count = 0;
+        for (let i = 0; i < data.length; i += 4) {
+            if (Math.abs(data[i] - 206) + Math.abs(data[i + 1] - 147) + Math.abs(data[i + 2] - 216) < 30) count += 1;
+        }
+        return count;
+    }""")
+    assert mark_pixels > 300, mark_pixels
+    legend = page.text("#legend")
+    assert "mark BTC-USDT-SWAP" in legend
+    assert marks[-1].close in legend
+    assert "trade" in legend
+
+    # Turning the index on loads its history and subscribes it on the same connection; the URL remembers it.
+    page.page.check("#overlay-index input")
+    page.wait("() => window.okxChart.overlays().index.count === 40")
+    assert page.js("window.okxChart.overlays().index.symbol") == "BTC-USDT"
+    assert any("price=index" in url and "/data/BTC-USDT/1m" in url for url in page.api_requests())
+    page.until(lambda: {"symbol": "BTC-USDT", "timeframe": "1m", "price": "index",
+                        "since": indices[-1].open_time_ms} in socket.subscribes(), "index subscribe")
+    search = page.js("window.location.search")
+    assert "index=1" in search
+    assert "mark=1" in search
+
+    # A new mark candle moves the mark line only; a new index candle the index line only.
+    trade_last = page.js("window.okxChart.lastCandle()")
+    page.requests.clear()
+    next_ms = T0_MS + 60 * MINUTE_MS
+    mark_next = marks[-1]._replace(open_time_ms=next_ms, open="43100.0", high="43111.1", low="43100.0",
+                                   close="43111.1", version=9_000)
+    index_next = indices[-1]._replace(open_time_ms=next_ms, open="42900.0", high="42900.0", low="42888.8",
+                                      close="42888.8", version=9_001)
+    in_thread(store, rows=[mark_next])
+    in_thread(store, rows=[index_next])
+    page.wait("() => window.okxChart.overlays().mark.count === 61 && window.okxChart.overlays().index.count === 41")
+    overlays = page.js("window.okxChart.overlays()")
+    assert (overlays["mark"]["last"], overlays["index"]["last"]) == ("43111.1", "42888.8")
+    assert page.js("window.okxChart.candleCount()") == 60
+    assert page.js("window.okxChart.lastCandle()") == trade_last
+    assert page.api_requests() == []
+    assert len(page.sockets) == 1
+
+    # Turning the mark off clears its line and unsubscribes it.
+    page.page.uncheck("#overlay-mark input")
+    page.wait("() => !window.okxChart.overlays().mark.on && window.okxChart.overlays().mark.count === 0")
+    page.until(lambda: any(isinstance(m, dict) and m.get("op") == "unsubscribe" for m in socket.sent), "unsubscribe")
+    assert "mark=1" not in page.js("window.location.search")
+    assert page.errors == []
+
+    # A spot pair has neither toggle, even when the URL asks for them.
+    spot = chart("?symbol=BTC-USDT&timeframe=1m&mark=1&index=1")
+    spot.wait_candles(60)
+    spot.wait_live()
+    assert not spot.page.locator("#overlay-mark").is_visible()
+    assert not spot.page.locator("#overlay-index").is_visible()
+    assert spot.js("window.okxChart.overlays().mark.on") is False
+    assert spot.sockets[-1].subscribes() == [{"symbol": "BTC-USDT", "timeframe": "1m", "since": times[-1]}]
+
+    # Choosing the swap there: the page asks /instruments what it has, and turns on what the URL still asks for.
+    spot.page.select_option("#symbol", "BTC-USDT-SWAP")
+    spot.wait("() => window.okxChart.overlays().mark.count === 61 && window.okxChart.overlays().index.count === 41")
+    assert spot.page.locator("#overlay-mark").is_visible()
+    assert spot.page.locator("#overlay-index input").is_checked()
+    assert any("/instruments?" in url and "type=INDEX" in url for url in spot.api_requests())
+    assert spot.errors == []
+
+
+def test_overlays_are_disabled_with_a_reason_for_1s(swap, chart):
+    swap()
+    page = chart("?symbol=BTC-USDT-SWAP&timeframe=1s&mark=1")
+    page.wait("() => window.okxChart.selection().symbol === 'BTC-USDT-SWAP'")
+    page.wait("() => document.querySelector('#overlay-mark input').disabled")
+    assert page.page.locator("#overlay-mark").is_visible()
+    assert "start at 1m" in page.page.locator("#overlay-mark").get_attribute("title")
+    assert page.js("window.okxChart.overlays().mark.on") is False
+    assert not [url for url in page.api_requests() if "price=" in url]

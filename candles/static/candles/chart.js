@@ -14,6 +14,7 @@ import {
   ColorType,
   CrosshairMode,
   HistogramSeries,
+  LineSeries,
   createChart,
   createSeriesMarkers,
 } from "lightweight-charts";
@@ -58,7 +59,13 @@ const COLORS = {
   downVolume: "rgba(239, 83, 80, 0.45)",
   gap: "#f5a524",
   gapBand: "rgba(245, 165, 36, 0.28)",
+  mark: "#ce93d8",
+  index: "#4fc3f7",
 };
+
+// Overlays of a derivative's chart: close-price lines of its mark price and of its index (docs/chart.md).
+const OVERLAY_KINDS = ["mark", "index"];
+const OVERLAY_LABELS = { mark: "mark", index: "index" };
 
 // ---- candles held by the page ------------------------------------------------------------------------
 
@@ -141,6 +148,26 @@ function candleBar(row) {
   };
 }
 
+function linePoint(row) {
+  return { time: chartTime(row.open_time_ms), value: parseFloat(row.close) };
+}
+
+/** Why a bar cannot carry mark or index candles (null when it can): OKX's start at 1m. */
+function overlayBarProblem(timeframe) {
+  const seconds = Number(timeframe?.seconds ?? 0);
+  if (seconds > 0 && seconds < 60) {
+    return `OKX has no ${timeframe.code} mark-price or index candles: they start at 1m.`;
+  }
+  return null;
+}
+
+/** The index a derivative follows (BTC-USDT for BTC-USDT-SWAP): the twin of candles/chart.py's index_id_of. */
+function indexIdOf(instrument) {
+  if (instrument.base_ccy && instrument.quote_ccy) return `${instrument.base_ccy}-${instrument.quote_ccy}`;
+  if (instrument.inst_family) return instrument.inst_family;
+  return instrument.symbol.split("-").slice(0, 2).join("-");
+}
+
 function volumeBar(row) {
   const rising = parseFloat(row.close) >= parseFloat(row.open);
   return {
@@ -193,6 +220,19 @@ class CandleChart {
       wickDownColor: COLORS.down,
     });
     this.markers = createSeriesMarkers(this.candleSeries, []);
+    // Mark and index closes as lines over the candles, on the candles' price scale; hidden until turned on.
+    this.overlays = {};
+    for (const kind of OVERLAY_KINDS) {
+      const series = this.chart.addSeries(LineSeries, {
+        color: COLORS[kind],
+        lineWidth: 2,
+        priceLineVisible: false,
+        lastValueVisible: true,
+        crosshairMarkerVisible: false,
+        visible: false,
+      });
+      this.overlays[kind] = { series, store: new CandleStore(), on: false, symbol: null };
+    }
     this.gaps = [];
     this.store = new CandleStore();
     this.title = "";
@@ -209,6 +249,7 @@ class CandleChart {
     this.volumeSeries.setData([]);
     this.gapSeries.setData([]);
     this.markers.setMarkers([]);
+    for (const kind of OVERLAY_KINDS) this.clearOverlay(kind);
     const seconds = Number(timeframe?.seconds ?? 0);
     this.chart.applyOptions({
       timeScale: { timeVisible: seconds === 0 || seconds < 86_400 * 7, secondsVisible: seconds > 0 && seconds < 60 },
@@ -243,10 +284,43 @@ class CandleChart {
       for (const field of ["open", "high", "low", "close"]) precision = Math.max(precision, decimalPlaces(row[field]));
     }
     precision = Math.min(precision, 12);
-    this.candleSeries.applyOptions({
-      priceFormat: { type: "price", precision, minMove: Number((10 ** -precision).toFixed(precision)) },
-    });
+    const priceFormat = { type: "price", precision, minMove: Number((10 ** -precision).toFixed(precision)) };
+    this.candleSeries.applyOptions({ priceFormat });
+    for (const kind of OVERLAY_KINDS) this.overlays[kind].series.applyOptions({ priceFormat });
     this.precisionSet = true;
+  }
+
+  /** Shows the `kind` line (mark or index) of `symbol`, empty until candles are merged into it. */
+  showOverlay(kind, symbol) {
+    const overlay = this.overlays[kind];
+    overlay.on = true;
+    overlay.symbol = symbol;
+    overlay.series.applyOptions({ visible: true });
+    this.showLegend(null);
+  }
+
+  clearOverlay(kind) {
+    const overlay = this.overlays[kind];
+    overlay.store = new CandleStore();
+    overlay.on = false;
+    overlay.symbol = null;
+    overlay.series.setData([]);
+    overlay.series.applyOptions({ visible: false });
+    this.showLegend(null);
+  }
+
+  /** Candles of the `kind` series (mark or index): their closes update its line. Ignored while it is off. */
+  mergeOverlay(kind, rows) {
+    const overlay = this.overlays[kind];
+    if (!overlay.on || rows.length === 0) return;
+    const { mode, rows: changed } = overlay.store.merge(rows);
+    if (mode === "none") return;
+    if (mode === "reset") {
+      overlay.series.setData(overlay.store.all().map(linePoint));
+    } else {
+      for (const row of changed) overlay.series.update(linePoint(row));
+    }
+    this.showLegend(null);
   }
 
   // A gap is a run of open times with no stored candle. The time axis of lightweight-charts has one slot
@@ -288,6 +362,20 @@ class CandleChart {
         parts.push(`<span>${label}&nbsp;<b class="${direction}">${escapeHtml(row[field])}</b></span>`);
       }
       if (!row.confirm) parts.push("<span class=\"open-candle\">open</span>");
+    }
+    // With an overlay on, the legend names the three colours, with the close of each line under the cursor
+    // (its latest otherwise).
+    const shown = OVERLAY_KINDS.filter((kind) => this.overlays[kind].on);
+    if (shown.length) {
+      parts.push(`<span class="series-trade"><i class="swatch" style="background:${COLORS.up}"></i>trade</span>`);
+      for (const kind of shown) {
+        const overlay = this.overlays[kind];
+        const line = (hovered !== null && overlay.store.rows.get(hovered)) || overlay.store.lastRow;
+        const close = line ? escapeHtml(line.close) : "…";
+        parts.push(`<span class="series-${kind}" data-close="${line ? escapeHtml(line.close) : ""}">`
+          + `<i class="swatch" style="background:${COLORS[kind]}"></i>${OVERLAY_LABELS[kind]} `
+          + `${escapeHtml(overlay.symbol ?? "")}&nbsp;<b>${close}</b></span>`);
+      }
     }
     this.legend.innerHTML = parts.join(" ");
   }
@@ -339,6 +427,49 @@ class Page {
     this.timeframes = new Map(); // code → row of /timeframes
     this.session = null;
     this.state = "loading";
+    // The overlay toggles (labels holding a checkbox), what the URL asks for, and what each symbol has:
+    // symbol → {mark: bool, index: index id or null}, seeded by the view for the symbol of the query string.
+    this.overlayToggles = Object.fromEntries(OVERLAY_KINDS.map((kind) => [kind, root.querySelector(`#overlay-${kind}`)]));
+    this.overlayWanted = { mark: false, index: false };
+    this.overlayInfo = new Map();
+    const seeded = document.getElementById("chart-overlays");
+    if (seeded) {
+      const info = JSON.parse(seeded.textContent);
+      this.overlayInfo.set(info.symbol, { mark: Boolean(info.mark), index: info.index ?? null });
+    }
+  }
+
+  /** What overlays `symbol` has: from the view, else from GET /instruments (its `prices`, and its index's). */
+  async overlaysOf(symbol, signal) {
+    if (this.overlayInfo.has(symbol)) return this.overlayInfo.get(symbol);
+    const found = await this.api.getAll("instruments", { search: symbol, limit: 100 }, { signal });
+    const instrument = found.find((item) => item.symbol === symbol && item.type !== "INDEX");
+    const info = { mark: false, index: null };
+    if (instrument && ["SWAP", "FUTURES", "OPTION"].includes(instrument.type)) {
+      info.mark = (instrument.prices ?? []).includes("mark");
+      const indexId = indexIdOf(instrument);
+      const indices = await this.api.getAll("instruments", { type: "INDEX", search: indexId, limit: 100 }, { signal });
+      if (indices.some((item) => item.symbol === indexId && (item.prices ?? []).includes("index"))) info.index = indexId;
+    }
+    this.overlayInfo.set(symbol, info);
+    return info;
+  }
+
+  /** Shows the toggles `info` allows, disabled with the reason when the bar cannot have them. */
+  showOverlayToggles(info, timeframe) {
+    const problem = overlayBarProblem(this.timeframes.get(timeframe) ?? { code: timeframe });
+    for (const kind of OVERLAY_KINDS) {
+      const toggle = this.overlayToggles[kind];
+      if (!toggle) continue;
+      const input = toggle.querySelector("input");
+      const available = Boolean(info?.[kind]);
+      toggle.hidden = !available;
+      input.disabled = !available || problem !== null;
+      input.checked = available && problem === null && this.overlayWanted[kind];
+      toggle.classList.toggle("disabled", problem !== null);
+      toggle.title = problem ?? (kind === "mark" ? "Mark-price closes of this symbol, as a line"
+        : `Closes of the index ${info?.index ?? ""}, as a line`);
+    }
   }
 
   async start() {
@@ -347,6 +478,17 @@ class Page {
       this.choose(this.symbolSelect.value, this.timeframeSelect.value);
     });
     window.addEventListener("popstate", () => this.openFromUrl());
+    for (const kind of OVERLAY_KINDS) {
+      this.overlayToggles[kind]?.querySelector("input").addEventListener("change", (event) => {
+        this.overlayWanted[kind] = event.target.checked;
+        // Remembered in the address like the symbol and bar (without a history entry of its own).
+        const url = new URL(window.location.href);
+        if (event.target.checked) url.searchParams.set(kind, "1");
+        else url.searchParams.delete(kind);
+        window.history.replaceState(null, "", url);
+        this.session?.setOverlay(kind, event.target.checked);
+      });
+    }
     document.addEventListener("visibilitychange", () => {
       if (document.hidden) this.session?.pause();
       else wakeSleepers();
@@ -423,6 +565,7 @@ class Page {
 
   openFromUrl() {
     const params = new URLSearchParams(window.location.search);
+    for (const kind of OVERLAY_KINDS) this.overlayWanted[kind] = ["1", "true", "on"].includes(params.get(kind) ?? "");
     this.choose(params.get("symbol"), params.get("timeframe"), { push: false });
   }
 
@@ -472,6 +615,7 @@ class Page {
     this.session = null;
     this.hideNotice();
     this.hideBanner();
+    this.showOverlayToggles(symbol ? this.overlayInfo.get(symbol) ?? null : null, timeframe);
     if (!symbol) {
       this.chart.reset("", null);
       return;
@@ -593,6 +737,108 @@ class Session {
     // The stream: "off" (not yet), "connecting", "live" (subscribed), "reconnecting", "refused", "paused".
     this.live = "off";
     this.connection = null;
+    // What overlays the symbol has ({mark, index}), once known; which are on, and their last problem.
+    this.overlayInfo = null;
+    this.overlayOn = { mark: false, index: false };
+    this.overlayError = { mark: null, index: null };
+  }
+
+  /** The series of an overlay: {symbol, timeframe, price}; the index line reads the index's own id. */
+  overlaySeries(kind) {
+    return { symbol: kind === "mark" ? this.symbol : this.overlayInfo?.index, timeframe: this.timeframe, price: kind };
+  }
+
+  /** The overlay a stream arg names, or null (the chart's own series, or one not shown). */
+  overlayOf(arg) {
+    for (const kind of OVERLAY_KINDS) {
+      if (!this.overlayOn[kind] || arg.price !== kind) continue;
+      const series = this.overlaySeries(kind);
+      if (arg.symbol === series.symbol && arg.timeframe === series.timeframe) return kind;
+    }
+    return null;
+  }
+
+  /** Learns what overlays the symbol has, shows their toggles, and turns on those the URL asks for. */
+  async setUpOverlays() {
+    try {
+      this.overlayInfo = await this.page.overlaysOf(this.symbol, this.signal);
+    } catch (error) {
+      if (error.name === "AbortError" || this.signal.aborted) throw error;
+      console.warn("chart: the overlays of", this.symbol, "are unknown", error);
+      this.overlayInfo = { mark: false, index: null };
+    }
+    if (this.signal.aborted) return;
+    this.page.showOverlayToggles(this.overlayInfo, this.timeframe);
+    for (const kind of OVERLAY_KINDS) {
+      if (this.page.overlayWanted[kind]) await this.setOverlay(kind, true);
+    }
+  }
+
+  /**
+   * Turns an overlay on (its history over the range of candles loaded, then its live updates on the chart's
+   * own stream connection) or off (its line cleared, unsubscribed).
+   */
+  async setOverlay(kind, on) {
+    if (!this.overlayInfo) return;
+    const available = kind === "mark" ? this.overlayInfo.mark : Boolean(this.overlayInfo.index);
+    const problem = overlayBarProblem(this.page.timeframes.get(this.timeframe) ?? { code: this.timeframe });
+    const socket = this.connection?.opened ? this.connection.socket : null;
+    if (!on || !available || problem) {
+      if (!this.overlayOn[kind]) return;
+      this.overlayOn[kind] = false;
+      this.chart.clearOverlay(kind);
+      if (socket?.readyState === WebSocket.OPEN) {
+        const { symbol, timeframe, price } = this.overlaySeries(kind);
+        socket.send(JSON.stringify({ op: "unsubscribe", args: [{ symbol, timeframe, price }] }));
+      }
+      return;
+    }
+    if (this.overlayOn[kind]) return;
+    this.overlayOn[kind] = true;
+    this.overlayError[kind] = null;
+    this.chart.showOverlay(kind, this.overlaySeries(kind).symbol);
+    try {
+      await this.guard(() => this.loadOverlay(kind, this.chart.store.first, null));
+    } catch (error) {
+      if (error.name === "AbortError" || this.signal.aborted) throw error;
+      this.overlayError[kind] = error.message;
+      console.warn("chart: the", kind, "overlay could not be loaded", error);
+      return;
+    }
+    // A connection already open takes the overlay too, from the newest candle loaded (subscribing again when
+    // its first subscribe carried it already only starts it over).
+    const live = this.connection?.opened ? this.connection.socket : null;
+    if (this.overlayOn[kind] && live?.readyState === WebSocket.OPEN) {
+      live.send(JSON.stringify({ op: "subscribe", args: [this.overlayArg(kind, this.resumeFrom())] }));
+    }
+  }
+
+  /** The subscribe arg of an overlay: from its newest candle held (else `fallback`, the chart's own `since`). */
+  overlayArg(kind, fallback) {
+    const held = resumeFromStore(this.chart.overlays[kind].store);
+    return { ...this.overlaySeries(kind), since: held || fallback };
+  }
+
+  /**
+   * Overlay candles from `startMs` to `endMs` (inclusive; null: up to the newest), in pages of PAGE_SIZE
+   * following `next` links, as the chart loaded its own; with no candle loaded, the newest page.
+   */
+  async loadOverlay(kind, startMs, endMs) {
+    const { symbol, timeframe, price } = this.overlaySeries(kind);
+    const options = { signal: this.signal };
+    if (startMs === undefined) {
+      const newest = await this.api.candles(symbol, timeframe, { price, sort: "desc", limit: PAGE_SIZE }, options);
+      if (!this.signal.aborted && this.overlayOn[kind]) this.chart.mergeOverlay(kind, newest.data.slice().reverse());
+      return;
+    }
+    let page = await this.api.candles(symbol, timeframe,
+      { price, start_time: startMs, end_time: endMs ?? undefined, sort: "asc", limit: PAGE_SIZE }, options);
+    for (let pages = 1; ; pages += 1) {
+      if (this.signal.aborted || !this.overlayOn[kind]) return;
+      this.chart.mergeOverlay(kind, page.data);
+      if (!page.pagination?.next || page.data.length < PAGE_SIZE || pages >= 100) return;
+      page = await this.api.page(page.pagination.next, options);
+    }
   }
 
   get signal() {
@@ -607,6 +853,7 @@ class Session {
   async run() {
     try {
       await this.guard(() => this.loadNewest());
+      await this.setUpOverlays();
       this.recheckGapsNowAndThen();
       await this.follow();
     } catch (error) {
@@ -706,6 +953,7 @@ class Session {
       const connection = {
         accepted: false, candles: false, opened: false, serverError: null, startedAt: now, heardAt: now,
       };
+      connection.socket = socket;
       this.connection = connection;
       let done = false;
       const finish = (outcome) => {
@@ -746,8 +994,10 @@ class Session {
       socket.onopen = () => {
         connection.opened = true;
         connection.heardAt = performance.now();
+        // The overlays that are on ride on the same connection, each from its own newest candle.
+        const overlays = OVERLAY_KINDS.filter((kind) => this.overlayOn[kind]).map((kind) => this.overlayArg(kind, since));
         socket.send(JSON.stringify({
-          op: "subscribe", args: [{ symbol: this.symbol, timeframe: this.timeframe, since }],
+          op: "subscribe", args: [{ symbol: this.symbol, timeframe: this.timeframe, since }, ...overlays],
         }));
       };
       socket.onmessage = (event) => {
@@ -772,8 +1022,14 @@ class Session {
       console.warn("chart: a stream frame that is not JSON", String(text).slice(0, 200));
       return null;
     }
-    // Every frame about a series names it: one of another symbol or bar is never drawn.
+    // Every frame about a series names it (symbol, bar and, unless trade, price): one of another series is never
+    // drawn, and a mark or index frame only ever moves its own line.
     const arg = frame.arg;
+    if (arg && (arg.price ?? "trade") !== "trade") {
+      const kind = this.overlayOf(arg);
+      if (kind) this.receiveOverlay(kind, frame);
+      return null;
+    }
     if (arg && (arg.symbol !== this.symbol || arg.timeframe !== this.timeframe)) return null;
     if (frame.event === "error") {
       const message = String(frame.message || frame.error_code || "an error");
@@ -798,6 +1054,26 @@ class Session {
     return null;
   }
 
+  /** A frame of an overlay's series: candles move its line; an error turns it off and says why on its toggle. */
+  receiveOverlay(kind, frame) {
+    if (frame.event === "error") {
+      const message = String(frame.message || frame.error_code || "an error");
+      this.overlayError[kind] = message;
+      console.warn("chart: the stream refused the", kind, "overlay:", message);
+      this.overlayOn[kind] = false;
+      this.chart.clearOverlay(kind);
+      const toggle = this.page.overlayToggles[kind];
+      if (toggle) {
+        toggle.querySelector("input").checked = false;
+        toggle.title = message;
+      }
+    } else if (Array.isArray(frame.data)) {
+      // As for the chart's own candles: older than the oldest loaded is left for scrolling to load.
+      const first = this.chart.store.first;
+      this.chart.mergeOverlay(kind, first === undefined ? frame.data : frame.data.filter((row) => row.open_time_ms >= first));
+    }
+  }
+
   /**
    * Candles of a data frame: a newer open time is appended, a known one replaced. Candles older than the
    * oldest one loaded (backfill of history not on screen) are left for scrolling to load.
@@ -819,13 +1095,7 @@ class Session {
    * open (its final version may have been written meanwhile); 0 when nothing is held.
    */
   resumeFrom() {
-    const { times, rows } = this.chart.store;
-    if (times.length === 0) return 0;
-    let since = times[times.length - 1];
-    for (let i = times.length - 2; i >= Math.max(0, times.length - RESUME_LOOKBACK); i -= 1) {
-      if (!rows.get(times[i]).confirm) since = times[i];
-    }
-    return since;
+    return resumeFromStore(this.chart.store);
   }
 
   /** Closes the stream while the tab is hidden; `follow` connects again when it is shown. */
@@ -871,8 +1141,15 @@ class Session {
         const page = await this.api.candles(this.symbol, this.timeframe,
           { end_time: this.chart.store.first - 1, sort: "desc", limit: PAGE_SIZE }, { signal: this.signal });
         if (this.signal.aborted) return;
+        const before = this.chart.store.first;
         this.chart.merge(page.data.slice().reverse());
         this.historyDone = page.data.length < PAGE_SIZE || !page.pagination.next;
+        // The overlays that are on follow over the same stretch of time.
+        const first = this.chart.store.first;
+        if (first === undefined || first === before) return;
+        for (const kind of OVERLAY_KINDS) {
+          if (this.overlayOn[kind]) await this.loadOverlay(kind, first, before === undefined ? null : before - 1);
+        }
       });
     } catch (error) {
       if (error.name === "AbortError" || this.signal.aborted) return;
@@ -883,6 +1160,17 @@ class Session {
     // The view may still be at the edge (a wide screen, a short page): keep filling it.
     if (!this.signal.aborted) this.viewMoved();
   }
+}
+
+/** The newest open time of `store`, or an older one of the last few that is still open; 0 when it is empty. */
+function resumeFromStore(store) {
+  const { times, rows } = store;
+  if (times.length === 0) return 0;
+  let since = times[times.length - 1];
+  for (let i = times.length - 2; i >= Math.max(0, times.length - RESUME_LOOKBACK); i -= 1) {
+    if (!rows.get(times[i]).confirm) since = times[i];
+  }
+  return since;
 }
 
 // ---- start ----------------------------------------------------------------------------------------------
@@ -913,5 +1201,14 @@ window.okxChart = {
   recheckGaps: () => page.session?.recheckGaps(),
   refreshCatalogue: () => page.refreshCatalogue(),
   screenshot: () => page.chart.chart.takeScreenshot(),
+  // The mark and index lines: {on, symbol, count, last (close of the newest), error} each.
+  overlays: () => Object.fromEntries(OVERLAY_KINDS.map((kind) => {
+    const overlay = page.chart.overlays[kind];
+    return [kind, {
+      on: overlay.on, symbol: overlay.symbol, count: overlay.store.size, last: overlay.store.lastRow?.close ?? null,
+      error: page.session?.overlayError[kind] ?? null,
+    }];
+  })),
+  overlayCandles: (kind) => page.chart.overlays[kind].store.all(),
   chart: page.chart.chart,
 };
