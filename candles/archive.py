@@ -55,10 +55,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 NUMBERS = ("open", "high", "low", "close", "vol", "vol_ccy", "vol_ccy_quote")
-COLUMNS = ("inst_id", "open_time", *NUMBERS, "confirmed", "source", "version")
+# Mark-price and index candles have no volumes: these are empty (null) on their rows.
+VOLUMES = ("vol", "vol_ccy", "vol_ccy_quote")
+COLUMNS = ("inst_id", "price", "open_time", *NUMBERS, "confirmed", "source", "version")
+# Files of format 1 were written before price kinds: every row of them is a trade candle.
+COLUMNS_V1 = tuple(column for column in COLUMNS if column != "price")
 LEAF_COLUMNS = frozenset({"instrument_id", "timeframe_id", "open_time", "version", "confirmed", "source", *NUMBERS})
-# What a file's rows hash to is defined by this version of the canonical text (docs/archive.md).
-FORMAT_VERSION = "1"
+# What a file's rows hash to is defined by this version of the canonical text (docs/archive.md). Format 2 added
+# the `price` column (trade, mark, index) and null volumes; a trade row's text, and so its digest, is unchanged.
+FORMAT_VERSION = "2"
 NULL_TEXT = r"\N"
 
 # CSV bytes parsed at a time, and rows per row group. Parsed chunks are gathered into row groups: a 72k-row group
@@ -112,10 +117,13 @@ class ArchiveResult:
 
 @dataclass
 class DayDigest:
-    """The rows of one UTC day as hashes of their canonical text: one entry per instrument, in file order."""
+    """The rows of one UTC day as hashes of their canonical text: one entry per series, in file order.
+
+    A series is named by its instrument id, and by its kind after a `|` when it is not trade candles
+    (`BTC-USDT-SWAP|mark`, `BTC-USD|index`): the mark-price candles of an id never merge with its trades."""
 
     day: date
-    series: list[tuple[str, int, str]] = field(default_factory=list)  # (inst_id, rows, sha256 of its lines)
+    series: list[tuple[str, int, str]] = field(default_factory=list)  # (series name, rows, sha256 of its lines)
 
     @property
     def rows(self) -> int:
@@ -126,8 +134,13 @@ class DayDigest:
         return digest_of_series(self.series)
 
 
+def series_name(inst_id: str, price: str = "trade") -> str:
+    """How an archive names a series: the instrument id, with `|mark` or `|index` for those kinds."""
+    return inst_id if price == "trade" else f"{inst_id}|{price}"
+
+
 def digest_of_series(series: Sequence[tuple[str, int, str]]) -> str:
-    """A file's sha256: over one line `inst_id,rows,sha256` per instrument, in file order.
+    """A file's sha256: over one line `name,rows,sha256` per series (`series_name`), in file order.
 
     Two levels because PostgreSQL has no streaming hash: it can hash one instrument-day of text at a time (86,400
     lines of a 1s bar, a few MB), never a whole firehose day (GBs, past its 1 GB limit on one value)."""
@@ -160,15 +173,16 @@ def archive_root(directory: Path | str | None = None) -> Path:
 # open_time_us,open,high,low,close,vol,vol_ccy,vol_ccy_quote,confirmed,source,version\n
 #
 # open time in epoch microseconds (PostgreSQL's precision, so a file that lost sub-millisecond digits would not
-# match), numbers as numeric::text, a NULL quote volume as \N, confirmed t/f, source ws/rest.
+# match), numbers as numeric::text, a NULL volume as \N (mark-price and index candles have none; a trade candle's
+# quote volume may be missing), confirmed t/f, source ws/rest. The series' kind is in its name, not in the line.
 
 _SOURCE = "CASE c.source::text WHEN 'w' THEN 'ws' WHEN 'r' THEN 'rest' ELSE c.source::text END"
 _LINE = (r"concat_ws(',', (extract(epoch FROM c.open_time) * 1000000)::bigint, c.open, c.high, c.low, c.close, "
-         r"c.vol, c.vol_ccy, coalesce(c.vol_ccy_quote::text, '\N'), CASE WHEN c.confirmed THEN 't' ELSE 'f' END, "
-         + _SOURCE + r", c.version) || E'\n'")
+         r"coalesce(c.vol::text, '\N'), coalesce(c.vol_ccy::text, '\N'), coalesce(c.vol_ccy_quote::text, '\N'), "
+         r"CASE WHEN c.confirmed THEN 't' ELSE 'f' END, " + _SOURCE + r", c.version) || E'\n'")
 # One group per instrument and day: the most text string_agg holds at once is one instrument-day (8 MB for 1s).
 _DIGESTS = """
-SELECT g.day, g.timeframe_id, g.instrument_id, i.inst_id, g.rows, g.sha256
+SELECT g.day, g.timeframe_id, g.instrument_id, i.inst_id, i.price, g.rows, g.sha256
 FROM (
     SELECT c.instrument_id, c.timeframe_id, (c.open_time AT TIME ZONE 'UTC')::date AS day, count(*) AS rows,
            encode(sha256(convert_to(string_agg({line}, '' ORDER BY c.open_time), 'UTF8')), 'hex') AS sha256
@@ -179,7 +193,7 @@ ORDER BY g.day, g.instrument_id
 """
 _COPY = """
 COPY (
-    SELECT i.inst_id, (extract(epoch FROM c.open_time) * 1000)::bigint, c.open, c.high, c.low, c.close, c.vol,
+    SELECT i.inst_id, i.price, (extract(epoch FROM c.open_time) * 1000)::bigint, c.open, c.high, c.low, c.close, c.vol,
            c.vol_ccy, c.vol_ccy_quote, c.confirmed, {source}, c.version
     FROM {table} c LEFT JOIN candles_instrument i ON i.id = c.instrument_id
     WHERE c.timeframe_id = {timeframe} AND c.open_time >= {start} AND c.open_time < {end}
@@ -200,8 +214,8 @@ def canonical_lines(batch: pa.RecordBatch | pa.Table) -> pa.Array:
     micros = pc.multiply_checked(pc.cast(column("open_time"), pa.int64()), 1000)
     fields = [
         pc.cast(micros, pa.string()),
-        *(column(name) for name in NUMBERS[:-1]),
-        pc.fill_null(column("vol_ccy_quote"), NULL_TEXT),
+        *(column(name) for name in NUMBERS if name not in VOLUMES),
+        *(pc.fill_null(column(name), NULL_TEXT) for name in VOLUMES),
         pc.if_else(column("confirmed"), "t", "f"),
         pc.cast(column("source"), pa.string()),
         # The newline goes on the last field rather than on the joined line: one short array, not a second
@@ -211,8 +225,21 @@ def canonical_lines(batch: pa.RecordBatch | pa.Table) -> pa.Array:
     return pc.binary_join_element_wise(*fields, ",")
 
 
+def _series_names(batch: pa.RecordBatch) -> pa.Array:
+    """Each row's series name (`series_name`): the instrument id, `|kind` appended for mark and index rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    names = pc.cast(batch.column("inst_id"), pa.string())
+    if "price" not in batch.schema.names:  # format 1: trade candles only
+        return names
+    price = pc.cast(batch.column("price"), pa.string())
+    suffix = pc.if_else(pc.equal(price, "trade"), "", pc.binary_join_element_wise("|", price, ""))
+    return pc.binary_join_element_wise(names, suffix, "")
+
+
 def _series_of_batches(batches: Iterator[pa.RecordBatch]) -> list[tuple[str, int, str]]:
-    """(inst_id, rows, sha256 of its lines) per run of one instrument, in order, hashing the lines' bytes where
+    """(series name, rows, sha256 of its lines) per run of one series, in order, hashing the lines' bytes where
     they lie in Arrow's buffers (no Python string per row)."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -230,7 +257,7 @@ def _series_of_batches(batches: Iterator[pa.RecordBatch]) -> list[tuple[str, int
         else:
             offsets = memoryview(lines.buffers()[1]).cast("i")
         data = memoryview(lines.buffers()[2]) if lines.buffers()[2] is not None else memoryview(b"")
-        names = pc.cast(batch.column("inst_id"), pa.string())
+        names = _series_names(batch)
         count = batch.num_rows
         changes = pc.indices_nonzero(pc.not_equal(names.slice(1), names.slice(0, count - 1))).to_pylist()
         bounds = [0, *(index + 1 for index in changes), count]
@@ -248,11 +275,12 @@ def _series_of_batches(batches: Iterator[pa.RecordBatch]) -> list[tuple[str, int
 
 
 def archive_series(path: Path | str) -> list[tuple[str, int, str]]:
-    """(inst_id, rows, sha256) per instrument of an archive file, computed from its rows (bounded memory)."""
+    """(series name, rows, sha256) per series of an archive file, computed from its rows (bounded memory)."""
     import pyarrow.parquet as pq
 
     with pq.ParquetFile(path) as parquet:
-        return _series_of_batches(parquet.iter_batches(batch_size=VERIFY_BATCH_ROWS, columns=list(COLUMNS),
+        columns = COLUMNS if "price" in parquet.schema_arrow.names else COLUMNS_V1
+        return _series_of_batches(parquet.iter_batches(batch_size=VERIFY_BATCH_ROWS, columns=list(columns),
                                                        use_threads=False))
 
 
@@ -271,10 +299,16 @@ def archive_metadata(path: Path | str) -> dict[str, str]:
 
 
 def archive_read(path: Path | str) -> pa.Table:
-    """A whole archive file as an Arrow table (prices and volumes as exact decimal strings)."""
+    """A whole archive file as an Arrow table (prices and volumes as exact decimal strings), with its `price`
+    column (every row `trade` in a file of format 1, written before price kinds)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return pq.read_table(path)
+    table = pq.read_table(path)
+    if "price" in table.column_names:
+        return table
+    trade = pa.array(["trade"] * table.num_rows, pa.string()).dictionary_encode()
+    return table.add_column(1, pa.field("price", trade.type, nullable=False), trade)
 
 
 def archive_list(*, bar: str | None = None) -> list[ArchiveFile]:
@@ -294,8 +328,9 @@ def _file_schema() -> pa.Schema:
 
     return pa.schema([
         pa.field("inst_id", dictionary_string(), nullable=False),
+        pa.field("price", dictionary_string(), nullable=False),
         pa.field("open_time", time_type(), nullable=False),
-        *(decimal_text(name, nullable=name == "vol_ccy_quote") for name in NUMBERS),
+        *(decimal_text(name, nullable=name in VOLUMES) for name in NUMBERS),
         pa.field("confirmed", pa.bool_(), nullable=False),
         pa.field("source", dictionary_string(), nullable=False),
         pa.field("version", pa.int64(), nullable=False),
@@ -307,7 +342,8 @@ def _csv_options() -> tuple:
     import pyarrow.csv as pacsv
 
     read = pacsv.ReadOptions(column_names=list(COLUMNS), block_size=4 << 20, use_threads=False)
-    types = {"inst_id": pa.string(), "open_time": pa.int64(), **dict.fromkeys(NUMBERS, pa.string()),
+    types = {"inst_id": pa.string(), "price": pa.string(), "open_time": pa.int64(),
+             **dict.fromkeys(NUMBERS, pa.string()),
              "confirmed": pa.bool_(), "source": pa.string(), "version": pa.int64()}
     # COPY's CSV writes NULL as an empty unquoted field and an empty string as "": only the former is null.
     convert = pacsv.ConvertOptions(column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False,
@@ -319,7 +355,8 @@ def _to_file_table(raw: pa.Table, schema: pa.Schema) -> pa.Table:
     import pyarrow as pa
 
     # One dictionary per row group: chunks encoded apart would each bring their own.
-    arrays = [raw["inst_id"].combine_chunks().dictionary_encode(), raw["open_time"].cast(time_type()),
+    arrays = [raw["inst_id"].combine_chunks().dictionary_encode(), raw["price"].combine_chunks().dictionary_encode(),
+              raw["open_time"].cast(time_type()),
               *(raw[name] for name in NUMBERS), raw["confirmed"], raw["source"].combine_chunks().dictionary_encode(),
               raw["version"]]
     return pa.Table.from_arrays(arrays, schema=schema)
@@ -421,7 +458,7 @@ def _sql_digests(leaf: sql.Identifier, table: str, timeframe: Timeframe, start: 
         groups = cursor.fetchall()
     days: dict[date, DayDigest] = {}
     stray: list[str] = []
-    for day, timeframe_id, instrument_id, inst_id, rows, digest in groups:
+    for day, timeframe_id, instrument_id, inst_id, price, rows, digest in groups:
         if timeframe_id != timeframe.pk:
             stray.append(f"{rows} rows of timeframe id {timeframe_id} on {day}")
         elif inst_id is None:
@@ -429,7 +466,7 @@ def _sql_digests(leaf: sql.Identifier, table: str, timeframe: Timeframe, start: 
         elif not start.date() <= day < end.date():
             stray.append(f"{rows} rows of {inst_id} on {day}")
         else:
-            days.setdefault(day, DayDigest(day)).series.append((inst_id, rows, digest))
+            days.setdefault(day, DayDigest(day)).series.append((series_name(inst_id, price), rows, digest))
     if stray:
         shown = "; ".join(stray[:5]) + (f"; and {len(stray) - 5} more" if len(stray) > 5 else "")
         raise ArchiveError(f"Table {table} holds rows an archive of {timeframe.code} from {start.date()} to "
@@ -507,6 +544,7 @@ def _write_days(leaf: sql.Identifier, table: str, timeframe: Timeframe, start: d
                         "format": FORMAT_VERSION, "bar": timeframe.code,
                         "start": _iso(_day_start(day)), "end": _iso(_day_start(day) + DAY),
                         "rows": str(digest.rows), "instruments": str(len(digest.series)),
+                        "series": str(len(digest.series)),
                         "sha256": digest.sha256, "table": table,
                     })
                 current.write(part)

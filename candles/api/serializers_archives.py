@@ -14,7 +14,8 @@ class ArchiveFileSerializer(serializers.ModelSerializer):
     start = InstantField(help_text="00:00 UTC of the day.")
     end = InstantField(help_text="00:00 UTC of the next day (exclusive).")
     rows = serializers.IntegerField(help_text="Candles in the file.")
-    instruments = serializers.IntegerField(help_text="Instruments in the file.")
+    instruments = serializers.IntegerField(help_text="Series in the file: an instrument's trade candles, its "
+                                                     "mark-price candles and an index each count once.")
     bytes = serializers.IntegerField(help_text="File size in bytes.")
     status = serializers.ChoiceField(
         choices=ArchiveStatus.choices,

@@ -14,10 +14,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from candles.api.lookups import unknown_timeframe
+from candles.api.lookups import PRICES, unknown_timeframe
 from candles.api.pagination import PAGE_PARAMS, page_bounds, paginate
 from candles.api.params import SYMBOL_PATTERN, TIMEFRAME_PATTERN, Query
 from candles.api.serializers_archives import ArchiveFileSerializer, ArchivePageSerializer
+from candles.archive import series_name
 from candles.models import ArchiveFile, ArchiveStatus, Timeframe
 from okxproject.api_errors import ApiError
 
@@ -40,6 +41,9 @@ class ArchiveListView(APIView):
                              description="Bar code, case-sensitive (1m is a minute, 1M a month)."),
             OpenApiParameter("symbol", {"type": "string", "pattern": f"^{SYMBOL_PATTERN}$"},
                              description="Only files holding this instrument (exact OKX id, BTC-USDT)."),
+            OpenApiParameter("price", {"type": "string", "enum": list(PRICES), "default": "trade"},
+                             description="With `symbol`: which of its series (trade candles, its mark price, an "
+                                         "index); a file names a mark or index series `BTC-USDT-SWAP|mark`."),
             OpenApiParameter("status", {"type": "string", "enum": list(ArchiveStatus.values)},
                              description="ok: verified against PostgreSQL; written: not yet; failed: did not match."),
             OpenApiParameter("start", {"type": "string"}, description=f"First day. {DAY_DOC}"),
@@ -53,6 +57,7 @@ class ArchiveListView(APIView):
         query = Query(request)
         code = query.text("bar", max_length=16, pattern=TIMEFRAME_PATTERN)
         symbol = query.text("symbol", max_length=64, pattern=SYMBOL_PATTERN)
+        price = query.choice("price", PRICES, "trade")
         state = query.choice("status", ArchiveStatus.values)
         start = query.time("start")
         end = query.time("end")
@@ -73,7 +78,7 @@ class ArchiveListView(APIView):
         if end is not None:
             files = files.filter(start__lte=_day_start(end))
         if symbol is not None:
-            files = files.filter(inst_ids__contains=[symbol])
+            files = files.filter(inst_ids__contains=[series_name(symbol, price)])
         if state is not None:
             files = files.filter(status=state)
         page, items = paginate(request, files, limit, offset)

@@ -365,6 +365,13 @@ class OkxWsClient:
     def channels(self) -> set[Channel]:
         return {c for shard in self._shards for c in shard.assigned}
 
+    def share_connection_limit(self, parts: int) -> None:
+        """`parts` clients share this IP (OKX's new-connection limit is per IP): each starts at most its share,
+        `connections_per_second // parts` a second (at least one), evenly spaced. Applies from the next start."""
+        limit = max(1, self.config.connections_per_second // max(1, parts))
+        self._gate.limit = limit
+        self._gate.spacing_s = (1.0 + self.config.connect_jitter_margin_s) / limit
+
     def set_channels(self, channels: Iterable[Channel]) -> None:
         """Make `channels` the subscribed set (minus invalid ones), without reconnecting anything.
 

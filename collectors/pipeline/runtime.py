@@ -47,9 +47,10 @@ logger = logging.getLogger(__name__)
 # KEYS[4 + shard * R + slot] = the lease of that slot of that shard (R = replicas per shard);
 # ARGV[1] = collector id, ARGV[2] = now (s), ARGV[3] = heartbeats older than this (s) are not live,
 # ARGV[4] = lease TTL (ms), ARGV[5] = R, ARGV[6] = this collector's host, ARGV[7..] = shards held.
-# Returns {owned, lost, released, taken, primary}, each a list of shard numbers (primary: the owned shards whose
-# slot 0 this collector holds). The status's `shards` field is written here, with the leases: a reader never
-# sees a shard listed by a collector that no longer holds it because it had not republished its status yet.
+# Returns {owned, lost, released, taken, primary, {colocated}}: lists of shard numbers (primary: the owned shards
+# whose slot 0 this collector holds), and the live collectors on this host, itself included. The status's `shards`
+# field is written here, with the leases: a reader never sees a shard listed by a collector that no longer holds
+# it because it had not republished its status yet.
 #
 # The rules: a collector holds at most one slot of a shard (two replicas are never one collector); its fair
 # share is its part of its host's part of every slot (shards × R ÷ live hosts ÷ the host's live collectors; with
@@ -64,20 +65,20 @@ local cid, ttl, replicas, host = ARGV[1], ARGV[4], tonumber(ARGV[5]), ARGV[6]
 redis.call("ZADD", KEYS[1], ARGV[2], cid)
 redis.call("HSET", KEYS[3], cid, host)
 local shards = (#KEYS - 3) / replicas
+-- Live collectors per host. Live here: a heartbeat within one TTL (this script beats three times a TTL; a
+-- collector silent longer has lost its leases too), so a dead one's slots count as free as soon as they lapse.
+local recent = tonumber(ARGV[2]) - tonumber(ttl) / 1000
+local per_host, hosts = {}, 0
+for _, id in ipairs(redis.call("ZRANGEBYSCORE", KEYS[1], recent, "+inf")) do
+  local at = (id == cid) and host or (redis.call("HGET", KEYS[3], id) or id)
+  if not per_host[at] then per_host[at] = 0; hosts = hosts + 1 end
+  per_host[at] = per_host[at] + 1
+end
 local fair
 if replicas == 1 then
   fair = math.ceil(shards / math.max(1, redis.call("ZCOUNT", KEYS[1], ARGV[3], "+inf")))
 else
-  -- Each live host's part of the slots, shared by its collectors. Live here: a heartbeat within one TTL (this
-  -- script beats three times a TTL; a collector silent longer has lost its leases too), so a dead one's slots
-  -- count as free for the others as soon as they lapse.
-  local recent = tonumber(ARGV[2]) - tonumber(ttl) / 1000
-  local per_host, hosts = {}, 0
-  for _, id in ipairs(redis.call("ZRANGEBYSCORE", KEYS[1], recent, "+inf")) do
-    local at = (id == cid) and host or (redis.call("HGET", KEYS[3], id) or id)
-    if not per_host[at] then per_host[at] = 0; hosts = hosts + 1 end
-    per_host[at] = per_host[at] + 1
-  end
+  -- Each live host's part of the slots, shared by its collectors.
   fair = math.min(shards, math.ceil(shards * replicas / hosts / per_host[host]))
 end
 local function lease(shard, slot) return KEYS[4 + shard * replicas + slot] end
@@ -157,7 +158,7 @@ table.sort(owned)
 table.sort(primary)
 redis.call("HSET", KEYS[2], "shards", "[" .. table.concat(owned, ",") .. "]")
 redis.call("PEXPIRE", KEYS[2], 3 * ttl)
-return {owned, lost, released, taken, primary}
+return {owned, lost, released, taken, primary, {per_host[host]}}
 """
 # KEYS = the slots of one shard; ARGV[1] = collector id: delete the slot this collector holds.
 RELEASE_LUA = """
@@ -190,6 +191,7 @@ class LeaseChange:
     released: list[int]  # given up beyond the fair share
     taken: list[int]  # free slots newly taken (or adopted: still ours from before a restart)
     primary: list[int]  # owned shards whose slot 0 is ours: this collector writes their channels' status rows
+    colocated: int = 1  # live collectors on this host, this one included: they share OKX's per-IP limits
 
 
 async def leases_balance(
@@ -209,7 +211,8 @@ async def leases_balance(
         args=[collector_id, now, now - 3 * ttl_s, int(ttl_s * 1000), replicas, host or socket.gethostname(),
               *sorted(held)],
     )
-    return LeaseChange(*([int(shard) for shard in part] for part in result))
+    *shard_lists, (colocated,) = result
+    return LeaseChange(*([int(shard) for shard in part] for part in shard_lists), colocated=int(colocated))
 
 
 @dataclass
@@ -435,6 +438,9 @@ class CollectorRuntime:
             logger.info("collector %s took shard %d", cid, shard)
         self.owned = set(change.owned)
         self.primary = set(change.primary)
+        # OKX counts new connections per IP: collectors of one host (replicas of a hot standby on one machine,
+        # or a second worker) split its limit rather than each taking all of it.
+        self.client.share_connection_limit(change.colocated)
 
     async def _listen_for_nudges(self) -> None:
         while True:

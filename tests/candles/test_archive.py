@@ -47,7 +47,7 @@ CREATE TABLE {name} (
     instrument_id integer NOT NULL, timeframe_id smallint NOT NULL, open_time timestamptz NOT NULL,
     version bigint NOT NULL, confirmed boolean NOT NULL, source "char" NOT NULL,
     open numeric NOT NULL, high numeric NOT NULL, low numeric NOT NULL, close numeric NOT NULL,
-    vol numeric NOT NULL, vol_ccy numeric NOT NULL, vol_ccy_quote numeric NULL,
+    vol numeric NULL, vol_ccy numeric NULL, vol_ccy_quote numeric NULL,
     PRIMARY KEY (instrument_id, timeframe_id, open_time))
 """
 INSERT = """
@@ -73,6 +73,7 @@ class Row(NamedTuple):
     confirmed: bool = True
     source: str = "ws"
     version: int = 1_000
+    price: str = "trade"  # last, so that the rows of trade candles read as before price kinds
 
 
 @pytest.fixture
@@ -83,19 +84,23 @@ def archive_dir(tmp_path, settings) -> Path:
 
 @pytest.fixture
 def leaf(instrument):
-    """`leaf(name, bar, rows)` creates a partition-shaped table holding the rows (instruments made as needed): a
-    detached leaf as retention hands it over, named `detached_…` since real leaves of those days may exist."""
-    known: dict[str, int] = {}
+    """`leaf(name, bar, rows)` creates a partition-shaped table holding the rows (instruments made as needed, one
+    row per id and price kind): a detached leaf as retention hands it over, named `detached_…` since real leaves
+    of those days may exist."""
+    known: dict[tuple[str, str], int] = {}
+    types = {"trade": "SPOT", "mark": "SWAP", "index": "INDEX"}
 
     def make(name: str, bar: str, rows: list[Row]) -> str:
         timeframe_id = Timeframe.objects.get(code=bar).pk
         with connection.cursor() as cursor:
             cursor.execute(LEAF_DDL.format(name=name))
             for row in rows:
-                if row.inst_id not in known:
-                    known[row.inst_id] = instrument(row.inst_id).pk
+                key = (row.inst_id, row.price)
+                if key not in known:
+                    inst_type = "SWAP" if row.inst_id.endswith("-SWAP") else types[row.price]
+                    known[key] = instrument(row.inst_id, inst_type=inst_type, price=row.price).pk
                 cursor.execute(INSERT.format(name=name), [
-                    row.open_time, known[row.inst_id], timeframe_id, row.vol_ccy_quote, row.vol_ccy, row.vol,
+                    row.open_time, known[key], timeframe_id, row.vol_ccy_quote, row.vol_ccy, row.vol,
                     row.close, row.low, row.high, row.open, {"ws": "w", "rest": "r"}[row.source], row.confirmed,
                     row.version])
         return name
@@ -112,9 +117,9 @@ def stored_text(name: str) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(f"""
             SELECT i.inst_id, c.open_time, c.open::text, c.high::text, c.low::text, c.close::text, c.vol::text,
-                   c.vol_ccy::text, c.vol_ccy_quote::text, c.confirmed, c.source::text, c.version
+                   c.vol_ccy::text, c.vol_ccy_quote::text, c.confirmed, c.source::text, c.version, i.price
             FROM {name} c JOIN candles_instrument i ON i.id = c.instrument_id ORDER BY c.instrument_id, c.open_time""")
-        return [(*row[:10], {"w": "ws", "r": "rest"}[row[10]], row[11]) for row in cursor.fetchall()]
+        return [(*row[:10], {"w": "ws", "r": "rest"}[row[10]], *row[11:]) for row in cursor.fetchall()]
 
 
 def sha256_of(path: Path) -> str:
@@ -174,10 +179,12 @@ def test_the_file_has_the_documented_layout_columns_and_metadata(leaf, archive_d
     path = archive_dir / "1s" / "2026" / "1s_2026-12-01.parquet"
     assert Path(archived.path) == path
     schema = pq.read_schema(path)
+    assert schema.names == ["inst_id", "price", "open_time", *NUMBERS, "confirmed", "source", "version"]
     assert schema.field("inst_id").type == pa.dictionary(pa.int32(), pa.string())
+    assert schema.field("price").type == pa.dictionary(pa.int32(), pa.string())
     assert schema.field("open_time").type == pa.timestamp("ms", tz="UTC")
     assert all(schema.field(column).type == pa.string() for column in NUMBERS)
-    assert schema.field("vol_ccy_quote").nullable
+    assert all(schema.field(column).nullable for column in ("vol", "vol_ccy", "vol_ccy_quote"))  # mark, index
     assert not schema.field("close").nullable
     assert schema.field("source").type == pa.dictionary(pa.int32(), pa.string())
     assert (schema.field("confirmed").type, schema.field("version").type) == (pa.bool_(), pa.int64())
@@ -186,8 +193,8 @@ def test_the_file_has_the_documented_layout_columns_and_metadata(leaf, archive_d
     assert [(row.inst_id, row.open_time) for row in file_rows(path)] == [
         ("SOL-USDT", DEC_1), ("BTC-USDT", DEC_1), ("BTC-USDT", DEC_1 + timedelta(seconds=5))]
     metadata = archive_metadata(path)
-    assert metadata == {"format": "1", "bar": "1s", "start": "2026-12-01T00:00:00Z", "end": "2026-12-02T00:00:00Z",
-                        "rows": "3", "instruments": "2", "sha256": archived.sha256, "table": name}
+    assert metadata == {"format": "2", "bar": "1s", "start": "2026-12-01T00:00:00Z", "end": "2026-12-02T00:00:00Z",
+                        "rows": "3", "instruments": "2", "series": "2", "sha256": archived.sha256, "table": name}
     assert archive_digest(path) == archived.sha256
     assert not list(path.parent.glob(".*"))  # no temporary file left beside it
 
@@ -454,3 +461,81 @@ def test_a_second_archiver_of_the_same_bar_is_refused_while_the_first_runs(leaf,
         other.execute("SELECT pg_advisory_unlock(hashtext('okx_candles.archive'), %s)", [timeframe_id])
 
     assert archive_write(table=name, bar="1s", start=DEC_1, end=DEC_1 + DAY).rows == 4
+
+
+# --- price kinds: trade, mark-price and index candles of the same ids ------------------------------------------
+
+NO_VOLUMES = {"vol": None, "vol_ccy": None, "vol_ccy_quote": None}
+KINDS = [
+    Row("BTC-USDT-SWAP", DEC_1, close="105"),
+    Row("BTC-USDT-SWAP", DEC_1 + timedelta(minutes=1), close="106"),
+    Row("BTC-USDT-SWAP", DEC_1, close="105.25", price="mark", **NO_VOLUMES),
+    Row("BTC-USDT-SWAP", DEC_1 + timedelta(minutes=1), close="106.5", price="mark", **NO_VOLUMES),
+    Row("BTC-USDT", DEC_1, close="104.9"),
+    Row("BTC-USDT", DEC_1, close="104.95", price="index", **NO_VOLUMES),
+]
+
+
+def test_mark_and_index_candles_archive_beside_the_trades_of_the_same_ids_as_series_of_their_own(leaf, archive_dir):
+    name = leaf("detached_1m_20261201", "1m", KINDS)
+
+    [archived] = archive_write(table=name, bar="1m", start=DEC_1, end=DEC_1 + DAY).files
+
+    path = Path(archived.path)
+    assert file_rows(path) == KINDS  # each row keeps its kind, mark and index rows their null volumes
+    assert [tuple(row) for row in file_rows(path)] == stored_text(name)
+    assert archived.inst_ids == ["BTC-USDT-SWAP", "BTC-USDT-SWAP|mark", "BTC-USDT", "BTC-USDT|index"]
+    assert (archived.instruments, archived.rows, archived.status) == (4, 6, ArchiveStatus.OK)
+    assert [name for name, _rows, _digest in archive.archive_series(path)] == archived.inst_ids
+    assert archive_metadata(path)["series"] == "4"
+
+
+def test_a_trade_only_day_keeps_the_digest_it_had_before_price_kinds(leaf, archive_dir):
+    # Format 1's canonical text of a trade row, by hand: a file written before mark and index candles existed
+    # must still verify against the same table.
+    rows = [Row("BTC-USDT", DEC_1), Row("BTC-USDT", DEC_1 + timedelta(minutes=1), vol_ccy_quote=None)]
+    name = leaf("detached_1m_20261201", "1m", rows)
+    micros = [int(row.open_time.timestamp()) * 1_000_000 for row in rows]
+    lines = (f"{micros[0]},100,110,90,105,1.5,157.5,157.5,t,ws,1000\n"
+             f"{micros[1]},100,110,90,105,1.5,157.5,\\N,t,ws,1000\n")
+    series = [("BTC-USDT", 2, hashlib.sha256(lines.encode()).hexdigest())]
+
+    [archived] = archive_write(table=name, bar="1m", start=DEC_1, end=DEC_1 + DAY).files
+
+    assert archived.sha256 == archive.digest_of_series(series)
+
+
+def test_tampering_with_the_mark_rows_alone_is_caught_and_named(leaf, archive_dir):
+    name = leaf("detached_1m_20261201", "1m", KINDS)
+
+    def change_a_mark_close(paths: list[Path]) -> None:
+        table = pq.read_table(paths[0])
+        closes = table.column("close").to_pylist()
+        kinds = table.column("price").to_pylist()
+        closes[kinds.index("mark")] = "105.26"
+        rewrite(paths[0], lambda t: t.set_column(t.schema.get_field_index("close"), "close",
+                                                 pa.array(closes, pa.string())))
+
+    with pytest.raises(ArchiveVerificationError) as failed:
+        archive_write(table=name, bar="1m", start=DEC_1, end=DEC_1 + DAY, before_verify=change_a_mark_close)
+
+    [problems] = failed.value.problems.values()
+    assert any("rows differ from the table for BTC-USDT-SWAP|mark" in problem for problem in problems), problems
+    assert not any("BTC-USDT-SWAP," in problem for problem in problems)
+    assert ArchiveFile.objects.get().status == ArchiveStatus.FAILED
+
+
+def test_a_file_of_format_1_reads_as_trade_candles_and_its_series_are_named_as_before(tmp_path):
+    path = tmp_path / "1m_2026-12-01.parquet"
+    rows = [{"inst_id": "BTC-USDT", "open_time": DEC_1, "open": "100", "high": "110", "low": "90", "close": "105",
+             "vol": "1.5", "vol_ccy": "157.5", "vol_ccy_quote": None, "confirmed": True, "source": "ws",
+             "version": 1_000}]
+    schema = pa.schema([("inst_id", pa.string()), ("open_time", pa.timestamp("ms", tz="UTC")),
+                        *((name, pa.string()) for name in NUMBERS), ("confirmed", pa.bool_()),
+                        ("source", pa.string()), ("version", pa.int64())])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+
+    table = archive_read(path)
+
+    assert table.column("price").to_pylist() == ["trade"]
+    assert [name for name, _rows, _digest in archive.archive_series(path)] == ["BTC-USDT"]

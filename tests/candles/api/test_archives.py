@@ -29,7 +29,7 @@ def files(db) -> list[ArchiveFile]:
 
     both = ["BTC-USDT", "ETH-USDT"]
     return [make("1s", 1, both), make("1s", 2, both), make("1s", 3, both, ArchiveStatus.FAILED),
-            make("1m", 1, ["BTC-USDT"]), make("1M", 1, ["BTC-USDT"])]
+            make("1m", 1, ["BTC-USDT", "BTC-USDT-SWAP|mark"]), make("1M", 1, ["BTC-USDT"])]
 
 
 def listed(response) -> list[tuple[str, str]]:
@@ -58,6 +58,9 @@ def test_files_are_listed_newest_first_with_what_they_hold(api, files):
     ("bar=1M", [("1M", "2026-12-01")]),
     ("symbol=ETH-USDT", [("1s", "2026-12-03"), ("1s", "2026-12-02"), ("1s", "2026-12-01")]),
     ("symbol=DOGE-USDT", []),
+    ("symbol=BTC-USDT-SWAP&price=mark", [("1m", "2026-12-01")]),  # the series, by its archive name
+    ("symbol=BTC-USDT-SWAP", []),  # its trade candles are in no file
+    ("symbol=BTC-USDT&price=index", []),
     ("status=failed", [("1s", "2026-12-03")]),
     ("bar=1s&start=2026-12-02", [("1s", "2026-12-03"), ("1s", "2026-12-02")]),
     ("bar=1s&end=2026-12-02", [("1s", "2026-12-02"), ("1s", "2026-12-01")]),
@@ -82,6 +85,7 @@ def test_files_are_paged(api, files):
     ("bar=1%20m", "VALIDATION_ERROR", "bar"),
     ("symbol=BTC%2FUSDT", "VALIDATION_ERROR", "symbol"),
     ("status=verified", "VALIDATION_ERROR", "status"),
+    ("price=bogus", "VALIDATION_ERROR", "price"),
     ("start=yesterday", "VALIDATION_ERROR", "start"),
     ("end=2026-13-01", "VALIDATION_ERROR", "end"),
     ("limit=0", "VALIDATION_ERROR", "limit"),
@@ -121,7 +125,7 @@ def test_the_endpoint_is_in_the_openapi_schema_with_its_filters_and_errors(api):
 
     operation = schema["paths"]["/api/v1/archives"]["get"]
     assert {parameter["name"] for parameter in operation["parameters"]} == {
-        "bar", "symbol", "status", "start", "end", "limit", "offset"}
+        "bar", "symbol", "price", "status", "start", "end", "limit", "offset"}
     assert {"200", "400", "429"} <= set(operation["responses"])
     assert operation["responses"]["400"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorEnvelope"}

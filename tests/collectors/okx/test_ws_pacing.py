@@ -32,7 +32,7 @@ def test_starts_are_spaced_to_leave_half_a_second_of_room_under_okx_limit():
         WsConfig(url="ws://x/", connect_timeout_s=10.0, answer_timeout_s=5.0)
 
 
-def open_at_once(count: int, refuse: set[int] = frozenset()) -> tuple[list[float], list[object]]:
+def open_at_once(count: int, refuse: set[int] = frozenset(), share: int = 1) -> tuple[list[float], list[object]]:
     """`count` shards asking for a connection at once, on an injected clock: when each connection started, and
     what each `_open` gave (the n-th start, counting from 1, in `refuse` is refused with HTTP 429)."""
     async def main() -> tuple[list[float], list[object]]:
@@ -55,6 +55,7 @@ def open_at_once(count: int, refuse: set[int] = frozenset()) -> tuple[list[float
 
         client = OkxWsClient(WsConfig(url="ws://x/"), WsHandler(), connect=fake_connect, clock=lambda: now[0],
                              sleep=fake_sleep)
+        client.share_connection_limit(share)
         results = await asyncio.gather(*(client._open() for _ in range(count)), return_exceptions=True)
         return starts, results
 
@@ -74,6 +75,17 @@ def test_a_storm_of_connections_is_paced_on_the_injected_clock_and_survives_any_
         assert busiest_second([t + rng.uniform(0, 0.49) for t in starts]) <= 3
     worst = [t + (0.49 if index % 4 == 0 else 0.0) for index, t in enumerate(starts)]
     assert busiest_second(worst) <= 3
+
+
+@pytest.mark.parametrize(("share", "busiest_second"), [(1, 2), (2, 1), (3, 1)])
+def test_clients_sharing_an_ip_split_okx_limit_so_together_they_stay_within_it(share, busiest_second):
+    # Alone a client starts 2 in its busiest second (0.5 s apart): two such clients on one IP would start 4,
+    # over OKX's 3. Sharing, each starts its part: together at most 3.
+    starts, _ = open_at_once(12, share=share)
+
+    busiest = max(sum(1 for t in starts if first <= t < first + 1.0) for first in starts)
+    assert busiest == busiest_second
+    assert busiest * share <= 3
 
 
 def test_a_refused_upgrade_holds_every_next_connection_for_a_second():

@@ -96,6 +96,8 @@ def test_replicas_spread_over_hosts_as_collectors_come(keys):
     table = holders(keys)
     assert_sound(table)
     assert all(None not in slots for slots in table), table
+    # Collectors of one host share OKX's per-IP connection limit: each learns how many they are.
+    assert {cid: change.colocated for cid, change in fleet.last.items()} == {"a": 2, "b": 2, "c": 1}
     hosts = [{fleet.hosts[cid] for cid in slots} for slots in table]
     assert all(found == {"h1", "h2"} for found in hosts), table
     assert fleet.held["c"] == set(range(SHARDS))
