@@ -263,6 +263,7 @@ def test_parquet_is_not_written_to_a_text_stream(exact_1m):
     (("BTC-USDT", "1h"), r"timeframe '1h' is not an OKX bar; bars are case-sensitive"),
     (("BTC-USDT", "1H", "--from", "2024-02-01", "--to", "2024-01-01"), r"--from 2024-02-01T00:00:00Z is after --to"),
     (("BTC-USDT", "1H", "--from", "soon", "--to", "2024-01-01"), r"--from: 'soon' is neither an ISO 8601"),
+    (("BTC-USDT", "1H", "--price", "index"), r"'BTC-USDT' has no index series \(it has: trade\)"),
 ])
 def test_bad_arguments_get_a_clear_message(okx_1h, args, message):
     times = () if "--from" in args else ("--from", "2024-01-01", "--to", "2024-02-01")
@@ -297,3 +298,27 @@ def test_a_reader_that_stops_early_is_not_an_error(btc):
     assert code == 0, err
     assert "Traceback" not in err
     assert "BrokenPipe" not in err
+
+
+def test_the_mark_price_series_of_a_swap_is_exported_apart_from_its_trades_without_volumes(instrument, tmp_path):
+    instrument("BTC-USDT-SWAP", inst_type="SWAP")
+    instrument("BTC-USDT-SWAP", inst_type="SWAP", price="mark")
+    t0 = 1_705_431_600_000
+    none = {"vol": None, "vol_ccy": None, "vol_ccy_quote": None}
+    candles_upsert(rows=[build_row(t0, inst_id="BTC-USDT-SWAP", close="105"),
+                         build_row(t0, inst_id="BTC-USDT-SWAP", close="105.25", price="mark", **none)])
+    when = ("--from", "2024-01-16", "--to", "2024-01-17")
+
+    trade, _ = run_export("BTC-USDT-SWAP", "1m", *when)
+    mark, err = run_export("BTC-USDT-SWAP", "1m", "--price", "mark", *when)
+
+    assert trade.splitlines()[1].split(",")[5:9] == ["105", "1.5", "157.5", "157.5"]
+    assert mark.splitlines() == [HEADER, "2024-01-16T19:00:00Z,1705431600000,100,110,90,105.25,,,,true"]
+    assert err.startswith("BTC-USDT-SWAP 1m mark: 1 rows")
+    path = tmp_path / "mark.parquet"
+    run_export("BTC-USDT-SWAP", "1m", "--price", "mark", *when, "--format", "parquet", "-o", str(path))
+    table = pq.read_table(path)
+    assert (table.column("close").to_pylist(), table.column("volume").to_pylist()) == (["105.25"], [None])
+    assert pq.read_metadata(path).metadata[b"okx_candles.price"] == b"mark"
+    with pytest.raises(CommandError, match="OKX has no 1s mark candles"):
+        run_export("BTC-USDT-SWAP", "1s", "--price", "mark", *when)
