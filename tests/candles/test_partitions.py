@@ -286,8 +286,9 @@ def test_inserts_and_updates_are_counted_per_row_across_bars_and_leaves(btc, mon
              build_row(utc(2024, 1, 16, 16), bar="1D")]
     assert (candles_upsert(rows=first).inserted, Candle.objects.count()) == (4, 4)
 
-    second = [row._replace(version=2_000) for row in first[1:]] + [build_row(utc(2019, 5, 1, 0, 0)),
-                                                                   first[0]._replace(version=1)]
+    # Newer versions that change the candle (an identical one would write nothing), a new row, an older version.
+    second = [row._replace(version=2_000, close="106") for row in first[1:]] + [build_row(utc(2019, 5, 1, 0, 0)),
+                                                                                first[0]._replace(version=1)]
     result = candles_upsert(rows=second)
 
     assert (result.inserted, result.updated, result.unchanged, result.written) == (1, 3, 1, 4)

@@ -25,6 +25,8 @@ from collectors.pipeline.keys import Keys
 from collectors.pipeline.repair_report import repair_report_parse
 from collectors.pipeline.status import (
     ChannelStatus,
+    ShardHolder,
+    ShardReplicas,
     channel_statuses,
     collector_statuses,
     pipeline_overview,
@@ -186,6 +188,8 @@ def test_pipeline_overview_sums_the_buffer_and_reads_counters(r, keys, caplog):
                                           "duration_ms": "12.5"})
     put_collector(r, keys, "alive", NOW - 1, [0])
     put_collector(r, keys, "dead", NOW - 3 * TTL - 1, [1])
+    r.set(keys.lease(0), "alive")
+    r.hset(keys.lease_hosts, "alive", "host-a")
 
     with caplog.at_level(logging.WARNING, logger="collectors.pipeline.status"):
         overview = pipeline_overview(r, keys, now=NOW)
@@ -198,6 +202,7 @@ def test_pipeline_overview_sums_the_buffer_and_reads_counters(r, keys, caplog):
         "counters": {"candles_flushed": 40, "messages": 1000, "rest_429": 2},
         "last_flush": {"at": NOW - 0.5, "rows": 3, "written": 3, "rejected": 0, "duration_ms": 12.5, "age_s": 0.5},
         "collectors": {"alive": 1, "total": 2},
+        "shards": ShardReplicas(1, [[ShardHolder(0, "alive", "host-a")], *([] for _ in range(7))]),
     }
     assert "junk" in caplog.text
 
@@ -211,6 +216,7 @@ def test_pipeline_overview_of_an_empty_redis(r, keys):
         "counters": {},
         "last_flush": None,
         "collectors": {"alive": 0, "total": 0},
+        "shards": ShardReplicas(1, [[] for _ in range(8)]),
     }
 
 

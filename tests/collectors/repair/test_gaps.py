@@ -209,9 +209,9 @@ def test_a_gap_rest_keeps_answering_without_candles_is_retried_then_unfillable(s
 
 
 @pytest.mark.django_db
-def test_a_candle_the_version_rule_kept_from_rest_is_still_missing_after_the_fill(sim, keys, redis, instruments):
-    # A stored open version newer than REST's receipt (another host's clock ahead): the confirmed row from REST
-    # does not replace it, so the candle is still not final and the gap stays open for a retry.
+def test_a_confirmed_candle_from_rest_replaces_an_open_version_stamped_by_a_clock_ahead(sim, keys, redis, instruments):
+    # A stored open version whose receipt time is a day ahead (another host's clock): the confirmed row from REST
+    # closes it all the same (a confirmed candle replaces an open one whatever the versions), and the gap fills.
     sub = subscribe(instruments["BTC-USDT"], "1m")
     end = (datetime_to_ms(timezone.now()) // MINUTE - 5) * MINUTE
     start = end - 4 * MINUTE
@@ -224,9 +224,9 @@ def test_a_candle_the_version_rule_kept_from_rest_is_still_missing_after_the_fil
     result = fill(sim, keys, redis, gap)
 
     gap.refresh_from_db()
-    assert (result.state, result.written, gap.state, gap.missing) == (GapState.OPEN, 4, GapState.OPEN, 1)
-    assert (gap.start, gap.end) == (ms_to_datetime(start), ms_to_datetime(start))
-    assert_equals_truth(sim, sub, start + MINUTE, end)
+    assert (result.state, result.written, gap.state) == (GapState.FILLED, 5, GapState.FILLED)
+    assert_equals_truth(sim, sub, start, end)
+    assert Candle.objects.get(instrument=sub.instrument, open_time=ms_to_datetime(start)).version > ahead
 
 
 @pytest.mark.django_db
