@@ -66,15 +66,16 @@ def other_backend(*, besides: int, timeout_s: float = 10.0) -> int:
 
 
 @contextlib.contextmanager
-def database_refusing_connections() -> Iterator[None]:
-    """New connections to this database fail (as while PostgreSQL is down); open ones, like ours, stay."""
+def database_refusing_connections() -> Iterator[psycopg.Connection]:
+    """New connections to this database fail (as while PostgreSQL is down); open ones, like ours, stay. Yields the
+    administrative connection (to the `postgres` database), which can still act on this one's backends."""
     params = connection.settings_dict
     # PostgreSQL refuses this change from a connection to the database itself.
     with psycopg.connect(dbname="postgres", host=params["HOST"] or None, port=params["PORT"] or None,
                          user=params["USER"] or None, autocommit=True) as admin:
         admin.execute(f'ALTER DATABASE "{params["NAME"]}" WITH ALLOW_CONNECTIONS false')
         try:
-            yield
+            yield admin
         finally:
             admin.execute(f'ALTER DATABASE "{params["NAME"]}" WITH ALLOW_CONNECTIONS true')
 
@@ -106,11 +107,15 @@ def fill_cut_off_by_a_restart(sim, redis_client, monkeypatch, *, database_stays_
         fill = InThread(gap_fill, gap_id=gap.pk, rest_url=sim.rest_url, redis=redis_client, keys=keys)
         fill.start()
         wait_for_state(gap, GapState.FILLING)
-        terminate_backend(other_backend(besides=own_pid))
+        victim = other_backend(besides=own_pid)
         if database_stays_down:
-            with database_refusing_connections():
+            # Refused first, then cut: the fill must not find the database back between the two (it did, under
+            # load, when the cut came first and its fresh connection won the race to hand the gap back).
+            with database_refusing_connections() as admin:
+                assert admin.execute("SELECT pg_terminate_backend(%s)", [victim]).fetchone()[0]
                 fill.finish()
         else:
+            terminate_backend(victim)
             fill.finish()
     return gap, fill
 
