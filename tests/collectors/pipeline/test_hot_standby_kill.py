@@ -12,12 +12,9 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-import redis as redis_lib
 from django.db import connection
 
 from candles.bars import ms_to_datetime
@@ -33,25 +30,6 @@ INSTRUMENTS = ("BTC-USDT", "ETH-USDT", "SOL-USDT")
 SHARDS, TTL_S = 2, 2.0
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
-
-
-@pytest.fixture
-def keys(settings) -> Iterator[Keys]:
-    keys = Keys(prefix=f"test:standby:{uuid.uuid4().hex}:")
-    settings.REDIS_KEY_PREFIX = keys.prefix
-    yield keys
-    client = redis_lib.Redis.from_url(settings.REDIS_URL)
-    stale = list(client.scan_iter(match=f"{keys.prefix}*"))
-    if stale:
-        client.delete(*stale)
-    client.close()
-
-
-@pytest.fixture
-def r(settings) -> Iterator[redis_lib.Redis]:
-    client = redis_lib.Redis.from_url(settings.REDIS_URL)
-    yield client
-    client.close()
 
 
 @pytest.fixture
@@ -74,7 +52,7 @@ def collector(name: str, replicas: int, keys: Keys, sim, settings) -> subprocess
 
 @pytest.mark.parametrize("replicas", [2, 1])
 def test_a_collector_killed_with_a_standby_costs_no_candle_no_gap_and_no_rest_request(
-    replicas, keys, r, sim, settings
+    replicas, keys, redis, sim, settings
 ):
     one_s = Timeframe.objects.get(code="1s")
     for inst_id in INSTRUMENTS:
@@ -83,12 +61,12 @@ def test_a_collector_killed_with_a_standby_costs_no_candle_no_gap_and_no_rest_re
     procs = {name: collector(name, replicas, keys, sim, settings) for name in ("a", "b")[:replicas]}
     try:
         names = set(procs)
-        wait_for(lambda: all(held == names for held in held_by(r, keys, SHARDS, replicas)), 30,
+        wait_for(lambda: all(held == names for held in held_by(redis, keys, SHARDS, replicas)), 30,
                  f"{replicas} collectors on every shard")
         wait_for(lambda: sim.simulator.stats()["subscriptions"] == replicas * len(INSTRUMENTS), 30,
                  "every channel subscribed by every replica")
         time.sleep(2.0)
-        buffer_flush(redis=r, keys=keys)
+        buffer_flush(redis=redis, keys=keys)
         # Detection looks from here on: every series' watermark is the last second flushed.
         start_ms = int(time.time()) * 1000 - 2000
         Subscription.objects.update(detected_through=ms_to_datetime(start_ms - 1))
@@ -99,7 +77,7 @@ def test_a_collector_killed_with_a_standby_costs_no_candle_no_gap_and_no_rest_re
         time.sleep(2 * TTL_S + 2)  # past the dead replica's lease: the survivor alone carries every channel
         end_ms = int(time.time()) * 1000 - 2000
         time.sleep(1.5)  # the last second of the window is confirmed and written to the buffer
-        buffer_flush(redis=r, keys=keys)
+        buffer_flush(redis=redis, keys=keys)
         rest_before = sim.simulator.stats()["rest_requests"]
 
         detected = detection_advance(settle=timedelta(seconds=0))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -30,7 +29,6 @@ from django.db import connection
 from candles.bars import ms_to_datetime
 from candles.models import Gap, Instrument, Subscription, Timeframe
 from collectors.pipeline.flush import buffer_flush
-from collectors.pipeline.keys import Keys
 from collectors.repair.detect import detection_advance
 from collectors.repair.schedule import repair_run
 from collectors.simulator import SimulatorConfig, run_in_thread
@@ -52,24 +50,14 @@ def net() -> Iterator:
         yield net
 
 
-@pytest.fixture
-def keys(settings) -> Iterator[Keys]:
-    keys = Keys(prefix=f"test:partition:{uuid.uuid4().hex}:")
-    settings.REDIS_KEY_PREFIX = keys.prefix
-    yield keys
-    client = redis_lib.Redis.from_url(settings.REDIS_URL)
-    stale = list(client.scan_iter(match=f"{keys.prefix}*"))
-    if stale:
-        client.delete(*stale)
-    client.close()
-
-
-def test_a_partitioned_host_then_the_other_host_s_death_cost_no_candle_and_no_rest_request(net, keys, settings):
+def test_a_partitioned_host_then_the_other_host_s_death_cost_no_candle_and_no_rest_request(
+    net, keys, redis, settings
+):
     one_s = Timeframe.objects.get(code="1s")
     for inst_id in INSTRUMENTS:
         Subscription.objects.create(instrument=Instrument.objects.create(inst_id=inst_id, inst_type="SPOT"),
                                     timeframe=one_s)
-    r = redis_lib.Redis.from_url(settings.REDIS_URL)
+    r = redis
     db = connection.settings_dict
     redis_port = redis_lib.connection.parse_url(settings.REDIS_URL).get("port", 6379)
     pg, rd = net.forward(int(db["PORT"] or 5432)), net.forward(int(redis_port))
@@ -120,7 +108,6 @@ def test_a_partitioned_host_then_the_other_host_s_death_cost_no_candle_and_no_re
         repair_run(budget_s=2.0)
         rest_after = sim.simulator.stats()["rest_requests"]
         wrong = wrong_candles(market, INSTRUMENTS, "1s", start_ms, end_ms)
-    r.close()
 
     window = f"{(end_ms - start_ms) / 1000:g} s window"
     assert (detected.gaps, Gap.objects.count(), rest_after - rest_before) == (0, 0, 0), window
