@@ -31,6 +31,7 @@ from collectors.repair.detect import MAX_GAP_CANDLES
 from collectors.repair.reach import PAGE_CANDLES
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
 from okxproject.cli import iso
+from tests.support import wait_for
 from tests.support.ports import free_port as unused_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -341,16 +342,6 @@ class Subprocess:
         return self.proc.returncode, out, err
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 def unit_filling(index: int) -> Callable[[], bool]:
     """Whether the `index`-th unit of work (oldest first) of BTC-USDT 1m is being filled."""
     def check() -> bool:
@@ -376,7 +367,7 @@ def test_ctrl_c_stops_after_the_current_unit_and_the_same_command_continues(okx,
     args, start_ms, end_ms = four_units
     okx.simulator.rest_delay(0.5, 10_000)  # about 0.5 s a unit (one page): time to interrupt one
     run = Subprocess(okx, prefix, *args)
-    wait_for(unit_filling(1), what="the second unit to start")
+    wait_for(unit_filling(1), timeout=30.0, what="the second unit to start", poll_s=0.02)
 
     run.interrupt()
     code, out, err = run.finish()
@@ -409,7 +400,7 @@ def test_a_second_ctrl_c_stops_at_once_and_gives_the_unit_back(okx, prefix, four
     args, start_ms, end_ms = four_units
     okx.simulator.rest_delay(2, 10_000)  # a unit is one request: it must still be in flight at the interrupts
     run = Subprocess(okx, prefix, *args)
-    wait_for(unit_filling(1), what="the second unit to start")
+    wait_for(unit_filling(1), timeout=30.0, what="the second unit to start", poll_s=0.02)
     okx.simulator.rest_delay(30, 10_000)  # the unit's next request hangs
     time.sleep(0.5)
 

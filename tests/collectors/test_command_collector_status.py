@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from collectors.pipeline.keys import Keys
 from collectors.pipeline.runtime import CollectorRuntime, RuntimeConfig, SubscriptionSnapshot
 from collectors.pipeline.status import channel_statuses, collector_statuses, pipeline_overview
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
+from tests.support import wait_for
 from tests.support.ports import free_port as unused_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,16 +66,6 @@ class RuntimeThread(threading.Thread):
         if self.loop is not None and self.loop.is_running():
             self.loop.call_soon_threadsafe(self.runtime.stop)
         self.join(15)
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 @pytest.fixture

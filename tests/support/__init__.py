@@ -60,6 +60,20 @@ def candle_update(
     )
 
 
+def wait_for(condition: Callable[[], object], timeout: float = 20.0, what: str = "condition",
+             poll_s: float = 0.05) -> object:
+    """`condition()`'s first truthy value, polled every `poll_s`; the test fails after `timeout` seconds."""
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll_s)
+    pytest.fail(f"timed out waiting for {what}")
+
+
 def new_keys() -> Keys:
     """Keys under a prefix no other test or process uses."""
     return Keys(prefix=f"test:{uuid.uuid4().hex}:")

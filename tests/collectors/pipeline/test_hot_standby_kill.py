@@ -24,7 +24,8 @@ from collectors.pipeline.keys import Keys
 from collectors.repair.detect import detection_advance
 from collectors.repair.schedule import repair_run
 from collectors.simulator import SimulatorConfig, run_in_thread
-from tests.support.standby import ROOT, collector_command, collector_env, held_by, wait_for, wrong_candles
+from tests.support import wait_for
+from tests.support.standby import ROOT, collector_command, collector_env, held_by, wrong_candles
 
 INSTRUMENTS = ("BTC-USDT", "ETH-USDT", "SOL-USDT")
 SHARDS, TTL_S = 2, 2.0
