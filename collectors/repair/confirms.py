@@ -186,10 +186,11 @@ def _waiting(redis: Any, keys: Keys) -> set[str]:
 
 
 def confirms_retry_later(*, redis: Any, keys: Keys, inst_id: str, bar: str, open_times: Sequence[int],
-                         price: str = TRADE) -> None:
+                         price: str = TRADE, after: timedelta = RETRY_AFTER) -> None:
     """Park candles REST did not return confirmed, so the next runs spend the budget elsewhere first. Members are
-    the buffer's candle fields (`inst|mark:1m|open_ms` for a mark candle): one series' never parks another's."""
+    the buffer's candle fields (`inst|mark:1m|open_ms` for a mark candle): one series' never parks another's.
+    `after`: how long they wait (a confirm waiting for its series to be live again waits less)."""
     if not open_times:
         return
-    until = time.time() + RETRY_AFTER.total_seconds()
+    until = time.time() + after.total_seconds()
     redis.zadd(keys.repair_retry, {candle_field(inst_id, bar, ms, price): until for ms in open_times})

@@ -22,7 +22,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -233,13 +233,31 @@ def _lane_worker(queue: deque[Unit], deadline: float, rest_url: str, redis: Any,
             connection.close()  # each thread has its own database connection
 
 
-# Other work of the unit's series inside the page that ends where the unit ends: unfinished gaps wholly in it,
-# and closed candles stored unconfirmed.
+# A confirm push that never came is most often the one of the candle open when a connection dropped, and the
+# candles that closed before the series was live again are missing too; detection records those only
+# DETECT_SETTLE later, as a gap of their own. Such a confirm waits (up to OUTAGE_WAIT after its close, looked at
+# again every OUTAGE_RECHECK) until the series is live again, so that one request repairs both (docs/chaos.md).
+OUTAGE_WAIT = timedelta(seconds=10)
+OUTAGE_RECHECK = timedelta(seconds=2)
+
+# The series' first stored candle after the unit, within one page of its start.
+_NEXT_STORED = """
+SELECT min(open_time) FROM candles_candle
+WHERE instrument_id = %(instrument)s AND timeframe_id = %(timeframe)s AND open_time > %(after)s
+  AND open_time <= %(until)s
+"""
+
+# The unit's series inside its page: its own gaps still to fill, other unfinished gaps wholly in the page, and
+# closed candles stored unconfirmed.
 _SERIES_WORK = """
 SELECT 'gap', g.id, g.start, g."end"
 FROM candles_gap g JOIN candles_subscription s ON s.id = g.subscription_id
 WHERE s.instrument_id = %(instrument)s AND s.timeframe_id = %(timeframe)s AND g.state = 'open'
   AND g.start >= %(low)s AND g."end" <= %(high)s AND NOT (g.id = ANY(%(known)s))
+UNION ALL
+SELECT 'gap', g.id, g.start, g."end"
+FROM candles_gap g
+WHERE g.id = ANY(%(known)s) AND g.state IN ('open', 'filling')
 UNION ALL
 SELECT 'confirm', 0, c.open_time, c.open_time
 FROM candles_candle c
@@ -253,41 +271,85 @@ class _Lookups:
     timeframes: dict[str, Timeframe]
 
 
-def widened(unit: Unit, timeframe: Timeframe, *, now_ms: int, instrument_id: int | None = None) -> Unit:
-    """The unit grown to a whole page ending where it ends, carrying every other repair of its series there.
+@dataclass(frozen=True, slots=True)
+class Page:
+    """What one request for a unit carries."""
+
+    unit: Unit  # grown to the page: every gap and unconfirmed candle of its series there
+    # Open times after the unit, up to the series' next stored candle, in no gap yet: the seconds an outage
+    # lost, asked for with the confirm of the candle it cut, before detection records them.
+    absent: tuple[int, ...] = ()
+    # A confirm whose series is not live again yet: asking now would leave the outage's holes to a second
+    # request.
+    waiting: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not (self.unit.gap_ids or self.unit.wanted or self.absent)
+
+
+def widened(unit: Unit, timeframe: Timeframe, *, now_ms: int, instrument_id: int | None = None) -> Page:
+    """The unit grown to a whole page, carrying every other repair of its series there.
 
     The budget counts requests, not candles: when the missing candles of a series are scattered (a `1s` channel
     whose pushes come every 2 s), one request for a whole page repairs them all at once, however they were
-    recorded.
+    recorded. The page reaches past the unit to the series' next stored candle when it can (an outage's holes,
+    before detection records them); what is still settling (CONFIRM_SETTLE) is left to the next run.
     """
     spec = timeframe.spec
-    low = spec.advance(unit.end_ms, -(PAGE_CANDLES[unit.lane] - 1))
+    size = PAGE_CANDLES[unit.lane]
     if instrument_id is None:
         instrument_id = unit.instrument_id
     if instrument_id is None:
         instrument_id = (Instrument.objects.filter(inst_id=unit.inst_id, price=unit.price)
                          .values_list("pk", flat=True).first())
     if instrument_id is None:
-        return unit
+        return Page(unit)
+    closed = spec.last_closed(now_ms - int(CONFIRM_SETTLE.total_seconds() * 1000))
+    page_top = spec.advance(unit.start_ms, size - 1)
     with connection.cursor() as cursor:
+        cursor.execute(_NEXT_STORED, {"instrument": instrument_id, "timeframe": timeframe.pk,
+                                      "after": ms_to_datetime(unit.end_ms),
+                                      "until": ms_to_datetime(spec.following(page_top))})
+        (next_stored,) = cursor.fetchone()
+        high, waiting = unit.end_ms, False
+        if next_stored is not None:
+            before_next = spec.advance(datetime_to_ms(next_stored), -1)
+            high = max(unit.end_ms, min(before_next, closed, page_top))
+            waiting = before_next > high and before_next <= page_top  # the holes are still settling
+        else:
+            waiting = True  # not live again within the page (yet)
+        recent = now_ms - spec.following(unit.end_ms) < OUTAGE_WAIT.total_seconds() * 1000
+        if waiting and recent and not unit.gap_ids:
+            return Page(unit, waiting=True)
+        low = spec.advance(high, -(size - 1))
         cursor.execute(_SERIES_WORK, {
             "instrument": instrument_id, "timeframe": timeframe.pk, "low": ms_to_datetime(low),
-            "high": ms_to_datetime(unit.end_ms), "known": list(unit.gap_ids),
-            "closed": ms_to_datetime(spec.last_closed(now_ms)),
+            "high": ms_to_datetime(high), "known": list(unit.gap_ids), "closed": ms_to_datetime(closed),
         })
         rows = cursor.fetchall()
-    if not rows:
-        return unit
-    gap_ids = unit.gap_ids + tuple(gap_id for kind, gap_id, _, _ in rows if kind == "gap")
-    wanted = set(unit.wanted) | {datetime_to_ms(start) for kind, _, start, _ in rows if kind == "confirm"}
-    start = min([unit.start_ms, *(datetime_to_ms(start) for _, _, start, _ in rows)])
-    return replace(unit, start_ms=start, wanted=tuple(sorted(wanted)), gap_ids=gap_ids)
+    gap_ids = tuple(dict.fromkeys(gap_id for kind, gap_id, _, _ in rows if kind == "gap"))
+    wanted = tuple(sorted({datetime_to_ms(start) for kind, _, start, _ in rows if kind == "confirm"}))
+    covered = [(datetime_to_ms(start), datetime_to_ms(end)) for kind, _, start, end in rows if kind == "gap"]
+    start = min([unit.start_ms, *(start for start, _ in covered), *wanted])
+    # Nothing is stored between the unit and `high` (the next stored candle is past it).
+    absent = tuple(ms for ms in spec.open_times(spec.following(unit.end_ms), high)
+                   if not any(first <= ms <= last for first, last in covered)) if high > unit.end_ms else ()
+    end = max([unit.end_ms, *absent, *(last for _, last in covered)])
+    return Page(replace(unit, start_ms=start, end_ms=end, wanted=wanted, gap_ids=gap_ids), absent)
 
 
 def _repair(unit: Unit, *, fetch: Callable, redis: Any, keys: Keys, on_written: OnWritten | None,
             lookups: _Lookups, tally: Counter) -> int:
     """Carry out one unit, grown to its page; the candles it wrote."""
-    unit = widened(unit, lookups.timeframes[unit.bar], now_ms=datetime_to_ms(timezone.now() - CONFIRM_SETTLE))
+    page = widened(unit, lookups.timeframes[unit.bar], now_ms=datetime_to_ms(timezone.now()))
+    if page.waiting:
+        confirms_retry_later(redis=redis, keys=keys, inst_id=unit.inst_id, bar=unit.bar, open_times=unit.wanted,
+                             price=unit.price, after=OUTAGE_RECHECK)
+        return 0
+    if page.empty:
+        return 0  # done meanwhile (another unit's request carried it): no request
+    unit = page.unit
     try:
         updates = fetch(unit.inst_id, unit.bar, unit.start_ms, unit.end_ms, unit.price)
     except (PermanentError, UnsupportedBar) as exc:
@@ -304,10 +366,11 @@ def _repair(unit: Unit, *, fetch: Callable, redis: Any, keys: Keys, on_written: 
     for gap_id in unit.gap_ids:  # each from the one response: a gap fill asks REST nothing more
         written += gap_fill(gap_id=gap_id, fetch=_within(updates), redis=redis, keys=keys,
                             on_written=on_written, tally=tally).written
-    if not unit.wanted:
+    if not (unit.wanted or page.absent):
         return written
-    wanted = set(unit.wanted)
-    rows = [row for row in rest_rows(updates, receipt_version()) if row.open_time_ms in wanted]
+    wanted, absent = set(unit.wanted), set(page.absent)
+    rows = [row for row in rest_rows(updates, receipt_version())
+            if row.open_time_ms in wanted or row.open_time_ms in absent]
     result = candles_upsert(rows=rows)
     dead_letter_rejected(redis, keys, result)
     notify_written(on_written, rows)

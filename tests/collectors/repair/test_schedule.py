@@ -12,10 +12,12 @@ from django.utils import timezone
 
 from candles.bars import datetime_to_ms, ms_to_datetime
 from candles.models import Candle, Gap, GapState, Instrument, RepairPriority, Subscription, Timeframe
+from candles.storage import candle_missing_ranges
+from collectors.pipeline.keys import candle_field
 from collectors.pipeline.repair_report import repair_report_read
 from collectors.pipeline.webhooks import webhook_jobs_for
-from collectors.repair.confirms import confirm_units
-from collectors.repair.schedule import repair_run
+from collectors.repair.confirms import Unit, confirm_units
+from collectors.repair.schedule import OUTAGE_WAIT, repair_run, widened
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -136,6 +138,116 @@ def test_a_request_carries_every_repair_of_its_series_within_its_page(sim, instr
         GapState.FILLED}
     assert_exact(sim, "DOGE-USDT", "1s", [newest, newest - 20 * SECOND, newest - 30 * SECOND, newest - 40 * SECOND,
                                           newest - 60 * SECOND])
+
+
+def store_confirmed(instrument: Instrument, bar: str, open_ms: int) -> None:
+    store_unconfirmed(instrument, bar, [open_ms])
+    Candle.objects.filter(instrument=instrument, open_time=ms_to_datetime(open_ms)).update(confirmed=True)
+
+
+def test_the_candle_an_outage_cut_and_the_seconds_lost_until_live_again_are_one_request(sim, instruments, keys,
+                                                                                        redis):
+    """Both connections dropped in second `cut`: its confirm never came, and nothing was pushed until the series
+    was live again six seconds later. One request repairs all six, before detection records a gap for the five."""
+    btc = instruments["BTC-USDT"]
+    subscribe(btc, "1s")
+    cut = recent_closed(SECOND, 8)
+    store_unconfirmed(btc, "1s", [cut])
+    store_confirmed(btc, "1s", cut + 6 * SECOND)  # live again
+    written: list = []
+
+    result = repair_run(budget_s=5, redis=redis, keys=keys, on_written=written.extend)
+
+    lost = [cut + k * SECOND for k in range(6)]
+    assert result.requests == {"history": 1}
+    assert_exact(sim, "BTC-USDT", "1s", lost)
+    assert sorted(row.open_time_ms for row in written) == lost
+    assert not list(candle_missing_ranges(instrument_id=btc.pk, timeframe=Timeframe.objects.get(code="1s"),
+                                          start=ms_to_datetime(cut), end=ms_to_datetime(cut + 6 * SECOND)))
+    assert not Gap.objects.exists()
+
+
+def test_a_cut_candle_waits_for_its_series_to_be_live_again_without_a_request(sim, instruments, keys, redis):
+    eth = instruments["ETH-USDT"]
+    subscribe(eth, "1s")
+    cut = datetime_to_ms(timezone.now()) // SECOND * SECOND - 5 * SECOND  # closed 4 s ago: settled, still recent
+    store_unconfirmed(eth, "1s", [cut])
+
+    result = repair_run(budget_s=1, redis=redis, keys=keys)
+
+    assert result.requests == {}
+    assert not Candle.objects.get(instrument=eth, open_time=ms_to_datetime(cut)).confirmed
+    assert redis.zscore(keys.repair_retry, candle_field("ETH-USDT", "1s", cut)) is not None  # looked at again soon
+
+
+def page_unit(instrument: Instrument, open_ms: int, **fields) -> Unit:
+    fields = {"priority": RepairPriority.CONFIRM, "wanted": (open_ms,), "start_ms": open_ms, **fields}
+    return Unit(lane="history", newest_ms=open_ms, inst_id=instrument.inst_id, bar="1s", end_ms=open_ms,
+                instrument_id=instrument.pk, **fields)
+
+
+def a_minute_ago() -> int:
+    """A `1s` open time inside the stored partitions; the tests pass their own clock to `widened`."""
+    return (datetime_to_ms(timezone.now()) - MINUTE) // SECOND * SECOND
+
+
+@pytest.fixture
+def sol() -> Instrument:
+    return Instrument.objects.create(inst_id="SOL-USDT", inst_type="SPOT")
+
+
+def test_a_cut_candle_whose_series_stays_dark_is_asked_for_once_the_wait_is_over(sol):
+    tf = Timeframe.objects.get(code="1s")
+    cut = a_minute_ago()
+    store_unconfirmed(sol, "1s", [cut])
+    closed_at = cut + SECOND
+    wait_ms = int(OUTAGE_WAIT.total_seconds() * 1000)
+
+    assert widened(page_unit(sol, cut), tf, now_ms=closed_at + wait_ms - SECOND).waiting
+    page = widened(page_unit(sol, cut), tf, now_ms=closed_at + wait_ms + SECOND)
+    assert not page.waiting
+    assert (page.unit.wanted, page.absent) == ((cut,), ())
+
+
+def test_a_cut_candle_waits_while_the_seconds_before_the_series_came_back_are_settling(sol):
+    tf = Timeframe.objects.get(code="1s")
+    cut = a_minute_ago()
+    store_unconfirmed(sol, "1s", [cut])
+    store_confirmed(sol, "1s", cut + 8 * SECOND)
+
+    # At cut + 9 s only what closed by cut + 6 s has settled: the seconds up to cut + 7 s would need a second request.
+    assert widened(page_unit(sol, cut), tf, now_ms=cut + 9 * SECOND).waiting
+    page = widened(page_unit(sol, cut), tf, now_ms=cut + 12 * SECOND)
+    assert page.absent == tuple(cut + k * SECOND for k in range(1, 8))
+    assert (page.unit.start_ms, page.unit.end_ms) == (cut, cut + 7 * SECOND)
+
+
+def test_the_seconds_after_a_unit_already_recorded_as_a_gap_are_filled_as_that_gap(sol):
+    tf = Timeframe.objects.get(code="1s")
+    sub = Subscription.objects.create(instrument=sol, timeframe=tf)
+    cut = a_minute_ago()
+    store_unconfirmed(sol, "1s", [cut])
+    store_confirmed(sol, "1s", cut + 8 * SECOND)
+    gap = Gap.objects.create(subscription=sub, start=ms_to_datetime(cut + SECOND), end=ms_to_datetime(cut + 4 * SECOND),
+                             missing=4, priority=RepairPriority.OUTAGE)
+
+    page = widened(page_unit(sol, cut), tf, now_ms=cut + 60 * SECOND)
+
+    assert page.unit.gap_ids == (gap.pk,)
+    assert page.absent == tuple(cut + k * SECOND for k in range(5, 8))
+
+
+def test_a_unit_whose_work_another_request_did_costs_nothing(sol):
+    tf = Timeframe.objects.get(code="1s")
+    sub = Subscription.objects.create(instrument=sol, timeframe=tf)
+    start = a_minute_ago()
+    store_confirmed(sol, "1s", start + 2 * SECOND)
+    gap = Gap.objects.create(subscription=sub, start=ms_to_datetime(start), end=ms_to_datetime(start + SECOND),
+                             missing=2, state=GapState.FILLED, priority=RepairPriority.OUTAGE)
+    unit = page_unit(sol, start + SECOND, priority=RepairPriority.OUTAGE, wanted=(), gap_ids=(gap.pk,),
+                     start_ms=start)
+
+    assert widened(unit, tf, now_ms=start + 60 * SECOND).empty
 
 
 def test_confirm_units_group_a_series_into_pages_from_its_newest_candle():
