@@ -155,6 +155,8 @@ def run(args: argparse.Namespace, plan, system: ChaosSystem) -> tuple[Verdict, f
         f"{args.heal_timeout:g} s for every closed candle")
 
     truth = fetch_truth(system.sim_url, channels, window)
+    say(f"judging from {time.time() - faults_over:.1f} s after the last fault; heal_s is when the last row the "
+        f"window needed was committed")
     verdict, heal_s = heal(system.db_url, truth, window, args.bars, since=faults_over, timeout_s=args.heal_timeout)
     report(system, verdict, heal_s, applied, args.bars)
     return verdict, heal_s

@@ -155,18 +155,20 @@ def heal(db_url: str, truth: dict[Key, Values], window: Window, bars: Iterable[s
          timeout_s: float, poll_s: float = 2.0) -> tuple[Verdict, float]:
     """Judge until every expected candle is present and exact, or `timeout_s` after `since` (epoch seconds).
 
-    Returns the last verdict and the seconds from `since` to the verdict that found the window healed
-    (infinity when it never did).
+    Returns the last verdict and the seconds from `since` to the moment the window became whole: the commit of
+    the last row it needed (PostgreSQL's commit timestamps), 0 when that was before `since`; infinity when it
+    never did. Not the time of the check that saw it: the first check may come long after (the run counts a
+    collector kill's REST requests to the end of its slot, and fetches the ground truth, before it judges).
     """
     bars = list(bars)
     while True:
-        checked_at = time.time()
         try:
             verdict = judge(db_url, truth, window, bars)
         except psycopg.OperationalError:
             verdict = None  # PostgreSQL still restarting: not healed yet
         if verdict is not None and verdict.healed:
-            return verdict, checked_at - since
+            last_write = max((at for at, _, _ in verdict.written), default=since)
+            return verdict, max(0.0, last_write - since)
         if time.time() - since > timeout_s:
             return verdict or judge(db_url, truth, window, bars), float("inf")
         time.sleep(poll_s)

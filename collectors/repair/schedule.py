@@ -247,19 +247,26 @@ WHERE instrument_id = %(instrument)s AND timeframe_id = %(timeframe)s AND open_t
   AND open_time <= %(until)s
 """
 
-# The unit's series inside its page: its own gaps still to fill, other unfinished gaps wholly in the page, and
-# closed candles stored unconfirmed.
+# The unit's series inside its page: its own gaps still to fill, other unfinished gaps wholly in the page (each
+# with the confirmed candles stored in its range since it was recorded), and closed candles stored unconfirmed.
 _SERIES_WORK = """
-SELECT 'gap', g.id, g.start, g."end"
-FROM candles_gap g JOIN candles_subscription s ON s.id = g.subscription_id
-WHERE s.instrument_id = %(instrument)s AND s.timeframe_id = %(timeframe)s AND g.state = 'open'
-  AND g.start >= %(low)s AND g."end" <= %(high)s AND NOT (g.id = ANY(%(known)s))
+WITH gaps AS (
+    SELECT g.id, g.start, g."end"
+    FROM candles_gap g JOIN candles_subscription s ON s.id = g.subscription_id
+    WHERE s.instrument_id = %(instrument)s AND s.timeframe_id = %(timeframe)s AND g.state = 'open'
+      AND g.start >= %(low)s AND g."end" <= %(high)s AND NOT (g.id = ANY(%(known)s))
+    UNION ALL
+    SELECT g.id, g.start, g."end"
+    FROM candles_gap g
+    WHERE g.id = ANY(%(known)s) AND g.state IN ('open', 'filling')
+)
+SELECT 'gap', g.id, g.start, g."end",
+       (SELECT count(*) FROM candles_candle c
+        WHERE c.instrument_id = %(instrument)s AND c.timeframe_id = %(timeframe)s AND c.confirmed
+          AND c.open_time >= g.start AND c.open_time <= g."end")
+FROM gaps g
 UNION ALL
-SELECT 'gap', g.id, g.start, g."end"
-FROM candles_gap g
-WHERE g.id = ANY(%(known)s) AND g.state IN ('open', 'filling')
-UNION ALL
-SELECT 'confirm', 0, c.open_time, c.open_time
+SELECT 'confirm', 0, c.open_time, c.open_time, 0
 FROM candles_candle c
 WHERE c.instrument_id = %(instrument)s AND c.timeframe_id = %(timeframe)s AND NOT c.confirmed
   AND c.open_time >= %(low)s AND c.open_time <= %(high)s AND c.open_time <= %(closed)s
@@ -282,6 +289,9 @@ class Page:
     # A confirm whose series is not live again yet: asking now would leave the outage's holes to a second
     # request.
     waiting: bool = False
+    # Gaps whose candles all arrived after they were recorded (a flush that was down, a late push): settled
+    # without a request.
+    complete: tuple[int, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -328,15 +338,19 @@ def widened(unit: Unit, timeframe: Timeframe, *, now_ms: int, instrument_id: int
             "high": ms_to_datetime(high), "known": list(unit.gap_ids), "closed": ms_to_datetime(closed),
         })
         rows = cursor.fetchall()
-    gap_ids = tuple(dict.fromkeys(gap_id for kind, gap_id, _, _ in rows if kind == "gap"))
-    wanted = tuple(sorted({datetime_to_ms(start) for kind, _, start, _ in rows if kind == "confirm"}))
-    covered = [(datetime_to_ms(start), datetime_to_ms(end)) for kind, _, start, end in rows if kind == "gap"]
+    gaps = {gap_id: (datetime_to_ms(start), datetime_to_ms(end), stored)
+            for kind, gap_id, start, end, stored in rows if kind == "gap"}
+    complete = tuple(gap_id for gap_id, (first, last, stored) in gaps.items() if stored >= spec.count(first, last))
+    gap_ids = tuple(gap_id for gap_id in gaps if gap_id not in complete)
+    wanted = tuple(sorted({datetime_to_ms(start) for kind, _, start, _, _ in rows if kind == "confirm"}))
+    covered = [gaps[gap_id][:2] for gap_id in gap_ids]
     start = min([unit.start_ms, *(start for start, _ in covered), *wanted])
     # Nothing is stored between the unit and `high` (the next stored candle is past it).
     absent = tuple(ms for ms in spec.open_times(spec.following(unit.end_ms), high)
                    if not any(first <= ms <= last for first, last in covered)) if high > unit.end_ms else ()
     end = max([unit.end_ms, *absent, *(last for _, last in covered)])
-    return Page(replace(unit, start_ms=start, end_ms=end, wanted=wanted, gap_ids=gap_ids), absent)
+    return Page(replace(unit, start_ms=start, end_ms=end, wanted=wanted, gap_ids=gap_ids), absent,
+                complete=complete)
 
 
 def _repair(unit: Unit, *, fetch: Callable, redis: Any, keys: Keys, on_written: OnWritten | None,
@@ -347,8 +361,10 @@ def _repair(unit: Unit, *, fetch: Callable, redis: Any, keys: Keys, on_written: 
         confirms_retry_later(redis=redis, keys=keys, inst_id=unit.inst_id, bar=unit.bar, open_times=unit.wanted,
                              price=unit.price, after=OUTAGE_RECHECK)
         return 0
+    for gap_id in page.complete:  # nothing to ask OKX for: the fill settles it from the stored candles
+        gap_fill(gap_id=gap_id, fetch=_within([]), redis=redis, keys=keys, on_written=on_written, tally=tally)
     if page.empty:
-        return 0  # done meanwhile (another unit's request carried it): no request
+        return 0  # done meanwhile (another unit's request carried it, or the live path): no request
     unit = page.unit
     try:
         updates = fetch(unit.inst_id, unit.bar, unit.start_ms, unit.end_ms, unit.price)

@@ -250,6 +250,24 @@ def test_a_unit_whose_work_another_request_did_costs_nothing(sol):
     assert widened(unit, tf, now_ms=start + 60 * SECOND).empty
 
 
+def test_a_gap_whose_candles_arrived_after_it_was_recorded_is_settled_without_a_request(sim, instruments, keys,
+                                                                                         redis):
+    """The flush was down when detection ran: the candles came after all. Filled, and OKX is not asked."""
+    xrp = instruments["XRP-USDT"]
+    sub = subscribe(xrp, "1s")
+    end = recent_closed(SECOND, 5)
+    gap = Gap.objects.create(subscription=sub, start=ms_to_datetime(end - 2 * SECOND), end=ms_to_datetime(end),
+                             missing=3, priority=RepairPriority.OUTAGE)
+    for open_ms in (end - 2 * SECOND, end - SECOND, end):
+        store_confirmed(xrp, "1s", open_ms)
+
+    result = repair_run(budget_s=2, redis=redis, keys=keys)
+
+    assert result.requests == {}
+    assert Gap.objects.get(pk=gap.pk).state == GapState.FILLED
+    assert int(redis.hget(keys.counters, "gaps_filled")) == 1
+
+
 def test_confirm_units_group_a_series_into_pages_from_its_newest_candle():
     spec = Timeframe(code="1m", seconds=60, months=0, utc_offset_hours=0, anchor=ms_to_datetime(0)).spec
     now = 10_000 * MINUTE
