@@ -33,6 +33,7 @@ from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thre
 from okxproject.cli import iso
 from tests.support import wait_for
 from tests.support.ports import free_port as unused_port
+from tests.support.signals import default_sigint
 
 ROOT = Path(__file__).resolve().parents[2]
 MINUTE = 60_000
@@ -326,7 +327,7 @@ class Subprocess:
         # --skip-checks: the system checks (URLs, admin) are tested elsewhere and cost a second per start.
         self.proc = subprocess.Popen(
             [sys.executable, "manage.py", "backfill", *args, "--skip-checks"], cwd=ROOT, env=env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=default_sigint,
         )
 
     def interrupt(self) -> None:

@@ -36,6 +36,7 @@ from collectors.pipeline.status import channel_statuses, collector_statuses, pip
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
 from tests.support import wait_for
 from tests.support.ports import free_port as unused_port
+from tests.support.signals import default_sigint
 
 ROOT = Path(__file__).resolve().parents[2]
 COLLECTOR_ID = "test-collector-1"
@@ -267,7 +268,8 @@ def status_process(keys: Keys, *args: str, redis_url: str | None = None) -> subp
         env["REDIS_URL"] = redis_url
     # --skip-checks: the system checks (URLs, admin) are tested elsewhere and cost a second per start.
     return subprocess.Popen([sys.executable, "manage.py", "collector_status", *args, "--skip-checks"], cwd=ROOT,
-                            env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=default_sigint)
 
 
 def interrupt_after(proc: subprocess.Popen, *, seconds: float, signum: int = signal.SIGINT) -> tuple[str, str]:
@@ -275,9 +277,15 @@ def interrupt_after(proc: subprocess.Popen, *, seconds: float, signum: int = sig
     first = proc.stdout.readline()  # started: Django is set up, the handlers are in place
     time.sleep(seconds)
     proc.send_signal(signum)
-    # Not communicate(): it reads the descriptors directly and would lose what readline() buffered.
-    out, err = first + proc.stdout.read(), proc.stderr.read()
-    proc.wait(timeout=20)
+    # A command that ignores the signal is killed, and the test fails on its exit code instead of hanging.
+    watchdog = threading.Timer(30, proc.kill)
+    watchdog.start()
+    try:
+        # Not communicate(): it reads the descriptors directly and would lose what readline() buffered.
+        out, err = first + proc.stdout.read(), proc.stderr.read()
+        proc.wait(timeout=20)
+    finally:
+        watchdog.cancel()
     return out, err
 
 
