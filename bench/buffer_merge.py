@@ -29,7 +29,7 @@ django.setup()
 import redis  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from collectors.pipeline.buffer import PUT_NEWEST_LUA, pack_entries  # noqa: E402
+from collectors.live.buffer import PUT_NEWEST_LUA, pack_entries  # noqa: E402
 
 
 def script_at(revision: str) -> str:

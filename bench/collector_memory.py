@@ -75,9 +75,9 @@ def child(args: argparse.Namespace) -> None:
 
     from candles.bars import BarSpec
     from candles.bars import datetime_to_ms as to_ms
+    from collectors.live.runtime import CollectorRuntime, RuntimeConfig, SubscriptionSnapshot
     from collectors.okx.messages import Channel
-    from collectors.pipeline.keys import Keys
-    from collectors.pipeline.runtime import CollectorRuntime, RuntimeConfig, SubscriptionSnapshot
+    from collectors.shared.keys import Keys
 
     seed = importlib.import_module("candles.migrations.0002_seed_timeframes")
     specs = {code: BarSpec(code, seconds, months, offset, to_ms(seed.anchor_for(seconds, offset)))

@@ -146,11 +146,11 @@ def main() -> None:
 
     from candles.bars import datetime_to_ms
     from candles.models import Subscription
-    from collectors.pipeline.keys import Keys
     from collectors.repair.confirms import confirm_backlog
     from collectors.repair.detect import detection_advance
     from collectors.repair.report import BUDGET_PER_S
     from collectors.repair.schedule import SPARE_UNITS
+    from collectors.shared.keys import Keys
 
     print(f"database {name}; {args.instruments} instruments × 27 bars; {args.minutes} min of candles")
     now = timezone.now()

@@ -82,8 +82,8 @@ def build(instruments: int, gaps: int, rng: random.Random) -> None:
     from django.db import connection
 
     from candles.models import Gap, GapState, Instrument, RepairPriority, Subscription, SubscriptionStatus, Timeframe
-    from collectors.pipeline.connections import pipeline_keys, redis_client
-    from collectors.pipeline.status_writer import channel_row
+    from collectors.live.status_writer import channel_row
+    from collectors.shared.connections import pipeline_keys, redis_client
 
     timeframes = list(Timeframe.objects.order_by("display_order"))
     symbols = [SYMBOL_FORMAT.format(i) for i in range(instruments)]

@@ -85,8 +85,8 @@ def measure_health(rounds: int, changed: int) -> None:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from collectors.pipeline.connections import pipeline_keys
-    from collectors.pipeline.health import health_check
+    from collectors.monitoring.health import health_check
+    from collectors.shared.connections import pipeline_keys
 
     redis, keys = counting_redis(), pipeline_keys()
 
@@ -118,7 +118,7 @@ def measure_health(rounds: int, changed: int) -> None:
 def channels_all_fresh(redis: Any, keys: Any, now: float) -> None:
     """Every active subscription's channel subscribed with a message a second ago: a healthy system."""
     from candles.models import Subscription
-    from collectors.pipeline.status_writer import channel_row
+    from collectors.live.status_writer import channel_row
 
     by_bar: dict[str, dict[str, float]] = {}
     rows = {}
@@ -158,10 +158,10 @@ def measure_tick(rounds: int, changed: int, instruments: int) -> None:
     from django.conf import settings
 
     from candles.models import Timeframe
+    from collectors.live.ingest import ChannelTrack
+    from collectors.live.runtime import CollectorRuntime, RuntimeConfig, SubscriptionSnapshot
     from collectors.okx.messages import Channel
-    from collectors.pipeline.connections import pipeline_keys
-    from collectors.pipeline.ingest import ChannelTrack
-    from collectors.pipeline.runtime import CollectorRuntime, RuntimeConfig, SubscriptionSnapshot
+    from collectors.shared.connections import pipeline_keys
 
     bars = list(Timeframe.objects.order_by("display_order").values_list("code", flat=True))
     channels = [Channel(f"BT{i:04d}-USDT", bar) for i in range(instruments) for bar in bars]

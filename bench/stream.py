@@ -40,7 +40,7 @@ from bench.api import _free_port, _use_bench_database  # noqa: E402
 from bench.pipeline import process_table, rss_mb  # noqa: E402
 
 BENCH_DATABASE = "okx_candles_bench_stream"
-CHUNK_ROWS = 20_000  # the flush's chunk size (collectors/pipeline/flush.py)
+CHUNK_ROWS = 20_000  # the flush's chunk size (collectors/live/flush.py)
 
 
 def _setup(prefix: str) -> None:

@@ -57,21 +57,21 @@ from collectors import admin_tasks
 from collectors.api.subscriptions import bar_specs_by_code, limit_statements, worst_lags
 from collectors.api.system import gap_summary
 from collectors.instruments import DEFAULT_INST_TYPES, SYNCABLE_TYPES
-from collectors.okx.rest import CANDLE_BUDGETS, INDEX_TICKERS, INSTRUMENTS, Endpoint
-from collectors.pipeline.connections import pipeline_keys
-from collectors.pipeline.deadletters import dead_letters_count, dead_letters_newest, dead_letters_reingest
-from collectors.pipeline.health import subscription_health
-from collectors.pipeline.keys import Keys, priced_bar
-from collectors.pipeline.repair_report import PRIORITIES
-from collectors.pipeline.status import (
+from collectors.live.deadletters import dead_letters_count, dead_letters_newest, dead_letters_reingest
+from collectors.monitoring.health import subscription_health
+from collectors.monitoring.repair_report import PRIORITIES
+from collectors.monitoring.status import (
     ChannelStatus,
     ShardReplicas,
     channel_statuses,
     collector_statuses,
     pipeline_overview,
 )
-from collectors.pipeline.verify import verify_reports
+from collectors.okx.rest import CANDLE_BUDGETS, INDEX_TICKERS, INSTRUMENTS, Endpoint
 from collectors.repair.gap_state import gap_retry
+from collectors.repair.verify import verify_reports
+from collectors.shared.connections import pipeline_keys
+from collectors.shared.keys import Keys, priced_bar
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import time
 
 from celery import shared_task
 
-from collectors.pipeline.connections import pipeline_keys, redis_client
+from collectors.shared.connections import pipeline_keys, redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def verify_range(inst_id: str, bar: str, start_ms: int, end_ms: int, price: str 
     """Compare [start, end] of the `price` series of `inst_id` (trade, mark or index) with OKX REST and rewrite
     differences; the report is kept for the dashboard."""
     from candles.bars import ms_to_datetime
-    from collectors.pipeline.verify import NotVerifiable, candles_verify, verify_report_save
+    from collectors.repair.verify import NotVerifiable, candles_verify, verify_report_save
 
     keys = pipeline_keys()
     try:

@@ -216,8 +216,8 @@ def instruments_refresh(*, inst_types: Iterable[str] = DEFAULT_INST_TYPES, retri
     """
     from django.conf import settings
 
-    from collectors.pipeline.connections import pipeline_keys, redis_client
     from collectors.repair.rest import rest_stats_record
+    from collectors.shared.connections import pipeline_keys, redis_client
 
     options = {} if retries is None else {"max_retries": max(0, retries)}
     client = OkxRestClient(settings.OKX_REST_URL, **options)

@@ -24,8 +24,8 @@ from redis import RedisError
 
 from candles.partitions import partition_close_out, partitions_premake
 from candles.retention import Progress, RetentionResult, retention_enforce
-from collectors.pipeline.connections import pipeline_keys, redis_client
 from collectors.repair.gap_state import ExpiryResult, gaps_expire, gaps_prune
+from collectors.shared.connections import pipeline_keys, redis_client
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from django.dispatch import receiver
 
 from candles.models import Subscription
 from candles.signals import subscriptions_changed
-from collectors.pipeline.connections import pipeline_keys, redis_client
+from collectors.shared.connections import pipeline_keys, redis_client
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import time
 from celery import shared_task
 
 from collectors import admin_tasks  # noqa: F401  (Celery autodiscovers tasks.py only; this registers the admin's)
-from collectors.pipeline.connections import pipeline_keys, redis_client
+from collectors.shared.connections import pipeline_keys, redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def flush_buffer(requested: bool = False, requested_at: float | None = None) -> 
     """
     from django.conf import settings
 
-    from collectors.pipeline.flush import buffer_flush
+    from collectors.live.flush import buffer_flush
 
     redis, keys = redis_client(), pipeline_keys()
     if requested and requested_at is not None:
@@ -40,8 +40,8 @@ def flush_buffer(requested: bool = False, requested_at: float | None = None) -> 
 
 
 def enqueue_webhooks(rows) -> None:
-    from collectors.pipeline.connections import pipeline_keys, redis_client
-    from collectors.pipeline.webhooks import webhook_jobs_for, webhook_jobs_unsent
+    from collectors.delivery.webhooks import webhook_jobs_for, webhook_jobs_unsent
+    from collectors.shared.connections import pipeline_keys, redis_client
 
     for job in webhook_jobs_unsent(redis_client(), pipeline_keys(), webhook_jobs_for(rows)):
         deliver_webhook.delay(**job.as_task_kwargs())
@@ -52,7 +52,7 @@ def enqueue_webhooks(rows) -> None:
 def deliver_webhook(self, subscription_id: int, url: str, body: str, attempt: int = 1) -> None:
     from django.conf import settings
 
-    from collectors.pipeline.webhooks import webhook_deliver
+    from collectors.delivery.webhooks import webhook_deliver
 
     outcome = webhook_deliver(subscription_id=subscription_id, url=url, body=body.encode(), attempt=attempt)
     if outcome.should_retry and attempt < settings.WEBHOOK_MAX_ATTEMPTS:
@@ -100,9 +100,9 @@ HEALTH_LOCK_TTL_MS = 120_000
 @shared_task(name="collectors.tasks.check_health", ignore_result=True)
 def check_health() -> None:
     from candles.subscriptions import subscriptions_end_finished
-    from collectors.pipeline.flush import buffer_alarm
-    from collectors.pipeline.health import health_check
-    from collectors.pipeline.locks import RedisLock
+    from collectors.live.flush import buffer_alarm
+    from collectors.monitoring.health import health_check
+    from collectors.shared.locks import RedisLock
 
     redis, keys = redis_client(), pipeline_keys()
     # One check at a time: runs that overlapped (a slow one at a start) took every slot of the worker that

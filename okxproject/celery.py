@@ -13,7 +13,7 @@ app.autodiscover_tasks()
 
 def _install_collector_step() -> None:
     # The collectors worker hosts the WebSocket runtime as a worker service (`celery worker --collector`).
-    from collectors.worker import COLLECTOR_OPTION, CollectorStep
+    from collectors.live.worker import COLLECTOR_OPTION, CollectorStep
 
     app.user_options["worker"].add(COLLECTOR_OPTION)
     app.steps["worker"].add(CollectorStep)

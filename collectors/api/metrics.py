@@ -27,7 +27,6 @@ from redis import RedisError
 from candles.bars import BarSpec
 from candles.models import GapState, Subscription, SubscriptionStatus
 from candles.storage_stats import BarStorage, storage_by_bar
-from collectors import metrics as m
 from collectors.api.probes import status_redis
 from collectors.api.subscriptions import (
     SubscriptionRow,
@@ -39,10 +38,8 @@ from collectors.api.subscriptions import (
 )
 from collectors.api.system import gap_counts
 from collectors.maintenance import dropped_counts
-from collectors.okx.messages import TRADE
-from collectors.pipeline.connections import pipeline_keys
-from collectors.pipeline.keys import split_priced_bar
-from collectors.pipeline.status import (
+from collectors.monitoring import metrics as m
+from collectors.monitoring.status import (
     BAR_FIGURES_COMMANDS,
     OVERVIEW_COMMANDS,
     BarFigures,
@@ -53,6 +50,9 @@ from collectors.pipeline.status import (
     overview_queue,
     priced_bars,
 )
+from collectors.okx.messages import TRADE
+from collectors.shared.connections import pipeline_keys
+from collectors.shared.keys import split_priced_bar
 
 logger = logging.getLogger(__name__)
 
@@ -241,5 +241,5 @@ def metrics_samples(*, now: float | None = None) -> Samples:
 
 
 def metrics_text(*, now: float | None = None) -> str:
-    """The Prometheus text exposition of every family in `collectors.metrics.FAMILIES`."""
+    """The Prometheus text exposition of every family in `collectors.monitoring.metrics.FAMILIES`."""
     return m.render(metrics_samples(now=now))

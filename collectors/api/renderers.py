@@ -6,7 +6,7 @@ from typing import Any
 
 from rest_framework.renderers import BaseRenderer
 
-from collectors.metrics import CONTENT_TYPE
+from collectors.monitoring.metrics import CONTENT_TYPE
 
 
 class PrometheusTextRenderer(BaseRenderer):

@@ -13,7 +13,7 @@ from rest_framework import serializers
 
 from collectors.api.subscriptions import epoch_s_to_datetime
 from collectors.api.system import CHECK_NAMES, DEGRADED, FAIL, HEALTHY, PASS, UNHEALTHY, UNKNOWN
-from collectors.pipeline.repair_report import PRICE_ENDPOINTS
+from collectors.monitoring.repair_report import PRICE_ENDPOINTS
 
 STATUSES = (HEALTHY, DEGRADED, UNHEALTHY)
 

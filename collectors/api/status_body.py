@@ -21,8 +21,8 @@ from django.utils import timezone
 
 from collectors.api.subscriptions import Lag, epoch_s_to_datetime
 from collectors.api.system import CHECK_NAMES, Check, SystemStatus, Troubled
-from collectors.pipeline.repair_report import PRIORITIES, REPORT_ENDPOINTS
-from collectors.pipeline.status import CollectorStatus
+from collectors.monitoring.repair_report import PRIORITIES, REPORT_ENDPOINTS
+from collectors.monitoring.status import CollectorStatus
 
 PRIORITY_KEYS = ("confirm", "outage", "history", "old")  # GapsByPrioritySerializer's fields
 STATE_KEYS = ("live", "stale", "error", "pending", "paused")  # SubscriptionStatesSerializer's fields

@@ -26,9 +26,9 @@ from redis import RedisError
 from candles.bars import BarSpec
 from candles.models import Gap, GapState, Subscription, Timeframe
 from collectors.api.probes import status_redis
-from collectors.pipeline.connections import pipeline_keys
-from collectors.pipeline.keys import Keys, priced_bar, split_priced_bar
-from collectors.pipeline.status import ChannelStatus, channel_statuses, priced_bars
+from collectors.monitoring.status import ChannelStatus, channel_statuses, priced_bars
+from collectors.shared.connections import pipeline_keys
+from collectors.shared.keys import Keys, priced_bar, split_priced_bar
 
 logger = logging.getLogger(__name__)
 

@@ -53,8 +53,8 @@ from collectors.api.status_queries import (
     troubled_examples,
 )
 from collectors.api.subscriptions import Lag, worst_lags
-from collectors.pipeline.connections import pipeline_keys
-from collectors.pipeline.status import CollectorStatus, collector_statuses, pipeline_overview
+from collectors.monitoring.status import CollectorStatus, collector_statuses, pipeline_overview
+from collectors.shared.connections import pipeline_keys
 
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
 PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"

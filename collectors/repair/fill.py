@@ -24,10 +24,8 @@ from redis import RedisError
 from candles.bars import datetime_to_ms
 from candles.models import Gap, GapState, PriceKind
 from candles.storage import CandleRow, UpsertResult, candle_missing_ranges, candles_upsert
+from collectors.live.buffer import receipt_version
 from collectors.okx.rest import Candle, PermanentError, UnsupportedBar
-from collectors.pipeline.buffer import receipt_version
-from collectors.pipeline.connections import pipeline_keys, redis_client
-from collectors.pipeline.keys import Keys
 from collectors.repair.gap_state import (
     MAX_ATTEMPTS,
     gap_claim,
@@ -38,6 +36,8 @@ from collectors.repair.gap_state import (
 )
 from collectors.repair.reach import Range, not_served_reason, partition, reach_limits, rest_serves
 from collectors.repair.rest import REFUSED_CODES, dead_letter_rejected, rest_rows, with_rest_client
+from collectors.shared.connections import pipeline_keys, redis_client
+from collectors.shared.keys import Keys
 from okxproject.logs import log_context
 
 logger = logging.getLogger(__name__)

@@ -14,9 +14,9 @@ from typing import Any
 from django.db import connection
 
 from candles.models import RepairPriority
-from collectors.pipeline.keys import Keys
-from collectors.pipeline.repair_report import repair_report_read
+from collectors.monitoring.repair_report import repair_report_read
 from collectors.repair.reach import LANE_ENDPOINTS, LANES
+from collectors.shared.keys import Keys
 
 PRIORITY_NAMES = {RepairPriority.CONFIRM: "confirm", RepairPriority.OUTAGE: "outage",
                   RepairPriority.HISTORY: "history", RepairPriority.OLD: "old"}

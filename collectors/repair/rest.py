@@ -14,11 +14,11 @@ from typing import Any, TypeVar
 from redis import RedisError
 
 from candles.storage import CandleRow, UpsertResult
+from collectors.live.buffer import dead_letter_record
 from collectors.okx.ratelimit import RedisRateLimiter
 from collectors.okx.rest import Candle, OkxRestClient
-from collectors.pipeline.buffer import dead_letter_record
-from collectors.pipeline.connections import async_redis_client
-from collectors.pipeline.keys import Keys
+from collectors.shared.connections import async_redis_client
+from collectors.shared.keys import Keys
 
 logger = logging.getLogger(__name__)
 

@@ -32,17 +32,17 @@ from django.utils import timezone
 from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
 from candles.models import Instrument, RepairPriority, Timeframe
 from candles.storage import candles_upsert
+from collectors.live.buffer import receipt_version
 from collectors.okx.rest import RECENT_CANDLES, RECENT_MARGIN, PermanentError, UnsupportedBar
-from collectors.pipeline.buffer import receipt_version
-from collectors.pipeline.connections import pipeline_keys, redis_client
-from collectors.pipeline.keys import Keys
-from collectors.pipeline.locks import RedisLock
 from collectors.repair.confirms import CONFIRM_SETTLE, Unit, confirm_backlog, confirms_retry_later
 from collectors.repair.fill import OnWritten, gap_fill, gaps_filled_record, notify_written
 from collectors.repair.gap_state import FILLING_STALE_AFTER, RETRY_BACKOFF
 from collectors.repair.reach import ENDPOINT_LANES, LANES, PAGE_CANDLES, PRICE_LANES
 from collectors.repair.report import BUDGET_PER_S, PRIORITY_NAMES, gap_backlog, repair_report_write
 from collectors.repair.rest import dead_letter_rejected, rest_rows, shared_rest_client
+from collectors.shared.connections import pipeline_keys, redis_client
+from collectors.shared.keys import Keys
+from collectors.shared.locks import RedisLock
 
 logger = logging.getLogger(__name__)
 

@@ -26,12 +26,12 @@ from candles.admin import subscription_figures
 from candles.bars import datetime_to_ms, ms_to_datetime
 from candles.models import Gap, GapState, Instrument, Subscription, SubscriptionStatus, Timeframe
 from collectors import admin as collectors_admin
+from collectors.live.buffer import dead_letter_record, decode_entry
+from collectors.live.deadletters import record_id
+from collectors.live.flush import buffer_flush
 from collectors.okx.ratelimit import RedisRateLimiter
 from collectors.okx.rest import CANDLES
-from collectors.pipeline.buffer import dead_letter_record, decode_entry
-from collectors.pipeline.deadletters import record_id
-from collectors.pipeline.flush import buffer_flush
-from collectors.pipeline.keys import Keys
+from collectors.shared.keys import Keys
 from tests.support import T0_MS, LiveBuffer, candle_update
 from tests.support.channel_status import put_channel
 from tests.support.private_services import private_redis

@@ -18,7 +18,7 @@ from candles.models import Candle, Gap, GapState, Instrument, Subscription, Time
 from candles.storage import CandleRow, candles_upsert
 from collectors import admin_tasks
 from collectors.admin import enqueue
-from collectors.pipeline.verify import verify_reports
+from collectors.repair.verify import verify_reports
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
 from okxproject.celery import app as celery_app
 from tests.support.ports import free_port as closed_port

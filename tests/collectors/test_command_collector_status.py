@@ -27,12 +27,12 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from candles.models import Instrument, Subscription, SubscriptionStatus, Timeframe
+from collectors.live.flush import buffer_flush
+from collectors.live.runtime import CollectorRuntime, RuntimeConfig, SubscriptionSnapshot
+from collectors.monitoring.health import health_check
+from collectors.monitoring.status import channel_statuses, collector_statuses, pipeline_overview
 from collectors.okx.messages import Channel
-from collectors.pipeline.flush import buffer_flush
-from collectors.pipeline.health import health_check
-from collectors.pipeline.keys import Keys
-from collectors.pipeline.runtime import CollectorRuntime, RuntimeConfig, SubscriptionSnapshot
-from collectors.pipeline.status import channel_statuses, collector_statuses, pipeline_overview
+from collectors.shared.keys import Keys
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
 from tests.support import wait_for
 from tests.support.ports import free_port as unused_port

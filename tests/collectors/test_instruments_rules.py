@@ -15,8 +15,8 @@ from candles.subscriptions import subscriptions_create, subscriptions_end_finish
 from collectors import tasks
 from collectors.instruments import DEFAULT_INST_TYPES, instruments_apply
 from collectors.management.commands.setup_periodic_tasks import declared_schedule
+from collectors.monitoring.health import health_check
 from collectors.okx.rest import InstrumentInfo
-from collectors.pipeline.health import health_check
 
 pytestmark = pytest.mark.django_db
 

@@ -6,7 +6,7 @@ import re
 from decimal import Decimal
 from pathlib import Path
 
-from collectors.pipeline.webhooks import SIGNATURE_HEADER, webhook_body, webhook_signature
+from collectors.delivery.webhooks import SIGNATURE_HEADER, webhook_body, webhook_signature
 from tests.conftest import build_row
 
 DOC = (Path(__file__).resolve().parents[2] / "docs/webhooks.md").read_text()

@@ -29,9 +29,9 @@ from typing import Any
 from redis import Redis
 
 from collectors.okx.messages import CandleUpdate
-from collectors.pipeline.keys import Keys
+from collectors.shared.keys import Keys
 
-# Nothing here imports Django at import time (collectors.pipeline.buffer does, through candles.storage), so
+# Nothing here imports Django at import time (collectors.live.buffer does, through candles.storage), so
 # that `tests.support.private_services` can be used by a subprocess before it sets Django up.
 
 # 2024-01-16 19:00 UTC: on a minute and an hour boundary.
@@ -98,7 +98,7 @@ class LiveBuffer:
     """Writes candles into the live buffer the way a collector does (newest version wins)."""
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
-        from collectors.pipeline.buffer import PUT_NEWEST_LUA
+        from collectors.live.buffer import PUT_NEWEST_LUA
 
         self.redis = redis
         self.keys = keys
@@ -109,7 +109,7 @@ class LiveBuffer:
         return self.put_many([(update, version)])
 
     def put_many(self, updates: Iterable[tuple[CandleUpdate, int]]) -> int:
-        from collectors.pipeline.buffer import encode_entry, pack_entries
+        from collectors.live.buffer import encode_entry, pack_entries
 
         entries = [encode_entry(update, version) for update, version in updates]
         return int(self._put(keys=[self.keys.live], args=[pack_entries(entries)])) if entries else 0

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from redis import Redis
 
-from collectors.pipeline.keys import Keys
-from collectors.pipeline.status_writer import channel_row
+from collectors.live.status_writer import channel_row
+from collectors.shared.keys import Keys
 
 
 def put_channel(redis: Redis, keys: Keys, inst_id: str, bar: str, *, state: str = "subscribed",

@@ -34,11 +34,11 @@ from redis.exceptions import RedisError
 
 from candles.bars import datetime_to_ms, ms_to_datetime
 from candles.models import Candle, Gap, GapState, Instrument, PriceKind, Subscription, Timeframe
-from collectors.pipeline.connections import redis_client
 from collectors.repair.detect import DETECT_SETTLE, gaps_detect
 from collectors.repair.fill import GapFillResult, gap_fill
 from collectors.repair.gap_state import gap_release
 from collectors.repair.reach import not_served_reason, rest_serves
+from collectors.shared.connections import redis_client
 from okxproject.cli import TIME_HELP, Progress, is_tty, iso, moment_option, raw_stream, redacted_url, series_lookup
 
 # Exit status of a run stopped by Ctrl-C, as shells report a process ended by SIGINT.

@@ -6,7 +6,7 @@ By default the subscriptions are a summary (counts by state, the worst confirmat
 name), readable at 27,000 subscriptions; the table of every channel comes with --channels or any filter
 (--symbol, --state, --bar), and by itself on a small system (at most AUTO_CHANNELS channels).
 
-Everything is read through the pipeline's read-only status views (`collectors.pipeline.status`) plus the
+Everything is read through the pipeline's read-only status views (`collectors.monitoring.status`) plus the
 subscriptions in PostgreSQL, so a subscription that no collector has picked up yet shows too. When Redis or
 PostgreSQL cannot be reached the command says which, and exits with status 1.
 """
@@ -34,10 +34,7 @@ from candles.bars import BarSpec
 from candles.models import Instrument, Subscription, SubscriptionStatus, Timeframe
 from collectors.api.subscriptions import worst_lags
 from collectors.api.system import subscription_counts, subscription_summary, troubled
-from collectors.okx.messages import PRICE_KINDS
-from collectors.pipeline.connections import pipeline_keys, redis_client
-from collectors.pipeline.keys import priced_bar, split_priced_bar
-from collectors.pipeline.status import (
+from collectors.monitoring.status import (
     ChannelStatus,
     CollectorStatus,
     channel_statuses,
@@ -45,6 +42,9 @@ from collectors.pipeline.status import (
     pipeline_overview,
     priced_bars,
 )
+from collectors.okx.messages import PRICE_KINDS
+from collectors.shared.connections import pipeline_keys, redis_client
+from collectors.shared.keys import priced_bar, split_priced_bar
 from okxproject.cli import duration, is_tty, raw_stream, redacted_url
 
 NONE = "-"

@@ -7,7 +7,7 @@ import signal
 
 from django.core.management.base import BaseCommand
 
-from collectors.pipeline.hosting import runtime_from_settings
+from collectors.live.hosting import runtime_from_settings
 
 
 class Command(BaseCommand):

@@ -13,8 +13,8 @@ from candles.models import Instrument
 from collectors.instruments import DEFAULT_INST_TYPES, SYNCABLE_TYPES, indices_sync, instruments_sync
 from collectors.okx.messages import ProtocolError
 from collectors.okx.rest import OkxRestClient, RestError
-from collectors.pipeline.connections import pipeline_keys, redis_client
 from collectors.repair.rest import rest_stats_record
+from collectors.shared.connections import pipeline_keys, redis_client
 
 
 class Command(BaseCommand):

@@ -34,7 +34,7 @@ import orjson
 import pytest
 from django.core.management import call_command
 
-from collectors.pipeline.webhooks import webhook_body
+from collectors.delivery.webhooks import webhook_body
 from tests.candles.api.fixtures import envelope_of
 from tests.conftest import build_row, utc
 

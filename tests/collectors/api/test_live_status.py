@@ -11,9 +11,9 @@ from django.db import connection
 from django.test import override_settings
 
 from candles.models import Instrument, Subscription, SubscriptionStatus, Timeframe
-from collectors.pipeline.flush import buffer_flush
-from collectors.pipeline.health import health_check
-from collectors.pipeline.hosting import CollectorThread
+from collectors.live.flush import buffer_flush
+from collectors.live.hosting import CollectorThread
+from collectors.monitoring.health import health_check
 from collectors.simulator import SimulatorConfig, run_in_thread
 from tests.collectors.api.exposition import parse
 

@@ -11,8 +11,8 @@ from django.db import connection
 from django.test import override_settings
 
 from candles.models import Instrument, PriceKind, Subscription, SubscriptionStatus, Timeframe
-from collectors.pipeline.health import health_check
-from collectors.pipeline.hosting import CollectorThread
+from collectors.live.hosting import CollectorThread
+from collectors.monitoring.health import health_check
 from collectors.simulator import SimulatorConfig, run_in_thread
 from tests.collectors.api.exposition import parse
 from tests.collectors.api.test_live_status import wait_for

@@ -15,7 +15,7 @@ from django.utils import timezone
 from candles.bars import ms_to_datetime
 from candles.models import Gap, GapState, Instrument, Subscription, SubscriptionStatus, Timeframe
 from candles.retention import retention_plan
-from collectors import metrics as m
+from collectors.monitoring import metrics as m
 from tests.collectors.api.exposition import parse
 from tests.support.private_services import private_redis
 

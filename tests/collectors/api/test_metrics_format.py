@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from collectors import metrics as m
+from collectors.monitoring import metrics as m
 from tests.collectors.api.exposition import FormatError, parse
 
 LABELLED = m.Family("okx_candles_test_things", "gauge", "Things.\nSecond line with a \\ backslash.", ("symbol", "bar"))

@@ -13,11 +13,11 @@ from django.utils import timezone
 from candles.bars import datetime_to_ms, ms_to_datetime
 from candles.models import Candle, Gap, GapState, Instrument, RepairPriority, Subscription, Timeframe
 from candles.storage import candle_missing_ranges
-from collectors.pipeline.keys import candle_field
-from collectors.pipeline.repair_report import repair_report_read
-from collectors.pipeline.webhooks import webhook_jobs_for
+from collectors.delivery.webhooks import webhook_jobs_for
+from collectors.monitoring.repair_report import repair_report_read
 from collectors.repair.confirms import Unit, confirm_units
 from collectors.repair.schedule import OUTAGE_WAIT, repair_run, widened
+from collectors.shared.keys import candle_field
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)

@@ -1,0 +1,1 @@
+"""Delivery of committed candles to the outside: webhooks."""

@@ -1,0 +1,1 @@
+"""Health, status and metrics: read-only views of the pipeline for the API, admin and Prometheus."""

@@ -1,0 +1,1 @@
+"""Plumbing every part of the collectors uses: Redis keys, connections, locks."""
