@@ -60,9 +60,9 @@ from collectors.instruments import DEFAULT_INST_TYPES, SYNCABLE_TYPES
 from collectors.live.deadletters import dead_letters_count, dead_letters_newest, dead_letters_reingest
 from collectors.monitoring.health import subscription_health
 from collectors.monitoring.repair_report import PRIORITIES
+from collectors.monitoring.replicas import ShardReplicas
 from collectors.monitoring.status import (
     ChannelStatus,
-    ShardReplicas,
     channel_statuses,
     collector_statuses,
     pipeline_overview,

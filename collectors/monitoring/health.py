@@ -44,9 +44,9 @@ from django.conf import settings
 from django.db import connection
 
 from candles.models import Subscription, SubscriptionStatus, Timeframe
+from collectors.monitoring.parsing import Garbled
 from collectors.monitoring.status import (
     ChannelStatus,
-    Garbled,
     alive_after,
     channel_field,
     channel_statuses,

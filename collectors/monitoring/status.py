@@ -10,7 +10,6 @@ warning per read, never raised: a status page must not fail because one channel'
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,9 @@ from typing import Any
 import orjson
 from django.conf import settings
 
+from collectors.monitoring.parsing import Garbled, Skipped, int_field, numbers, opt_float, opt_int, opt_str, text
 from collectors.monitoring.repair_report import repair_report_decode
+from collectors.monitoring.replicas import replicas_parse, replicas_queue
 from collectors.okx.messages import PRICE_KINDS, TRADE, TRADE_ONLY_BARS
 from collectors.okx.ws import ConnectionStatus  # the shape the runtime publishes
 from collectors.shared.keys import Keys, priced_bar, split_priced_bar
@@ -31,9 +32,6 @@ CHANNEL_STATES = frozenset({"subscribed", "invalid", "pending"})
 ALIVE_LEASE_TTLS = 3
 LAST_FLUSH_FIELDS = ("at", "rows", "written", "rejected", "duration_ms")
 
-
-class Garbled(ValueError):
-    """A status entry that does not have the shape the collector runtime writes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,69 +73,6 @@ class CollectorStatus:
     details_missing: bool = False
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _opt_float(value: Any, name: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float | str | bytes):
-        raise Garbled(f"{name} is not a number: {value!r}")
-    try:
-        number = float(value)
-    except ValueError:
-        raise Garbled(f"{name} is not a number: {value!r}") from None
-    if not math.isfinite(number):
-        raise Garbled(f"{name} is not finite: {value!r}")
-    return number
-
-
-def _opt_int(value: Any, name: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise Garbled(f"{name} is not an integer: {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str | bytes):
-        try:
-            return int(value)
-        except ValueError:
-            pass
-    raise Garbled(f"{name} is not an integer: {value!r}")
-
-
-def _int(value: Any, name: str) -> int:
-    number = _opt_int(value, name)
-    return 0 if number is None else number
-
-
-def _opt_str(value: Any, name: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise Garbled(f"{name} is not a string: {value!r}")
-    return value
-
-
-class _Skipped:
-    """Collects skipped entries of one read and logs them in one line."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.entries: list[str] = []
-
-    def add(self, key: Any, reason: Any) -> None:
-        self.entries.append(f"{_text(key)!r}: {reason}")
-
-    def log(self) -> None:
-        if self.entries:
-            shown = "; ".join(self.entries[:5])
-            more = f" (and {len(self.entries) - 5} more)" if len(self.entries) > 5 else ""
-            logger.warning("skipped %d garbled %s: %s%s", len(self.entries), self.what, shown, more)
 
 
 # --- channels ------------------------------------------------------------------------------------------
@@ -164,13 +99,13 @@ def parse_channel_row(value: str | bytes) -> ChannelRow:
     state = data.get("state")
     if state not in CHANNEL_STATES:
         raise Garbled(f"unknown state {state!r}")
-    return ChannelRow(state=state, error=_opt_str(data.get("error"), "error"),
-                      collector=_opt_str(data.get("collector"), "collector"))
+    return ChannelRow(state=state, error=opt_str(data.get("error"), "error"),
+                      collector=opt_str(data.get("collector"), "collector"))
 
 
 def split_channel_field(field_name: str | bytes) -> tuple[str, str]:
     """"inst_id|bar" -> (inst_id, bar). Raises Garbled."""
-    inst_id, sep, bar = _text(field_name).rpartition("|")
+    inst_id, sep, bar = text(field_name).rpartition("|")
     if not sep or not inst_id or not bar:
         raise Garbled("field is not 'inst_id|bar'")
     return inst_id, bar
@@ -211,7 +146,7 @@ def channel_statuses(
     Two round trips whatever the number of pairs: the rows (HMGET) with a ZMSCORE per bar of each per-bar
     ZSET, then each named collector's reconnect count. A garbled row leaves its channel out (one warning).
     """
-    skipped = _Skipped("channel statuses")
+    skipped = Skipped("channel statuses")
     if pairs is None:
         raw_rows = redis.hgetall(keys.channel_status)
         wanted: list[tuple[str, str]] = []
@@ -220,7 +155,7 @@ def channel_statuses(
                 wanted.append(split_channel_field(field_name))
             except Garbled as exc:
                 skipped.add(field_name, exc)
-        rows_by_field = {_text(k): v for k, v in raw_rows.items()}
+        rows_by_field = {text(k): v for k, v in raw_rows.items()}
         row_values = [rows_by_field[channel_field(*pair)] for pair in wanted]
         scores = _scores(redis, keys, wanted, rows=False)[1:]
     else:
@@ -293,7 +228,7 @@ def collector_reconnects(redis: Any, keys: Keys, collector_ids: Iterable[str]) -
     counts: dict[str, int] = {}
     for collector_id, value in zip(ids, pipe.execute(), strict=True):
         try:
-            counts[collector_id] = _int(None if value is None else _text(value), "reconnects")
+            counts[collector_id] = int_field(None if value is None else text(value), "reconnects")
         except Garbled:
             continue
     return counts
@@ -385,15 +320,15 @@ def _connection(data: Any) -> ConnectionStatus:
     if not isinstance(data, dict):
         raise Garbled("a connection is not a JSON object")
     return ConnectionStatus(
-        shard=_int(data.get("shard"), "connection shard"),
+        shard=int_field(data.get("shard"), "connection shard"),
         state=str(data.get("state") or "unknown"),
         conn_id=None if data.get("conn_id") is None else str(data["conn_id"]),
-        channels=_int(data.get("channels"), "connection channels"),
-        subscribed=_int(data.get("subscribed"), "connection subscribed"),
-        messages=_int(data.get("messages"), "connection messages"),
-        reconnects=_int(data.get("reconnects"), "connection reconnects"),
-        errors=_int(data.get("errors"), "connection errors"),
-        last_message_at=_opt_float(data.get("last_message_at"), "connection last_message_at"),
+        channels=int_field(data.get("channels"), "connection channels"),
+        subscribed=int_field(data.get("subscribed"), "connection subscribed"),
+        messages=int_field(data.get("messages"), "connection messages"),
+        reconnects=int_field(data.get("reconnects"), "connection reconnects"),
+        errors=int_field(data.get("errors"), "connection errors"),
+        last_message_at=opt_float(data.get("last_message_at"), "connection last_message_at"),
         detail="" if data.get("detail") is None else str(data["detail"]),
     )
 
@@ -402,7 +337,7 @@ def parse_collector(collector_id: str, heartbeat_at: float, alive: bool, raw: di
     """A collector from its ZSET entry and its hash (`raw`, possibly empty). Raises Garbled."""
     if not raw:
         return CollectorStatus(id=collector_id, heartbeat_at=heartbeat_at, alive=alive, details_missing=True)
-    fields = {_text(k): _text(v) for k, v in raw.items()}
+    fields = {text(k): text(v) for k, v in raw.items()}
     shards = _json_field(fields, "shards", list)
     if not all(isinstance(s, int) and not isinstance(s, bool) for s in shards):
         raise Garbled("shards is not a list of integers")
@@ -411,14 +346,14 @@ def parse_collector(collector_id: str, heartbeat_at: float, alive: bool, raw: di
         heartbeat_at=heartbeat_at,
         alive=alive,
         host=fields.get("host"),
-        pid=_opt_int(fields.get("pid"), "pid"),
-        started_at=_opt_float(fields.get("started_at"), "started_at"),
+        pid=opt_int(fields.get("pid"), "pid"),
+        started_at=opt_float(fields.get("started_at"), "started_at"),
         shards=sorted(shards),
         connections=[_connection(c) for c in _json_field(fields, "connections", list)],
-        messages=_int(fields.get("messages"), "messages"),
-        reconnects=_int(fields.get("reconnects"), "reconnects"),
-        errors=_int(fields.get("errors"), "errors"),
-        channels=_int(fields.get("channels"), "channels"),
+        messages=int_field(fields.get("messages"), "messages"),
+        reconnects=int_field(fields.get("reconnects"), "reconnects"),
+        errors=int_field(fields.get("errors"), "errors"),
+        channels=int_field(fields.get("channels"), "channels"),
     )
 
 
@@ -433,12 +368,12 @@ def collector_statuses(
         return []
     pipe = redis.pipeline(transaction=False)
     for member, _score in members:
-        pipe.hgetall(keys.collector(_text(member)))
+        pipe.hgetall(keys.collector(text(member)))
     hashes = pipe.execute()
     statuses: list[CollectorStatus] = []
-    skipped = _Skipped("collector statuses")
+    skipped = Skipped("collector statuses")
     for (member, score), raw in zip(members, hashes, strict=True):
-        collector_id = _text(member)
+        collector_id = text(member)
         try:
             statuses.append(parse_collector(collector_id, float(score), float(score) >= cutoff, raw))
         except Garbled as exc:
@@ -453,81 +388,6 @@ def collector_statuses(
 # --- the whole pipeline --------------------------------------------------------------------------------
 
 
-def _number(value: Any) -> int | float:
-    text = _text(value)
-    try:
-        return int(text)
-    except ValueError:
-        number = float(text)  # ValueError for garbage: handled by the caller
-        if not math.isfinite(number):
-            raise ValueError(f"not finite: {text}") from None
-        return number
-
-
-def _numbers(raw: dict[Any, Any], what: str) -> dict[str, int | float]:
-    numbers: dict[str, int | float] = {}
-    skipped = _Skipped(what)
-    for name, value in raw.items():
-        try:
-            numbers[_text(name)] = _number(value)
-        except ValueError:
-            skipped.add(name, f"not a number: {_text(value)!r}")
-    skipped.log()
-    return dict(sorted(numbers.items()))
-
-
-# --- shard replicas ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ShardHolder:
-    slot: int  # 0: the primary (writes the channels' status rows)
-    collector: str
-    host: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class ShardReplicas:
-    """Who holds each shard: `holders[shard]` lists the filled slots, slot 0 first."""
-
-    replicas: int  # COLLECTOR_REPLICAS: slots per shard
-    holders: list[list[ShardHolder]]
-
-    @property
-    def short(self) -> list[int]:
-        """Shards held by fewer collectors than `replicas` (none held included)."""
-        return [shard for shard, held in enumerate(self.holders) if len(held) < self.replicas]
-
-    def as_dict(self) -> dict:
-        return {"replicas": self.replicas, "shards": len(self.holders), "short": self.short,
-                "holders": [[{"slot": h.slot, "collector": h.collector, "host": h.host} for h in held]
-                            for held in self.holders]}
-
-
-def replicas_queue(pipe: Any, keys: Keys, shards: int, replicas: int) -> None:
-    """Queue the two reads of `replicas_parse`: every lease slot (one MGET) and the collectors' hosts."""
-    pipe.mget([keys.lease(shard, slot) for shard in range(shards) for slot in range(replicas)])
-    pipe.hgetall(keys.lease_hosts)
-
-
-def replicas_parse(replies: Sequence[Any], replicas: int) -> ShardReplicas:
-    slots, hosts_raw = replies
-    hosts = {_text(cid): _text(host) for cid, host in (hosts_raw or {}).items()}
-    holders: list[list[ShardHolder]] = []
-    for start in range(0, len(slots), replicas):
-        held = [ShardHolder(slot, _text(cid), hosts.get(_text(cid)))
-                for slot, cid in enumerate(slots[start:start + replicas]) if cid is not None]
-        holders.append(held)
-    return ShardReplicas(replicas, holders)
-
-
-def shard_replicas(redis: Any, keys: Keys, shards: int | None = None, replicas: int | None = None) -> ShardReplicas:
-    """Who holds each shard's slots, and on which host, in one round trip (shards × replicas keys: a handful)."""
-    shards = settings.COLLECTOR_SHARDS if shards is None else shards
-    replicas = settings.COLLECTOR_REPLICAS if replicas is None else replicas
-    pipe = redis.pipeline(transaction=False)
-    replicas_queue(pipe, keys, shards, replicas)
-    return replicas_parse(pipe.execute(), replicas)
 
 
 # Commands `overview_queue` puts on a pipeline; their replies are what `overview_parse` reads.
@@ -552,7 +412,7 @@ def overview_parse(replies: Sequence[Any], now: float) -> dict:
     live, taken, dead_letters, counters, last_flush_raw, total, alive, repair_raw, *slots = replies
     last_flush: dict[str, Any] | None = None
     if last_flush_raw:
-        flush_numbers = _numbers(last_flush_raw, "last flush fields")
+        flush_numbers = numbers(last_flush_raw, "last flush fields")
         last_flush = {name: flush_numbers.get(name) for name in LAST_FLUSH_FIELDS}
         at = last_flush["at"]
         last_flush["age_s"] = None if at is None else round(max(0.0, now - at), 3)
@@ -565,7 +425,7 @@ def overview_parse(replies: Sequence[Any], now: float) -> dict:
         "dead_letters": int(dead_letters),
         "rest_needed": int(rest_needed),
         "repair": repair,
-        "counters": _numbers(counters, "counters"),
+        "counters": numbers(counters, "counters"),
         "last_flush": last_flush,
         "collectors": {"alive": int(alive), "total": int(total)},
         "shards": replicas_parse(slots, settings.COLLECTOR_REPLICAS),

@@ -19,7 +19,7 @@ from collectors.api.system import (
     SubscriptionSummary,
     health_evaluate,
 )
-from collectors.monitoring.status import ShardHolder, ShardReplicas
+from collectors.monitoring.replicas import ShardHolder, ShardReplicas
 from collectors.shared.connections import pipeline_keys
 from tests.collectors.api.servers import closed_port, silent_server
 from tests.support.private_services import private_redis

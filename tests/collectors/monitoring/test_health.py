@@ -22,10 +22,9 @@ from collectors.monitoring.health import (
     health_check,
 )
 from collectors.monitoring.repair_report import repair_report_parse
+from collectors.monitoring.replicas import ShardHolder, ShardReplicas
 from collectors.monitoring.status import (
     ChannelStatus,
-    ShardHolder,
-    ShardReplicas,
     channel_statuses,
     collector_statuses,
     pipeline_overview,
