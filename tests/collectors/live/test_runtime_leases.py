@@ -13,14 +13,8 @@ import redis as redis_lib
 import redis.asyncio as aredis
 from django.conf import settings
 
-from collectors.live.runtime import (
-    LEASES_LUA,
-    CollectorRuntime,
-    LeaseChange,
-    RuntimeConfig,
-    SubscriptionSnapshot,
-    leases_balance,
-)
+from collectors.live.leases import LEASES_LUA, LeaseChange, leases_balance
+from collectors.live.runtime import CollectorRuntime, RuntimeConfig, SubscriptionSnapshot
 from collectors.shared.keys import Keys
 from tests.support.private_services import free_port
 

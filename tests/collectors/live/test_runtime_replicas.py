@@ -10,7 +10,7 @@ import redis as redis_lib
 import redis.asyncio as aredis
 from django.conf import settings
 
-from collectors.live.runtime import LEASES_LUA, LeaseChange, leases_balance
+from collectors.live.leases import LEASES_LUA, LeaseChange, leases_balance
 from collectors.shared.keys import Keys
 
 URL = settings.REDIS_URL
