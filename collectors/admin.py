@@ -1,40 +1,36 @@
-"""The admin's operational side: live status, the pipeline dashboard, dead letters, and actions that queue work.
+"""The admin's operational side of the data screens: live status, and actions that queue work.
 
 `candles/admin.py` holds the data screens and knows only the database (candles never imports collectors).
 This module extends them where the pipeline is needed, by subclassing candles' ModelAdmins and registering
 the subclasses in their place: one registration per model, so every screen keeps the data columns and
-gains the operational ones, and `candles` still works alone. The pipeline pages (the dashboard on the admin
-index and the dead-letter list) have no model; they are mounted on the admin site by `mount_pipeline_views`.
+gains the operational ones, and `candles` still works alone. The site itself (`admin_site.py`) puts the
+pipeline dashboard (`admin_dashboard.py`) on its index and mounts the dead-letter list
+(`admin_dead_letters.py`).
 
-Rules every screen here keeps:
+Rules every screen keeps:
 * Heavy work never runs in the request: backfill, re-verify, gap fills and instrument syncs are Celery
   tasks (`collectors/admin_tasks.py`), queued without broker retries so a broker outage is an error message
   within a second, not a hung page. Their results show in Flower, the gaps list and the dashboard.
 * Nothing here can lose data: no action deletes candles, and a dead letter leaves the list only after its
   candles are in the live buffer.
-* Redis being down degrades a page to a notice; it never fails it.
+* Redis being down degrades a page to a notice; it never fails it. A GET writes nothing.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
-import redis as redis_lib
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin import widgets as admin_widgets
 from django.core.exceptions import PermissionDenied
-from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import Count, QuerySet
+from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -47,29 +43,18 @@ from candles.admin import (
     SubscriptionAdmin,
     age_label,
     badge,
-    retention_label,
 )
 from candles.bars import datetime_to_ms
-from candles.models import Gap, GapState, Instrument, Subscription, SubscriptionStatus
-from candles.retention import human_bytes
-from candles.storage_stats import storage_by_bar
+from candles.models import Gap, GapState, Instrument, Subscription
 from collectors import admin_tasks
-from collectors.api.subscriptions import bar_specs_by_code, limit_statements, worst_lags
-from collectors.api.system import gap_summary
+from collectors.admin_common import REDIS_DOWN, enqueue, redis_notice, report_queueing, screen_redis
 from collectors.instruments import DEFAULT_INST_TYPES, SYNCABLE_TYPES
-from collectors.live.deadletters import dead_letters_count, dead_letters_newest, dead_letters_reingest
 from collectors.monitoring.health import subscription_health
-from collectors.monitoring.repair_report import PRIORITIES
-from collectors.monitoring.replicas import ShardReplicas
 from collectors.monitoring.status import (
     ChannelStatus,
     channel_statuses,
-    collector_statuses,
-    pipeline_overview,
 )
-from collectors.okx.rest import CANDLE_BUDGETS, INDEX_TICKERS, INSTRUMENTS, Endpoint
 from collectors.repair.gap_state import gap_retry
-from collectors.repair.verify import verify_reports
 from collectors.shared.connections import pipeline_keys
 from collectors.shared.keys import Keys, priced_bar
 
@@ -78,52 +63,6 @@ logger = logging.getLogger(__name__)
 # Instrument types a sync always covers (collectors.instruments.DEFAULT_INST_TYPES); types already stored are
 # synced too.
 SYNC_DEFAULT_TYPES = DEFAULT_INST_TYPES
-DEAD_LETTERS_PER_PAGE = 100
-# The flush-rate sample is replaced once it is this old, so the rate covers the last minute or so of views.
-FLUSH_SAMPLE_MAX_AGE_S = 60.0
-FLUSH_SAMPLE_MIN_AGE_S = 1.0
-VERIFY_REPORTS_SHOWN = 8
-
-
-# --- Redis and Celery, for screens ---------------------------------------------------------------------
-
-
-@lru_cache(maxsize=4)
-def _screen_redis(url: str) -> redis_lib.Redis:
-    # Short timeouts: a page waits at most about a second for an unreachable Redis, then says so.
-    return redis_lib.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1)
-
-
-def screen_redis() -> redis_lib.Redis:
-    return _screen_redis(settings.REDIS_URL)
-
-
-REDIS_DOWN = (redis_lib.RedisError, OSError)
-
-
-def redis_notice(exc: Exception) -> str:
-    return (f"Redis ({settings.REDIS_URL}) is unreachable: {exc}. Live figures are unavailable; "
-            "collected candles wait in the collectors' memory and nothing is lost.")
-
-
-def enqueue(task: Any, *args: Any) -> str | None:
-    """Queue a task; the error text when the broker refused (no retries: the operator is waiting)."""
-    try:
-        task.apply_async(args, retry=False)
-    except Exception as exc:  # kombu raises its own OperationalError, or OSError, when the broker is down
-        logger.warning("could not queue %s%r: %r", task.name, args, exc)
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
-def report_queueing(request: HttpRequest, queued: str | None, errors: list[str],
-                    meanwhile: str = "Nothing was changed; try again when the broker is back.") -> None:
-    """One message for what was queued, one for what the broker refused (and what happens to it)."""
-    if queued:
-        messages.success(request, queued)
-    if errors:
-        messages.error(request, f"Could not queue {len(errors)} task(s): {errors[0]}. {meanwhile}")
-
 
 # --- subscriptions: live status, backfill and re-verify ------------------------------------------------
 
@@ -328,292 +267,8 @@ class PipelineGapAdmin(GapAdmin):
         transaction.on_commit(queue_fills)
 
 
-# --- the pipeline dashboard ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetUse:
-    name: str
-    used: int
-    limit: int
-    period_s: float
-
-    @property
-    def percent(self) -> int:
-        return round(100 * self.used / self.limit) if self.limit else 0
-
-
-def _budget_endpoints() -> list[tuple[str, Endpoint, str]]:
-    """(label, endpoint, limiter key) of every REST budget the client keeps (see OkxRestClient._get)."""
-    # Every candle endpoint (trade, mark-price and index; latest and older candles) keeps a budget of its own.
-    budgets = [(name, endpoint, endpoint.budget) for name, endpoint in CANDLE_BUDGETS.items()]
-    budgets.append(("index-tickers", INDEX_TICKERS, INDEX_TICKERS.budget))
-    budgets += [(f"instruments {t}", INSTRUMENTS, f"{INSTRUMENTS.path}:{t}") for t in SYNCABLE_TYPES]
-    return budgets
-
-
-def rest_budget_use(redis: Any, keys: Keys) -> list[BudgetUse]:
-    """Requests admitted in the current window of each shared REST budget (the limiter's sorted sets)."""
-    seconds, micros = redis.time()  # the limiter's clock
-    now_us = int(seconds) * 1_000_000 + int(micros)
-    budgets = _budget_endpoints()
-    pipe = redis.pipeline(transaction=False)
-    for _name, endpoint, limit_key in budgets:
-        pipe.zcount(f"{keys.prefix}ratelimit:{limit_key}", now_us - int(endpoint.period_s * 1_000_000), "+inf")
-    return [BudgetUse(name, int(used), endpoint.limit, endpoint.period_s)
-            for (name, endpoint, _key), used in zip(budgets, pipe.execute(), strict=True)]
-
-
-# The flush-rate sample of this process, by key prefix: (when, candles_flushed then). Kept in memory, not in
-# Redis, so a dashboard view only reads Redis; each server process keeps its own, which is enough for a rate
-# over the last minute of one operator's views.
-FLUSH_SAMPLES: dict[str, tuple[float, int]] = {}
-_flush_samples_lock = threading.Lock()
-
-
-def flush_rate(keys: Keys, flushed_total: int, now: float) -> tuple[float | None, float | None]:
-    """(candles flushed per second, over how many seconds), from the counter's growth since a sample taken by
-    an earlier view in this process; the sample is renewed once a minute old. (None, None) until there are
-    two readings."""
-    with _flush_samples_lock:
-        sample = FLUSH_SAMPLES.get(keys.prefix)
-        rate = window = None
-        if sample is not None:
-            sample_at, sample_flushed = sample
-            window = now - sample_at
-            if window >= FLUSH_SAMPLE_MIN_AGE_S and flushed_total >= sample_flushed:
-                rate = (flushed_total - sample_flushed) / window
-            else:
-                window = None
-        if sample is None or now - sample[0] >= FLUSH_SAMPLE_MAX_AGE_S or flushed_total < sample[1]:
-            FLUSH_SAMPLES[keys.prefix] = (now, flushed_total)
-    return rate, window
-
-
-# A drop due longer ago than this (two maintenance runs missed) is shown as an alarm.
-STORAGE_OVERDUE_AFTER = timedelta(seconds=2 * settings.STORAGE_MAINTENANCE_INTERVAL_S)
-
-# Channels the dashboard names by their confirmation lag (the worst first).
-DASHBOARD_LAGS = 5
-
-
-def _channel_counts(collectors: list) -> dict[str, int]:
-    """Channels subscribed and pending, as the alive collectors count them on their connections: a few
-    numbers per collector instead of every channel's status."""
-    subscribed = pending = 0
-    for c in collectors:
-        if not c.alive:
-            continue
-        for conn in c.connections:
-            subscribed += conn.subscribed
-            pending += max(0, conn.channels - conn.subscribed)
-    return {"subscribed": subscribed, "pending": pending}
-
-
-def _redis_figures(redis: Any, keys: Keys, now: float, specs: dict[str, Any]) -> dict[str, Any]:
-    overview = pipeline_overview(redis, keys, now=now)
-    collectors = collector_statuses(redis, keys, now=now)
-    counters = overview["counters"]
-    rate, window = flush_rate(keys, int(counters.get("candles_flushed", 0)), now)
-    last_flush = overview["last_flush"]
-    repair = overview["repair"]
-    return {
-        "overview": overview,
-        "buffer_alarm": overview["buffer"]["depth"] >= settings.BUFFER_ALARM_ENTRIES,
-        "collectors": [
-            {
-                "status": c, "heartbeat_age": age_label(now - c.heartbeat_at),
-                "connections": [
-                    {"status": conn, "last_message_age": None if conn.last_message_at is None
-                     else age_label(now - conn.last_message_at)}
-                    for conn in c.connections
-                ],
-            }
-            for c in collectors
-        ],
-        "channel_states": _channel_counts(collectors),
-        "last_flush_age": None if not last_flush or last_flush.get("age_s") is None
-        else age_label(last_flush["age_s"]),
-        "flush_rate": None if rate is None else round(rate, 1),
-        "flush_rate_window": None if window is None else age_label(window),
-        "budgets": rest_budget_use(redis, keys),
-        "verify_reports": verify_reports(redis, keys, VERIFY_REPORTS_SHOWN),
-        "worst_lags": [{"lag": lag, "label": age_label(lag.lag_s)}
-                       for lag in worst_lags(redis, keys, specs, now=now, limit=DASHBOARD_LAGS)],
-        "repair": None if repair is None else repair_rows(repair, now),
-        "shards": shard_rows(overview["shards"]),
-    }
-
-
-def shard_rows(shards: ShardReplicas) -> dict[str, Any] | None:
-    """With a hot standby (COLLECTOR_REPLICAS > 1), per shard the collector in each slot and its host."""
-    if shards.replicas == 1:
-        return None
-    short = set(shards.short)
-    rows = [{"shard": shard, "short": shard in short,
-             "slots": [next((h for h in held if h.slot == slot), None) for slot in range(shards.replicas)]}
-            for shard, held in enumerate(shards.holders)]
-    return {"replicas": shards.replicas, "rows": rows, "short": len(short),
-            "slot_names": ["primary", *("standby" for _ in range(1, shards.replicas))]}
-
-
-def repair_rows(report: dict, now: float) -> dict[str, Any]:
-    """The repair report as the dashboard's table: one row per priority, and the ETA and age as labels."""
-    rows = [{"priority": p, "candles": report["backlog"][p]["candles"], "units": report["backlog"][p]["units"],
-             "drained_per_s": report["drained_per_s"][p]} for p in PRIORITIES]
-    eta = report["eta_s"]
-    return {
-        "rows": rows, "total": sum(r["candles"] for r in rows),
-        "eta": None if eta is None else age_label(eta), "age": age_label(now - report["updated_at"]),
-        "requests": report["requests"], "budget_per_s": report["budget_per_s"],
-    }
-
-
-def _database_figures() -> dict[str, Any]:
-    # Along the gap indexes (unfinished and unfillable gaps), not a pass over every filled gap ever recorded.
-    summary = gap_summary()
-    gaps = {"open": summary.open, "filling": summary.filling, "missing": summary.missing_candles,
-            "unfillable": summary.unfillable}
-    by_status = dict(
-        Subscription.objects.filter(is_active=True).values_list("status").annotate(n=Count("pk")).order_by()
-    )
-    subscriptions = [(status, by_status.get(status, 0)) for status in SubscriptionStatus.values]
-    subscriptions.append(("paused", Subscription.objects.filter(is_active=False).count()))
-    return {"gaps": gaps, "subscriptions": subscriptions, "specs": bar_specs_by_code()}
-
-
-def storage_rows(now: float) -> list[dict[str, Any]]:
-    """Per bar with partitions: retention, horizon, next drop, partitions, size, rows (from the catalogue and
-    statistics, no count) and the archive's files when the archive is installed."""
-    moment = datetime.fromtimestamp(now, UTC)
-    rows = []
-    for bar in storage_by_bar(now=moment):
-        overdue = bar.next_drop is not None and bar.next_drop <= moment
-        rows.append({
-            "bar": bar, "size": human_bytes(bar.bytes),
-            "kept": retention_label(bar.retention),
-            "next_drop": None if bar.next_drop is None
-            else ("due now" if overdue else f"in {age_label((bar.next_drop - moment).total_seconds())}"),
-            "overdue": overdue and bar.next_drop <= moment - STORAGE_OVERDUE_AFTER,
-            "archive_size": None if bar.archive_bytes is None else human_bytes(bar.archive_bytes),
-        })
-    return rows
-
-
-def _storage_figures(now: float) -> dict[str, Any]:
-    try:
-        with transaction.atomic():
-            limit_statements()
-            rows = storage_rows(now)
-    except DatabaseError as exc:
-        logger.warning("dashboard: storage figures unavailable: %s", exc)
-        return {"storage": None, "storage_error": f"{type(exc).__name__}: {exc}"}
-    return {"storage": rows, "storage_error": None,
-            "storage_archive": any(row["bar"].archive_files is not None for row in rows)}
-
-
-def dashboard_context(now: float | None = None) -> dict[str, Any]:
-    """Everything the dashboard shows; Redis figures are replaced by a notice when Redis is unreachable.
-
-    Its cost does not grow with the subscriptions: GROUP BYs in PostgreSQL, and in Redis the overview, the
-    collectors, the head of each bar's last-confirmed ZSET and the repair report. It only reads Redis.
-    """
-    now = time.time() if now is None else now
-    database = _database_figures()
-    specs = database.pop("specs")
-    context: dict[str, Any] = {"pipeline_error": None, **database, **_storage_figures(now)}
-    try:
-        context["pipeline"] = _redis_figures(screen_redis(), pipeline_keys(), now, specs)
-    except REDIS_DOWN as exc:
-        context["pipeline"] = None
-        context["pipeline_error"] = redis_notice(exc)
-    else:
-        # Channels OKX refused: the health task marks their subscriptions "error".
-        context["pipeline"]["channel_states"]["invalid"] = dict(context["subscriptions"])[SubscriptionStatus.ERROR]
-    return context
-
-
-# --- dead letters --------------------------------------------------------------------------------------
-
-
-def dead_letters_view(site: admin.AdminSite, request: HttpRequest) -> HttpResponse:
-    """The newest dead letters with their raw frame and reason; POST re-ingests the selected ones."""
-    can_reingest = request.user.has_perm("candles.add_candle")
-    keys = pipeline_keys()
-    if request.method == "POST":
-        if not can_reingest:
-            raise PermissionDenied
-        ids = request.POST.getlist("letter")
-        if not ids:
-            messages.warning(request, "Select the dead letters to re-ingest.")
-        else:
-            try:
-                result = dead_letters_reingest(redis=screen_redis(), keys=keys, ids=ids)
-            except REDIS_DOWN as exc:
-                messages.error(request, redis_notice(exc))
-            else:
-                level = messages.SUCCESS if not result.still_invalid else messages.WARNING
-                reasons = "; ".join(dict.fromkeys(reason for _, reason in result.still_invalid[:5]))
-                messages.add_message(request, level, f"{result}{': ' + reasons if reasons else ''}")
-        return HttpResponseRedirect(request.get_full_path())
-
-    try:
-        offset = max(0, int(request.GET.get("offset", 0)))
-    except ValueError:
-        offset = 0
-    context = {**site.each_context(request), "title": "Dead letters", "can_reingest": can_reingest,
-               "offset": offset, "per_page": DEAD_LETTERS_PER_PAGE, "pipeline_error": None}
-    try:
-        redis = screen_redis()
-        context["total"] = dead_letters_count(redis, keys)
-        context["letters"] = dead_letters_newest(redis, keys, limit=DEAD_LETTERS_PER_PAGE, offset=offset)
-    except REDIS_DOWN as exc:
-        context.update(total=None, letters=[], pipeline_error=redis_notice(exc))
-    total = context["total"] or 0
-    context["first_shown"], context["last_shown"] = offset + 1, offset + len(context["letters"])
-    context["newer_offset"] = max(0, offset - DEAD_LETTERS_PER_PAGE) if offset else None
-    context["older_offset"] = offset + DEAD_LETTERS_PER_PAGE if offset + DEAD_LETTERS_PER_PAGE < total else None
-    return TemplateResponse(request, "admin/pipeline/dead_letters.html", context)
-
-
-def dashboard_view(site: admin.AdminSite, request: HttpRequest) -> HttpResponse:
-    context = {**site.each_context(request), "title": "Pipeline", **dashboard_context()}
-    return TemplateResponse(request, "admin/pipeline/dashboard_page.html", context)
-
-
-# --- mounting on the admin site ------------------------------------------------------------------------
-
-
-def mount_pipeline_views(site: admin.AdminSite) -> None:
-    """Add the pipeline pages to `site` and the dashboard to its index.
-
-    Django's AdminSite offers no hook for site-level pages or index context short of replacing the site
-    class, which would need settings and an AppConfig outside this app; so `get_urls` and `index` of this
-    site instance are wrapped (the instance's own attributes, read when the URLconf is built). Idempotent.
-    """
-    if getattr(site, "_pipeline_views_mounted", False):
-        return
-    site_get_urls, site_index = site.get_urls, site.index
-
-    def get_urls():
-        return [
-            path("pipeline/", site.admin_view(functools.partial(dashboard_view, site)), name="pipeline_dashboard"),
-            path("pipeline/dead-letters/", site.admin_view(functools.partial(dead_letters_view, site)),
-                 name="pipeline_dead_letters"),
-            *site_get_urls(),
-        ]
-
-    @functools.wraps(site_index)
-    def index(request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        return site_index(request, extra_context={**dashboard_context(), **(extra_context or {})})
-
-    site.get_urls, site.index = get_urls, index
-    site._pipeline_views_mounted = True
-
-
 for model, model_admin in ((Subscription, PipelineSubscriptionAdmin), (Instrument, PipelineInstrumentAdmin),
                            (Gap, PipelineGapAdmin)):
     if admin.site.is_registered(model):
         admin.site.unregister(model)
     admin.site.register(model, model_admin)
-mount_pipeline_views(admin.site)

@@ -63,7 +63,7 @@ if BEHIND_TLS:
     ]
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "collectors.apps.OkxAdminConfig",  # django.contrib.admin with the pipeline dashboard as its index
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -6,10 +6,6 @@ from drf_spectacular.views import SpectacularAPIView
 from okxproject import api_errors
 from okxproject.api_docs import ApiDocsView
 
-admin.site.site_header = "okx-candles"
-admin.site.site_title = "okx-candles admin"
-admin.site.index_title = "Instruments, subscriptions and candles"
-
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("candles.api.urls")),

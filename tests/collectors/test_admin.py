@@ -25,7 +25,7 @@ from candles import admin as candles_admin
 from candles.admin import subscription_figures
 from candles.bars import datetime_to_ms, ms_to_datetime
 from candles.models import Gap, GapState, Instrument, Subscription, SubscriptionStatus, Timeframe
-from collectors import admin as collectors_admin
+from collectors import admin_dashboard
 from collectors.live.buffer import dead_letter_record, decode_entry
 from collectors.live.deadletters import record_id
 from collectors.live.flush import buffer_flush
@@ -158,7 +158,7 @@ def test_with_one_replica_the_dashboard_has_no_shards_table(staff_client, redis,
 def test_the_flush_rate_is_the_counter_growth_since_an_earlier_view(staff_client, redis, keys, btc):
     LiveBuffer(redis, keys).put_many([(candle_update(T0_MS + i * MINUTE), 1) for i in range(4)])
     buffer_flush(redis=redis, keys=keys)
-    collectors_admin.FLUSH_SAMPLES[keys.prefix] = (time.time() - 8, 0)  # an earlier view's sample
+    admin_dashboard.FLUSH_SAMPLES[keys.prefix] = (time.time() - 8, 0)  # an earlier view's sample
 
     response = staff_client.get(reverse("admin:index"))
 

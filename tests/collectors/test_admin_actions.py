@@ -17,7 +17,7 @@ from candles.bars import datetime_to_ms, ms_to_datetime
 from candles.models import Candle, Gap, GapState, Instrument, Subscription, Timeframe
 from candles.storage import CandleRow, candles_upsert
 from collectors import admin_tasks
-from collectors.admin import enqueue
+from collectors.admin_common import enqueue
 from collectors.repair.verify import verify_reports
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
 from okxproject.celery import app as celery_app
