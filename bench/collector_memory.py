@@ -77,7 +77,7 @@ def child(args: argparse.Namespace) -> None:
     from candles.bars import datetime_to_ms as to_ms
     from collectors.live.runtime import CollectorRuntime, RuntimeConfig, SubscriptionSnapshot
     from collectors.okx.messages import Channel
-    from collectors.shared.keys import Keys
+    from okxproject.keys import Keys
 
     seed = importlib.import_module("candles.migrations.0002_seed_timeframes")
     specs = {code: BarSpec(code, seconds, months, offset, to_ms(seed.anchor_for(seconds, offset)))

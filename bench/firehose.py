@@ -353,7 +353,7 @@ def live_channels(client: redis.Redis, since: float) -> tuple[int, int]:
     """(channels that had a message after `since`, channels the collectors report at all). A channel that had a
     message was subscribed; the per-bar `seen` indexes (a kind's own: `mark:1m`) are counted, no channel's row
     is read."""
-    from collectors.shared.keys import Keys, priced_bar
+    from okxproject.keys import Keys, priced_bar
 
     keys = Keys(prefix=KEY_PREFIX)
     pipe = client.pipeline(transaction=False)

@@ -150,7 +150,7 @@ def main() -> None:
     from collectors.repair.detect import detection_advance
     from collectors.repair.report import BUDGET_PER_S
     from collectors.repair.schedule import SPARE_UNITS
-    from collectors.shared.keys import Keys
+    from okxproject.keys import Keys
 
     print(f"database {name}; {args.instruments} instruments × 27 bars; {args.minutes} min of candles")
     now = timezone.now()

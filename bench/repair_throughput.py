@@ -298,7 +298,7 @@ def throughput(instruments: int, seconds: float, profile: bool) -> None:
     import redis as redis_lib
     from django.conf import settings
 
-    from collectors.shared.keys import Keys
+    from okxproject.keys import Keys
 
     # One prefix for both kinds: the REST budget's window must carry over from one to the next, as the
     # simulator's does.

@@ -56,7 +56,7 @@ from collectors.monitoring.status import (
 )
 from collectors.repair.gap_state import gap_retry
 from collectors.shared.connections import pipeline_keys
-from collectors.shared.keys import Keys, priced_bar
+from okxproject.keys import Keys, priced_bar
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,17 +27,16 @@ from candles.storage_stats import storage_by_bar
 from collectors.admin_common import REDIS_DOWN, redis_notice, screen_redis
 from collectors.api.subscriptions import bar_specs_by_code, limit_statements, worst_lags
 from collectors.api.system import gap_summary
-from collectors.instruments import SYNCABLE_TYPES
+from collectors.monitoring.budgets import rest_budget_use
 from collectors.monitoring.repair_report import PRIORITIES
 from collectors.monitoring.replicas import ShardReplicas
 from collectors.monitoring.status import (
     collector_statuses,
     pipeline_overview,
 )
-from collectors.okx.rest import CANDLE_BUDGETS, INDEX_TICKERS, INSTRUMENTS, Endpoint
 from collectors.repair.verify import verify_reports
 from collectors.shared.connections import pipeline_keys
-from collectors.shared.keys import Keys
+from okxproject.keys import Keys
 
 logger = logging.getLogger(__name__)
 
@@ -48,39 +46,6 @@ FLUSH_SAMPLE_MIN_AGE_S = 1.0
 VERIFY_REPORTS_SHOWN = 8
 
 # --- the pipeline dashboard ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetUse:
-    name: str
-    used: int
-    limit: int
-    period_s: float
-
-    @property
-    def percent(self) -> int:
-        return round(100 * self.used / self.limit) if self.limit else 0
-
-
-def _budget_endpoints() -> list[tuple[str, Endpoint, str]]:
-    """(label, endpoint, limiter key) of every REST budget the client keeps (see OkxRestClient._get)."""
-    # Every candle endpoint (trade, mark-price and index; latest and older candles) keeps a budget of its own.
-    budgets = [(name, endpoint, endpoint.budget) for name, endpoint in CANDLE_BUDGETS.items()]
-    budgets.append(("index-tickers", INDEX_TICKERS, INDEX_TICKERS.budget))
-    budgets += [(f"instruments {t}", INSTRUMENTS, f"{INSTRUMENTS.path}:{t}") for t in SYNCABLE_TYPES]
-    return budgets
-
-
-def rest_budget_use(redis: Any, keys: Keys) -> list[BudgetUse]:
-    """Requests admitted in the current window of each shared REST budget (the limiter's sorted sets)."""
-    seconds, micros = redis.time()  # the limiter's clock
-    now_us = int(seconds) * 1_000_000 + int(micros)
-    budgets = _budget_endpoints()
-    pipe = redis.pipeline(transaction=False)
-    for _name, endpoint, limit_key in budgets:
-        pipe.zcount(f"{keys.prefix}ratelimit:{limit_key}", now_us - int(endpoint.period_s * 1_000_000), "+inf")
-    return [BudgetUse(name, int(used), endpoint.limit, endpoint.period_s)
-            for (name, endpoint, _key), used in zip(budgets, pipe.execute(), strict=True)]
 
 
 # The flush-rate sample of this process, by key prefix: (when, candles_flushed then). Kept in memory, not in

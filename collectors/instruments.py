@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -86,8 +87,13 @@ class SyncResult:
                 f"{self.unchanged} unchanged")
 
 
+# A client, or what makes one when entered (collectors.shared.rest.okx_rest(), the access point every production
+# caller uses): either is entered inside the sync's own event loop.
+RestSource = OkxRestClient | AbstractAsyncContextManager[OkxRestClient]
+
+
 def instruments_sync(
-    *, inst_types: list[str], client: OkxRestClient, on_fetched: Callable[[str, int], None] | None = None
+    *, inst_types: list[str], client: RestSource, on_fetched: Callable[[str, int], None] | None = None
 ) -> SyncResult:
     """Fetch `inst_types` from OKX and upsert them. Raises the client's errors; writes nothing then.
 
@@ -99,10 +105,10 @@ def instruments_sync(
 
 
 async def _fetch(
-    client: OkxRestClient, inst_types: Iterable[str], on_fetched: Callable[[str, int], None] | None
+    source: RestSource, inst_types: Iterable[str], on_fetched: Callable[[str, int], None] | None
 ) -> dict[str, list[InstrumentInfo]]:
     listed = {}
-    async with client:
+    async with source as client:
         for inst_type in inst_types:
             listed[inst_type] = await client.instruments(inst_type)
             if on_fetched is not None:
@@ -168,15 +174,15 @@ class IndexSyncResult:
                 f"{self.unchanged} unchanged")
 
 
-def indices_sync(*, client: OkxRestClient, quotes: Iterable[str] = INDEX_QUOTES) -> IndexSyncResult:
+def indices_sync(*, client: RestSource, quotes: Iterable[str] = INDEX_QUOTES) -> IndexSyncResult:
     """Keep the INDEX rows (the ids index candles take) in step with OKX's index list. Raises the client's errors;
     writes nothing then."""
 
     async def fetch() -> dict[str, str]:
         found: dict[str, str] = {}
-        async with client:
+        async with client as rest:
             for quote in quotes:
-                for ticker in await client.index_tickers(quote):
+                for ticker in await rest.index_tickers(quote):
                     found.setdefault(ticker.inst_id, quote)
         return found
 
@@ -214,27 +220,17 @@ def instruments_refresh(*, inst_types: Iterable[str] = DEFAULT_INST_TYPES, retri
 
     Its requests count against the same OKX budget as the workers' and show in /metrics.
     """
-    from django.conf import settings
-
-    from collectors.repair.rest import rest_stats_record
-    from collectors.shared.connections import pipeline_keys, redis_client
+    from collectors.shared.rest import okx_rest
 
     options = {} if retries is None else {"max_retries": max(0, retries)}
-    client = OkxRestClient(settings.OKX_REST_URL, **options)
-    try:
-        result = instruments_sync(inst_types=list(dict.fromkeys(inst_types)), client=client)
-    finally:
-        rest_stats_record(redis=redis_client(), keys=pipeline_keys(), stats=client.stats)
+    result = instruments_sync(inst_types=list(dict.fromkeys(inst_types)), client=okx_rest(**options))
     logger.info("instruments synced from OKX: %s; subscriptions: %s", result, result.subscriptions)
-    index_client = OkxRestClient(settings.OKX_REST_URL, **options)
     try:
         # The instruments are synced and committed whatever happens here: a failed index list waits for the next
         # run, and says so.
-        logger.info("indices synced from OKX: %s", indices_sync(client=index_client))
+        logger.info("indices synced from OKX: %s", indices_sync(client=okx_rest(**options)))
     except (RestError, OkxProtocolError) as exc:
         logger.error("index sync from OKX failed, retried with the next instrument sync: %s", exc)
-    finally:
-        rest_stats_record(redis=redis_client(), keys=pipeline_keys(), stats=index_client.stats)
     return result
 
 

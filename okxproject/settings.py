@@ -14,6 +14,7 @@ from dotenv import load_dotenv
 from kombu import Queue
 
 from okxproject.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+from okxproject.keys import Keys
 from okxproject.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -333,7 +334,7 @@ CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": env_str("CACHE_URL", REDIS_URL),
-        "KEY_PREFIX": f"{REDIS_KEY_PREFIX}cache",
+        "KEY_PREFIX": Keys(prefix=REDIS_KEY_PREFIX).cache,
         # A Redis that does not answer must not hold requests for long (the throttle then lets them through).
         "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
     },

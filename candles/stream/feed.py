@@ -29,6 +29,8 @@ import orjson
 import redis
 from django.conf import settings
 
+from okxproject.keys import Keys
+
 logger = logging.getLogger(__name__)
 
 LISTENING_CACHE_S = 1.0
@@ -54,16 +56,20 @@ def decode_rows(payload: bytes) -> list[list]:
     return [orjson.loads(line.partition(b"\t")[2]) for line in payload.split(b"\n") if line]
 
 
+def _keys() -> Keys:
+    return Keys(prefix=settings.REDIS_KEY_PREFIX)
+
+
 def feed_key() -> str:
-    return f"{settings.REDIS_KEY_PREFIX}stream:feed"
+    return _keys().stream_feed
 
 
 def feed_seq_key() -> str:
-    return f"{settings.REDIS_KEY_PREFIX}stream:feed:seq"
+    return _keys().stream_feed_seq
 
 
 def listening_key() -> str:
-    return f"{settings.REDIS_KEY_PREFIX}stream:listening"
+    return _keys().stream_listening
 
 
 @lru_cache(maxsize=4)

@@ -52,7 +52,7 @@ from collectors.monitoring.status import (
 )
 from collectors.okx.messages import TRADE
 from collectors.shared.connections import pipeline_keys
-from collectors.shared.keys import split_priced_bar
+from okxproject.keys import split_priced_bar
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from candles.models import Gap, GapState, Subscription, Timeframe
 from collectors.api.probes import status_redis
 from collectors.monitoring.status import ChannelStatus, channel_statuses, priced_bars
 from collectors.shared.connections import pipeline_keys
-from collectors.shared.keys import Keys, priced_bar, split_priced_bar
+from okxproject.keys import Keys, priced_bar, split_priced_bar
 
 logger = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from django.utils import timezone
 from candles.models import PriceKind, Subscription
 from candles.storage import CandleRow
 from collectors.okx.tls import tls_context
-from collectors.shared.keys import Keys
+from okxproject.keys import Keys
 
 logger = logging.getLogger(__name__)
 

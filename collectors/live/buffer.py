@@ -22,7 +22,7 @@ import orjson
 
 from candles.storage import CandleRow
 from collectors.okx.messages import CandleText, CandleUpdate
-from collectors.shared.keys import Keys, candle_field, split_candle_field, split_priced_bar
+from okxproject.keys import Keys, candle_field, split_candle_field, split_priced_bar
 
 # KEYS[1] = live hash; ARGV[1] = the entries packed by `pack_entries`. Returns how many entries were written.
 # One argument rather than two per entry: redis-py's packing of thousands of arguments was a tenth of the

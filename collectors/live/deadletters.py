@@ -37,7 +37,7 @@ from candles.models import Instrument, PriceKind, Timeframe
 from collectors.live.buffer import PUT_NEWEST_LUA, encode_entry, pack_entries, receipt_version
 from collectors.live.ingest import candle_problem
 from collectors.okx.messages import CandleUpdate, ProtocolError, parse_message
-from collectors.shared.keys import Keys
+from okxproject.keys import Keys
 
 logger = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from redis import Redis, RedisError
 
 from candles.storage import CandleRow, UpsertResult, candle_key, candles_upsert
 from collectors.live.buffer import buffer_commit, buffer_depth, buffer_take, dead_letter_record, decode_entry
-from collectors.shared.keys import Keys
 from collectors.shared.locks import LockLost, RedisLock
+from okxproject.keys import Keys
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from candles.bars import BarSpec
 from collectors.live.buffer import dead_letter_record, encode_text_entry, pack_entries, receipt_version
 from collectors.okx.messages import CandleText, CandleUpdate
-from collectors.shared.keys import Keys, channel_parts
+from okxproject.keys import Keys, channel_parts
 
 logger = logging.getLogger(__name__)
 

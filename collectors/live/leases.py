@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from collectors.okx.messages import Channel
-from collectors.shared.keys import Keys, channel_parts
+from okxproject.keys import Keys, channel_parts
 
 # KEYS[1] = the collectors ZSET, KEYS[2] = this collector's status HASH, KEYS[3] = the lease hosts HASH,
 # KEYS[4 + shard * R + slot] = the lease of that slot of that shard (R = replicas per shard);

@@ -39,7 +39,7 @@ from collectors.live.leases import LEASES_LUA, RELEASE_LUA, leases_balance, shar
 from collectors.live.status_writer import ChannelStatusWriter, RowState
 from collectors.okx.messages import Channel, ErrorEvent, ProtocolError
 from collectors.okx.ws import ConnectionStatus, OkxWsClient, WsConfig, WsHandler
-from collectors.shared.keys import Keys
+from okxproject.keys import Keys
 
 logger = logging.getLogger(__name__)
 

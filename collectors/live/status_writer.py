@@ -29,7 +29,7 @@ import orjson
 
 from collectors.live.ingest import ChannelKey, ChannelTrack
 from collectors.okx.messages import Channel
-from collectors.shared.keys import Keys, channel_parts
+from okxproject.keys import Keys, channel_parts
 
 # Entries per ZADD: at most this many in one command, so that Redis serves other clients between them.
 ZADD_CHUNK = 2_000

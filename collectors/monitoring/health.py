@@ -54,7 +54,7 @@ from collectors.monitoring.status import (
     priced_bars,
     split_channel_field,
 )
-from collectors.shared.keys import Keys, priced_bar, split_priced_bar
+from okxproject.keys import Keys, priced_bar, split_priced_bar
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ RECONNECTS_FIELD = "reconnects"  # in each collector's hash, and the name of the
 
 def counted_key(keys: Keys, field_name: str) -> str:
     """HASH collector id -> the value of `field_name` already added to the shared counter."""
-    return f"{keys.prefix}collectors:counted:{field_name}"
+    return keys.collectors_counted(field_name)
 
 
 @dataclass(slots=True)

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from collectors.shared.keys import Keys
+from okxproject.keys import Keys
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 
 from collectors.monitoring.parsing import text
-from collectors.shared.keys import Keys
+from okxproject.keys import Keys
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,7 +154,7 @@ class RedisRateLimiter(RateLimiter):
     Keys expire one second after their last stamp leaves the window, so idle budgets leave nothing behind.
     """
 
-    def __init__(self, redis: Redis, prefix: str = "okx:ratelimit:", *, sleep: Sleep = asyncio.sleep):
+    def __init__(self, redis: Redis, prefix: str, *, sleep: Sleep = asyncio.sleep):
         self._redis = redis
         self._prefix = prefix
         self._sleep = sleep

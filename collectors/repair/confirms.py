@@ -24,7 +24,7 @@ from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
 from candles.models import RepairPriority, Timeframe
 from collectors.okx.messages import TRADE, TRADE_ONLY_BARS
 from collectors.repair.reach import PAGE_CANDLES, PRICE_LANES, lane_for, rest_serves
-from collectors.shared.keys import Keys, candle_field
+from okxproject.keys import Keys, candle_field
 
 # The flush writes a confirm push about a second after it arrived: until then the candle looks unconfirmed.
 CONFIRM_SETTLE = timedelta(seconds=3)

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 from redis import RedisError
@@ -35,9 +34,10 @@ from collectors.repair.gap_state import (
     gap_reopen,
 )
 from collectors.repair.reach import Range, not_served_reason, partition, reach_limits, rest_serves
-from collectors.repair.rest import REFUSED_CODES, dead_letter_rejected, rest_rows, with_rest_client
+from collectors.repair.rest import REFUSED_CODES, dead_letter_rejected, rest_rows
 from collectors.shared.connections import pipeline_keys, redis_client
-from collectors.shared.keys import Keys
+from collectors.shared.rest import with_okx_rest
+from okxproject.keys import Keys
 from okxproject.logs import log_context
 
 logger = logging.getLogger(__name__)
@@ -96,8 +96,8 @@ def gap_fill(
 def shared_budget_fetch(rest_url: str | None, keys: Keys) -> Fetch:
     """A `Fetch` that makes a client on the shared budget for each call (for one-off fills)."""
     def fetch(inst_id: str, bar: str, start_ms: int, end_ms: int, price: str) -> list[Candle]:
-        return asyncio.run(with_rest_client(rest_url or settings.OKX_REST_URL, keys,
-                                            lambda c: c.candle_range(inst_id, bar, start_ms, end_ms, price=price)))
+        return asyncio.run(with_okx_rest(lambda c: c.candle_range(inst_id, bar, start_ms, end_ms, price=price),
+                                         keys, rest_url=rest_url, numbers_as_text=True))
     return fetch
 
 

@@ -16,7 +16,7 @@ from django.db import connection
 from candles.models import RepairPriority
 from collectors.monitoring.repair_report import repair_report_read
 from collectors.repair.reach import LANE_ENDPOINTS, LANES
-from collectors.shared.keys import Keys
+from okxproject.keys import Keys
 
 PRIORITY_NAMES = {RepairPriority.CONFIRM: "confirm", RepairPriority.OUTAGE: "outage",
                   RepairPriority.HISTORY: "history", RepairPriority.OLD: "old"}

@@ -39,10 +39,11 @@ from collectors.repair.fill import OnWritten, gap_fill, gaps_filled_record, noti
 from collectors.repair.gap_state import FILLING_STALE_AFTER, RETRY_BACKOFF
 from collectors.repair.reach import ENDPOINT_LANES, LANES, PAGE_CANDLES, PRICE_LANES
 from collectors.repair.report import BUDGET_PER_S, PRIORITY_NAMES, gap_backlog, repair_report_write
-from collectors.repair.rest import dead_letter_rejected, rest_rows, shared_rest_client
+from collectors.repair.rest import dead_letter_rejected, rest_rows
 from collectors.shared.connections import pipeline_keys, redis_client
-from collectors.shared.keys import Keys
 from collectors.shared.locks import RedisLock
+from collectors.shared.rest import okx_rest
+from okxproject.keys import Keys
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ def _lane_worker(queue: deque[Unit], deadline: float, rest_url: str, redis: Any,
                  lookups: _Lookups) -> None:
     """Take units of one lane in order until the deadline, through one client on this thread's event loop."""
     runner = asyncio.Runner()
-    context = shared_rest_client(rest_url, keys)
+    context = okx_rest(keys, rest_url=rest_url, numbers_as_text=True)
     tally: Counter = Counter()  # gaps filled, recorded once at the end: not a Redis call per gap
     client = None
     try:

@@ -32,12 +32,11 @@ from candles.models import Candle, Instrument, PriceKind, Timeframe
 from candles.storage import CandleRow, candles_upsert
 from collectors.live.buffer import receipt_version
 from collectors.okx.messages import TRADE_ONLY_BARS, CandleUpdate
-from collectors.okx.ratelimit import RedisRateLimiter
-from collectors.okx.rest import WEBSOCKET_ONLY_BARS, OkxRestClient
+from collectors.okx.rest import WEBSOCKET_ONLY_BARS
 from collectors.repair.reach import REST_RETENTION
-from collectors.repair.rest import REST_MAX_RETRIES, rest_stats_record
-from collectors.shared.connections import async_redis_client, pipeline_keys, redis_client
-from collectors.shared.keys import Keys
+from collectors.shared.connections import pipeline_keys
+from collectors.shared.rest import okx_rest
+from okxproject.keys import Keys
 
 logger = logging.getLogger(__name__)
 
@@ -128,18 +127,12 @@ def _unit_end(spec: BarSpec, start_ms: int, last_ms: int) -> int:
 async def _fetch(rest_url: str, keys: Keys, inst_id: str, bar: str, start_ms: int, end_ms: int,
                  stats: dict[str, int], price: str = PriceKind.TRADE) -> list[CandleUpdate]:
     """The range's `price` candles from REST, through that kind's endpoints (and so its own budget); the client's
-    request tallies are copied into `stats`, also on failure."""
-    aredis = async_redis_client()  # asyncio clients belong to one event loop: a new one per asyncio.run
-    try:
-        limiter = RedisRateLimiter(aredis, prefix=keys.prefix + "ratelimit:")
-        client = OkxRestClient(rest_url, limiter=limiter, max_retries=REST_MAX_RETRIES)
+    request tallies are copied into `stats`, also on failure (the access point adds them to the counters)."""
+    async with okx_rest(keys, rest_url=rest_url) as client:
         try:
-            async with client:
-                return await client.candle_range(inst_id, bar, start_ms, end_ms, price=price)
+            return await client.candle_range(inst_id, bar, start_ms, end_ms, price=price)
         finally:
             stats.update(client.stats)
-    finally:
-        await aredis.aclose()
 
 
 def _same(stored: Sequence[Any], update: CandleUpdate) -> bool:
@@ -155,11 +148,8 @@ def _same(stored: Sequence[Any], update: CandleUpdate) -> bool:
 def _verify_unit(report: VerifyReport, instrument: Instrument, timeframe: Timeframe, start_ms: int, end_ms: int,
                  rest_url: str, keys: Keys) -> None:
     stats: dict[str, int] = {}
-    try:
-        updates = asyncio.run(_fetch(rest_url, keys, instrument.inst_id, timeframe.code, start_ms, end_ms, stats,
-                                     instrument.price))
-    finally:
-        rest_stats_record(redis=redis_client(), keys=keys, stats=stats)  # the metrics count every request
+    updates = asyncio.run(_fetch(rest_url, keys, instrument.inst_id, timeframe.code, start_ms, end_ms, stats,
+                                 instrument.price))
     closed = {u.open_time_ms: u for u in updates if u.confirmed and start_ms <= u.open_time_ms <= end_ms}
     stored = {
         datetime_to_ms(row[0]): row[1:]
@@ -241,7 +231,7 @@ def candles_verify(
 
 
 def _reports_key(keys: Keys) -> str:
-    return f"{keys.prefix}verify:reports"
+    return keys.verify_reports
 
 
 def verify_report_save(redis: Any, keys: Keys, report: VerifyReport) -> None:

@@ -8,7 +8,7 @@ import redis
 import redis.asyncio
 from django.conf import settings
 
-from collectors.shared.keys import Keys
+from okxproject.keys import Keys
 
 
 def pipeline_keys() -> Keys:

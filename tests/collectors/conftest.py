@@ -9,7 +9,7 @@ import redis as redis_lib
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 
-from collectors.shared.keys import Keys
+from okxproject.keys import Keys
 from tests.support import isolated_keys
 
 

@@ -31,7 +31,7 @@ from collectors.live.deadletters import record_id
 from collectors.live.flush import buffer_flush
 from collectors.okx.ratelimit import RedisRateLimiter
 from collectors.okx.rest import CANDLES
-from collectors.shared.keys import Keys
+from okxproject.keys import Keys
 from tests.support import T0_MS, LiveBuffer, candle_update
 from tests.support.channel_status import put_channel
 from tests.support.private_services import private_redis

@@ -10,7 +10,7 @@ import redis as redis_lib
 from django.conf import settings
 from django.urls import reverse
 
-from collectors.admin_dashboard import rest_budget_use
+from collectors.monitoring.budgets import rest_budget_use
 from collectors.okx.ratelimit import RedisRateLimiter
 from collectors.okx.rest import HISTORY_MARK_PRICE_CANDLES, INDEX_CANDLES, Endpoint
 

@@ -26,9 +26,9 @@ from django.db import connection
 from candles.bars import datetime_to_ms, ms_to_datetime
 from candles.models import Candle, Gap, GapState, Instrument, Subscription, Timeframe
 from collectors.repair import reach
-from collectors.repair import rest as repair_rest
 from collectors.repair.detect import MAX_GAP_CANDLES
 from collectors.repair.reach import PAGE_CANDLES
+from collectors.shared import rest as shared_rest
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
 from okxproject.cli import iso
 from tests.support import wait_for
@@ -228,7 +228,7 @@ def test_it_uses_an_existing_subscription_active_or_not(okx, listing):
 
 
 def test_a_rest_outage_stops_it_with_the_work_kept_for_the_next_run(okx, listing, settings, monkeypatch):
-    monkeypatch.setattr(repair_rest, "REST_MAX_RETRIES", 0)
+    monkeypatch.setattr(shared_rest, "REST_MAX_RETRIES", 0)
     settings.OKX_REST_URL = f"http://127.0.0.1:{unused_port()}"
     args = ("BTC-USDT", "1m", "--from", iso(listing), "--to", iso(listing + timedelta(hours=30)), "--quiet")
 

@@ -32,8 +32,8 @@ from collectors.live.runtime import CollectorRuntime, RuntimeConfig, Subscriptio
 from collectors.monitoring.health import health_check
 from collectors.monitoring.status import channel_statuses, collector_statuses, pipeline_overview
 from collectors.okx.messages import Channel
-from collectors.shared.keys import Keys
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
+from okxproject.keys import Keys
 from tests.support import wait_for
 from tests.support.ports import free_port as unused_port
 from tests.support.signals import default_sigint

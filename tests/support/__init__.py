@@ -29,7 +29,7 @@ from typing import Any
 from redis import Redis
 
 from collectors.okx.messages import CandleUpdate
-from collectors.shared.keys import Keys
+from okxproject.keys import Keys
 
 # Nothing here imports Django at import time (collectors.live.buffer does, through candles.storage), so
 # that `tests.support.private_services` can be used by a subprocess before it sets Django up.

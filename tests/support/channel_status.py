@@ -7,7 +7,7 @@ from __future__ import annotations
 from redis import Redis
 
 from collectors.live.status_writer import channel_row
-from collectors.shared.keys import Keys
+from okxproject.keys import Keys
 
 
 def put_channel(redis: Redis, keys: Keys, inst_id: str, bar: str, *, state: str = "subscribed",

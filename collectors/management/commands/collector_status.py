@@ -44,8 +44,8 @@ from collectors.monitoring.status import (
 )
 from collectors.okx.messages import PRICE_KINDS
 from collectors.shared.connections import pipeline_keys, redis_client
-from collectors.shared.keys import priced_bar, split_priced_bar
 from okxproject.cli import duration, is_tty, raw_stream, redacted_url
+from okxproject.keys import priced_bar, split_priced_bar
 
 NONE = "-"
 STATES = (*SubscriptionStatus.values, "paused")

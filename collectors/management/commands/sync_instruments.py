@@ -12,9 +12,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from candles.models import Instrument
 from collectors.instruments import DEFAULT_INST_TYPES, SYNCABLE_TYPES, indices_sync, instruments_sync
 from collectors.okx.messages import ProtocolError
-from collectors.okx.rest import OkxRestClient, RestError
-from collectors.repair.rest import rest_stats_record
-from collectors.shared.connections import pipeline_keys, redis_client
+from collectors.okx.rest import RestError
+from collectors.shared.rest import okx_rest
 
 
 class Command(BaseCommand):
@@ -38,23 +37,20 @@ class Command(BaseCommand):
                 return
         url = settings.OKX_REST_URL
         self.stdout.write(f"syncing {', '.join(types)} instruments from {url}")
-        client = OkxRestClient(url, max_retries=max(0, options["retries"]))
+        retries = max(0, options["retries"])
+        # Through the one REST access point: its requests draw on the budgets the workers share and show in
+        # /metrics and the admin's budget bars.
         try:
-            result = instruments_sync(inst_types=types, client=client, on_fetched=self._fetched)
+            result = instruments_sync(inst_types=types, client=okx_rest(rest_url=url, max_retries=retries),
+                                      on_fetched=self._fetched)
         except (RestError, ProtocolError) as exc:
             raise CommandError(f"instrument sync from {url} failed: {exc}") from exc
-        finally:
-            # Its requests count against the same OKX budget as the workers' and show in /metrics.
-            rest_stats_record(redis=redis_client(), keys=pipeline_keys(), stats=client.stats)
         self.stdout.write(self.style.SUCCESS(f"instruments: {result}"))
         self.stdout.write(f"subscriptions: {result.subscriptions}")
-        index_client = OkxRestClient(url, max_retries=max(0, options["retries"]))
         try:
-            indices = indices_sync(client=index_client)
+            indices = indices_sync(client=okx_rest(rest_url=url, max_retries=retries))
         except (RestError, ProtocolError) as exc:
             raise CommandError(f"index sync from {url} failed: {exc}") from exc
-        finally:
-            rest_stats_record(redis=redis_client(), keys=pipeline_keys(), stats=index_client.stats)
         self.stdout.write(self.style.SUCCESS(f"indices: {indices}"))
 
     def _fetched(self, inst_type: str, count: int) -> None:

@@ -13,7 +13,7 @@ import redis as redis_lib
 from django.conf import settings
 from django.test import override_settings
 
-from collectors.shared.keys import Keys
+from okxproject.keys import Keys
 from tests.support import LiveBuffer, candle_update, isolated_keys
 from tests.support.channel_status import put_channel
 

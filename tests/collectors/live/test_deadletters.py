@@ -18,7 +18,7 @@ from collectors.live.deadletters import (
     record_id,
 )
 from collectors.live.flush import buffer_flush
-from collectors.shared.keys import Keys
+from okxproject.keys import Keys
 from tests.support import T0_MS, LiveBuffer, candle_update, exact, isolated_keys, stored_candles
 
 pytestmark = pytest.mark.django_db

@@ -22,8 +22,8 @@ from candles.models import Gap, Instrument, Subscription, Timeframe
 from collectors.live.flush import buffer_flush
 from collectors.repair.detect import detection_advance
 from collectors.repair.schedule import repair_run
-from collectors.shared.keys import Keys
 from collectors.simulator import SimulatorConfig, run_in_thread
+from okxproject.keys import Keys
 from tests.support import wait_for
 from tests.support.standby import ROOT, collector_command, collector_env, held_by, wrong_candles
 

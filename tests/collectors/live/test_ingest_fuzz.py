@@ -24,7 +24,7 @@ from collectors.live.buffer import decode_entry
 from collectors.live.ingest import Ingest
 from collectors.live.runtime import _Handler
 from collectors.okx.messages import CandleText, ProtocolError, parse_message
-from collectors.shared.keys import Keys
+from okxproject.keys import Keys
 
 SAMPLES = Path(__file__).resolve().parents[1] / "okx" / "samples" / "ws_frames.jsonl"
 FRAMES = [json.dumps(json.loads(line)["frame"]) for line in SAMPLES.read_text().splitlines() if line.strip()]

@@ -23,8 +23,8 @@ from collectors.live.runtime import CollectorRuntime, RuntimeConfig, Subscriptio
 from collectors.monitoring.health import health_check
 from collectors.monitoring.status import channel_statuses
 from collectors.okx.messages import CandleText, Channel
-from collectors.shared.keys import Keys
 from collectors.simulator import SimulatorConfig, run_in_thread
+from okxproject.keys import Keys
 
 MINUTE_MS = 60_000
 T0_MS = 1_705_431_600_000  # on a minute boundary

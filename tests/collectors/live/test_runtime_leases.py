@@ -15,7 +15,7 @@ from django.conf import settings
 
 from collectors.live.leases import LEASES_LUA, LeaseChange, leases_balance
 from collectors.live.runtime import CollectorRuntime, RuntimeConfig, SubscriptionSnapshot
-from collectors.shared.keys import Keys
+from okxproject.keys import Keys
 from tests.support.private_services import free_port
 
 URL = settings.REDIS_URL  # the Redis the shared `keys` fixture cleans

@@ -11,7 +11,7 @@ import redis.asyncio as aredis
 from django.conf import settings
 
 from collectors.live.leases import LEASES_LUA, LeaseChange, leases_balance
-from collectors.shared.keys import Keys
+from okxproject.keys import Keys
 
 URL = settings.REDIS_URL
 SHARDS = 8

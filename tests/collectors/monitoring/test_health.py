@@ -29,7 +29,7 @@ from collectors.monitoring.status import (
     collector_statuses,
     pipeline_overview,
 )
-from collectors.shared.keys import Keys
+from okxproject.keys import Keys
 from tests.support.channel_status import put_channel
 
 NOW = 1_700_000_000.0

@@ -27,11 +27,11 @@ from django.utils import timezone
 
 from candles.bars import ms_to_datetime
 from candles.models import Gap, GapState, Instrument, Subscription, Timeframe
-from collectors.repair import rest as repair_rest
 from collectors.repair.detect import gaps_detect
 from collectors.repair.fill import gap_fill
 from collectors.repair.gap_state import RETRY_BACKOFF
 from collectors.repair.schedule import gaps_next
+from collectors.shared import rest as shared_rest
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
 from tests.support import InThread, isolated_keys, terminate_backend
 
@@ -92,7 +92,7 @@ def fill_cut_off_by_a_restart(sim, redis_client, monkeypatch, *, database_stays_
     with `database_stays_down`, new connections are refused until the fill has given up."""
     # Four 429s with three retries: the fill fails after backing off for at least 1.75 s, long after the
     # restart below, which follows its claim within milliseconds.
-    monkeypatch.setattr(repair_rest, "REST_MAX_RETRIES", 3)
+    monkeypatch.setattr(shared_rest, "REST_MAX_RETRIES", 3)
     instrument = Instrument.objects.create(inst_id="BTC-USDT", inst_type="SPOT",
                                            listed_at=ms_to_datetime(sim.simulator.market.list_time_ms))
     subscription = Subscription.objects.create(instrument=instrument, timeframe=Timeframe.objects.get(code="1m"),

@@ -17,14 +17,14 @@ from django.utils import timezone
 from candles.bars import datetime_to_ms, ms_to_datetime
 from candles.models import Candle, Gap, GapState, Instrument, Subscription, Timeframe
 from collectors.okx.rest import RestError
-from collectors.repair import rest as repair_rest
 from collectors.repair.detect import DETECT_SETTLE, MAX_GAP_CANDLES, gaps_detect
 from collectors.repair.fill import GapFillResult, gap_fill
 from collectors.repair.gap_state import MAX_ATTEMPTS, RETRY_BACKOFF
 from collectors.repair.reach import PAGE_CANDLES
 from collectors.repair.schedule import gaps_next
-from collectors.shared.keys import Keys
+from collectors.shared import rest as shared_rest
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
+from okxproject.keys import Keys
 from tests.support.private_services import free_port
 
 INSTRUMENTS = ("BTC-USDT", "ETH-USDT", "SOL-USDT")
@@ -325,7 +325,7 @@ def test_429_bursts_still_end_filled(sim, keys, redis, instruments, listing):
 
 @pytest.mark.django_db
 def test_a_transient_failure_leaves_the_gap_open_and_raises(sim, keys, redis, instruments, monkeypatch):
-    monkeypatch.setattr(repair_rest, "REST_MAX_RETRIES", 0)
+    monkeypatch.setattr(shared_rest, "REST_MAX_RETRIES", 0)
     sub = subscribe(instruments["BTC-USDT"], "1H", backfill_from=timezone.now() - timedelta(hours=12))
     (gap,) = gaps_detect(subscription_id=sub.pk)
     sim.simulator.rest_429(1)
@@ -454,8 +454,8 @@ def test_concurrent_detections_record_a_gap_once(instrument):
 
 
 def test_a_rest_clients_tallies_from_elsewhere_add_to_the_shared_counters(keys, redis):
-    repair_rest.rest_stats_record(redis=redis, keys=keys, stats={"requests": 3, "retries": 1, "rate_limited": 1})
-    repair_rest.rest_stats_record(redis=redis, keys=keys, stats={"requests": 2, "retries": 0, "rate_limited": 0})
+    shared_rest.rest_stats_record(redis=redis, keys=keys, stats={"requests": 3, "retries": 1, "rate_limited": 1})
+    shared_rest.rest_stats_record(redis=redis, keys=keys, stats={"requests": 2, "retries": 0, "rate_limited": 0})
 
     assert counters(redis, keys) == {"rest_requests": 5, "rest_retries": 1, "rest_rate_limited": 1}
 
@@ -463,6 +463,6 @@ def test_a_rest_clients_tallies_from_elsewhere_add_to_the_shared_counters(keys, 
 def test_rest_tallies_that_cannot_be_recorded_do_not_fail_the_caller(keys, caplog):
     down = redis_lib.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
 
-    repair_rest.rest_stats_record(redis=down, keys=keys, stats={"requests": 1})
+    shared_rest.rest_stats_record(redis=down, keys=keys, stats={"requests": 1})
 
     assert "REST counters {'rest_requests': 1} not recorded" in caplog.text

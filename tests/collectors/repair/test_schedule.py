@@ -17,8 +17,8 @@ from collectors.delivery.webhooks import webhook_jobs_for
 from collectors.monitoring.repair_report import repair_report_read
 from collectors.repair.confirms import Unit, confirm_units
 from collectors.repair.schedule import OUTAGE_WAIT, repair_run, widened
-from collectors.shared.keys import candle_field
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
+from okxproject.keys import candle_field
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 SECOND, MINUTE = 1000, 60_000

@@ -19,8 +19,8 @@ from collectors.repair.verify import (
     verify_report_save,
     verify_reports,
 )
-from collectors.shared.keys import Keys
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
+from okxproject.keys import Keys
 from tests.support import isolated_keys
 
 pytestmark = pytest.mark.django_db

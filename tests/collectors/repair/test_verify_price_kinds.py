@@ -13,8 +13,8 @@ from candles.models import Candle, Instrument
 from candles.storage import CandleRow, candles_upsert
 from collectors.okx.rest import CANDLE_BUDGETS
 from collectors.repair.verify import NotVerifiable, candles_verify
-from collectors.shared.keys import Keys
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
+from okxproject.keys import Keys
 from tests.support import isolated_keys
 
 pytestmark = pytest.mark.django_db

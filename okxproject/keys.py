@@ -1,4 +1,9 @@
-"""Every Redis key the pipeline uses, in one place. A prefix lets several copies share one Redis."""
+"""Every Redis key okx-candles uses, in one place: the pipeline's (buffer, status, leases, repair, REST budgets),
+the live stream's and the cache's. A prefix (REDIS_KEY_PREFIX) lets several copies share one Redis.
+
+It sits in the project package, not in an app: `candles` (the stream) and `collectors` (the pipeline) both
+name their keys here, and `candles` never imports `collectors`.
+"""
 
 from __future__ import annotations
 
@@ -128,6 +133,46 @@ class Keys:
     def control(self) -> str:
         """Pub/sub channel: a message means "subscriptions changed, reconcile now"."""
         return f"{self.prefix}control"
+
+    @property
+    def cache(self) -> str:
+        """Prefix of Django's cache (the API throttle counters), set as CACHES' KEY_PREFIX."""
+        return f"{self.prefix}cache"
+
+    @property
+    def rate_limits(self) -> str:
+        """Prefix of the shared REST budgets: one ZSET per budget (`rate_limit`), requests admitted in its
+        window scored by their start (microseconds of Redis' clock). Every REST client of every process
+        draws on them (collectors.shared.rest)."""
+        return f"{self.prefix}ratelimit:"
+
+    def rate_limit(self, budget: str) -> str:
+        """ZSET of one REST budget (an endpoint path, or `path:instType` for the instrument lists)."""
+        return f"{self.rate_limits}{budget}"
+
+    def collectors_counted(self, field_name: str) -> str:
+        """HASH collector id -> the value of its `field_name` already added to the shared counter."""
+        return f"{self.prefix}collectors:counted:{field_name}"
+
+    @property
+    def verify_reports(self) -> str:
+        """LIST of the last re-verification reports (JSON), newest first."""
+        return f"{self.prefix}verify:reports"
+
+    @property
+    def stream_feed(self) -> str:
+        """STREAM of flushed candle rows for the live push (candles.stream), trimmed to its recent past."""
+        return f"{self.prefix}stream:feed"
+
+    @property
+    def stream_feed_seq(self) -> str:
+        """STRING counter: the sequence number of the last stream feed entry."""
+        return f"{self.prefix}stream:feed:seq"
+
+    @property
+    def stream_listening(self) -> str:
+        """STRING with a TTL: some web process has a live-stream client, so flushes feed the stream."""
+        return f"{self.prefix}stream:listening"
 
 
 def priced_bar(bar: str, price: str = "trade") -> str:
