@@ -31,6 +31,7 @@ from collectors.monitoring.budgets import rest_budget_use
 from collectors.monitoring.repair_report import PRIORITIES
 from collectors.monitoring.replicas import ShardReplicas
 from collectors.monitoring.status import (
+    channel_counts,
     collector_statuses,
     pipeline_overview,
 )
@@ -81,19 +82,6 @@ STORAGE_OVERDUE_AFTER = timedelta(seconds=2 * settings.STORAGE_MAINTENANCE_INTER
 DASHBOARD_LAGS = 5
 
 
-def _channel_counts(collectors: list) -> dict[str, int]:
-    """Channels subscribed and pending, as the alive collectors count them on their connections: a few
-    numbers per collector instead of every channel's status."""
-    subscribed = pending = 0
-    for c in collectors:
-        if not c.alive:
-            continue
-        for conn in c.connections:
-            subscribed += conn.subscribed
-            pending += max(0, conn.channels - conn.subscribed)
-    return {"subscribed": subscribed, "pending": pending}
-
-
 def _redis_figures(redis: Any, keys: Keys, now: float, specs: dict[str, Any]) -> dict[str, Any]:
     overview = pipeline_overview(redis, keys, now=now)
     collectors = collector_statuses(redis, keys, now=now)
@@ -115,7 +103,7 @@ def _redis_figures(redis: Any, keys: Keys, now: float, specs: dict[str, Any]) ->
             }
             for c in collectors
         ],
-        "channel_states": _channel_counts(collectors),
+        "channel_states": channel_counts(collectors),
         "last_flush_age": None if not last_flush or last_flush.get("age_s") is None
         else age_label(last_flush["age_s"]),
         "flush_rate": None if rate is None else round(rate, 1),

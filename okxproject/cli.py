@@ -6,10 +6,15 @@ seconds anywhere else, so that a log collected from a pipe or a file stays reada
 
 from __future__ import annotations
 
+import argparse
 import re
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from types import FrameType
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -234,3 +239,32 @@ class Progress:
         else:
             self._stream.write(text + "\n")
         self._stream.flush()
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type of an interval option (`--watch 2`, `--every 10`)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: the interval must be a positive number of seconds")
+    return value
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Inside, SIGTERM (a service manager's stop, `make run` stopping its processes) ends a command's loop as
+    Ctrl-C does. Signals reach only the main thread, so elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

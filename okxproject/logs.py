@@ -95,8 +95,15 @@ def _iso_utc(epoch_s: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int((epoch_s - seconds) * 1000):03d}Z"
 
 
-def logging_config(*, level: str, fmt: str) -> dict[str, Any]:
-    """Django's LOGGING: every line to stderr through the context filter, as JSON or readable text."""
+# Celery's loggers that write a line per task: received (worker), succeeded with its whole return value (trace),
+# sent by beat. At OKX's scale that is several lines a second that say nothing is wrong; a failed task is still
+# logged, at ERROR, by the trace logger.
+TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy", "celery.beat")
+
+
+def logging_config(*, level: str, fmt: str, log_tasks: bool = False) -> dict[str, Any]:
+    """Django's LOGGING: every line to stderr through the context filter, as JSON or readable text. Without
+    `log_tasks` (LOG_TASKS), Celery's line per task is kept below INFO so the console shows what matters."""
     formatter = {"()": JsonFormatter} if fmt == "json" else {"()": ReadableFormatter}
     return {
         "version": 1,
@@ -112,5 +119,6 @@ def logging_config(*, level: str, fmt: str) -> dict[str, Any]:
             # and its formatting per request, with nothing an operator acts on; failures are logged by our client.
             "httpx": {"level": "WARNING"},
             "httpcore": {"level": "WARNING"},
+            **({} if log_tasks else {name: {"level": "WARNING"} for name in TASK_LOGGERS}),
         },
     }

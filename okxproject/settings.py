@@ -353,7 +353,10 @@ LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR"
 # text: readable lines with key=value context; json: one JSON object per line (for log shippers). JSON
 # unless DEBUG is on.
 LOG_FORMAT = env_choice("LOG_FORMAT", "text" if DEBUG else "json", {"text", "json"})
-LOGGING = logging_config(level=LOG_LEVEL, fmt=LOG_FORMAT)
+# Celery's line per task (received, succeeded with its result, sent by beat) only when asked for: at OKX's scale
+# it floods the console. Failures are logged either way.
+LOG_TASKS = env_bool("LOG_TASKS", False)
+LOGGING = logging_config(level=LOG_LEVEL, fmt=LOG_FORMAT, log_tasks=LOG_TASKS)
 # request_id of the HTTP request being served on every record logged while it runs (before the context
 # filter, which then prints it with the rest of the line's context).
 LOGGING["filters"]["request_id"] = {"()": "okxproject.request_id.RequestIdFilter"}

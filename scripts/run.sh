@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything `make run` starts, after `make migrate`: the web app, the collectors worker (which hosts the
-# OKX WebSocket runtime), the flush worker, the backfill/webhooks/default worker, beat and Flower. All in the foreground of
+# OKX WebSocket runtime), the flush worker, the backfill/webhooks/default worker, beat, Flower and the status line. All in the foreground of
 # this script, their output prefixed by name; Ctrl-C or SIGTERM stops them all. A process that dies on its
 # own is started again after a pause (Celery 5.7 workers can exit when Redis restarts under them, and the
 # system must keep running through that); one that keeps dying within seconds of its start stops everything.
@@ -98,6 +98,9 @@ start worker "$CELERY" -A okxproject worker -Q backfill,webhooks,default,storage
 start beat "$CELERY" -A okxproject beat --loglevel "$LOG_LEVEL"
 start flower "$CELERY" -A okxproject flower --address="$FLOWER_ADDR" --port="$FLOWER_PORT" \
   --basic-auth="$FLOWER_BASIC_AUTH"
+# The console: one line every 10 s (collectors, channels, updates/s, flush lag, buffer, open gaps, REST budget).
+# Celery's line per task is off unless LOG_TASKS=true, so this line, start-up, warnings and errors are what show.
+start status "$PY" manage.py status_line --every 10
 
 cat <<EOF
 okx-candles is running:

@@ -394,6 +394,19 @@ def collector_statuses(
 OVERVIEW_COMMANDS = 10
 
 
+def channel_counts(collectors: Iterable[CollectorStatus]) -> dict[str, int]:
+    """Channels subscribed and pending, as the alive collectors count them on their connections: a few
+    numbers per collector instead of every channel's status."""
+    subscribed = pending = 0
+    for c in collectors:
+        if not c.alive:
+            continue
+        for conn in c.connections:
+            subscribed += conn.subscribed
+            pending += max(0, conn.channels - conn.subscribed)
+    return {"subscribed": subscribed, "pending": pending}
+
+
 def overview_queue(pipe: Any, keys: Keys, now: float, lease_ttl_s: float | None = None) -> None:
     """Queue the reads of `pipeline_overview` on `pipe`, so a caller can add its own to the same round trip."""
     pipe.hlen(keys.live)

@@ -6,9 +6,17 @@ import asyncio
 import io
 import logging
 import logging.config
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
 
 import orjson
 import pytest
+from celery import Celery
+from django.conf import settings
 
 from okxproject.logs import log_context, logging_config
 
@@ -115,3 +123,46 @@ def test_gap_detection_lines_name_the_instrument_and_bar(capture, instrument):
     lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
     assert lines
     assert all((line["inst_id"], line["bar"]) == ("ADA-USDT", "1H") for line in lines)
+
+
+def worker_log(log_tasks: str, tmp_path, redis_url: str) -> str:
+    """A real Celery worker of the project, given one task that succeeds and one it does not know, stopped once
+    both are handled; its whole output."""
+    queue = f"logs-{uuid.uuid4().hex[:8]}"
+    log = tmp_path / f"worker-{log_tasks}.log"
+    env = {**os.environ, "LOG_TASKS": log_tasks, "LOG_FORMAT": "text", "LOG_LEVEL": "INFO",
+           "CELERY_BROKER_URL": redis_url, "PYTHONUNBUFFERED": "1"}
+    root = Path(__file__).resolve().parents[2]
+    with log.open("w") as out:
+        worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "okxproject", "worker", "-Q", queue,
+                                   "-n", f"{queue}@%h", "--pool", "solo", "--loglevel", "INFO"],
+                                  cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while " ready." not in log.read_text():
+            assert worker.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        sender = Celery(broker=redis_url)
+        sender.send_task("celery.accumulate", args=[1, 2], queue=queue)
+        sender.send_task("no.such.task", queue=queue)
+        while "no.such.task" not in log.read_text():
+            assert worker.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        time.sleep(0.5)  # the tasks are handled in order: the first one's lines are out by now
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    return log.read_text()
+
+
+def test_a_worker_logs_start_up_and_errors_but_no_line_per_task_unless_asked(tmp_path):
+    quiet = worker_log("false", tmp_path, settings.REDIS_URL)
+    loud = worker_log("true", tmp_path, settings.REDIS_URL)
+
+    assert " ready." in quiet  # start-up and errors still show
+    assert "unregistered task" in quiet.lower()
+    assert "celery.accumulate" not in quiet
+    assert "Task celery.accumulate" in loud
+    assert "succeeded in" in loud

@@ -13,16 +13,13 @@ PostgreSQL cannot be reached the command says which, and exits with status 1.
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import json
-import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
-from types import FrameType
 from typing import Any
 
 from django.conf import settings
@@ -44,7 +41,7 @@ from collectors.monitoring.status import (
 )
 from collectors.okx.messages import PRICE_KINDS
 from collectors.shared.connections import pipeline_keys, redis_client
-from okxproject.cli import duration, is_tty, raw_stream, redacted_url
+from okxproject.cli import duration, is_tty, positive_seconds, raw_stream, redacted_url, sigterm_as_interrupt
 from okxproject.keys import priced_bar, split_priced_bar
 
 NONE = "-"
@@ -74,7 +71,7 @@ class Command(BaseCommand):
         parser.add_argument("--bar", metavar="BAR", help="only the channels of this bar (exact, e.g. 1m)")
         parser.add_argument("--json", action="store_true", dest="as_json",
                             help="machine-readable output (one JSON document)")
-        parser.add_argument("--watch", type=_positive_seconds, metavar="N",
+        parser.add_argument("--watch", type=positive_seconds, metavar="N",
                             help="refresh every N seconds until Ctrl-C (with --json: one document per line)")
 
     def handle(self, *args, symbol: str | None, as_json: bool, watch: float | None, channels: bool = False,
@@ -97,10 +94,8 @@ class Command(BaseCommand):
         """Frames until Ctrl-C; the exit status says whether the last frame could be read."""
         clear = is_tty(out) and not as_json
         failure: str | None = None
-        # A service manager's stop ends it like Ctrl-C (signals reach only the main thread).
-        installed = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _interrupt) if installed else None
-        try:
+        # A service manager's stop ends it like Ctrl-C.
+        with sigterm_as_interrupt(), contextlib.suppress(KeyboardInterrupt):
             while True:
                 close_old_connections()  # a connection PostgreSQL dropped since the last frame is replaced
                 try:
@@ -117,27 +112,8 @@ class Command(BaseCommand):
                     out.write(f"{CLEAR if clear else ''}-- collector_status, {stamp}\n{frame}\n")
                 out.flush()
                 time.sleep(every_s)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            if installed:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
         if failure is not None:
             raise CommandError(failure)
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: the interval must be a positive number of seconds")
-    return value
 
 
 def _check_symbol(symbol: str) -> None:
