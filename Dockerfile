@@ -15,10 +15,13 @@ RUN pip install -r requirements/base.txt
 # A fixed uid so mounted volumes get predictable ownership; the code stays root-owned (read-only to the app).
 RUN useradd --create-home --uid 10001 --user-group app
 COPY . .
+# Static files (the admin's, the chart's, the API docs') collected into STATIC_ROOT at build time: the app serves
+# them (SERVE_STATIC) and a proxy in front can serve the same folder instead.
+RUN python manage.py collectstatic --noinput --verbosity 0
 USER app
 
 EXPOSE 8000
 
-# Django's development server: good enough for a local stack. Production should put a real WSGI/ASGI
-# server (gunicorn, uvicorn) and a static-file server in front instead; neither is in requirements yet.
-CMD ["python", "manage.py", "runserver", "0.0.0.0:8000", "--noreload"]
+# The production server: the ASGI app on uvicorn (compose gives each service its own command).
+CMD ["uvicorn", "okxproject.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--ws", "websockets-sansio", \
+     "--lifespan", "off", "--no-access-log", "--proxy-headers"]

@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 3
 FIREHOSE_ARGS ?=
 
-.PHONY: help venv services browser migrate run demo test lint bench-upsert bench-firehose bench-storage bench-stream bench
+.PHONY: help venv services browser compose-tool migrate run demo test lint bench-upsert bench-firehose bench-storage bench-stream bench
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,7 +34,10 @@ services: venv ## Start local PostgreSQL/Redis if down, create the database
 	$(VENV_PY) scripts/ensure_services.py
 
 browser: ## Install Debian's chromium for the browser test when missing
-	scripts/ensure_chromium.sh
+	scripts/ensure_apt.sh "$${CHROMIUM_PATH:-/usr/bin/chromium}" chromium "the browser test"
+
+compose-tool: ## Install Debian's docker-compose (validates docker-compose.yml in the tests) when missing
+	scripts/ensure_apt.sh /usr/bin/docker-compose docker-compose "the compose file's test"
 
 migrate: services ## Apply database migrations
 	$(VENV_PY) manage.py migrate --noinput
@@ -45,7 +48,7 @@ run: migrate ## Run the whole system in the foreground: web, collectors, workers
 demo: migrate ## The whole system against the OKX simulator, a few instruments in 1s and 1m
 	scripts/demo.sh
 
-test: services browser ## Run the test suite in three workers (PYTEST_ARGS="-k foo", PYTEST_WORKERS=0 for one)
+test: services browser compose-tool ## Run the test suite in three workers (PYTEST_ARGS="-k foo", PYTEST_WORKERS=0 for one)
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist load $(PYTEST_ARGS)
 
 lint: venv ## Lint with ruff

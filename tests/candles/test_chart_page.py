@@ -41,7 +41,7 @@ from tests.support import InThread
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
-# Debian's package (apt-get install chromium); scripts/ensure_chromium.sh reads the same variable.
+# Debian's package (apt-get install chromium); `make browser` (scripts/ensure_apt.sh) reads the same variable.
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "chart.png"
 

@@ -2,7 +2,8 @@
 
     manage.py status_line [--every 10] [--count N]
 
-Each line says how many collectors are alive, the channels they hold, candle updates and flushed rows per
+With `--count`, the exit status says whether the last line could read Redis (the compose healthcheck of the
+console). Each line says how many collectors are alive, the channels they hold, candle updates and flushed rows per
 second, the time since the last flush, the buffer, the open gaps and the REST budget nearest its limit (see
 `collectors.monitoring.status_line`). Redis or PostgreSQL being away is said on the line, and the next line
 tries again: the console keeps running through what it reports.
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections
 
 from collectors.monitoring.status_line import REDIS_DOWN, StatusReading, status_line, status_reading
@@ -38,6 +39,7 @@ class Command(BaseCommand):
         keys, redis = pipeline_keys(), redis_client()
         before: StatusReading | None = None
         printed = 0
+        failure: str | None = None
         with sigterm_as_interrupt(), contextlib.suppress(KeyboardInterrupt):
             while count is None or printed < count:
                 close_old_connections()  # a connection PostgreSQL dropped since the last line is replaced
@@ -45,13 +47,15 @@ class Command(BaseCommand):
                 try:
                     reading = status_reading(redis, keys)
                 except REDIS_DOWN as exc:
-                    line = f"Redis ({redacted_url(settings.REDIS_URL)}) unreachable: {exc}"
+                    line = failure = f"Redis ({redacted_url(settings.REDIS_URL)}) unreachable: {exc}"
                     before = None
                 else:
                     line = status_line(reading, before)
-                    before = reading
+                    before, failure = reading, None
                 out.write(f"status {stamp}  {line}\n")
                 out.flush()
                 printed += 1
                 if count is None or printed < count:
                     time.sleep(every)
+        if failure is not None:
+            raise CommandError(failure)
