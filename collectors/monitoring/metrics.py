@@ -1,9 +1,13 @@
-"""Every metric okx-candles exports, and the Prometheus text format (version 0.0.4) they are written in.
+"""Every metric okx-candles exports, written in the Prometheus text format (0.0.4) by prometheus_client.
 
 The catalogue below is the contract with dashboards and alerts: `METRIC_NAMES` lists every family name, and a
 family is exported (with its # HELP and # TYPE lines) on every scrape, with or without samples. Values come
 from `collectors.api.metrics`, which reads them from Redis and PostgreSQL; this module only knows names, types
-and the text format, so it has no Django or Redis import.
+and how to hand them to prometheus_client, so it has no Django or Redis import.
+
+The values live in Redis and PostgreSQL, shared by every process, not in this process's memory: so instead of
+prometheus_client's Counter and Gauge objects, a custom collector on a registry of its own yields the families
+of one scrape, and `generate_latest` writes them (escaping, number formats, the counter and summary suffixes).
 
 Counters are the sums of what every process (collectors, flush and backfill workers, the health task) adds to
 the Redis hash `Keys.counters`; they only grow, so Prometheus' `rate()` applies. Durations are in seconds.
@@ -11,9 +15,12 @@ the Redis hash `Keys.counters`; they only grow, so Prometheus' `rate()` applies.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "okx_candles_"
@@ -232,48 +239,41 @@ FAMILIES: tuple[Family, ...] = (
 METRIC_NAMES: tuple[str, ...] = tuple(family.name for family in FAMILIES)
 
 
-# --- the text format ---------------------------------------------------------------------------------------
+# --- the exposition ----------------------------------------------------------------------------------------
 
 
-def escape_label_value(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+class _Scrape(Collector):
+    """One scrape's samples as prometheus_client metric families, in the catalogue's order."""
+
+    def __init__(self, samples: Mapping[Family, Sequence[Sample]], families: Iterable[Family]):
+        self._samples = samples
+        self._families = tuple(families)
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._families:
+            # prometheus_client names a counter family without its _total and adds it back when writing.
+            name = family.name.removesuffix("_total") if family.type == "counter" else family.name
+            metric = Metric(name, family.help, family.type)
+            for sample in self._samples.get(family, ()):
+                metric.add_sample(family.name + sample.suffix, _labels(family, sample), _value(sample.value))
+            yield metric
 
 
-def escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def format_value(value: float) -> str:
-    if isinstance(value, bool):
-        raise TypeError("a metric value is a number, not a bool")
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
-
-
-def _sample_line(family: Family, sample: Sample) -> str:
-    name = family.name + sample.suffix
-    if not sample.labels:
-        return f"{name} {format_value(sample.value)}"
+def _labels(family: Family, sample: Sample) -> dict[str, str]:
     unknown = set(sample.labels) - set(family.labels)
     if unknown:
         raise ValueError(f"{family.name}: labels {sorted(unknown)} are not declared")
-    labels = ",".join(f'{key}="{escape_label_value(str(sample.labels[key]))}"'
-                      for key in family.labels if key in sample.labels)
-    return f"{name}{{{labels}}} {format_value(sample.value)}"
+    return {key: str(sample.labels[key]) for key in family.labels if key in sample.labels}
+
+
+def _value(value: float) -> float:
+    if isinstance(value, bool):
+        raise TypeError("a metric value is a number, not a bool")
+    return value
 
 
 def render(samples: Mapping[Family, Sequence[Sample]], families: Iterable[Family] = FAMILIES) -> str:
     """The exposition of `families` in order, each with its samples (none is fine)."""
-    lines: list[str] = []
-    for family in families:
-        lines.append(f"# HELP {family.name} {escape_help(family.help)}")
-        lines.append(f"# TYPE {family.name} {family.type}")
-        lines.extend(_sample_line(family, sample) for sample in samples.get(family, ()))
-    return "\n".join(lines) + "\n"
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Scrape(samples, families))
+    return generate_latest(registry).decode()
