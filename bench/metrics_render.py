@@ -50,7 +50,8 @@ def main() -> None:
         started = time.perf_counter()
         text = m.render(data)
         times.append(time.perf_counter() - started)
-    print(f"exposition of {series:,} series ({len(text.encode()):,} bytes): median {statistics.median(times) * 1000:.1f} ms, "
+    median_ms = statistics.median(times) * 1000
+    print(f"exposition of {series:,} series ({len(text.encode()):,} bytes): median {median_ms:.1f} ms, "
           f"best {min(times) * 1000:.1f} ms over {args.rounds} rounds")
 
 
