@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from collectors.okx.messages import Channel, build_requests  # noqa: E402
-from collectors.okx.ws import OkxWsClient, WsConfig, WsHandler  # noqa: E402
+from collectors.okx.ws import OkxWsClient  # noqa: E402
+from collectors.okx.ws_contract import WsConfig, WsHandler  # noqa: E402
 
 
 def start_simulator(args: argparse.Namespace) -> tuple[subprocess.Popen, str, str]:

@@ -39,7 +39,8 @@ import websockets  # noqa: E402
 
 from collectors.okx.messages import Channel  # noqa: E402
 from collectors.okx.pacing import ConnectionGate  # noqa: E402
-from collectors.okx.ws import ConnectionStatus, OkxWsClient, WsConfig, WsHandler  # noqa: E402
+from collectors.okx.ws import OkxWsClient  # noqa: E402
+from collectors.okx.ws_contract import ConnectionStatus, WsConfig, WsHandler  # noqa: E402
 from collectors.simulator.arrivals import busiest_second  # noqa: E402
 from collectors.simulator.bars import ALL_BARS, BARS  # noqa: E402
 

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -113,3 +115,43 @@ class ConnectionGate:
 
 
 __all__ = ["WINDOW_MARGIN_S", "Attempt", "ConnectionGate", "next_start"]
+
+
+# --- a link's requests and a shard's reconnects ---------------------------------------------------------
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: Callable[[], float] = random.random) -> float:
+    """Capped exponential backoff with equal jitter: in [d/2, d] for d = min(cap, base·2^attempt)."""
+    ceiling = min(cap, base * (2 ** min(attempt, 32)))
+    return ceiling / 2 + rng() * ceiling / 2
+
+
+class SlidingWindow:
+    """At most `limit` events in any `period` seconds; `wait()` sleeps until the next one is allowed."""
+
+    def __init__(self, limit: int, period: float, clock: Callable[[], float], sleep: Callable[[float], Awaitable]):
+        self.limit, self.period = limit, period
+        self._clock, self._sleep = clock, sleep
+        self._times: deque[float] = deque()
+        self._lock = asyncio.Lock()
+        self._held_until = 0.0
+
+    def hold(self, seconds: float) -> None:
+        """Let nothing through for `seconds` from now (the other side said we went too fast)."""
+        self._held_until = max(self._held_until, self._clock() + seconds)
+
+    async def wait(self) -> None:
+        async with self._lock:
+            while True:
+                now = self._clock()
+                if now < self._held_until:
+                    await self._sleep(self._held_until - now)
+                    continue
+                while self._times and now - self._times[0] >= self.period:
+                    self._times.popleft()
+                if len(self._times) < self.limit:
+                    self._times.append(now)
+                    return
+                await self._sleep(self.period - (now - self._times[0]))
+
+

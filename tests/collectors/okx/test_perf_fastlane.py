@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.server import ServerProtocol
 
-from collectors.okx.ws import FastLaneConnection
+from collectors.okx.fast_lane import FastLaneConnection
 
 
 def frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
@@ -232,7 +232,7 @@ def test_every_length_encoding_takes_the_lane(size):
 def test_a_flood_is_read_in_small_bites_so_other_work_on_the_loop_keeps_its_turn():
     # 2 MB of frames written at once: each turn of the event loop reads at most FAST_LANE_READ_BYTES of them,
     # so another task of the same loop runs between the reads, not after the whole flood.
-    from collectors.okx.ws import FAST_LANE_READ_BYTES
+    from collectors.okx.fast_lane import FAST_LANE_READ_BYTES
 
     payload = b"z" * 1000
     count = 2000

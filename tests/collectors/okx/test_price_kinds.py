@@ -39,7 +39,8 @@ from collectors.okx.messages import (
     parse_price_row,
     parse_price_text,
 )
-from collectors.okx.ws import OkxWsClient, WsConfig, WsHandler
+from collectors.okx.ws import OkxWsClient
+from collectors.okx.ws_contract import WsConfig, WsHandler
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 

@@ -10,7 +10,9 @@ from collections import defaultdict
 import pytest
 
 from collectors.okx.messages import CandleUpdate, Channel, ErrorEvent, ProtocolError
-from collectors.okx.ws import ConnectionStatus, OkxWsClient, WsConfig, WsHandler, backoff_delay
+from collectors.okx.pacing import backoff_delay
+from collectors.okx.ws import OkxWsClient
+from collectors.okx.ws_contract import ConnectionStatus, WsConfig, WsHandler
 from collectors.simulator import Simulator, SimulatorConfig
 
 BTC_1S = Channel("BTC-USDT", "1s")

@@ -17,7 +17,8 @@ import websockets
 
 from collectors.okx.messages import Channel
 from collectors.okx.pacing import Attempt, ConnectionGate, next_start
-from collectors.okx.ws import OkxWsClient, WsConfig, WsHandler, connection_spacing
+from collectors.okx.ws import OkxWsClient
+from collectors.okx.ws_contract import WsConfig, WsHandler, connection_spacing
 from collectors.simulator import SimulatorConfig, run_in_thread
 from collectors.simulator.arrivals import busiest_second
 
