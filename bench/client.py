@@ -39,7 +39,8 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from collectors.okx.messages import Channel, build_requests  # noqa: E402
+from collectors.okx.messages import build_requests  # noqa: E402
+from collectors.okx.protocol import Channel  # noqa: E402
 from collectors.okx.ws import OkxWsClient  # noqa: E402
 from collectors.okx.ws_contract import WsConfig, WsHandler  # noqa: E402
 

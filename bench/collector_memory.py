@@ -76,7 +76,7 @@ def child(args: argparse.Namespace) -> None:
     from candles.bars import BarSpec
     from candles.bars import datetime_to_ms as to_ms
     from collectors.live.runtime import CollectorRuntime, RuntimeConfig, SubscriptionSnapshot
-    from collectors.okx.messages import Channel
+    from collectors.okx.protocol import Channel
     from okxproject.keys import Keys
 
     seed = importlib.import_module("candles.migrations.0002_seed_timeframes")

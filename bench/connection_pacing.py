@@ -37,8 +37,8 @@ if str(ROOT) not in sys.path:
 
 import websockets  # noqa: E402
 
-from collectors.okx.messages import Channel  # noqa: E402
 from collectors.okx.pacing import ConnectionGate  # noqa: E402
+from collectors.okx.protocol import Channel  # noqa: E402
 from collectors.okx.ws import OkxWsClient  # noqa: E402
 from collectors.okx.ws_contract import ConnectionStatus, WsConfig, WsHandler  # noqa: E402
 from collectors.simulator.arrivals import busiest_second  # noqa: E402

@@ -160,7 +160,7 @@ def measure_tick(rounds: int, changed: int, instruments: int) -> None:
     from candles.models import Timeframe
     from collectors.live.ingest import ChannelTrack
     from collectors.live.runtime import CollectorRuntime, RuntimeConfig, SubscriptionSnapshot
-    from collectors.okx.messages import Channel
+    from collectors.okx.protocol import Channel
     from collectors.shared.connections import pipeline_keys
 
     bars = list(Timeframe.objects.order_by("display_order").values_list("code", flat=True))

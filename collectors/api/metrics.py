@@ -50,7 +50,7 @@ from collectors.monitoring.status import (
     overview_queue,
     priced_bars,
 )
-from collectors.okx.messages import TRADE
+from collectors.okx.protocol import TRADE
 from collectors.shared.connections import pipeline_keys
 from okxproject.keys import split_priced_bar
 

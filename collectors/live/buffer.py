@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from candles.storage import CandleRow
-from collectors.okx.messages import CandleText, CandleUpdate
+from collectors.okx.candle_rows import CandleText, CandleUpdate
 from okxproject.keys import Keys, candle_field, split_candle_field, split_priced_bar
 
 # KEYS[1] = live hash; ARGV[1] = the entries packed by `pack_entries`. Returns how many entries were written.

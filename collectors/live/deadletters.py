@@ -36,7 +36,9 @@ from candles.bars import BarSpec
 from candles.models import Instrument, PriceKind, Timeframe
 from collectors.live.buffer import PUT_NEWEST_LUA, encode_entry, pack_entries, receipt_version
 from collectors.live.ingest import candle_problem
-from collectors.okx.messages import CandleUpdate, ProtocolError, parse_message
+from collectors.okx.candle_rows import CandleUpdate
+from collectors.okx.messages import parse_message
+from collectors.okx.protocol import ProtocolError
 from okxproject.keys import Keys
 
 logger = logging.getLogger(__name__)

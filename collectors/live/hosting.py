@@ -14,7 +14,7 @@ from django.db import close_old_connections
 
 from candles.models import Subscription, Timeframe
 from collectors.live.runtime import CollectorRuntime, RuntimeConfig, SubscriptionSnapshot
-from collectors.okx.messages import Channel
+from collectors.okx.protocol import Channel
 from collectors.shared.connections import async_redis_client, pipeline_keys
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from candles.bars import BarSpec
 from collectors.live.buffer import dead_letter_record, encode_text_entry, pack_entries, receipt_version
-from collectors.okx.messages import CandleText, CandleUpdate
+from collectors.okx.candle_rows import CandleText, CandleUpdate
 from okxproject.keys import Keys, channel_parts
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def _time_problem(bar: str, open_time_ms: int, spec: BarSpec | None, now_ms: int
     return None
 
 
-# A channel as a plain tuple: equal to, and hashing like, `collectors.okx.messages.Channel`.
+# A channel as a plain tuple: equal to, and hashing like, `collectors.okx.protocol.Channel`.
 ChannelKey = tuple[str, ...]
 
 

@@ -12,7 +12,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from collectors.okx.messages import Channel
+from collectors.okx.protocol import Channel
 from okxproject.keys import Keys, channel_parts
 
 # KEYS[1] = the collectors ZSET, KEYS[2] = this collector's status HASH, KEYS[3] = the lease hosts HASH,

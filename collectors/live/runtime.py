@@ -37,7 +37,8 @@ from collectors.live.buffer import PUT_NEWEST_LUA
 from collectors.live.ingest import Ingest
 from collectors.live.leases import LEASES_LUA, RELEASE_LUA, leases_balance, shard_of
 from collectors.live.status_writer import ChannelStatusWriter, RowState
-from collectors.okx.messages import Channel, ErrorEvent, ProtocolError
+from collectors.okx.messages import ErrorEvent
+from collectors.okx.protocol import Channel, ProtocolError
 from collectors.okx.ws import OkxWsClient
 from collectors.okx.ws_contract import ConnectionStatus, WsConfig, WsHandler
 from okxproject.keys import Keys

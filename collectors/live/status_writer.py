@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from collectors.live.ingest import ChannelKey, ChannelTrack
-from collectors.okx.messages import Channel
+from collectors.okx.protocol import Channel
 from okxproject.keys import Keys, channel_parts
 
 # Entries per ZADD: at most this many in one command, so that Redis serves other clients between them.

@@ -21,7 +21,7 @@ from django.conf import settings
 from collectors.monitoring.parsing import Garbled, Skipped, int_field, numbers, opt_float, opt_int, opt_str, text
 from collectors.monitoring.repair_report import repair_report_decode
 from collectors.monitoring.replicas import replicas_parse, replicas_queue
-from collectors.okx.messages import PRICE_KINDS, TRADE, TRADE_ONLY_BARS
+from collectors.okx.protocol import PRICE_KINDS, TRADE, TRADE_ONLY_BARS
 from collectors.okx.ws_contract import ConnectionStatus  # the shape the runtime publishes
 from okxproject.keys import Keys, priced_bar, split_priced_bar
 

@@ -19,14 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from websockets.exceptions import ConnectionClosedError, WebSocketException
 
+from collectors.okx.candle_rows import CandleText, CandleUpdate
 from collectors.okx.fast_lane import FastLaneConnection, drop_message
 from collectors.okx.messages import (
-    CandleText,
-    CandleUpdate,
-    Channel,
     ErrorEvent,
     Notice,
-    ProtocolError,
     Request,
     SubscribeAck,
     UnsubscribeAck,
@@ -34,6 +31,7 @@ from collectors.okx.messages import (
     parse_message,
 )
 from collectors.okx.pacing import SlidingWindow, backoff_delay
+from collectors.okx.protocol import Channel, ProtocolError
 from collectors.okx.ws_contract import (
     ERROR_TOO_FREQUENT,
     INVALID_CHANNEL_CODES,

@@ -25,18 +25,8 @@ from typing import Any
 import httpx
 import orjson
 
-from collectors.okx.messages import (
-    INDEX,
-    MARK,
-    PRICE_KINDS,
-    TRADE,
-    TRADE_ONLY_BARS,
-    CandleText,
-    CandleUpdate,
-    ProtocolError,
-    parse_candle_row,
-    parse_candle_text,
-)
+from collectors.okx.candle_rows import CandleText, CandleUpdate, parse_candle_row, parse_candle_text
+from collectors.okx.protocol import INDEX, MARK, PRICE_KINDS, TRADE, TRADE_ONLY_BARS, ProtocolError
 from collectors.okx.ratelimit import Admission, LocalRateLimiter, RateLimiter
 from collectors.okx.tls import tls_context
 

@@ -33,8 +33,9 @@ from websockets.exceptions import InvalidStatus
 
 from collectors.okx.connection import ShardConnection
 from collectors.okx.fast_lane import FastLaneConnection
-from collectors.okx.messages import Channel, ErrorEvent, check_subscribable
+from collectors.okx.messages import ErrorEvent
 from collectors.okx.pacing import WINDOW_MARGIN_S, ConnectionGate
+from collectors.okx.protocol import Channel, check_subscribable
 from collectors.okx.ws_contract import ConnectionStatus, WsConfig, WsHandler, connection_spacing
 
 logger = logging.getLogger(__name__)

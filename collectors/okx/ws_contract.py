@@ -9,14 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from collectors.okx.messages import (
-    DEFAULT_ARGS_PER_REQUEST,
-    CandleText,
-    CandleUpdate,
-    Channel,
-    ErrorEvent,
-    ProtocolError,
-)
+from collectors.okx.candle_rows import CandleText, CandleUpdate
+from collectors.okx.messages import DEFAULT_ARGS_PER_REQUEST, ErrorEvent
+from collectors.okx.protocol import Channel, ProtocolError
 
 NOTICE_SERVICE_UPGRADE = "64008"
 # Error codes that say a channel itself is wrong: retrying it can only fail again.

@@ -22,7 +22,7 @@ from django.db import connection
 
 from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
 from candles.models import RepairPriority, Timeframe
-from collectors.okx.messages import TRADE, TRADE_ONLY_BARS
+from collectors.okx.protocol import TRADE, TRADE_ONLY_BARS
 from collectors.repair.reach import PAGE_CANDLES, PRICE_LANES, lane_for, rest_serves
 from okxproject.keys import Keys, candle_field
 

@@ -31,7 +31,8 @@ from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
 from candles.models import Candle, Instrument, PriceKind, Timeframe
 from candles.storage import CandleRow, candles_upsert
 from collectors.live.buffer import receipt_version
-from collectors.okx.messages import TRADE_ONLY_BARS, CandleUpdate
+from collectors.okx.candle_rows import CandleUpdate
+from collectors.okx.protocol import TRADE_ONLY_BARS
 from collectors.okx.rest import WEBSOCKET_ONLY_BARS
 from collectors.repair.reach import REST_RETENTION
 from collectors.shared.connections import pipeline_keys

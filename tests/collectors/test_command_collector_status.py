@@ -31,7 +31,7 @@ from collectors.live.flush import buffer_flush
 from collectors.live.runtime import CollectorRuntime, RuntimeConfig, SubscriptionSnapshot
 from collectors.monitoring.health import health_check
 from collectors.monitoring.status import channel_statuses, collector_statuses, pipeline_overview
-from collectors.okx.messages import Channel
+from collectors.okx.protocol import Channel
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
 from okxproject.keys import Keys
 from tests.support import wait_for

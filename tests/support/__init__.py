@@ -28,7 +28,7 @@ from typing import Any
 
 from redis import Redis
 
-from collectors.okx.messages import CandleUpdate
+from collectors.okx.candle_rows import CandleUpdate
 from okxproject.keys import Keys
 
 # Nothing here imports Django at import time (collectors.live.buffer does, through candles.storage), so

@@ -39,7 +39,7 @@ from collectors.monitoring.status import (
     pipeline_overview,
     priced_bars,
 )
-from collectors.okx.messages import PRICE_KINDS
+from collectors.okx.protocol import PRICE_KINDS
 from collectors.shared.connections import pipeline_keys, redis_client
 from okxproject.cli import duration, is_tty, positive_seconds, raw_stream, redacted_url, sigterm_as_interrupt
 from okxproject.keys import priced_bar, split_priced_bar

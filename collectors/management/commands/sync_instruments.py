@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from candles.models import Instrument
 from collectors.instruments import DEFAULT_INST_TYPES, SYNCABLE_TYPES, indices_sync, instruments_sync
-from collectors.okx.messages import ProtocolError
+from collectors.okx.protocol import ProtocolError
 from collectors.okx.rest import RestError
 from collectors.shared.rest import okx_rest
 

@@ -17,7 +17,7 @@ from candles.bars import ms_to_datetime
 from candles.models import Candle, Instrument
 from candles.storage import CandleRow, candles_upsert
 from collectors.live.flush import FlushLockLost, FlushResult, buffer_alarm, buffer_flush
-from collectors.okx.messages import CandleUpdate
+from collectors.okx.candle_rows import CandleUpdate
 from collectors.shared.connections import redis_client
 from tests.support import (
     MINUTE_MS,
@@ -495,7 +495,7 @@ def test_mark_and_trade_versions_of_one_candle_are_separate_buffer_entries_and_r
     from decimal import Decimal
 
     from collectors.live.buffer import decode_entry, encode_entry, encode_text_entry
-    from collectors.okx.messages import CandleText, CandleUpdate
+    from collectors.okx.candle_rows import CandleText, CandleUpdate
 
     Instrument.objects.create(inst_id="ETH-USDT-SWAP", inst_type="SWAP", price="mark")
     trade = candle_update(minute(0), inst_id="ETH-USDT-SWAP", close="105")
@@ -522,7 +522,7 @@ def test_a_flushed_mark_candle_makes_the_webhook_job_of_the_mark_subscription(et
 
     from candles.models import Subscription, Timeframe
     from collectors.delivery.webhooks import webhook_jobs_for
-    from collectors.okx.messages import CandleUpdate
+    from collectors.okx.candle_rows import CandleUpdate
 
     settings.WEBHOOK_SECRET = "s"
     mark_row = Instrument.objects.create(inst_id="ETH-USDT-SWAP", inst_type="SWAP", price="mark")

@@ -23,7 +23,9 @@ from candles.models import Timeframe
 from collectors.live.buffer import decode_entry
 from collectors.live.ingest import Ingest
 from collectors.live.runtime import _Handler
-from collectors.okx.messages import CandleText, ProtocolError, parse_message
+from collectors.okx.candle_rows import CandleText
+from collectors.okx.messages import parse_message
+from collectors.okx.protocol import ProtocolError
 from okxproject.keys import Keys
 
 SAMPLES = Path(__file__).resolve().parents[1] / "okx" / "samples" / "ws_frames.jsonl"

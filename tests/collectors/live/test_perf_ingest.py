@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from candles.bars import BarSpec
 from collectors.live.buffer import decode_entry, encode_entry, encode_text_entry
 from collectors.live.ingest import candle_problem, candle_text_problem
-from collectors.okx.messages import CandleText, ProtocolError, parse_candle_text
+from collectors.okx.candle_rows import CandleText, parse_candle_text
+from collectors.okx.protocol import ProtocolError
 
 MINUTE = BarSpec("1m", 60, 0, 0, 0)
 T0_MS = 1_705_431_600_000

@@ -22,7 +22,8 @@ from collectors.live.ingest import Ingest
 from collectors.live.runtime import CollectorRuntime, RuntimeConfig, SubscriptionSnapshot
 from collectors.monitoring.health import health_check
 from collectors.monitoring.status import channel_statuses
-from collectors.okx.messages import CandleText, Channel
+from collectors.okx.candle_rows import CandleText
+from collectors.okx.protocol import Channel
 from collectors.simulator import SimulatorConfig, run_in_thread
 from okxproject.keys import Keys
 

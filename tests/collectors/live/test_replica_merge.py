@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from candles.models import Candle, Instrument
 from collectors.live.flush import buffer_flush
-from collectors.okx.messages import CandleUpdate
+from collectors.okx.candle_rows import CandleUpdate
 from collectors.shared.connections import redis_client
 from tests.support import T0_MS, LiveBuffer, exact, isolated_keys, stored_candles
 

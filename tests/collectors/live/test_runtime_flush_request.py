@@ -12,7 +12,7 @@ from django.conf import settings
 from candles.bars import BarSpec
 from collectors.live.buffer import PUT_NEWEST_LUA
 from collectors.live.runtime import CollectorRuntime, RuntimeConfig, SubscriptionSnapshot
-from collectors.okx.messages import CandleText
+from collectors.okx.candle_rows import CandleText
 from tests.support import T0_MS
 
 WRITE_S = 0.02  # the runtime writes every 0.1 s; the test steps faster, with the same rules

@@ -16,7 +16,9 @@ from candles.bars import BarSpec
 from candles.models import Timeframe
 from collectors.live.runtime import CollectorRuntime, RuntimeConfig, SubscriptionSnapshot
 from collectors.monitoring.status import channel_statuses
-from collectors.okx.messages import CandleText, Channel, ErrorEvent
+from collectors.okx.candle_rows import CandleText
+from collectors.okx.messages import ErrorEvent
+from collectors.okx.protocol import Channel
 
 MINUTE_MS = 60_000
 T0_MS = 1_705_431_600_000  # on a minute boundary

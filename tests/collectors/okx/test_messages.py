@@ -11,21 +11,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from collectors.okx.candle_rows import CandleUpdate, parse_candle_row
 from collectors.okx.messages import (
     MAX_REQUEST_BYTES,
-    CandleUpdate,
-    Channel,
     ErrorEvent,
     Notice,
     OtherEvent,
     Pong,
-    ProtocolError,
     SubscribeAck,
     UnsubscribeAck,
     build_requests,
-    parse_candle_row,
     parse_message,
 )
+from collectors.okx.protocol import Channel, ProtocolError
 
 SAMPLES = Path(__file__).resolve().parent / "samples"  # recorded OKX frames, copied from shared/okx/samples
 

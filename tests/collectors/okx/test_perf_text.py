@@ -10,14 +10,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from collectors.okx.messages import (
-    CandleText,
-    CandleUpdate,
-    ProtocolError,
-    parse_candle_row,
-    parse_candle_text,
-    parse_message,
-)
+from collectors.okx.candle_rows import CandleText, CandleUpdate, parse_candle_row, parse_candle_text
+from collectors.okx.messages import parse_message
+from collectors.okx.protocol import ProtocolError
 
 DIGITS = st.text("0123456789", min_size=1, max_size=30)
 PLAIN = st.builds(

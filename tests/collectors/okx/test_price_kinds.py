@@ -20,25 +20,16 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.server import serve
 
-from collectors.okx.messages import (
-    INDEX,
-    MARK,
-    PRICE_KINDS,
-    TRADE,
+from collectors.okx.candle_rows import (
     CandleText,
     CandleUpdate,
-    Channel,
-    ErrorEvent,
-    ProtocolError,
-    SubscribeAck,
-    build_requests,
-    check_subscribable,
     parse_candle_row,
     parse_candle_text,
-    parse_message,
     parse_price_row,
     parse_price_text,
 )
+from collectors.okx.messages import ErrorEvent, SubscribeAck, build_requests, parse_message
+from collectors.okx.protocol import INDEX, MARK, PRICE_KINDS, TRADE, Channel, ProtocolError, check_subscribable
 from collectors.okx.ws import OkxWsClient
 from collectors.okx.ws_contract import WsConfig, WsHandler
 

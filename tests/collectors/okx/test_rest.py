@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import pytest
 
-from collectors.okx.messages import CandleUpdate, parse_candle_row
+from collectors.okx.candle_rows import CandleUpdate, parse_candle_row
 from collectors.okx.rest import (
     CANDLES,
     HISTORY_CANDLES,

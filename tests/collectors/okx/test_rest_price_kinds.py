@@ -21,7 +21,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from collectors.okx.messages import INDEX, MARK, TRADE, CandleText, CandleUpdate, Channel
+from collectors.okx.candle_rows import CandleText, CandleUpdate
+from collectors.okx.protocol import INDEX, MARK, TRADE, Channel
 from collectors.okx.ratelimit import Admission, LocalRateLimiter
 from collectors.okx.rest import (
     CANDLE_BUDGETS,

@@ -9,8 +9,10 @@ from collections import defaultdict
 
 import pytest
 
-from collectors.okx.messages import CandleUpdate, Channel, ErrorEvent, ProtocolError
+from collectors.okx.candle_rows import CandleUpdate
+from collectors.okx.messages import ErrorEvent
 from collectors.okx.pacing import backoff_delay
+from collectors.okx.protocol import Channel, ProtocolError
 from collectors.okx.ws import OkxWsClient
 from collectors.okx.ws_contract import ConnectionStatus, WsConfig, WsHandler
 from collectors.simulator import Simulator, SimulatorConfig

@@ -15,8 +15,8 @@ import time
 import pytest
 import websockets
 
-from collectors.okx.messages import Channel
 from collectors.okx.pacing import Attempt, ConnectionGate, next_start
+from collectors.okx.protocol import Channel
 from collectors.okx.ws import OkxWsClient
 from collectors.okx.ws_contract import WsConfig, WsHandler, connection_spacing
 from collectors.simulator import SimulatorConfig, run_in_thread
