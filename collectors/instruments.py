@@ -27,8 +27,9 @@ from django.utils import timezone
 from candles.bars import ms_to_datetime
 from candles.models import Instrument, PriceKind
 from candles.rules import MaterializeResult, rules_materialize
+from collectors.okx.instrument_rows import InstrumentInfo
 from collectors.okx.protocol import ProtocolError as OkxProtocolError
-from collectors.okx.rest import InstrumentInfo, OkxRestClient, RestError
+from collectors.okx.rest import OkxRestClient, RestError
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from collectors.instruments import SYNCABLE_TYPES
-from collectors.okx.rest import CANDLE_BUDGETS, INDEX_TICKERS, INSTRUMENTS, Endpoint
+from collectors.okx.rest_endpoints import CANDLE_BUDGETS, INDEX_TICKERS, INSTRUMENTS, Endpoint
 from okxproject.keys import Keys
 
 

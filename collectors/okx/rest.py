@@ -18,7 +18,6 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from types import TracebackType
 from typing import Any
 
@@ -26,8 +25,32 @@ import httpx
 import orjson
 
 from collectors.okx.candle_rows import CandleText, CandleUpdate, parse_candle_row, parse_candle_text
-from collectors.okx.protocol import INDEX, MARK, PRICE_KINDS, TRADE, TRADE_ONLY_BARS, ProtocolError
+from collectors.okx.instrument_rows import (
+    IndexTicker,
+    InstrumentInfo,
+    decimal_field,
+    epoch_ms_field,
+    parse_instrument,
+    text_field,
+)
+from collectors.okx.protocol import PRICE_KINDS, TRADE, TRADE_ONLY_BARS, ProtocolError
 from collectors.okx.ratelimit import Admission, LocalRateLimiter, RateLimiter
+from collectors.okx.rest_endpoints import (
+    BAR_MS,
+    CANDLE_ENDPOINTS,
+    HISTORY_ONLY_BARS,
+    INDEX_TICKERS,
+    INSTRUMENTS,
+    PERMANENT_CODES,
+    RATE_LIMIT_CODE,
+    RECENT_CANDLES,
+    RECENT_MARGIN,
+    RECENT_ONLY_PRICE_BARS,
+    TRANSIENT_CODES,
+    WEBSOCKET_ONLY_BARS,
+    Endpoint,
+    candle_endpoint,
+)
 from collectors.okx.tls import tls_context
 
 logger = logging.getLogger(__name__)
@@ -36,76 +59,6 @@ logger = logging.getLogger(__name__)
 Candle = CandleUpdate | CandleText
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    path: str
-    limit: int  # requests per period, per IP
-    period_s: float
-    max_rows: int | None = None  # OKX's cap on `limit` where a page must not ask for more
-
-    @property
-    def budget(self) -> str:
-        """The rate limiter's key for this endpoint's requests: OKX keeps one budget per endpoint."""
-        return self.path
-
-
-CANDLES = Endpoint("/api/v5/market/candles", 40, 2.0)
-HISTORY_CANDLES = Endpoint("/api/v5/market/history-candles", 20, 2.0)
-# Mark-price and index candles: six-field rows, at most 100 a page, budgets apart from the trade candles'.
-MARK_PRICE_CANDLES = Endpoint("/api/v5/market/mark-price-candles", 20, 2.0, max_rows=100)
-HISTORY_MARK_PRICE_CANDLES = Endpoint("/api/v5/market/history-mark-price-candles", 20, 2.0, max_rows=100)
-INDEX_CANDLES = Endpoint("/api/v5/market/index-candles", 20, 2.0, max_rows=100)
-HISTORY_INDEX_CANDLES = Endpoint("/api/v5/market/history-index-candles", 10, 2.0, max_rows=100)
-# The list of indices (`quoteCcy` USD, USDT, USDC or BTC).
-INDEX_TICKERS = Endpoint("/api/v5/market/index-tickers", 20, 2.0)
-# OKX counts this budget per instrument type, so the limiter key carries the type.
-INSTRUMENTS = Endpoint("/api/v5/public/instruments", 20, 2.0)
-
-# (latest candles, older candles) by price kind.
-CANDLE_ENDPOINTS: dict[str, tuple[Endpoint, Endpoint]] = {
-    TRADE: (CANDLES, HISTORY_CANDLES),
-    MARK: (MARK_PRICE_CANDLES, HISTORY_MARK_PRICE_CANDLES),
-    INDEX: (INDEX_CANDLES, HISTORY_INDEX_CANDLES),
-}
-# Every candle endpoint's rate budget, by a short name (as an operator would look for it).
-CANDLE_BUDGETS: dict[str, Endpoint] = {endpoint.path.rsplit("/", 1)[1]: endpoint
-                                       for pair in CANDLE_ENDPOINTS.values() for endpoint in pair}
-
-
-def candle_endpoint(price: str = TRADE, *, history: bool = False) -> Endpoint:
-    """The endpoint serving `price` candles: the latest 1,440, or with `history` the older ones."""
-    try:
-        recent, older = CANDLE_ENDPOINTS[price]
-    except KeyError:
-        raise ValueError(f"price must be one of {', '.join(PRICE_KINDS)}, not {price!r}") from None
-    return older if history else recent
-
-# /candles serves only the latest 1,440 candles (the open one included).
-RECENT_CANDLES = 1440
-# Candles of margin below that depth, so clock skew or a lagging cache never leaves a hole at the edge.
-RECENT_MARGIN = 10
-
-_SECOND, _MINUTE, _HOUR, _DAY = 1000, 60_000, 3_600_000, 86_400_000
-# Shortest length of each REST bar in ms. Calendar bars take their shortest month or quarter, so the
-# /candles horizon computed from them is never further back than OKX's.
-BAR_MS: dict[str, int] = {
-    "1s": _SECOND, "1m": _MINUTE, "3m": 3 * _MINUTE, "5m": 5 * _MINUTE, "15m": 15 * _MINUTE,
-    "30m": 30 * _MINUTE, "1H": _HOUR, "2H": 2 * _HOUR, "4H": 4 * _HOUR,
-    "6H": 6 * _HOUR, "12H": 12 * _HOUR, "1D": _DAY, "2D": 2 * _DAY, "3D": 3 * _DAY, "1W": 7 * _DAY,
-    "1M": 28 * _DAY, "3M": 89 * _DAY,
-    "6Hutc": 6 * _HOUR, "12Hutc": 12 * _HOUR, "1Dutc": _DAY, "2Dutc": 2 * _DAY, "3Dutc": 3 * _DAY,
-    "1Wutc": 7 * _DAY, "1Mutc": 28 * _DAY, "3Mutc": 89 * _DAY,
-}
-WEBSOCKET_ONLY_BARS = frozenset({"5D", "5Dutc"})
-HISTORY_ONLY_BARS = frozenset({"1s"})
-# Bars the recent mark-price and index endpoints serve but their history endpoints do not (the documented
-# history bars stop at 1M/1Mutc). /candles holds 1,440 of them, centuries, so the walk never needs history.
-RECENT_ONLY_PRICE_BARS = frozenset({"3M", "3Mutc"})
-
-PERMANENT_CODES = frozenset({"51000", "51001"})  # bad parameter, instrument doesn't exist
-RATE_LIMIT_CODE = "50011"
-# Rate limited, busy, unavailable, system error.
-TRANSIENT_CODES = frozenset({RATE_LIMIT_CODE, "50013", "50001", "50026"})
 
 
 class RestError(Exception):
@@ -125,30 +78,6 @@ class PermanentError(RestError):
 class UnsupportedBar(ValueError):
     """A bar REST does not serve here (5D and 5Dutc are WebSocket-only; 1s is on history-candles only and has
     no mark-price or index candles; 3M and 3Mutc are not on the mark-price and index history endpoints)."""
-
-
-@dataclass(frozen=True, slots=True)
-class InstrumentInfo:
-    inst_type: str
-    inst_id: str
-    base_ccy: str | None
-    quote_ccy: str | None
-    settle_ccy: str | None
-    inst_family: str | None
-    tick_size: Decimal | None
-    lot_size: Decimal | None
-    list_time_ms: int | None
-    exp_time_ms: int | None
-    state: str
-
-
-@dataclass(frozen=True, slots=True)
-class IndexTicker:
-    """One row of /market/index-tickers: an index (the `instId` of index candles) and its latest price."""
-
-    inst_id: str
-    idx_px: Decimal | None
-    ts_ms: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,7 +275,7 @@ class OkxRestClient:
         data, raw = await self._get(INSTRUMENTS, params, f"{INSTRUMENTS.path}:{inst_type}")
         if type(data) is not list:
             raise ProtocolError("instrument data is not a list", raw)
-        infos = (_parse_instrument(row, inst_type) for row in data if type(row) is dict)
+        infos = (parse_instrument(row, inst_type) for row in data if type(row) is dict)
         return [info for info in infos if info is not None]
 
     # --- indices -----------------------------------------------------------------------------------
@@ -361,10 +290,10 @@ class OkxRestClient:
         for row in data:
             if type(row) is not dict:
                 continue
-            inst_id = _text(row, "instId")
+            inst_id = text_field(row, "instId")
             if inst_id is None:
                 continue
-            tickers.append(IndexTicker(inst_id, _decimal(row, "idxPx"), _epoch_ms(row, "ts")))
+            tickers.append(IndexTicker(inst_id, decimal_field(row, "idxPx"), epoch_ms_field(row, "ts")))
         return tickers
 
     # --- requests --------------------------------------------------------------------------------
@@ -477,53 +406,3 @@ def _merge_page(found: dict[int, Candle], page: list[Candle], start_ms: int, aft
     return oldest
 
 
-# --- instrument parsing --------------------------------------------------------------------------
-
-
-def _text(row: dict[str, Any], key: str) -> str | None:
-    value = row.get(key)
-    return value if type(value) is str and value != "" else None
-
-
-def _decimal(row: dict[str, Any], key: str) -> Decimal | None:
-    value = _text(row, key)
-    if value is None:
-        return None
-    try:
-        number = Decimal(value)
-    except InvalidOperation:
-        number = None
-    if number is None or not number.is_finite():
-        # One odd field should not drop the instrument (a sync would then call it delisted).
-        logger.warning("instrument %s: %s is not a number: %r", row.get("instId"), key, value)
-        return None
-    return number
-
-
-def _epoch_ms(row: dict[str, Any], key: str) -> int | None:
-    value = _text(row, key)
-    if value is None:
-        return None
-    if not value.isdigit():
-        logger.warning("instrument %s: %s is not epoch milliseconds: %r", row.get("instId"), key, value)
-        return None
-    return int(value)
-
-
-def _parse_instrument(row: dict[str, Any], requested_type: str) -> InstrumentInfo | None:
-    inst_id = _text(row, "instId")
-    if inst_id is None:
-        return None  # pre-listed instruments may carry no instId yet
-    return InstrumentInfo(
-        inst_type=_text(row, "instType") or requested_type,
-        inst_id=inst_id,
-        base_ccy=_text(row, "baseCcy"),
-        quote_ccy=_text(row, "quoteCcy"),
-        settle_ccy=_text(row, "settleCcy"),
-        inst_family=_text(row, "instFamily"),
-        tick_size=_decimal(row, "tickSz"),
-        lot_size=_decimal(row, "lotSz"),
-        list_time_ms=_epoch_ms(row, "listTime"),
-        exp_time_ms=_epoch_ms(row, "expTime"),
-        state=_text(row, "state") or "",
-    )

@@ -9,7 +9,7 @@ from datetime import timedelta
 from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
 from candles.models import Instrument, Timeframe
 from collectors.okx.protocol import TRADE, TRADE_ONLY_BARS
-from collectors.okx.rest import (
+from collectors.okx.rest_endpoints import (
     CANDLE_ENDPOINTS,
     HISTORY_ONLY_BARS,
     RECENT_CANDLES,

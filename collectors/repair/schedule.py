@@ -33,7 +33,8 @@ from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
 from candles.models import Instrument, RepairPriority, Timeframe
 from candles.storage import candles_upsert
 from collectors.live.buffer import receipt_version
-from collectors.okx.rest import RECENT_CANDLES, RECENT_MARGIN, PermanentError, UnsupportedBar
+from collectors.okx.rest import PermanentError, UnsupportedBar
+from collectors.okx.rest_endpoints import RECENT_CANDLES, RECENT_MARGIN
 from collectors.repair.confirms import CONFIRM_SETTLE, Unit, confirm_backlog, confirms_retry_later
 from collectors.repair.fill import OnWritten, gap_fill, gaps_filled_record, notify_written
 from collectors.repair.gap_state import FILLING_STALE_AFTER, RETRY_BACKOFF

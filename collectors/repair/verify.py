@@ -33,7 +33,7 @@ from candles.storage import CandleRow, candles_upsert
 from collectors.live.buffer import receipt_version
 from collectors.okx.candle_rows import CandleUpdate
 from collectors.okx.protocol import TRADE_ONLY_BARS
-from collectors.okx.rest import WEBSOCKET_ONLY_BARS
+from collectors.okx.rest_endpoints import WEBSOCKET_ONLY_BARS
 from collectors.repair.reach import REST_RETENTION
 from collectors.shared.connections import pipeline_keys
 from collectors.shared.rest import okx_rest

@@ -30,7 +30,7 @@ from collectors.live.buffer import dead_letter_record, decode_entry
 from collectors.live.deadletters import record_id
 from collectors.live.flush import buffer_flush
 from collectors.okx.ratelimit import RedisRateLimiter
-from collectors.okx.rest import CANDLES
+from collectors.okx.rest_endpoints import CANDLES
 from okxproject.keys import Keys
 from tests.support import T0_MS, LiveBuffer, candle_update
 from tests.support.channel_status import put_channel

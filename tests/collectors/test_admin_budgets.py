@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from collectors.monitoring.budgets import rest_budget_use
 from collectors.okx.ratelimit import RedisRateLimiter
-from collectors.okx.rest import HISTORY_MARK_PRICE_CANDLES, INDEX_CANDLES, Endpoint
+from collectors.okx.rest_endpoints import HISTORY_MARK_PRICE_CANDLES, INDEX_CANDLES, Endpoint
 
 pytestmark = pytest.mark.django_db
 

@@ -16,7 +16,7 @@ from collectors import tasks
 from collectors.instruments import DEFAULT_INST_TYPES, instruments_apply
 from collectors.management.commands.setup_periodic_tasks import declared_schedule
 from collectors.monitoring.health import health_check
-from collectors.okx.rest import InstrumentInfo
+from collectors.okx.instrument_rows import InstrumentInfo
 
 pytestmark = pytest.mark.django_db
 

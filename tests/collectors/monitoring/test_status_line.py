@@ -20,7 +20,7 @@ from candles.bars import ms_to_datetime
 from candles.models import Gap, Subscription, Timeframe
 from collectors.monitoring.status_line import GapCounts, StatusReading, status_line, status_reading
 from collectors.okx.ratelimit import RedisRateLimiter
-from collectors.okx.rest import CANDLES
+from collectors.okx.rest_endpoints import CANDLES
 from tests.support import T0_MS
 from tests.support.ports import free_port
 

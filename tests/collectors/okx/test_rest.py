@@ -14,16 +14,8 @@ from decimal import Decimal
 import pytest
 
 from collectors.okx.candle_rows import CandleUpdate, parse_candle_row
-from collectors.okx.rest import (
-    CANDLES,
-    HISTORY_CANDLES,
-    OkxRestClient,
-    PageProgress,
-    PermanentError,
-    RestError,
-    UnsupportedBar,
-    _merge_page,
-)
+from collectors.okx.rest import OkxRestClient, PageProgress, PermanentError, RestError, UnsupportedBar, _merge_page
+from collectors.okx.rest_endpoints import CANDLES, HISTORY_CANDLES
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
 from tests.support.ports import free_port
 

@@ -22,9 +22,11 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from collectors.okx.candle_rows import CandleText, CandleUpdate
+from collectors.okx.instrument_rows import IndexTicker
 from collectors.okx.protocol import INDEX, MARK, TRADE, Channel
 from collectors.okx.ratelimit import Admission, LocalRateLimiter
-from collectors.okx.rest import (
+from collectors.okx.rest import OkxRestClient, PageProgress, UnsupportedBar
+from collectors.okx.rest_endpoints import (
     CANDLE_BUDGETS,
     CANDLES,
     HISTORY_CANDLES,
@@ -33,10 +35,6 @@ from collectors.okx.rest import (
     INDEX_CANDLES,
     INDEX_TICKERS,
     MARK_PRICE_CANDLES,
-    IndexTicker,
-    OkxRestClient,
-    PageProgress,
-    UnsupportedBar,
     candle_endpoint,
 )
 

@@ -13,7 +13,7 @@ from candles.bars import datetime_to_ms, ms_to_datetime
 from candles.models import Candle, Gap, GapState, Instrument, RepairPriority, Subscription, Timeframe
 from candles.storage import CandleRow, candles_upsert
 from collectors.monitoring.repair_report import repair_report_read
-from collectors.okx.rest import CANDLE_BUDGETS
+from collectors.okx.rest_endpoints import CANDLE_BUDGETS
 from collectors.repair.confirms import confirm_backlog, confirm_units, confirms_retry_later
 from collectors.repair.detect import detection_advance
 from collectors.repair.schedule import repair_run

@@ -11,7 +11,7 @@ from django.utils import timezone
 from candles.bars import datetime_to_ms, ms_to_datetime
 from candles.models import Candle, Instrument
 from candles.storage import CandleRow, candles_upsert
-from collectors.okx.rest import CANDLE_BUDGETS
+from collectors.okx.rest_endpoints import CANDLE_BUDGETS
 from collectors.repair.verify import NotVerifiable, candles_verify
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
 from okxproject.keys import Keys

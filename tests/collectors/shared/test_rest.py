@@ -16,7 +16,7 @@ from django.test import override_settings
 from collectors.instruments import instruments_sync
 from collectors.monitoring.budgets import rest_budget_use
 from collectors.okx.ratelimit import LocalRateLimiter, RedisRateLimiter
-from collectors.okx.rest import INSTRUMENTS
+from collectors.okx.rest_endpoints import INSTRUMENTS
 from collectors.shared.rest import okx_rest
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread
 from tests.support.ports import free_port
