@@ -7,7 +7,7 @@ clients use as the candle's key) and `volume_quote` (OKX's `volCcyQuote`, which 
 design's `trade_count` and `vwap` are not here: OKX's candles carry neither (docs/api.md).
 
 Numbers are exact decimal strings, as PostgreSQL wrote the stored numerics; rows are plain tuples shaped as
-`candles.storage.CandleText` and become dicts or CSV text here without any per-candle serializer.
+`candles.reads.CandleText` and become dicts or CSV text here without any per-candle serializer.
 """
 
 from __future__ import annotations

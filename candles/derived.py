@@ -37,7 +37,7 @@ from django.db import connection
 from candles import bar_catalog
 from candles.bars import HOUR_MS, BarSpec, datetime_to_ms, ms_to_datetime
 from candles.models import Timeframe
-from candles.storage import CandlePage, _decode_cursor, _encode_cursor
+from candles.reads import CandlePage, _decode_cursor, _encode_cursor
 
 DERIVED_PATTERN = r"([1-9][0-9]{0,3})(s|m|H|D|W|M)(utc)?"
 _DERIVED = re.compile(DERIVED_PATTERN)
@@ -268,7 +268,7 @@ def derived_list_text(
         window_lo, window_hi = lo, hi
         clipped = False
         # The near end known, the first read covers only the span the page can fill: a page open at its far end
-        # would otherwise plan every later leaf of the source bar (as storage._list_rows explains).
+        # would otherwise plan every later leaf of the source bar (as reads._list_rows explains).
         if clip and (hi if descending else lo) is not None:
             if descending:
                 near_lo = spec.advance(hi, -(need + 1))

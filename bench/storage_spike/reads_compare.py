@@ -23,7 +23,8 @@ import upsert_compare as uc  # noqa: E402
 from django.db import connection  # noqa: E402
 
 from candles.models import Instrument, Timeframe  # noqa: E402
-from candles.storage import candle_list_text, candle_missing_ranges  # noqa: E402
+from candles.reads import candle_list_text  # noqa: E402
+from candles.series import candle_missing_ranges  # noqa: E402
 from collectors.repair import detect  # noqa: E402
 
 READS = int(sys.argv[1]) if len(sys.argv) > 1 else 200

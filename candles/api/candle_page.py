@@ -16,8 +16,8 @@ from datetime import datetime
 from rest_framework.request import Request
 
 from candles.candle_shape import candle_dicts
+from candles.reads import CandlePage
 from candles.retention import iso_z
-from candles.storage import CandlePage
 
 
 def next_url(request: Request, cursor: str | None) -> str | None:

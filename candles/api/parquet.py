@@ -17,8 +17,8 @@ from django.http import StreamingHttpResponse
 
 from candles import parquet
 from candles.parquet import MEDIA_TYPE, stream_pages
+from candles.reads import CandlePage
 from candles.retention import iso_z
-from candles.storage import CandlePage
 
 # Rows per query, as CSV's: the writer gathers them into row groups.
 PAGE_ROWS = 5000

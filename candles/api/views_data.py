@@ -37,8 +37,8 @@ from candles.bars import datetime_to_ms
 from candles.candle_shape import CANDLE_FIELDS as CANDLE_KEYS  # noqa: F401 (the name other modules import)
 from candles.candle_shape import CSV_HEADER, csv_lines
 from candles.derived import derived_list_text
+from candles.reads import CandlePage, InvalidCursor, candle_list_text
 from candles.retention import bar_horizon, iso_z
-from candles.storage import CandlePage, InvalidCursor, candle_list_text
 from okxproject.api_errors import ApiError
 from okxproject.api_schema import ErrorEnvelopeSerializer
 

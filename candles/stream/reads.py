@@ -10,7 +10,7 @@ from candles.candle_shape import candle_dicts
 from candles.derived import DerivedBar, NotDerivable, derived_list_text, resolve
 from candles.models import Timeframe
 from candles.price_series import PriceSeriesError, price_series_id
-from candles.storage import candle_newest_ms, candle_versions_text
+from candles.reads import candle_newest_ms, candle_versions_text
 from candles.stream.protocol import INVALID_TIMEFRAMES, ProtocolError, StreamArg
 
 

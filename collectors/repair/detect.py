@@ -36,7 +36,7 @@ from django.utils import timezone
 
 from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
 from candles.models import Candle, Gap, GapState, Instrument, PriceKind, RepairPriority, Subscription, Timeframe
-from candles.storage import candle_missing_ranges
+from candles.series import candle_missing_ranges
 from collectors.repair.gap_state import gap_record
 from collectors.repair.reach import (
     PAGE_CANDLES,

@@ -22,7 +22,8 @@ from redis import RedisError
 
 from candles.bars import datetime_to_ms
 from candles.models import Gap, GapState, PriceKind
-from candles.storage import CandleRow, UpsertResult, candle_missing_ranges, candles_upsert
+from candles.series import candle_missing_ranges
+from candles.storage import CandleRow, UpsertResult, candles_upsert
 from collectors.live.buffer import receipt_version
 from collectors.okx.rest import Candle, PermanentError, UnsupportedBar
 from collectors.repair.gap_state import (

@@ -13,7 +13,7 @@ import pytest
 from django.db import connection
 
 from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
-from candles.storage import expected_open_times
+from candles.series import expected_open_times
 from tests.conftest import SEEDED_CODES
 
 HOUR_MS = 3_600_000

@@ -9,14 +9,8 @@ from decimal import Decimal
 import pytest
 
 from candles.bars import ms_to_datetime
-from candles.storage import (
-    InvalidCursor,
-    MissingRange,
-    candle_list,
-    candle_list_text,
-    candle_missing_ranges,
-    expected_open_times,
-)
+from candles.reads import InvalidCursor, candle_list, candle_list_text
+from candles.series import MissingRange, candle_missing_ranges, expected_open_times
 
 T0 = datetime(2024, 1, 17, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from candles.bars import datetime_to_ms, ms_to_datetime
 from candles.models import Candle, Gap, GapState, Instrument, RepairPriority, Subscription, Timeframe
-from candles.storage import candle_missing_ranges
+from candles.series import candle_missing_ranges
 from collectors.delivery.webhooks import webhook_jobs_for
 from collectors.monitoring.repair_report import repair_report_read
 from collectors.repair.confirms import Unit, confirm_units
