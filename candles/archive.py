@@ -20,22 +20,21 @@ layout, the columns and how to read the files are in docs/archive.md.
    `failed` and `ArchiveVerificationError` says what differed.
 
 Running it again for the same leaf rewrites the same files (byte-identical for the same rows) and updates the
-same rows. pyarrow is imported only in this module, and only when a function needs it.
+same rows. pyarrow is imported only here and in candles/archive_format.py (the file format and its readers), and
+only when a function needs it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,8 +44,24 @@ from django.db import connection, transaction
 from django.utils import timezone
 from psycopg import sql
 
+from candles.archive_format import (
+    COPY_SQL,
+    DIGESTS_SQL,
+    FORMAT_VERSION,
+    LINE_SQL,
+    NUMBERS,
+    SOURCE_SQL,
+    archive_metadata,
+    archive_path,
+    archive_series,
+    csv_options,
+    digest_of_series,
+    file_schema,
+    series_name,
+    to_file_table,
+)
 from candles.models import ArchiveFile, ArchiveStatus, Timeframe
-from candles.parquet import META_PREFIX, decimal_text, dictionary_string, open_writer, time_type
+from candles.parquet import open_writer
 from okxproject.logs import log_context
 
 if TYPE_CHECKING:
@@ -54,27 +69,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-NUMBERS = ("open", "high", "low", "close", "vol", "vol_ccy", "vol_ccy_quote")
-# Mark-price and index candles have no volumes: these are empty (null) on their rows.
-VOLUMES = ("vol", "vol_ccy", "vol_ccy_quote")
-COLUMNS = ("inst_id", "price", "open_time", *NUMBERS, "confirmed", "source", "version")
-# Files of format 1 were written before price kinds: every row of them is a trade candle.
-COLUMNS_V1 = tuple(column for column in COLUMNS if column != "price")
 LEAF_COLUMNS = frozenset({"instrument_id", "timeframe_id", "open_time", "version", "confirmed", "source", *NUMBERS})
-# What a file's rows hash to is defined by this version of the canonical text (docs/archive.md). Format 2 added
-# the `price` column (trade, mark, index) and null volumes; a trade row's text, and so its digest, is unchanged.
-FORMAT_VERSION = "2"
-NULL_TEXT = r"\N"
-
 # CSV bytes parsed at a time, and rows per row group. Parsed chunks are gathered into row groups: a 72k-row group
 # (one 8 MB chunk) made files 19 % larger than 290k-row ones, and 32 MB chunks cost 100 MB more peak memory.
 CSV_CHUNK_BYTES = 8 << 20
 ROW_GROUP_ROWS = 262_144
-VERIFY_BATCH_ROWS = 65_536
 PROGRESS_EVERY_S = 10.0
 DAY = timedelta(days=1)
 DAY_MS = 86_400_000
-_TABLE_NAME = re.compile(r"(?:[a-z_][a-z0-9_$]{0,62}\.)?[a-z_][a-z0-9_$]{0,62}")
+TABLE_NAME = re.compile(r"(?:[a-z_][a-z0-9_$]{0,62}\.)?[a-z_][a-z0-9_$]{0,62}")
+
 
 
 class ArchiveError(Exception):
@@ -134,28 +138,6 @@ class DayDigest:
         return digest_of_series(self.series)
 
 
-def series_name(inst_id: str, price: str = "trade") -> str:
-    """How an archive names a series: the instrument id, with `|mark` or `|index` for those kinds."""
-    return inst_id if price == "trade" else f"{inst_id}|{price}"
-
-
-def digest_of_series(series: Sequence[tuple[str, int, str]]) -> str:
-    """A file's sha256: over one line `name,rows,sha256` per series (`series_name`), in file order.
-
-    Two levels because PostgreSQL has no streaming hash: it can hash one instrument-day of text at a time (86,400
-    lines of a 1s bar, a few MB), never a whole firehose day (GBs, past its 1 GB limit on one value)."""
-    text = "".join(f"{inst_id},{rows},{digest}\n" for inst_id, rows, digest in series)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def bar_slug(code: str) -> str:
-    """The bar's directory name: lower-case with months spelled `mo`, so `1m` and `1M` differ on any disk."""
-    return code.replace("M", "mo").lower()
-
-
-def archive_path(root: Path, bar: str, day: date) -> Path:
-    return root / bar_slug(bar) / f"{day:%Y}" / f"{bar}_{day.isoformat()}.parquet"
-
 
 def archive_root(directory: Path | str | None = None) -> Path:
     """The archive's directory: `directory` if given, else CANDLE_ARCHIVE_DIR; ArchiveDisabled when neither."""
@@ -166,149 +148,6 @@ def archive_root(directory: Path | str | None = None) -> Path:
             "run on several hosts) to archive candle partitions to Parquet.")
     # Absolute, so a worker started from another directory writes to the same place.
     return Path(configured.strip()).expanduser().resolve()
-
-
-# --- the canonical text of a row, on both sides ----------------------------------------------------------------
-#
-# open_time_us,open,high,low,close,vol,vol_ccy,vol_ccy_quote,confirmed,source,version\n
-#
-# open time in epoch microseconds (PostgreSQL's precision, so a file that lost sub-millisecond digits would not
-# match), numbers as numeric::text, a NULL volume as \N (mark-price and index candles have none; a trade candle's
-# quote volume may be missing), confirmed t/f, source ws/rest. The series' kind is in its name, not in the line.
-
-_SOURCE = "CASE c.source::text WHEN 'w' THEN 'ws' WHEN 'r' THEN 'rest' ELSE c.source::text END"
-_LINE = (r"concat_ws(',', (extract(epoch FROM c.open_time) * 1000000)::bigint, c.open, c.high, c.low, c.close, "
-         r"coalesce(c.vol::text, '\N'), coalesce(c.vol_ccy::text, '\N'), coalesce(c.vol_ccy_quote::text, '\N'), "
-         r"CASE WHEN c.confirmed THEN 't' ELSE 'f' END, " + _SOURCE + r", c.version) || E'\n'")
-# One group per instrument and day: the most text string_agg holds at once is one instrument-day (8 MB for 1s).
-_DIGESTS = """
-SELECT g.day, g.timeframe_id, g.instrument_id, i.inst_id, i.price, g.rows, g.sha256
-FROM (
-    SELECT c.instrument_id, c.timeframe_id, (c.open_time AT TIME ZONE 'UTC')::date AS day, count(*) AS rows,
-           encode(sha256(convert_to(string_agg({line}, '' ORDER BY c.open_time), 'UTF8')), 'hex') AS sha256
-    FROM {table} c
-    GROUP BY c.instrument_id, c.timeframe_id, (c.open_time AT TIME ZONE 'UTC')::date
-) g LEFT JOIN candles_instrument i ON i.id = g.instrument_id
-ORDER BY g.day, g.instrument_id
-"""
-_COPY = """
-COPY (
-    SELECT i.inst_id, i.price, (extract(epoch FROM c.open_time) * 1000)::bigint, c.open, c.high, c.low, c.close, c.vol,
-           c.vol_ccy, c.vol_ccy_quote, c.confirmed, {source}, c.version
-    FROM {table} c LEFT JOIN candles_instrument i ON i.id = c.instrument_id
-    WHERE c.timeframe_id = {timeframe} AND c.open_time >= {start} AND c.open_time < {end}
-    ORDER BY {day_first} c.instrument_id, c.open_time
-) TO STDOUT (FORMAT csv)
-"""
-
-
-def canonical_lines(batch: pa.RecordBatch | pa.Table) -> pa.Array:
-    """Each row's canonical text with its newline, built from the file's columns (vectorized)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    def column(name: str) -> pa.Array:
-        values = batch.column(name)
-        return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-
-    micros = pc.multiply_checked(pc.cast(column("open_time"), pa.int64()), 1000)
-    fields = [
-        pc.cast(micros, pa.string()),
-        *(column(name) for name in NUMBERS if name not in VOLUMES),
-        *(pc.fill_null(column(name), NULL_TEXT) for name in VOLUMES),
-        pc.if_else(column("confirmed"), "t", "f"),
-        pc.cast(column("source"), pa.string()),
-        # The newline goes on the last field rather than on the joined line: one short array, not a second
-        # copy of every line.
-        pc.binary_join_element_wise(pc.cast(column("version"), pa.string()), "\n", ""),
-    ]
-    return pc.binary_join_element_wise(*fields, ",")
-
-
-def _series_names(batch: pa.RecordBatch) -> pa.Array:
-    """Each row's series name (`series_name`): the instrument id, `|kind` appended for mark and index rows."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    names = pc.cast(batch.column("inst_id"), pa.string())
-    if "price" not in batch.schema.names:  # format 1: trade candles only
-        return names
-    price = pc.cast(batch.column("price"), pa.string())
-    suffix = pc.if_else(pc.equal(price, "trade"), "", pc.binary_join_element_wise("|", price, ""))
-    return pc.binary_join_element_wise(names, suffix, "")
-
-
-def _series_of_batches(batches: Iterator[pa.RecordBatch]) -> list[tuple[str, int, str]]:
-    """(series name, rows, sha256 of its lines) per run of one series, in order, hashing the lines' bytes where
-    they lie in Arrow's buffers (no Python string per row)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    series: list[tuple[str, int, str]] = []
-    current: str | None = None
-    hasher = hashlib.sha256()
-    rows = 0
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        lines = canonical_lines(batch)
-        if pa.types.is_large_string(lines.type):
-            offsets = memoryview(lines.buffers()[1]).cast("q")
-        else:
-            offsets = memoryview(lines.buffers()[1]).cast("i")
-        data = memoryview(lines.buffers()[2]) if lines.buffers()[2] is not None else memoryview(b"")
-        names = _series_names(batch)
-        count = batch.num_rows
-        changes = pc.indices_nonzero(pc.not_equal(names.slice(1), names.slice(0, count - 1))).to_pylist()
-        bounds = [0, *(index + 1 for index in changes), count]
-        for first, stop in pairwise(bounds):
-            name = names[first].as_py()
-            if name != current:
-                if current is not None:
-                    series.append((current, rows, hasher.hexdigest()))
-                current, hasher, rows = name, hashlib.sha256(), 0
-            hasher.update(data[offsets[lines.offset + first]:offsets[lines.offset + stop]])
-            rows += stop - first
-    if current is not None:
-        series.append((current, rows, hasher.hexdigest()))
-    return series
-
-
-def archive_series(path: Path | str) -> list[tuple[str, int, str]]:
-    """(series name, rows, sha256) per series of an archive file, computed from its rows (bounded memory)."""
-    import pyarrow.parquet as pq
-
-    with pq.ParquetFile(path) as parquet:
-        columns = COLUMNS if "price" in parquet.schema_arrow.names else COLUMNS_V1
-        return _series_of_batches(parquet.iter_batches(batch_size=VERIFY_BATCH_ROWS, columns=list(columns),
-                                                       use_threads=False))
-
-
-def archive_digest(path: Path | str) -> str:
-    """The sha256 of a file's rows, recomputed from them: equal to its `okx_candles.sha256` metadata when intact."""
-    return digest_of_series(archive_series(path))
-
-
-def archive_metadata(path: Path | str) -> dict[str, str]:
-    """The archive's key-value metadata of a file (bar, start, end, rows, sha256, table, format), prefix removed."""
-    import pyarrow.parquet as pq
-
-    raw = pq.read_metadata(path).metadata or {}
-    return {key.decode()[len(META_PREFIX):]: value.decode() for key, value in raw.items()
-            if key.decode().startswith(META_PREFIX)}
-
-
-def archive_read(path: Path | str) -> pa.Table:
-    """A whole archive file as an Arrow table (prices and volumes as exact decimal strings), with its `price`
-    column (every row `trade` in a file of format 1, written before price kinds)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    if "price" in table.column_names:
-        return table
-    trade = pa.array(["trade"] * table.num_rows, pa.string()).dictionary_encode()
-    return table.add_column(1, pa.field("price", trade.type, nullable=False), trade)
 
 
 def archive_list(*, bar: str | None = None) -> list[ArchiveFile]:
@@ -322,44 +161,7 @@ def archive_list(*, bar: str | None = None) -> list[ArchiveFile]:
 # --- writing ------------------------------------------------------------------------------------------------------
 
 
-def _file_schema() -> pa.Schema:
-    """The archive's columns, in the encoding every Parquet file of the project shares (candles.parquet)."""
-    import pyarrow as pa
-
-    return pa.schema([
-        pa.field("inst_id", dictionary_string(), nullable=False),
-        pa.field("price", dictionary_string(), nullable=False),
-        pa.field("open_time", time_type(), nullable=False),
-        *(decimal_text(name, nullable=name in VOLUMES) for name in NUMBERS),
-        pa.field("confirmed", pa.bool_(), nullable=False),
-        pa.field("source", dictionary_string(), nullable=False),
-        pa.field("version", pa.int64(), nullable=False),
-    ])
-
-
-def _csv_options() -> tuple:
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    read = pacsv.ReadOptions(column_names=list(COLUMNS), block_size=4 << 20, use_threads=False)
-    types = {"inst_id": pa.string(), "price": pa.string(), "open_time": pa.int64(),
-             **dict.fromkeys(NUMBERS, pa.string()),
-             "confirmed": pa.bool_(), "source": pa.string(), "version": pa.int64()}
-    # COPY's CSV writes NULL as an empty unquoted field and an empty string as "": only the former is null.
-    convert = pacsv.ConvertOptions(column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False,
-                                   true_values=["t"], false_values=["f"])
-    return read, convert
-
-
-def _to_file_table(raw: pa.Table, schema: pa.Schema) -> pa.Table:
-    import pyarrow as pa
-
-    # One dictionary per row group: chunks encoded apart would each bring their own.
-    arrays = [raw["inst_id"].combine_chunks().dictionary_encode(), raw["price"].combine_chunks().dictionary_encode(),
-              raw["open_time"].cast(time_type()),
-              *(raw[name] for name in NUMBERS), raw["confirmed"], raw["source"].combine_chunks().dictionary_encode(),
-              raw["version"]]
-    return pa.Table.from_arrays(arrays, schema=schema)
+# --- writing ------------------------------------------------------------------------------------------------------
 
 
 class _DayFile:
@@ -386,7 +188,7 @@ class _DayFile:
         import pyarrow as pa
 
         if self.pending:
-            table = _to_file_table(pa.concat_tables(self.pending), self.schema)
+            table = to_file_table(pa.concat_tables(self.pending), self.schema)
             self.pending, self.pending_rows = [], 0
             self.writer.write_table(table, row_group_size=table.num_rows)
             self.rows += table.num_rows
@@ -420,7 +222,7 @@ def _render(template: str, **parts: sql.Composable) -> str:
 
 def _leaf(table: str) -> sql.Identifier:
     """The table as a quoted identifier, after checking it exists and has every column read here (by name)."""
-    if not _TABLE_NAME.fullmatch(table):
+    if not TABLE_NAME.fullmatch(table):
         raise ArchiveError(f"{table!r} is not a table name (lower-case letters, digits and _, optionally schema.)")
     with connection.cursor() as cursor:
         cursor.execute(
@@ -454,7 +256,7 @@ def _sql_digests(leaf: sql.Identifier, table: str, timeframe: Timeframe, start: 
                  end: datetime) -> dict[date, DayDigest]:
     """PostgreSQL's checksum of every row of the table, by day; refuses rows the archive would not cover."""
     with connection.cursor() as cursor:
-        cursor.execute(_render(_DIGESTS, line=sql.SQL(_LINE), table=leaf))
+        cursor.execute(_render(DIGESTS_SQL, line=sql.SQL(LINE_SQL), table=leaf))
         groups = cursor.fetchall()
     days: dict[date, DayDigest] = {}
     stray: list[str] = []
@@ -518,11 +320,11 @@ def _write_days(leaf: sql.Identifier, table: str, timeframe: Timeframe, start: d
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    schema = _file_schema()
-    read_options, convert_options = _csv_options()
+    schema = file_schema()
+    read_options, convert_options = csv_options()
     # Ordered by day only when there are several: on a day's leaf the primary key's order needs no sort.
     day_first = sql.SQL("(c.open_time AT TIME ZONE 'UTC')::date," if end - start > DAY else "")
-    statement = _render(_COPY, source=sql.SQL(_SOURCE), table=leaf, timeframe=sql.Literal(timeframe.pk),
+    statement = _render(COPY_SQL, source=sql.SQL(SOURCE_SQL), table=leaf, timeframe=sql.Literal(timeframe.pk),
                         start=sql.Literal(start), end=sql.Literal(end), day_first=day_first)
     current: _DayFile | None = None
     current_day: date | None = None

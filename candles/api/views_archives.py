@@ -18,7 +18,7 @@ from candles.api.lookups import PRICES, unknown_timeframe
 from candles.api.pagination import PAGE_PARAMS, page_bounds, paginate
 from candles.api.params import SYMBOL_PATTERN, TIMEFRAME_PATTERN, Query
 from candles.api.serializers_archives import ArchiveFileSerializer, ArchivePageSerializer
-from candles.archive import series_name
+from candles.archive_format import series_name
 from candles.models import ArchiveFile, ArchiveStatus, Timeframe
 from okxproject.api_errors import ApiError
 

@@ -20,19 +20,23 @@ import pyarrow.parquet as pq
 import pytest
 from django.db import connection
 
-from candles import archive
+from candles import archive, archive_format
 from candles.archive import (
     ArchiveBusy,
     ArchiveDisabled,
     ArchiveError,
     ArchiveVerificationError,
-    archive_digest,
     archive_list,
+    archive_write,
+)
+from candles.archive_format import (
+    archive_digest,
     archive_metadata,
     archive_path,
     archive_read,
-    archive_write,
+    archive_series,
     bar_slug,
+    digest_of_series,
 )
 from candles.models import ArchiveFile, ArchiveStatus, Timeframe
 
@@ -256,7 +260,7 @@ def test_a_large_leaf_is_streamed_in_chunks_and_verified_across_them(leaf, archi
     # Tiny chunks, row groups and read-back batches, so instruments and days straddle their boundaries.
     monkeypatch.setattr(archive, "CSV_CHUNK_BYTES", 1_000)
     monkeypatch.setattr(archive, "ROW_GROUP_ROWS", 30)
-    monkeypatch.setattr(archive, "VERIFY_BATCH_ROWS", 7)
+    monkeypatch.setattr(archive_format, "VERIFY_BATCH_ROWS", 7)
     rows = [Row(inst_id, DEC_1 + timedelta(minutes=37 * step), close=f"{100 + step}.{step % 10}0")
             for inst_id in ("BTC-USDT", "ETH-USDT", "SOL-USDT") for step in range(100)]
     name = leaf("detached_1m_202612", "1m", rows)
@@ -355,7 +359,7 @@ def test_a_failure_while_writing_leaves_no_temporary_file_and_the_connection_usa
     monkeypatch.setattr(archive, "ROW_GROUP_ROWS", 5)
     name = leaf("detached_1s_20261201", "1s", [Row("BTC-USDT", DEC_1 + timedelta(seconds=s)) for s in range(50)])
     calls = []
-    real = archive._to_file_table
+    real = archive.to_file_table
 
     def disk_full_on_second_row_group(raw, schema):
         calls.append(raw.num_rows)
@@ -363,7 +367,7 @@ def test_a_failure_while_writing_leaves_no_temporary_file_and_the_connection_usa
             raise OSError(28, "No space left on device")
         return real(raw, schema)
 
-    monkeypatch.setattr(archive, "_to_file_table", disk_full_on_second_row_group)
+    monkeypatch.setattr(archive, "to_file_table", disk_full_on_second_row_group)
 
     with pytest.raises(OSError, match="No space left"):
         archive_write(table=name, bar="1s", start=DEC_1, end=DEC_1 + DAY)
@@ -486,7 +490,7 @@ def test_mark_and_index_candles_archive_beside_the_trades_of_the_same_ids_as_ser
     assert [tuple(row) for row in file_rows(path)] == stored_text(name)
     assert archived.inst_ids == ["BTC-USDT-SWAP", "BTC-USDT-SWAP|mark", "BTC-USDT", "BTC-USDT|index"]
     assert (archived.instruments, archived.rows, archived.status) == (4, 6, ArchiveStatus.OK)
-    assert [name for name, _rows, _digest in archive.archive_series(path)] == archived.inst_ids
+    assert [name for name, _rows, _digest in archive_series(path)] == archived.inst_ids
     assert archive_metadata(path)["series"] == "4"
 
 
@@ -502,7 +506,7 @@ def test_a_trade_only_day_keeps_the_digest_it_had_before_price_kinds(leaf, archi
 
     [archived] = archive_write(table=name, bar="1m", start=DEC_1, end=DEC_1 + DAY).files
 
-    assert archived.sha256 == archive.digest_of_series(series)
+    assert archived.sha256 == digest_of_series(series)
 
 
 def test_tampering_with_the_mark_rows_alone_is_caught_and_named(leaf, archive_dir):
@@ -538,4 +542,4 @@ def test_a_file_of_format_1_reads_as_trade_candles_and_its_series_are_named_as_b
     table = archive_read(path)
 
     assert table.column("price").to_pylist() == ["trade"]
-    assert [name for name, _rows, _digest in archive.archive_series(path)] == ["BTC-USDT"]
+    assert [name for name, _rows, _digest in archive_series(path)] == ["BTC-USDT"]

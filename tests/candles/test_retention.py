@@ -401,4 +401,6 @@ def test_with_the_real_archive_a_partition_is_dropped_only_after_its_files_are_v
     assert tables_named(NAMES) == NAMES[1:]
     [file] = archive.archive_list(bar="1s")
     assert (file.start, file.end, file.rows, file.status) == (D1, D1 + DAY, 2, "ok")
-    assert archive.archive_read(file.path).column("open_time").to_pylist() == [D1, D1 + DAY - SECOND]
+    from candles.archive_format import archive_read
+
+    assert archive_read(file.path).column("open_time").to_pylist() == [D1, D1 + DAY - SECOND]

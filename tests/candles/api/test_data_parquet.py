@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from candles.api import parquet as api_parquet
-from candles.archive import _file_schema
+from candles.archive_format import file_schema as _file_schema
 from candles.bars import datetime_to_ms
 from tests.candles.api.fixtures import envelope_of
 from tests.conftest import utc
