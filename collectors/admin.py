@@ -36,14 +36,8 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 
-from candles.admin import (
-    STATUS_COLOURS,
-    GapAdmin,
-    InstrumentAdmin,
-    SubscriptionAdmin,
-    age_label,
-    badge,
-)
+from candles.admin import GapAdmin, InstrumentAdmin, SubscriptionAdmin
+from candles.admin_labels import STATUS_COLOURS, age_label, badge
 from candles.bars import datetime_to_ms
 from candles.models import Gap, GapState, Instrument, Subscription
 from collectors import admin_tasks

@@ -17,10 +17,7 @@ from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from candles.admin import (
-    age_label,
-    retention_label,
-)
+from candles.admin_labels import age_label, retention_label
 from candles.models import Subscription, SubscriptionStatus
 from candles.retention import human_bytes
 from candles.storage_stats import storage_by_bar

@@ -21,8 +21,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from candles import admin as candles_admin
-from candles.admin import subscription_figures
+from candles import admin_bulk
+from candles.admin_figures import subscription_figures
 from candles.bars import datetime_to_ms, ms_to_datetime
 from candles.models import Gap, GapState, Instrument, Subscription, SubscriptionStatus, Timeframe
 from collectors import admin_dashboard
@@ -510,7 +510,7 @@ def test_bad_subscribe_requests_are_refused_with_a_reason(staff_client, universe
     future = staff_client.post(url, {"instruments": [universe["BTC-USDT"].pk], "timeframes": ["1m"],
                                      "backfill_from_0": "2999-01-01", "backfill_from_1": "00:00:00"})
     assert "History cannot start in the future" in text(future)
-    monkeypatch.setattr(candles_admin, "MAX_BULK_PAIRS", 3)
+    monkeypatch.setattr(admin_bulk, "MAX_BULK_PAIRS", 3)
     too_many = staff_client.post(url, {"all_matching": "on", "timeframes": ["1m", "1H"]})
     assert "That is 8 subscriptions; at most 3 at once" in text(too_many)
     assert Subscription.objects.count() == 0
