@@ -1,16 +1,72 @@
-"""The open times of a series: which ones a bar has between two moments (UTC+8 alignment, calendar months), and
-which of them have no stored candle, as runs.
+"""The open times of a series: ranges of them (`Range`, cut and subtracted), an instrument's lifetime in them
+(from the candle containing its listing to the one containing its expiry or delisting), which ones a bar has
+between two moments (UTC+8 alignment, calendar months), and which of them have no stored candle, as runs.
+Detection, repair, verification and the backfill command all take these from here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
 from django.db import connection
 
-from candles.bars import datetime_to_ms, ms_to_datetime
-from candles.models import Timeframe
+from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
+from candles.models import Instrument, Timeframe
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    start_ms: int  # first open time
+    end_ms: int  # last open time, inclusive
+    reason: str | None = None  # why REST cannot serve it; None when it can
+
+    def fmt(self) -> str:
+        return f"{ms_to_datetime(self.start_ms).isoformat()} to {ms_to_datetime(self.end_ms).isoformat()}"
+
+
+def split(spec: BarSpec, rng: Range, size: int) -> Iterator[Range]:
+    """`rng` cut into consecutive ranges of at most `size` open times."""
+    start = rng.start_ms
+    while start <= rng.end_ms:
+        last = min(rng.end_ms, spec.advance(start, size - 1))
+        yield Range(start, last, rng.reason)
+        start = spec.following(last)
+
+
+def subtract(spec: BarSpec, rng: Range, covered: Sequence[tuple[int, int]]) -> Iterator[Range]:
+    """The parts of `rng` outside the `covered` ranges (sorted by start)."""
+    current = rng.start_ms
+    for start, end in covered:
+        if end < current:
+            continue
+        if start > rng.end_ms:
+            break
+        if start > current:
+            yield Range(current, spec.floor(start - 1), rng.reason)
+        current = max(current, spec.ceil(end + 1))
+        if current > rng.end_ms:
+            return
+    if current <= rng.end_ms:
+        yield Range(current, rng.end_ms, rng.reason)
+
+
+def open_containing(spec: BarSpec, moment: datetime) -> int:
+    """The open time of the candle that contains `moment`."""
+    return spec.floor(datetime_to_ms(moment))
+
+
+def listing_open_ms(spec: BarSpec, instrument: Instrument) -> int | None:
+    """The first open time OKX has: the candle containing the listing moment."""
+    return None if instrument.listed_at is None else open_containing(spec, instrument.listed_at)
+
+
+def final_open_ms(spec: BarSpec, instrument: Instrument) -> int | None:
+    """The last open time an instrument can have: the candle containing its expiry or delisting, if any."""
+    ends = [datetime_to_ms(moment) for moment in (instrument.expires_at, instrument.delisted_at) if moment]
+    return spec.floor(min(ends)) if ends else None
 
 
 def expected_open_times(timeframe: Timeframe, start: datetime, end: datetime) -> list[datetime]:

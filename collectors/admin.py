@@ -39,6 +39,7 @@ from django.utils import timezone
 from candles.admin import GapAdmin, InstrumentAdmin, SubscriptionAdmin
 from candles.admin_labels import STATUS_COLOURS, age_label, badge
 from candles.bars import datetime_to_ms
+from candles.gaps import gap_retry
 from candles.models import Gap, GapState, Instrument, Subscription
 from collectors import admin_tasks
 from collectors.admin_common import REDIS_DOWN, enqueue, redis_notice, report_queueing, screen_redis
@@ -48,7 +49,6 @@ from collectors.monitoring.status import (
     ChannelStatus,
     channel_statuses,
 )
-from collectors.repair.gap_state import gap_retry
 from collectors.shared.connections import pipeline_keys
 from okxproject.keys import Keys, priced_bar
 

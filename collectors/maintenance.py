@@ -22,9 +22,9 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 from redis import RedisError
 
+from candles.gaps import ExpiryResult, gaps_expire, gaps_prune
 from candles.partitions import partition_close_out, partitions_premake
 from candles.retention import Progress, RetentionResult, retention_enforce
-from collectors.repair.gap_state import ExpiryResult, gaps_expire, gaps_prune
 from collectors.shared.connections import pipeline_keys, redis_client
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ A repair goes through these modules in order:
 4. `schedule`  — one scheduler spends every candle endpoint's REST budget (trade, mark-price and index candles,
                  latest and older: six) in priority order (missed confirms, outage gaps, requested history,
                  old gaps), one page-sized request per unit of work.
-5. `fill`      — one unit: fetch, write through `candles_upsert`, settle the gap (`gap_state` owns its states).
+5. `fill`      — one unit: fetch, write through `candles_upsert`, settle the gap (`candles.gaps` owns its states).
 6. `report`    — the backlog by priority, its drain rate and ETA, for status, the admin and /metrics.
 
 `rest` gives every caller the same REST client: the Redis-shared rate limiter and the request counters.

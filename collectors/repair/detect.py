@@ -19,7 +19,7 @@ the repair scheduler finds them through a partial index (`confirms`).
 
 Nothing is recorded behind a bar's own retention horizon (`Timeframe.horizon`): those candles are dropped by
 policy. Both ways in start at the horizon at the earliest; the maintenance task expires older gaps
-(`gap_state.gaps_expire`).
+(`candles.gaps.gaps_expire`).
 """
 
 from __future__ import annotations
@@ -35,21 +35,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
+from candles.gaps import gap_record, gaps_record_many
 from candles.models import Candle, Gap, GapState, Instrument, PriceKind, RepairPriority, Subscription, Timeframe
-from candles.series import candle_missing_ranges
-from collectors.repair.gap_state import gap_record
-from collectors.repair.reach import (
-    PAGE_CANDLES,
-    Range,
-    final_open_ms,
-    lane_for,
-    listing_open_ms,
-    not_served_reason,
-    partition,
-    reach_limits,
-    rest_serves,
-    subtract,
-)
+from candles.series import Range, candle_missing_ranges, final_open_ms, listing_open_ms, open_containing, subtract
+from collectors.repair.reach import PAGE_CANDLES, lane_for, not_served_reason, partition, reach_limits, rest_serves
 from okxproject.logs import log_context
 
 logger = logging.getLogger(__name__)
@@ -211,7 +200,7 @@ def _start_watermarks(timeframes: dict[int, Timeframe], now: datetime) -> None:
         start_ms = (spec.ceil(datetime_to_ms(backfill_from)) if backfill_from is not None
                     else spec.floor(datetime_to_ms(min(created_at, now))))
         if listed_at is not None:
-            start_ms = max(start_ms, spec.floor(datetime_to_ms(listed_at)))
+            start_ms = max(start_ms, open_containing(spec, listed_at))
         ids.append(sub_id)
         marks.append(start_ms - 1)
     with connection.cursor() as cursor:
@@ -331,7 +320,7 @@ def _record(timeframe: Timeframe, series: Sequence[_Series], holes: dict[int, li
     now_ms = datetime_to_ms(now)
     # Only series with holes need their instrument (listing and retention limits): a query for those alone.
     instruments = Instrument.objects.in_bulk({s.instrument_id for s in series if s.id in holes})
-    gaps: list[Gap] = []
+    units: list[tuple[int, Range, int, int]] = []
     for s in series:
         if s.id not in holes:
             continue
@@ -340,16 +329,9 @@ def _record(timeframe: Timeframe, series: Sequence[_Series], holes: dict[int, li
         created_at = ms_to_datetime(s.created_ms)
         parts = [part for hole in holes[s.id] for part in partition(spec, hole, limits)]
         for unit, missing in _pages(spec, parts, now_ms, s.price):
-            end = ms_to_datetime(unit.end_ms)
-            gaps.append(Gap(
-                subscription_id=s.id, start=ms_to_datetime(unit.start_ms), end=end, missing=missing,
-                state=GapState.UNFILLABLE if unit.reason else GapState.OPEN, reason=unit.reason or "",
-                priority=gap_priority(end, created_at=created_at, now=now),
-            ))
-    # An unfinished gap starting at the same open time exists only after an explicit detection went ahead of
-    # the watermark: it already stands for these candles.
-    Gap.objects.bulk_create(gaps, batch_size=5_000, ignore_conflicts=True)
-    return gaps
+            priority = gap_priority(ms_to_datetime(unit.end_ms), created_at=created_at, now=now)
+            units.append((s.id, unit, missing, priority))
+    return gaps_record_many(units)
 
 
 # --- one subscription over a named range ----------------------------------------------------------

@@ -1,6 +1,6 @@
 """One unit of repair work: fetch a range from OKX REST, write it through `candles_upsert`, settle.
 
-A gap fill claims its gap (`gap_state`), fetches the range, writes the closed candles and checks the range
+A gap fill claims its gap (`candles.gaps`), fetches the range, writes the closed candles and checks the range
 again: filled, unfillable with a reason, or open for a retry. A confirm repair fetches the span of one
 series that holds closed candles stored without their confirm push. Either way the candles written reach
 `on_written` (the webhooks) exactly as live confirmed candles do. No candle is ever made up.
@@ -21,12 +21,7 @@ from django.utils import timezone
 from redis import RedisError
 
 from candles.bars import datetime_to_ms
-from candles.models import Gap, GapState, PriceKind
-from candles.series import candle_missing_ranges
-from candles.storage import CandleRow, UpsertResult, candles_upsert
-from collectors.live.buffer import receipt_version
-from collectors.okx.rest import Candle, PermanentError, UnsupportedBar
-from collectors.repair.gap_state import (
+from candles.gaps import (
     MAX_ATTEMPTS,
     gap_claim,
     gap_finish,
@@ -34,7 +29,12 @@ from collectors.repair.gap_state import (
     gap_record,
     gap_reopen,
 )
-from collectors.repair.reach import Range, not_served_reason, partition, reach_limits, rest_serves
+from candles.models import Gap, GapState, PriceKind
+from candles.series import Range, candle_missing_ranges
+from candles.storage import CandleRow, UpsertResult, candles_upsert
+from collectors.live.buffer import receipt_version
+from collectors.okx.rest import Candle, PermanentError, UnsupportedBar
+from collectors.repair.reach import not_served_reason, partition, reach_limits, rest_serves
 from collectors.repair.rest import REFUSED_CODES, dead_letter_rejected, rest_rows
 from collectors.shared.connections import pipeline_keys, redis_client
 from collectors.shared.rest import with_okx_rest

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import timedelta
 
-from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
+from candles.bars import BarSpec
 from candles.models import Instrument, Timeframe
+from candles.series import Range, listing_open_ms
 from collectors.okx.protocol import TRADE, TRADE_ONLY_BARS
 from collectors.okx.rest_endpoints import (
     CANDLE_ENDPOINTS,
@@ -47,42 +47,6 @@ PAGE_CANDLES: dict[str, int] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Range:
-    start_ms: int  # first open time
-    end_ms: int  # last open time, inclusive
-    reason: str | None = None  # why REST cannot serve it; None when it can
-
-    def fmt(self) -> str:
-        return f"{ms_to_datetime(self.start_ms).isoformat()} to {ms_to_datetime(self.end_ms).isoformat()}"
-
-
-def split(spec: BarSpec, rng: Range, size: int) -> Iterator[Range]:
-    """`rng` cut into consecutive ranges of at most `size` open times."""
-    start = rng.start_ms
-    while start <= rng.end_ms:
-        last = min(rng.end_ms, spec.advance(start, size - 1))
-        yield Range(start, last, rng.reason)
-        start = spec.following(last)
-
-
-def subtract(spec: BarSpec, rng: Range, covered: Sequence[tuple[int, int]]) -> Iterator[Range]:
-    """The parts of `rng` outside the `covered` ranges (sorted by start)."""
-    current = rng.start_ms
-    for start, end in covered:
-        if end < current:
-            continue
-        if start > rng.end_ms:
-            break
-        if start > current:
-            yield Range(current, spec.floor(start - 1), rng.reason)
-        current = max(current, spec.ceil(end + 1))
-        if current > rng.end_ms:
-            return
-    if current <= rng.end_ms:
-        yield Range(current, rng.end_ms, rng.reason)
-
-
 def rest_serves(timeframe: Timeframe, price: str = TRADE) -> bool:
     """Whether OKX REST has `price` candles of this bar (mark-price and index candles start at 1m)."""
     if price != TRADE and timeframe.code in TRADE_ONLY_BARS:
@@ -94,17 +58,6 @@ def not_served_reason(timeframe: Timeframe, price: str = TRADE) -> str:
     if price != TRADE and timeframe.code in TRADE_ONLY_BARS:
         return f"OKX has no {timeframe.code} {price} candles (they start at 1m)"
     return f"OKX REST does not serve {timeframe.code} candles (WebSocket only)"
-
-
-def listing_open_ms(spec: BarSpec, instrument: Instrument) -> int | None:
-    """The first open time OKX has: the candle containing the listing moment."""
-    return None if instrument.listed_at is None else spec.floor(datetime_to_ms(instrument.listed_at))
-
-
-def final_open_ms(spec: BarSpec, instrument: Instrument) -> int | None:
-    """The last open time an instrument can have: the candle containing its expiry or delisting, if any."""
-    ends = [datetime_to_ms(moment) for moment in (instrument.expires_at, instrument.delisted_at) if moment]
-    return spec.floor(min(ends)) if ends else None
 
 
 def reach_limits(timeframe: Timeframe, instrument: Instrument, now_ms: int) -> list[tuple[int, str]]:

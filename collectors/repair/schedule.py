@@ -30,6 +30,7 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
+from candles.gaps import FILLING_STALE_AFTER, RETRY_BACKOFF
 from candles.models import Instrument, RepairPriority, Timeframe
 from candles.storage import candles_upsert
 from collectors.live.buffer import receipt_version
@@ -37,7 +38,6 @@ from collectors.okx.rest import PermanentError, UnsupportedBar
 from collectors.okx.rest_endpoints import RECENT_CANDLES, RECENT_MARGIN
 from collectors.repair.confirms import CONFIRM_SETTLE, Unit, confirm_backlog, confirms_retry_later
 from collectors.repair.fill import OnWritten, gap_fill, gaps_filled_record, notify_written
-from collectors.repair.gap_state import FILLING_STALE_AFTER, RETRY_BACKOFF
 from collectors.repair.reach import ENDPOINT_LANES, LANES, PAGE_CANDLES, PRICE_LANES
 from collectors.repair.report import BUDGET_PER_S, PRIORITY_NAMES, gap_backlog, repair_report_write
 from collectors.repair.rest import dead_letter_rejected, rest_rows

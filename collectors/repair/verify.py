@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
 from candles.models import Candle, Instrument, PriceKind, Timeframe
+from candles.series import open_containing
 from candles.storage import CandleRow, candles_upsert
 from collectors.live.buffer import receipt_version
 from collectors.okx.candle_rows import CandleUpdate
@@ -109,7 +110,7 @@ def verifiable_range(
     spec = timeframe.spec
     first = spec.ceil(start_ms)
     if instrument.listed_at is not None:
-        first = max(first, spec.floor(datetime_to_ms(instrument.listed_at)))
+        first = max(first, open_containing(spec, instrument.listed_at))
     retention = REST_RETENTION.get(timeframe.code)
     if retention is not None:
         first = max(first, spec.ceil(now_ms - int(retention.total_seconds() * 1000)))

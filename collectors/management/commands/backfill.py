@@ -33,10 +33,11 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from candles.bars import datetime_to_ms, ms_to_datetime
+from candles.gaps import gap_release
 from candles.models import Candle, Gap, GapState, Instrument, PriceKind, Subscription, Timeframe
+from candles.series import open_containing
 from collectors.repair.detect import DETECT_SETTLE, gaps_detect
 from collectors.repair.fill import GapFillResult, gap_fill
-from collectors.repair.gap_state import gap_release
 from collectors.repair.reach import not_served_reason, rest_serves
 from collectors.shared.connections import redis_client
 from okxproject.cli import TIME_HELP, Progress, is_tty, iso, moment_option, raw_stream, redacted_url, series_lookup
@@ -196,7 +197,7 @@ class Plan:
         life_first, life_last = first_ms, last_ms
         outside: dict[str, int] = {}
         if instrument.listed_at is not None:
-            listing = spec.floor(datetime_to_ms(instrument.listed_at))
+            listing = open_containing(spec, instrument.listed_at)
             if listing > first_ms:
                 life_first = listing
                 before = spec.count(first_ms, min(last_ms, spec.floor(listing - 1)))

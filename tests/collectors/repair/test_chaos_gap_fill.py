@@ -26,10 +26,10 @@ from django.db import connection
 from django.utils import timezone
 
 from candles.bars import ms_to_datetime
+from candles.gaps import RETRY_BACKOFF
 from candles.models import Gap, GapState, Instrument, Subscription, Timeframe
 from collectors.repair.detect import gaps_detect
 from collectors.repair.fill import gap_fill
-from collectors.repair.gap_state import RETRY_BACKOFF
 from collectors.repair.schedule import gaps_next
 from collectors.shared import rest as shared_rest
 from collectors.simulator import SimulatorConfig, ThreadedSimulator, run_in_thread

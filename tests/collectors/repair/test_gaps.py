@@ -15,11 +15,11 @@ from django.db import connection
 from django.utils import timezone
 
 from candles.bars import datetime_to_ms, ms_to_datetime
+from candles.gaps import MAX_ATTEMPTS, RETRY_BACKOFF
 from candles.models import Candle, Gap, GapState, Instrument, Subscription, Timeframe
 from collectors.okx.rest import RestError
 from collectors.repair.detect import DETECT_SETTLE, MAX_GAP_CANDLES, gaps_detect
 from collectors.repair.fill import GapFillResult, gap_fill
-from collectors.repair.gap_state import MAX_ATTEMPTS, RETRY_BACKOFF
 from collectors.repair.reach import PAGE_CANDLES
 from collectors.repair.schedule import gaps_next
 from collectors.shared import rest as shared_rest

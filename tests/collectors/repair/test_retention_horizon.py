@@ -9,9 +9,9 @@ import pytest
 from django.utils import timezone
 
 from candles.bars import datetime_to_ms, ms_to_datetime
+from candles.gaps import gaps_expire, gaps_prune
 from candles.models import Gap, GapState, Instrument, RepairPriority, Subscription, Timeframe
 from collectors.repair.detect import DETECT_SETTLE, detection_advance, gaps_detect
-from collectors.repair.gap_state import gaps_expire, gaps_prune
 from collectors.repair.reach import CANDLES_LANE, HISTORY_LANE
 from collectors.repair.schedule import gaps_due, gaps_next
 

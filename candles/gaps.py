@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,7 +26,7 @@ from django.utils import timezone
 
 from candles.bars import BarSpec, datetime_to_ms, ms_to_datetime
 from candles.models import Gap, GapState, Instrument, RepairPriority, Subscription, Timeframe
-from collectors.repair.reach import Range
+from candles.series import Range
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,21 @@ def gap_record(subscription: Subscription, spec: BarSpec, rng: Range, *, priorit
     except IntegrityError:
         logger.info("subscription %s: an unfinished gap from %s exists already", subscription.pk, rng.fmt())
         return None
+
+
+def gaps_record_many(units: Iterable[tuple[int, Range, int, int]]) -> list[Gap]:
+    """New gaps of many subscriptions in one INSERT: (subscription id, range, missing candles, priority) each,
+    unfillable at once when the range carries a reason. One that starts where an unfinished gap of its
+    subscription starts is skipped: that gap exists only after an explicit detection went ahead of the
+    watermark, and already stands for these candles."""
+    gaps = [
+        Gap(subscription_id=subscription_id, start=ms_to_datetime(rng.start_ms), end=ms_to_datetime(rng.end_ms),
+            missing=missing, state=GapState.UNFILLABLE if rng.reason else GapState.OPEN, reason=rng.reason or "",
+            priority=priority)
+        for subscription_id, rng, missing, priority in units
+    ]
+    Gap.objects.bulk_create(gaps, batch_size=5_000, ignore_conflicts=True)
+    return gaps
 
 
 def _columns(model: type[Model], alias: str) -> tuple[list[str], str]:
