@@ -132,10 +132,14 @@ redis.call("HSET", KEYS[2], "shards", "[" .. table.concat(owned, ",") .. "]")
 redis.call("PEXPIRE", KEYS[2], 3 * ttl)
 return {owned, lost, released, taken, primary, {per_host[host]}}
 """
-# KEYS = the slots of one shard; ARGV[1] = collector id: delete the slot this collector holds.
-RELEASE_LUA = """
+
+
+def release_slots_lua(first_key: int) -> str:
+    """Lua that deletes the lease slots KEYS[first_key..] that ARGV[1] (a collector id) holds and returns how
+    many it deleted: a collector's own release, and the health task's removal of a dead collector."""
+    return f"""
 local released = 0
-for i = 1, #KEYS do
+for i = {first_key}, #KEYS do
   if redis.call("GET", KEYS[i]) == ARGV[1] then
     redis.call("DEL", KEYS[i])
     released = released + 1
@@ -143,6 +147,10 @@ for i = 1, #KEYS do
 end
 return released
 """
+
+
+# KEYS = the slots of one shard; ARGV[1] = collector id: delete the slot this collector holds.
+RELEASE_LUA = release_slots_lua(1)
 
 
 def shard_of(channel: Channel, shards: int) -> int:

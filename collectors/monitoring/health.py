@@ -44,6 +44,7 @@ from django.conf import settings
 from django.db import connection
 
 from candles.models import Subscription, SubscriptionStatus, Timeframe
+from collectors.live.leases import release_slots_lua
 from collectors.monitoring.parsing import Garbled
 from collectors.monitoring.status import (
     ChannelStatus,
@@ -76,15 +77,7 @@ end
 redis.call("ZREM", KEYS[1], ARGV[1])
 redis.call("DEL", KEYS[2])
 redis.call("HDEL", KEYS[3], ARGV[1])
-local released = 0
-for i = 4, #KEYS do
-  if redis.call("GET", KEYS[i]) == ARGV[1] then
-    redis.call("DEL", KEYS[i])
-    released = released + 1
-  end
-end
-return released
-"""
+""" + release_slots_lua(4)
 
 
 # KEYS[1] = channel status hash; ARGV = field, value, ...: delete each field still holding that value.

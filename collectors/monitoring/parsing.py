@@ -7,12 +7,25 @@ import logging
 import math
 from typing import Any
 
+import orjson
+
 logger = logging.getLogger("collectors.monitoring.status")  # the warnings belong to the status reads
 
 
 class Garbled(ValueError):
     """A status entry that does not have the shape the collector runtime writes."""
 
+
+
+def json_object(raw: str | bytes, error: type[ValueError] = Garbled) -> dict[str, Any]:
+    """`raw` as a JSON object; `error` (Garbled by default) when it is not JSON or not an object."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise error(f"not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise error("not a JSON object")
+    return data
 
 
 def text(value: Any) -> str:

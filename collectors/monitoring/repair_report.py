@@ -23,8 +23,7 @@ import logging
 import math
 from typing import Any
 
-import orjson
-
+from collectors.monitoring.parsing import json_object
 from okxproject.keys import Keys
 
 logger = logging.getLogger(__name__)
@@ -52,12 +51,7 @@ def _section(data: dict, name: str) -> dict:
 
 def repair_report_parse(raw: bytes | str) -> dict:
     """The report in its contract shape, every priority and endpoint present. Raises ValueError."""
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"not JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
+    data = json_object(raw, ValueError)
     backlog_raw, drained_raw = _section(data, "backlog"), _section(data, "drained_per_s")
     requests_raw, budget_raw = _section(data, "requests"), _section(data, "budget_per_s")
     queued_raw, left_raw = _section(data, "queued"), _section(data, "left")

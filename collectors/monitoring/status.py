@@ -18,7 +18,17 @@ from typing import Any
 import orjson
 from django.conf import settings
 
-from collectors.monitoring.parsing import Garbled, Skipped, int_field, numbers, opt_float, opt_int, opt_str, text
+from collectors.monitoring.parsing import (
+    Garbled,
+    Skipped,
+    int_field,
+    json_object,
+    numbers,
+    opt_float,
+    opt_int,
+    opt_str,
+    text,
+)
 from collectors.monitoring.repair_report import repair_report_decode
 from collectors.monitoring.replicas import replicas_parse, replicas_queue
 from collectors.okx.protocol import PRICE_KINDS, TRADE, TRADE_ONLY_BARS
@@ -34,8 +44,24 @@ LAST_FLUSH_FIELDS = ("at", "rows", "written", "rejected", "duration_ms")
 
 
 
+class _PricedBar:
+    """`timeframe` and `price` of a `bar` field that is the status keys' bar part (`keys.priced_bar`): `1m`, or
+    `mark:1m` for a mark-price channel."""
+
+    __slots__ = ()
+    bar: str
+
+    @property
+    def timeframe(self) -> str:
+        return split_priced_bar(self.bar)[0]
+
+    @property
+    def price(self) -> str:
+        return split_priced_bar(self.bar)[1]
+
+
 @dataclass(frozen=True, slots=True)
-class ChannelStatus:
+class ChannelStatus(_PricedBar):
     inst_id: str
     bar: str
     state: str  # "subscribed", "invalid" or "pending"
@@ -45,14 +71,6 @@ class ChannelStatus:
     collector: str | None
     reconnects: int = 0
 
-    # `bar` is the status keys' bar part (`keys.priced_bar`): `1m`, or `mark:1m` for a mark-price channel.
-    @property
-    def timeframe(self) -> str:
-        return split_priced_bar(self.bar)[0]
-
-    @property
-    def price(self) -> str:
-        return split_priced_bar(self.bar)[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +108,7 @@ class ChannelRow:
 def parse_channel_row(value: str | bytes) -> ChannelRow:
     """The JSON value of one `keys.channel_status` entry. Raises Garbled. Fields of the older format
     (last_message_at, last_confirmed_open, reconnects) are ignored: the per-bar ZSETs hold those now."""
-    try:
-        data = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise Garbled(f"not JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise Garbled("not a JSON object")
+    data = json_object(value)
     state = data.get("state")
     if state not in CHANNEL_STATES:
         raise Garbled(f"unknown state {state!r}")
@@ -238,7 +251,7 @@ def collector_reconnects(redis: Any, keys: Keys, collector_ids: Iterable[str]) -
 
 
 @dataclass(frozen=True, slots=True)
-class BarFigures:
+class BarFigures(_PricedBar):
     bar: str
     fresh: int  # channels with a message at or after `fresh_since`
     quiet: int  # channels whose last message is older
@@ -247,13 +260,6 @@ class BarFigures:
     oldest_confirmed_open: int | None  # epoch ms: the open time of the most lagging last confirmed candle
     unconfirmed: int  # channels whose last confirmed candle opened before `newest_closed_open`
 
-    @property
-    def timeframe(self) -> str:
-        return split_priced_bar(self.bar)[0]
-
-    @property
-    def price(self) -> str:
-        return split_priced_bar(self.bar)[1]
 
     @property
     def channels(self) -> int:
