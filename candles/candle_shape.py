@@ -7,12 +7,14 @@ clients use as the candle's key) and `volume_quote` (OKX's `volCcyQuote`, which 
 design's `trade_count` and `vwap` are not here: OKX's candles carry neither (docs/api.md).
 
 Numbers are exact decimal strings, as PostgreSQL wrote the stored numerics; rows are plain tuples shaped as
-`candles.reads.CandleText` and become dicts or CSV text here without any per-candle serializer.
+`ServedCandle` (made by PostgreSQL in `candles.reads`) and become dicts or CSV text here without any
+per-candle serializer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 # Order of the JSON keys and of the CSV columns.
 CANDLE_FIELDS = ("timestamp", "open_time_ms", "open", "high", "low", "close", "volume", "volume_currency",
@@ -20,8 +22,23 @@ CANDLE_FIELDS = ("timestamp", "open_time_ms", "open", "high", "low", "close", "v
 CSV_HEADER = ",".join(CANDLE_FIELDS) + "\n"
 
 
+class ServedCandle(NamedTuple):
+    """A candle as served: open time as ISO 8601 text and epoch ms, numbers as the stored numeric's exact text."""
+
+    open_time: str  # 2024-01-16T19:00:00Z (milliseconds only when not zero)
+    open_time_ms: int
+    open: str
+    high: str
+    low: str
+    close: str
+    vol: str
+    vol_ccy: str
+    vol_ccy_quote: str | None
+    confirmed: bool
+
+
 def candle_dicts(rows: Iterable[Sequence]) -> list[dict]:
-    """JSON objects of `CandleText`-shaped tuples.
+    """JSON objects of `ServedCandle`-shaped tuples.
 
     A dict display with unpacking: three times faster than dict(zip(CANDLE_FIELDS, row)) (0.35 against 1.2 µs
     a row), which was the largest Python cost of a 1000-candle page.
@@ -34,7 +51,7 @@ def candle_dicts(rows: Iterable[Sequence]) -> list[dict]:
 
 
 def csv_lines(rows: Iterable[Sequence]) -> str:
-    """CSV rows (no header) of `CandleText`-shaped tuples: an absent volume (mark-price and index candles have
+    """CSV rows (no header) of `ServedCandle`-shaped tuples: an absent volume (mark-price and index candles have
     none; OKX's older rows no quote volume) is an empty field."""
     return "".join(
         f"{r[0]},{r[1]},{r[2]},{r[3]},{r[4]},{r[5]},{'' if r[6] is None else r[6]},{'' if r[7] is None else r[7]},"

@@ -70,7 +70,7 @@ class DerivedBar:
 @dataclass(frozen=True, slots=True)
 class DerivedPage(CandlePage):
     # (constituents, expected) of each row of `candles`, in the same order. Kept apart from the rows so the
-    # rows keep the CandleText shape every renderer of /data unpacks.
+    # rows keep the ServedCandle shape every renderer of /data unpacks.
     coverage: list = None  # type: ignore[assignment]
 
 
@@ -232,7 +232,7 @@ def derived_list_text(
     descending: bool = False, limit: int = 100, cursor: str | None = None,
 ) -> DerivedPage:
     """A page of the derived bar, shaped as `candle_list_text`'s: same filters and cursors (by bucket open time),
-    rows shaped as CandleText, and each row's (constituents, expected) in `coverage`.
+    rows shaped as ServedCandle, and each row's (constituents, expected) in `coverage`.
 
     start/end bound bucket open times (inclusive); `confirmed` filters on the bucket's own confirm; a page may hold
     fewer than `limit` rows for bars of many source candles a bucket (see `page_size`), with a `next` link.

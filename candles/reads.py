@@ -33,7 +33,7 @@ class CandleOut(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class CandlePage:
-    candles: list  # CandleOut from candle_list, CandleText-shaped tuples from candle_list_text
+    candles: list  # CandleOut from candle_list, ServedCandle-shaped tuples from candle_list_text
     # Opaque; pass back as `cursor` for the next page. None on the last page.
     next_cursor: str | None
 
@@ -125,21 +125,6 @@ def candle_list(
     return CandlePage(candles=rows, next_cursor=next_cursor)
 
 
-class CandleText(NamedTuple):
-    """A candle as served: open time as ISO 8601 text and epoch ms, numbers as the stored numeric's exact text."""
-
-    open_time: str  # 2024-01-16T19:00:00Z (milliseconds only when not zero)
-    open_time_ms: int
-    open: str
-    high: str
-    low: str
-    close: str
-    vol: str
-    vol_ccy: str
-    vol_ccy_quote: str | None
-    confirmed: bool
-
-
 # Everything is text or integers made by PostgreSQL: numeric::text writes the stored digits as they are (never
 # exponent notation), and no timestamptz or numeric value is parsed in Python (Django's timestamptz loader is
 # pure Python and cost more than the rest of a 1000-candle page).
@@ -171,7 +156,8 @@ def candle_list_text(
     limit: int = 100,
     cursor: str | None = None,
 ) -> CandlePage:
-    """`candle_list` for serving: plain tuples shaped as `CandleText`, no Decimal or datetime made in Python.
+    """`candle_list` for serving: plain tuples shaped as `ServedCandle` (candles/candle_shape.py), no Decimal or
+    datetime made in Python.
 
     The series is given by ids, or by names (`inst_id`, `bar`, exact): the instrument is resolved in the same
     statement, which saves a round trip, and the bar from this process's map of bars; unknown names simply
@@ -202,7 +188,7 @@ def candle_list_text(
 
 
 def candle_versions_text(*, instrument_id: int, timeframe_id: int, start_ms: int, limit: int) -> list[tuple]:
-    """Up to `limit` candles of one series from `start_ms` on, ascending: CandleText-shaped tuples followed by
+    """Up to `limit` candles of one series from `start_ms` on, ascending: ServedCandle-shaped tuples followed by
     each row's version (the live stream's replay, which must not send a version older than one it sent)."""
     rows = _list_rows(_TEXT_COLUMNS + ", version", instrument=instrument_id, timeframe=timeframe_id,
                       start=ms_to_datetime(start_ms), end=None, confirmed=None, descending=False, limit=limit,

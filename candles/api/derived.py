@@ -1,6 +1,6 @@
 """What /data adds for a derived bar (candles/derived.py): its 400, and the coverage of each row in JSON and CSV.
 
-Kept out of views_data.py so that the view only routes a derived bar here; the rows themselves are CandleText-shaped
+Kept out of views_data.py so that the view only routes a derived bar here; the rows themselves are ServedCandle-shaped
 and go through the view's own rendering, whatever names it gives the fields.
 """
 
