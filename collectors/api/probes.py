@@ -124,7 +124,15 @@ def database_check(params: dict, *, reuse_s: float = 0.0) -> Callable[[], None]:
 
 def redis_check(url: str) -> Callable[[], None]:
     def check() -> None:
-        if not _redis_client(url).ping():
+        client = _redis_client(url)
+        try:
+            answered = client.ping()
+        except redis.ConnectionError:
+            # A pooled connection Redis has closed (a restart, a stop) fails once, "reset by peer", whatever Redis
+            # is doing now. The question is whether it answers now: one PING on a new connection says that (and
+            # the reason it gives, "Connection refused", is the one an operator can act on).
+            answered = client.ping()
+        if not answered:
             raise redis.RedisError("PING was not answered with PONG")
 
     return check
