@@ -36,8 +36,9 @@ services: venv ## Start local PostgreSQL/Redis if down, create the database
 browser: ## Install Debian's chromium for the browser test when missing
 	scripts/ensure_apt.sh "$${CHROMIUM_PATH:-/usr/bin/chromium}" chromium "the browser test"
 
+# Not fatal: without it tests/test_compose.py skips and says why; the rest of the suite still runs.
 compose-tool: ## Install Debian's docker-compose (validates docker-compose.yml in the tests) when missing
-	scripts/ensure_apt.sh /usr/bin/docker-compose docker-compose "the compose file's test"
+	-scripts/ensure_apt.sh /usr/bin/docker-compose docker-compose "the compose file's test"
 
 migrate: services ## Apply database migrations
 	$(VENV_PY) manage.py migrate --noinput
