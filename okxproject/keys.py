@@ -185,7 +185,7 @@ def priced_bar(bar: str, price: str = "trade") -> str:
 
 
 def channel_parts(channel: tuple[str, ...]) -> tuple[str, str]:
-    """(inst_id, priced bar) of a channel (`collectors.okx.messages.Channel` or the plain tuple equal to it)."""
+    """(inst_id, priced bar) of a channel (`collectors.okx.protocol.Channel` or the plain tuple equal to it)."""
     return (channel[0], channel[1]) if len(channel) == 2 else (channel[0], f"{channel[2]}:{channel[1]}")
 
 

@@ -23,6 +23,9 @@ On top of the window, starts are spaced at least `spacing_s` apart (no burst of 
 `hold` (after a 429: another client on the same IP) stops every start for a while. Every rule is applied at
 grant time against the clock then, never against slots planned in advance, so a stalled event loop
 delays starts but never bunches them.
+
+After the gate, a link paces its own subscribe/unsubscribe requests (`SlidingWindow`) and a shard its
+reconnects (`backoff_delay`): the same question, how soon the next attempt may go, one level down.
 """
 
 from __future__ import annotations
@@ -114,9 +117,6 @@ class ConnectionGate:
             self._answer.set()
 
 
-__all__ = ["WINDOW_MARGIN_S", "Attempt", "ConnectionGate", "next_start"]
-
-
 # --- a link's requests and a shard's reconnects ---------------------------------------------------------
 
 
@@ -155,3 +155,4 @@ class SlidingWindow:
                 await self._sleep(self.period - (now - self._times[0]))
 
 
+__all__ = ["WINDOW_MARGIN_S", "Attempt", "ConnectionGate", "SlidingWindow", "backoff_delay", "next_start"]

@@ -2,9 +2,9 @@
 
 Every request first takes a slot from a `RateLimiter` (OKX refuses over-limit requests rather than queueing
 them), then runs with capped exponential backoff and jitter on the errors OKX documents as transient.
-Candle rows are parsed by `messages.parse_candle_row`, the same parser the WebSocket path uses.
+Candle rows are parsed by `candle_rows.parse_candle_row`, the same parser the WebSocket path uses.
 
-Trade, mark-price and index candles (`price`, one of `messages.PRICE_KINDS`) each have their own pair of
+Trade, mark-price and index candles (`price`, one of `protocol.PRICE_KINDS`) each have their own pair of
 endpoints (latest 1,440 candles / older ones) and so their own rate budgets: the limiter key of a request is
 its endpoint's path (`Endpoint.budget`), as OKX counts each endpoint apart.
 """

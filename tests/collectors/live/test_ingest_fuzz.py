@@ -55,7 +55,7 @@ def specs(django_db_setup, django_db_blocker):
 
 
 def feed(handler: _Handler, raw: str | bytes) -> None:
-    """The WebSocket client's reader for one frame (collectors/okx/ws.py, `_read.receive`)."""
+    """The WebSocket client's reader for one frame (collectors/okx/connection.py, `_read.receive`)."""
     try:
         events = parse_message(raw, text=True)
     except ProtocolError as error:
