@@ -1,6 +1,8 @@
-"""The candle reads that must be fast: keyset-paged range lists (`candle_list`, and `candle_list_text`, which
-serves OKX's exact texts straight from PostgreSQL), the versions a stream client replays, and a series' newest
-open time.
+"""The candle reads that must be fast: keyset-paged range lists (`candle_list_text`, OKX's exact texts straight
+from PostgreSQL), the versions a stream client replays, and a series' newest open time.
+
+Every read serves one shape, `ServedCandle` (candles/candle_shape.py): numbers as the stored numeric's exact text.
+Code that computes reads the model (`Candle`), whose numeric columns come back as Decimals.
 """
 
 from __future__ import annotations
@@ -8,8 +10,6 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
-from typing import NamedTuple
 
 from django.db import connection
 
@@ -17,23 +17,9 @@ from candles import bar_catalog
 from candles.bars import datetime_to_ms, ms_to_datetime
 
 
-class CandleOut(NamedTuple):
-    open_time: datetime
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-    vol: Decimal
-    vol_ccy: Decimal
-    vol_ccy_quote: Decimal | None
-    confirmed: bool
-    source: str  # "ws" or "rest"
-    version: int  # receipt time in microseconds since the epoch (the row keeps no separate update time)
-
-
 @dataclass(frozen=True, slots=True)
 class CandlePage:
-    candles: list  # CandleOut from candle_list, ServedCandle-shaped tuples from candle_list_text
+    candles: list  # ServedCandle-shaped tuples (candles/candle_shape.py)
     # Opaque; pass back as `cursor` for the next page. None on the last page.
     next_cursor: str | None
 
@@ -57,12 +43,6 @@ def _decode_cursor(cursor: str, descending: bool) -> datetime:
     if direction != ("d" if descending else "a"):
         raise InvalidCursor("cursor was issued for the other sort order")
     return after
-
-
-_LIST_COLUMNS = (
-    "open_time, open, high, low, close, vol, vol_ccy, vol_ccy_quote, confirmed, "
-    "CASE source WHEN 'r' THEN 'rest' ELSE 'ws' END, version"
-)
 
 
 def _list_query(
@@ -100,31 +80,6 @@ def _list_query(
     return sql, params
 
 
-def candle_list(
-    *,
-    instrument_id: int,
-    timeframe_id: int,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    confirmed: bool | None = None,
-    descending: bool = False,
-    limit: int = 100,
-    cursor: str | None = None,
-) -> CandlePage:
-    """Candles of one series with start ≤ open time ≤ end, keyset-paginated by open time."""
-    sql, params = _list_query(
-        _LIST_COLUMNS, instrument=instrument_id, timeframe=timeframe_id, start=start, end=end,
-        confirmed=confirmed, descending=descending, limit=limit, cursor=cursor,
-    )
-    with connection.cursor() as cur:
-        cur.execute(sql, params)
-        rows = [CandleOut(*r) for r in cur.fetchall()]
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = _encode_cursor(rows[-1].open_time, descending) if more else None
-    return CandlePage(candles=rows, next_cursor=next_cursor)
-
-
 # Everything is text or integers made by PostgreSQL: numeric::text writes the stored digits as they are (never
 # exponent notation), and no timestamptz or numeric value is parsed in Python (Django's timestamptz loader is
 # pure Python and cost more than the rest of a 1000-candle page).
@@ -156,12 +111,12 @@ def candle_list_text(
     limit: int = 100,
     cursor: str | None = None,
 ) -> CandlePage:
-    """`candle_list` for serving: plain tuples shaped as `ServedCandle` (candles/candle_shape.py), no Decimal or
-    datetime made in Python.
+    """Candles of one series with start ≤ open time ≤ end, keyset-paginated by open time: plain tuples shaped as
+    `ServedCandle` (candles/candle_shape.py), no Decimal or datetime made in Python.
 
     The series is given by ids, or by names (`inst_id`, `bar`, exact): the instrument is resolved in the same
     statement, which saves a round trip, and the bar from this process's map of bars; unknown names simply
-    give an empty page. Same filters, order and cursors as `candle_list`. The API builds its JSON and CSV rows
+    give an empty page. The API builds its JSON and CSV rows
     from these tuples directly.
     """
     instrument = instrument_id if instrument_id is not None else inst_id

@@ -1,4 +1,4 @@
-"""Reads: `candle_list` (filters and keyset pagination) and `candle_missing_ranges` (gap detection)."""
+"""Reads: `candle_list_text` (filters, keyset pagination, exact texts) and `candle_missing_ranges` (gap detection)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from decimal import Decimal
 import pytest
 
 from candles.bars import ms_to_datetime
-from candles.reads import InvalidCursor, candle_list, candle_list_text
+from candles.candle_shape import ServedCandle
+from candles.models import Candle
+from candles.reads import CandlePage, InvalidCursor, candle_list_text
 from candles.series import MissingRange, candle_missing_ranges, expected_open_times
 
 T0 = datetime(2024, 1, 17, 12, 0, tzinfo=UTC)
@@ -36,54 +38,64 @@ def fifty_minutes(btc, stored_candles, tf):
     return btc, tf("1m")
 
 
+def served_page(*, instrument_id: int, timeframe_id: int, **filters) -> CandlePage:
+    """A page of one series, its rows as `ServedCandle`s (the one shape reads serve)."""
+    page = candle_list_text(instrument_id=instrument_id, timeframe_id=timeframe_id, **filters)
+    return CandlePage(candles=[ServedCandle(*row) for row in page.candles], next_cursor=page.next_cursor)
+
+
+def open_time(candle: ServedCandle) -> datetime:
+    return ms_to_datetime(candle.open_time_ms)
+
+
 def read_all(instrument, timeframe, **filters) -> tuple[list[datetime], int]:
     """Every open time over all pages, and the number of pages."""
     times, pages, cursor = [], 0, None
     while True:
-        page = candle_list(instrument_id=instrument.pk, timeframe_id=timeframe.pk, cursor=cursor, **filters)
+        page = served_page(instrument_id=instrument.pk, timeframe_id=timeframe.pk, cursor=cursor, **filters)
         pages += 1
-        times += [c.open_time for c in page.candles]
+        times += [open_time(c) for c in page.candles]
         cursor = page.next_cursor
         if cursor is None:
             return times, pages
         assert pages < 100, "pagination does not end"
 
 
-# --- candle_list ---------------------------------------------------------------------------------
+# --- candle_list_text: range, order, filters, cursors --------------------------------------------
 
 
 @pytest.mark.django_db
 def test_start_and_end_are_both_inclusive(fifty_minutes):
     btc, minute = fifty_minutes
-    page = candle_list(instrument_id=btc.pk, timeframe_id=minute.pk, start=at(10), end=at(14))
-    assert [c.open_time for c in page.candles] == [at(10), at(11), at(12), at(13), at(14)]
+    page = served_page(instrument_id=btc.pk, timeframe_id=minute.pk, start=at(10), end=at(14))
+    assert [open_time(c) for c in page.candles] == [at(10), at(11), at(12), at(13), at(14)]
     assert page.next_cursor is None
 
 
 @pytest.mark.django_db
 def test_bounds_between_open_times_select_the_open_times_inside_them(fifty_minutes):
     btc, minute = fifty_minutes
-    page = candle_list(instrument_id=btc.pk, timeframe_id=minute.pk, start=at(10) - MINUTE / 2,
+    page = served_page(instrument_id=btc.pk, timeframe_id=minute.pk, start=at(10) - MINUTE / 2,
                        end=at(12) + MINUTE / 2)
-    assert [c.open_time for c in page.candles] == [at(10), at(11), at(12)]
+    assert [open_time(c) for c in page.candles] == [at(10), at(11), at(12)]
 
 
 @pytest.mark.django_db
 def test_candles_come_oldest_first_or_newest_first_when_descending(fifty_minutes):
     btc, minute = fifty_minutes
-    ascending = candle_list(instrument_id=btc.pk, timeframe_id=minute.pk, limit=3)
-    descending = candle_list(instrument_id=btc.pk, timeframe_id=minute.pk, limit=3, descending=True)
-    assert [c.open_time for c in ascending.candles] == [at(0), at(1), at(2)]
-    assert [c.open_time for c in descending.candles] == [at(49), at(48), at(47)]
+    ascending = served_page(instrument_id=btc.pk, timeframe_id=minute.pk, limit=3)
+    descending = served_page(instrument_id=btc.pk, timeframe_id=minute.pk, limit=3, descending=True)
+    assert [open_time(c) for c in ascending.candles] == [at(0), at(1), at(2)]
+    assert [open_time(c) for c in descending.candles] == [at(49), at(48), at(47)]
 
 
 @pytest.mark.django_db
 def test_the_confirmed_filter_returns_only_closed_or_only_open_candles(fifty_minutes):
     btc, minute = fifty_minutes
-    closed = candle_list(instrument_id=btc.pk, timeframe_id=minute.pk, confirmed=True, limit=100).candles
-    still_open = candle_list(instrument_id=btc.pk, timeframe_id=minute.pk, confirmed=False, limit=100).candles
-    assert [c.open_time for c in still_open] == [at(i) for i in range(0, 50, 3)]
-    assert [c.open_time for c in closed] == [at(i) for i in range(50) if i % 3]
+    closed = served_page(instrument_id=btc.pk, timeframe_id=minute.pk, confirmed=True, limit=100).candles
+    still_open = served_page(instrument_id=btc.pk, timeframe_id=minute.pk, confirmed=False, limit=100).candles
+    assert [open_time(c) for c in still_open] == [at(i) for i in range(0, 50, 3)]
+    assert [open_time(c) for c in closed] == [at(i) for i in range(50) if i % 3]
     assert all(c.confirmed for c in closed)
     assert not any(c.confirmed for c in still_open)
 
@@ -92,11 +104,12 @@ def test_the_confirmed_filter_returns_only_closed_or_only_open_candles(fifty_min
 def test_a_candle_reads_back_with_exact_decimals_and_its_source(btc, stored_candles, tf):
     stored_candles(btc, "1m", [T0], close=Decimal("43000.0"), vol=Decimal("0.00000001"), vol_ccy_quote=None,
                    source="rest")
-    (candle,) = candle_list(instrument_id=btc.pk, timeframe_id=tf("1m").pk).candles
-    assert str(candle.close) == "43000.0"
-    assert candle.vol.as_tuple() == Decimal("0.00000001").as_tuple()
+    (candle,) = served_page(instrument_id=btc.pk, timeframe_id=tf("1m").pk).candles
+    assert candle.close == "43000.0"
+    assert Decimal(candle.vol).as_tuple() == Decimal("0.00000001").as_tuple()
     assert candle.vol_ccy_quote is None
-    assert (candle.open_time, candle.source, candle.confirmed) == (T0, "rest", True)
+    assert (open_time(candle), candle.confirmed) == (T0, True)
+    assert list(Candle.objects.values_list("source", flat=True)) == ["rest"]
 
 
 @pytest.mark.django_db
@@ -105,8 +118,8 @@ def test_only_the_requested_instrument_and_bar_are_listed(btc, instrument, store
     stored_candles(btc, "1m", [at(0), at(1)])
     stored_candles(btc, "1H", [at(0)])
     stored_candles(eth, "1m", [at(2)])
-    page = candle_list(instrument_id=btc.pk, timeframe_id=tf("1m").pk)
-    assert [c.open_time for c in page.candles] == [at(0), at(1)]
+    page = served_page(instrument_id=btc.pk, timeframe_id=tf("1m").pk)
+    assert [open_time(c) for c in page.candles] == [at(0), at(1)]
 
 
 @pytest.mark.django_db
@@ -142,7 +155,7 @@ def test_pagination_keeps_the_bounds_and_filters_of_the_first_page(fifty_minutes
 def test_a_cursor_this_server_did_not_issue_raises_invalid_cursor(fifty_minutes, cursor):
     btc, minute = fifty_minutes
     with pytest.raises(InvalidCursor):
-        candle_list(instrument_id=btc.pk, timeframe_id=minute.pk, cursor=cursor)
+        served_page(instrument_id=btc.pk, timeframe_id=minute.pk, cursor=cursor)
 
 
 @pytest.mark.django_db
@@ -150,17 +163,17 @@ def test_a_cursor_this_server_did_not_issue_raises_invalid_cursor(fifty_minutes,
 def test_a_forged_cursor_beyond_the_calendar_raises_invalid_cursor(fifty_minutes, ms):
     btc, minute = fifty_minutes
     with pytest.raises(InvalidCursor):
-        candle_list(instrument_id=btc.pk, timeframe_id=minute.pk, cursor=forged_cursor(f"a{ms}"))
+        served_page(instrument_id=btc.pk, timeframe_id=minute.pk, cursor=forged_cursor(f"a{ms}"))
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("descending", [False, True], ids=["ascending", "descending"])
 def test_a_cursor_of_the_other_sort_order_raises_invalid_cursor(fifty_minutes, descending):
     btc, minute = fifty_minutes
-    first = candle_list(instrument_id=btc.pk, timeframe_id=minute.pk, limit=7, descending=descending)
+    first = served_page(instrument_id=btc.pk, timeframe_id=minute.pk, limit=7, descending=descending)
     assert first.next_cursor is not None
     with pytest.raises(InvalidCursor, match="sort order"):
-        candle_list(instrument_id=btc.pk, timeframe_id=minute.pk, limit=7, descending=not descending,
+        served_page(instrument_id=btc.pk, timeframe_id=minute.pk, limit=7, descending=not descending,
                     cursor=first.next_cursor)
 
 
@@ -168,7 +181,7 @@ def test_a_cursor_of_the_other_sort_order_raises_invalid_cursor(fifty_minutes, d
 def test_a_limit_below_one_is_refused(fifty_minutes):
     btc, minute = fifty_minutes
     with pytest.raises(ValueError, match="limit"):
-        candle_list(instrument_id=btc.pk, timeframe_id=minute.pk, limit=0)
+        served_page(instrument_id=btc.pk, timeframe_id=minute.pk, limit=0)
 
 
 # --- candle_missing_ranges -------------------------------------------------------------------------
@@ -325,21 +338,6 @@ def test_candle_list_text_gives_the_stored_digits_as_plain_text_and_epoch_ms(btc
     assert by_name == [row]
     assert candle_list_text(inst_id="BTC-USDT", bar="1M").candles == []
     assert candle_list_text(inst_id="NOPE", bar="1m").candles == []
-
-
-@pytest.mark.django_db
-@pytest.mark.parametrize("descending", [False, True], ids=["ascending", "descending"])
-def test_candle_list_text_pages_like_candle_list(fifty_minutes, descending):
-    btc, minute = fifty_minutes
-    cursor, text_times, times = None, [], read_all(btc, minute, limit=7, descending=descending)[0]
-    while True:
-        page = candle_list_text(instrument_id=btc.pk, timeframe_id=minute.pk, limit=7, descending=descending,
-                                cursor=cursor, confirmed=None)
-        text_times += [ms_to_datetime(row[1]) for row in page.candles]
-        cursor = page.next_cursor
-        if cursor is None:
-            break
-    assert text_times == times
 
 
 @pytest.fixture
