@@ -66,10 +66,12 @@ Number = Decimal | str
 
 
 class CandleRow(NamedTuple):
-    """One parsed candle, as every producer hands it to `candles_upsert`.
+    """One candle as the write path takes it: the candle and where it came from (source and version).
 
-    Field order is the staging table's column order, so a row is copied without being rebuilt.
-    Prices and volumes are Decimals or OKX's decimal strings, never floats.
+    The candle fields are those of the OKX library's two candle types, `CandleText` (OKX's number texts, the live
+    path) and `CandleUpdate` (Decimals, for code that computes); `of` makes a row of either. This module does not
+    name them: `candles` never imports `collectors`. Field order is the staging table's column order, so a row
+    is copied without being rebuilt. Prices and volumes are Decimals or decimal strings, never floats.
     """
 
     inst_id: str
@@ -88,6 +90,11 @@ class CandleRow(NamedTuple):
     # "trade", "mark" or "index": which of the instrument's series (candles.models.PriceKind). Mark and index
     # candles have no volumes (vol and vol_ccy None).
     price: str = "trade"
+
+    @classmethod
+    def of(cls, candle: Sequence, *, source: str, version: int) -> CandleRow:
+        """The row of a candle with `CandleText`'s or `CandleUpdate`'s fields (their `price` read as an attribute)."""
+        return cls(*candle[:11], source, version, candle.price)
 
 
 # (inst_id, bar, open_time_ms, price) of a CandleRow, in C: a sort or set key for thousands of rows.

@@ -21,12 +21,7 @@ REFUSED_CODES = frozenset({"51000", "51001"})
 def rest_rows(updates: Sequence[Candle], version: int) -> list[CandleRow]:
     """Closed candles only: REST caches lag, the open candle comes from the WebSocket. Each row keeps its candle's
     price kind (mark-price and index ones without volumes), so it is written to that series' row."""
-    return [
-        CandleRow(u.inst_id, u.bar, u.open_time_ms, u.open, u.high, u.low, u.close, u.vol, u.vol_ccy,
-                  u.vol_ccy_quote, True, "rest", version, u.price)
-        for u in updates
-        if u.confirmed
-    ]
+    return [CandleRow.of(u, source="rest", version=version) for u in updates if u.confirmed]
 
 
 def dead_letter_rejected(redis: Any, keys: Keys, result: UpsertResult) -> None:

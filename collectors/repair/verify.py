@@ -176,10 +176,7 @@ def _verify_unit(report: VerifyReport, instrument: Instrument, timeframe: Timefr
             what = "unconfirmed" if not mine[-1] else "different"
         if len(report.samples) < SAMPLE_DIFFERENCES:
             report.samples.append(f"{ms_to_datetime(open_ms).isoformat()} {what}")
-        rewrite.append(CandleRow(
-            update.inst_id, update.bar, open_ms, update.open, update.high, update.low, update.close, update.vol,
-            update.vol_ccy, update.vol_ccy_quote, True, "rest", version, instrument.price,
-        ))
+        rewrite.append(CandleRow.of(update, source="rest", version=version))
     report.checked += len(closed)
     report.extra += sum(1 for open_ms in stored if open_ms not in closed)
     if rewrite:

@@ -92,9 +92,7 @@ class FlushThread(InThread):
 
 
 def store_through_the_write_path(update: CandleUpdate, version: int) -> None:
-    o = update
-    result = candles_upsert(rows=[CandleRow(o.inst_id, o.bar, o.open_time_ms, o.open, o.high, o.low, o.close, o.vol,
-                                            o.vol_ccy, o.vol_ccy_quote, o.confirmed, "ws", version)])
+    result = candles_upsert(rows=[CandleRow.of(update, source="ws", version=version)])
     assert result.written == 1
 
 
