@@ -139,6 +139,9 @@ class CandleAdmin(admin.ModelAdmin):
 
     list_display = ("instrument", "timeframe", "open_time", "open", "high", "low", "close", "vol",
                     "confirmed", "source", "updated_at")
+    # The columns in the table's order (the model declares the shared candle columns first).
+    fields = ("key", "instrument", "timeframe", "open_time", "open", "high", "low", "close", "vol", "vol_ccy",
+              "vol_ccy_quote", "confirmed", "source", "version", "updated_at")
     list_filter = ("timeframe", "confirmed", "source", OpenTimeWindowFilter)
     search_fields = ("instrument__inst_id__exact",)
     search_help_text = "Exact instrument id, e.g. BTC-USDT; with a bar chosen, the whole series (any time)"

@@ -16,7 +16,31 @@ class CandleSource(models.TextChoices):
     REST = "rest", "REST"
 
 
-class Candle(models.Model):
+class CandleColumns(models.Model):
+    """A candle's own columns, declared once for the table and its admin view: the open time, OKX's numbers
+    exactly, the confirm flag and the receipt version. The series (instrument, bar) and the source's storage
+    differ between the two."""
+
+    open_time = models.DateTimeField()
+    open = ExactDecimalField()
+    high = ExactDecimalField()
+    low = ExactDecimalField()
+    close = ExactDecimalField()
+    # Empty for mark-price and index candles, which carry no volumes.
+    vol = ExactDecimalField(null=True)
+    vol_ccy = ExactDecimalField(null=True)
+    # Absent in OKX's older 7-field payloads.
+    vol_ccy_quote = ExactDecimalField(null=True)
+    confirmed = models.BooleanField()
+    # Receipt version (microseconds since the epoch when the row was received): the database refuses a
+    # row older than the one it holds, even when a retried flush arrives after a newer one.
+    version = models.BigIntegerField()
+
+    class Meta:
+        abstract = True
+
+
+class Candle(CandleColumns):
     """One OKX candle. The key is (instrument, timeframe, open time); written only by `candles_upsert`.
 
     A composite primary key measured better than a surrogate id plus a unique constraint (one index
@@ -40,21 +64,7 @@ class Candle(models.Model):
     timeframe = models.ForeignKey(
         Timeframe, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
     )
-    open_time = models.DateTimeField()
-    open = ExactDecimalField()
-    high = ExactDecimalField()
-    low = ExactDecimalField()
-    close = ExactDecimalField()
-    # Empty for mark-price and index candles, which carry no volumes.
-    vol = ExactDecimalField(null=True)
-    vol_ccy = ExactDecimalField(null=True)
-    # Absent in OKX's older 7-field payloads.
-    vol_ccy_quote = ExactDecimalField(null=True)
-    confirmed = models.BooleanField()
     source = CandleSourceField(choices=CandleSource.choices)
-    # Receipt version (microseconds since the epoch when the row was received): the database refuses a
-    # row older than the one it holds, even when a retried flush arrives after a newer one.
-    version = models.BigIntegerField()
 
     class Meta:
         indexes = [
@@ -76,7 +86,7 @@ class Candle(models.Model):
         return f"{self.instrument_id}/{self.timeframe_id}@{self.open_time.isoformat()}"
 
 
-class CandleRecord(models.Model):
+class CandleRecord(CandleColumns):
     """Read-only view of candles with a single-column key, for the admin only.
 
     `source` is spelled out (`ws`/`rest`) and `updated_at` is the receipt time the version encodes.
@@ -85,17 +95,7 @@ class CandleRecord(models.Model):
     key = models.CharField(max_length=64, primary_key=True)
     instrument = models.ForeignKey(Instrument, on_delete=models.DO_NOTHING, related_name="+")
     timeframe = models.ForeignKey(Timeframe, on_delete=models.DO_NOTHING, related_name="+")
-    open_time = models.DateTimeField()
-    open = ExactDecimalField()
-    high = ExactDecimalField()
-    low = ExactDecimalField()
-    close = ExactDecimalField()
-    vol = ExactDecimalField(null=True)
-    vol_ccy = ExactDecimalField(null=True)
-    vol_ccy_quote = ExactDecimalField(null=True)
-    confirmed = models.BooleanField()
     source = models.CharField(max_length=4, choices=CandleSource.choices)
-    version = models.BigIntegerField()
     updated_at = models.DateTimeField()
 
     class Meta:
