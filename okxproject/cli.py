@@ -69,6 +69,13 @@ def moment_option(option: str, text: str) -> datetime:
         raise CommandError(f"{option}: {exc}") from None
 
 
+def add_series_arguments(parser: argparse.ArgumentParser) -> None:
+    """The two positionals that name a series, `SYMBOL TIMEFRAME`, as every command spells them; `series_lookup`
+    turns them into rows."""
+    parser.add_argument("symbol", metavar="SYMBOL", help="instrument id as OKX spells it, e.g. BTC-USDT")
+    parser.add_argument("timeframe", metavar="TIMEFRAME", help="OKX bar, case-sensitive: 1m is a minute, 1M a month")
+
+
 def series_lookup(symbol: str, bar: str, *, active_bar: bool = True,
                   price: str = PriceKind.TRADE) -> tuple[Instrument, Timeframe]:
     """The instrument row and timeframe named on the command line, or a CommandError that says what to do.

@@ -29,7 +29,16 @@ from django.db import connection, transaction
 from candles import parquet
 from candles.candle_shape import CANDLE_FIELDS
 from candles.models import Instrument, Timeframe
-from okxproject.cli import TIME_HELP, Progress, is_tty, iso, moment_option, raw_stream, series_lookup
+from okxproject.cli import (
+    TIME_HELP,
+    Progress,
+    add_series_arguments,
+    is_tty,
+    iso,
+    moment_option,
+    raw_stream,
+    series_lookup,
+)
 
 # The columns of GET /data?format=csv, in the same order (the one candle shape of candles.candle_shape).
 HEADER = CANDLE_FIELDS
@@ -81,9 +90,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("symbol", metavar="SYMBOL", help="instrument id as OKX spells it, e.g. BTC-USDT")
-        parser.add_argument("timeframe", metavar="TIMEFRAME",
-                            help="OKX bar, case-sensitive: 1m is a minute, 1M a month")
+        add_series_arguments(parser)
         parser.add_argument("--from", dest="start", required=True, metavar="TIME",
                             help=f"first open time (inclusive): {TIME_HELP}")
         parser.add_argument("--to", dest="end", required=True, metavar="TIME",

@@ -40,7 +40,17 @@ from collectors.repair.detect import DETECT_SETTLE, gaps_detect
 from collectors.repair.fill import GapFillResult, gap_fill
 from collectors.repair.reach import not_served_reason, rest_serves
 from collectors.shared.connections import redis_client
-from okxproject.cli import TIME_HELP, Progress, is_tty, iso, moment_option, raw_stream, redacted_url, series_lookup
+from okxproject.cli import (
+    TIME_HELP,
+    Progress,
+    add_series_arguments,
+    is_tty,
+    iso,
+    moment_option,
+    raw_stream,
+    redacted_url,
+    series_lookup,
+)
 
 # Exit status of a run stopped by Ctrl-C, as shells report a process ended by SIGINT.
 INTERRUPTED = 130
@@ -57,9 +67,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("symbol", metavar="SYMBOL", help="instrument id as OKX spells it, e.g. BTC-USDT")
-        parser.add_argument("timeframe", metavar="TIMEFRAME",
-                            help="OKX bar, case-sensitive: 1m is a minute, 1M a month")
+        add_series_arguments(parser)
         parser.add_argument("--from", dest="start", required=True, metavar="TIME",
                             help=f"first open time: {TIME_HELP}")
         parser.add_argument("--to", dest="end", metavar="TIME",
