@@ -76,6 +76,15 @@ def add_series_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("timeframe", metavar="TIMEFRAME", help="OKX bar, case-sensitive: 1m is a minute, 1M a month")
 
 
+def add_price_argument(parser: argparse.ArgumentParser, *, note: str = "") -> None:
+    """`--price`, which of an instrument's series a command means (docs/price-kinds.md), with the command's own
+    `note` after the common help."""
+    help_text = ("which series: trade candles (default), the mark price of a SWAP, FUTURES or OPTION instrument, or "
+                 "an index such as BTC-USD")
+    parser.add_argument("--price", choices=PriceKind.values, default=PriceKind.TRADE,
+                        help=f"{help_text}; {note}" if note else help_text)
+
+
 def series_lookup(symbol: str, bar: str, *, active_bar: bool = True,
                   price: str = PriceKind.TRADE) -> tuple[Instrument, Timeframe]:
     """The instrument row and timeframe named on the command line, or a CommandError that says what to do.

@@ -32,6 +32,7 @@ from candles.models import Instrument, Timeframe
 from okxproject.cli import (
     TIME_HELP,
     Progress,
+    add_price_argument,
     add_series_arguments,
     is_tty,
     iso,
@@ -100,9 +101,7 @@ class Command(BaseCommand):
         parser.add_argument("--output", "-o", default="-", metavar="FILE",
                             help="file to write (replaced only once complete); - for stdout (default)")
         parser.add_argument("--confirmed-only", action="store_true", help="leave out candles still open")
-        parser.add_argument("--price", choices=("trade", "mark", "index"), default="trade",
-                            help="which series: trade candles (default), the mark price of a SWAP, FUTURES or "
-                                 "OPTION instrument, or an index such as BTC-USD (no volumes: empty / null)")
+        add_price_argument(parser, note="mark and index candles have no volumes (empty / null)")
         parser.add_argument("--quiet", action="store_true", help="no progress and no summary on stderr")
 
     def handle(self, *args, symbol: str, timeframe: str, start: str, end: str, output: str, quiet: bool,

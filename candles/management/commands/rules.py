@@ -8,9 +8,9 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from candles.models import InstrumentType, PriceKind, SubscriptionRule
+from candles.models import InstrumentType, SubscriptionRule
 from candles.rules import RuleOutcome, rule_create, rule_delete, rule_matches, rules_materialize
-from okxproject.cli import moment_option
+from okxproject.cli import add_price_argument, moment_option
 
 EXAMPLES = """examples:
   manage.py rules add swaps --type SWAP --bar 1m --bar 1H
@@ -40,9 +40,7 @@ class Command(BaseCommand):
         actions.add_parser("list", help="the rules, with what each matches now and the subscriptions it holds")
         add = actions.add_parser("add", help="declare a rule and subscribe what it matches at once")
         add.add_argument("name", help="a unique name")
-        add.add_argument("--price", default=PriceKind.TRADE, choices=PriceKind.values,
-                         help="which series: trade (default), mark (SWAP, FUTURES, OPTION) or index (BTC-USD); "
-                              "mark and index have no 1s")
+        add_price_argument(add, note="mark and index have no 1s")
         add.add_argument("--type", dest="inst_type", default="", choices=InstrumentType.values,
                          help="instrument type (default: every type)")
         add.add_argument("--quote", dest="quote_ccy", default="",

@@ -6,9 +6,9 @@ from datetime import datetime
 
 from django.core.management.base import BaseCommand, CommandError
 
-from candles.models import PriceKind
 from candles.price_series import PriceSeriesError
 from candles.subscriptions import UnknownNames, subscriptions_create
+from okxproject.cli import add_price_argument
 
 
 class Command(BaseCommand):
@@ -21,9 +21,7 @@ class Command(BaseCommand):
                             help="OKX bar code, case-sensitive (1m is a minute, 1M a month); repeatable")
         parser.add_argument("--backfill-from", type=datetime.fromisoformat, default=None,
                             help="fetch history from this ISO 8601 time on (e.g. 2026-11-01T00:00:00+00:00)")
-        parser.add_argument("--price", default=PriceKind.TRADE, choices=PriceKind.values,
-                            help="which series: trade (default), mark (SWAP, FUTURES, OPTION) or index (BTC-USD); "
-                                 "mark and index have no 1s")
+        add_price_argument(parser, note="mark and index have no 1s")
 
     def handle(self, *args, inst_ids: list[str], bars: list[str], backfill_from, price: str, **options) -> None:
         if backfill_from is not None and backfill_from.tzinfo is None:

@@ -43,6 +43,7 @@ from collectors.shared.connections import redis_client
 from okxproject.cli import (
     TIME_HELP,
     Progress,
+    add_price_argument,
     add_series_arguments,
     is_tty,
     iso,
@@ -72,9 +73,7 @@ class Command(BaseCommand):
                             help=f"first open time: {TIME_HELP}")
         parser.add_argument("--to", dest="end", metavar="TIME",
                             help=f"last open time (default: now; never later than the last closed candle): {TIME_HELP}")
-        parser.add_argument("--price", choices=PriceKind.values, default=PriceKind.TRADE,
-                            help="which series of SYMBOL: trade candles (default), its mark price (SWAP, FUTURES, "
-                                 "OPTION) or an index (SYMBOL an index id such as BTC-USD)")
+        add_price_argument(parser, note="for an index, SYMBOL is the index id")
         parser.add_argument("--quiet", action="store_true", help="no progress display (the final report stays)")
 
     def handle(self, *args, symbol: str, timeframe: str, start: str, end: str | None, quiet: bool,
